@@ -1,0 +1,28 @@
+"""Lightning data modules for DistPro: official splits plus the seeded search/retrain split.
+
+Every data module derives from :class:`SplitDataModule`: in ``mode="search"`` the training
+set is split 80/20 (seeded) into the student's training data and the held-out data of the
+meta-gradient (:meth:`SplitDataModule.search_val_dataloader`); in ``mode="retrain"`` the
+whole training set is used. Validation and test loaders always serve the official test split.
+"""
+
+from distpro_lightning.data.base import Mode, SplitDataModule
+from distpro_lightning.data.cifar100 import CIFAR100DataModule, CIFAR100Pickles
+from distpro_lightning.data.digits import DigitsDataModule
+from distpro_lightning.data.fake import make_fake_cifar100, make_fake_image_folder
+from distpro_lightning.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR, FashionMNISTDataModule
+from distpro_lightning.data.image_folder import ImageFolderDataModule, prepare_tiny_imagenet_val
+
+__all__ = [
+    "DEBIAN_FASHION_MNIST_DIR",
+    "CIFAR100DataModule",
+    "CIFAR100Pickles",
+    "DigitsDataModule",
+    "FashionMNISTDataModule",
+    "ImageFolderDataModule",
+    "Mode",
+    "SplitDataModule",
+    "make_fake_cifar100",
+    "make_fake_image_folder",
+    "prepare_tiny_imagenet_val",
+]

@@ -1,0 +1,350 @@
+"""Shared base class of the DistPro data modules: the ``search`` / ``retrain`` split logic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+__all__ = ["Mode", "SplitDataModule"]
+
+Mode = Literal["search", "retrain"]
+
+
+class SplitDataModule(LightningDataModule):
+    """Base class of every DistPro data module: official splits plus a seeded search split.
+
+    DistPro runs in two phases, selected with ``mode``:
+
+    * ``"search"``: the *training* set is split, deterministically for a given ``seed``, into a
+      part used to train the student (``1 - search_val_fraction``, 80 % by default) and a
+      held-out part (``search_val_fraction``, 20 % by default) on which the meta-gradient of
+      the distillation-process parameters is computed. :meth:`train_dataloader` serves the
+      first part, :meth:`search_val_dataloader` the held-out part. As in DARTS, the held-out
+      part uses the same (augmenting) *training* transform: both halves are views of the same
+      training dataset and only the indices differ. The official test split is never touched
+      during the search except for monitoring through :meth:`val_dataloader`.
+    * ``"retrain"`` (default): :meth:`train_dataloader` serves the whole training set (or the
+      ``subset`` pool) and :meth:`search_val_dataloader` raises :class:`RuntimeError`.
+
+    In both modes :meth:`val_dataloader` and :meth:`test_dataloader` serve the official test
+    split.
+
+    The index bookkeeping is a pure function of ``(seed, subset, mode, search_val_fraction)``:
+
+    1. the *pool* is the whole training set, or, with ``subset=N``, the first ``N`` indices of a
+       ``torch.randperm`` seeded with ``seed``;
+    2. in search mode, a second permutation of the pool, drawn from the same generator, puts the
+       first ``round(search_val_fraction * len(pool))`` indices in the search-validation split
+       and the rest in the training split.
+
+    Both index tensors are sorted and exposed, after :meth:`setup` (or after the first call of a
+    dataloader method), as :attr:`train_indices` and :attr:`search_val_indices`. The test split
+    is limited to at most ``subset`` samples (again the first ones of a seeded permutation, so
+    that class-sorted test sets keep every class).
+
+    DDP: :meth:`train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
+    can replace its sampler with a ``DistributedSampler``. :meth:`search_val_dataloader` is not
+    a Lightning hook, so it takes the process layout explicitly (``distributed``,
+    ``num_replicas``, ``rank``) and then uses
+    ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``; the caller must call
+    ``loader.sampler.set_epoch(epoch)`` each time it starts a new pass over that loader,
+    otherwise every pass repeats the same order.
+
+    Subclasses implement :meth:`_build_train_dataset` (training transform) and
+    :meth:`_build_test_dataset` (evaluation transform), and the ``num_classes``,
+    ``in_channels`` and ``image_size`` properties; they may override :meth:`prepare_data`.
+
+    Args:
+        data_dir: Directory holding (or receiving) the dataset files.
+        batch_size: Batch size of every dataloader.
+        num_workers: Worker processes per dataloader.
+        mode: ``"search"`` (80/20 split of the training set) or ``"retrain"`` (full set).
+        search_val_fraction: Fraction of the training pool held out in search mode.
+        subset: Use only ``subset`` training samples (first ones of a seeded shuffle) and at
+            most ``subset`` test samples; ``None`` uses everything. For quick runs.
+        seed: Seed of the subset selection, of the search split and of the distributed
+            search-validation sampler.
+        pin_memory: ``pin_memory`` of every dataloader.
+        search_val_batch_size: Batch size of :meth:`search_val_dataloader`; defaults to
+            ``batch_size``.
+
+    Example (Python)::
+
+        from distpro_lightning.data import DigitsDataModule
+
+        dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
+        dm.setup("fit")
+        train_loader = dm.train_dataloader()  # 80 % of the training set
+        meta_loader = dm.search_val_dataloader()  # the held-out 20 %
+
+    Example (YAML, ``LightningCLI`` with a concrete subclass)::
+
+        data:
+          class_path: distpro_lightning.data.DigitsDataModule
+          init_args:
+            mode: search
+            batch_size: 64
+            search_val_fraction: 0.2
+            seed: 0
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "",
+        batch_size: int = 128,
+        num_workers: int = 0,
+        mode: Mode = "retrain",
+        search_val_fraction: float = 0.2,
+        subset: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+        search_val_batch_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("search", "retrain"):
+            raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
+        if not 0.0 < search_val_fraction < 1.0:
+            raise ValueError(f"search_val_fraction must lie in (0, 1), got {search_val_fraction}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if search_val_batch_size is not None and search_val_batch_size < 1:
+            raise ValueError(f"search_val_batch_size must be >= 1, got {search_val_batch_size}")
+        if subset is not None and subset < 1:
+            raise ValueError(f"subset must be None or >= 1, got {subset}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.mode: Mode = mode
+        self.search_val_fraction = search_val_fraction
+        self.subset = subset
+        self.seed = seed
+        self.pin_memory = pin_memory
+        self.search_val_batch_size = search_val_batch_size
+
+        self._train_full: Dataset | None = None
+        self._test_full: Dataset | None = None
+        self._split_key: tuple | None = None
+        self._train_indices: torch.Tensor | None = None
+        self._search_val_indices: torch.Tensor | None = None
+        self._test_indices: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ dataset description
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        raise NotImplementedError
+
+    @property
+    def in_channels(self) -> int:
+        """Number of input channels of an image."""
+        raise NotImplementedError
+
+    @property
+    def image_size(self) -> int:
+        """Side length, in pixels, of the (square) images the dataloaders yield."""
+        raise NotImplementedError
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(in_channels, image_size, image_size)`` of one sample."""
+        return (self.in_channels, self.image_size, self.image_size)
+
+    # ------------------------------------------------------------------ subclass hooks
+    def _build_train_dataset(self) -> Dataset:
+        """Return the full official training set, with the training transform."""
+        raise NotImplementedError
+
+    def _build_test_dataset(self) -> Dataset:
+        """Return the full official test set, with the evaluation transform."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ setup
+    def setup(self, stage: str | None = None) -> None:
+        """Load the datasets needed for ``stage`` and compute the index splits.
+
+        Idempotent and cheap on repeated calls; the dataloader methods call it lazily, so
+        calling it explicitly is optional.
+        """
+        if stage in (None, "fit"):
+            self._ensure_train()
+        self._ensure_test()
+
+    def _ensure_train(self) -> None:
+        if self._train_full is None:
+            self._train_full = self._build_train_dataset()
+        key = (self.mode, self.seed, self.subset, self.search_val_fraction)
+        if self._split_key != key:
+            if self.mode not in ("search", "retrain"):
+                raise ValueError(f"mode must be 'search' or 'retrain', got {self.mode!r}")
+            train, val = self._compute_split(len(self._train_full))
+            self._train_indices, self._search_val_indices = train, val
+            self._split_key = key
+
+    def _ensure_test(self) -> None:
+        if self._test_full is None:
+            self._test_full = self._build_test_dataset()
+            n = len(self._test_full)
+            if self.subset is not None and self.subset < n:
+                g = torch.Generator().manual_seed(self.seed)
+                self._test_indices = torch.randperm(n, generator=g)[: self.subset].sort().values
+            else:
+                self._test_indices = torch.arange(n)
+
+    def _compute_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = torch.Generator().manual_seed(self.seed)
+        if self.subset is not None and self.subset < n:
+            pool = torch.randperm(n, generator=g)[: self.subset]
+        else:
+            pool = torch.arange(n)
+        if self.mode == "retrain":
+            return pool.sort().values, None
+        n_val = round(self.search_val_fraction * len(pool))
+        if not 0 < n_val < len(pool):
+            raise ValueError(
+                f"search split of {len(pool)} training samples with search_val_fraction="
+                f"{self.search_val_fraction} leaves an empty part; use more samples "
+                "(larger `subset`) or another fraction"
+            )
+        perm = pool[torch.randperm(len(pool), generator=g)]
+        return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+    # ------------------------------------------------------------------ indices / datasets
+    @property
+    def train_indices(self) -> torch.Tensor:
+        """Sorted indices (into the official training set) served by :meth:`train_dataloader`."""
+        self._ensure_train()
+        assert self._train_indices is not None
+        return self._train_indices
+
+    @property
+    def search_val_indices(self) -> torch.Tensor | None:
+        """Sorted indices of the held-out search split; ``None`` in retrain mode."""
+        self._ensure_train()
+        return self._search_val_indices
+
+    @property
+    def test_indices(self) -> torch.Tensor:
+        """Sorted indices (into the official test set) served by val/test dataloaders."""
+        self._ensure_test()
+        assert self._test_indices is not None
+        return self._test_indices
+
+    @property
+    def train_dataset(self) -> Dataset:
+        """The training samples of the current mode (a :class:`~torch.utils.data.Subset`)."""
+        self._ensure_train()
+        assert self._train_full is not None
+        return Subset(self._train_full, self.train_indices.tolist())
+
+    @property
+    def search_val_dataset(self) -> Dataset:
+        """The held-out search split (training transform); raises outside search mode."""
+        self._check_search_mode()
+        self._ensure_train()
+        assert self._train_full is not None and self._search_val_indices is not None
+        return Subset(self._train_full, self._search_val_indices.tolist())
+
+    @property
+    def test_dataset(self) -> Dataset:
+        """The official test split (at most ``subset`` samples), with the eval transform."""
+        self._ensure_test()
+        assert self._test_full is not None
+        return Subset(self._test_full, self.test_indices.tolist())
+
+    def _check_search_mode(self) -> None:
+        if self.mode != "search":
+            raise RuntimeError(
+                "search_val_dataloader() exists only in search mode (the held-out 20 % split of "
+                f"the training set used for DistPro's meta-gradient); this data module has "
+                f"mode={self.mode!r}. Construct it with mode='search'."
+            )
+
+    # ------------------------------------------------------------------ dataloaders
+    def _loader(self, dataset: Dataset, **kwargs: object) -> DataLoader:
+        kwargs.setdefault("batch_size", self.batch_size)
+        return DataLoader(
+            dataset,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled loader of the training split (80 % in search mode, everything in retrain).
+
+        A plain ``DataLoader(shuffle=True)``: under DDP Lightning swaps in its
+        ``DistributedSampler``.
+        """
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Loader of the official test split (evaluation transform, not shuffled)."""
+        return self._loader(self.test_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Loader of the official test split (evaluation transform, not shuffled)."""
+        return self._loader(self.test_dataset, shuffle=False)
+
+    def search_val_dataloader(
+        self, distributed: bool = False, num_replicas: int = 1, rank: int = 0
+    ) -> DataLoader:
+        """Loader of the held-out search split (search mode only).
+
+        Shuffled, ``drop_last=True`` (every meta-step sees a full batch), with the training
+        transform, as DARTS does for its architecture-validation queue. If the split is smaller
+        than one batch (per replica), the batch size is reduced to fit, with a warning, so the
+        loader is never empty.
+
+        Args:
+            distributed: Shard the split with a ``DistributedSampler(shuffle=True, seed=seed,
+                drop_last=True)``. The caller must call ``loader.sampler.set_epoch(epoch)``
+                whenever it starts a new pass over the loader (e.g. when it cycles it).
+            num_replicas: Number of processes sharing the split (DDP world size).
+            rank: Rank of this process.
+
+        Raises:
+            RuntimeError: If the data module is not in search mode.
+        """
+        self._check_search_mode()
+        dataset = self.search_val_dataset
+        batch_size = self.search_val_batch_size or self.batch_size
+        if distributed:
+            if num_replicas < 1 or not 0 <= rank < num_replicas:
+                raise ValueError(f"invalid num_replicas={num_replicas}, rank={rank}")
+            sampler: DistributedSampler | None = DistributedSampler(
+                dataset,
+                num_replicas=num_replicas,
+                rank=rank,
+                shuffle=True,
+                seed=self.seed,
+                drop_last=True,
+            )
+            available = len(sampler)
+        else:
+            sampler = None
+            available = len(dataset)  # type: ignore[arg-type]
+        if available < 1:
+            raise ValueError(
+                f"the search-validation split has {len(dataset)} samples, fewer than "  # type: ignore[arg-type]
+                f"num_replicas={num_replicas}"
+            )
+        if batch_size > available:
+            rank_zero_warn(
+                f"search-validation split has only {available} samples per process; reducing "
+                f"its batch size from {batch_size} to {available} so drop_last keeps one batch"
+            )
+            batch_size = available
+        return self._loader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=sampler is None,
+            sampler=sampler,
+            drop_last=True,
+        )

@@ -1,0 +1,248 @@
+"""The pure functions of one DistPro search step (paper eqs. 4-5, DARTS second order).
+
+No Lightning here. With ``L_train(theta, a) = task + sum_p w_p(a) delta_p(theta)`` and the
+virtual step ``theta' = theta - xi * D(g)`` (``D``: the optimizer's update direction, linear
+in the gradient ``g`` with slope ``c``), the hypergradient is
+
+    d/da L_val(theta') = - J_w(a)^T [ < grad_theta delta_p(theta), xi * c * v > ]_p ,
+    v = grad L_val(theta').
+
+The bracket is a mixed second derivative along ``xi * c * v``: computed exactly by one
+forward-mode pass (:func:`mixed_derivative_exact`, ``torch.func.jvp``) or approximated by
+central finite differences with two forward passes (:func:`mixed_derivative_fd`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+ParamDict = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class SGDHyper:
+    """One parameter's SGD settings and momentum buffer (``None``: none yet / no momentum)."""
+
+    lr: float
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    buf: Tensor | None = None
+
+
+def sgd_virtual_step(
+    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], hyper: Mapping[str, SGDHyper]
+) -> tuple[ParamDict, dict[str, float]]:
+    """``theta'`` of one step of ``torch.optim.SGD`` (momentum, dampening, weight decay,
+    Nesterov, as PyTorch defines them), without touching the parameters or buffers.
+
+    Returns ``(theta', slope)`` where ``slope[k] = d theta'_k / d g_k`` up to sign (the
+    learning rate times the derivative of the update direction in the gradient).
+    """
+    new: ParamDict = {}
+    slope: dict[str, float] = {}
+    for key, p in params.items():
+        h = hyper[key]
+        d = grads[key] + h.weight_decay * p if h.weight_decay else grads[key]
+        factor = 1.0
+        if h.momentum:
+            if h.buf is None:
+                buf = d
+            else:
+                buf = h.buf * h.momentum + (1.0 - h.dampening) * d
+                factor = 1.0 - h.dampening
+            if h.nesterov:
+                d = d + h.momentum * buf
+                factor = 1.0 + h.momentum * factor
+            else:
+                d = buf
+        new[key] = p - h.lr * d
+        slope[key] = h.lr * factor
+    return new, slope
+
+
+def tangent_norm(tangent: Mapping[str, Tensor]) -> Tensor:
+    """Euclidean norm of a dict of tensors."""
+    return torch.sqrt(sum(t.detach().float().pow(2).sum() for t in tangent.values()))
+
+
+def mixed_derivative_exact(
+    loss_vector: Callable[[ParamDict], Tensor],
+    params: Mapping[str, Tensor],
+    tangent: Mapping[str, Tensor],
+) -> Tensor:
+    """``[< grad_theta delta_p(theta), tangent >]_p`` exactly, by forward-mode AD."""
+    primals = {k: p.detach() for k, p in params.items()}
+    tangents = {k: tangent[k].detach().to(primals[k].dtype) for k in primals}
+    with torch.no_grad():  # forward-mode AD still runs; no autograd graph is recorded
+        _, out = torch.func.jvp(loss_vector, (primals,), (tangents,))
+    return out.detach().float()
+
+
+def mixed_derivative_fd(
+    loss_vector: Callable[[ParamDict], Tensor],
+    params: Mapping[str, Tensor],
+    tangent: Mapping[str, Tensor],
+    epsilon: float = 0.01,
+) -> Tensor:
+    """Central finite differences of the pathway-loss vector along ``tangent``.
+
+    ``eps = epsilon / ||tangent||``; two forward passes at ``theta +- eps * tangent``, no
+    backward. A zero tangent gives zeros.
+    """
+    norm = float(tangent_norm(tangent))
+    with torch.no_grad():
+        if norm == 0.0 or not math.isfinite(norm):
+            return loss_vector(dict(params)).detach() * (0.0 if norm == 0.0 else float("nan"))
+        eps = epsilon / norm
+        plus = {k: p + eps * tangent[k] for k, p in params.items()}
+        f_plus = loss_vector(plus)
+        del plus
+        minus = {k: p - eps * tangent[k] for k, p in params.items()}
+        f_minus = loss_vector(minus)
+        return ((f_plus - f_minus) / (2.0 * eps)).detach().float()
+
+
+def alpha_hypergradient(
+    weights_fn: Callable[[Tensor], Tensor], logits: Tensor, mixed: Tensor
+) -> Tensor:
+    """``-J_w(logits)^T mixed``: pull the mixed derivative back through the normalisation."""
+    a = logits.detach().float().clone().requires_grad_(True)
+    with torch.enable_grad():
+        w = weights_fn(a)
+        (grad,) = torch.autograd.grad(-(w * mixed.to(w.dtype)).sum(), a)
+    return grad.detach()
+
+
+@contextmanager
+def frozen_batchnorm_stats(*modules: nn.Module) -> Iterator[None]:
+    """Stop BatchNorm layers in train mode from updating running statistics.
+
+    Train-mode BatchNorm normalises with batch statistics either way; with
+    ``track_running_stats=False`` it simply does not write ``running_mean``, ``running_var``
+    or ``num_batches_tracked``. Used for the virtual, held-out and perturbed passes.
+    """
+    changed: list[nn.Module] = []
+    for module in modules:
+        for m in module.modules():
+            if (
+                isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and m.training
+                and m.track_running_stats
+            ):
+                m.track_running_stats = False
+                changed.append(m)
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.track_running_stats = True
+
+
+@dataclass
+class SearchStepResult:
+    """What one search step computed (all detached)."""
+
+    hypergradient: Tensor
+    val_loss: Tensor
+    train_loss: Tensor
+    mixed: Tensor
+    virtual_grads: ParamDict | None = None
+
+
+def compute_hypergradient(
+    module: Any,
+    x: Tensor,
+    y: Any,
+    x_val: Tensor,
+    y_val: Any,
+    teacher: Any,
+    hyper: Callable[[str, Tensor], SGDHyper],
+    method: str = "finite_difference",
+    epsilon: float = 0.01,
+    reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None,
+    keep_full_gradient: bool = False,
+    autocast: Callable[[], Any] = nullcontext,
+) -> SearchStepResult:
+    """One search step's hypergradient for a module with the DistPro mixin.
+
+    1. ``g = grad_theta L_train(theta, a)`` (one forward+backward of student and heads;
+       the teacher output ``teacher`` is given, computed once per step);
+    2. ``theta' = theta - xi * D(g)`` with per-parameter settings from ``hyper``;
+    3. ``v = grad L_val(theta')`` on the held-out batch (student only);
+    4. the mixed derivative along ``xi * c * v`` by ``method`` (``"exact"`` JVP or
+       ``"finite_difference"``), pruned pathways skipped;
+    5. ``-J_w^T`` of it.
+
+    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched. ``reduce_grads``
+    (DDP) averages ``g`` across ranks. With ``keep_full_gradient`` the gradient of the heads
+    is computed too and returned (for reusing it in the real update).
+    """
+    if method not in ("finite_difference", "exact"):
+        raise ValueError(f"method must be 'finite_difference' or 'exact', got {method!r}.")
+    logits = module.alpha_logits.detach()
+    active = module.active_pathways(logits)
+    theta = module.search_parameters()
+    student_keys = [k for k in theta if k.startswith("student.")]
+    head_params = {k: p for k, p in theta.items() if not k.startswith("student.")}
+    grad_keys = list(theta) if keep_full_gradient else student_keys
+    weights = module.alpha_weights(logits).detach()
+
+    with frozen_batchnorm_stats(module.student, module.distill_heads):
+        # 1. training gradient at theta
+        with torch.enable_grad(), autocast():
+            out, losses = module.pathway_forward(x, teacher, active)
+            train_loss = module.task_loss(out, y) + (weights * losses).sum()
+        grads = torch.autograd.grad(train_loss, [theta[k] for k in grad_keys], allow_unused=True)
+        grads = [torch.zeros_like(theta[k]) if g is None else g for k, g in zip(grad_keys, grads)]
+        if reduce_grads is not None:
+            grads = reduce_grads(grads)
+        grad_map = dict(zip(grad_keys, grads))
+
+        # 2. virtual step (student parameters: L_val does not depend on the heads)
+        student = {k: theta[k].detach() for k in student_keys}
+        new, slope = sgd_virtual_step(
+            student,
+            {k: grad_map[k] for k in student_keys},
+            {k: hyper(k, theta[k]) for k in student_keys},
+        )
+
+        # 3. held-out gradient at theta'
+        prime = {k: t.detach().requires_grad_(True) for k, t in new.items()}
+        with torch.enable_grad(), autocast():
+            val_out = module.student_forward(x_val, prime)
+            val_loss = module.task_loss(val_out, y_val)
+        v = torch.autograd.grad(val_loss, list(prime.values()), allow_unused=True)
+        del prime, new
+        tangent = {
+            k: (torch.zeros_like(student[k]) if g is None else g.detach() * slope[k])
+            for k, g in zip(student_keys, v)
+        }
+
+        # 4. mixed second derivative along the scaled v
+        def loss_vector(sp: ParamDict) -> Tensor:
+            with autocast():
+                return module.pathway_forward(x, teacher, active, {**sp, **head_params})[1].float()
+
+        if method == "exact":
+            mixed = mixed_derivative_exact(loss_vector, student, tangent)
+        else:
+            mixed = mixed_derivative_fd(loss_vector, student, tangent, epsilon)
+
+    # 5. pull back through the normalisation
+    hyper_grad = alpha_hypergradient(module.alpha_weights, logits, mixed)
+    return SearchStepResult(
+        hypergradient=hyper_grad,
+        val_loss=val_loss.detach(),
+        train_loss=train_loss.detach(),
+        mixed=mixed,
+        virtual_grads=grad_map if keep_full_gradient else None,
+    )

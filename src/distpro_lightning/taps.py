@@ -1,0 +1,220 @@
+"""Feature taps: capture the outputs of named submodules with forward hooks.
+
+A tap is the dotted name of a submodule as in ``named_modules()`` (``"layer2"``,
+``"features.6"``). :class:`FeatureTaps` registers one forward hook per tap; the hooks only
+record while a :meth:`FeatureTaps.capture` block is open, so the wrapped model behaves
+exactly as before outside it. Hooks also fire under ``torch.func.functional_call`` and
+``torch.func.jvp``, which the search step relies on.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Strip ``DistributedDataParallel`` / ``DataParallel`` and ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def validate_tap_names(model: nn.Module, names: Sequence[str], role: str = "model") -> None:
+    """Raise ``ValueError`` for names that are not submodules, listing the closest valid ones."""
+    modules = dict(unwrap_model(model).named_modules())
+    valid = [n for n in modules if n]
+    for name in names:
+        if name not in modules or name == "":
+            close = difflib.get_close_matches(name, valid, n=5, cutoff=0.4)
+            hint = f" Closest valid names: {', '.join(close)}." if close else ""
+            shown = ", ".join(valid[:40]) + (" ..." if len(valid) > 40 else "")
+            raise ValueError(
+                f"Unknown {role} tap {name!r}: no submodule of that name.{hint} "
+                f"Valid names (from named_modules()): {shown}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"Duplicate {role} taps in {list(names)}: each tap may appear once.")
+
+
+class FeatureTaps:
+    """Forward-hook feature capture on a model.
+
+    Example::
+
+        taps = FeatureTaps(model, ["layer1", "layer2"], role="student")
+        with taps.capture() as feats:
+            logits = model(x)
+        f1, f2 = feats["layer1"], feats["layer2"]
+
+    A tapped module that fires twice in one forward raises ``RuntimeError`` (its feature
+    would be ambiguous).
+    """
+
+    def __init__(self, model: nn.Module, names: Sequence[str], role: str = "model") -> None:
+        self.model = unwrap_model(model)
+        self.names = list(names)
+        self.role = role
+        validate_tap_names(self.model, self.names, role)
+        self._store: dict[str, Tensor] | None = None
+        modules = dict(self.model.named_modules())
+        self._handles = [
+            modules[name].register_forward_hook(self._make_hook(name)) for name in self.names
+        ]
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            if self._store is None:
+                return
+            if name in self._store:
+                raise RuntimeError(
+                    f"{self.role} tap {name!r} fired twice in one forward pass; its output is "
+                    "ambiguous. Tap a module that runs once (e.g. the enclosing stage)."
+                )
+            if isinstance(output, tuple | list):
+                output = output[0]
+            if not isinstance(output, Tensor):
+                raise RuntimeError(
+                    f"{self.role} tap {name!r} returned {type(output).__name__}, not a Tensor."
+                )
+            self._store[name] = output
+
+        return hook
+
+    @contextmanager
+    def capture(self) -> Iterator[dict[str, Tensor]]:
+        """Record the tapped outputs of the forward passes run inside the block."""
+        if self._store is not None:
+            raise RuntimeError("FeatureTaps.capture() blocks cannot be nested.")
+        store: dict[str, Tensor] = {}
+        self._store = store
+        try:
+            yield store
+        finally:
+            self._store = None
+
+    def ordered(self, store: dict[str, Tensor]) -> list[Tensor]:
+        """The captured features in tap order; error naming any tap that did not fire."""
+        missing = [n for n in self.names if n not in store]
+        if missing:
+            raise RuntimeError(
+                f"{self.role} taps {missing} did not fire during the forward pass. Are these "
+                "modules used by forward()?"
+            )
+        return [store[n] for n in self.names]
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def _record_all(
+    model: nn.Module, example: Tensor
+) -> tuple[list[str], dict[str, Tensor], dict[str, int]]:
+    """Run one forward recording every submodule's output, its completion order and call count."""
+    order: list[str] = []
+    outputs: dict[str, Tensor] = {}
+    calls: dict[str, int] = {}
+    handles = []
+    for name, mod in model.named_modules():
+        if not name:
+            continue
+
+        def hook(m: nn.Module, a: object, out: object, name: str = name) -> None:
+            calls[name] = calls.get(name, 0) + 1
+            if isinstance(out, Tensor):
+                outputs[name] = out
+                order.append(name)
+
+        handles.append(mod.register_forward_hook(hook))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return order, outputs, calls
+
+
+def auto_taps(model: nn.Module, example: Tensor) -> list[str]:
+    """Pick the outputs of the down-sampling stages of a CNN.
+
+    If the model declares ``stage_names`` (every model of :mod:`distpro_lightning.models`
+    does) they are used. Otherwise one dry-run forward records the 4-D outputs of the
+    modules at depth <= 2 that run once; among modules returning the very same tensor the
+    shallowest name wins; the outputs are grouped by spatial size, and the last module of
+    each group (the end of a stage) is a tap. Groups of spatial size 1x1 (global pooling)
+    are dropped. For a torchvision ResNet this gives ``relu, layer1, layer2, layer3,
+    layer4``; for a CIFAR ResNet ``layer1, layer2, layer3``.
+    """
+    model = unwrap_model(model)
+    declared = getattr(model, "stage_names", None)
+    if declared:
+        return list(declared)
+    order, outputs, calls = _record_all(model, example)
+    chosen: list[str] = []
+    seen: dict[int, str] = {}
+    for name in order:
+        out = outputs[name]
+        if name.count(".") > 1 or calls.get(name, 0) != 1 or out.dim() != 4:
+            continue
+        key = id(out)
+        if key in seen:
+            # Same tensor object as an earlier module (an in-place op or an enclosing
+            # container): the shallower name wins, on a tie the later module (it finished
+            # the computation, e.g. an in-place ReLU after BatchNorm).
+            prev = seen[key]
+            if name.count(".") <= prev.count(".") and prev in chosen:
+                chosen[chosen.index(prev)] = name
+                seen[key] = name
+            continue
+        seen[key] = name
+        chosen.append(name)
+    taps: list[str] = []
+    last_size: tuple[int, int] | None = None
+    for name in chosen:
+        size = tuple(outputs[name].shape[-2:])
+        if size == (1, 1):
+            continue
+        if taps and size == last_size:
+            taps[-1] = name
+        else:
+            taps.append(name)
+        last_size = size
+    if not taps:
+        raise ValueError(
+            "Could not find down-sampling stages automatically (no 4-D submodule outputs). "
+            "Pass explicit tap names."
+        )
+    return taps
+
+
+def probe_shapes(
+    model: nn.Module, names: Sequence[str], example: Tensor, role: str = "model"
+) -> tuple[list[tuple[int, ...]], Tensor]:
+    """Per-sample shapes of the tapped features and the output, from one eval-mode dry run."""
+    model = unwrap_model(model)
+    taps = FeatureTaps(model, names, role)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad(), taps.capture() as store:
+            out = model(example)
+        feats = taps.ordered(store)
+    finally:
+        model.train(was_training)
+        taps.remove()
+    return [tuple(f.shape[1:]) for f in feats], out
