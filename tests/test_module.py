@@ -15,8 +15,6 @@ from distpro_lightning import DistProMixin, DistProModule, load_teacher
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.losses import hcl_loss, hinton_kd_loss
 from distpro_lightning.models import create
-from distpro_lightning.normalization import normalize
-from distpro_lightning.pathways import resolve_connections
 from distpro_lightning.taps import FeatureTaps, auto_taps
 
 
@@ -81,7 +79,9 @@ def _expected_weights(name, a, g=1.0):
     "name", ["biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"]
 )
 def test_alpha_weights_formulas(name):
-    m = make_module(normalization=name, kd_weight=0.5, normalization_bias=0.7, transforms=["conv_bn"])
+    m = make_module(
+        normalization=name, kd_weight=0.5, normalization_bias=0.7, transforms=["conv_bn"]
+    )
     a = torch.linspace(-1.0, 2.0, 9)
     expected = _expected_weights(name, a, 0.7) * 0.5 * 9
     torch.testing.assert_close(m.alpha_weights(a), expected)
@@ -103,7 +103,9 @@ def test_training_loss_is_ce_plus_weighted_pathways():
     m.eval()  # deterministic BN so two forwards agree
     loss, task, losses, logits = m.training_loss((x, y))
     torch.testing.assert_close(task, F.cross_entropy(logits, y))
-    torch.testing.assert_close(loss, F.cross_entropy(logits, y) + (m.alpha_weights() * losses).sum())
+    torch.testing.assert_close(
+        loss, F.cross_entropy(logits, y) + (m.alpha_weights() * losses).sum()
+    )
     t = m.teacher_outputs(x)
     torch.testing.assert_close(losses[-1], hinton_kd_loss(logits, t.logits, 4.0))
     spec = m.pathway_specs[5]
@@ -121,7 +123,9 @@ def test_hcl_definition():
     total, w = 1.0, 1.0
     for size in (4, 2, 1):
         w /= 2
-        expected = expected + w * F.mse_loss(F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size))
+        expected = expected + w * F.mse_loss(
+            F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size)
+        )
         total += w
     torch.testing.assert_close(hcl_loss(s, t), expected / total)
     # pool sizes >= H are skipped: at H=2 only 1x1 pooling remains
@@ -217,10 +221,22 @@ def test_tap_firing_twice_is_an_error():
 
 def test_auto_taps_torchvision_and_generic_models():
     r18 = create("tv_resnet18", 10)
-    assert auto_taps(r18, torch.zeros(1, 3, 64, 64)) == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    assert auto_taps(r18, torch.zeros(1, 3, 64, 64)) == [
+        "relu",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
     # the heuristic (no declared stage names) finds the same stages
     del r18.stage_names
-    assert auto_taps(r18, torch.zeros(1, 3, 64, 64)) == ["relu", "layer1", "layer2", "layer3", "layer4"]
+    assert auto_taps(r18, torch.zeros(1, 3, 64, 64)) == [
+        "relu",
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
     mb = create("tv_mobilenet_v2", 10)
     del mb.stage_names
     assert auto_taps(mb, torch.zeros(1, 3, 64, 64)) == [
@@ -243,8 +259,12 @@ def test_auto_taps_torchvision_and_generic_models():
 def test_pairs_from_the_zoo(teacher, student, connections, expected_p):
     size = 64 if teacher.startswith("tv_") else 32
     m = make_module(
-        teacher=teacher, student=student, in_channels=3, input_shape=[3, size, size],
-        connections=connections, transforms=["attn2"],
+        teacher=teacher,
+        student=student,
+        in_channels=3,
+        input_shape=[3, size, size],
+        connections=connections,
+        transforms=["attn2"],
     )
     assert m.num_pathways == expected_p
     x = torch.randn(2, 3, size, size)
@@ -276,9 +296,14 @@ class TinyViT(nn.Module):
 
 def test_token_transform_for_vit_students():
     m = DistProModule(
-        student=TinyViT(16), teacher=TinyViT(32), num_classes=10,
-        student_taps=["blocks.0", "blocks.1"], teacher_taps=["blocks.0", "blocks.1"],
-        transforms=["token"], input_shape=[1, 8, 8], distance="mse",
+        student=TinyViT(16),
+        teacher=TinyViT(32),
+        num_classes=10,
+        student_taps=["blocks.0", "blocks.1"],
+        teacher_taps=["blocks.0", "blocks.1"],
+        transforms=["token"],
+        input_shape=[1, 8, 8],
+        distance="mse",
     )
     assert m.num_pathways == 4
     logits, losses = m.distillation_losses(torch.randn(3, 1, 8, 8))
@@ -288,7 +313,9 @@ def test_token_transform_for_vit_students():
 class UserNet(nn.Module):
     def __init__(self, width: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
+        )
         self.down1 = nn.Sequential(nn.Conv2d(width, 2 * width, 3, 2, 1), nn.ReLU())
         self.down2 = nn.Sequential(nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.ReLU())
         self.fc = nn.Linear(4 * width, 10)
@@ -339,7 +366,9 @@ def test_short_fit_uniform_weights_lowers_loss(tmp_path):
             self.losses.append(float(outputs["loss"]))
 
     torch.manual_seed(0)
-    m = make_module(normalization="uniform", input_shape=[1, 28, 28], transforms=["conv_bn"], lr=0.1)
+    m = make_module(
+        normalization="uniform", input_shape=[1, 28, 28], transforms=["conv_bn"], lr=0.1
+    )
     rec = Record()
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=64, subset=2048, augment=False)
     trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[rec])
@@ -380,9 +409,7 @@ def test_teacher_from_classifier_checkpoint(tmp_path):
     for k, v in clf.model.state_dict().items():
         assert torch.equal(v, teacher.state_dict()[k])
     m = make_module(teacher=str(path), transforms=["conv_bn"])
-    assert torch.equal(
-        m.teacher.state_dict()["fc.weight"], clf.model.state_dict()["fc.weight"]
-    )
+    assert torch.equal(m.teacher.state_dict()["fc.weight"], clf.model.state_dict()["fc.weight"])
     torch.save(clf.model.state_dict(), tmp_path / "sd.pt")
     with pytest.raises(ValueError, match="does not name its architecture"):
         load_teacher(tmp_path / "sd.pt")

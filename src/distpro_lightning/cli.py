@@ -90,7 +90,9 @@ def process_main(argv: Sequence[str]) -> int:
 
             w = stretched.weights()
             rows = [",".join(["step", *stretched.pathway_names])]
-            rows += [",".join([str(t), *(f"{v:.6g}" for v in w[t].tolist())]) for t in range(len(w))]
+            rows += [
+                ",".join([str(t), *(f"{v:.6g}" for v in w[t].tolist())]) for t in range(len(w))
+            ]
             atomic_write_text(ns.output, "\n".join(rows) + "\n")
         else:
             stretched.save(ns.output)

@@ -169,6 +169,7 @@ def compute_hypergradient(
     method: str = "finite_difference",
     epsilon: float = 0.01,
     reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None,
+    reduce_val_grads: Callable[[list[Tensor]], list[Tensor]] | None = None,
     keep_full_gradient: bool = False,
     autocast: Callable[[], Any] = nullcontext,
 ) -> SearchStepResult:
@@ -183,7 +184,7 @@ def compute_hypergradient(
     5. ``-J_w^T`` of it.
 
     Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched. ``reduce_grads``
-    (DDP) averages ``g`` across ranks. With ``keep_full_gradient`` the gradient of the heads
+    and ``reduce_val_grads`` (DDP) average ``g`` and ``v`` across ranks. With ``keep_full_gradient`` the gradient of the heads
     is computed too and returned (for reusing it in the real update).
     """
     if method not in ("finite_difference", "exact"):
@@ -221,11 +222,14 @@ def compute_hypergradient(
             val_out = module.student_forward(x_val, prime)
             val_loss = module.task_loss(val_out, y_val)
         v = torch.autograd.grad(val_loss, list(prime.values()), allow_unused=True)
-        del prime, new
-        tangent = {
-            k: (torch.zeros_like(student[k]) if g is None else g.detach() * slope[k])
+        v = [
+            torch.zeros_like(student[k]) if g is None else g.detach()
             for k, g in zip(student_keys, v)
-        }
+        ]
+        if reduce_val_grads is not None:
+            v = reduce_val_grads(v)
+        del prime, new
+        tangent = {k: g * slope[k] for k, g in zip(student_keys, v)}
 
         # 4. mixed second derivative along the scaled v
         def loss_vector(sp: ParamDict) -> Tensor:

@@ -88,6 +88,8 @@ class ProcessScheduleCallback(Callback):
         self._replayed: list[torch.Tensor] = []
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
         if not isinstance(pl_module, DistProMixin):
             raise TypeError(
                 "ProcessScheduleCallback needs a module with DistProMixin (e.g. DistProModule); "
@@ -138,7 +140,11 @@ class ProcessScheduleCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if self.mode == "uniform" or batch_idx % trainer.accumulate_grad_batches != 0:
+        if (
+            not self.enabled
+            or self.mode == "uniform"
+            or batch_idx % trainer.accumulate_grad_batches != 0
+        ):
             return
         row = self.logits_at(trainer.global_step)
         with torch.no_grad():
@@ -147,7 +153,7 @@ class ProcessScheduleCallback(Callback):
             self._replayed.append(row)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.plot or not self._replayed or self.process is None:
+        if not self.enabled or not self.plot or not self._replayed or self.process is None:
             return
         replayed = self.process._like(self.process.pathway_names, torch.stack(self._replayed))
         log_process_figures(trainer, replayed, "replay/process")

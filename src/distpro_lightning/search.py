@@ -65,6 +65,11 @@ class ProcessSearchCallback(Callback):
         average_virtual_gradient: under DDP, average the virtual step's training gradient
             over ranks (one all-reduce of the student's gradient per step), so the virtual
             step matches the real one.
+        average_val_gradient: under DDP, average the held-out gradient ``v`` over ranks
+            (another all-reduce of the student's gradient size). With both averages on, a
+            DDP search equals a one-process search on the union of the ranks' batches
+            (exactly so for models without BatchNorm); off, each rank's mixed derivative
+            uses its own ``v`` and only the hypergradients are averaged.
         reuse_training_gradient: use the virtual step's training gradient for the real update
             (one forward+backward fewer per step, at the price of a one-step lag: the update
             uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs :class:`DistProModule`.
@@ -87,6 +92,7 @@ class ProcessSearchCallback(Callback):
         log_every_n_steps: int = 50,
         warmup_steps: int = 0,
         average_virtual_gradient: bool = True,
+        average_val_gradient: bool = True,
         reuse_training_gradient: bool = False,
         seed: int = 0,
         plot: bool = True,
@@ -120,6 +126,7 @@ class ProcessSearchCallback(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.warmup_steps = warmup_steps
         self.average_virtual_gradient = average_virtual_gradient
+        self.average_val_gradient = average_val_gradient
         self.reuse_training_gradient = reuse_training_gradient
         self.seed = seed
         self.plot = plot
@@ -158,6 +165,8 @@ class ProcessSearchCallback(Callback):
 
     # ------------------------------------------------------------------ setup
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
         if not isinstance(pl_module, DistProMixin):
             raise TypeError(
                 "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
@@ -238,11 +247,6 @@ class ProcessSearchCallback(Callback):
 
     def _new_process(self, trainer: pl.Trainer, module: DistProMixin) -> DistillationProcess:
         dm = trainer.datamodule
-        steps_per_epoch = None
-        if trainer.num_training_batches and math.isfinite(trainer.num_training_batches):
-            steps_per_epoch = max(
-                1, int(trainer.num_training_batches) // trainer.accumulate_grad_batches
-            )
         provenance = {
             "library_version": __version__,
             "torch_version": torch.__version__,
@@ -270,7 +274,6 @@ class ProcessSearchCallback(Callback):
             student_taps=module.student_tap_names,
             transform_kinds=module.transform_kinds,
             prune_threshold=module.prune_threshold,
-            steps_per_epoch=steps_per_epoch,
             provenance=provenance,
         )
 
@@ -350,6 +353,12 @@ class ProcessSearchCallback(Callback):
         """One search step on ``batch``: update and record ``alpha_logits``."""
         assert self._alpha is not None and self._alpha_opt is not None and self.process is not None
         step = trainer.global_step
+        if self.process.steps_per_epoch is None:
+            batches = trainer.num_training_batches
+            if batches and math.isfinite(batches):
+                self.process.steps_per_epoch = max(
+                    1, int(batches) // trainer.accumulate_grad_batches
+                )
         x, y = pl_module.split_batch(batch)
         teacher = pl_module.teacher_outputs(x)
         pl_module.cache_teacher_outputs(x, teacher)
@@ -407,7 +416,7 @@ class ProcessSearchCallback(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        if batch_idx % trainer.accumulate_grad_batches != 0:
+        if not self.enabled or batch_idx % trainer.accumulate_grad_batches != 0:
             return
         self.search_step(trainer, pl_module, batch)
 
@@ -420,6 +429,8 @@ class ProcessSearchCallback(Callback):
             self.process.save(self.save_path)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
         self.save(trainer)
         if self.process is None or len(self.process) == 0 or not self.plot:
             return

@@ -17,6 +17,18 @@ import torch
 from torch import Tensor, nn
 
 
+class _TapHook:
+    """A forward hook object (not a closure), so ``copy.deepcopy`` of a module — as
+    Lightning's ``StochasticWeightAveraging`` does — gives hooks bound to the copied taps."""
+
+    def __init__(self, taps: FeatureTaps, name: str) -> None:
+        self.taps = taps
+        self.name = name
+
+    def __call__(self, module: nn.Module, args: object, output: object) -> None:
+        self.taps._record(self.name, output)
+
+
 def unwrap_model(model: nn.Module) -> nn.Module:
     """Strip ``DistributedDataParallel`` / ``DataParallel`` and ``torch.compile`` wrappers."""
     while True:
@@ -70,24 +82,24 @@ class FeatureTaps:
             modules[name].register_forward_hook(self._make_hook(name)) for name in self.names
         ]
 
-    def _make_hook(self, name: str):
-        def hook(module: nn.Module, args: object, output: object) -> None:
-            if self._store is None:
-                return
-            if name in self._store:
-                raise RuntimeError(
-                    f"{self.role} tap {name!r} fired twice in one forward pass; its output is "
-                    "ambiguous. Tap a module that runs once (e.g. the enclosing stage)."
-                )
-            if isinstance(output, tuple | list):
-                output = output[0]
-            if not isinstance(output, Tensor):
-                raise RuntimeError(
-                    f"{self.role} tap {name!r} returned {type(output).__name__}, not a Tensor."
-                )
-            self._store[name] = output
+    def _make_hook(self, name: str) -> _TapHook:
+        return _TapHook(self, name)
 
-        return hook
+    def _record(self, name: str, output: object) -> None:
+        if self._store is None:
+            return
+        if name in self._store:
+            raise RuntimeError(
+                f"{self.role} tap {name!r} fired twice in one forward pass; its output is "
+                "ambiguous. Tap a module that runs once (e.g. the enclosing stage)."
+            )
+        if isinstance(output, tuple | list):
+            output = output[0]
+        if not isinstance(output, Tensor):
+            raise RuntimeError(
+                f"{self.role} tap {name!r} returned {type(output).__name__}, not a Tensor."
+            )
+        self._store[name] = output
 
     @contextmanager
     def capture(self) -> Iterator[dict[str, Tensor]]:

@@ -1,0 +1,387 @@
+"""ProcessScheduleCallback: replay of a searched process in real (short) fits on digits."""
+
+from __future__ import annotations
+
+import torch
+
+torch.set_num_threads(1)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from lightning.pytorch import Trainer  # noqa: E402
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
+
+from distpro_lightning import (  # noqa: E402
+    DistillationProcess,
+    DistProModule,
+    ProcessFileError,
+    ProcessScheduleCallback,
+)
+from distpro_lightning.data.digits import DigitsDataModule  # noqa: E402
+
+BATCHES_PER_EPOCH = 4  # subset=256, batch_size=64
+
+
+def make_module(**overrides) -> DistProModule:
+    kwargs = dict(
+        student="resnet8",
+        teacher="resnet8",
+        num_classes=10,
+        in_channels=1,
+        input_shape=[1, 8, 8],
+        transforms=["conv_bn"],
+        lr=0.05,
+        log_pathways_every_n_steps=0,
+    )
+    kwargs.update(overrides)
+    return DistProModule(**kwargs)
+
+
+def make_dm() -> DigitsDataModule:
+    return DigitsDataModule(batch_size=64, subset=256)
+
+
+def make_trainer(callbacks, **overrides) -> Trainer:
+    kwargs = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    kwargs.update(overrides)
+    return Trainer(callbacks=callbacks, **kwargs)
+
+
+def make_process(names, t_search: int = 5, shift: float = 0.0, **norm) -> DistillationProcess:
+    """Distinct, varying rows: column i runs linearly between two column-specific values."""
+    p = len(names)
+    start = torch.linspace(-2.0, 2.0, p)
+    end = torch.linspace(3.0, -1.5, p) + shift
+    u = torch.linspace(0.0, 1.0, t_search).unsqueeze(1)
+    # A non-linear bend in every other column so that wrong interpolation weights show up.
+    bend = torch.sin(3.0 * u) * torch.tensor([(-1.0) ** i for i in range(p)])
+    logits = (1 - u) * start + u * end + bend
+    normalization = {"name": "biased_softmax", "bias": 1.0, "scale": float(p)}
+    normalization.update(norm)
+    return DistillationProcess(names, normalization, logits=logits)
+
+
+class Recorder(Callback):
+    """Records (global_step, batch_idx, logits) inside training_step and after each batch."""
+
+    def __init__(self) -> None:
+        self.inside: list[tuple[int, int, torch.Tensor]] = []
+        self.after: list[torch.Tensor] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        original = type(pl_module).training_step
+
+        def training_step(batch, batch_idx):
+            self.inside.append(
+                (pl_module.global_step, batch_idx, pl_module.alpha_logits.detach().clone())
+            )
+            return original(pl_module, batch, batch_idx)
+
+        pl_module.training_step = training_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.after.append(pl_module.alpha_logits.detach().clone())
+
+    @property
+    def steps(self) -> list[int]:
+        return [s for s, _, _ in self.inside]
+
+
+def fit(module, callbacks, recorder=None, ckpt_path=None, **trainer_kwargs):
+    recorder = recorder or Recorder()
+    trainer = make_trainer([*callbacks, recorder], **trainer_kwargs)
+    trainer.fit(module, datamodule=make_dm(), ckpt_path=ckpt_path)
+    return trainer, recorder
+
+
+def assert_never_trained(module: DistProModule, rec: Recorder) -> None:
+    assert "alpha_logits" in dict(module.named_buffers())
+    assert "alpha_logits" not in dict(module.named_parameters())
+    assert not module.alpha_logits.requires_grad
+    # Whatever the step did (forward, backward, optimizer), the logits are unchanged after it.
+    assert len(rec.after) == len(rec.inside)
+    for (_, _, inside), after in zip(rec.inside, rec.after):
+        assert torch.equal(inside, after)
+
+
+# --------------------------------------------------------------------------- modes
+@pytest.mark.parametrize("length", [{"max_steps": 10}, {"max_epochs": 2}])
+def test_mode_process_sets_interpolated_logits_at_every_step(length) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    trainer, rec = fit(module, [cb], **length)
+    total = trainer.estimated_stepping_batches
+    assert total == length.get("max_steps", 2 * BATCHES_PER_EPOCH)
+    assert rec.steps == list(range(total))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, total)), step
+    # The first and last steps are exactly the first and last searched rows, and an
+    # intermediate step lies strictly between rows (not a copy of any row).
+    assert torch.equal(rec.inside[0][2], process.logits[0])
+    assert torch.equal(rec.inside[-1][2], process.logits[-1])
+    if total == 10:
+        u = 1 * 4 / 9
+        expected = (1 - u) * process.logits[0] + u * process.logits[1]
+        torch.testing.assert_close(rec.inside[1][2], expected, rtol=0, atol=1e-6)
+        assert not any(torch.equal(rec.inside[1][2], r) for r in process.logits)
+    assert_never_trained(module, rec)
+    assert torch.equal(module.alpha_logits, process.logits[-1])
+    assert len(cb._replayed) == total
+    assert module.normalization == "biased_softmax"
+
+
+def test_mode_process_from_a_file(tmp_path: Path) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names, t_search=3)
+    f = tmp_path / "process.json"
+    process.save(f)
+    cb = ProcessScheduleCallback(process=str(f), mode="process")
+    trainer, rec = fit(module, [cb], max_steps=6)
+    assert rec.steps == list(range(6))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 6))
+
+
+def test_mode_final_uses_last_row_everywhere() -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    cb = ProcessScheduleCallback(process=process, mode="final")
+    trainer, rec = fit(module, [cb], max_steps=6)
+    assert rec.steps == list(range(6))
+    last = process.logits[-1]
+    assert not torch.equal(last, process.logits[0])
+    for _, _, logits in rec.inside:
+        assert torch.equal(logits, last)
+    assert_never_trained(module, rec)
+
+
+def test_mode_uniform_weights_every_pathway_equally() -> None:
+    module = make_module(kd_weight=0.5)
+    p = module.num_pathways
+    assert module.normalization == "biased_softmax"
+    cb = ProcessScheduleCallback(process=None, mode="uniform")
+    trainer, rec = fit(module, [cb], max_steps=5)
+    assert module.normalization == "uniform"
+    assert module.weight_scale == pytest.approx(p * 0.5)
+    w = module.alpha_weights()
+    torch.testing.assert_close(w, torch.full((p,), 0.5), rtol=0, atol=1e-6)
+    # Constant in the logits, whatever they are.
+    w2 = module.alpha_weights(torch.linspace(-5.0, 5.0, p))
+    torch.testing.assert_close(w2, torch.full((p,), 0.5), rtol=0, atol=1e-6)
+    assert rec.steps == list(range(5))
+    for _, _, logits in rec.inside:
+        assert torch.equal(logits, torch.ones(p))
+    assert_never_trained(module, rec)
+
+
+def test_process_mode_needs_a_process() -> None:
+    with pytest.raises(ValueError, match="needs a process file"):
+        ProcessScheduleCallback(process=None, mode="process")
+    with pytest.raises(ValueError, match="needs a process file"):
+        ProcessScheduleCallback(process=None, mode="final")
+    with pytest.raises(ValueError, match="mode must be"):
+        ProcessScheduleCallback(process=None, mode="linear")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["uniform", "process"])
+def test_disabled_callback_is_inert(mode: str) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names) if mode == "process" else None
+    cb = ProcessScheduleCallback(process=process, mode=mode, enabled=False)  # type: ignore[arg-type]
+    trainer, rec = fit(module, [cb], max_steps=3)
+    assert module.normalization == "biased_softmax"
+    assert rec.steps == [0, 1, 2]
+    for _, _, logits in rec.inside:
+        assert torch.equal(logits, torch.ones(module.num_pathways))
+
+
+# --------------------------------------------------------------------------- accumulation
+def test_gradient_accumulation_one_row_per_optimizer_step() -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    trainer, rec = fit(module, [cb], max_steps=6, accumulate_grad_batches=2)
+    total = trainer.estimated_stepping_batches
+    assert total == 6
+    assert trainer.global_step == 6
+    # Two micro-batches per optimizer step, both with that step's logits.
+    assert rec.steps == [s for s in range(6) for _ in range(2)]
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, total)), step
+    assert len(cb._replayed) == 6
+    for step, row in enumerate(cb._replayed):
+        assert torch.equal(row, process.at(step, total))
+    assert_never_trained(module, rec)
+
+
+# --------------------------------------------------------------------------- transfer
+def test_other_pathway_names_are_refused_at_fit_start() -> None:
+    module = make_module()
+    names = [f"t{i}->s{i}:conv_bn" for i in range(module.num_pathways)]
+    process = make_process(names)
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    rec = Recorder()
+    with pytest.raises(ProcessFileError) as info:
+        fit(module, [cb], recorder=rec, max_steps=3)
+    msg = str(info.value)
+    assert "Missing from the process" in msg and "Extra in the process" in msg
+    for name in module.pathway_names:
+        assert repr(name) in msg
+    for name in names:
+        assert repr(name) in msg
+    assert rec.inside == []  # refused before any step
+
+
+def test_other_pathway_names_with_position_map() -> None:
+    module = make_module()
+    names = [f"t{i}->s{i}:conv_bn" for i in range(module.num_pathways)]
+    process = make_process(names)
+    cb = ProcessScheduleCallback(process=process, mode="process", pathway_map="position")
+    trainer, rec = fit(module, [cb], max_steps=5)
+    assert rec.steps == list(range(5))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 5))
+
+
+def test_other_pathway_names_with_dict_map() -> None:
+    module = make_module()
+    p = module.num_pathways
+    names = [f"t{i}->s{i}:conv_bn" for i in range(p)]
+    process = make_process(names)
+    # Module pathway j takes process column p-1-j.
+    mapping = {n: names[p - 1 - j] for j, n in enumerate(module.pathway_names)}
+    cb = ProcessScheduleCallback(process=process, mode="process", pathway_map=mapping)
+    trainer, rec = fit(module, [cb], max_steps=5)
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 5).flip(0))
+
+
+def test_reordered_names_are_permuted() -> None:
+    module = make_module()
+    names = list(reversed(module.pathway_names))
+    process = make_process(names)
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    trainer, rec = fit(module, [cb], max_steps=4)
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 4).flip(0))
+
+
+# --------------------------------------------------------------------------- normalisation
+def test_normalization_mismatch_strict_raises() -> None:
+    module = make_module()
+    process = make_process(module.pathway_names, name="softmax")
+    cb = ProcessScheduleCallback(process=process, mode="process", strict=True)
+    with pytest.raises(ProcessFileError, match="normalization 'softmax'.*'biased_softmax'"):
+        fit(module, [cb], max_steps=2)
+    module = make_module()
+    process = make_process(module.pathway_names, bias=2.0)
+    cb = ProcessScheduleCallback(process=process, mode="process", strict=True)
+    with pytest.raises(ProcessFileError, match=r"bias 2\.0"):
+        fit(module, [cb], max_steps=2)
+
+
+def test_normalization_mismatch_not_strict_warns_and_replays() -> None:
+    module = make_module()
+    process = make_process(module.pathway_names, name="softmax")
+    cb = ProcessScheduleCallback(process=process, mode="process", strict=False)
+    with pytest.warns(UserWarning, match="Keeping the module's normalisation"):
+        trainer, rec = fit(module, [cb], max_steps=4)
+    assert module.normalization == "biased_softmax"
+    assert rec.steps == list(range(4))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 4))
+
+
+# --------------------------------------------------------------------------- resume
+def test_resume_mid_replay_matches_uninterrupted_run(tmp_path: Path) -> None:
+    total = 10
+    module = make_module()
+    process = make_process(module.pathway_names)
+    f = tmp_path / "process.json"
+    process.save(f)
+    ckpts = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=3, save_top_k=-1
+    )
+    cb = ProcessScheduleCallback(process=str(f), mode="process")
+    _, full = fit(module, [cb, ckpts], max_steps=total, enable_checkpointing=True)
+    assert full.steps == list(range(total))
+    mid = tmp_path / "ckpt" / "step=6.ckpt"  # mid-epoch (epoch 1, batch 1)
+    assert mid.is_file(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    state = torch.load(mid, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6
+    saved = [v for k, v in state["callbacks"].items() if "ProcessScheduleCallback" in k]
+    assert saved == [{"mode": "process", "fingerprint": process.fingerprint()}]
+
+    resumed_cb = ProcessScheduleCallback(process=str(f), mode="process")
+    trainer, rec = fit(make_module(), [resumed_cb], max_steps=total, ckpt_path=str(mid))
+    assert trainer.global_step == total
+    assert rec.steps == list(range(6, total))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, full.inside[step][2]), step
+        assert torch.equal(logits, process.at(step, total))
+
+
+def test_resume_with_another_process_is_refused(tmp_path: Path) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    ckpts = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=2, save_top_k=-1
+    )
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    fit(module, [cb, ckpts], max_steps=4, enable_checkpointing=True)
+    mid = tmp_path / "ckpt" / "step=2.ckpt"
+    assert mid.is_file()
+    other = make_process(module.pathway_names, shift=0.5)
+    assert other.fingerprint() != process.fingerprint()
+    rec = Recorder()
+    with pytest.raises(ProcessFileError, match="fingerprint") as info:
+        fit(
+            make_module(),
+            [ProcessScheduleCallback(process=other, mode="process")],
+            recorder=rec,
+            max_steps=4,
+            ckpt_path=str(mid),
+        )
+    assert process.fingerprint() in str(info.value) and other.fingerprint() in str(info.value)
+    assert rec.inside == []
+
+
+# --------------------------------------------------------------------------- pruning
+def test_pruned_pathways_are_not_computed_during_replay() -> None:
+    module = make_module(prune_threshold=0.0)
+    process = make_process(module.pathway_names)
+    total = 9
+    calls: list[tuple[int, int]] = []
+    for i, head in enumerate(module.distill_heads.heads):
+        head.register_forward_hook(
+            lambda mod, args, out, i=i: calls.append((module.global_step, i))
+        )
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    trainer, rec = fit(module, [cb], max_steps=total)
+    assert rec.steps == list(range(total))
+    n_pruned = n_active = 0
+    for step in range(total):
+        logits = process.at(step, total)
+        expected = {i for i in range(module.num_pathways) if logits[i] > 0.0}
+        called = [i for s, i in calls if s == step]
+        assert sorted(called) == sorted(expected), step  # each active head exactly once
+        n_pruned += module.num_pathways - len(expected)
+        n_active += len(expected)
+    # The process really prunes some pathways some of the time, and not all of them.
+    assert n_pruned > 0 and n_active > 0
+    pruned_sets = {
+        frozenset(i for i in range(module.num_pathways) if process.at(s, total)[i] <= 0.0)
+        for s in range(total)
+    }
+    assert len(pruned_sets) > 1  # the pruned set changes during the run
