@@ -82,7 +82,11 @@ def mixed_derivative_exact(
     """``[< grad_theta delta_p(theta), tangent >]_p`` exactly, by forward-mode AD."""
     primals = {k: p.detach() for k, p in params.items()}
     tangents = {k: tangent[k].detach().to(primals[k].dtype) for k in primals}
-    with torch.no_grad():  # forward-mode AD still runs; no autograd graph is recorded
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # no_grad: forward-mode AD still runs, but no autograd graph is recorded. The math
+    # attention kernel: the fused CPU/GPU attention kernels have no forward-mode derivative.
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
         _, out = torch.func.jvp(loss_vector, (primals,), (tangents,))
     return out.detach().float()
 

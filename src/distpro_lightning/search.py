@@ -365,9 +365,7 @@ class ProcessSearchCallback(Callback):
         if step >= self.warmup_steps:
             xv, yv = pl_module.split_batch(self._next_val_batch(trainer))
             strategy = trainer.strategy
-            reduce = None
-            if trainer.world_size > 1 and self.average_virtual_gradient:
-                reduce = _make_grad_reducer(strategy)
+            reducer = _make_grad_reducer(strategy) if trainer.world_size > 1 else None
             result = compute_hypergradient(
                 pl_module,
                 x,
@@ -378,7 +376,8 @@ class ProcessSearchCallback(Callback):
                 self._hyper_fn(trainer, pl_module),
                 self.hypergradient,
                 self.epsilon,
-                reduce_grads=reduce,
+                reduce_grads=reducer if self.average_virtual_gradient else None,
+                reduce_val_grads=reducer if self.average_val_gradient else None,
                 keep_full_gradient=self.reuse_training_gradient,
                 autocast=self._autocast(trainer),
             )

@@ -1,0 +1,129 @@
+"""A 2-process CPU (gloo) DDP search, run by tests/test_ddp.py as a subprocess.
+
+usage: python ddp_search.py OUT_DIR DEVICES BATCH VAL_BATCH MODEL(resnet|vit) STEPS
+Writes OUT_DIR/alpha_rank{r}.pt (alpha after every step, per rank) and the process file.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
+from sklearn.datasets import load_digits
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from distpro_lightning import DistProModule, ProcessSearchCallback
+
+torch.set_num_threads(1)
+
+
+class TinyViT(nn.Module):
+    """BatchNorm-free: per-sample ops only (patch embedding, transformer layers, LayerNorm)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(1, dim, 2, stride=2)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, 2, dim * 2, dropout=0.0, batch_first=True)
+            for _ in range(2)
+        )
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        for blk in self.blocks:
+            t = blk(t)
+        return self.head(t.mean(1))
+
+
+class Record(Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.rows: list[torch.Tensor] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append(pl_module.alpha_logits.detach().clone())
+
+    def on_train_end(self, trainer, pl_module):
+        torch.save(torch.stack(self.rows), self.out / f"alpha_rank{trainer.global_rank}.pt")
+
+
+def main() -> None:
+    out, devices, batch, val_batch, model, steps = sys.argv[1:7]
+    out = Path(out)
+    seed_everything(0)
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(digits.target)
+    if model == "vit":
+        module = DistProModule(
+            student=TinyViT(16),
+            teacher=TinyViT(32),
+            num_classes=10,
+            student_taps=["blocks.0", "blocks.1"],
+            teacher_taps=["blocks.0", "blocks.1"],
+            transforms=["token"],
+            distance="mse",
+            input_shape=[1, 8, 8],
+            lr=0.1,
+            log_pathways_every_n_steps=0,
+        )
+        # SGD on the logits: Adam's first steps are ~lr*sign(g), which turns rounding-level
+        # differences of near-zero components into lr-sized ones.
+        method, alpha_opt, alpha_lr = "exact", "sgd", 20.0
+    else:
+        module = DistProModule(
+            student="resnet8",
+            teacher="resnet14",
+            num_classes=10,
+            in_channels=1,
+            input_shape=[1, 8, 8],
+            transforms=["conv_bn", "attn2"],
+            lr=0.05,
+            log_pathways_every_n_steps=0,
+        )
+        method, alpha_opt, alpha_lr = "finite_difference", "adam", 0.1
+    train_set = TensorDataset(x[:512], y[:512])
+
+    class Data(LightningDataModule):
+        def train_dataloader(self):
+            # rank r takes samples r, r + W, r + 2W, ...: the union of the ranks' batches is
+            # the one-process batch of W times the size.
+            t = self.trainer
+            sampler = DistributedSampler(
+                train_set, num_replicas=t.world_size, rank=t.global_rank, shuffle=False
+            )
+            return DataLoader(train_set, batch_size=int(batch), sampler=sampler)
+
+    search = ProcessSearchCallback(
+        hypergradient=method,
+        alpha_lr=alpha_lr,
+        alpha_optimizer=alpha_opt,
+        save_path=str(out / "process.json"),
+        plot=False,
+        log_every_n_steps=1,
+    )
+    search.search_val_loader = DataLoader(
+        TensorDataset(x[512:768], y[512:768]), batch_size=int(val_batch)
+    )
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=int(devices),
+        strategy="ddp" if int(devices) > 1 else "auto",
+        max_steps=int(steps),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[search, Record(out)],
+        use_distributed_sampler=False,
+    )
+    trainer.fit(module, datamodule=Data())
+
+
+if __name__ == "__main__":
+    main()
