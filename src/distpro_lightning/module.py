@@ -30,8 +30,6 @@ from .transforms import TRANSFORM_KINDS
 
 log = logging.getLogger(__name__)
 
-ConnectionsType = Literal["all", "lower_to_higher"] | list[tuple[int, int]]
-
 
 @dataclass
 class TeacherOutput:
@@ -146,6 +144,11 @@ class DistProMixin:
                 f"{tuple(s_out.shape[1:])} and {tuple(t_out.shape[1:])}."
             )
         pairs = resolve_connections(connections, len(t_shapes), len(s_shapes))
+        if not pairs and not response_kd:
+            raise ValueError(
+                "No pathways: the connection list is empty. Give at least one (teacher, student) "
+                "pair, or enable response_kd for logits-only distillation."
+            )
         specs = build_specs(self.teacher_tap_names, self.student_tap_names, pairs, list(transforms))
         self.distill_heads = PathwayHeads(specs, s_shapes, t_shapes, self._distance)
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
@@ -358,8 +361,9 @@ class DistProModule(DistProMixin, pl.LightningModule):
         teacher_taps: the same for the teacher.
         transforms: the transform kinds, one pathway per kind and connection
             (``conv_bn``, ``attn2``, ``attn3``; ``token`` for transformer tokens).
-        connections: ``"all"``, ``"lower_to_higher"`` or a list of
-            ``[teacher_idx, student_idx]`` pairs.
+        connections: ``"all"``, ``"lower_to_higher"``, ``"none"`` (no feature pathways; with
+            ``response_kd`` this is plain Hinton KD) or a list of ``[teacher_idx,
+            student_idx]`` pairs.
         distance: ``"hcl"``, ``"mse"`` or ``"l1"``.
         normalization: ``biased_softmax`` (paper), ``softmax``, ``l1_plus_one``, ``l1``,
             ``sigmoid`` or ``uniform`` (equally weighted).
@@ -388,7 +392,7 @@ class DistProModule(DistProMixin, pl.LightningModule):
         student_taps: list[str] | str = "auto",
         teacher_taps: list[str] | str = "auto",
         transforms: list[str] = ["conv_bn", "attn2", "attn3"],  # noqa: B006 - jsonargparse default
-        connections: Literal["all", "lower_to_higher"] | list[tuple[int, int]] = "all",
+        connections: Literal["all", "lower_to_higher", "none"] | list[tuple[int, int]] = "all",
         distance: Literal["hcl", "mse", "l1"] = "hcl",
         normalization: Literal[
             "biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from .transforms import build_transform
 
 KD_PATHWAY_NAME = "logits->logits:kd"
-CONNECTION_RULES = ("all", "lower_to_higher")
+CONNECTION_RULES = ("all", "lower_to_higher", "none")
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,12 @@ def resolve_connections(
     * ``"lower_to_higher"``: teacher level ``i`` to student levels ``j >= i`` (levels are
       aligned at the deepest tap when the tap counts differ), as ReviewKD and the official
       DistPro code do.
+    * ``"none"``: no feature pathways (only with response KD: the Hinton-KD baseline).
     * an explicit list of ``(teacher_idx, student_idx)`` pairs (0-based).
     """
     if isinstance(connections, str):
+        if connections == "none":
+            return []
         if connections == "all":
             return [(i, j) for i in range(n_teacher) for j in range(n_student)]
         if connections == "lower_to_higher":
@@ -69,8 +72,6 @@ def resolve_connections(
         pairs.append((i, j))
     if len(set(pairs)) != len(pairs):
         raise ValueError(f"Duplicate connections in {pairs}.")
-    if not pairs:
-        raise ValueError("The connection list is empty: give at least one (teacher, student) pair.")
     return pairs
 
 

@@ -75,7 +75,7 @@ class ProcessScheduleCallback(Callback):
             raise ValueError(
                 f"mode={mode!r} needs a process file; only mode='uniform' runs without."
             )
-        if isinstance(process, str | os.PathLike):
+        if enabled and isinstance(process, str | os.PathLike):
             process = DistillationProcess.load(process)
         self.source: DistillationProcess | None = process
         self.mode = mode
