@@ -23,7 +23,7 @@ from .classifier import ClassifierModule
 from .data import FashionMNISTDataModule
 from .module import DistProModule
 from .process import DistillationProcess
-from .schedule import ProcessScheduleCallback
+from .recipes import LABELS, METHODS, build_method, distpro_kwargs
 from .search import ProcessSearchCallback
 
 PAIR = {"teacher": "resnet20", "student": "resnet8"}
@@ -60,26 +60,6 @@ def _test(trainer: Trainer, module: Any, args: argparse.Namespace) -> float:
     return float(out[0]["test/top1"])
 
 
-def _student_kwargs(args: argparse.Namespace, teacher_ckpt: Path, **kw: Any) -> dict[str, Any]:
-    base = dict(
-        student=PAIR["student"],
-        teacher=str(teacher_ckpt),
-        num_classes=10,
-        in_channels=1,
-        input_shape=[1, 28, 28],
-        transforms=["conv_bn", "attn2", "attn3"],
-        connections="all",
-        distance="hcl",
-        normalization="biased_softmax",
-        prune_threshold=args.tau,
-        lr=args.lr,
-        scheduler="cosine",
-        log_pathways_every_n_steps=25,
-    )
-    base.update(kw)
-    return base
-
-
 def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | None]:
     ckpt = root / "teacher.ckpt"
     candidates = [ckpt, Path("runs/fashion_mnist/teacher/teacher.ckpt")]
@@ -106,7 +86,9 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
         return path
     print(f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, 27 pathways")
     seed_everything(args.seed)
-    module = DistProModule(**_student_kwargs(args, teacher))
+    module = DistProModule(
+        **distpro_kwargs(PAIR["student"], str(teacher), 10, 1, [1, 28, 28], args.lr, args.tau)
+    )
     search = ProcessSearchCallback(
         hypergradient="finite_difference",
         alpha_lr=args.alpha_lr,
@@ -124,39 +106,15 @@ def run_method(
     args: argparse.Namespace, root: Path, teacher: Path, process: Path, method: str
 ) -> float:
     seed_everything(args.seed)
-    callbacks: list[Any] = []
-    if method == "student":
-        module: Any = ClassifierModule(
-            model=PAIR["student"], num_classes=10, in_channels=1, lr=args.lr, scheduler="cosine"
-        )
-    elif method == "hinton_kd":
-        module = DistProModule(
-            **_student_kwargs(
-                args,
-                teacher,
-                connections="none",
-                response_kd=True,
-                normalization="uniform",
-                prune_threshold=None,
-            )
-        )
-    else:
-        module = DistProModule(**_student_kwargs(args, teacher))
-        mode = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}[method]
-        callbacks.append(ProcessScheduleCallback(process=str(process), mode=mode))
+    module, callbacks = build_method(
+        method, PAIR["student"], str(teacher), str(process), lr=args.lr, tau=args.tau
+    )
     trainer = _trainer(root, method, args.epochs, callbacks)
     trainer.fit(module, datamodule=_data(args, "retrain", args.subset))
     return _test(trainer, module, args)
 
 
-METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
-LABELS = {
-    "student": "student alone (CE)",
-    "hinton_kd": "Hinton KD (T=4)",
-    "equal": "equally weighted (27 pathways)",
-    "alpha_T": "use alpha_T",
-    "distpro": "DistPro (searched process)",
-}
+DEMO_METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +133,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tau", type=float, default=0.5, help="pruning threshold on the logits")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=0)
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEMO_METHODS))
     args = p.parse_args(list(argv) if argv is not None else None)
     if args.subset is not None and args.subset <= 0:
         args.subset = None

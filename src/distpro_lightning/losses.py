@@ -21,19 +21,29 @@ def hcl_loss(student: Tensor, teacher: Tensor, levels: tuple[int, ...] = (4, 2, 
     ``levels`` (4x4, 2x2, 1x1), weighted 1, 1/2, 1/4, 1/8 and normalised by the sum of
     the weights used. Pool sizes ``>= H`` are skipped. Non-4-D features (tokens) fall back
     to plain MSE.
+
+    Computed on the difference ``d = student - teacher`` (pooling is linear, so
+    ``pool(s) - pool(t) = pool(d)``), and a level is pooled from the previous level when the
+    sizes divide evenly (then the windows nest and the result is the same): one pooling pass
+    per level instead of two, on ever smaller maps.
     """
-    loss = F.mse_loss(student, teacher)
-    if student.dim() != 4:
+    diff = student - teacher
+    loss = diff.pow(2).mean()
+    if diff.dim() != 4:
         return loss
-    height = student.shape[-2]
+    height, width = diff.shape[-2:]
     weight, total = 1.0, 1.0
+    source = diff
     for size in levels:
         if size >= height:
             continue
         weight /= 2.0
-        pooled_s = F.adaptive_avg_pool2d(student, size)
-        pooled_t = F.adaptive_avg_pool2d(teacher, size)
-        loss = loss + weight * F.mse_loss(pooled_s, pooled_t)
+        h, w = source.shape[-2:]
+        # windows nest only if the source level tiles the map evenly and divides by `size`
+        if height % h or width % w or h % size or w % size:
+            source = diff
+        source = F.adaptive_avg_pool2d(source, size)
+        loss = loss + weight * source.pow(2).mean()
         total += weight
     return loss / total
 

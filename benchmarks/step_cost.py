@@ -1,0 +1,354 @@
+"""Cost of one optimizer step: plain, Hinton KD, ReviewKD, DistPro retrain, DistPro search.
+
+    .venv/bin/python benchmarks/step_cost.py                 # resnet20 -> resnet8, batch 128
+    .venv/bin/python benchmarks/step_cost.py --quick         # a few repeats, for CI
+
+Every method runs the same pair on the same Fashion-MNIST batch; repeats are interleaved
+(method A, B, C, ..., A, B, C, ...) and the median and the interquartile range are reported.
+Steps are composed from the library's own functions exactly as the callbacks run them (the
+search step: teacher once, ``compute_hypergradient``, the alpha update, the real update
+reusing the teacher features). The "floor" is the sum of the passes a second-order search
+step cannot avoid: a training forward+backward of student and heads (virtual step), a
+held-out forward+backward of the student, two forwards of student and heads (finite
+differences) and the real update (a DistPro retrain step).
+
+Peak memory: each method runs in a fresh subprocess; on CPU the number is the growth of the
+peak resident set size over the process's size after setup (``ru_maxrss``), on CUDA
+``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from distpro_lightning import DistProModule
+from distpro_lightning.baselines import ReviewKDModule
+from distpro_lightning.hypergradient import SGDHyper, compute_hypergradient, frozen_batchnorm_stats
+from distpro_lightning.losses import hinton_kd_loss
+from distpro_lightning.models import create
+
+METHODS = [
+    "plain",
+    "hinton_kd",
+    "reviewkd",
+    "distpro_retrain",
+    "distpro_retrain_pruned",
+    "search_fd",
+    "search_exact",
+    "search_fd_reuse",
+    "floor_virtual_fwd_bwd",
+    "floor_heldout_fwd_bwd",
+    "floor_two_forwards",
+]
+N_PRUNED = 16  # of 27 pathways (~60 %, the saving the paper reports for tau = 0.5)
+
+
+def batch(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        from distpro_lightning.data import FashionMNISTDataModule
+
+        dm = FashionMNISTDataModule(data_dir="data", batch_size=size, augment=False)
+        x, y = next(iter(dm.train_dataloader()))
+    except Exception:  # noqa: BLE001 - timing does not depend on the pixel values
+        x, y = torch.randn(size, 1, 28, 28), torch.randint(0, 10, (size,))
+    return x.to(device), y.to(device)
+
+
+def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[], None]]:
+    torch.manual_seed(0)
+    teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
+    common = dict(num_classes=10, in_channels=1, input_shape=[1, 28, 28])
+    dp = DistProModule(
+        student="resnet8",
+        teacher=teacher,
+        transforms=["conv_bn", "attn2", "attn3"],
+        connections="all",
+        distance="hcl",
+        prune_threshold=0.5,
+        log_pathways_every_n_steps=0,
+        **common,
+    ).to(device)
+    dp.train()
+    rk = ReviewKDModule(student="resnet8", teacher=dp.teacher, warmup_epochs=0, **common).to(device)
+    rk.train()
+    plain = create("resnet8", 10, 1).to(device).train()
+    x, y = batch(args.batch, device)
+    xv, yv = batch(args.batch, device)
+    xv = xv.flip(0)
+
+    def sgd(params):
+        return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+    opt_plain = sgd(plain.parameters())
+    opt_dp = sgd(list(dp.student.parameters()) + list(dp.distill_heads.parameters()))
+    opt_rk = sgd(list(rk.student.parameters()) + list(rk.abfs.parameters()))
+    alpha = torch.nn.Parameter(torch.ones(dp.num_pathways, device=device))
+    opt_alpha = torch.optim.Adam([alpha], lr=0.05, betas=(0.5, 0.999))
+    ones = torch.ones(dp.num_pathways, device=device)
+    pruned = ones.clone()
+    pruned[
+        torch.randperm(dp.num_pathways, generator=torch.Generator().manual_seed(0))[:N_PRUNED]
+    ] = 0.0
+    by_id = {id(p): p for g in opt_dp.param_groups for p in g["params"]}
+
+    def hyper(key, p):
+        g = opt_dp.param_groups[0]
+        return SGDHyper(
+            lr=g["lr"],
+            momentum=0.9,
+            weight_decay=5e-4,
+            buf=opt_dp.state.get(by_id[id(p)], {}).get("momentum_buffer"),
+        )
+
+    def step(opt, loss):
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def plain_step():
+        step(opt_plain, F.cross_entropy(plain(x), y))
+
+    def kd_step():
+        with torch.no_grad():
+            t = dp.teacher.eval()(x)
+        s = plain(x)
+        step(opt_plain, F.cross_entropy(s, y) + hinton_kd_loss(s, t, 4.0))
+
+    def reviewkd_step():
+        logits, review = rk.review_loss(x)
+        step(opt_rk, F.cross_entropy(logits, y) + review)
+
+    def retrain(logits):
+        def run():
+            dp.alpha_logits.copy_(logits)
+            loss, *_ = dp.training_loss((x, y))
+            step(opt_dp, loss)
+
+        return run
+
+    def search(method, reuse=False):
+        def run():
+            dp.alpha_logits.copy_(ones)  # same state every repeat (no drift into pruning)
+            teacher_out = dp.teacher_outputs(x)
+            dp.cache_teacher_outputs(x, teacher_out)
+            res = compute_hypergradient(
+                dp, x, y, xv, yv, teacher_out, hyper, method, 0.01, keep_full_gradient=reuse
+            )
+            opt_alpha.zero_grad()
+            alpha.grad = res.hypergradient.to(alpha)
+            opt_alpha.step()
+            dp.alpha_logits.copy_(alpha.detach())
+            if reuse:
+                theta = dp.search_parameters()
+                for k, g in res.virtual_grads.items():
+                    theta[k].grad = g
+                opt_dp.step()
+                opt_dp.zero_grad(set_to_none=True)
+                dp._teacher_cache = None
+            else:
+                loss, *_ = dp.training_loss((x, y))
+                step(opt_dp, loss)
+
+        return run
+
+    teacher_out = dp.teacher_outputs(x)
+
+    def floor_virtual():
+        dp.alpha_logits.copy_(ones)
+        theta = [p for k, p in dp.search_parameters().items() if k.startswith("student.")]
+        with frozen_batchnorm_stats(dp.student, dp.distill_heads):
+            out, losses = dp.pathway_forward(x, teacher_out, None)
+            loss = F.cross_entropy(out, y) + (dp.alpha_weights() * losses).sum()
+            torch.autograd.grad(loss, theta)
+
+    def floor_heldout():
+        params = {
+            k: p.detach().requires_grad_(True)
+            for k, p in dp.search_parameters().items()
+            if k.startswith("student.")
+        }
+        with frozen_batchnorm_stats(dp.student):
+            loss = F.cross_entropy(dp.student_forward(xv, params), yv)
+            torch.autograd.grad(loss, list(params.values()))
+
+    def floor_two_forwards():
+        params = {k: p.detach() for k, p in dp.search_parameters().items()}
+        with torch.no_grad(), frozen_batchnorm_stats(dp.student, dp.distill_heads):
+            for _ in range(2):
+                dp.pathway_forward(x, teacher_out, None, params)
+
+    return {
+        "plain": plain_step,
+        "hinton_kd": kd_step,
+        "reviewkd": reviewkd_step,
+        "distpro_retrain": retrain(ones),
+        "distpro_retrain_pruned": retrain(pruned),
+        "search_fd": search("finite_difference"),
+        "search_exact": search("exact"),
+        "search_fd_reuse": search("finite_difference", reuse=True),
+        "floor_virtual_fwd_bwd": floor_virtual,
+        "floor_heldout_fwd_bwd": floor_heldout,
+        "floor_two_forwards": floor_two_forwards,
+    }
+
+
+def timed(fn: Callable[[], None], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    device = torch.device(args.device)
+    fns = build(args, device)
+    fn = fns[args.memory_child]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(3):
+        fn()
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    print(json.dumps({"peak_bytes": int(peak)}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="3 repeats, batch 32, no memory runs")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--teacher", default="runs/fashion_mnist/teacher/teacher.ckpt")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--out", default="benchmarks/results/step_cost.json")
+    p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats, args.warmup, args.batch, args.no_memory = 3, 1, 32, True
+    if args.memory_child:
+        memory_child(args)
+        return
+    device = torch.device(args.device)
+    fns = build(args, device)
+    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    for rep in range(args.warmup + args.repeats):
+        for m in METHODS:
+            t = timed(fns[m], device)
+            if rep >= args.warmup:
+                times[m].append(t)
+        print(f"repeat {rep + 1}/{args.warmup + args.repeats}", file=sys.stderr)
+    med = {m: statistics.median(v) for m, v in times.items()}
+
+    def iqr(v: list[float]) -> float:
+        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
+        return q[2] - q[0]
+
+    floor = (
+        med["floor_virtual_fwd_bwd"]
+        + med["floor_heldout_fwd_bwd"]
+        + med["floor_two_forwards"]
+        + med["distpro_retrain"]
+    )
+    result = {
+        "search_over_kd": med["search_fd"] / med["hinton_kd"],
+        "search_over_floor": med["search_fd"] / floor,
+        "search_floor_s": floor,
+        "exact_search_over_kd": med["search_exact"] / med["hinton_kd"],
+        "retrain_over_reviewkd": med["distpro_retrain_pruned"] / med["reviewkd"],
+        "retrain_unpruned_over_reviewkd": med["distpro_retrain"] / med["reviewkd"],
+        "search_reuse_over_search": med["search_fd_reuse"] / med["search_fd"],
+        "search_over_plain": med["search_fd"] / med["plain"],
+        "median_s": med,
+        "iqr_s": {m: iqr(v) for m, v in times.items()},
+        "raw_s": times,
+    }
+    if not args.no_memory:
+        peaks = {}
+        for m in (
+            "plain",
+            "hinton_kd",
+            "reviewkd",
+            "distpro_retrain_pruned",
+            "search_fd",
+            "search_exact",
+        ):
+            cmd = [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                m,
+                "--batch",
+                str(args.batch),
+                "--device",
+                args.device,
+                "--teacher",
+                args.teacher,
+            ]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            peaks[m] = json.loads(out.strip().splitlines()[-1])["peak_bytes"]
+        result["peak_memory_bytes"] = peaks
+        result["peak_memory_search_over_kd"] = peaks["search_fd"] / max(peaks["hinton_kd"], 1)
+    result["setup"] = {
+        "pair": "resnet20 -> resnet8 (Fashion-MNIST 1x28x28)",
+        "pathways": 27,
+        "pruned_in_retrain_pruned": N_PRUNED,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "device": args.device,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{'method':<26} {'median s':>10} {'IQR s':>8}")
+    for m in METHODS:
+        print(f"{m:<26} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")
+    for k in (
+        "search_over_kd",
+        "search_over_floor",
+        "search_floor_s",
+        "exact_search_over_kd",
+        "retrain_over_reviewkd",
+        "retrain_unpruned_over_reviewkd",
+        "search_reuse_over_search",
+        "peak_memory_search_over_kd",
+    ):
+        if k in result:
+            print(f"{k:<32} {result[k]:.3f}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

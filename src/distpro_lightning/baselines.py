@@ -1,0 +1,222 @@
+"""``ReviewKDModule``: the ReviewKD baseline (Chen et al., CVPR 2021), written for this library.
+
+Student stage features (plus the globally pooled last stage, as in ReviewKD) are fused
+deep-to-shallow by attention-based fusion (ABF) modules, and each fused output is compared
+with the teacher's feature of the same level by the hierarchical context loss (HCL).
+Loss: ``CE + min(epoch / warmup_epochs, 1) * review_weight * sum_levels HCL``.
+
+Other baselines need no class of their own (see the docs' baselines page):
+student alone = :class:`ClassifierModule`; Hinton KD = :class:`DistProModule` with
+``connections="none", response_kd=True``; FitNet hint = ``connections=[[1, 1]],
+transforms=[conv_bn], distance=mse, normalization=uniform``; equally weighted / use alpha_T
+/ DistPro = :class:`ProcessScheduleCallback` modes ``uniform`` / ``final`` / ``process``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from . import optim
+from .checkpoints import load_teacher
+from .losses import hcl_loss
+from .taps import FeatureTaps, auto_taps, probe_shapes
+
+
+class ABF(nn.Module):
+    """Attention-based fusion: ``x -> conv1x1+BN``; fused with the upsampled deeper residual
+    by a 2-channel sigmoid attention; ``conv3x3+BN`` to the teacher's channels."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels)
+        )
+        self.expand = nn.Sequential(
+            nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+        )
+        self.attention = (
+            nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
+        )
+
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        x = self.reduce(x)
+        if self.attention is not None and residual is not None:
+            residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
+            z = self.attention(torch.cat([x, residual], dim=1))
+            x = x * z[:, :1] + residual * z[:, 1:]
+        return self.expand(x), x
+
+
+class ReviewKDModule(pl.LightningModule):
+    """ReviewKD: knowledge review with ABF fusion and HCL.
+
+    Python::
+
+        from distpro_lightning.baselines import ReviewKDModule
+        module = ReviewKDModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
+                                in_channels=1, input_shape=[1, 28, 28])
+
+    YAML::
+
+        model:
+          class_path: distpro_lightning.baselines.ReviewKDModule
+          init_args: {student: resnet8, teacher: teacher.ckpt, num_classes: 10, in_channels: 1}
+
+    Args:
+        student, teacher, num_classes, in_channels, teacher_model, student_taps,
+        teacher_taps, input_shape: as in :class:`DistProModule` (the same number of taps on
+        both sides is required).
+        mid_channels: width of the ABF fusion (ReviewKD: 64 on CIFAR, 256 on ImageNet).
+        review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
+        warmup_epochs: linear ramp of the review weight (ReviewKD: 20 on CIFAR); 0 disables.
+        optimizer, lr, ...: the student optimizer, as in :class:`DistProModule`.
+    """
+
+    def __init__(
+        self,
+        student: nn.Module | str,
+        teacher: nn.Module | str,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        teacher_model: str | None = None,
+        student_taps: list[str] | str = "auto",
+        teacher_taps: list[str] | str = "auto",
+        input_shape: list[int] | None = None,
+        mid_channels: int = 64,
+        review_weight: float = 1.0,
+        warmup_epochs: float = 20.0,
+        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        scheduler: Literal["step", "cosine", "none"] = "step",
+        milestones: list[int] = [],  # noqa: B006 - jsonargparse default
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        from .models import create
+
+        self.save_hyperparameters(ignore=["student", "teacher"])
+        self.student = (
+            create(student, num_classes, in_channels) if isinstance(student, str) else student
+        )
+        if isinstance(teacher, str):
+            teacher = (
+                load_teacher(teacher, teacher_model, num_classes, in_channels)
+                if os.path.isfile(teacher)
+                else create(teacher, num_classes, in_channels)
+            )
+        self.teacher = teacher.requires_grad_(False)
+        example = torch.zeros(2, *(input_shape or [in_channels, 32, 32]))
+        s_taps = auto_taps(self.student, example) if student_taps == "auto" else list(student_taps)
+        t_taps = auto_taps(teacher, example) if teacher_taps == "auto" else list(teacher_taps)
+        if len(s_taps) != len(t_taps):
+            raise ValueError(
+                f"ReviewKD pairs taps level by level: got {len(s_taps)} student taps {s_taps} "
+                f"and {len(t_taps)} teacher taps {t_taps}. Give lists of the same length."
+            )
+        s_shapes, _ = probe_shapes(self.student, s_taps, example, "student")
+        t_shapes, _ = probe_shapes(teacher, t_taps, example, "teacher")
+        self._s_taps = FeatureTaps(self.student, s_taps, "student")
+        self._t_taps = FeatureTaps(teacher, t_taps, "teacher")
+        # levels shallow -> deep, plus the pooled last stage; ABFs are applied deep -> shallow
+        s_ch = [s[0] for s in s_shapes] + [s_shapes[-1][0]]
+        t_ch = [t[0] for t in t_shapes] + [t_shapes[-1][0]]
+        n = len(s_ch)
+        self.abfs = nn.ModuleList(
+            ABF(s_ch[i], mid_channels, t_ch[i], fuse=i < n - 1) for i in range(n)
+        )
+        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    @staticmethod
+    def _levels(feats: list[Tensor]) -> list[Tensor]:
+        return [*feats, F.adaptive_avg_pool2d(feats[-1], 1)]
+
+    @torch.no_grad()
+    def teacher_levels(self, x: Tensor) -> list[Tensor]:
+        was_training = self.teacher.training
+        self.teacher.eval()
+        try:
+            with self._t_taps.capture() as store:
+                self.teacher(x)
+        finally:
+            self.teacher.train(was_training)
+        return self._levels(self._t_taps.ordered(store))
+
+    def review_loss(self, x: Tensor, teacher: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """``(student_logits, sum over levels of HCL(fused student, teacher))``."""
+        teacher = self.teacher_levels(x) if teacher is None else teacher
+        with self._s_taps.capture() as store:
+            logits = self.student(x)
+        feats = self._levels(self._s_taps.ordered(store))
+        outs: list[Tensor] = [torch.empty(0)] * len(feats)
+        residual = None
+        for i in reversed(range(len(feats))):
+            outs[i], residual = self.abfs[i](feats[i], residual)
+        loss = sum(hcl_loss(o.float(), t.float()) for o, t in zip(outs, teacher))
+        return logits, loss
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits, review = self.review_loss(x)
+        warm = self.hparams.warmup_epochs
+        ramp = 1.0 if warm <= 0 else min(self.current_epoch / warm, 1.0)
+        loss = F.cross_entropy(logits, y) + ramp * self.hparams.review_weight * review
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/review_loss", review)
+        return loss
+
+    def _eval_step(self, batch: Any, metric: MulticlassAccuracy, stage: str) -> None:
+        x, y = batch[0], batch[1]
+        logits = self.student(x)
+        metric(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log(f"{stage}/top1", metric, prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_top1, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_top1, "test")
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        params = list(self.student.parameters()) + list(self.abfs.parameters())
+        return optim.configure(
+            self,
+            params,
+            h.optimizer,
+            h.lr,
+            h.momentum,
+            h.weight_decay,
+            h.nesterov,
+            h.scheduler,
+            h.milestones,
+            h.gamma,
+        )
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """The student and the ABFs (the frozen teacher is not saved)."""
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith("teacher.")]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        state = dict(state_dict)
+        for key, value in self.teacher.state_dict().items():
+            state.setdefault(f"teacher.{key}", value)
+        return super().load_state_dict(state, strict=strict, assign=assign)

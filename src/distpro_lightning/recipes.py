@@ -1,0 +1,120 @@
+"""The methods of the paper's Table 1 as (module, callbacks) recipes, shared by the demo and
+the benchmarks, so every method is configured one way only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .baselines import ReviewKDModule
+from .classifier import ClassifierModule
+from .module import DistProModule
+from .schedule import ProcessScheduleCallback
+
+METHODS: tuple[str, ...] = (
+    "student",
+    "hinton_kd",
+    "fitnet",
+    "reviewkd",
+    "equal",
+    "alpha_T",
+    "distpro",
+)
+LABELS: dict[str, str] = {
+    "student": "student alone (CE)",
+    "hinton_kd": "Hinton KD (T=4)",
+    "fitnet": "FitNet hint (layer2->layer2)",
+    "reviewkd": "ReviewKD (ABF + HCL)",
+    "equal": "equally weighted",
+    "alpha_T": "use alpha_T",
+    "distpro": "DistPro (searched process)",
+}
+
+
+def distpro_kwargs(
+    student: str,
+    teacher: str,
+    num_classes: int,
+    in_channels: int,
+    input_shape: Sequence[int],
+    lr: float,
+    tau: float | None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The DistPro search space of the paper's CIFAR setting: 3 x 3 connections x 3
+    transforms = 27 pathways, HCL, biased softmax, cosine student schedule."""
+    kwargs: dict[str, Any] = dict(
+        student=student,
+        teacher=teacher,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_shape=list(input_shape),
+        transforms=["conv_bn", "attn2", "attn3"],
+        connections="all",
+        distance="hcl",
+        normalization="biased_softmax",
+        prune_threshold=tau,
+        lr=lr,
+        scheduler="cosine",
+        log_pathways_every_n_steps=25,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_method(
+    method: str,
+    student: str,
+    teacher: str,
+    process: str | None,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    input_shape: Sequence[int] = (1, 28, 28),
+    lr: float = 0.05,
+    tau: float | None = 0.5,
+) -> tuple[Any, list[Any]]:
+    """``(LightningModule, callbacks)`` for one method at the same optimizer settings."""
+    common = (student, teacher, num_classes, in_channels, input_shape, lr)
+    if method == "student":
+        module = ClassifierModule(
+            model=student,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            lr=lr,
+            scheduler="cosine",
+        )
+        return module, []
+    if method == "hinton_kd":
+        kw = distpro_kwargs(
+            *common, None, connections="none", response_kd=True, normalization="uniform"
+        )
+        return DistProModule(**kw), []
+    if method == "fitnet":
+        kw = distpro_kwargs(
+            *common,
+            None,
+            connections=[(1, 1)],
+            transforms=["conv_bn"],
+            distance="mse",
+            normalization="uniform",
+        )
+        return DistProModule(**kw), []
+    if method == "reviewkd":
+        module = ReviewKDModule(
+            student=student,
+            teacher=teacher,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            input_shape=list(input_shape),
+            lr=lr,
+            scheduler="cosine",
+            warmup_epochs=0,
+        )
+        return module, []
+    modes = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}
+    if method not in modes:
+        raise ValueError(f"Unknown method {method!r}. Choose from: {', '.join(METHODS)}.")
+    if process is None and method != "equal":
+        raise ValueError(f"Method {method!r} needs a searched process file.")
+    module = DistProModule(**distpro_kwargs(*common, tau))
+    return module, [ProcessScheduleCallback(process=process, mode=modes[method])]
