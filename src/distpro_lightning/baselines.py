@@ -71,13 +71,25 @@ class ReviewKDModule(pl.LightningModule):
           init_args: {student: resnet8, teacher: teacher.ckpt, num_classes: 10, in_channels: 1}
 
     Args:
-        student, teacher, num_classes, in_channels, teacher_model, student_taps,
-        teacher_taps, input_shape: as in :class:`DistProModule` (the same number of taps on
-        both sides is required).
+        student: an ``nn.Module`` or a model-registry name.
+        teacher: an ``nn.Module``, a registry name or a checkpoint / state-dict path.
+        num_classes: number of classes (used when models are built by name).
+        in_channels: input channels (used when models are built by name).
+        teacher_model: architecture name for a teacher state-dict path.
+        student_taps: student stage taps or ``"auto"`` (as many as the teacher's).
+        teacher_taps: teacher stage taps or ``"auto"``.
+        input_shape: per-sample input shape of the dry run that sizes the ABFs.
         mid_channels: width of the ABF fusion (ReviewKD: 64 on CIFAR, 256 on ImageNet).
         review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
         warmup_epochs: linear ramp of the review weight (ReviewKD: 20 on CIFAR); 0 disables.
-        optimizer, lr, ...: the student optimizer, as in :class:`DistProModule`.
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        nesterov: Nesterov momentum (SGD).
+        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: the ``step`` schedule's factor.
     """
 
     def __init__(

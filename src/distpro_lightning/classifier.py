@@ -31,9 +31,16 @@ class ClassifierModule(pl.LightningModule):
         model: a registry name (``distpro_lightning.models.available_models()``) or an
             ``nn.Module``. When a name is given it is stored in the hyper-parameters, so
             :func:`~distpro_lightning.load_teacher` can rebuild it from the checkpoint.
-        num_classes, in_channels: used when ``model`` is a name.
-        optimizer, lr, momentum, weight_decay, nesterov: the optimizer.
-        scheduler, milestones, gamma: per-epoch schedule (``step``, ``cosine`` or ``none``).
+        num_classes: number of classes (used when ``model`` is a name).
+        in_channels: input channels (used when ``model`` is a name).
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        nesterov: Nesterov momentum (SGD).
+        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: the ``step`` schedule's factor.
         label_smoothing: cross-entropy label smoothing.
     """
 

@@ -377,8 +377,14 @@ class DistProModule(DistProMixin, pl.LightningModule):
         input_shape: per-sample input shape for the dry run that sizes the heads
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
-        optimizer, lr, momentum, weight_decay, nesterov: the student optimizer.
-        scheduler, milestones, gamma: per-epoch schedule (``step``, ``cosine`` or ``none``).
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        nesterov: Nesterov momentum (SGD).
+        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: the ``step`` schedule's factor.
         log_pathways_every_n_steps: how often per-pathway losses and weights are logged.
     """
 

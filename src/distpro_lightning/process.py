@@ -102,7 +102,9 @@ class DistillationProcess:
         normalization: ``{"name": ..., "bias": g, "scale": s}``; weights are
             ``normalize(logits, name, bias) * scale``.
         logits: initial rows ``[T, P]`` (may be empty).
-        teacher_taps, student_taps, transform_kinds: the search space, for the record.
+        teacher_taps: the teacher taps of the search space (for the record).
+        student_taps: the student taps (for the record).
+        transform_kinds: the transform kinds (for the record).
         prune_threshold: tau used in the search (for the record).
         steps_per_epoch: optimizer steps per epoch of the search.
         provenance: free-form JSON-serialisable information (versions, models, data, seed).

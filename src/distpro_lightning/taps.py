@@ -130,6 +130,15 @@ class FeatureTaps:
         self._handles = []
 
 
+def _on_model_device(model: nn.Module, example: Tensor) -> Tensor:
+    """``example`` moved to the device (and floating dtype) of the model's parameters."""
+    param = next(model.parameters(), None)
+    if param is None:
+        return example
+    dtype = param.dtype if example.is_floating_point() and param.is_floating_point() else None
+    return example.to(device=param.device, dtype=dtype)
+
+
 def _record_all(
     model: nn.Module, example: Tensor
 ) -> tuple[list[str], dict[str, Tensor], dict[str, int]]:
@@ -153,7 +162,7 @@ def _record_all(
     try:
         model.eval()
         with torch.no_grad():
-            model(example)
+            model(_on_model_device(model, example))
     finally:
         model.train(was_training)
         for h in handles:
@@ -224,7 +233,7 @@ def probe_shapes(
     try:
         model.eval()
         with torch.no_grad(), taps.capture() as store:
-            out = model(example)
+            out = model(_on_model_device(model, example))
         feats = taps.ordered(store)
     finally:
         model.train(was_training)

@@ -1,0 +1,43 @@
+"""nox sessions. All reuse the project's `.venv` (created by scripts/setup.sh), so nothing is
+installed twice:  `nox -s tests`, `nox -s lint`, `nox -s docs`, `nox -s demo`."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests", "docs"]
+PY = ".venv/bin/python"
+
+
+def _setup(session: nox.Session) -> None:
+    session.run("bash", "scripts/setup.sh", external=True)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (what .ci/run runs)."""
+    _setup(session)
+    session.run(PY, "-m", "pytest", "-q", *session.posargs, external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check + ruff format --check."""
+    _setup(session)
+    session.run(".venv/bin/ruff", "check", ".", external=True)
+    session.run(".venv/bin/ruff", "format", "--check", ".", external=True)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with warnings as errors."""
+    _setup(session)
+    session.run(".venv/bin/mkdocs", "build", "--strict", external=True)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The end-to-end Fashion-MNIST demo."""
+    _setup(session)
+    session.run(".venv/bin/distpro", "demo", *session.posargs, external=True)
