@@ -55,7 +55,7 @@ class ABF(nn.Module):
         return self.expand(x), x
 
 
-class ReviewKDModule(pl.LightningModule):
+class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
     """ReviewKD: knowledge review with ABF fusion and HCL.
 
     Python::
@@ -191,34 +191,8 @@ class ReviewKDModule(pl.LightningModule):
         self.log("train/review_loss", review)
         return loss
 
-    def _eval_step(self, batch: Any, metric: MulticlassAccuracy, stage: str) -> None:
-        x, y = batch[0], batch[1]
-        logits = self.student(x)
-        metric(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log(f"{stage}/top1", metric, prog_bar=True)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_top1, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_top1, "test")
-
     def configure_optimizers(self) -> Any:
-        h = self.hparams
-        params = list(self.student.parameters()) + list(self.abfs.parameters())
-        return optim.configure(
-            self,
-            params,
-            h.optimizer,
-            h.lr,
-            h.momentum,
-            h.weight_decay,
-            h.nesterov,
-            h.scheduler,
-            h.milestones,
-            h.gamma,
-        )
+        return optim.configure(self, list(self.student.parameters()) + list(self.abfs.parameters()))
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """The student and the ABFs (the frozen teacher is not saved)."""

@@ -102,16 +102,4 @@ class ClassifierModule(pl.LightningModule):
         self._eval_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        h = self.hparams
-        return optim.configure(
-            self,
-            self.parameters(),
-            h.optimizer,
-            h.lr,
-            h.momentum,
-            h.weight_decay,
-            h.nesterov,
-            h.scheduler,
-            h.milestones,
-            h.gamma,
-        )
+        return optim.configure(self, self.parameters())

@@ -324,7 +324,7 @@ def _fill_teacher_state(
         state_dict.setdefault(f"{prefix}teacher.{key}", value)
 
 
-class DistProModule(DistProMixin, pl.LightningModule):
+class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
     """A student distilled from a frozen teacher through weighted pathways (DistPro).
 
     Python::
@@ -482,31 +482,7 @@ class DistProModule(DistProMixin, pl.LightningModule):
                 self.log(f"pathway_weight/{name}", weight)
         return loss
 
-    def _eval_step(self, batch: Any, metric: MulticlassAccuracy, stage: str) -> None:
-        x, y = self.split_batch(batch)
-        logits = self.student(x)
-        metric(logits, y)
-        self.log(f"{stage}/loss", self.task_loss(logits, y), sync_dist=True)
-        self.log(f"{stage}/top1", metric, prog_bar=True)
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_top1, "val")
-
-    def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_top1, "test")
-
     def configure_optimizers(self) -> Any:
-        h = self.hparams
-        params = list(self.student.parameters()) + list(self.distill_heads.parameters())
         return optim.configure(
-            self,
-            params,
-            h.optimizer,
-            h.lr,
-            h.momentum,
-            h.weight_decay,
-            h.nesterov,
-            h.scheduler,
-            h.milestones,
-            h.gamma,
+            self, list(self.student.parameters()) + list(self.distill_heads.parameters())
         )

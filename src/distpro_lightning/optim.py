@@ -1,4 +1,5 @@
-"""Optimizer and learning-rate schedule construction shared by the LightningModules."""
+"""Optimizer and learning-rate schedule construction, and the evaluation steps shared by the
+student LightningModules."""
 
 from __future__ import annotations
 
@@ -54,22 +55,37 @@ def build_scheduler(
     return {"scheduler": sched, "interval": "epoch"}
 
 
-def configure(
-    module: Any,
-    params: Iterable[nn.Parameter],
-    optimizer: str,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    nesterov: bool,
-    scheduler: str,
-    milestones: Sequence[int],
-    gamma: float,
-) -> Any:
-    """``configure_optimizers`` body for a LightningModule holding these settings."""
-    opt = build_optimizer(params, optimizer, lr, momentum, weight_decay, nesterov)
+def configure(module: Any, params: Iterable[nn.Parameter]) -> Any:
+    """``configure_optimizers`` body for a LightningModule whose hyper-parameters hold
+    ``optimizer, lr, momentum, weight_decay, nesterov, scheduler, milestones, gamma``."""
+    h = module.hparams
+    opt = build_optimizer(params, h.optimizer, h.lr, h.momentum, h.weight_decay, h.nesterov)
     max_epochs = module.trainer.max_epochs if module._trainer is not None else None
-    sched = build_scheduler(opt, scheduler, milestones, gamma, max_epochs)
+    sched = build_scheduler(opt, h.scheduler, h.milestones, h.gamma, max_epochs)
     if sched is None:
         return opt
     return {"optimizer": opt, "lr_scheduler": sched}
+
+
+class StudentEvalMixin:
+    """Validation/test steps of a distilled student: top-1 (torchmetrics) and the task loss.
+
+    Expects ``self.student``, ``self.val_top1`` and ``self.test_top1``; uses
+    ``self.split_batch`` / ``self.task_loss`` when the module has them.
+    """
+
+    def _eval_step(self, batch: Any, metric: Any, stage: str) -> None:
+        split = getattr(self, "split_batch", None)
+        x, y = split(batch) if split else (batch[0], batch[1])
+        logits = self.student(x)
+        metric(logits, y)
+        loss_fn = getattr(self, "task_loss", None)
+        loss = loss_fn(logits, y) if loss_fn else torch.nn.functional.cross_entropy(logits, y)
+        self.log(f"{stage}/loss", loss, sync_dist=True)
+        self.log(f"{stage}/top1", metric, prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_top1, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_top1, "test")
