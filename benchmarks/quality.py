@@ -190,7 +190,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quick", action="store_true", help="1 pair, 1 seed, 1 epoch on 5,000 images, budgets 1 2"
     )
+    p.add_argument(
+        "--summarize-only",
+        action="store_true",
+        help="rewrite <name>.md and <name>.png from an existing <name>.json",
+    )
     args = p.parse_args(argv)
+    if args.summarize_only:
+        out = Path(args.out)
+        payload = json.loads((out / f"{args.name}.json").read_text())
+        title = f"DistPro quality on Fashion-MNIST ({args.name})"
+        text = summarize(payload["runs"], title, payload["command"], payload["machine"])
+        atomic_write_text(out / f"{args.name}.md", text)
+        plot(payload["runs"], out / f"{args.name}.png")
+        print(text)
+        return 0
     if args.quick:
         args.pairs, args.seeds, args.epochs, args.subset = ["resnet20-resnet8"], [0], 1, 5000
         args.budgets, args.search_epochs = [1, 2], 1

@@ -419,3 +419,17 @@ def test_teacher_from_classifier_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="missing keys|unexpected keys|shape mismatch"):
         load_teacher(tmp_path / "sd.pt", model="resnet8", num_classes=10, in_channels=1)
     assert isinstance(load_teacher(tmp_path / "sd.pt", "resnet14", 10, 1), nn.Module)
+
+
+def test_ddp_with_pruning_requires_find_unused_parameters():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from distpro_lightning.module import check_ddp_pruning
+
+    m = make_module(transforms=["conv_bn"], prune_threshold=0.5)
+    with pytest.raises(RuntimeError, match="ddp_find_unused_parameters_true"):
+        check_ddp_pruning(SimpleNamespace(strategy=DDPStrategy()), m)
+    check_ddp_pruning(SimpleNamespace(strategy=DDPStrategy(find_unused_parameters=True)), m)
+    check_ddp_pruning(SimpleNamespace(strategy=DDPStrategy()), make_module(transforms=["conv_bn"]))

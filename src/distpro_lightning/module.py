@@ -298,6 +298,23 @@ class DistProMixin:
         return task + (self.alpha_weights().detach() * losses).sum(), task, losses, logits
 
 
+def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
+    """Pruned pathways leave their heads without gradients in a step, which plain DDP rejects:
+    refuse that combination early, with the fix."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = getattr(trainer, "strategy", None)
+    if module.prune_threshold is None or not isinstance(strategy, DDPStrategy):
+        return
+    kwargs = getattr(strategy, "_ddp_kwargs", {}) or {}
+    if not kwargs.get("find_unused_parameters", False):
+        raise RuntimeError(
+            f"prune_threshold={module.prune_threshold} skips pathway heads, which DDP reports as "
+            "unused parameters. Use strategy='ddp_find_unused_parameters_true' (or "
+            "DDPStrategy(find_unused_parameters=True)), or set prune_threshold=None."
+        )
+
+
 def _drop_teacher_state(
     module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any
 ) -> None:
@@ -457,6 +474,9 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
         self._reused_gradient: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def on_fit_start(self) -> None:
+        check_ddp_pruning(self.trainer, self)
 
     def forward(self, x: Tensor) -> Tensor:
         """The student's logits (inference)."""
