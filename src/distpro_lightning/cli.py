@@ -50,6 +50,10 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         args=list(args) if args is not None else None,
         run=run,
         auto_configure_optimizers=False,
+        parser_kwargs={
+            "description": "DistPro for Lightning. Also: `distpro process summary|plot|export "
+            "FILE` (process files) and `distpro demo` (the Fashion-MNIST demo)."
+        },
     )
 
 
