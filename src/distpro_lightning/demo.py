@@ -71,7 +71,7 @@ def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | N
     print(f"[demo] teacher: training {PAIR['teacher']} for {args.teacher_epochs} epochs")
     seed_everything(args.seed)
     module = ClassifierModule(
-        model=PAIR["teacher"], num_classes=10, in_channels=1, lr=0.1, scheduler="cosine"
+        model=PAIR["teacher"], num_classes=10, in_channels=1, lr=0.05, scheduler="cosine"
     )
     trainer = _trainer(root, "teacher", args.teacher_epochs)
     trainer.fit(module, datamodule=_data(args, "retrain", None))
@@ -123,7 +123,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--root", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--fresh", action="store_true", help="retrain the teacher, re-search")
-    p.add_argument("--teacher-epochs", type=int, default=2)
+    p.add_argument("--teacher-epochs", type=int, default=3)
     p.add_argument("--search-epochs", type=int, default=1)
     p.add_argument("--epochs", type=int, default=2, help="budget of the retrain and baselines")
     p.add_argument("--subset", type=int, default=6000, help="training images used (0: all)")
