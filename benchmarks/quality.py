@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/quality.py --quick          # ~15 min on 2 CPU cores
     .venv/bin/python benchmarks/quality.py                  # full: hours, run by hand
+    .venv/bin/python benchmarks/quality.py --jobs 2 --threads 1   # 2 tasks at a time
 
 For each teacher/student pair: a teacher (reused if its checkpoint exists, else trained), one
 searched process (seed 0), then every method for every seed at the same epoch budget, and
@@ -12,16 +13,31 @@ subset, batch size, optimizer (SGD 0.9, wd 5e-4, lr ``--lr``, cosine) and test s
 Writes ``benchmarks/results/<name>.json`` (``runs``: one object per run with ``method``,
 ``seed``, ``epochs``, ``top1``, ``wall_s``, ``process``), ``<name>.md`` (mean +- std per
 method and budget) and ``<name>.png`` (accuracy vs epochs).
+
+Long runs: the JSON is rewritten atomically after every finished run, and a later command
+with the same ``--name`` resumes it, running only the (pair, method, seed, epochs) runs it
+lacks; so an interrupted run loses at most the runs in flight, and more seeds or budgets can
+be added later. A file made with other result settings (subset, batch size, learning
+rates, tau, search epochs, step caps) is refused rather than mixed; ``--restart`` discards
+it. ``--jobs N`` runs N tasks at a time, each in its own process with ``--threads`` torch
+threads (default: cores / N), the teacher and the search first since the other runs wait
+for them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,25 +91,33 @@ def test_top1(module: Any, args: argparse.Namespace) -> float:
     return float(t.test(module, datamodule=dm, verbose=False)[0]["test/top1"])
 
 
-def get_teacher(args: argparse.Namespace, name: str, out: Path) -> Path:
-    path = out / f"teacher_{name}.ckpt"
+def teacher_file(args: argparse.Namespace, name: str, out: Path) -> Path:
+    """Where the teacher of ``name`` is (the foundation teacher for resnet20 when present)."""
     if name == "resnet20" and Path(args.resnet20_teacher).is_file():
         return Path(args.resnet20_teacher)
-    if path.is_file():
-        return path
+    return out / f"teacher_{name}.ckpt"
+
+
+def train_teacher(args: argparse.Namespace, name: str, path: Path) -> dict[str, Any]:
     print(f"[quality] training teacher {name} ({args.teacher_epochs} epochs)", flush=True)
     seed_everything(0)
     module = ClassifierModule(model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine")
+    t0 = time.perf_counter()
     t = trainer(args.teacher_epochs, max_steps=args.max_steps)
     t.fit(module, datamodule=data(args, "retrain", None, 0))
-    t.save_checkpoint(path)
-    return path
+    wall = time.perf_counter() - t0
+    tmp = path.with_name(f".{path.name}.tmp")
+    t.save_checkpoint(tmp, weights_only=True)
+    tmp.replace(path)
+    top1 = test_top1(module, args)
+    return {"teacher": name, "epochs": args.teacher_epochs, "wall_s": wall, "top1": top1}
 
 
-def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, out: Path) -> Path:
-    path = out / f"process_{pair[0]}-{pair[1]}.json"
-    if path.is_file() and not args.fresh:
-        return path
+def process_file(out: Path, pair: tuple[str, str]) -> Path:
+    return out / f"process_{pair[0]}-{pair[1]}.json"
+
+
+def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, path: Path) -> None:
     print(f"[quality] searching {pair[0]} -> {pair[1]}", flush=True)
     seed_everything(0)
     module = DistProModule(
@@ -103,20 +127,229 @@ def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, out: 
     trainer(args.search_epochs, [cb], max_steps=args.max_steps).fit(
         module, datamodule=data(args, "search", args.subset, 0)
     )
-    return path
 
 
-def summarize(runs: list[dict[str, Any]], title: str, command: str, machine: str) -> str:
+def run_method(args: argparse.Namespace, task: Task, out: Path) -> dict[str, Any]:
+    t_name, s_name = PAIRS[task.pair]
+    teacher = teacher_file(args, t_name, out)
+    process = process_file(out, (t_name, s_name))
+    seed_everything(task.seed)
+    module, callbacks = build_method(
+        task.method, s_name, str(teacher), str(process), lr=args.lr, tau=args.tau
+    )
+    t0 = time.perf_counter()
+    trainer(task.epochs, callbacks, args.max_steps).fit(
+        module, datamodule=data(args, "retrain", args.subset, task.seed)
+    )
+    wall = time.perf_counter() - t0
+    return {
+        "pair": task.pair,
+        "method": task.method,
+        "seed": task.seed,
+        "epochs": task.epochs,
+        "top1": test_top1(module, args),
+        "wall_s": wall,
+        "process": str(process),
+        "teacher": str(teacher),
+        "subset": args.subset,
+        "torch_threads": torch.get_num_threads(),
+        "jobs": args.jobs,
+    }
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: train a teacher, search a process, or train and test one method."""
+
+    kind: str  # "teacher" | "search" | "run"
+    pair: str
+    method: str = ""
+    seed: int = 0
+    epochs: int = 0
+    deps: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        if self.kind == "run":
+            return f"run:{self.pair}:{self.method}:{self.seed}:{self.epochs}"
+        return f"{self.kind}:{PAIRS[self.pair][0] if self.kind == 'teacher' else self.pair}"
+
+    @property
+    def priority(self) -> float:
+        """Longest-first order, the critical path (teacher, then search) before everything."""
+        if self.kind != "run":
+            return 1e9 if self.kind == "teacher" else 1e8
+        return self.epochs * COST[self.method]
+
+
+# Relative cost of one epoch of each method (resnet20 -> resnet8, CPU), for scheduling only.
+COST = {
+    "student": 1,
+    "hinton_kd": 2,
+    "fitnet": 2,
+    "reviewkd": 5,
+    "equal": 9,
+    "alpha_T": 7,
+    "distpro": 7,
+}
+NEEDS_PROCESS = ("alpha_T", "distpro")
+
+
+def execute(args: argparse.Namespace, task: Task, out: Path) -> dict[str, Any]:
+    """Run one task in this process; returns a JSON-able result."""
+    t_name, s_name = PAIRS[task.pair]
+    if task.kind == "teacher":
+        return train_teacher(args, t_name, teacher_file(args, t_name, out))
+    if task.kind == "search":
+        search(
+            args,
+            (t_name, s_name),
+            teacher_file(args, t_name, out),
+            process_file(out, (t_name, s_name)),
+        )
+        return {}
+    return run_method(args, task, out)
+
+
+def execute_in_subprocess(
+    args: argparse.Namespace, task: Task, out: Path, tmp: Path
+) -> dict[str, Any]:
+    """Run one task in a fresh interpreter (``--jobs`` > 1): its own torch threads, no
+    shared state; the log is shown if it fails."""
+    spec = tmp / f"{task.key.replace(':', '_')}.json"
+    result = spec.with_suffix(".result.json")
+    spec.write_text(json.dumps({"args": vars(args), "task": asdict(task), "out": str(out)}))
+    log = spec.with_suffix(".log")
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec), str(result)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+        )
+    if proc.returncode != 0:
+        tail = log.read_text()[-4000:]
+        raise RuntimeError(
+            f"{task.key} failed (exit {proc.returncode}); its log ends with:\n{tail}"
+        )
+    return json.loads(result.read_text())
+
+
+def worker(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    args = argparse.Namespace(**spec["args"])
+    torch.set_num_threads(args.threads)
+    torch.set_float32_matmul_precision("high")
+    task = Task(**{**spec["task"], "deps": tuple(spec["task"]["deps"])})
+    result = execute(args, task, Path(spec["out"]))
+    atomic_write_text(result_path, json.dumps(result))
+    return 0
+
+
+def plan_tasks(args: argparse.Namespace, out: Path, done_runs: set[str]) -> list[Task]:
+    """Every task still to do, with its dependencies (finished runs are left out)."""
+    tasks: list[Task] = []
+    for pair in args.pairs:
+        t_name, s_name = PAIRS[pair]
+        teacher = Task("teacher", pair)
+        needs_teacher = not teacher_file(args, t_name, out).is_file()
+        if needs_teacher and teacher.key not in {t.key for t in tasks}:
+            tasks.append(teacher)
+        t_deps = (teacher.key,) if needs_teacher else ()
+        srch = Task("search", pair, deps=t_deps)
+        if args.fresh or not process_file(out, (t_name, s_name)).is_file():
+            tasks.append(srch)
+            p_deps = (srch.key,)
+        else:
+            p_deps = t_deps
+        runs = [(m, args.epochs, s) for s in args.seeds for m in args.methods]
+        runs += [
+            (m, b, s)
+            for s in args.seeds
+            for b in args.budgets
+            if b != args.epochs
+            for m in ("reviewkd", "distpro")
+            if m in args.methods
+        ]
+        for method, epochs, seed in runs:
+            deps = () if method == "student" else p_deps if method in NEEDS_PROCESS else t_deps
+            task = Task("run", pair, method, seed, epochs, deps)
+            if task.key not in done_runs:
+                tasks.append(task)
+    return tasks
+
+
+def schedule(
+    tasks: list[Task],
+    jobs: int,
+    run: Callable[[Task], dict[str, Any]],
+    on_done: Callable[[Task, dict[str, Any]], None],
+) -> None:
+    """Run ``tasks`` respecting their dependencies, ``jobs`` at a time, longest first.
+
+    A failed task stops new submissions; the running ones finish and are recorded (nothing
+    already computed is lost), then the first error is raised."""
+    pending = list(tasks)
+    finished = {d for t in tasks for d in t.deps} - {t.key for t in tasks}
+    failure: BaseException | None = None
+
+    def ready() -> list[Task]:
+        return sorted(
+            (t for t in pending if all(d in finished for d in t.deps)),
+            key=lambda t: -t.priority,
+        )
+
+    if jobs == 1:
+        while pending:
+            task = ready()[0]
+            pending.remove(task)
+            on_done(task, run(task))
+            finished.add(task.key)
+        return
+    running: dict[Future[dict[str, Any]], Task] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while pending or running:
+            if failure is None:
+                for task in ready()[: jobs - len(running)]:
+                    pending.remove(task)
+                    running[pool.submit(run, task)] = task
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                task = running.pop(fut)
+                try:
+                    result = fut.result()
+                except Exception as err:  # noqa: BLE001 - re-raised once the others finish
+                    failure = failure or err
+                    continue
+                on_done(task, result)
+                finished.add(task.key)
+    if failure is not None:
+        raise failure
+
+
+def summarize(
+    runs: list[dict[str, Any]],
+    title: str,
+    history: list[dict[str, Any]],
+    teachers: dict[str, Any] | None = None,
+) -> str:
     rows: dict[tuple[str, str, int], list[float]] = {}
     for r in runs:
         rows.setdefault((r["pair"], r["method"], r["epochs"]), []).append(100 * r["top1"])
     lines = [
         f"# {title}",
         "",
-        f"Command: `{command}`",
+        "Made by (in this order; a later command resumes the file, adding only missing runs):",
         "",
-        f"Machine: {machine}",
+        *[f"- `{h['command']}` ({h['machine']})" for h in history],
         "",
+        *[
+            f"Teacher {name} trained here: {t['epochs']} epochs, {100 * t['top1']:.2f} % test "
+            f"top-1 ({t['wall_s']:.0f} s).\n"
+            for name, t in sorted((teachers or {}).items())
+        ],
         "| pair | method | epochs | seeds | test top-1 % (mean ± std) |",
         "|---|---|---|---|---|",
     ]
@@ -164,6 +397,49 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+# Settings that change what a run measures: a results file is only resumed under the same.
+RESULT_SETTINGS = (
+    "subset",
+    "batch_size",
+    "lr",
+    "alpha_lr",
+    "tau",
+    "search_epochs",
+    "max_steps",
+    "test_batches",
+)
+
+
+def load_results(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
+    """The results file to extend (resume), checked against this invocation's settings."""
+    if args.restart or not json_path.is_file():
+        return {"history": [], "runs": [], "teachers": {}}
+    payload = json.loads(json_path.read_text())
+    before = payload.get("settings") or {k: payload["args"][k] for k in RESULT_SETTINGS}
+    now = {k: getattr(args, k) for k in RESULT_SETTINGS}
+    differ = [
+        f"{k}: {before.get(k)!r} there, {now[k]!r} now" for k in now if before.get(k) != now[k]
+    ]
+    if differ:
+        raise SystemExit(
+            f"{json_path} holds runs made with other settings ({'; '.join(differ)}). Pass the "
+            "same settings to add runs to it, --restart to discard it, or another --name."
+        )
+    if args.fresh and payload["runs"]:
+        raise SystemExit(
+            f"--fresh searches the process again, but the {len(payload['runs'])} runs in "
+            f"{json_path} used the current one: add --restart to discard them, or use another --name."
+        )
+    history = payload.get("history") or [
+        {"command": payload["command"], "machine": payload["machine"]}
+    ]
+    return {"history": history, "runs": payload["runs"], "teachers": payload.get("teachers", {})}
+
+
+def run_key(r: dict[str, Any]) -> str:
+    return f"run:{r['pair']}:{r['method']}:{r['seed']}:{r['epochs']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,6 +461,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default="data")
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--fresh", action="store_true", help="search again even if a process exists")
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard <name>.json (by default a run resumes it, adding only the missing runs)",
+    )
+    p.add_argument("--jobs", type=int, default=1, help="tasks in parallel, each in its own process")
+    p.add_argument(
+        "--threads", type=int, default=0, help="torch threads per task (0: cores / jobs)"
+    )
+    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--max-steps", type=int, default=-1, help="cap every fit (CI smoke runs)")
     p.add_argument("--test-batches", type=int, default=0, help="cap test batches (CI smoke runs)")
     p.add_argument(
@@ -196,11 +482,18 @@ def main(argv: list[str] | None = None) -> int:
         help="rewrite <name>.md and <name>.png from an existing <name>.json",
     )
     args = p.parse_args(argv)
+    if args.worker:
+        return worker(*args.worker)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
     if args.summarize_only:
         out = Path(args.out)
         payload = json.loads((out / f"{args.name}.json").read_text())
         title = f"DistPro quality on Fashion-MNIST ({args.name})"
-        text = summarize(payload["runs"], title, payload["command"], payload["machine"])
+        history = payload.get("history") or [
+            {"command": payload["command"], "machine": payload["machine"]}
+        ]
+        text = summarize(payload["runs"], title, history, payload.get("teachers"))
         atomic_write_text(out / f"{args.name}.md", text)
         plot(payload["runs"], out / f"{args.name}.png")
         print(text)
@@ -208,68 +501,72 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.pairs, args.seeds, args.epochs, args.subset = ["resnet20-resnet8"], [0], 1, 5000
         args.budgets, args.search_epochs = [1, 2], 1
+    if args.threads <= 0:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs) if args.jobs > 1 else 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = (
         " ".join(["python", *sys.argv]) if argv is None else "quality.main(" + repr(argv) + ")"
     )
+    threads = args.threads or torch.get_num_threads()
     machine = (
-        f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+        f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s) x {threads} torch "
+        f"thread(s), torch {torch.__version__}"
     )
     json_path = out / f"{args.name}.json"
-    runs: list[dict[str, Any]] = []
-    plan: list[tuple[str, str, int, int]] = []
-    for pair in args.pairs:
-        for seed in args.seeds:
-            plan += [(pair, m, args.epochs, seed) for m in args.methods]
-            plan += [
-                (pair, m, b, seed)
-                for b in args.budgets
-                if b != args.epochs
-                for m in ("reviewkd", "distpro")
-                if m in args.methods
-            ]
-    for pair_name in args.pairs:
-        t_name, s_name = PAIRS[pair_name]
-        teacher = get_teacher(args, t_name, out)
-        process = search(args, (t_name, s_name), teacher, out)
-        for pair, method, epochs, seed in plan:
-            if pair != pair_name:
-                continue
-            seed_everything(seed)
-            module, callbacks = build_method(
-                method, s_name, str(teacher), str(process), lr=args.lr, tau=args.tau
-            )
-            t0 = time.perf_counter()
-            trainer(epochs, callbacks, args.max_steps).fit(
-                module, datamodule=data(args, "retrain", args.subset, seed)
-            )
-            wall = time.perf_counter() - t0
-            top1 = test_top1(module, args)
-            runs.append(
-                {
-                    "pair": pair,
-                    "method": method,
-                    "seed": seed,
-                    "epochs": epochs,
-                    "top1": top1,
-                    "wall_s": wall,
-                    "process": str(process),
-                    "subset": args.subset,
-                }
-            )
+    results = load_results(args, json_path)
+    runs: list[dict[str, Any]] = results["runs"]
+    history = [*results["history"], {"command": command, "machine": machine}]
+    teachers: dict[str, Any] = results["teachers"]
+    tasks = plan_tasks(args, out, {run_key(r) for r in runs})
+    print(f"[quality] {len(tasks)} task(s) to do, {len(runs)} run(s) already in {json_path}")
+
+    def save() -> None:
+        payload = {
+            "command": history[0]["command"],
+            "machine": history[0]["machine"],
+            "history": history,
+            "settings": {k: getattr(args, k) for k in RESULT_SETTINGS},
+            "teachers": teachers,
+            "args": vars(args),
+            "runs": runs,
+        }
+        atomic_write_text(json_path, json.dumps(payload, indent=1) + "\n")
+
+    def on_done(task: Task, result: dict[str, Any]) -> None:
+        if task.kind == "teacher":
+            teachers[result["teacher"]] = result
+            save()
             print(
-                f"[quality] {pair} {method:<10} seed {seed} epochs {epochs}: "
-                f"{100 * top1:.2f}% ({wall:.0f} s)",
+                f"[quality] teacher {result['teacher']}: {100 * result['top1']:.2f}% "
+                f"({result['wall_s']:.0f} s)",
                 flush=True,
             )
-            payload = {"command": command, "machine": machine, "args": vars(args), "runs": runs}
-            atomic_write_text(json_path, json.dumps(payload, indent=1) + "\n")
+        elif task.kind == "run":
+            runs.append(result)
+            save()
+            print(
+                f"[quality] {task.pair} {task.method:<10} seed {task.seed} epochs {task.epochs}: "
+                f"{100 * result['top1']:.2f}% ({result['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+    if args.jobs == 1:
+        schedule(tasks, 1, lambda t: execute(args, t, out), on_done)
+    else:
+        with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+            schedule(
+                tasks, args.jobs, lambda t: execute_in_subprocess(args, t, out, Path(tmp)), on_done
+            )
+    save()
     title = f"DistPro quality on Fashion-MNIST ({args.name})"
-    atomic_write_text(out / f"{args.name}.md", summarize(runs, title, command, machine))
+    text = summarize(runs, title, history, teachers)
+    atomic_write_text(out / f"{args.name}.md", text)
     plot(runs, out / f"{args.name}.png")
-    print(summarize(runs, title, command, machine))
+    print(text)
     return 0
 
 

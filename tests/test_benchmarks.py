@@ -15,8 +15,11 @@ pytestmark = pytest.mark.slow
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py"
+    )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[f"benchmarks_{name}"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -58,43 +61,86 @@ def test_step_cost_tiny(tmp_path):
     assert len(result["raw_s"]["search_fd"]) == 2
 
 
+TINY_QUALITY = [
+    "--name",
+    "tiny",
+    "--pairs",
+    "resnet20-resnet8",
+    "--epochs",
+    "1",
+    "--budgets",
+    "2",
+    "--subset",
+    "256",
+    "--max-steps",
+    "2",
+    "--test-batches",
+    "1",
+    "--search-epochs",
+    "1",
+    "--teacher-epochs",
+    "1",
+    "--resnet20-teacher",
+    "none",
+    "--batch-size",
+    "32",
+]
+
+
 def test_quality_tiny(tmp_path):
     quality = _load("quality")
-    quality.main(
-        [
-            "--name",
-            "tiny",
-            "--out",
-            str(tmp_path),
-            "--pairs",
-            "resnet20-resnet8",
-            "--seeds",
-            "0",
-            "--epochs",
-            "1",
-            "--budgets",
-            "2",
-            "--subset",
-            "256",
-            "--max-steps",
-            "2",
-            "--test-batches",
-            "1",
-            "--search-epochs",
-            "1",
-            "--teacher-epochs",
-            "1",
-            "--resnet20-teacher",
-            "none",
-            "--batch-size",
-            "32",
-        ]
-    )
+    quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
     methods = {r["method"] for r in data["runs"]}
     assert methods == {"student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro"}
     assert {r["epochs"] for r in data["runs"] if r["method"] == "distpro"} == {1, 2}
     for r in data["runs"]:
         assert 0.0 <= r["top1"] <= 1.0 and r["wall_s"] > 0 and r["process"].endswith(".json")
+    assert data["teachers"]["resnet20"]["epochs"] == 1
     assert "| resnet20-resnet8 |" in (tmp_path / "tiny.md").read_text()
     assert (tmp_path / "tiny.png").stat().st_size > 1000
+
+    # Resume with a second seed, two tasks at a time in worker processes: the first run's
+    # results are kept as they are, only the missing runs are added.
+    quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "1", "--jobs", "2"])
+    again = json.loads((tmp_path / "tiny.json").read_text())
+    assert again["runs"][: len(data["runs"])] == data["runs"]
+    assert len(again["runs"]) == 2 * len(data["runs"])
+    assert {r["seed"] for r in again["runs"][len(data["runs"]) :]} == {1}
+    assert {r["jobs"] for r in again["runs"][len(data["runs"]) :]} == {2}
+    assert len(again["history"]) == 2
+    assert (
+        "| resnet20-resnet8 | DistPro (searched process) | 2 | 2 |"
+        in (tmp_path / "tiny.md").read_text()
+    )
+
+    # Other settings would mix incomparable runs: refused, naming the setting; nothing written.
+    with pytest.raises(SystemExit, match="lr: 0.05 there, 0.1 now"):
+        quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "--lr", "0.1"])
+    assert json.loads((tmp_path / "tiny.json").read_text()) == again
+
+
+def test_quality_schedule_respects_dependencies():
+    quality = _load("quality")
+    Task = quality.Task
+    teacher = Task("teacher", "wrn_16_2-mobilenet_v2")
+    search = Task("search", "wrn_16_2-mobilenet_v2", deps=(teacher.key,))
+    runs = [
+        Task("run", "wrn_16_2-mobilenet_v2", "student", 0, 2),
+        Task("run", "wrn_16_2-mobilenet_v2", "reviewkd", 0, 2, deps=(teacher.key,)),
+        Task("run", "wrn_16_2-mobilenet_v2", "distpro", 0, 2, deps=(search.key,)),
+    ]
+    order: list[str] = []
+    quality.schedule([*runs, search, teacher], 1, lambda t: {}, lambda t, r: order.append(t.key))
+    assert order == [teacher.key, search.key, runs[2].key, runs[1].key, runs[0].key]
+
+    # A failure stops new work but the tasks already done are reported, then it is raised.
+    def run(task):
+        if task.kind == "search":
+            raise RuntimeError("search broke")
+        return {}
+
+    done: list[str] = []
+    with pytest.raises(RuntimeError, match="search broke"):
+        quality.schedule([*runs, search, teacher], 2, run, lambda t, r: done.append(t.key))
+    assert teacher.key in done and runs[2].key not in done
