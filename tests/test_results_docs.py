@@ -1,0 +1,134 @@
+"""The numbers quoted in README.md and docs/benchmarks.md are the committed results files'.
+
+Every quality row quoted in the same format as the scripts' Markdown must be a row that
+``benchmarks/quality.py`` produces from the committed JSON, and every step-cost number must
+be the committed JSON's, rounded as printed; so a re-run that is committed without updating
+the docs (or a hand-edited number) fails here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = [ROOT / "README.md", ROOT / "docs" / "benchmarks.md"]
+
+
+def _quality():
+    name = "benchmarks_quality"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "quality.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _quality_files() -> list[Path]:
+    return sorted(
+        p for p in RESULTS.glob("fashion_mnist_*.json") if "runs" in json.loads(p.read_text())
+    )
+
+
+@pytest.mark.parametrize("path", _quality_files(), ids=lambda p: p.stem)
+def test_quality_markdown_is_the_json_summary(path):
+    quality = _quality()
+    payload = json.loads(path.read_text())
+    history = payload.get("history") or [
+        {"command": payload["command"], "machine": payload["machine"]}
+    ]
+    title = f"DistPro quality on Fashion-MNIST ({path.stem})"
+    expected = quality.summarize(payload["runs"], title, history, payload.get("teachers"))
+    assert path.with_suffix(".md").read_text() == expected
+
+
+def test_quoted_quality_rows_match_the_results():
+    quality = _quality()
+    rows: set[str] = set()
+    pairs: set[str] = set()
+    for path in _quality_files():
+        payload = json.loads(path.read_text())
+        pairs |= {r["pair"] for r in payload["runs"]}
+        rows |= {
+            line
+            for line in quality.summarize(payload["runs"], "", [], None).splitlines()
+            if line.startswith("| ") and not line.startswith("| pair")
+        }
+    quoted = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            if any(line.startswith(f"| {pair} |") for pair in pairs):
+                quoted += 1
+                assert line in rows, f"{doc.name}: {line!r} is not in the committed results"
+    assert quoted >= 10
+
+
+def test_docs_quality_plots_are_the_results_plots():
+    for img in (ROOT / "docs" / "img").glob("quality_*.png"):
+        source = RESULTS / f"fashion_mnist_{img.stem.removeprefix('quality_')}.png"
+        assert img.read_bytes() == source.read_bytes(), f"{img} is not a copy of {source}"
+
+
+STEP_ROWS = {
+    "plain student (CE)": "plain",
+    "Hinton KD": "hinton_kd",
+    "ReviewKD": "reviewkd",
+    "DistPro retrain, 27 pathways": "distpro_retrain",
+    "DistPro retrain, 11 active (pruned)": "distpro_retrain_pruned",
+    "DistPro retrain, pruned (11 of 27 active)": "distpro_retrain_pruned",
+    "search step, finite differences": "search_fd",
+    "DistPro search step (finite differences)": "search_fd",
+    "search step, exact JVP": "search_exact",
+    "DistPro search step (exact JVP)": "search_exact",
+    "search step, FD, reusing the training gradient": "search_fd_reuse",
+}
+RATIO_ROWS = {
+    "`search_over_floor`": "search_over_floor",
+    "`retrain_over_reviewkd` (pruned)": "retrain_over_reviewkd",
+    "retrain unpruned / ReviewKD": "retrain_unpruned_over_reviewkd",
+    "`search_over_kd`": "search_over_kd",
+    "`exact_search_over_kd`": "exact_search_over_kd",
+    "search with gradient reuse / search": "search_reuse_over_search",
+    "`peak_memory_search_over_kd`": "peak_memory_search_over_kd",
+}
+
+
+def _rounds_to(text: str, value: float) -> bool:
+    """``text`` is ``value`` rounded to the decimals ``text`` shows."""
+    decimals = len(text.partition(".")[2])
+    return f"{value:.{decimals}f}" == text
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+
+
+def test_quoted_step_costs_match_the_results():
+    cpu = json.loads((RESULTS / "step_cost.json").read_text())
+    gpu = json.loads((RESULTS / "step_cost_h200.json").read_text())
+    checked = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            cells = _cells(line) if line.startswith("|") else []
+            if cells and cells[0] in STEP_ROWS and cells[1].split()[0].isdigit():
+                key = STEP_ROWS[cells[0]]
+                assert cells[1].split()[0] == f"{1000 * cpu['median_s'][key]:.0f}", (doc, line)
+                if doc.name == "benchmarks.md":
+                    assert cells[2] == f"{1000 * gpu['median_s'][key]:.1f}", (doc, line)
+                checked += 1
+            elif cells and cells[0] in RATIO_ROWS:
+                key = RATIO_ROWS[cells[0]]
+                assert _rounds_to(cells[1], cpu[key]) and _rounds_to(cells[2], gpu[key]), line
+                checked += 1
+    assert checked >= 20
+    # README's ratio column quotes the CPU ratios.
+    readme = (ROOT / "README.md").read_text()
+    for key in ("search_over_floor", "retrain_over_reviewkd"):
+        assert f"{cpu[key]:.2f} ×" in readme, key
+    assert re.search(rf"{cpu['search_over_kd']:.1f} × KD", readme)
