@@ -256,8 +256,15 @@ def plan_tasks(args: argparse.Namespace, out: Path, done_runs: set[str]) -> list
         if needs_teacher and teacher.key not in {t.key for t in tasks}:
             tasks.append(teacher)
         t_deps = (teacher.key,) if needs_teacher else ()
+        earlier = sum(k.startswith(f"run:{pair}:") for k in done_runs)
+        if needs_teacher and earlier:
+            raise SystemExit(
+                f"{earlier} runs of {pair} in the results file used a teacher that is no longer "
+                f"at {teacher_file(args, t_name, out)}: put it back, or pass --restart."
+            )
         srch = Task("search", pair, deps=t_deps)
-        if args.fresh or not process_file(out, (t_name, s_name)).is_file():
+        # a new teacher needs a new process too
+        if args.fresh or needs_teacher or not process_file(out, (t_name, s_name)).is_file():
             tasks.append(srch)
             p_deps = (srch.key,)
         else:

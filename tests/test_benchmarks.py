@@ -118,6 +118,10 @@ def test_quality_tiny(tmp_path):
     with pytest.raises(SystemExit, match="lr: 0.05 there, 0.1 now"):
         quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "--lr", "0.1"])
     assert json.loads((tmp_path / "tiny.json").read_text()) == again
+    # So would runs of a teacher that is gone (a new one would need a new search too).
+    (tmp_path / "teacher_resnet20.ckpt").unlink()
+    with pytest.raises(SystemExit, match="put it back"):
+        quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
 
 
 def test_quality_schedule_respects_dependencies():

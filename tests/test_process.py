@@ -96,6 +96,21 @@ def test_file_is_plain_json_and_written_atomically(tmp_path: Path) -> None:
     assert torch.equal(DistillationProcess.load(f).logits, torch.tensor(ROWS))
 
 
+def test_written_file_has_ordinary_permissions(tmp_path: Path) -> None:
+    # An atomic write must not leave mkstemp's private 0o600 behind: a new file gets what
+    # open() would give it (0o666 less the umask), an existing file keeps its mode.
+    old = os.umask(0o027)
+    try:
+        f = tmp_path / "process.json"
+        full_process().save(f)
+        assert f.stat().st_mode & 0o777 == 0o640
+        f.chmod(0o604)
+        five_rows().save(f)
+        assert f.stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(old)
+
+
 @pytest.mark.parametrize("target", ["json.dumps", "os.replace", "os.fsync"])
 def test_failed_write_leaves_existing_file_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
