@@ -77,7 +77,39 @@ def test_reviewkd_trains_and_leaves_teacher_alone(tmp_path):
 
 def test_reviewkd_rejects_unequal_tap_counts():
     with pytest.raises(ValueError, match="same length"):
-        _reviewkd(student_taps=["layer1", "layer2"])
+        _reviewkd(student_taps=["layer1", "layer2"], teacher_taps=["layer1", "layer2", "layer3"])
+    # an "auto" side with more stages keeps its deepest ones instead
+    m = _reviewkd(student_taps=["layer1", "layer2"])
+    assert m._t_taps.names == ["layer2", "layer3"]
+
+
+def test_reviewkd_auto_taps_for_a_student_with_more_stages():
+    # MobileNetV2 (4 stages) from a WRN (3 stages): "auto" keeps the student's 3 deepest,
+    # whose spatial sizes differ from the teacher's; the fused features are resized to the
+    # teacher's (nearest) before HCL.
+    m = _reviewkd(
+        student="mobilenet_v2", teacher="wrn_16_1", input_shape=[1, 28, 28], mid_channels=8
+    )
+    assert m._s_taps.names == ["stage2", "stage3", "stage4"]
+    assert m._t_taps.names == ["block1", "block2", "block3"]
+    x = torch.randn(4, 1, 28, 28)
+    teacher = m.teacher_levels(x)
+    m.eval()
+    _, loss = m.review_loss(x, teacher)
+    with m._s_taps.capture() as store:
+        m.student(x)
+    feats = m._levels(m._s_taps.ordered(store))
+    assert [f.shape[-1] for f in feats[:3]] != [t.shape[-1] for t in teacher[:3]]
+    outs, res = [None] * 4, None
+    for i in (3, 2, 1, 0):
+        outs[i], res = m.abfs[i](feats[i], res)
+    expected = sum(
+        hcl_loss(F.interpolate(o, size=t.shape[-2:], mode="nearest"), t)
+        for o, t in zip(outs, teacher)
+    )
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert m.abfs[0].expand[0].weight.grad is not None
 
 
 def test_hinton_kd_configuration_is_ce_plus_kd():

@@ -55,6 +55,13 @@ class ABF(nn.Module):
         return self.expand(x), x
 
 
+def _resize_to(x: Tensor, like: Tensor) -> Tensor:
+    """``x`` at ``like``'s spatial size (nearest, as ReviewKD resizes to the teacher's)."""
+    if x.shape[-2:] == like.shape[-2:]:
+        return x
+    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
+
+
 class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
     """ReviewKD: knowledge review with ABF fusion and HCL.
 
@@ -76,8 +83,13 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         num_classes: number of classes (used when models are built by name).
         in_channels: input channels (used when models are built by name).
         teacher_model: architecture name for a teacher state-dict path.
-        student_taps: student stage taps or ``"auto"`` (as many as the teacher's).
-        teacher_taps: teacher stage taps or ``"auto"``.
+        student_taps: student stage taps or ``"auto"``: its stages; where it has more stages
+            than the teacher, its deepest ones, as many as the teacher's (e.g. the last 3 of
+            MobileNetV2's 4 for a 3-stage WRN). Levels are paired shallow to deep; a fused
+            feature whose spatial size differs from the teacher's is resized to it (nearest),
+            as ReviewKD does.
+        teacher_taps: teacher stage taps or ``"auto"`` (likewise trimmed to the student's
+            count where the teacher has more stages).
         input_shape: per-sample input shape of the dry run that sizes the ABFs.
         mid_channels: width of the ABF fusion (ReviewKD: 64 on CIFAR, 256 on ImageNet).
         review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
@@ -131,6 +143,11 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         example = torch.zeros(2, *(input_shape or [in_channels, 32, 32]))
         s_taps = auto_taps(self.student, example) if student_taps == "auto" else list(student_taps)
         t_taps = auto_taps(teacher, example) if teacher_taps == "auto" else list(teacher_taps)
+        # "auto" on the side with more stages keeps its deepest ones, one per other-side level
+        if student_taps == "auto" and len(s_taps) > len(t_taps):
+            s_taps = s_taps[len(s_taps) - len(t_taps) :]
+        if teacher_taps == "auto" and len(t_taps) > len(s_taps):
+            t_taps = t_taps[len(t_taps) - len(s_taps) :]
         if len(s_taps) != len(t_taps):
             raise ValueError(
                 f"ReviewKD pairs taps level by level: got {len(s_taps)} student taps {s_taps} "
@@ -175,7 +192,7 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         residual = None
         for i in reversed(range(len(feats))):
             outs[i], residual = self.abfs[i](feats[i], residual)
-        loss = sum(hcl_loss(o.float(), t.float()) for o, t in zip(outs, teacher))
+        loss = sum(hcl_loss(_resize_to(o, t).float(), t.float()) for o, t in zip(outs, teacher))
         return logits, loss
 
     def forward(self, x: Tensor) -> Tensor:
