@@ -148,3 +148,29 @@ def test_quality_schedule_respects_dependencies():
     with pytest.raises(RuntimeError, match="search broke"):
         quality.schedule([*runs, search, teacher], 2, run, lambda t, r: done.append(t.key))
     assert teacher.key in done and runs[2].key not in done
+
+
+@pytest.mark.parametrize("pair", ["resnet20-resnet8", "wrn_16_2-mobilenet_v2"])
+def test_every_quality_pair_trains_every_method(pair):
+    # One optimizer step of each method on each pair of quality.py (random weights, random
+    # 28x28 images): a pair whose taps or shapes do not fit a method fails here, not hours
+    # into a benchmark run. alpha_T and DistPro are "equal" with another schedule mode.
+    import torch
+    from conftest import quiet_trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from distpro_lightning.recipes import build_method
+
+    quality = _load("quality")
+    assert pair in quality.PAIRS
+    teacher, student = quality.PAIRS[pair]
+    torch.manual_seed(0)
+    loader = DataLoader(
+        TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))), batch_size=8
+    )
+    for method in ("student", "hinton_kd", "fitnet", "reviewkd", "equal"):
+        module, callbacks = build_method(method, student, teacher, None)
+        trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(module, loader)
+        assert trainer.global_step == 1, method
+        assert torch.isfinite(trainer.callback_metrics["train/loss"]), method
