@@ -437,14 +437,35 @@ def load_results(args: argparse.Namespace, json_path: Path) -> dict[str, Any]:
             f"--fresh searches the process again, but the {len(payload['runs'])} runs in "
             f"{json_path} used the current one: add --restart to discard them, or use another --name."
         )
-    history = payload.get("history") or [
+    return {
+        "history": history_of(payload),
+        "runs": payload["runs"],
+        "teachers": payload.get("teachers", {}),
+    }
+
+
+def history_of(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The commands that made a results file (files from before ``history`` name one)."""
+    return payload.get("history") or [
         {"command": payload["command"], "machine": payload["machine"]}
     ]
-    return {"history": history, "runs": payload["runs"], "teachers": payload.get("teachers", {})}
+
+
+def report_text(payload: dict[str, Any], name: str) -> str:
+    """``<name>.md``: the summary of a results file's runs."""
+    title = f"DistPro quality on Fashion-MNIST ({name})"
+    return summarize(payload["runs"], title, history_of(payload), payload.get("teachers"))
+
+
+def write_report(payload: dict[str, Any], out: Path, name: str) -> str:
+    text = report_text(payload, name)
+    atomic_write_text(out / f"{name}.md", text)
+    plot(payload["runs"], out / f"{name}.png")
+    return text
 
 
 def run_key(r: dict[str, Any]) -> str:
-    return f"run:{r['pair']}:{r['method']}:{r['seed']}:{r['epochs']}"
+    return Task("run", r["pair"], r["method"], r["seed"], r["epochs"]).key
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -496,14 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarize_only:
         out = Path(args.out)
         payload = json.loads((out / f"{args.name}.json").read_text())
-        title = f"DistPro quality on Fashion-MNIST ({args.name})"
-        history = payload.get("history") or [
-            {"command": payload["command"], "machine": payload["machine"]}
-        ]
-        text = summarize(payload["runs"], title, history, payload.get("teachers"))
-        atomic_write_text(out / f"{args.name}.md", text)
-        plot(payload["runs"], out / f"{args.name}.png")
-        print(text)
+        print(write_report(payload, out, args.name))
         return 0
     if args.quick:
         args.pairs, args.seeds, args.epochs, args.subset = ["resnet20-resnet8"], [0], 1, 5000
@@ -531,8 +545,8 @@ def main(argv: list[str] | None = None) -> int:
     tasks = plan_tasks(args, out, {run_key(r) for r in runs})
     print(f"[quality] {len(tasks)} task(s) to do, {len(runs)} run(s) already in {json_path}")
 
-    def save() -> None:
-        payload = {
+    def payload() -> dict[str, Any]:
+        return {
             "command": history[0]["command"],
             "machine": history[0]["machine"],
             "history": history,
@@ -541,7 +555,9 @@ def main(argv: list[str] | None = None) -> int:
             "args": vars(args),
             "runs": runs,
         }
-        atomic_write_text(json_path, json.dumps(payload, indent=1) + "\n")
+
+    def save() -> None:
+        atomic_write_text(json_path, json.dumps(payload(), indent=1) + "\n")
 
     def on_done(task: Task, result: dict[str, Any]) -> None:
         if task.kind == "teacher":
@@ -569,11 +585,7 @@ def main(argv: list[str] | None = None) -> int:
                 tasks, args.jobs, lambda t: execute_in_subprocess(args, t, out, Path(tmp)), on_done
             )
     save()
-    title = f"DistPro quality on Fashion-MNIST ({args.name})"
-    text = summarize(runs, title, history, teachers)
-    atomic_write_text(out / f"{args.name}.md", text)
-    plot(runs, out / f"{args.name}.png")
-    print(text)
+    print(write_report(payload(), out, args.name))
     return 0
 
 

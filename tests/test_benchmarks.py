@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(
-        f"benchmarks_{name}", ROOT / "benchmarks" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"benchmarks_{name}"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_step_cost_tiny(tmp_path):
@@ -88,7 +78,7 @@ TINY_QUALITY = [
 
 
 def test_quality_tiny(tmp_path):
-    quality = _load("quality")
+    quality = load_benchmark("quality")
     quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
     methods = {r["method"] for r in data["runs"]}
@@ -125,7 +115,7 @@ def test_quality_tiny(tmp_path):
 
 
 def test_quality_schedule_respects_dependencies():
-    quality = _load("quality")
+    quality = load_benchmark("quality")
     Task = quality.Task
     teacher = Task("teacher", "wrn_16_2-mobilenet_v2")
     search = Task("search", "wrn_16_2-mobilenet_v2", deps=(teacher.key,))
@@ -161,7 +151,7 @@ def test_every_quality_pair_trains_every_method(pair):
 
     from distpro_lightning.recipes import build_method
 
-    quality = _load("quality")
+    quality = load_benchmark("quality")
     assert pair in quality.PAIRS
     teacher, student = quality.PAIRS[pair]
     torch.manual_seed(0)

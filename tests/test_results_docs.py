@@ -7,27 +7,16 @@ the docs (or a hand-edited number) fails here."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = [ROOT / "README.md", ROOT / "docs" / "benchmarks.md"]
-
-
-def _quality():
-    name = "benchmarks_quality"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "quality.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _quality_files() -> list[Path]:
@@ -38,18 +27,13 @@ def _quality_files() -> list[Path]:
 
 @pytest.mark.parametrize("path", _quality_files(), ids=lambda p: p.stem)
 def test_quality_markdown_is_the_json_summary(path):
-    quality = _quality()
     payload = json.loads(path.read_text())
-    history = payload.get("history") or [
-        {"command": payload["command"], "machine": payload["machine"]}
-    ]
-    title = f"DistPro quality on Fashion-MNIST ({path.stem})"
-    expected = quality.summarize(payload["runs"], title, history, payload.get("teachers"))
+    expected = load_benchmark("quality").report_text(payload, path.stem)
     assert path.with_suffix(".md").read_text() == expected
 
 
 def test_quoted_quality_rows_match_the_results():
-    quality = _quality()
+    quality = load_benchmark("quality")
     rows: set[str] = set()
     pairs: set[str] = set()
     for path in _quality_files():
