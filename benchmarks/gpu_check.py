@@ -52,16 +52,16 @@ def unrolled_check() -> float:
     y = torch.randint(0, 10, (16,), generator=g).cuda()
     xv = torch.randn(16, 1, 8, 8, generator=g, dtype=torch.float64).cuda()
     yv = torch.randint(0, 10, (16,), generator=g).cuda()
-    params = {k: p.detach().clone().requires_grad_(True) for k, p in m.search_parameters().items()}
+    params = m.search_parameters().map(lambda p: p.detach().clone().requires_grad_(True))
     a = m.alpha_logits.detach().clone().requires_grad_(True)
     teacher = m.teacher_outputs(x)
     out, losses = m.pathway_forward(x, teacher, None, params)
     loss = F.cross_entropy(out, y) + (m.alpha_weights(a) * losses).sum()
-    keys = list(params)
+    keys = list(params.student)
     grads = torch.autograd.grad(
-        loss, [params[k] for k in keys], create_graph=True, allow_unused=True
+        loss, [params.student[k] for k in keys], create_graph=True, allow_unused=True
     )
-    new = {k: params[k] - 0.1 * gr for k, gr in zip(keys, grads) if gr is not None}
+    new = {k: params.student[k] - 0.1 * gr for k, gr in zip(keys, grads) if gr is not None}
     expected = torch.autograd.grad(F.cross_entropy(m.student_forward(xv, new), yv), a)[0]
     got = ProcessSearchCallback(hypergradient="exact").hypergradient_of(m, (x, y), (xv, yv), lr=0.1)
     return float((got - expected).norm() / expected.norm())

@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from distpro_lightning import DistProModule
+from distpro_lightning import DistProModule, SearchSettings, SearchStep
 from distpro_lightning.baselines import ReviewKDModule
-from distpro_lightning.hypergradient import SGDHyper, compute_hypergradient, frozen_batchnorm_stats
+from distpro_lightning.hypergradient import frozen_batchnorm_stats
 from distpro_lightning.losses import hinton_kd_loss
 from distpro_lightning.models import create
 
@@ -97,8 +97,6 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
     opt_plain = sgd(plain.parameters())
     opt_dp = sgd(list(dp.student.parameters()) + list(dp.distill_heads.parameters()))
     opt_rk = sgd(list(rk.student.parameters()) + list(rk.abfs.parameters()))
-    alpha = torch.nn.Parameter(torch.ones(dp.num_pathways, device=device))
-    opt_alpha = torch.optim.Adam([alpha], lr=0.05, betas=(0.5, 0.999))
     ones = torch.ones(dp.num_pathways, device=device)
     pruned = ones.clone()
     if args.process:
@@ -109,16 +107,6 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         order = torch.randperm(dp.num_pathways, generator=torch.Generator().manual_seed(0))
         pruned[order[:N_PRUNED]] = 0.0
     args.n_pruned = int((pruned <= 0.5).sum())
-    by_id = {id(p): p for g in opt_dp.param_groups for p in g["params"]}
-
-    def hyper(key, p):
-        g = opt_dp.param_groups[0]
-        return SGDHyper(
-            lr=g["lr"],
-            momentum=0.9,
-            weight_decay=5e-4,
-            buf=opt_dp.state.get(by_id[id(p)], {}).get("momentum_buffer"),
-        )
 
     def step(opt, loss):
         loss.backward()
@@ -147,27 +135,19 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         return run
 
     def search(method, reuse=False):
+        settings = SearchSettings(hypergradient=method, reuse_training_gradient=reuse)
+        search_step = SearchStep(dp, opt_dp, settings)
+
         def run():
             dp.alpha_logits.copy_(ones)  # same state every repeat (no drift into pruning)
-            teacher_out = dp.teacher_outputs(x)
-            dp.cache_teacher_outputs(x, teacher_out)
-            res = compute_hypergradient(
-                dp, x, y, xv, yv, teacher_out, hyper, method, 0.01, keep_full_gradient=reuse
-            )
-            opt_alpha.zero_grad()
-            alpha.grad = res.hypergradient.to(alpha)
-            opt_alpha.step()
-            dp.alpha_logits.copy_(alpha.detach())
+            search_step.alpha.data.copy_(ones)
+            search_step((x, y), (xv, yv), step=0)
             if reuse:
-                theta = dp.search_parameters()
-                for k, g in res.virtual_grads.items():
-                    theta[k].grad = g
-                opt_dp.step()
-                opt_dp.zero_grad(set_to_none=True)
-                dp._teacher_cache = None
+                step(opt_dp, dp.take_reused_gradient().surrogate_loss())
             else:
                 loss, *_ = dp.training_loss((x, y))
                 step(opt_dp, loss)
+            dp.step_context = None
 
         return run
 
@@ -175,24 +155,21 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
 
     def floor_virtual():
         dp.alpha_logits.copy_(ones)
-        theta = [p for k, p in dp.search_parameters().items() if k.startswith("student.")]
+        theta = dp.search_parameters().student
         with frozen_batchnorm_stats(dp.student, dp.distill_heads):
-            out, losses = dp.pathway_forward(x, teacher_out, None)
-            loss = F.cross_entropy(out, y) + (dp.alpha_weights() * losses).sum()
-            torch.autograd.grad(loss, theta)
+            loss = dp.objective(x, y, teacher_out, dp.alpha_weights()).loss
+            torch.autograd.grad(loss, list(theta.values()))
 
     def floor_heldout():
         params = {
-            k: p.detach().requires_grad_(True)
-            for k, p in dp.search_parameters().items()
-            if k.startswith("student.")
+            k: p.detach().requires_grad_(True) for k, p in dp.search_parameters().student.items()
         }
         with frozen_batchnorm_stats(dp.student):
             loss = F.cross_entropy(dp.student_forward(xv, params), yv)
             torch.autograd.grad(loss, list(params.values()))
 
     def floor_two_forwards():
-        params = {k: p.detach() for k, p in dp.search_parameters().items()}
+        params = dp.search_parameters().map(lambda p: p.detach())
         with torch.no_grad(), frozen_batchnorm_stats(dp.student, dp.distill_heads):
             for _ in range(2):
                 dp.pathway_forward(x, teacher_out, None, params)

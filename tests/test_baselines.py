@@ -80,7 +80,7 @@ def test_reviewkd_rejects_unequal_tap_counts():
         _reviewkd(student_taps=["layer1", "layer2"], teacher_taps=["layer1", "layer2", "layer3"])
     # an "auto" side with more stages keeps its deepest ones instead
     m = _reviewkd(student_taps=["layer1", "layer2"])
-    assert m._t_taps.names == ["layer2", "layer3"]
+    assert m.frozen_teacher.taps.names == ["layer2", "layer3"]
 
 
 def test_reviewkd_auto_taps_for_a_student_with_more_stages():
@@ -91,7 +91,7 @@ def test_reviewkd_auto_taps_for_a_student_with_more_stages():
         student="mobilenet_v2", teacher="wrn_16_1", input_shape=[1, 28, 28], mid_channels=8
     )
     assert m._s_taps.names == ["stage2", "stage3", "stage4"]
-    assert m._t_taps.names == ["block1", "block2", "block3"]
+    assert m.frozen_teacher.taps.names == ["block1", "block2", "block3"]
     x = torch.randn(4, 1, 28, 28)
     teacher = m.teacher_levels(x)
     m.eval()

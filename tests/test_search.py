@@ -15,6 +15,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from distpro_lightning import DistillationProcess, ProcessSearchCallback
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.hypergradient import (
+    HypergradientOptions,
+    SearchBatches,
     SGDHyper,
     alpha_hypergradient,
     compute_hypergradient,
@@ -22,6 +24,7 @@ from distpro_lightning.hypergradient import (
     mixed_derivative_fd,
     sgd_virtual_step,
 )
+from distpro_lightning.search_step import virtual_step_settings
 
 
 def _batches(seed=0, n=16, dtype=torch.float32):
@@ -37,16 +40,16 @@ def _unrolled_hypergradient(m, train, val, lr):
     """Autograd through the unrolled virtual step (create_graph): the independent reference."""
     (x, y), (xv, yv) = train, val
     theta = m.search_parameters()
-    params = {k: p.detach().clone().requires_grad_(True) for k, p in theta.items()}
+    params = theta.map(lambda p: p.detach().clone().requires_grad_(True))
     a = m.alpha_logits.detach().clone().requires_grad_(True)
     teacher = m.teacher_outputs(x)
     out, losses = m.pathway_forward(x, teacher, m.active_pathways(), params)
     loss = F.cross_entropy(out, y) + (m.alpha_weights(a) * losses).sum()
-    keys = list(params)
+    keys = list(params.student)
     grads = torch.autograd.grad(
-        loss, [params[k] for k in keys], create_graph=True, allow_unused=True
+        loss, [params.student[k] for k in keys], create_graph=True, allow_unused=True
     )
-    new = {k: params[k] - lr * g for k, g in zip(keys, grads) if g is not None}
+    new = {k: params.student[k] - lr * g for k, g in zip(keys, grads) if g is not None}
     val_loss = F.cross_entropy(m.student_forward(xv, new), yv)
     return torch.autograd.grad(val_loss, a)[0]
 
@@ -287,9 +290,9 @@ def test_non_finite_hypergradient_skips_update_with_warning(tmp_path):
 def test_virtual_step_uses_the_optimizers_momentum_buffer(tmp_path):
     m, cb, _, trainer = _search_fit(tmp_path, steps=2)
     opt = trainer.optimizers[0]
-    hyper = cb._hyper_fn(trainer, m)
-    key, p = next(iter(m.search_parameters().items()))
-    h = hyper(key, p)
+    hyper = virtual_step_settings(opt, m.search_parameters().student)
+    key, p = next(iter(m.search_parameters().student.items()))
+    h = hyper[key]
     assert h.momentum == 0.9 and h.weight_decay == 5e-4 and h.lr == pytest.approx(0.05)
     assert torch.equal(h.buf, opt.state[p]["momentum_buffer"])
 
@@ -400,16 +403,16 @@ def test_reuse_training_gradient_applies_the_virtual_gradient(tmp_path):
     dm.setup("fit")
     batch = next(iter(torch.utils.data.DataLoader(dm.train_dataset, batch_size=32)))
     dm.train_dataloader = lambda: torch.utils.data.DataLoader(dm.train_dataset, batch_size=32)
-    before = {k: p.detach().clone() for k, p in m.search_parameters().items()}
+    before = {k: p.detach().clone() for k, p in m.search_parameters().named().items()}
     # the expected update: theta - lr * grad L_train(theta, a_0) on the same batch
     m.train()
     m_ref = copy.deepcopy(m)  # same teacher too (the state dict leaves it out)
     m_ref.train()
     loss, *_ = m_ref.training_loss(batch)
     loss.backward()
-    expected = {k: before[k] - 0.1 * p.grad for k, p in m_ref.search_parameters().items()}
+    expected = {k: before[k] - 0.1 * p.grad for k, p in m_ref.search_parameters().named().items()}
     quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=dm)
-    after = m.search_parameters()
+    after = m.search_parameters().named()
     for k in expected:
         torch.testing.assert_close(after[k].detach(), expected[k], rtol=1e-4, atol=1e-6)
     assert not torch.equal(m.alpha_logits, torch.ones(m.num_pathways))
@@ -420,5 +423,8 @@ def test_compute_hypergradient_rejects_unknown_method():
     (x, y), (xv, yv) = _batches()
     with pytest.raises(ValueError, match="method must be"):
         compute_hypergradient(
-            m, x, y, xv, yv, m.teacher_outputs(x), lambda k, p: SGDHyper(0.1), method="magic"
+            m,
+            SearchBatches(x, y, m.teacher_outputs(x), xv, yv),
+            {k: SGDHyper(0.1) for k in m.search_parameters().student},
+            HypergradientOptions(method="magic"),
         )

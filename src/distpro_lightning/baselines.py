@@ -14,19 +14,16 @@ transforms=[conv_bn], distance=mse, normalization=uniform``; equally weighted / 
 
 from __future__ import annotations
 
-import os
-from typing import Any, Literal
+from typing import Any
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
-from . import optim
-from .checkpoints import load_teacher
 from .losses import hcl_loss
+from .optim import StudentModule
 from .taps import FeatureTaps, auto_taps, probe_shapes
+from .teacher import FrozenTeacher, build_teacher
 
 
 class ABF(nn.Module):
@@ -62,7 +59,7 @@ def _resize_to(x: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
 
-class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
+class ReviewKDModule(StudentModule):
     """ReviewKD: knowledge review with ABF fusion and HCL.
 
     Python::
@@ -94,14 +91,8 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         mid_channels: width of the ABF fusion (ReviewKD: 64 on CIFAR, 256 on ImageNet).
         review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
         warmup_epochs: linear ramp of the review weight (ReviewKD: 20 on CIFAR); 0 disables.
-        optimizer: ``sgd``, ``adam`` or ``adamw``.
-        lr: learning rate.
-        momentum: SGD momentum.
-        weight_decay: weight decay.
-        nesterov: Nesterov momentum (SGD).
-        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
-        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
-        gamma: the ``step`` schedule's factor.
+        **optimizer_settings: the student optimizer and schedule (see
+            :class:`~distpro_lightning.optim.StudentModule`).
     """
 
     def __init__(
@@ -117,46 +108,22 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         mid_channels: int = 64,
         review_weight: float = 1.0,
         warmup_epochs: float = 20.0,
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
-        lr: float = 0.05,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        nesterov: bool = False,
-        scheduler: Literal["step", "cosine", "none"] = "step",
-        milestones: list[int] = [],  # noqa: B006 - jsonargparse default
-        gamma: float = 0.1,
+        **optimizer_settings: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes=num_classes, **optimizer_settings)
         from .models import create
 
-        self.save_hyperparameters(ignore=["student", "teacher"])
-        self.student = (
-            create(student, num_classes, in_channels) if isinstance(student, str) else student
-        )
-        if isinstance(teacher, str):
-            teacher = (
-                load_teacher(teacher, teacher_model, num_classes, in_channels)
-                if os.path.isfile(teacher)
-                else create(teacher, num_classes, in_channels)
-            )
-        self.teacher = teacher.requires_grad_(False)
+        if isinstance(student, str):
+            student = create(student, num_classes, in_channels)
+        self.student = student
+        teacher = build_teacher(teacher, num_classes, in_channels, teacher_model)
         example = torch.zeros(2, *(input_shape or [in_channels, 32, 32]))
-        s_taps = auto_taps(self.student, example) if student_taps == "auto" else list(student_taps)
-        t_taps = auto_taps(teacher, example) if teacher_taps == "auto" else list(teacher_taps)
-        # "auto" on the side with more stages keeps its deepest ones, one per other-side level
-        if student_taps == "auto" and len(s_taps) > len(t_taps):
-            s_taps = s_taps[len(s_taps) - len(t_taps) :]
-        if teacher_taps == "auto" and len(t_taps) > len(s_taps):
-            t_taps = t_taps[len(t_taps) - len(s_taps) :]
-        if len(s_taps) != len(t_taps):
-            raise ValueError(
-                f"ReviewKD pairs taps level by level: got {len(s_taps)} student taps {s_taps} "
-                f"and {len(t_taps)} teacher taps {t_taps}. Give lists of the same length."
-            )
-        s_shapes, _ = probe_shapes(self.student, s_taps, example, "student")
+        s_taps, t_taps = _level_taps(student, teacher, student_taps, teacher_taps, example)
+        s_shapes, _ = probe_shapes(student, s_taps, example, "student")
         t_shapes, _ = probe_shapes(teacher, t_taps, example, "teacher")
-        self._s_taps = FeatureTaps(self.student, s_taps, "student")
-        self._t_taps = FeatureTaps(teacher, t_taps, "teacher")
+        self._s_taps = FeatureTaps(student, s_taps, "student")
+        self.frozen_teacher = FrozenTeacher(teacher, t_taps)
+        self.frozen_teacher.attach(self)
         # levels shallow -> deep, plus the pooled last stage; ABFs are applied deep -> shallow
         s_ch = [s[0] for s in s_shapes] + [s_shapes[-1][0]]
         t_ch = [t[0] for t in t_shapes] + [t_shapes[-1][0]]
@@ -164,23 +131,16 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         self.abfs = nn.ModuleList(
             ABF(s_ch[i], mid_channels, t_ch[i], fuse=i < n - 1) for i in range(n)
         )
-        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.review_weight = review_weight
+        self.warmup_epochs = warmup_epochs
 
     @staticmethod
     def _levels(feats: list[Tensor]) -> list[Tensor]:
         return [*feats, F.adaptive_avg_pool2d(feats[-1], 1)]
 
-    @torch.no_grad()
     def teacher_levels(self, x: Tensor) -> list[Tensor]:
-        was_training = self.teacher.training
-        self.teacher.eval()
-        try:
-            with self._t_taps.capture() as store:
-                self.teacher(x)
-        finally:
-            self.teacher.train(was_training)
-        return self._levels(self._t_taps.ordered(store))
+        """The teacher's levels of ``x`` (eval mode, no grad)."""
+        return self._levels(self.frozen_teacher(x).features)
 
     def review_loss(self, x: Tensor, teacher: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``(student_logits, sum over levels of HCL(fused student, teacher))``."""
@@ -199,27 +159,37 @@ class ReviewKDModule(optim.StudentEvalMixin, pl.LightningModule):
         return self.student(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch[0], batch[1]
+        x, y = self.split_batch(batch)
         logits, review = self.review_loss(x)
-        warm = self.hparams.warmup_epochs
+        warm = self.warmup_epochs
         ramp = 1.0 if warm <= 0 else min(self.current_epoch / warm, 1.0)
-        loss = F.cross_entropy(logits, y) + ramp * self.hparams.review_weight * review
+        loss = self.task_loss(logits, y) + ramp * self.review_weight * review
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/review_loss", review)
         return loss
 
-    def configure_optimizers(self) -> Any:
-        return optim.configure(self, list(self.student.parameters()) + list(self.abfs.parameters()))
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters()) + list(self.abfs.parameters())
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """The student and the ABFs (the frozen teacher is not saved)."""
-        state = super().state_dict(*args, **kwargs)
-        for key in [k for k in state if k.startswith("teacher.")]:
-            del state[key]
-        return state
 
-    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
-        state = dict(state_dict)
-        for key, value in self.teacher.state_dict().items():
-            state.setdefault(f"teacher.{key}", value)
-        return super().load_state_dict(state, strict=strict, assign=assign)
+def _level_taps(
+    student: nn.Module,
+    teacher: nn.Module,
+    student_taps: list[str] | str,
+    teacher_taps: list[str] | str,
+    example: Tensor,
+) -> tuple[list[str], list[str]]:
+    """Student and teacher taps paired level by level; ``"auto"`` on the side with more
+    stages keeps its deepest ones, one per other-side level."""
+    s_taps = auto_taps(student, example) if student_taps == "auto" else list(student_taps)
+    t_taps = auto_taps(teacher, example) if teacher_taps == "auto" else list(teacher_taps)
+    if student_taps == "auto" and len(s_taps) > len(t_taps):
+        s_taps = s_taps[len(s_taps) - len(t_taps) :]
+    if teacher_taps == "auto" and len(t_taps) > len(s_taps):
+        t_taps = t_taps[len(t_taps) - len(s_taps) :]
+    if len(s_taps) != len(t_taps):
+        raise ValueError(
+            f"ReviewKD pairs taps level by level: got {len(s_taps)} student taps {s_taps} "
+            f"and {len(t_taps)} teacher taps {t_taps}. Give lists of the same length."
+        )
+    return s_taps, t_taps

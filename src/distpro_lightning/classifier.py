@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-import lightning.pytorch as pl
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from . import optim
+from .optim import StudentModule
 
 
-class ClassifierModule(pl.LightningModule):
+class ClassifierModule(StudentModule):
     """Cross-entropy training of any classifier, with top-1/top-5 from torchmetrics.
 
     Python::
@@ -33,15 +32,10 @@ class ClassifierModule(pl.LightningModule):
             :func:`~distpro_lightning.load_teacher` can rebuild it from the checkpoint.
         num_classes: number of classes (used when ``model`` is a name).
         in_channels: input channels (used when ``model`` is a name).
-        optimizer: ``sgd``, ``adam`` or ``adamw``.
-        lr: learning rate.
-        momentum: SGD momentum.
-        weight_decay: weight decay.
-        nesterov: Nesterov momentum (SGD).
-        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
-        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
-        gamma: the ``step`` schedule's factor.
+        lr: learning rate (0.1 here; the other settings as in
+            :class:`~distpro_lightning.optim.StudentModule`).
         label_smoothing: cross-entropy label smoothing.
+        **optimizer_settings: the rest of the optimizer and schedule settings.
     """
 
     def __init__(
@@ -49,57 +43,42 @@ class ClassifierModule(pl.LightningModule):
         model: nn.Module | str = "resnet20",
         num_classes: int = 10,
         in_channels: int = 3,
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.1,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        nesterov: bool = False,
-        scheduler: Literal["step", "cosine", "none"] = "step",
-        milestones: list[int] = [],  # noqa: B006 - jsonargparse default
-        gamma: float = 0.1,
         label_smoothing: float = 0.0,
+        **optimizer_settings: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(num_classes=num_classes, lr=lr, **optimizer_settings)
         from .models import create
 
         if isinstance(model, str):
-            self.save_hyperparameters()
-            self.model = create(model, num_classes=num_classes, in_channels=in_channels)
-        else:
-            self.save_hyperparameters(ignore=["model"])
-            self.model = model
-        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            model = create(model, num_classes=num_classes, in_channels=in_channels)
+        self.model = model
+        self.label_smoothing = label_smoothing
         top_k = min(5, num_classes)
         self.val_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
         self.test_top5 = MulticlassAccuracy(num_classes=num_classes, top_k=top_k, average="micro")
+
+    @property
+    def student(self) -> nn.Module:
+        """The trained network (``model``)."""
+        return self.model
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(x)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch[0], batch[1]
-        loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        x, y = self.split_batch(batch)
+        loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
-    def _eval_step(self, batch: Any, stage: str) -> None:
-        x, y = batch[0], batch[1]
-        logits = self(x)
-        top1, top5 = (
-            (self.val_top1, self.val_top5) if stage == "val" else (self.test_top1, self.test_top5)
-        )
-        top1(logits, y)
-        top5(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
-        self.log(f"{stage}/top1", top1, prog_bar=True)
-        self.log(f"{stage}/top5", top5)
-
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "val")
+        self.val_top5(self._eval_step(batch, self.val_top1, "val"), self.split_batch(batch)[1])
+        self.log("val/top5", self.val_top5)
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+        self.test_top5(self._eval_step(batch, self.test_top1, "test"), self.split_batch(batch)[1])
+        self.log("test/top5", self.test_top5)
 
-    def configure_optimizers(self) -> Any:
-        return optim.configure(self, self.parameters())
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.parameters())

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-ParamDict = dict[str, Tensor]
+from .contract import ParameterGroups, SearchableModule, TeacherOutput
 
 
 @dataclass(frozen=True)
@@ -40,14 +40,14 @@ class SGDHyper:
 
 def sgd_virtual_step(
     params: Mapping[str, Tensor], grads: Mapping[str, Tensor], hyper: Mapping[str, SGDHyper]
-) -> tuple[ParamDict, dict[str, float]]:
+) -> tuple[dict[str, Tensor], dict[str, float]]:
     """``theta'`` of one step of ``torch.optim.SGD`` (momentum, dampening, weight decay,
     Nesterov, as PyTorch defines them), without touching the parameters or buffers.
 
     Returns ``(theta', slope)`` where ``slope[k] = d theta'_k / d g_k`` up to sign (the
     learning rate times the derivative of the update direction in the gradient).
     """
-    new: ParamDict = {}
+    new: dict[str, Tensor] = {}
     slope: dict[str, float] = {}
     for key, p in params.items():
         h = hyper[key]
@@ -75,7 +75,7 @@ def tangent_norm(tangent: Mapping[str, Tensor]) -> Tensor:
 
 
 def mixed_derivative_exact(
-    loss_vector: Callable[[ParamDict], Tensor],
+    loss_vector: Callable[[dict[str, Tensor]], Tensor],
     params: Mapping[str, Tensor],
     tangent: Mapping[str, Tensor],
 ) -> Tensor:
@@ -92,7 +92,7 @@ def mixed_derivative_exact(
 
 
 def mixed_derivative_fd(
-    loss_vector: Callable[[ParamDict], Tensor],
+    loss_vector: Callable[[dict[str, Tensor]], Tensor],
     params: Mapping[str, Tensor],
     tangent: Mapping[str, Tensor],
     epsilon: float = 0.01,
@@ -151,106 +151,132 @@ def frozen_batchnorm_stats(*modules: nn.Module) -> Iterator[None]:
             m.track_running_stats = True
 
 
+@dataclass(frozen=True)
+class HypergradientOptions:
+    """How :func:`compute_hypergradient` computes: ``method`` (``"finite_difference"`` or
+    ``"exact"``) and its ``epsilon``; ``reduce_grads`` / ``reduce_val_grads`` average ``g``
+    and ``v`` across DDP ranks; ``keep_full_gradient`` also returns the heads' training
+    gradient (for reusing it in the real update); ``autocast`` opens the precision context
+    of the forward passes."""
+
+    method: str = "finite_difference"
+    epsilon: float = 0.01
+    reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
+    reduce_val_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
+    keep_full_gradient: bool = False
+    autocast: Callable[[], Any] = nullcontext
+
+    def __post_init__(self) -> None:
+        if self.method not in ("finite_difference", "exact"):
+            raise ValueError(f"method must be 'finite_difference' or 'exact', got {self.method!r}.")
+
+
+@dataclass(frozen=True)
+class SearchBatches:
+    """The inputs of one search step: the training batch ``(x, y)`` with its teacher
+    outputs (computed once per step) and the held-out batch ``(x_val, y_val)``."""
+
+    x: Tensor
+    y: Any
+    teacher: TeacherOutput
+    x_val: Tensor
+    y_val: Any
+
+
 @dataclass
-class SearchStepResult:
-    """What one search step computed (all detached)."""
+class HypergradientResult:
+    """What :func:`compute_hypergradient` computed (all detached)."""
 
     hypergradient: Tensor
     val_loss: Tensor
     train_loss: Tensor
-    mixed: Tensor
-    virtual_grads: ParamDict | None = None
+    training_gradient: ParameterGroups | None = None
+
+
+def _training_gradient(
+    module: SearchableModule,
+    batches: SearchBatches,
+    theta: ParameterGroups,
+    options: HypergradientOptions,
+) -> tuple[Tensor, ParameterGroups]:
+    """``L_train(theta, a)`` and its gradient (the student's; the heads' too with
+    ``keep_full_gradient``), averaged by ``options.reduce_grads``; zeros where unused."""
+    logits = module.alpha_logits.detach()
+    wrt = theta if options.keep_full_gradient else ParameterGroups(theta.student, {})
+    weights = module.alpha_weights(logits).detach()
+    with torch.enable_grad(), options.autocast():
+        objective = module.objective(
+            batches.x, batches.y, batches.teacher, weights, module.active_pathways(logits)
+        )
+    tensors = wrt.tensors()
+    grads = torch.autograd.grad(objective.loss, tensors, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, grads)]
+    if options.reduce_grads is not None:
+        grads = options.reduce_grads(grads)
+    return objective.loss.detach(), wrt.with_tensors(grads)
+
+
+def _held_out_gradient(
+    module: SearchableModule,
+    batches: SearchBatches,
+    theta_prime: dict[str, Tensor],
+    options: HypergradientOptions,
+) -> tuple[Tensor, list[Tensor]]:
+    """``L_val(theta')`` and ``v = grad L_val(theta')`` (student only), averaged by
+    ``options.reduce_val_grads``."""
+    prime = {k: t.detach().requires_grad_(True) for k, t in theta_prime.items()}
+    with torch.enable_grad(), options.autocast():
+        val_loss = module.task_loss(module.student_forward(batches.x_val, prime), batches.y_val)
+    v = torch.autograd.grad(val_loss, list(prime.values()), allow_unused=True)
+    v = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(prime.values(), v)]
+    if options.reduce_val_grads is not None:
+        v = options.reduce_val_grads(v)
+    return val_loss.detach(), v
 
 
 def compute_hypergradient(
-    module: Any,
-    x: Tensor,
-    y: Any,
-    x_val: Tensor,
-    y_val: Any,
-    teacher: Any,
-    hyper: Callable[[str, Tensor], SGDHyper],
-    method: str = "finite_difference",
-    epsilon: float = 0.01,
-    reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None,
-    reduce_val_grads: Callable[[list[Tensor]], list[Tensor]] | None = None,
-    keep_full_gradient: bool = False,
-    autocast: Callable[[], Any] = nullcontext,
-) -> SearchStepResult:
+    module: SearchableModule,
+    batches: SearchBatches,
+    virtual: Mapping[str, SGDHyper],
+    options: HypergradientOptions = HypergradientOptions(),
+) -> HypergradientResult:
     """One search step's hypergradient for a module with the DistPro mixin.
 
     1. ``g = grad_theta L_train(theta, a)`` (one forward+backward of student and heads;
-       the teacher output ``teacher`` is given, computed once per step);
-    2. ``theta' = theta - xi * D(g)`` with per-parameter settings from ``hyper``;
+       the teacher output ``batches.teacher`` is given, computed once per step);
+    2. ``theta' = theta - xi * D(g)`` with ``virtual[name]``, the optimizer settings of each
+       student parameter (:func:`~distpro_lightning.search_step.virtual_step_settings`);
     3. ``v = grad L_val(theta')`` on the held-out batch (student only);
-    4. the mixed derivative along ``xi * c * v`` by ``method`` (``"exact"`` JVP or
+    4. the mixed derivative along ``xi * c * v`` by ``options.method`` (``"exact"`` JVP or
        ``"finite_difference"``), pruned pathways skipped;
     5. ``-J_w^T`` of it.
 
-    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched. ``reduce_grads``
-    and ``reduce_val_grads`` (DDP) average ``g`` and ``v`` across ranks. With ``keep_full_gradient`` the gradient of the heads
-    is computed too and returned (for reusing it in the real update).
+    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched.
     """
-    if method not in ("finite_difference", "exact"):
-        raise ValueError(f"method must be 'finite_difference' or 'exact', got {method!r}.")
     logits = module.alpha_logits.detach()
     active = module.active_pathways(logits)
     theta = module.search_parameters()
-    student_keys = [k for k in theta if k.startswith("student.")]
-    head_params = {k: p for k, p in theta.items() if not k.startswith("student.")}
-    grad_keys = list(theta) if keep_full_gradient else student_keys
-    weights = module.alpha_weights(logits).detach()
-
     with frozen_batchnorm_stats(module.student, module.distill_heads):
-        # 1. training gradient at theta
-        with torch.enable_grad(), autocast():
-            out, losses = module.pathway_forward(x, teacher, active)
-            train_loss = module.task_loss(out, y) + (weights * losses).sum()
-        grads = torch.autograd.grad(train_loss, [theta[k] for k in grad_keys], allow_unused=True)
-        grads = [torch.zeros_like(theta[k]) if g is None else g for k, g in zip(grad_keys, grads)]
-        if reduce_grads is not None:
-            grads = reduce_grads(grads)
-        grad_map = dict(zip(grad_keys, grads))
+        train_loss, grads = _training_gradient(module, batches, theta, options)
+        # the virtual step moves the student only: L_val does not depend on the heads
+        student = {k: p.detach() for k, p in theta.student.items()}
+        new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
+        val_loss, v = _held_out_gradient(module, batches, new, options)
+        del new
+        tangent = {k: g * slope[k] for k, g in zip(student, v)}
 
-        # 2. virtual step (student parameters: L_val does not depend on the heads)
-        student = {k: theta[k].detach() for k in student_keys}
-        new, slope = sgd_virtual_step(
-            student,
-            {k: grad_map[k] for k in student_keys},
-            {k: hyper(k, theta[k]) for k in student_keys},
-        )
+        def loss_vector(sp: dict[str, Tensor]) -> Tensor:
+            with options.autocast():
+                groups = ParameterGroups(sp, theta.heads)
+                return module.pathway_forward(batches.x, batches.teacher, active, groups)[1].float()
 
-        # 3. held-out gradient at theta'
-        prime = {k: t.detach().requires_grad_(True) for k, t in new.items()}
-        with torch.enable_grad(), autocast():
-            val_out = module.student_forward(x_val, prime)
-            val_loss = module.task_loss(val_out, y_val)
-        v = torch.autograd.grad(val_loss, list(prime.values()), allow_unused=True)
-        v = [
-            torch.zeros_like(student[k]) if g is None else g.detach()
-            for k, g in zip(student_keys, v)
-        ]
-        if reduce_val_grads is not None:
-            v = reduce_val_grads(v)
-        del prime, new
-        tangent = {k: g * slope[k] for k, g in zip(student_keys, v)}
-
-        # 4. mixed second derivative along the scaled v
-        def loss_vector(sp: ParamDict) -> Tensor:
-            with autocast():
-                return module.pathway_forward(x, teacher, active, {**sp, **head_params})[1].float()
-
-        if method == "exact":
+        if options.method == "exact":
             mixed = mixed_derivative_exact(loss_vector, student, tangent)
         else:
-            mixed = mixed_derivative_fd(loss_vector, student, tangent, epsilon)
-
-    # 5. pull back through the normalisation
-    hyper_grad = alpha_hypergradient(module.alpha_weights, logits, mixed)
-    return SearchStepResult(
-        hypergradient=hyper_grad,
-        val_loss=val_loss.detach(),
-        train_loss=train_loss.detach(),
-        mixed=mixed,
-        virtual_grads=grad_map if keep_full_gradient else None,
+            mixed = mixed_derivative_fd(loss_vector, student, tangent, options.epsilon)
+    return HypergradientResult(
+        hypergradient=alpha_hypergradient(module.alpha_weights, logits, mixed),
+        val_loss=val_loss,
+        train_loss=train_loss,
+        training_gradient=grads if options.keep_full_gradient else None,
     )

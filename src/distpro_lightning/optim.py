@@ -1,88 +1,156 @@
-"""Optimizer and learning-rate schedule construction, and the evaluation steps shared by the
-student LightningModules."""
+"""Optimizer and learning-rate schedule settings, declared once, and ``StudentModule``: the
+base of the library's LightningModules (optimizer settings, hyper-parameters, top-1
+evaluation of the student)."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import lightning.pytorch as pl
 import torch
-from torch import nn
-
-OptimizerName = Literal["sgd", "adam", "adamw"]
-SchedulerName = Literal["step", "cosine", "none"]
-
-
-def build_optimizer(
-    params: Iterable[nn.Parameter],
-    optimizer: str = "sgd",
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    nesterov: bool = False,
-) -> torch.optim.Optimizer:
-    """SGD (with momentum, weight decay, optional Nesterov), Adam or AdamW."""
-    params = list(params)
-    if optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov
-        )
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise ValueError(f"Unknown optimizer {optimizer!r}. Choose one of: sgd, adam, adamw.")
+from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.utilities.parsing import collect_init_args
+from torch import Tensor, nn
+from torchmetrics.classification import MulticlassAccuracy
 
 
-def build_scheduler(
-    opt: torch.optim.Optimizer,
-    scheduler: str = "step",
-    milestones: Sequence[int] = (),
-    gamma: float = 0.1,
-    max_epochs: int | None = None,
-) -> dict[str, Any] | None:
-    """A per-epoch multi-step or cosine schedule in Lightning's ``lr_scheduler`` dict form."""
-    if scheduler == "none":
-        return None
-    if scheduler == "step":
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(milestones), gamma=gamma)
-    elif scheduler == "cosine":
-        if not max_epochs or max_epochs < 1:
-            raise ValueError("scheduler='cosine' needs the Trainer's max_epochs to be set.")
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
-    else:
-        raise ValueError(f"Unknown scheduler {scheduler!r}. Choose one of: step, cosine, none.")
-    return {"scheduler": sched, "interval": "epoch"}
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The student optimizer and its per-epoch schedule; each field is the
+    :class:`StudentModule` argument of the same name."""
+
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    scheduler: str = "step"
+    milestones: Sequence[int] = field(default_factory=tuple)
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(
+                f"Unknown optimizer {self.optimizer!r}. Choose one of: sgd, adam, adamw."
+            )
+        if self.scheduler not in ("step", "cosine", "none"):
+            raise ValueError(
+                f"Unknown scheduler {self.scheduler!r}. Choose one of: step, cosine, none."
+            )
+
+    def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """SGD (with momentum, weight decay, optional Nesterov), Adam or AdamW."""
+        params = list(params)
+        if self.optimizer == "sgd":
+            return torch.optim.SGD(
+                params,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )
+        opt_class = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        return opt_class(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def build_scheduler(
+        self, opt: torch.optim.Optimizer, max_epochs: int | None = None
+    ) -> dict[str, Any] | None:
+        """A per-epoch schedule in Lightning's ``lr_scheduler`` dict form (``None``: none)."""
+        if self.scheduler == "none":
+            return None
+        if self.scheduler == "step":
+            sched: Any = torch.optim.lr_scheduler.MultiStepLR(
+                opt, milestones=list(self.milestones), gamma=self.gamma
+            )
+        else:
+            if not max_epochs or max_epochs < 1:
+                raise ValueError("scheduler='cosine' needs the Trainer's max_epochs to be set.")
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
+        return {"scheduler": sched, "interval": "epoch"}
+
+    def configure(self, params: Iterable[nn.Parameter], max_epochs: int | None = None) -> Any:
+        """A ``configure_optimizers`` return value."""
+        opt = self.build_optimizer(params)
+        sched = self.build_scheduler(opt, max_epochs)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
 
-def configure(module: Any, params: Iterable[nn.Parameter]) -> Any:
-    """``configure_optimizers`` body for a LightningModule whose hyper-parameters hold
-    ``optimizer, lr, momentum, weight_decay, nesterov, scheduler, milestones, gamma``."""
-    h = module.hparams
-    opt = build_optimizer(params, h.optimizer, h.lr, h.momentum, h.weight_decay, h.nesterov)
-    max_epochs = module.trainer.max_epochs if module._trainer is not None else None
-    sched = build_scheduler(opt, h.scheduler, h.milestones, h.gamma, max_epochs)
-    if sched is None:
-        return opt
-    return {"optimizer": opt, "lr_scheduler": sched}
+class StudentModule(pl.LightningModule):
+    """Base of the library's LightningModules: a student trained with
+    :class:`OptimizerSettings`, evaluated by top-1 (torchmetrics) and the task loss.
 
+    Every ``__init__`` argument of the subclass and of this class is saved as a
+    hyper-parameter, except arguments given as ``nn.Module`` objects. Subclasses set
+    ``self.student`` and implement :meth:`trainable_parameters`; they pass the optimizer
+    settings through (``**optimizer_settings``), so these are declared here only and stay
+    flat CLI keys (``--model.init_args.lr``).
 
-class StudentEvalMixin:
-    """Validation/test steps of a distilled student: top-1 (torchmetrics) and the task loss.
-
-    Expects ``self.student``, ``self.val_top1`` and ``self.test_top1``; uses
-    ``self.split_batch`` / ``self.task_loss`` when the module has them.
+    Args:
+        num_classes: number of classes (the top-1 metrics).
+        optimizer: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay.
+        nesterov: Nesterov momentum (SGD).
+        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: the ``step`` schedule's factor.
     """
 
-    def _eval_step(self, batch: Any, metric: Any, stage: str) -> None:
-        split = getattr(self, "split_batch", None)
-        x, y = split(batch) if split else (batch[0], batch[1])
+    student: nn.Module
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        nesterov: bool = False,
+        scheduler: Literal["step", "cosine", "none"] = "step",
+        milestones: list[int] = [],  # noqa: B006 - jsonargparse default
+        gamma: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.optimizer_settings = OptimizerSettings(
+            optimizer, lr, momentum, weight_decay, nesterov, scheduler, tuple(milestones), gamma
+        )
+        frame = inspect.currentframe()
+        assert frame is not None
+        values: dict[str, Any] = {}
+        for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
+            values.update(args)
+        modules = [k for k, v in values.items() if isinstance(v, nn.Module)]
+        self.save_hyperparameters(ignore=modules, frame=frame)
+        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer trains."""
+        raise NotImplementedError
+
+    def configure_optimizers(self) -> Any:
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        return self.optimizer_settings.configure(self.trainable_parameters(), max_epochs)
+
+    def split_batch(self, batch: Any) -> tuple[Any, Any]:
+        """``(inputs, targets)`` of a batch; override for other batch layouts."""
+        return batch[0], batch[1]
+
+    def task_loss(self, student_outputs: Tensor, targets: Tensor) -> Tensor:
+        """The task loss of the student (cross-entropy)."""
+        return torch.nn.functional.cross_entropy(student_outputs, targets)
+
+    def _eval_step(self, batch: Any, metric: Any, stage: str) -> Tensor:
+        x, y = self.split_batch(batch)
         logits = self.student(x)
         metric(logits, y)
-        loss_fn = getattr(self, "task_loss", None)
-        loss = loss_fn(logits, y) if loss_fn else torch.nn.functional.cross_entropy(logits, y)
-        self.log(f"{stage}/loss", loss, sync_dist=True)
+        self.log(f"{stage}/loss", self.task_loss(logits, y), sync_dist=True)
         self.log(f"{stage}/top1", metric, prog_bar=True)
+        return logits
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, self.val_top1, "val")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -13,8 +12,6 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .module import DistProMixin
 from .process import DistillationProcess, ProcessFileError, log_process_figures
-
-ReplayMode = Literal["process", "final", "uniform"]
 
 
 class ProcessScheduleCallback(Callback):
@@ -165,8 +162,3 @@ class ProcessScheduleCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_fingerprint = state_dict.get("fingerprint")
-
-
-def load_process(path: str | os.PathLike[str]) -> DistillationProcess:
-    """Shorthand for :meth:`DistillationProcess.load`."""
-    return DistillationProcess.load(Path(path))

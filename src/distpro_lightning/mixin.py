@@ -1,0 +1,341 @@
+"""``DistProMixin``: the DistPro search space (taps, pathway heads, alpha logits, losses) for
+any LightningModule that has a ``student``; ``DistillationConfig``: its settings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .contract import Objective, ParameterGroups, ReusedGradient, StepContext, TeacherOutput
+from .losses import get_distance, hinton_kd_loss
+from .normalization import check_normalization, normalize
+from .pathways import KD_PATHWAY_NAME, PathwayHeads, build_specs, resolve_connections
+from .process import DistillationProcess
+from .taps import FeatureTaps, auto_taps, probe_shapes, unwrap_model
+from .teacher import FrozenTeacher
+from .transforms import TRANSFORM_KINDS
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DistillationConfig:
+    """The search space and loss settings of :meth:`DistProMixin.configure_distillation`
+    (see :class:`~distpro_lightning.DistProModule` for the meaning of each field)."""
+
+    student_taps: Sequence[str] | str = "auto"
+    teacher_taps: Sequence[str] | str = "auto"
+    transforms: Sequence[str] = ("conv_bn", "attn2", "attn3")
+    connections: str | Sequence[Sequence[int]] = "all"
+    distance: str = "hcl"
+    normalization: str = "biased_softmax"
+    normalization_bias: float = 1.0
+    kd_weight: float = 1.0
+    scale_by_num_pathways: bool = True
+    prune_threshold: float | None = None
+    response_kd: bool = False
+    kd_temperature: float = 4.0
+    input_shape: Sequence[int] | None = None
+    save_teacher: bool = False
+
+    def __post_init__(self) -> None:
+        check_normalization(self.normalization)
+        get_distance(self.distance)
+        for kind in self.transforms:
+            if kind not in TRANSFORM_KINDS:
+                raise ValueError(
+                    f"Unknown transform kind {kind!r}. Choose from: {', '.join(TRANSFORM_KINDS)}."
+                )
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        for role in ("student", "teacher"):
+            taps = getattr(self, f"{role}_taps")
+            if isinstance(taps, str) and taps != "auto":
+                raise ValueError(f"{role}_taps must be 'auto' or a list of names, got {taps!r}.")
+
+    @classmethod
+    def with_options(cls, base: DistillationConfig | None, options: Mapping[str, Any]) -> Any:
+        """``base`` (default: the defaults) with ``options`` replacing fields."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise TypeError(
+                f"configure_distillation() got unknown options {unknown}; valid: {sorted(names)}."
+            )
+        return replace(base or cls(), **options)
+
+
+def _example_input(
+    model: nn.Module, input_shape: Sequence[int] | None, example: Tensor | None
+) -> Tensor:
+    if example is not None:
+        return example[:2] if example.dim() > 0 and example.shape[0] > 2 else example
+    if input_shape is not None:
+        return torch.zeros(2, *[int(s) for s in input_shape])
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None:
+        raise ValueError(
+            "Cannot infer the input shape of a model without Conv2d layers: pass input_shape "
+            "(per-sample, e.g. [3, 224, 224]) or set example_input_array."
+        )
+    return torch.zeros(2, first_conv.in_channels, 32, 32)
+
+
+def _taps(model: nn.Module, taps: Sequence[str] | str, example: Tensor, role: str) -> list[str]:
+    if isinstance(taps, str):
+        taps = auto_taps(model, example)
+        log.info("DistPro: automatic %s taps %s", role, taps)
+    return list(taps)
+
+
+class DistProMixin:
+    """The DistPro machinery for any LightningModule that has a ``student``.
+
+    Adopt it in an existing module with three additions::
+
+        class MyModule(DistProMixin, LightningModule):
+            def __init__(self, student, teacher):
+                super().__init__()
+                self.student = student
+                self.configure_distillation(teacher, student_taps="auto")   # (1)
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                logits, kd_loss = self.distill(x)                           # (2)
+                return self.task_loss(logits, y) + kd_loss                  # (3)
+
+    ``distill(x)`` runs the (frozen) teacher and the student with its feature taps and
+    returns the student logits and ``sum_p w_p * delta_p``; ``ProcessSearchCallback`` and
+    ``ProcessScheduleCallback`` drive ``alpha_logits``. Override :meth:`task_loss` (and
+    :meth:`split_batch`) for tasks other than classification.
+
+    The search hands each training step a :class:`~distpro_lightning.contract.StepContext`
+    (:attr:`step_context`): ``distill`` reuses its teacher outputs. To use
+    ``reuse_training_gradient=True`` too, return ``self.take_reused_gradient().surrogate_loss()``
+    from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
+    """
+
+    student: nn.Module
+    teacher: nn.Module
+    alpha_logits: Tensor
+    #: ``training_step`` applies :meth:`take_reused_gradient` when there is one.
+    applies_reused_gradient: bool = False
+
+    # ------------------------------------------------------------------ construction
+    def configure_distillation(
+        self, teacher: nn.Module, config: DistillationConfig | None = None, **options: Any
+    ) -> None:
+        """Set up taps, pathway heads and alpha logits. ``self.student`` must already be set.
+
+        Args:
+            teacher: the frozen teacher network.
+            config: the settings (default: :class:`DistillationConfig`'s defaults).
+            **options: fields of :class:`DistillationConfig` that replace ``config``'s, e.g.
+                ``transforms=["conv_bn"], input_shape=[1, 28, 28]``.
+        """
+        if not isinstance(getattr(self, "student", None), nn.Module):
+            raise AttributeError("Set self.student (an nn.Module) before configure_distillation().")
+        cfg = DistillationConfig.with_options(config, options)
+        student = unwrap_model(self.student)
+        example_array = getattr(self, "example_input_array", None)
+        example = _example_input(student, cfg.input_shape, example_array)
+        self.student_tap_names = _taps(student, cfg.student_taps, example, "student")
+        if not isinstance(teacher, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}.")
+        self.teacher_tap_names = _taps(teacher, cfg.teacher_taps, example, "teacher")
+        self.frozen_teacher = FrozenTeacher(teacher, self.teacher_tap_names, cfg.save_teacher)
+        self.frozen_teacher.attach(self)
+        self._build_pathways(cfg, student, example)
+        self.transform_kinds = list(cfg.transforms)
+        self.response_kd = cfg.response_kd
+        self.kd_temperature = float(cfg.kd_temperature)
+        self.normalization = cfg.normalization
+        self.normalization_bias = float(cfg.normalization_bias)
+        self.kd_weight = float(cfg.kd_weight)
+        self.scale_by_num_pathways = bool(cfg.scale_by_num_pathways)
+        self.prune_threshold = cfg.prune_threshold
+        self.save_teacher = cfg.save_teacher
+        self.register_buffer("alpha_logits", torch.ones(len(self.pathway_names)))
+        self.step_context: StepContext | None = None
+
+    def _build_pathways(self, cfg: DistillationConfig, student: nn.Module, example: Tensor) -> None:
+        s_shapes, s_out = probe_shapes(student, self.student_tap_names, example, "student")
+        t_shapes, t_out = probe_shapes(self.teacher, self.teacher_tap_names, example, "teacher")
+        if cfg.response_kd and s_out.shape[1:] != t_out.shape[1:]:
+            raise ValueError(
+                f"response_kd needs student and teacher outputs of the same shape; got "
+                f"{tuple(s_out.shape[1:])} and {tuple(t_out.shape[1:])}."
+            )
+        pairs = resolve_connections(cfg.connections, len(t_shapes), len(s_shapes))
+        if not pairs and not cfg.response_kd:
+            raise ValueError(
+                "No pathways: the connection list is empty. Give at least one (teacher, student) "
+                "pair, or enable response_kd for logits-only distillation."
+            )
+        specs = build_specs(
+            self.teacher_tap_names, self.student_tap_names, pairs, list(cfg.transforms)
+        )
+        self.distill_heads = PathwayHeads(specs, s_shapes, t_shapes, get_distance(cfg.distance))
+        self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
+        self.pathway_specs = specs
+        self.pathway_names = [s.name for s in specs] + (
+            [KD_PATHWAY_NAME] if cfg.response_kd else []
+        )
+
+    # ------------------------------------------------------------------ weights
+    @property
+    def num_pathways(self) -> int:
+        return len(self.pathway_names)
+
+    @property
+    def weight_scale(self) -> float:
+        """Global multiplier of the normalised weights: ``kd_weight`` (x ``P`` if scaled)."""
+        return self.kd_weight * (self.num_pathways if self.scale_by_num_pathways else 1.0)
+
+    def alpha_weights(self, logits: Tensor | None = None) -> Tensor:
+        """The multipliers of the pathway losses, ``w(a~) * scale``; differentiable in logits."""
+        if logits is None:
+            logits = self.alpha_logits
+        return normalize(logits, self.normalization, self.normalization_bias) * self.weight_scale
+
+    def active_pathways(self, logits: Tensor | None = None) -> list[bool] | None:
+        """Pathways to compute: those with logit ``> prune_threshold`` (``None``: all)."""
+        if self.prune_threshold is None:
+            return None
+        if logits is None:
+            logits = self.alpha_logits
+        return (logits > self.prune_threshold).tolist()
+
+    def new_process(self, provenance: Mapping[str, Any]) -> DistillationProcess:
+        """An empty process for this module's pathways and normalisation."""
+        return DistillationProcess(
+            self.pathway_names,
+            {
+                "name": self.normalization,
+                "bias": self.normalization_bias,
+                "scale": self.weight_scale,
+            },
+            teacher_taps=self.teacher_tap_names,
+            student_taps=self.student_tap_names,
+            transform_kinds=self.transform_kinds,
+            prune_threshold=self.prune_threshold,
+            provenance=provenance,
+        )
+
+    # ------------------------------------------------------------------ forward passes
+    def split_batch(self, batch: Any) -> tuple[Any, Any]:
+        """``(inputs, targets)`` of a batch; override for other batch layouts."""
+        return batch[0], batch[1]
+
+    def task_loss(self, student_outputs: Tensor, targets: Tensor) -> Tensor:
+        """The task loss of the student (cross-entropy); also the search's validation loss."""
+        return F.cross_entropy(student_outputs, targets)
+
+    def teacher_outputs(self, x: Tensor) -> TeacherOutput:
+        """The frozen teacher's logits and tapped features (eval mode, no grad)."""
+        return self.frozen_teacher(x)
+
+    def current_step_context(self) -> StepContext | None:
+        """:attr:`step_context` if it belongs to the current optimizer step, else ``None``."""
+        ctx = self.step_context
+        return ctx if ctx is not None and ctx.step == self.global_step else None
+
+    def _teacher_for(self, x: Tensor) -> TeacherOutput:
+        ctx = self.current_step_context()
+        cached = ctx.take_teacher(x) if ctx is not None else None
+        return cached if cached is not None else self.teacher_outputs(x)
+
+    def take_reused_gradient(self) -> ReusedGradient | None:
+        """With ``reuse_training_gradient=True``: the search's training gradient for this
+        step (once); return its ``surrogate_loss()`` from ``training_step``. Else ``None``."""
+        ctx = self.current_step_context()
+        reused = ctx.take_reused() if ctx is not None else None
+        if reused is not None:
+            ctx.teacher = None
+        return reused
+
+    def search_parameters(self) -> ParameterGroups:
+        """theta: the trainable parameters of the student and of the pathway heads."""
+        student = unwrap_model(self.student).named_parameters()
+        heads = self.distill_heads.named_parameters()
+        return ParameterGroups(
+            {n: p for n, p in student if p.requires_grad},
+            {n: p for n, p in heads if p.requires_grad},
+        )
+
+    def student_forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
+        """The student's output, optionally with substituted parameters (by name)."""
+        student = unwrap_model(self.student)
+        if params is None:
+            return student(x)
+        return functional_call(student, dict(params), (x,), strict=False)
+
+    def pathway_forward(
+        self,
+        x: Tensor,
+        teacher: TeacherOutput,
+        active: Sequence[bool] | None = None,
+        params: ParameterGroups | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Student logits and the pathway-loss vector ``[P]`` against ``teacher``.
+
+        ``params`` substitutes theta; inactive (pruned) pathways are not computed and are 0.
+        """
+        with self._student_taps.capture() as store:
+            logits = self.student_forward(x, None if params is None else params.student)
+        feats = self._student_taps.ordered(store)
+        feat_active = None if active is None else list(active)[: len(self.pathway_specs)]
+        inputs = (feats, teacher.features, feat_active)
+        if params is None:
+            losses = self.distill_heads(*inputs)
+        else:
+            losses = functional_call(self.distill_heads, params.heads, inputs, strict=False)
+        if self.response_kd:
+            if active is None or active[-1]:
+                kd = hinton_kd_loss(logits.float(), teacher.logits.float(), self.kd_temperature)
+            else:
+                kd = logits.new_zeros((), dtype=torch.float32)
+            losses = torch.cat([losses, kd.reshape(1)])
+        return logits, losses
+
+    @staticmethod
+    def weighted_sum(weights: Tensor, pathway_losses: Tensor) -> Tensor:
+        """The distillation term ``sum_p w_p * delta_p``."""
+        return (weights * pathway_losses).sum()
+
+    def objective(
+        self,
+        x: Tensor,
+        y: Any,
+        teacher: TeacherOutput,
+        weights: Tensor,
+        active: Sequence[bool] | None = None,
+    ) -> Objective:
+        """The training objective ``task(S(x), y) + sum_p w_p delta_p``, the one definition
+        the training step and the search's virtual step share."""
+        logits, losses = self.pathway_forward(x, teacher, active)
+        task = self.task_loss(logits, y)
+        return Objective(task + self.weighted_sum(weights, losses), task, losses, logits)
+
+    def distillation_losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(student_logits [B, C], pathway_losses [P])``; the teacher runs under no_grad."""
+        return self.pathway_forward(x, self._teacher_for(x), self.active_pathways())
+
+    def distill(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(student_logits, sum_p w_p * delta_p)`` with the current alpha (pruning applied)."""
+        logits, losses = self.distillation_losses(x)
+        return logits, self.weighted_sum(self.alpha_weights().detach(), losses)
+
+    def training_loss(self, batch: Any) -> Objective:
+        """``(loss, task_loss, pathway_losses, student_logits)`` of the DistPro objective."""
+        x, y = self.split_batch(batch)
+        teacher = self._teacher_for(x)
+        weights = self.alpha_weights().detach()
+        return self.objective(x, y, teacher, weights, self.active_pathways())
