@@ -47,7 +47,13 @@ from lightning.pytorch import Trainer, seed_everything
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
 from distpro_lightning.data import FashionMNISTDataModule
 from distpro_lightning.process import atomic_write_text
-from distpro_lightning.recipes import LABELS, METHODS, build_method, distpro_kwargs
+from distpro_lightning.recipes import (
+    LABELS,
+    METHODS,
+    RecipeSettings,
+    build_method,
+    distpro_kwargs,
+)
 
 PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
@@ -121,7 +127,7 @@ def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, path:
     print(f"[quality] searching {pair[0]} -> {pair[1]}", flush=True)
     seed_everything(0)
     module = DistProModule(
-        **distpro_kwargs(pair[1], str(teacher), 10, 1, [1, 28, 28], args.lr, args.tau)
+        **distpro_kwargs(pair[1], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
     )
     cb = ProcessSearchCallback(save_path=str(path), alpha_lr=args.alpha_lr, plot=True)
     trainer(args.search_epochs, [cb], max_steps=args.max_steps).fit(
@@ -134,9 +140,8 @@ def run_method(args: argparse.Namespace, task: Task, out: Path) -> dict[str, Any
     teacher = teacher_file(args, t_name, out)
     process = process_file(out, (t_name, s_name))
     seed_everything(task.seed)
-    module, callbacks = build_method(
-        task.method, s_name, str(teacher), str(process), lr=args.lr, tau=args.tau
-    )
+    settings = RecipeSettings(lr=args.lr, tau=args.tau)
+    module, callbacks = build_method(task.method, s_name, str(teacher), str(process), settings)
     t0 = time.perf_counter()
     trainer(task.epochs, callbacks, args.max_steps).fit(
         module, datamodule=data(args, "retrain", args.subset, task.seed)

@@ -23,7 +23,7 @@ from .classifier import ClassifierModule
 from .data import FashionMNISTDataModule
 from .module import DistProModule
 from .process import DistillationProcess
-from .recipes import LABELS, METHODS, build_method, distpro_kwargs
+from .recipes import LABELS, METHODS, RecipeSettings, build_method, distpro_kwargs
 from .search import ProcessSearchCallback
 
 PAIR = {"teacher": "resnet20", "student": "resnet8"}
@@ -87,7 +87,7 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     print(f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, 27 pathways")
     seed_everything(args.seed)
     module = DistProModule(
-        **distpro_kwargs(PAIR["student"], str(teacher), 10, 1, [1, 28, 28], args.lr, args.tau)
+        **distpro_kwargs(PAIR["student"], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
     )
     search = ProcessSearchCallback(
         hypergradient="finite_difference",
@@ -106,9 +106,8 @@ def run_method(
     args: argparse.Namespace, root: Path, teacher: Path, process: Path, method: str
 ) -> float:
     seed_everything(args.seed)
-    module, callbacks = build_method(
-        method, PAIR["student"], str(teacher), str(process), lr=args.lr, tau=args.tau
-    )
+    settings = RecipeSettings(lr=args.lr, tau=args.tau)
+    module, callbacks = build_method(method, PAIR["student"], str(teacher), str(process), settings)
     trainer = _trainer(root, method, args.epochs, callbacks)
     trainer.fit(module, datamodule=_data(args, "retrain", args.subset))
     return _test(trainer, module, args)
@@ -117,8 +116,7 @@ def run_method(
 DEMO_METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
 
 
-def demo_main(argv: Sequence[str] | None = None) -> int:
-    """``distpro demo``: run the demo and print its table."""
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distpro demo", description=__doc__)
     p.add_argument("--root", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default="data")
@@ -134,7 +132,33 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEMO_METHODS))
-    args = p.parse_args(list(argv) if argv is not None else None)
+    return p
+
+
+def _report(args: argparse.Namespace, summary: dict[str, Any], process: Path, png: Path) -> str:
+    times, results = summary["times_s"], summary["results"]
+    lines = [
+        "",
+        f"DistPro demo: Fashion-MNIST, {PAIR['teacher']} -> {PAIR['student']}, "
+        f"{args.epochs} epoch(s) on {args.subset or 60000} images, test top-1 on 10,000 images",
+        f"{'method':<34} {'test top-1':>10} {'time (s)':>9}",
+        f"{'teacher ' + PAIR['teacher']:<34} {100 * summary['teacher_top1']:>9.2f}% "
+        f"{times['teacher']:>9.1f}",
+        f"{'search (process)':<34} {'':>10} {times['search']:>9.1f}",
+    ]
+    lines += [f"{LABELS[m]:<34} {100 * results[m]:>9.2f}% {times[m]:>9.1f}" for m in results]
+    lines += [
+        "",
+        f"process file: {process}",
+        f"process plot: {png}",
+        f"logs:         {Path(args.root) / 'logs'} (CSV, one folder per phase)",
+    ]
+    return "\n".join(lines)
+
+
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """``distpro demo``: run the demo and print its table."""
+    args = _parser().parse_args(list(argv) if argv is not None else None)
     if args.subset is not None and args.subset <= 0:
         args.subset = None
     torch.set_float32_matmul_precision("high")
@@ -147,8 +171,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     process = phase_search(args, root, teacher)
     times["search"] = time.perf_counter() - t0
-    proc = DistillationProcess.load(process)
-    png = proc.plot(process.with_suffix(".png"))
+    png = DistillationProcess.load(process).plot(process.with_suffix(".png"))
     results: dict[str, float] = {}
     for method in args.methods:
         print(f"[demo] {LABELS[method]}: {args.epochs} epoch(s)")
@@ -159,32 +182,9 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         teacher_module = ClassifierModule.load_from_checkpoint(
             teacher, map_location="cpu", weights_only=True
         )
-        teacher_top1 = _test(
-            Trainer(accelerator="cpu", logger=False, enable_model_summary=False),
-            teacher_module,
-            args,
-        )
-    lines = [
-        "",
-        f"DistPro demo: Fashion-MNIST, {PAIR['teacher']} -> {PAIR['student']}, "
-        f"{args.epochs} epoch(s) on {args.subset or 60000} images, test top-1 on 10,000 images",
-        f"{'method':<34} {'test top-1':>10} {'time (s)':>9}",
-        f"{'teacher ' + PAIR['teacher']:<34} {100 * teacher_top1:>9.2f}% {times['teacher']:>9.1f}",
-        f"{'search (process)':<34} {'':>10} {times['search']:>9.1f}",
-    ]
-    lines += [f"{LABELS[m]:<34} {100 * results[m]:>9.2f}% {times[m]:>9.1f}" for m in results]
-    lines += [
-        "",
-        f"process file: {process}",
-        f"process plot: {png}",
-        f"logs:         {root / 'logs'} (CSV, one folder per phase)",
-    ]
-    print("\n".join(lines))
-    summary = {
-        "teacher_top1": teacher_top1,
-        "results": results,
-        "times_s": times,
-        "args": vars(args),
-    }
-    (root / "summary.json").write_text(json.dumps(summary, indent=1))
+        trainer = Trainer(accelerator="cpu", logger=False, enable_model_summary=False)
+        teacher_top1 = _test(trainer, teacher_module, args)
+    summary = {"teacher_top1": teacher_top1, "results": results, "times_s": times}
+    print(_report(args, summary, process, png))
+    (root / "summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=1))
     return 0

@@ -22,7 +22,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .files import atomic_write_text
 from .normalization import check_normalization, normalize
 
 FORMAT_NAME = "distpro-process"
@@ -38,46 +38,6 @@ FORMAT_VERSION = 1
 
 class ProcessFileError(ValueError):
     """A process file is malformed, inconsistent or does not fit the module."""
-
-
-def _file_mode(path: Path) -> int:
-    """The permissions a plain ``open(path, "w")`` would leave: the existing file's, else
-    ``0o666`` less the process umask (read from ``/proc``, so the umask is never changed;
-    ``0o022`` assumed where it cannot be read)."""
-    try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        pass
-    umask = 0o022
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                umask = int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o666 & ~umask
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename.
-
-    The file keeps the permissions an ordinary write would give it (``mkstemp``'s private
-    ``0o600`` is not carried over to the result)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _reject_constant(name: str) -> float:
@@ -234,7 +194,7 @@ class DistillationProcess:
     def interpolate(self, total_steps: int) -> DistillationProcess:
         """A copy stretched or shrunk to ``total_steps`` rows with :meth:`at`."""
         rows = torch.stack([self.at(t, total_steps) for t in range(total_steps)])
-        return self._like(self.pathway_names, rows)
+        return self.like(self.pathway_names, rows)
 
     def fingerprint(self) -> str:
         """SHA-256 of the names, normalisation and logits (identifies a process on resume)."""
@@ -243,7 +203,8 @@ class DistillationProcess:
         h.update(self.logits.numpy().tobytes())
         return h.hexdigest()[:16]
 
-    def _like(self, names: Sequence[str], rows: Tensor) -> DistillationProcess:
+    def like(self, names: Sequence[str], rows: Tensor) -> DistillationProcess:
+        """A process with this one's normalisation and record, and ``names`` and ``rows``."""
         return DistillationProcess(
             names,
             self.normalization,
@@ -268,41 +229,9 @@ class DistillationProcess:
         identical names. A mismatch raises :class:`ProcessFileError` listing the missing and
         extra pathways.
         """
-        target_names = list(target_names)
-        if pathway_map is None:
-            if target_names == self.pathway_names:
-                return self
-            missing = [n for n in target_names if n not in self.pathway_names]
-            extra = [n for n in self.pathway_names if n not in target_names]
-            if not missing and not extra:
-                index = [self.pathway_names.index(n) for n in target_names]
-                return self._like(target_names, self.logits[:, index])
-            raise ProcessFileError(
-                "The process does not match the module's pathways. Missing from the process: "
-                f"{missing}. Extra in the process: {extra}. Pass pathway_map (a dict from the "
-                "module's names to the process's names) or pathway_map='position' to transfer."
-            )
-        if pathway_map == "position":
-            _check(
-                len(target_names) == self.num_pathways,
-                f"pathway_map='position' needs the same number of pathways: the module has "
-                f"{len(target_names)}, the process {self.num_pathways}",
-            )
-            return self._like(target_names, self.logits)
-        if isinstance(pathway_map, str):
-            raise ProcessFileError(
-                f"pathway_map must be a mapping or 'position', got {pathway_map!r}"
-            )
-        unmapped = [n for n in target_names if n not in pathway_map]
-        unknown = sorted({v for v in pathway_map.values() if v not in self.pathway_names})
-        if unmapped or unknown:
-            raise ProcessFileError(
-                f"pathway_map does not cover the module: module pathways without a mapping: "
-                f"{unmapped}; mapped-to names not in the process: {unknown}. Process pathways: "
-                f"{self.pathway_names}."
-            )
-        index = [self.pathway_names.index(pathway_map[n]) for n in target_names]
-        return self._like(target_names, self.logits[:, index])
+        from .transfer import remap_process
+
+        return remap_process(self, target_names, pathway_map)
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:
@@ -393,43 +322,12 @@ class DistillationProcess:
             raise ProcessFileError(f"{path}: {exc}") from None
 
     # ------------------------------------------------------------------ plots
-    def teacher_groups(self) -> dict[str, list[int]]:
-        """Pathway indices grouped by teacher tap (the text before ``->``)."""
-        groups: dict[str, list[int]] = {}
-        for idx, name in enumerate(self.pathway_names):
-            groups.setdefault(name.split("->", 1)[0], []).append(idx)
-        return groups
-
     def figure(self, kind: str = "lines") -> Any:
         """A matplotlib figure: ``"lines"`` (paper Fig. 6: one panel per teacher tap, one
         line per pathway, x = step) or ``"heatmap"`` (pathways x steps)."""
-        import matplotlib
+        from .process_report import process_figure
 
-        matplotlib.use("Agg", force=False)
-        from matplotlib.figure import Figure
-
-        weights = self.weights().numpy()
-        if kind == "lines":
-            groups = self.teacher_groups()
-            fig = Figure(figsize=(4.5 * len(groups), 3.6), constrained_layout=True)
-            axes = fig.subplots(1, len(groups), squeeze=False)[0]
-            for ax, (tap, idx) in zip(axes, groups.items()):
-                for i in idx:
-                    ax.plot(weights[:, i], label=self.pathway_names[i].split("->", 1)[1], lw=1.2)
-                ax.set_title(f"teacher {tap}")
-                ax.set_xlabel("step")
-                ax.set_ylabel("pathway weight")
-                ax.legend(fontsize=6, ncol=1 + len(idx) // 10)
-            return fig
-        if kind == "heatmap":
-            fig = Figure(figsize=(8, 0.25 * self.num_pathways + 1.5), constrained_layout=True)
-            ax = fig.subplots()
-            im = ax.imshow(weights.T, aspect="auto", interpolation="nearest", cmap="viridis")
-            ax.set_yticks(range(self.num_pathways), self.pathway_names, fontsize=6)
-            ax.set_xlabel("step")
-            fig.colorbar(im, ax=ax, label="weight")
-            return fig
-        raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
+        return process_figure(self, kind)
 
     def plot(self, path: str | os.PathLike[str], kind: str = "lines") -> Path:
         """Save :meth:`figure` as an image (format from the suffix, e.g. ``.png``)."""
@@ -441,45 +339,6 @@ class DistillationProcess:
 
     def summary(self) -> str:
         """A human-readable summary: size, normalisation, first/last weights per pathway."""
-        w = self.weights()
-        lines = [
-            f"DistPro process: {len(self)} steps x {self.num_pathways} pathways, normalization "
-            f"{self.normalization}, steps/epoch {self.steps_per_epoch}, fingerprint "
-            f"{self.fingerprint()}",
-            f"{'pathway':<40} {'w first':>9} {'w last':>9} {'w min':>9} {'w max':>9}",
-        ]
-        for i, name in enumerate(self.pathway_names):
-            col = w[:, i]
-            lines.append(
-                f"{name:<40} {col[0]:9.4f} {col[-1]:9.4f} {col.min():9.4f} {col.max():9.4f}"
-            )
-        for key, value in self.provenance.items():
-            lines.append(f"{key}: {value}")
-        return "\n".join(lines)
+        from .process_report import process_summary
 
-
-def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> None:
-    """Log the process plots as images to loggers that accept them (W&B, TensorBoard)."""
-    if len(process) == 0:
-        return
-    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-
-    for logger in trainer.loggers:
-        for kind in ("lines", "heatmap"):
-            if isinstance(logger, WandbLogger):
-                import wandb
-
-                fig = process.figure(kind)
-                with tempfile.TemporaryDirectory() as tmp:
-                    png = Path(tmp) / f"{kind}.png"
-                    fig.savefig(png, dpi=110)
-                    logger.experiment.log(
-                        {
-                            f"{tag}/{kind}": wandb.Image(str(png)),
-                            "trainer/global_step": trainer.global_step,
-                        }
-                    )
-            elif isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure(
-                    f"{tag}/{kind}", process.figure(kind), trainer.global_step
-                )
+        return process_summary(self)

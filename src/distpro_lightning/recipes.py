@@ -4,6 +4,7 @@ the benchmarks, so every method is configured one way only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .baselines import ReviewKDModule
@@ -31,32 +32,44 @@ LABELS: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True)
+class RecipeSettings:
+    """What every method of one comparison shares: the data's shape, the student's learning
+    rate (SGD with momentum 0.9, weight decay 5e-4, cosine schedule) and DistPro's pruning
+    threshold ``tau``."""
+
+    num_classes: int = 10
+    in_channels: int = 1
+    input_shape: Sequence[int] = (1, 28, 28)
+    lr: float = 0.05
+    tau: float | None = 0.5
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every module of the comparison takes."""
+        return dict(
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            lr=self.lr,
+            scheduler="cosine",
+        )
+
+
 def distpro_kwargs(
-    student: str,
-    teacher: str,
-    num_classes: int,
-    in_channels: int,
-    input_shape: Sequence[int],
-    lr: float,
-    tau: float | None,
-    **overrides: Any,
+    student: str, teacher: str, settings: RecipeSettings = RecipeSettings(), **overrides: Any
 ) -> dict[str, Any]:
     """The DistPro search space of the paper's CIFAR setting: 3 x 3 connections x 3
     transforms = 27 pathways, HCL, biased softmax, cosine student schedule."""
     kwargs: dict[str, Any] = dict(
         student=student,
         teacher=teacher,
-        num_classes=num_classes,
-        in_channels=in_channels,
-        input_shape=list(input_shape),
+        input_shape=list(settings.input_shape),
         transforms=["conv_bn", "attn2", "attn3"],
         connections="all",
         distance="hcl",
         normalization="biased_softmax",
-        prune_threshold=tau,
-        lr=lr,
-        scheduler="cosine",
+        prune_threshold=settings.tau,
         log_pathways_every_n_steps=25,
+        **settings.module_kwargs(),
     )
     kwargs.update(overrides)
     return kwargs
@@ -67,32 +80,28 @@ def build_method(
     student: str,
     teacher: str,
     process: str | None,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    input_shape: Sequence[int] = (1, 28, 28),
-    lr: float = 0.05,
-    tau: float | None = 0.5,
+    settings: RecipeSettings = RecipeSettings(),
 ) -> tuple[Any, list[Any]]:
     """``(LightningModule, callbacks)`` for one method at the same optimizer settings."""
-    common = (student, teacher, num_classes, in_channels, input_shape, lr)
     if method == "student":
-        module = ClassifierModule(
-            model=student,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            lr=lr,
-            scheduler="cosine",
-        )
-        return module, []
+        return ClassifierModule(model=student, **settings.module_kwargs()), []
     if method == "hinton_kd":
         kw = distpro_kwargs(
-            *common, None, connections="none", response_kd=True, normalization="uniform"
+            student,
+            teacher,
+            settings,
+            prune_threshold=None,
+            connections="none",
+            response_kd=True,
+            normalization="uniform",
         )
         return DistProModule(**kw), []
     if method == "fitnet":
         kw = distpro_kwargs(
-            *common,
-            None,
+            student,
+            teacher,
+            settings,
+            prune_threshold=None,
             connections=[(1, 1)],
             transforms=["conv_bn"],
             distance="mse",
@@ -103,12 +112,9 @@ def build_method(
         module = ReviewKDModule(
             student=student,
             teacher=teacher,
-            num_classes=num_classes,
-            in_channels=in_channels,
-            input_shape=list(input_shape),
-            lr=lr,
-            scheduler="cosine",
+            input_shape=list(settings.input_shape),
             warmup_epochs=0,
+            **settings.module_kwargs(),
         )
         return module, []
     modes = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}
@@ -116,5 +122,5 @@ def build_method(
         raise ValueError(f"Unknown method {method!r}. Choose from: {', '.join(METHODS)}.")
     if process is None and method != "equal":
         raise ValueError(f"Method {method!r} needs a searched process file.")
-    module = DistProModule(**distpro_kwargs(*common, tau))
+    module = DistProModule(**distpro_kwargs(student, teacher, settings))
     return module, [ProcessScheduleCallback(process=process, mode=modes[method])]

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .module import DistProMixin
-from .process import DistillationProcess, ProcessFileError, log_process_figures
+from .process import DistillationProcess, ProcessFileError
+from .process_report import log_process_figures
 
 
 class ProcessScheduleCallback(Callback):
@@ -152,7 +153,7 @@ class ProcessScheduleCallback(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not self.plot or not self._replayed or self.process is None:
             return
-        replayed = self.process._like(self.process.pathway_names, torch.stack(self._replayed))
+        replayed = self.process.like(self.process.pathway_names, torch.stack(self._replayed))
         log_process_figures(trainer, replayed, "replay/process")
 
     def state_dict(self) -> dict[str, Any]:

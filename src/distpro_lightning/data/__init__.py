@@ -12,6 +12,7 @@ from distpro_lightning.data.digits import DigitsDataModule
 from distpro_lightning.data.fake import make_fake_cifar100, make_fake_image_folder
 from distpro_lightning.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR, FashionMNISTDataModule
 from distpro_lightning.data.image_folder import ImageFolderDataModule, prepare_tiny_imagenet_val
+from distpro_lightning.data.images import ImageFileDataModule
 
 __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
@@ -19,6 +20,7 @@ __all__ = [
     "CIFAR100Pickles",
     "DigitsDataModule",
     "FashionMNISTDataModule",
+    "ImageFileDataModule",
     "ImageFolderDataModule",
     "Mode",
     "SplitDataModule",

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import datasets, transforms
+from torchvision import datasets
 
-from distpro_lightning.data.base import Mode, SplitDataModule
+from distpro_lightning.data.images import ImageFileDataModule
 
 __all__ = ["CIFAR100_FILES", "CIFAR100DataModule", "CIFAR100Pickles"]
 
@@ -65,7 +65,7 @@ class CIFAR100Pickles(Dataset):
         return image, self.targets[index]
 
 
-class CIFAR100DataModule(SplitDataModule):
+class CIFAR100DataModule(ImageFileDataModule):
     """CIFAR-100 (100 classes, 3 x 32 x 32) from ``data_dir/cifar-100-python/``.
 
     Expects the extracted official archive, i.e. ``data_dir/cifar-100-python/{train,test,meta}``
@@ -107,49 +107,12 @@ class CIFAR100DataModule(SplitDataModule):
             num_workers: 4
     """
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        num_workers: int = 0,
-        mode: Mode = "retrain",
-        search_val_fraction: float = 0.2,
-        subset: int | None = None,
-        seed: int = 0,
-        pin_memory: bool = False,
-        search_val_batch_size: int | None = None,
-        download: bool = False,
-        augment: bool = True,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            mode=mode,
-            search_val_fraction=search_val_fraction,
-            subset=subset,
-            seed=seed,
-            pin_memory=pin_memory,
-            search_val_batch_size=search_val_batch_size,
-        )
-        self.download = download
-        self.augment = augment
-        self.save_hyperparameters()
-
-    @property
-    def num_classes(self) -> int:
-        """100 fine classes."""
-        return 100
-
-    @property
-    def in_channels(self) -> int:
-        """RGB: 3."""
-        return 3
-
-    @property
-    def image_size(self) -> int:
-        """32 pixels."""
-        return 32
+    num_classes = 100
+    in_channels = 3
+    image_size = 32
+    crop_padding = 4
+    mean = CIFAR100_MEAN
+    std = CIFAR100_STD
 
     def _candidates(self) -> list[Path]:
         root = Path(self.data_dir)
@@ -189,12 +152,7 @@ class CIFAR100DataModule(SplitDataModule):
         return folder
 
     def _build_train_dataset(self) -> Dataset:
-        steps: list = []
-        if self.augment:
-            steps += [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()]
-        steps += [transforms.ToTensor(), transforms.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
-        return CIFAR100Pickles(self._folder(), train=True, transform=transforms.Compose(steps))
+        return CIFAR100Pickles(self._folder(), train=True, transform=self.train_transform())
 
     def _build_test_dataset(self) -> Dataset:
-        steps = [transforms.ToTensor(), transforms.Normalize(CIFAR100_MEAN, CIFAR100_STD)]
-        return CIFAR100Pickles(self._folder(), train=False, transform=transforms.Compose(steps))
+        return CIFAR100Pickles(self._folder(), train=False, transform=self.eval_transform())

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from distpro_lightning.data.base import Mode, SplitDataModule
+from distpro_lightning.data.base import SplitDataModule
 
 __all__ = ["DIGITS_TEST_SIZE", "DigitsDataModule"]
 
@@ -52,46 +54,13 @@ class DigitsDataModule(SplitDataModule):
             batch_size: 64
     """
 
-    def __init__(
-        self,
-        data_dir: str = "",
-        batch_size: int = 128,
-        num_workers: int = 0,
-        mode: Mode = "retrain",
-        search_val_fraction: float = 0.2,
-        subset: int | None = None,
-        seed: int = 0,
-        pin_memory: bool = False,
-        search_val_batch_size: int | None = None,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            mode=mode,
-            search_val_fraction=search_val_fraction,
-            subset=subset,
-            seed=seed,
-            pin_memory=pin_memory,
-            search_val_batch_size=search_val_batch_size,
-        )
+    num_classes = 10
+    in_channels = 1
+    image_size = 8
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self._arrays: dict[str, torch.Tensor] | None = None
-        self.save_hyperparameters()
-
-    @property
-    def num_classes(self) -> int:
-        """10 digits."""
-        return 10
-
-    @property
-    def in_channels(self) -> int:
-        """Grayscale: 1."""
-        return 1
-
-    @property
-    def image_size(self) -> int:
-        """8 pixels."""
-        return 8
 
     def prepare_data(self) -> None:
         """Check that scikit-learn is importable (the data ships with it)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from distpro_lightning.data.base import Mode, SplitDataModule
+from distpro_lightning.data.images import ImageFileDataModule
 
 __all__ = ["DEBIAN_FASHION_MNIST_DIR", "FASHION_MNIST_FILES", "FashionMNISTDataModule"]
 
@@ -37,7 +37,7 @@ def _find_file(directory: Path, name: str) -> Path | None:
     return None
 
 
-class FashionMNISTDataModule(SplitDataModule):
+class FashionMNISTDataModule(ImageFileDataModule):
     """Fashion-MNIST (10 classes, 1 x 28 x 28), read offline from the original IDX files.
 
     The four files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
@@ -90,49 +90,12 @@ class FashionMNISTDataModule(SplitDataModule):
     #: Directories searched after ``data_dir`` (override, e.g. in tests, to change them).
     system_dirs: tuple[str, ...] = (DEBIAN_FASHION_MNIST_DIR,)
 
-    def __init__(
-        self,
-        data_dir: str = "data",
-        batch_size: int = 128,
-        num_workers: int = 0,
-        mode: Mode = "retrain",
-        search_val_fraction: float = 0.2,
-        subset: int | None = None,
-        seed: int = 0,
-        pin_memory: bool = False,
-        search_val_batch_size: int | None = None,
-        download: bool = False,
-        augment: bool = True,
-    ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            mode=mode,
-            search_val_fraction=search_val_fraction,
-            subset=subset,
-            seed=seed,
-            pin_memory=pin_memory,
-            search_val_batch_size=search_val_batch_size,
-        )
-        self.download = download
-        self.augment = augment
-        self.save_hyperparameters()
-
-    @property
-    def num_classes(self) -> int:
-        """10 clothing classes."""
-        return 10
-
-    @property
-    def in_channels(self) -> int:
-        """Grayscale: 1."""
-        return 1
-
-    @property
-    def image_size(self) -> int:
-        """28 pixels."""
-        return 28
+    num_classes = 10
+    in_channels = 1
+    image_size = 28
+    crop_padding = 2
+    mean = FASHION_MNIST_MEAN
+    std = FASHION_MNIST_STD
 
     @property
     def raw_dir(self) -> Path:
@@ -207,15 +170,7 @@ class FashionMNISTDataModule(SplitDataModule):
         )
 
     def _build_train_dataset(self) -> Dataset:
-        steps: list = []
-        if self.augment:
-            steps += [transforms.RandomCrop(28, padding=2), transforms.RandomHorizontalFlip()]
-        steps += [
-            transforms.ToTensor(),
-            transforms.Normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD),
-        ]
-        return self._dataset(True, transforms.Compose(steps))
+        return self._dataset(True, self.train_transform())
 
     def _build_test_dataset(self) -> Dataset:
-        steps = [transforms.ToTensor(), transforms.Normalize(FASHION_MNIST_MEAN, FASHION_MNIST_STD)]
-        return self._dataset(False, transforms.Compose(steps))
+        return self._dataset(False, self.eval_transform())

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from distpro_lightning.data.base import Mode, SplitDataModule
+from distpro_lightning.data.base import SplitDataModule
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataModule", "prepare_tiny_imagenet_val"]
 
@@ -145,47 +146,22 @@ class ImageFolderDataModule(SplitDataModule):
             mode: search
     """
 
+    in_channels = 3
+
     def __init__(
-        self,
-        data_dir: str,
-        batch_size: int = 128,
-        num_workers: int = 0,
-        mode: Mode = "retrain",
-        search_val_fraction: float = 0.2,
-        subset: int | None = None,
-        seed: int = 0,
-        pin_memory: bool = False,
-        search_val_batch_size: int | None = None,
-        image_size: int = 224,
-        augment: bool = True,
+        self, data_dir: str, image_size: int = 224, augment: bool = True, **kwargs: Any
     ) -> None:
-        super().__init__(
-            data_dir=data_dir,
-            batch_size=batch_size,
-            num_workers=num_workers,
-            mode=mode,
-            search_val_fraction=search_val_fraction,
-            subset=subset,
-            seed=seed,
-            pin_memory=pin_memory,
-            search_val_batch_size=search_val_batch_size,
-        )
+        super().__init__(data_dir=data_dir, **kwargs)
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self._image_size = image_size
         self.augment = augment
         self._classes: list[str] | None = None
-        self.save_hyperparameters()
 
     @property
     def image_size(self) -> int:
         """Side of the square crops (``image_size`` argument)."""
         return self._image_size
-
-    @property
-    def in_channels(self) -> int:
-        """RGB: 3."""
-        return 3
 
     @property
     def classes(self) -> list[str]:

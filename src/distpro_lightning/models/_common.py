@@ -39,3 +39,32 @@ def init_weights(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+class StemThreeStages(nn.Module):
+    """Base of the networks whose forward is ``relu(bn1(conv1(x)))``, ``layer1``,
+    ``layer2``, ``layer3``, global average pooling and ``fc`` (the subclass builds them)."""
+
+    conv1: nn.Module
+    bn1: nn.Module
+    relu: nn.Module
+    layer1: nn.Module
+    layer2: nn.Module
+    layer3: nn.Module
+    avgpool: nn.Module
+    fc: nn.Module
+
+    def _finish(self, channels: int, num_classes: int) -> None:
+        """Add the pooling and the classifier of ``channels`` features, then initialise."""
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return logits of shape ``(B, num_classes)``."""
+        x = self.relu(self.bn1(self.conv1(x)))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import conv1x1, conv3x3, init_weights
+from ._common import StemThreeStages, conv1x1, conv3x3
 
 __all__ = [
     "BasicBlock",
@@ -61,7 +61,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + identity)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(StemThreeStages):
     """CIFAR ResNet with three stages of :class:`BasicBlock`.
 
     Args:
@@ -96,9 +96,7 @@ class CifarResNet(nn.Module):
         self.layer1 = self._make_layer(widths[1], n, stride=1)
         self.layer2 = self._make_layer(widths[2], n, stride=2)
         self.layer3 = self._make_layer(widths[3], n, stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[3], num_classes)
-        init_weights(self)
+        self._finish(widths[3], num_classes)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         layers = []
@@ -106,15 +104,6 @@ class CifarResNet(nn.Module):
             layers.append(BasicBlock(self._in_planes, planes, stride if i == 0 else 1))
             self._in_planes = planes
         return nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits of shape ``(B, num_classes)``."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
 
 
 _NARROW = (16, 16, 32, 64)

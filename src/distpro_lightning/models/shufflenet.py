@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import channel_shuffle, conv1x1, conv3x3, init_weights
+from ._common import StemThreeStages, channel_shuffle, conv1x1, conv3x3, init_weights
 
 __all__ = [
     "ShuffleNetV1",
@@ -65,7 +65,7 @@ class ShuffleV1Unit(nn.Module):
         return F.relu(out + x)
 
 
-class ShuffleNetV1(nn.Module):
+class ShuffleNetV1(StemThreeStages):
     """ShuffleNet V1 for CIFAR-sized inputs.
 
     Args:
@@ -97,9 +97,7 @@ class ShuffleNetV1(nn.Module):
         self.layer1 = self._make_layer(stage_planes[0], stage_blocks[0], groups)
         self.layer2 = self._make_layer(stage_planes[1], stage_blocks[1], groups)
         self.layer3 = self._make_layer(stage_planes[2], stage_blocks[2], groups)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(stage_planes[2], num_classes)
-        init_weights(self)
+        self._finish(stage_planes[2], num_classes)
 
     def _make_layer(self, out_planes: int, blocks: int, groups: int) -> nn.Sequential:
         units = []
@@ -113,15 +111,6 @@ class ShuffleNetV1(nn.Module):
                 units.append(ShuffleV1Unit(out_planes, out_planes, 1, groups))
             self._in_planes = out_planes
         return nn.Sequential(*units)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits of shape ``(B, num_classes)``."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
 
 
 class ShuffleV2Unit(nn.Module):
