@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import FASHION_SOURCE, needs_fashion
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from distpro_lightning.data import (
@@ -229,22 +230,6 @@ def test_trainer_runs_on_data_module() -> None:
 
 
 # --------------------------------------------------------------------------- Fashion-MNIST
-def _fashion_source() -> Path | None:
-    for directory in (Path(DEBIAN_FASHION_MNIST_DIR), Path(os.environ.get("DATA_DIR", "data"))):
-        for d in (directory, directory / "FashionMNIST" / "raw"):
-            if all((d / n).is_file() or (d / f"{n}.gz").is_file() for n in FASHION_MNIST_FILES):
-                return d
-    return None
-
-
-FASHION_SOURCE = _fashion_source()
-needs_fashion = pytest.mark.skipif(
-    FASHION_SOURCE is None,
-    reason=f"Fashion-MNIST files absent: {DEBIAN_FASHION_MNIST_DIR} missing (install Debian's "
-    "dataset-fashion-mnist) and not found under $DATA_DIR (default ./data)",
-)
-
-
 @pytest.fixture(scope="module")
 def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data_dir in which ``prepare_data`` installed the real files once for this module."""

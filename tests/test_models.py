@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import nn
@@ -56,21 +54,6 @@ PARAM_COUNTS_M = {
     "shufflenet_v2": 1.35,
     "mobilenet_v2": 0.81,
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread() -> Iterator[None]:
-    """Run these small models on one intra-op thread (restored afterwards).
-
-    Batch-2 CIFAR models gain nothing from more threads, and with two threads on a busy
-    two-core machine oneDNN's thread barriers can slow a forward down a hundredfold.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_module, quiet_trainer
+from conftest import FASHION_SOURCE, TinyViT, make_module, needs_fashion, quiet_trainer
 from lightning.pytorch import LightningModule
 from torch import nn
 
@@ -278,25 +278,6 @@ def test_pairs_from_the_zoo(teacher, student, connections, expected_p):
     assert all(p.grad is not None for p in m.distill_heads.parameters())
 
 
-class TinyViT(nn.Module):
-    """A user-defined transformer-ish model with token features [B, N, C]."""
-
-    def __init__(self, dim: int, depth: int = 2):
-        super().__init__()
-        self.embed = nn.Conv2d(1, dim, 2, stride=2)
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(dim, 2, dim * 2, batch_first=True, dropout=0.0)
-            for _ in range(depth)
-        )
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, x):
-        t = self.embed(x).flatten(2).transpose(1, 2)
-        for blk in self.blocks:
-            t = blk(t)
-        return self.head(t.mean(1))
-
-
 def test_token_transform_for_vit_students():
     m = DistProModule(
         student=TinyViT(16),
@@ -355,6 +336,7 @@ def test_user_model_with_mixin_and_auto_taps():
     assert torch.isfinite(trainer.callback_metrics["train_loss"])
 
 
+@needs_fashion
 def test_short_fit_uniform_weights_lowers_loss(tmp_path):
     """Fashion-MNIST (real files), fixed uniform weights: the training loss goes down."""
     from lightning.pytorch.callbacks import Callback
@@ -374,6 +356,7 @@ def test_short_fit_uniform_weights_lowers_loss(tmp_path):
     )
     rec = Record()
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), batch_size=64, subset=2048, augment=False)
+    dm.system_dirs = (str(FASHION_SOURCE),)
     trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[rec])
     trainer.fit(m, datamodule=dm)
     first, last = sum(rec.losses[:5]) / 5, sum(rec.losses[-5:]) / 5

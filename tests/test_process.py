@@ -3,19 +3,16 @@ remapping for transfer, fingerprint, plots, summary and the ``distpro process`` 
 
 from __future__ import annotations
 
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
 import torch
 
-torch.set_num_threads(1)
-
-import json  # noqa: E402
-import math  # noqa: E402
-import os  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from distpro_lightning.cli import process_main  # noqa: E402
-from distpro_lightning.process import (  # noqa: E402
+from distpro_lightning.cli import process_main
+from distpro_lightning.process import (
     FORMAT_NAME,
     FORMAT_VERSION,
     DistillationProcess,

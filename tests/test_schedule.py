@@ -2,40 +2,27 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import conftest
+import pytest
 import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-torch.set_num_threads(1)
-
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from lightning.pytorch import Trainer  # noqa: E402
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint  # noqa: E402
-
-from distpro_lightning import (  # noqa: E402
+from distpro_lightning import (
     DistillationProcess,
     DistProModule,
     ProcessFileError,
     ProcessScheduleCallback,
 )
-from distpro_lightning.data.digits import DigitsDataModule  # noqa: E402
+from distpro_lightning.data.digits import DigitsDataModule
 
 BATCHES_PER_EPOCH = 4  # subset=256, batch_size=64
 
 
 def make_module(**overrides) -> DistProModule:
-    kwargs = dict(
-        student="resnet8",
-        teacher="resnet8",
-        num_classes=10,
-        in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn"],
-        lr=0.05,
-        log_pathways_every_n_steps=0,
-    )
-    kwargs.update(overrides)
-    return DistProModule(**kwargs)
+    return conftest.make_module(**{"teacher": "resnet8", "transforms": ["conv_bn"], **overrides})
 
 
 def make_dm() -> DigitsDataModule:
@@ -43,18 +30,8 @@ def make_dm() -> DigitsDataModule:
 
 
 def make_trainer(callbacks, **overrides) -> Trainer:
-    kwargs = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-    )
-    kwargs.update(overrides)
-    return Trainer(callbacks=callbacks, **kwargs)
+    overrides = {"limit_val_batches": 0, "num_sanity_val_steps": 0, **overrides}
+    return conftest.quiet_trainer(callbacks=callbacks, **overrides)
 
 
 def make_process(names, t_search: int = 5, shift: float = 0.0, **norm) -> DistillationProcess:

@@ -12,31 +12,14 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_everything
 from sklearn.datasets import load_digits
-from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from distpro_lightning import DistProModule, ProcessSearchCallback
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import TinyViT  # noqa: E402  (the tests' helpers: tests/conftest.py)
+
 torch.set_num_threads(1)
-
-
-class TinyViT(nn.Module):
-    """BatchNorm-free: per-sample ops only (patch embedding, transformer layers, LayerNorm)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.embed = nn.Conv2d(1, dim, 2, stride=2)
-        self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(dim, 2, dim * 2, dropout=0.0, batch_first=True)
-            for _ in range(2)
-        )
-        self.head = nn.Linear(dim, 10)
-
-    def forward(self, x):
-        t = self.embed(x).flatten(2).transpose(1, 2)
-        for blk in self.blocks:
-            t = blk(t)
-        return self.head(t.mean(1))
 
 
 class Record(Callback):
