@@ -1,16 +1,27 @@
-"""Cost of one optimizer step: plain, Hinton KD, ReviewKD, DistPro retrain, DistPro search.
+"""Cost of one optimizer step: plain, Hinton KD, ReviewKD, DistPro retrain, DistPro search,
+timed on the code users run.
 
     .venv/bin/python benchmarks/step_cost.py                 # resnet20 -> resnet8, batch 128
     .venv/bin/python benchmarks/step_cost.py --quick         # a few repeats, for CI
 
-Every method runs the same pair on the same Fashion-MNIST batch; repeats are interleaved
-(method A, B, C, ..., A, B, C, ...) and the median and the interquartile range are reported.
-Steps are composed from the library's own functions exactly as the callbacks run them (the
-search step: teacher once, ``compute_hypergradient``, the alpha update, the real update
-reusing the teacher features). The "floor" is the sum of the passes a second-order search
-step cannot avoid: a training forward+backward of student and heads (virtual step), a
-held-out forward+backward of the student, two forwards of student and heads (finite
-differences) and the real update (a DistPro retrain step).
+Two measurements, side by side in one run:
+
+1. **Steps** (``median_s``): every method runs the same pair on the same Fashion-MNIST batch;
+   repeats are interleaved (method A, B, C, ..., A, B, C, ...) and the median and the
+   interquartile range are reported. A search step is the very object
+   ``ProcessSearchCallback`` runs (:class:`~distpro_lightning.search_step.SearchStep`: teacher
+   once, hypergradient, alpha update), followed by the module's real update (its training
+   objective with the step's cached teacher outputs, or the reused gradient). The "floor" is
+   the sum of the passes a second-order search step cannot avoid: a training forward+backward
+   of student and heads (virtual step), a held-out forward+backward of the student, two
+   forwards of student and heads (finite differences) and the real update (a retrain step).
+2. **Fits** (``fit``, ``official_pair``): ``Trainer.fit`` with the real callbacks
+   (``ProcessSearchCallback``, ``ProcessScheduleCallback``) and the recipes' modules; a timing
+   callback, first in the list, measures each optimizer step from ``on_train_batch_start`` to
+   ``on_train_batch_end``. Fits are interleaved in rounds (each round: every method, one
+   warm-up step then ``repeats / rounds`` timed steps). ``official_pair`` is the official
+   release's setting: WRN-40-2 -> WRN-16-2, 100 classes, 3x32x32, batch 64, four taps per
+   model, lower-to-higher connections (10 pathways), one ``conv_bn`` transform, HCL.
 
 Peak memory: each method runs in a fresh subprocess, one warm-up step, then one measured
 step: the peak of the bytes held by tensors allocated during that step (CPU: the profiler's
@@ -27,16 +38,27 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader, TensorDataset
 
-from distpro_lightning import DistProModule, SearchSettings, SearchStep
+from distpro_lightning import (
+    DistProModule,
+    ProcessScheduleCallback,
+    ProcessSearchCallback,
+    SearchSettings,
+    SearchStep,
+)
 from distpro_lightning.baselines import ReviewKDModule
 from distpro_lightning.hypergradient import frozen_batchnorm_stats
 from distpro_lightning.losses import hinton_kd_loss
 from distpro_lightning.models import create
+from distpro_lightning.recipes import RecipeSettings, build_method, distpro_kwargs
 
 METHODS = [
     "plain",
@@ -107,6 +129,7 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         order = torch.randperm(dp.num_pathways, generator=torch.Generator().manual_seed(0))
         pruned[order[:N_PRUNED]] = 0.0
     args.n_pruned = int((pruned <= 0.5).sum())
+    args.pruned_logits = pruned
 
     def step(opt, loss):
         loss.backward()
@@ -199,6 +222,165 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     return time.perf_counter() - t0
 
 
+# ---------------------------------------------------------------------------- Trainer.fit
+#: The official release's pair and setting (bytedance/DistPro): four taps per model (the stem
+#: and the three stages), teacher level i -> student levels j >= i: 10 pathways.
+OFFICIAL_TAPS = ["conv1", "block1", "block2", "block3"]
+OFFICIAL = dict(
+    student="wrn_16_2",
+    teacher="wrn_40_2",
+    num_classes=100,
+    in_channels=3,
+    input_shape=[3, 32, 32],
+    student_taps=OFFICIAL_TAPS,
+    teacher_taps=OFFICIAL_TAPS,
+    connections="lower_to_higher",
+    transforms=["conv_bn"],
+    distance="hcl",
+    log_pathways_every_n_steps=0,
+)
+#: Per-step seconds measured on the 2-core CPU machine, idle, for this pair: the official
+#: release (KD retrain step, search step) and this project's callback before the search step
+#: was split out of it.
+OFFICIAL_REFERENCE = {
+    "official_release": {"kd_retrain_s": 0.715, "search_s": 3.02, "search_over_retrain": 4.23},
+    "previous_callback": {"retrain_s": 0.321, "search_s": 0.844, "search_over_retrain": 2.63},
+}
+
+
+class StepTimer(Callback):
+    """Seconds of each optimizer step, from ``on_train_batch_start`` (first callback) to
+    ``on_train_batch_end`` (the search, the training step, backward and optimizer step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.times: list[float] = []
+        self._t0 = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._sync()
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._sync()
+        self.times.append(time.perf_counter() - self._t0)
+
+
+@dataclass
+class FitMethod:
+    """A module (built once) and the callbacks of one fit (built per fit)."""
+
+    module: Any
+    callbacks: Callable[[], list[Callback]]
+
+
+def _retrain(module: Any, logits: torch.Tensor) -> FitMethod:
+    process = module.new_process({})
+    process.append(logits)
+    return FitMethod(module, lambda: [ProcessScheduleCallback(process=process, mode="final")])
+
+
+def _search(module: Any, held_out: DataLoader, method: str, reuse: bool = False) -> FitMethod:
+    def callbacks() -> list[Callback]:
+        module.alpha_logits.fill_(1.0)  # every fit starts at a~ = 1 (no drift into pruning)
+        cb = ProcessSearchCallback(
+            hypergradient=method,
+            save_path=None,
+            save_every_n_steps=0,
+            log_every_n_steps=0,
+            plot=False,
+            reuse_training_gradient=reuse,
+        )
+        cb.search_val_loader = held_out
+        return [cb]
+
+    return FitMethod(module, callbacks)
+
+
+def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> dict:
+    """The resnet20 -> resnet8 methods as the recipes build them."""
+    settings = RecipeSettings(num_classes=10, in_channels=1, input_shape=(1, 28, 28))
+    methods = {
+        name: FitMethod(build_method(name, "resnet8", teacher, None, settings)[0], list)
+        for name in ("hinton_kd", "reviewkd")
+    }
+    dp = {k: DistProModule(**distpro_kwargs("resnet8", teacher, settings)) for k in range(5)}
+    ones = torch.ones(dp[0].num_pathways)
+    methods["distpro_retrain"] = _retrain(dp[0], ones)
+    methods["distpro_retrain_pruned"] = _retrain(dp[1], args.pruned_logits.cpu())
+    methods["search_fd"] = _search(dp[2], loaders[1], "finite_difference")
+    methods["search_exact"] = _search(dp[3], loaders[1], "exact")
+    methods["search_fd_reuse"] = _search(dp[4], loaders[1], "finite_difference", reuse=True)
+    return methods
+
+
+def official_fit_methods(loaders: Any) -> dict:
+    """The official release's pair: a DistPro retrain and a DistPro search."""
+    modules = [DistProModule(**OFFICIAL) for _ in range(2)]
+    return {
+        "distpro_retrain": _retrain(modules[0], torch.ones(modules[0].num_pathways)),
+        "search_fd": _search(modules[1], loaders[1], "finite_difference"),
+    }
+
+
+def _loaders(x: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[DataLoader, DataLoader]:
+    """A training loader of ``steps`` batches (copies of ``(x, y)``) and a held-out one."""
+    batch = x.shape[0]
+    train = TensorDataset(x.cpu().repeat(steps, *[1] * (x.dim() - 1)), y.cpu().repeat(steps))
+    held_out = TensorDataset(x.cpu().flip(0), y.cpu().flip(0))
+    return DataLoader(train, batch_size=batch), DataLoader(held_out, batch_size=batch)
+
+
+def time_fits(args: argparse.Namespace, methods: dict, train: DataLoader) -> dict:
+    """Per-step seconds of every method's fits, interleaved in rounds."""
+    rounds = max(1, min(args.rounds, args.repeats))
+    per_round = [args.repeats // rounds + (r < args.repeats % rounds) for r in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for r, steps in enumerate(per_round):
+        for name, method in methods.items():
+            timer = StepTimer(torch.device(args.device))
+            trainer = Trainer(
+                accelerator="cuda" if args.device.startswith("cuda") else "cpu",
+                devices=1,
+                max_epochs=1,
+                max_steps=args.fit_warmup + steps,
+                limit_val_batches=0,
+                num_sanity_val_steps=0,
+                logger=False,
+                enable_checkpointing=False,
+                enable_progress_bar=False,
+                enable_model_summary=False,
+                callbacks=[timer, *method.callbacks()],
+            )
+            trainer.fit(method.module, train_dataloaders=train)
+            times[name] += timer.times[args.fit_warmup :]
+        print(f"fit round {r + 1}/{rounds}", file=sys.stderr)
+    return times
+
+
+def fit_report(times: dict[str, list[float]]) -> dict[str, Any]:
+    med = {m: statistics.median(v) for m, v in times.items()}
+    report: dict[str, Any] = {
+        "search_over_retrain": med["search_fd"] / med["distpro_retrain"],
+        "median_s": med,
+        "iqr_s": {m: iqr(v) for m, v in times.items()},
+        "raw_s": times,
+    }
+    if "reviewkd" in med:
+        report["retrain_over_reviewkd"] = med["distpro_retrain_pruned"] / med["reviewkd"]
+        report["search_over_kd"] = med["search_fd"] / med["hinton_kd"]
+    return report
+
+
+def iqr(v: list[float]) -> float:
+    q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
+    return q[2] - q[0]
+
+
 def _cpu_peak_bytes(fn: Callable[[], None]) -> int:
     """Peak of the bytes held by tensors allocated during ``fn`` (the CPU analogue of
     ``torch.cuda.max_memory_allocated``), from the profiler's allocation events."""
@@ -265,6 +447,36 @@ def measure_memory(args: argparse.Namespace) -> dict[str, int]:
     return peaks
 
 
+def run_fits(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Trainer.fit`` measurements: the resnet pair, then the official release's pair."""
+    steps = args.fit_warmup + -(-args.repeats // max(1, min(args.rounds, args.repeats)))
+    teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
+    torch.manual_seed(0)
+    x, y = batch(args.batch, torch.device("cpu"))
+    loaders = _loaders(x, y, steps)
+    fit = fit_report(time_fits(args, resnet_fit_methods(args, teacher, loaders), loaders[0]))
+    g = torch.Generator().manual_seed(0)
+    xo = torch.randn(args.official_batch, 3, 32, 32, generator=g)
+    yo = torch.randint(0, 100, (args.official_batch,), generator=g)
+    loaders = _loaders(xo, yo, steps)
+    torch.manual_seed(0)
+    official = fit_report(time_fits(args, official_fit_methods(loaders), loaders[0]))
+    official["setup"] = {
+        **{k: v for k, v in OFFICIAL.items() if k != "log_pathways_every_n_steps"},
+        "pathways": 10,
+        "batch": args.official_batch,
+        "weights": "random (timing does not depend on them)",
+    }
+    official.update(OFFICIAL_REFERENCE)
+    return {
+        "fit": fit,
+        "official_pair": official,
+        "fit_search_over_retrain": fit["search_over_retrain"],
+        "fit_retrain_over_reviewkd": fit["retrain_over_reviewkd"],
+        "official_search_over_retrain": official["search_over_retrain"],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -284,6 +496,10 @@ def main() -> None:
         f"(default: {N_PRUNED} of 27 pathways pruned, the paper's ~60 %%)",
     )
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fits")
+    p.add_argument("--fit-warmup", type=int, default=1, help="untimed steps per fit")
+    p.add_argument("--official-batch", type=int, default=64)
+    p.add_argument("--no-fits", action="store_true", help="only the step measurements")
     p.add_argument(
         "--memory-only",
         action="store_true",
@@ -319,10 +535,6 @@ def main() -> None:
         print(f"repeat {rep + 1}/{args.warmup + args.repeats}", file=sys.stderr)
     med = {m: statistics.median(v) for m, v in times.items()}
 
-    def iqr(v: list[float]) -> float:
-        q = statistics.quantiles(v, n=4) if len(v) >= 2 else [v[0]] * 3
-        return q[2] - q[0]
-
     floor = (
         med["floor_virtual_fwd_bwd"]
         + med["floor_heldout_fwd_bwd"]
@@ -342,6 +554,8 @@ def main() -> None:
         "iqr_s": {m: iqr(v) for m, v in times.items()},
         "raw_s": times,
     }
+    if not args.no_fits:
+        result.update(run_fits(args))
     if not args.no_memory:
         peaks = measure_memory(args)
         result["peak_memory_bytes"] = peaks
@@ -366,6 +580,9 @@ def main() -> None:
     print(f"{'method':<26} {'median s':>10} {'IQR s':>8}")
     for m in METHODS:
         print(f"{m:<26} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")
+    for part in ("fit", "official_pair"):
+        for m, v in result.get(part, {}).get("median_s", {}).items():
+            print(f"{part + ':' + m:<40} {v:>10.4f} {result[part]['iqr_s'][m]:>8.4f}")
     for k in (
         "search_over_kd",
         "search_over_floor",
@@ -375,6 +592,9 @@ def main() -> None:
         "retrain_unpruned_over_reviewkd",
         "search_reuse_over_search",
         "peak_memory_search_over_kd",
+        "fit_search_over_retrain",
+        "fit_retrain_over_reviewkd",
+        "official_search_over_retrain",
     ):
         if k in result:
             print(f"{k:<32} {result[k]:.3f}")
