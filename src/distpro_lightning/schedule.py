@@ -56,8 +56,8 @@ class ProcessScheduleCallback(Callback):
         strict: refuse a process whose normalisation differs from the module's; with
             ``strict=False`` the module's normalisation is kept and a warning is given.
         plot: log the replayed process (interpolated to the run) as images at the end.
-        enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
-            ``replay:`` section).
+        enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
+            ``replay:`` section: on when any key of the section is given).
     """
 
     def __init__(
