@@ -28,6 +28,7 @@ from distpro_lightning.checkpoints import load_state_file, resolve_teacher  # no
 from distpro_lightning.cli import cli_main, main  # noqa: E402
 from distpro_lightning.models import create  # noqa: E402
 from distpro_lightning.outputs import check_overwrite, check_save_path  # noqa: E402
+from distpro_lightning.taps import TapError, explained_input_errors, probe_shapes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = ROOT / "examples" / "fashion_mnist"
@@ -169,6 +170,21 @@ def module(**kw) -> Callable[[Path], object]:
     args.update(input_shape=[1, 8, 8], transforms=["conv_bn"], log_pathways_every_n_steps=0)
     args.update(kw)
     return lambda tmp: DistProModule(**args)
+
+
+def forward_of_other_channels(tmp: Path) -> object:
+    model, x = create("resnet8", 10, in_channels=3), torch.zeros(2, 1, 8, 8)
+    with explained_input_errors("student", model, x):
+        return model(x)
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.block(x))
 
 
 def scale_warning(tmp: Path) -> None:
@@ -374,6 +390,19 @@ CASES = [
         module(teacher=create("resnet14", 10, in_channels=3), teacher_taps=["layer1"]),
         ValueError,
         ("teacher (", "(2, 1, 8, 8)", "3 channels", "in_channels"),
+    ),
+    Case(
+        "data of other channels in training",
+        forward_of_other_channels,
+        ValueError,
+        ("student (", "(2, 1, 8, 8)", "3 channels"),
+    ),
+    Case(
+        "tap errors are not input errors",
+        lambda t: probe_shapes(Twice(), ["block"], torch.zeros(2, 1, 4, 4), "student"),
+        TapError,
+        ("fired twice",),
+        ("input_shape",),
     ),
     # ---- the distpro command
     Case("CLI: a key turns a section on", cli_sections),
