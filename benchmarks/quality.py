@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/quality.py --quick          # ~15 min on 2 CPU cores
     .venv/bin/python benchmarks/quality.py                  # full: hours, run by hand
     .venv/bin/python benchmarks/quality.py --jobs 2 --threads 1   # 2 tasks at a time
+    .venv/bin/python benchmarks/quality.py --protocol converged ...  # benchmarks/converged.py
+
+This is the short "smoke" protocol (unconverged students, a short search stretched over
+the retrain); ``--protocol converged`` runs the converged, paired low-data protocol instead.
 
 For each teacher/student pair: a teacher (reused if its checkpoint exists, else trained), one
 searched process (seed 0), then every method for every seed at the same epoch budget, and
@@ -474,6 +478,12 @@ def run_key(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    cli = sys.argv[1:] if argv is None else argv
+    if "--protocol" in cli and cli[cli.index("--protocol") + 1 :][:1] == ["converged"]:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from converged import main as converged_main
+
+        return converged_main(argv)
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

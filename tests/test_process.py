@@ -173,8 +173,8 @@ def test_rejects_wrong_format_and_version(tmp_path: Path) -> None:
     d["format"] = "something-else"
     _rejects(_write(tmp_path, d), "not a DistPro process file", "something-else")
     d = _valid_dict()
-    d["version"] = 2
-    _rejects(_write(tmp_path, d), "unsupported process file version 2")
+    d["version"] = FORMAT_VERSION + 1
+    _rejects(_write(tmp_path, d), f"unsupported process file version {FORMAT_VERSION + 1}")
 
 
 def test_rejects_row_of_wrong_length(tmp_path: Path) -> None:

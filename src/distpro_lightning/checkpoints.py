@@ -5,29 +5,107 @@ Nothing is unpickled: every load uses ``torch.load(..., weights_only=True)``.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint or state dict this library can load safely."""
+
+
+_CKPT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".tar")
+
+
+def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
+    """The error for a file ``torch.load(weights_only=True)`` refused. torch's own message
+    (which suggests ``weights_only=False``, i.e. running the file's code) is not passed on."""
+    text = str(exc)
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if found:
+        return CheckpointError(
+            f"{str(path)!r} holds a pickled {found.group(1)} object, which is not loaded: this "
+            "library never unpickles code. Give a Lightning checkpoint or a file saved with "
+            "torch.save(model.state_dict(), path) (tensors and plain values only)."
+        )
+    if isinstance(exc, EOFError) or path.stat().st_size == 0:
+        reason = "it is empty or truncated"
+    elif "PytorchStreamReader" in text or "zip archive" in text:
+        reason = "it is a damaged (truncated or corrupted) PyTorch file"
+    else:
+        reason = "it is not a PyTorch file (damaged, or another kind of file)"
+    return CheckpointError(
+        f"{str(path)!r} is not a checkpoint: {reason}. Give a Lightning checkpoint (.ckpt) or a "
+        "state-dict file saved with torch.save(model.state_dict(), path)."
+    )
+
 
 def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint or state-dict file with ``weights_only=True``."""
-    path = Path(path)
+    """Load a checkpoint or state-dict file with ``weights_only=True``.
+
+    Raises ``FileNotFoundError`` (no such file), ``IsADirectoryError`` (a directory) or
+    :class:`CheckpointError` (not a checkpoint, or one holding objects that would need
+    unpickling code)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        inside = sorted(p.name for p in path.iterdir() if p.suffix in _CKPT_SUFFIXES)[:5]
+        hint = f" Checkpoints in it: {', '.join(inside)}." if inside else ""
+        raise IsADirectoryError(
+            f"{str(path)!r} is a directory, not a checkpoint file: give the file's path.{hint}"
+        )
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {str(path)!r}.")
+        raise FileNotFoundError(f"No checkpoint at {str(path)!r}: the file does not exist.")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"Could not load {str(path)!r} safely (weights_only=True): {exc}. Only Lightning "
-            "checkpoints and state-dict files of tensors and plain values are accepted."
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - replaced by a message without torch's advice
+        raise _not_a_checkpoint(path, exc) from None
     if not isinstance(obj, dict):
-        raise ValueError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
+        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
     return obj
+
+
+def looks_like_path(name: str) -> bool:
+    """Whether a model argument is meant as a file path rather than a registry name: it
+    has a folder separator, starts with ``~`` or ``.``, or ends like a checkpoint."""
+    return (
+        os.sep in name
+        or "/" in name
+        or name.startswith(("~", "."))
+        or name.lower().endswith(_CKPT_SUFFIXES)
+    )
+
+
+def resolve_teacher(
+    teacher: str,
+    teacher_model: nn.Module | str | None = None,
+    num_classes: int = 10,
+    in_channels: int = 3,
+) -> nn.Module:
+    """A teacher given as a string: a checkpoint file (loaded with :func:`load_teacher`) or
+    a registry name (built untrained, with a warning). A string that looks like a path
+    (:func:`looks_like_path`) but names no file raises ``FileNotFoundError`` or
+    ``IsADirectoryError``, never ``Unknown model``; an unknown name lists the models."""
+    from .models import available_models, create
+
+    path = Path(teacher).expanduser()
+    if path.is_file() or path.is_dir() or looks_like_path(teacher):
+        if not path.exists():
+            raise FileNotFoundError(
+                f"Teacher checkpoint {teacher!r} does not exist (looked for {str(path.absolute())!r}). "
+                "Check the path; a model name instead is one of: "
+                f"{', '.join(available_models())}."
+            )
+        return load_teacher(path, teacher_model, num_classes, in_channels)
+    model = create(teacher, num_classes=num_classes, in_channels=in_channels)
+    log.warning("DistPro: teacher %r built by name is untrained.", teacher)
+    return model
 
 
 def extract_model_state(obj: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:

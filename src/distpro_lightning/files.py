@@ -1,10 +1,91 @@
-"""Atomic file writes that keep ordinary file permissions."""
+"""Atomic text files, and clean-up of the temporary files a killed write leaves behind.
+
+:func:`atomic_write_text` writes ``.<name>.<pid>-<random>.tmp`` next to the target, then
+renames it over the target. A ``kill -9`` between the two leaves that hidden, full-size
+file; the next write to the same target removes it (:func:`remove_stale_temps`). Only our
+own name pattern next to that one target is touched, and only when the writer that made
+it is gone: its process id is not running here, is our own (a restarted container often
+gets the same id), or the file is older than :data:`STALE_AFTER_S`. The pattern of earlier
+versions, ``.<name>.<random>.tmp`` (no process id), is removed on age alone.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
+import warnings
 from pathlib import Path
+
+#: A temporary file untouched this long (seconds) is stale whoever wrote it.
+STALE_AFTER_S = 3600.0
+
+
+def temp_prefix(path: Path) -> str:
+    """The prefix of :func:`atomic_write_text`'s temporary files for ``path`` (this process)."""
+    return f".{path.name}.{os.getpid()}-"
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    # mkstemp's random part: 8 characters of [a-z0-9_].
+    return re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)-)?[a-z0-9_]{8}\.tmp")
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Temporary files of interrupted :func:`atomic_write_text` calls for ``path``."""
+    path = Path(path)
+    pattern = _temp_pattern(path)
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return []
+    stale = []
+    now = time.time()
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_AFTER_S
+        except OSError:
+            continue
+        pid = int(match.group(1)) if match.group(1) else None
+        dead = pid is not None and (pid == os.getpid() or not _pid_running(pid))
+        if old or dead:
+            stale.append(path.parent / entry.name)
+    return sorted(stale)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete :func:`stale_temps` of ``path``; returns what was removed. A file that cannot
+    be removed gives a warning naming it (the write itself goes on)."""
+    removed = []
+    for tmp in stale_temps(path):
+        try:
+            tmp.unlink()
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            warnings.warn(
+                f"Could not remove {str(tmp)!r}, left by an interrupted write of {str(path)!r}: "
+                f"{exc}. Delete it by hand.",
+                stacklevel=2,
+            )
+    return removed
 
 
 def _file_mode(path: Path) -> int:
@@ -29,11 +110,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file in the same folder and a rename.
 
     The file keeps the permissions an ordinary write would give it (``mkstemp``'s private
-    ``0o600`` is not carried over to the result)."""
+    ``0o600`` is not carried over to the result). Temporary files of earlier, interrupted
+    writes to ``path`` are removed first (:func:`remove_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -111,10 +111,17 @@ class PathwayHeads(nn.Module):
         super().__init__()
         self.specs = list(specs)
         self.distance = distance
-        self.heads = nn.ModuleList(
-            build_transform(s.kind, student_shapes[s.student_idx], teacher_shapes[s.teacher_idx])
-            for s in self.specs
-        )
+        heads = []
+        for s in self.specs:
+            try:
+                heads.append(
+                    build_transform(
+                        s.kind, student_shapes[s.student_idx], teacher_shapes[s.teacher_idx]
+                    )
+                )
+            except ValueError as exc:
+                raise ValueError(f"Pathway {s.name!r}: {exc}") from None
+        self.heads = nn.ModuleList(heads)
 
     def forward(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Literal
 
@@ -11,8 +12,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from .module import DistProMixin
+from .plots import log_process_figures
 from .process import DistillationProcess, ProcessFileError
-from .process_report import log_process_figures
 
 
 class ProcessScheduleCallback(Callback):
@@ -53,8 +54,8 @@ class ProcessScheduleCallback(Callback):
         strict: refuse a process whose normalisation differs from the module's; with
             ``strict=False`` the module's normalisation is kept and a warning is given.
         plot: log the replayed process (interpolated to the run) as images at the end.
-        enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
-            ``replay:`` section).
+        enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
+            ``replay:`` section: on when any key of the section is given).
     """
 
     def __init__(
@@ -75,7 +76,7 @@ class ProcessScheduleCallback(Callback):
             )
         if enabled and isinstance(process, str | os.PathLike):
             process = DistillationProcess.load(process)
-        self.source: DistillationProcess | None = process
+        self.source: DistillationProcess | str | os.PathLike[str] | None = process
         self.mode = mode
         self.pathway_map = pathway_map
         self.strict = strict
@@ -85,36 +86,53 @@ class ProcessScheduleCallback(Callback):
         self._resumed_fingerprint: str | None = None
         self._replayed: list[torch.Tensor] = []
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.enabled:
-            return
-        if not isinstance(pl_module, DistProMixin):
+    def check(self, module: pl.LightningModule) -> DistillationProcess | None:
+        """Check, without a Trainer, that this callback can replay on ``module``; returns the
+        process with its columns in the module's pathway order (``None`` for
+        ``mode="uniform"``). :meth:`on_fit_start` runs the same check.
+
+        Raises ``TypeError`` for a module without :class:`DistProMixin`,
+        :class:`ProcessFileError` for pathways that do not match (see ``pathway_map``) or,
+        with ``strict=True``, another normalisation or bias. Warns when the file's weight
+        scale differs from the module's (the module's is used).
+        """
+        if not isinstance(module, DistProMixin):
             raise TypeError(
                 "ProcessScheduleCallback needs a module with DistProMixin (e.g. DistProModule); "
-                f"got {type(pl_module).__name__}."
+                f"got {type(module).__name__}."
             )
         if self.mode == "uniform":
-            pl_module.normalization = "uniform"
-            pl_module.alpha_logits.fill_(1.0)
-            rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
-            return
-        assert self.source is not None
-        self.process = self.source.remap(pl_module.pathway_names, self.pathway_map)
-        norm = self.process.normalization
-        if (
-            norm["name"] != pl_module.normalization
-            or float(norm["bias"]) != pl_module.normalization_bias
-        ):
+            return None
+        if self.source is None:
+            raise ValueError(f"mode={self.mode!r} needs a process file; none was given.")
+        if isinstance(self.source, str | os.PathLike):
+            self.source = DistillationProcess.load(self.source)
+        process = self.source.remap(module.pathway_names, self.pathway_map)
+        norm = process.normalization
+        if norm["name"] != module.normalization or float(norm["bias"]) != module.normalization_bias:
             msg = (
                 f"The process was searched with normalization {norm['name']!r} (bias "
-                f"{norm['bias']}) but the module uses {pl_module.normalization!r} (bias "
-                f"{pl_module.normalization_bias})."
+                f"{norm['bias']}) but the module uses {module.normalization!r} (bias "
+                f"{module.normalization_bias})."
             )
             if self.strict:
                 raise ProcessFileError(
                     msg + " Configure the module the same way or pass strict=False."
                 )
             rank_zero_warn(msg + " Keeping the module's normalisation (strict=False).")
+        _warn_on_scale(float(norm["scale"]), float(module.weight_scale))
+        return process
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        self.process = self.check(pl_module)
+        if self.process is None:
+            assert isinstance(pl_module, DistProMixin)
+            pl_module.normalization = "uniform"
+            pl_module.alpha_logits.fill_(1.0)
+            rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
+            return
         fingerprint = self.process.fingerprint()
         if self._resumed_fingerprint is not None and self._resumed_fingerprint != fingerprint:
             raise ProcessFileError(
@@ -153,7 +171,7 @@ class ProcessScheduleCallback(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not self.plot or not self._replayed or self.process is None:
             return
-        replayed = self.process.like(self.process.pathway_names, torch.stack(self._replayed))
+        replayed = self.process.with_rows(torch.stack(self._replayed))
         log_process_figures(trainer, replayed, "replay/process")
 
     def state_dict(self) -> dict[str, Any]:
@@ -163,3 +181,14 @@ class ProcessScheduleCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_fingerprint = state_dict.get("fingerprint")
+
+
+def _warn_on_scale(file_scale: float, module_scale: float) -> None:
+    if math.isclose(file_scale, module_scale, rel_tol=1e-6):
+        return
+    rank_zero_warn(
+        f"The process was searched with weight scale {file_scale:g} but the module scales the "
+        f"pathway weights by {module_scale:g}: the replayed weights are {module_scale / file_scale:.3g}"
+        f" times the searched ones. Set the module's scale_by_num_pathways as in the search, "
+        "unless the difference is meant (e.g. a transfer to another number of pathways)."
+    )

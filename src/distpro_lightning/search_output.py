@@ -13,8 +13,8 @@ import torch
 
 from . import __version__
 from .contract import SearchableModule
+from .plots import log_process_figures
 from .process import DistillationProcess
-from .process_report import log_process_figures
 from .search_step import SearchRecord, SearchSettings
 
 

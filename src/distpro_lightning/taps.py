@@ -17,6 +17,10 @@ import torch
 from torch import Tensor, nn
 
 
+class TapError(RuntimeError):
+    """A tap misbehaved during a forward pass (fired twice, returned a non-tensor)."""
+
+
 class _TapHook:
     """A forward hook object (not a closure), so ``copy.deepcopy`` of a module — as
     Lightning's ``StochasticWeightAveraging`` does — gives hooks bound to the copied taps."""
@@ -89,14 +93,14 @@ class FeatureTaps:
         if self._store is None:
             return
         if name in self._store:
-            raise RuntimeError(
+            raise TapError(
                 f"{self.role} tap {name!r} fired twice in one forward pass; its output is "
                 "ambiguous. Tap a module that runs once (e.g. the enclosing stage)."
             )
         if isinstance(output, tuple | list):
             output = output[0]
         if not isinstance(output, Tensor):
-            raise RuntimeError(
+            raise TapError(
                 f"{self.role} tap {name!r} returned {type(output).__name__}, not a Tensor."
             )
         self._store[name] = output
@@ -139,8 +143,51 @@ def _on_model_device(model: nn.Module, example: Tensor) -> Tensor:
     return example.to(device=param.device, dtype=dtype)
 
 
+def input_error(role: str, model: nn.Module, x: Tensor, exc: BaseException) -> ValueError:
+    """The error for ``model`` (the ``role``: student, teacher) failing on input ``x``: it
+    names the model, the input's shape and the fix (``input_shape``, channels)."""
+    name = type(unwrap_model(model)).__name__
+    cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    shape = tuple(x.shape)
+    head = (
+        f"The {role} ({name}) fails on an input batch of shape {shape} (per-sample "
+        f"{shape[1:]}): {cause}."
+    )
+    has_conv = any(isinstance(m, nn.Conv2d) for m in unwrap_model(model).modules())
+    if not has_conv and x.dim() == 4:
+        return ValueError(
+            f"{head} The {role} has no Conv2d layers, so it does not take images: pass "
+            "input_shape with its per-sample input shape (e.g. [784] for a flat MLP), or set "
+            "example_input_array."
+        )
+    return ValueError(
+        f"{head} Pass input_shape with the per-sample shape of your data (e.g. [1, 28, 28] "
+        "for Fashion-MNIST, [3, 32, 32] for CIFAR) or set example_input_array; if that is "
+        f"the data's shape, the {role} does not accept it: check its in_channels and input "
+        "size against the data."
+    )
+
+
+@contextmanager
+def explained_input_errors(role: str, model: nn.Module, x: Tensor) -> Iterator[None]:
+    """Turn an error of ``model``'s forward on ``x`` into :func:`input_error` (chained to
+    the original). Errors of the taps themselves and out-of-memory pass unchanged."""
+    try:
+        yield
+    except (TapError, torch.OutOfMemoryError):
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise input_error(role, model, x, exc) from exc
+
+
+def _dry_run(model: nn.Module, example: Tensor, role: str) -> Tensor:
+    x = _on_model_device(model, example)
+    with explained_input_errors(role, model, x):
+        return model(x)
+
+
 def _record_all(
-    model: nn.Module, example: Tensor
+    model: nn.Module, example: Tensor, role: str = "model"
 ) -> tuple[list[str], dict[str, Tensor], dict[str, int]]:
     """Run one forward recording every submodule's output, its completion order and call count."""
     order: list[str] = []
@@ -162,7 +209,7 @@ def _record_all(
     try:
         model.eval()
         with torch.no_grad():
-            model(_on_model_device(model, example))
+            _dry_run(model, example, role)
     finally:
         model.train(was_training)
         for h in handles:
@@ -170,7 +217,7 @@ def _record_all(
     return order, outputs, calls
 
 
-def auto_taps(model: nn.Module, example: Tensor) -> list[str]:
+def auto_taps(model: nn.Module, example: Tensor, role: str = "model") -> list[str]:
     """Pick the outputs of the down-sampling stages of a CNN.
 
     If the model declares ``stage_names`` (every model of :mod:`distpro_lightning.models`
@@ -179,13 +226,14 @@ def auto_taps(model: nn.Module, example: Tensor) -> list[str]:
     shallowest name wins; the outputs are grouped by spatial size, and the last module of
     each group (the end of a stage) is a tap. Groups of spatial size 1x1 (global pooling)
     are dropped. For a torchvision ResNet this gives ``relu, layer1, layer2, layer3,
-    layer4``; for a CIFAR ResNet ``layer1, layer2, layer3``.
+    layer4``; for a CIFAR ResNet ``layer1, layer2, layer3``. A model that fails on
+    ``example`` raises :func:`input_error` (``role`` names it).
     """
     model = unwrap_model(model)
     declared = getattr(model, "stage_names", None)
     if declared:
         return list(declared)
-    order, outputs, calls = _record_all(model, example)
+    order, outputs, calls = _record_all(model, example, role)
     chosen: list[str] = []
     seen: dict[int, str] = {}
     for name in order:
@@ -226,14 +274,15 @@ def auto_taps(model: nn.Module, example: Tensor) -> list[str]:
 def probe_shapes(
     model: nn.Module, names: Sequence[str], example: Tensor, role: str = "model"
 ) -> tuple[list[tuple[int, ...]], Tensor]:
-    """Per-sample shapes of the tapped features and the output, from one eval-mode dry run."""
+    """Per-sample shapes of the tapped features and the output, from one eval-mode dry run.
+    A model that fails on ``example`` raises :func:`input_error` naming ``role``."""
     model = unwrap_model(model)
     taps = FeatureTaps(model, names, role)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad(), taps.capture() as store:
-            out = model(_on_model_device(model, example))
+            out = _dry_run(model, example, role)
         feats = taps.ordered(store)
     finally:
         model.train(was_training)

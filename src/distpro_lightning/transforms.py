@@ -124,6 +124,16 @@ def build_transform(
         return FeatureTransform(kind, student_shape, teacher_shape)
     if s_dim == 2 and t_dim == 2:
         return TokenTransform(student_shape, teacher_shape)
+    if s_dim == 1 or t_dim == 1:
+        raise ValueError(
+            f"Cannot connect a student feature of per-sample shape {tuple(student_shape)} to a "
+            f"teacher feature of shape {tuple(teacher_shape)}: 1-D features (C,), such as the "
+            "output of a Linear layer like 'fc' or of global pooling, are not pathway features. "
+            "Supported: feature maps (C, H, W) to feature maps (kinds conv_bn, attn2, attn3) "
+            "and token sequences (N, C) to token sequences (kind token). Tap the "
+            "convolutional stages or transformer blocks before the pooling; to distil the "
+            "logits, use response_kd=True."
+        )
     raise ValueError(
         f"Cannot connect a student feature of per-sample shape {tuple(student_shape)} to a teacher "
         f"feature of shape {tuple(teacher_shape)}: both must be feature maps (C, H, W) or both "

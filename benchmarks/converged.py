@@ -1,0 +1,347 @@
+"""The converged, paired quality protocol: low-data distillation on Fashion-MNIST.
+
+    python benchmarks/quality.py --protocol converged --name converged_cpu --pairs resnet20-resnet8
+    python benchmarks/quality.py --protocol converged --device cuda --jobs 12 --name converged_gpu
+
+A teacher is trained on all 60,000 training images (to >= 91 % test top-1). Per seed, a
+student trains on ``--subset`` labelled images (default 1,000, drawn per seed from the training
+images outside the validation set) for ``--epochs`` epochs (SGD 0.9, wd 5e-4, cosine), long
+enough to converge: the learning curves (held-out top-1 and training loss per epoch) are
+recorded for every run. Within a seed every method sees the same subset, the same initial
+student weights (one state dict per seed, loaded into each method's student) and the same
+batch order (a sampler seeded by the seed). The process is searched over the same epochs and
+learning-rate schedule on the 80/20 split of the same subset, then replayed.
+
+Model selection never sees the test set: baselines are tuned over a small grid of their own
+loss weights (and temperature for Hinton KD); the point with the best mean top-1 on a fixed
+validation set of ``--val-size`` training images (disjoint from every subset) is reported.
+Every run reports its final weights; no checkpoint is selected.
+
+Controls (same seeds): a random process (random walk of logits with the searched process's
+per-step change and spread), the searched process reversed in time, a process searched with
+another seed, and the search run's own student. Levers: a second search pass warm-started
+from the first pass's alpha_T (``distpro_warm``), and a search with a 10x alpha learning rate
+(``distpro_fast``).
+
+The results file resumes like the smoke protocol's: finished runs are kept and only missing
+ones are run; a file made with other settings is refused. See ``converged_report.py`` for
+the statistics (paired differences with 95 % t-intervals) and the plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from converged_data import FashionTensors  # noqa: E402
+from converged_methods import (  # noqa: E402
+    DERIVED,
+    METHODS,
+    PAIRS,
+    SEARCH_VARIANTS,
+    build_run,
+    derived_process,
+    grid_points,
+    params_key,
+    search_process,
+    train_teacher,
+)
+
+from distpro_lightning.process import DistillationProcess, atomic_write_text  # noqa: E402
+
+# Settings that change what a run measures: a results file is only resumed under the same.
+SETTINGS = (
+    "subset",
+    "epochs",
+    "batch_size",
+    "lr",
+    "alpha_lr",
+    "tau",
+    "val_size",
+    "teacher_epochs",
+    "max_steps",
+)
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of work: a teacher, a search (pair, seed, variant) or a run."""
+
+    kind: str  # "teacher" | "search" | "run"
+    pair: str
+    method: str = ""
+    seed: int = 0
+    params: str = ""
+    deps: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        if self.kind == "teacher":
+            return f"teacher:{PAIRS[self.pair][0]}"
+        if self.kind == "search":
+            return f"search:{self.pair}:{self.seed}:{self.method}"
+        return f"run:{self.pair}:{self.method}:{self.seed}:{self.params}"
+
+    @property
+    def priority(self) -> float:
+        """Teachers, then the main searches, then the methods of the comparison (first pair
+        first), then the other searches, the controls and the levers: a run cut short by
+        ``--deadline`` has complete seeds of what matters most."""
+        pair_rank = list(PAIRS).index(self.pair)
+        if self.kind == "teacher":
+            tier = 9.0
+        elif self.kind == "search":
+            tier = 8.0 if self.method == "main" else 5.0
+        elif self.method in CORE:
+            tier = 7.0 - 0.5 * pair_rank
+        elif self.method in ("random", "reversed", "distpro_seed2"):
+            tier = 4.0 - 0.5 * pair_rank
+        else:
+            tier = 3.0 - 0.5 * pair_rank
+        return tier * 1000 - self.seed
+
+
+CORE = ("student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro")
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    return Path(args.out) / args.name
+
+
+def process_path(args: argparse.Namespace, pair: str, seed: int, variant: str) -> Path:
+    return out_dir(args) / f"process_{pair}_s{seed}_{variant}.json"
+
+
+def teacher_path(args: argparse.Namespace, pair: str) -> Path:
+    return out_dir(args) / f"teacher_{PAIRS[pair][0]}.pt"
+
+
+def plan(args: argparse.Namespace, done: set[str]) -> list[Task]:
+    tasks: list[Task] = []
+    for pair in args.pairs:
+        teacher = Task("teacher", pair)
+        if teacher.key not in done and teacher.key not in {t.key for t in tasks}:
+            tasks.append(teacher)
+        t_deps = () if teacher.key in done else (teacher.key,)
+        for seed in args.seeds:
+            search_keys: dict[str, str] = {}
+            for variant in args.searches:
+                deps = t_deps + ((search_keys["main"],) if variant == "warm" else ())
+                task = Task("search", pair, variant, seed, deps=deps)
+                search_keys[variant] = task.key
+                if task.key not in done:
+                    tasks.append(task)
+            for method in args.methods:
+                need = DERIVED.get(method)
+                deps = t_deps if method != "student" else ()
+                if need is not None:
+                    deps = deps + ((search_keys[need],) if search_keys[need] not in done else ())
+                for params in grid_points(method, args):
+                    task = Task("run", pair, method, seed, params_key(params), deps)
+                    if task.key not in done:
+                        tasks.append(task)
+    known = {t.key for t in tasks} | done
+    for t in tasks:
+        missing = [d for d in t.deps if d not in known]
+        if missing:
+            raise SystemExit(f"{t.key} needs {missing}: add that search variant to --searches.")
+    return [
+        Task(t.kind, t.pair, t.method, t.seed, t.params, tuple(d for d in t.deps if d not in done))
+        for t in tasks
+    ]
+
+
+def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    """Run one task in this process and return its JSON-able record."""
+    t0 = time.perf_counter()
+    data = FashionTensors.load(args.data_dir, args.val_size)
+    if task.kind == "teacher":
+        record = train_teacher(args, task.pair, data, teacher_path(args, task.pair))
+    elif task.kind == "search":
+        warm = None
+        if task.method == "warm":
+            warm = DistillationProcess.load(process_path(args, task.pair, task.seed, "main"))
+        record = search_process(
+            args,
+            task.pair,
+            task.seed,
+            task.method,
+            data,
+            teacher_path(args, task.pair),
+            process_path(args, task.pair, task.seed, task.method),
+            warm,
+        )
+    else:
+        process = None
+        if task.method in DERIVED:
+            source = process_path(args, task.pair, task.seed, DERIVED[task.method])
+            process = derived_process(task.method, DistillationProcess.load(source), task.seed)
+        record = build_run(args, task, data, teacher_path(args, task.pair), process)
+    record.update(
+        kind=task.kind,
+        key=task.key,
+        pair=task.pair,
+        seed=task.seed,
+        wall_s=time.perf_counter() - t0,
+        device=args.device,
+    )
+    return record
+
+
+def run_worker(spec_path: str, result_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    args = argparse.Namespace(**spec["args"])
+    torch.set_num_threads(max(1, args.threads))
+    torch.set_float32_matmul_precision("high")
+    task = Task(**{**spec["task"], "deps": tuple(spec["task"]["deps"])})
+    atomic_write_text(result_path, json.dumps(execute(args, task)))
+    return 0
+
+
+def in_subprocess(args: argparse.Namespace, task: Task, tmp: Path) -> dict[str, Any]:
+    import subprocess
+
+    spec = tmp / f"{task.key.replace(':', '_').replace('=', '-').replace(',', '_')}.json"
+    result = spec.with_suffix(".result.json")
+    spec.write_text(json.dumps({"args": vars(args), "task": task.__dict__}))
+    log = spec.with_suffix(".log")
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec), str(result)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{task.key} failed; its log ends with:\n{log.read_text()[-4000:]}")
+    return json.loads(result.read_text())
+
+
+def load_payload(args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    if args.restart or not path.is_file():
+        return {"history": [], "records": []}
+    payload = json.loads(path.read_text())
+    now = {k: getattr(args, k) for k in SETTINGS}
+    differ = [f"{k}: {payload['settings'].get(k)!r} there, {v!r} now" for k, v in now.items()]
+    differ = [d for d, (k, v) in zip(differ, now.items()) if payload["settings"].get(k) != v]
+    if differ:
+        raise SystemExit(
+            f"{path} holds runs made with other settings ({'; '.join(differ)}). Pass the same "
+            "settings to add runs to it, --restart to discard it, or another --name."
+        )
+    return payload
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--protocol", choices=["converged"], default="converged")
+    p.add_argument("--name", default="converged")
+    p.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--searches", nargs="+", choices=SEARCH_VARIANTS, default=list(SEARCH_VARIANTS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--subset", type=int, default=1000, help="labelled training images per seed")
+    p.add_argument("--epochs", type=int, default=30, help="student epochs (search: the same)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--alpha-lr", type=float, default=0.05)
+    p.add_argument("--tau", type=float, default=0.5)
+    p.add_argument("--val-size", type=int, default=5000, help="validation images for tuning")
+    p.add_argument("--val-every", type=int, default=1, help="epochs between validation passes")
+    p.add_argument("--teacher-epochs", type=int, default=15)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per task")
+    p.add_argument("--deadline", type=float, default=0, help="seconds: start no task after it")
+    p.add_argument("--max-steps", type=int, default=-1, help="cap every fit (tests)")
+    p.add_argument("--test-batches", type=int, default=0, help="cap test batches (tests)")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--out", default="benchmarks/results")
+    p.add_argument("--restart", action="store_true")
+    p.add_argument(
+        "--keep-going", action="store_true", help="record a failed task and go on (--jobs 1)"
+    )
+    p.add_argument("--summarize-only", action="store_true")
+    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from converged_report import write_report
+    from quality import schedule
+
+    args = parser().parse_args(argv)
+    if args.worker:
+        return run_worker(*args.worker)
+    torch.set_num_threads(max(1, args.threads))
+    path = Path(args.out) / f"{args.name}.json"
+    if args.summarize_only:
+        print(write_report(json.loads(path.read_text()), Path(args.out), args.name))
+        return 0
+    out_dir(args).mkdir(parents=True, exist_ok=True)
+    payload = load_payload(args, path)
+    records: list[dict[str, Any]] = payload["records"]
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s), {args.device}"
+    if args.device == "cuda":
+        machine += f" ({torch.cuda.get_device_name(0)})"
+    command = " ".join(["python", *sys.argv]) if argv is None else f"converged.main({argv!r})"
+    payload["history"] = [*payload["history"], {"command": command, "machine": machine}]
+    payload["settings"] = {k: getattr(args, k) for k in SETTINGS}
+    tasks = plan(args, {r["key"] for r in records})
+    print(f"[converged] {len(tasks)} task(s) to do, {len(records)} done in {path}", flush=True)
+    start = time.perf_counter()
+
+    def save() -> None:
+        atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
+
+    def on_done(task: Task, record: dict[str, Any]) -> None:
+        if "failed" in record:  # kept apart: a later command runs the task again
+            payload.setdefault("failures", []).append(record)
+            save()
+            print(f"[converged] {task.key} FAILED: {record['failed'][-600:]}", flush=True)
+            return
+        records.append(record)
+        save()
+        top1 = record.get("top1")
+        shown = f"{100 * top1:.2f}%" if top1 is not None else "done"
+        print(f"[converged] {task.key}: {shown} ({record['wall_s']:.0f} s)", flush=True)
+
+    def run(task: Task) -> dict[str, Any]:
+        if args.deadline and time.perf_counter() - start > args.deadline:
+            raise TimeoutError(f"--deadline {args.deadline:.0f} s passed before {task.key}")
+        try:
+            if args.jobs == 1:
+                return execute(args, task)
+            return in_subprocess(args, task, tmp)
+        except Exception as err:  # noqa: BLE001 - one broken task must not stop the others
+            if args.jobs == 1 and not args.keep_going:
+                raise
+            return {"failed": f"{type(err).__name__}: {err}", "key": task.key}
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="converged-") as name:
+        tmp = Path(name)
+        try:
+            schedule(tasks, args.jobs, run, on_done)
+        except TimeoutError as err:
+            print(f"[converged] stopped: {err}; a later command resumes the file", flush=True)
+        finally:
+            save()
+    print(write_report(payload, Path(args.out), args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

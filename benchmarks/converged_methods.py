@@ -1,0 +1,320 @@
+"""Methods, searches and controls of the converged protocol, each built from the library's
+public API (``DistProModule``, ``ReviewKDModule``, ``ClassifierModule``, the two callbacks)
+and trained with ``Trainer.fit``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, Trainer, seed_everything
+from torch import Tensor, nn
+
+from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
+from distpro_lightning.baselines import ReviewKDModule
+from distpro_lightning.models import create
+from distpro_lightning.process import DistillationProcess
+from distpro_lightning.recipes import distpro_kwargs
+from distpro_lightning.schedule import ProcessScheduleCallback
+
+PAIRS = {
+    "resnet20-resnet8": ("resnet20", "resnet8"),
+    "wrn_16_2-mobilenet_v2": ("wrn_16_2", "mobilenet_v2"),
+}
+METHODS = (
+    "student",
+    "hinton_kd",
+    "fitnet",
+    "reviewkd",
+    "equal",
+    "alpha_T",
+    "distpro",
+    "random",
+    "reversed",
+    "distpro_seed2",
+    "distpro_warm",
+    "distpro_fast",
+)
+SEARCH_VARIANTS = ("main", "seed2", "warm", "fast")
+# method -> the search whose process it replays
+DERIVED = {
+    "alpha_T": "main",
+    "distpro": "main",
+    "random": "main",
+    "reversed": "main",
+    "distpro_seed2": "seed2",
+    "distpro_warm": "warm",
+    "distpro_fast": "fast",
+}
+# Each baseline's own small grid, chosen on the validation set (never the test set).
+GRIDS: dict[str, list[dict[str, float]]] = {
+    "hinton_kd": [{"w": w, "T": t} for w in (0.5, 1.0, 2.0) for t in (2.0, 4.0)],
+    "fitnet": [{"w": w} for w in (0.5, 2.0, 8.0)],
+    "reviewkd": [{"w": w} for w in (0.5, 1.0, 4.0)],
+    "equal": [{"w": w} for w in (0.5, 1.0, 2.0)],
+}
+SHAPE = [1, 28, 28]
+
+
+def grid_points(method: str, args: argparse.Namespace) -> list[dict[str, float]]:
+    return GRIDS.get(method, [{}])
+
+
+def params_key(params: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in params.items()) or "default"
+
+
+def parse_params(key: str) -> dict[str, float]:
+    if key == "default":
+        return {}
+    return {k: float(v) for k, v in (kv.split("=") for kv in key.split(","))}
+
+
+class Curves(Callback):
+    """Per-epoch mean training loss and validation top-1: the learning curves."""
+
+    def __init__(self) -> None:
+        self.train_loss: list[float] = []
+        self.val_top1: list[tuple[int, float]] = []
+        self._sum: Tensor | None = None
+        self._n = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._sum = loss.detach() if self._sum is None else self._sum + loss.detach()
+            self._n += 1
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        if self._n:
+            self.train_loss.append(float(self._sum) / self._n)
+        self._sum, self._n = None, 0
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+        top1 = trainer.callback_metrics.get("val/top1")
+        if top1 is not None and not trainer.sanity_checking:
+            self.val_top1.append((trainer.current_epoch, float(top1)))
+
+    def record(self) -> dict[str, Any]:
+        return {"train_loss": self.train_loss, "val_top1": self.val_top1}
+
+
+def make_trainer(args: argparse.Namespace, epochs: int, callbacks: list[Any], val: bool) -> Trainer:
+    return Trainer(
+        accelerator=args.device,
+        devices=1,
+        max_epochs=epochs,
+        max_steps=args.max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if val else 0,
+        check_val_every_n_epoch=args.val_every,
+        limit_test_batches=args.test_batches or 1.0,
+        callbacks=callbacks,
+    )
+
+
+def evaluate(trainer: Trainer, module: Any, dm: Any) -> dict[str, float]:
+    """Test and validation top-1 of the final weights (no checkpoint is selected)."""
+    test = trainer.test(module, datamodule=dm, verbose=False)[0]["test/top1"]
+    val = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/top1"]
+    return {"top1": float(test), "val_top1": float(val)}
+
+
+def load_teacher_module(pair: str, path: Any) -> nn.Module:
+    teacher = create(PAIRS[pair][0], num_classes=10, in_channels=1)
+    teacher.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return teacher
+
+
+def student_init(pair: str, seed: int) -> dict[str, Tensor]:
+    """The initial student weights of ``seed``: the same for every method of that seed."""
+    torch.manual_seed(seed)
+    return create(PAIRS[pair][1], num_classes=10, in_channels=1).state_dict()
+
+
+def student_of(module: Any) -> nn.Module:
+    return module.model if isinstance(module, ClassifierModule) else module.student
+
+
+def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> dict[str, Any]:
+    from converged_data import TensorDataModule
+
+    seed_everything(0)
+    name = PAIRS[pair][0]
+    module = ClassifierModule(model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine")
+    dm = TensorDataModule(data, torch.arange(len(data.train_y)), 256, order_seed=0)
+    trainer = make_trainer(args, args.teacher_epochs, [], val=False)
+    trainer.fit(module, datamodule=dm)
+    save_weights(module.model.state_dict(), path)
+    top1 = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/top1"])
+    return {"method": "teacher", "teacher": name, "epochs": args.teacher_epochs, "top1": top1}
+
+
+def save_weights(state: dict[str, Tensor], path: Any) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
+    import os
+    from pathlib import Path
+
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, target)
+
+
+def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw: Any) -> Any:
+    student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
+    base = distpro_kwargs(student, teacher, 10, 1, SHAPE, args.lr, args.tau)
+    base.update(log_pathways_every_n_steps=0, **kw)
+    return DistProModule(**base)
+
+
+def build_method(
+    args: argparse.Namespace,
+    method: str,
+    pair: str,
+    teacher: nn.Module | None,
+    params: dict[str, float],
+    process: DistillationProcess | None,
+) -> tuple[Any, list[Any]]:
+    w = params.get("w", 1.0)
+    if method == "student":
+        model = create(PAIRS[pair][1], num_classes=10, in_channels=1)
+        return ClassifierModule(model, 10, 1, lr=args.lr, scheduler="cosine"), []
+    if method == "hinton_kd":
+        kw = dict(connections="none", response_kd=True, normalization="uniform")
+        kw.update(kd_weight=w, kd_temperature=params["T"], prune_threshold=None)
+        return distpro_module(args, pair, teacher, **kw), []
+    if method == "fitnet":
+        kw = dict(connections=[(1, 1)], transforms=["conv_bn"], distance="mse")
+        kw.update(normalization="uniform", kd_weight=w, prune_threshold=None)
+        return distpro_module(args, pair, teacher, **kw), []
+    if method == "reviewkd":
+        student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
+        module = ReviewKDModule(
+            student, teacher, 10, 1, input_shape=SHAPE, review_weight=w, warmup_epochs=0,
+            lr=args.lr, scheduler="cosine",
+        )  # fmt: skip
+        return module, []
+    if method == "equal":
+        module = distpro_module(args, pair, teacher, kd_weight=w)
+        return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
+    mode = "final" if method == "alpha_T" else "process"
+    return distpro_module(args, pair, teacher), [
+        ProcessScheduleCallback(process=process, mode=mode, plot=False)
+    ]
+
+
+def build_run(
+    args: argparse.Namespace, task: Any, data: Any, teacher_file: Any, process: Any
+) -> dict[str, Any]:
+    from converged_data import TensorDataModule
+
+    params = parse_params(task.params)
+    teacher = None if task.method == "student" else load_teacher_module(task.pair, teacher_file)
+    seed_everything(task.seed)
+    module, callbacks = build_method(args, task.method, task.pair, teacher, params, process)
+    student_of(module).load_state_dict(student_init(task.pair, task.seed))
+    curves = Curves()
+    dm = TensorDataModule(data, data.subset(task.seed, args.subset), args.batch_size, task.seed)
+    trainer = make_trainer(args, args.epochs, [*callbacks, curves], val=True)
+    trainer.fit(module, datamodule=dm)
+    return {
+        "method": task.method,
+        "params": params,
+        **evaluate(trainer, module, dm),
+        "curve": curves.record(),
+        "steps": trainer.global_step,
+    }
+
+
+SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "fast": 0}
+
+
+def search_process(
+    args: argparse.Namespace,
+    pair: str,
+    seed: int,
+    variant: str,
+    data: Any,
+    teacher_file: Any,
+    path: Any,
+    warm: DistillationProcess | None,
+) -> dict[str, Any]:
+    """Search a process over the same epochs and schedule as the retrain, on the 80/20 split
+    of the seed's subset; returns the search student's own test top-1 (a control)."""
+    from converged_data import FashionTensors, TensorDataModule
+
+    search_seed = seed + SEARCH_SEED_OFFSET[variant]
+    train, held_out = FashionTensors.search_split(data.subset(seed, args.subset), search_seed)
+    teacher = load_teacher_module(pair, teacher_file)
+    seed_everything(search_seed)
+    module = distpro_module(args, pair, teacher)
+    module.student.load_state_dict(student_init(pair, search_seed))
+    if warm is not None:  # a second pass, started from the first pass's alpha_T
+        module.alpha_logits.copy_(warm.final())
+    alpha_lr = args.alpha_lr * (10.0 if variant == "fast" else 1.0)
+    search = ProcessSearchCallback(
+        save_path=str(path), alpha_lr=alpha_lr, seed=search_seed, plot=False,
+        save_every_n_steps=0, log_every_n_steps=0,
+    )  # fmt: skip
+    curves = Curves()
+    dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
+    trainer = make_trainer(args, args.epochs, [search, curves], val=True)
+    trainer.fit(module, datamodule=dm)
+    process = DistillationProcess.load(path)
+    return {
+        "method": f"search_{variant}",
+        "params": {"alpha_lr": alpha_lr},
+        **evaluate(trainer, module, dm),
+        "curve": curves.record(),
+        "steps": trainer.global_step,
+        "rows": len(process),
+    }
+
+
+def derived_process(method: str, source: DistillationProcess, seed: int) -> DistillationProcess:
+    """The process a method replays: the searched one, or a control made from it."""
+    if method not in ("random", "reversed"):
+        return source
+    rows = source.logits
+    new = rows.flip(0) if method == "reversed" else random_walk_like(rows, seed)
+    return DistillationProcess(
+        source.pathway_names,
+        source.normalization,
+        new,
+        teacher_taps=source.teacher_taps,
+        student_taps=source.student_taps,
+        transform_kinds=source.transform_kinds,
+        prune_threshold=source.prune_threshold,
+        steps_per_epoch=source.steps_per_epoch,
+        provenance={**source.provenance, "control": method, "control_seed": seed},
+    )
+
+
+def random_walk_like(rows: Tensor, seed: int) -> Tensor:
+    """A random walk of logits with the searched rows' per-step change and spread.
+
+    Each pathway's logit takes Gaussian steps; the walk is centred per row and scaled so that
+    its spread across pathways at the last row equals the searched one's, and each row keeps
+    the searched row's mean (the level that matters against the biased softmax's bias)."""
+    g = torch.Generator().manual_seed(50_000 + seed)
+    steps = torch.randn(rows.shape[0] - 1, rows.shape[1], generator=g)
+    walk = torch.cat([torch.zeros(1, rows.shape[1]), steps.cumsum(0)])
+    walk = walk - walk.mean(1, keepdim=True)
+    scale = rows[-1].std() / walk[-1].std().clamp_min(1e-12)
+    return rows.mean(1, keepdim=True) + scale * walk
+
+
+def step_change(rows: Tensor) -> float:
+    """RMS per-step change of the logits (to compare a control with the searched process)."""
+    return float((rows[1:] - rows[:-1]).pow(2).mean().sqrt()) if len(rows) > 1 else 0.0
+
+
+def describe(params: dict[str, float]) -> str:
+    return json.dumps(params, sort_keys=True)

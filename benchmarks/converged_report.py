@@ -1,0 +1,196 @@
+"""Statistics, tables and plots of the converged protocol's results file.
+
+Per pair and method, the grid point with the best mean *validation* top-1 is chosen (never
+the test set); its test top-1 is reported as mean +- std over seeds, with the paired
+per-seed difference DistPro - method and its 95 % t-interval."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from distpro_lightning.process import atomic_write_text
+
+LABELS = {
+    "student": "student alone (CE)",
+    "hinton_kd": "Hinton KD",
+    "fitnet": "FitNet hint",
+    "reviewkd": "ReviewKD",
+    "equal": "equally weighted",
+    "alpha_T": "use alpha_T",
+    "distpro": "DistPro (searched process)",
+    "random": "control: random process",
+    "reversed": "control: process reversed in time",
+    "distpro_seed2": "control: process of a second search seed",
+    "search_main": "control: the search run's own student",
+    "distpro_warm": "lever: second search pass, warm-started",
+    "distpro_fast": "lever: 10x alpha learning rate",
+}
+ORDER = list(LABELS)
+# two-sided 95 % quantiles of Student's t, by degrees of freedom
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306}
+T975 |= {9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t_quantile(df: int) -> float:
+    if df in T975:
+        return T975[df]
+    below = [k for k in T975 if k < df]
+    return T975[max(below)] if df < 30 else 1.96
+
+
+def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of paired differences."""
+    mean = statistics.mean(diffs)
+    if len(diffs) < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean, mean - half, mean + half
+
+
+def chosen_runs(records: list[dict[str, Any]], pair: str) -> dict[str, dict[int, dict]]:
+    """Per method, the runs (by seed) of the grid point with the best mean validation top-1."""
+    groups: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in records:
+        if r.get("pair") != pair or r["kind"] == "teacher":
+            continue
+        method = r["method"]
+        if method.startswith("search_") and method != "search_main":
+            continue
+        key = (method, str(sorted(r.get("params", {}).items())))
+        if method == "search_main":
+            key = (method, "")
+        groups.setdefault(key, {})[r["seed"]] = r
+    best: dict[str, dict[int, dict]] = {}
+    for (method, _), runs in groups.items():
+        score = (len(runs), statistics.mean(x["val_top1"] for x in runs.values()))
+        if method not in best or score > best[method]["score"]:
+            best[method] = {"score": score, "runs": runs}
+    return {m: v["runs"] for m, v in best.items()}
+
+
+def pct(values: list[float]) -> str:
+    vals = [100 * v for v in values]
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.2f} ± {std:.2f}"
+
+
+def diff_text(a: dict[int, dict], b: dict[int, dict]) -> str:
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return "–"
+    mean, lo, hi = paired_interval([100 * (a[s]["top1"] - b[s]["top1"]) for s in seeds])
+    if math.isnan(lo):
+        return f"{mean:+.2f} (1 seed)"
+    return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
+def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
+    runs = chosen_runs(records, pair)
+    ours = runs.get("distpro", {})
+    lines = [
+        f"### {pair}",
+        "",
+        "| method | setting (chosen on validation) | seeds | test top-1 % | validation top-1 % "
+        "| DistPro − method, 95 % CI |",
+        "|---|---|---|---|---|---|",
+    ]
+    for method in sorted(runs, key=ORDER.index):
+        by_seed = runs[method]
+        first = next(iter(by_seed.values()))
+        setting = ", ".join(f"{k}={v:g}" for k, v in first.get("params", {}).items()) or "–"
+        test = pct([r["top1"] for r in by_seed.values()])
+        val = pct([r["val_top1"] for r in by_seed.values()])
+        diff = "–" if method == "distpro" else diff_text(ours, by_seed)
+        lines.append(f"| {LABELS[method]} | {setting} | {len(by_seed)} | {test} | {val} | {diff} |")
+    return [*lines, ""]
+
+
+def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
+    """Is training over? Mean training loss in the last epoch and validation top-1 over the
+    last third of training, per method (chosen grid points)."""
+    runs = chosen_runs(records, pair)
+    lines = [
+        f"Convergence ({pair}): mean training loss of the last epoch; validation top-1 at "
+        "2/3 of training and at the end (mean over seeds).",
+        "",
+        "| method | last-epoch train loss | val top-1 % at 2/3 | val top-1 % at end |",
+        "|---|---|---|---|",
+    ]
+    for method in sorted(runs, key=ORDER.index):
+        curves = [r["curve"] for r in runs[method].values() if r.get("curve", {}).get("val_top1")]
+        if not curves:
+            continue
+        last_loss = statistics.mean(c["train_loss"][-1] for c in curves if c["train_loss"])
+        mid = statistics.mean(c["val_top1"][(2 * len(c["val_top1"])) // 3 - 1][1] for c in curves)
+        end = statistics.mean(c["val_top1"][-1][1] for c in curves)
+        lines.append(f"| {LABELS[method]} | {last_loss:.3f} | {100 * mid:.2f} | {100 * end:.2f} |")
+    return [*lines, ""]
+
+
+def report_text(payload: dict[str, Any], name: str) -> str:
+    records = payload["records"]
+    pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
+    teachers = [r for r in records if r["kind"] == "teacher"]
+    lines = [
+        f"# DistPro quality, converged low-data protocol ({name})",
+        "",
+        "Made by (a later command resumes the file, adding only missing runs):",
+        "",
+        *[f"- `{h['command']}` ({h['machine']})" for h in payload["history"]],
+        "",
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in payload["settings"].items()),
+        "",
+        *[
+            f"Teacher {t['teacher']}: {t['epochs']} epochs on all 60,000 training images, "
+            f"{100 * t['top1']:.2f} % test top-1 ({t['wall_s']:.0f} s, {t['device']})."
+            for t in teachers
+        ],
+        "",
+        "Test top-1 of the final weights; mean ± std over seeds; the last column is the paired "
+        "per-seed difference DistPro − method with its 95 % t-interval (points).",
+        "",
+    ]
+    for pair in pairs:
+        lines += pair_table(records, pair) + convergence_lines(records, pair)
+    wall = sum(r["wall_s"] for r in records)
+    lines.append(f"Total task time: {wall / 3600:.2f} h (summed over tasks, not wall clock).")
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict[str, Any], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    records = payload["records"]
+    pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
+    if not pairs:
+        return
+    fig = Figure(figsize=(11, 3.8 * len(pairs)), constrained_layout=True)
+    axes = fig.subplots(len(pairs), 2, squeeze=False)
+    for row, pair in zip(axes, pairs):
+        for method, runs in sorted(
+            chosen_runs(records, pair).items(), key=lambda kv: ORDER.index(kv[0])
+        ):
+            curves = [r["curve"] for r in runs.values() if r.get("curve", {}).get("val_top1")]
+            if not curves:
+                continue
+            n = min(len(c["val_top1"]) for c in curves)
+            xs = [curves[0]["val_top1"][i][0] + 1 for i in range(n)]
+            ys = [100 * statistics.mean(c["val_top1"][i][1] for c in curves) for i in range(n)]
+            row[0].plot(xs, ys, label=LABELS[method])
+            m = min(len(c["train_loss"]) for c in curves)
+            losses = [statistics.mean(c["train_loss"][i] for c in curves) for i in range(m)]
+            row[1].plot(range(1, m + 1), losses, label=LABELS[method])
+        row[0].set(title=f"{pair}: validation top-1", xlabel="epoch", ylabel="%")
+        row[1].set(title=f"{pair}: training loss", xlabel="epoch", yscale="log")
+        row[0].legend(fontsize=6)
+    fig.savefig(path, dpi=100)
+
+
+def write_report(payload: dict[str, Any], out: Path, name: str) -> str:
+    text = report_text(payload, name)
+    atomic_write_text(out / f"{name}.md", text)
+    plot(payload, out / f"{name}.png")
+    return text
