@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -570,6 +571,7 @@ def main() -> None:
         "repeats": args.repeats,
         "device": args.device,
         "threads": torch.get_num_threads(),
+        "load_average_1_5_15_min_at_end": list(os.getloadavg()),
         "torch": torch.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -116,3 +116,42 @@ def test_quoted_step_costs_match_the_results():
     for key in ("search_over_floor", "retrain_over_reviewkd"):
         assert f"{cpu[key]:.2f} ×" in readme, key
     assert re.search(rf"{cpu['search_over_kd']:.1f} × KD", readme)
+
+
+FIT_ROWS = {
+    "Hinton KD (recipe)": "hinton_kd",
+    "ReviewKD (recipe)": "reviewkd",
+    "DistPro retrain, 27 pathways (replay callback)": "distpro_retrain",
+    "DistPro retrain, pruned (replay callback)": "distpro_retrain_pruned",
+    "DistPro search, finite differences (search callback)": "search_fd",
+    "DistPro search, exact JVP (search callback)": "search_exact",
+    "DistPro search, FD, reusing the training gradient": "search_fd_reuse",
+}
+OFFICIAL_ROWS = {
+    "this library, DistPro retrain (replay callback)": "distpro_retrain",
+    "this library, DistPro search (search callback)": "search_fd",
+}
+
+
+def test_quoted_fit_costs_match_the_results():
+    """The Trainer.fit tables quote the committed CPU results (ms, rounded as printed)."""
+    cpu = json.loads((RESULTS / "step_cost.json").read_text())
+    checked = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            cells = _cells(line) if line.startswith("|") else []
+            for rows, part in ((FIT_ROWS, "fit"), (OFFICIAL_ROWS, "official_pair")):
+                if cells and cells[0] in rows:
+                    value = cpu[part]["median_s"][rows[cells[0]]]
+                    assert cells[1].split()[0] == f"{1000 * value:.0f}", (doc.name, line)
+                    checked += 1
+            if cells and cells[0] == "`official_search_over_retrain`":
+                assert _rounds_to(cells[1], cpu["official_search_over_retrain"]), line
+                checked += 1
+            if cells and cells[0] == "`fit_search_over_retrain`":
+                assert _rounds_to(cells[1], cpu["fit_search_over_retrain"]), line
+                checked += 1
+            if cells and cells[0] == "`fit_retrain_over_reviewkd` (pruned)":
+                assert _rounds_to(cells[1], cpu["fit_retrain_over_reviewkd"]), line
+                checked += 1
+    assert checked >= 12

@@ -179,8 +179,9 @@ class ProcessSearchCallback(Callback):
         if not pl_module.automatic_optimization:
             raise RuntimeError(
                 "ProcessSearchCallback runs before Lightning's automatic optimizer step; with "
-                "manual optimization call `callback.search_step(trainer, module, batch)` "
-                "yourself before your optimizer step, or use automatic optimization."
+                "manual optimization run a distpro_lightning.SearchStep(module, optimizer, "
+                "SearchSettings(...)) yourself before your optimizer step, or use automatic "
+                "optimization."
             )
         if len(trainer.optimizers) != 1:
             raise RuntimeError(

@@ -54,12 +54,10 @@ class SplitDataModule(LightningDataModule):
     ``loader.sampler.set_epoch(epoch)`` each time it starts a new pass over that loader,
     otherwise every pass repeats the same order.
 
-    Subclasses implement :meth:`_build_train_dataset` (training transform) and
-    :meth:`_build_test_dataset` (evaluation transform), and set ``num_classes``,
-    ``in_channels`` and ``image_size`` (class attributes or properties); they may override
-    :meth:`prepare_data`. They pass the shared arguments below through
-    (``super().__init__(**kwargs)``), so each is declared here only and every subclass
-    takes them as flat keys (``--data.init_args.batch_size``).
+    Subclasses implement :meth:`_build_train_dataset` and :meth:`_build_test_dataset`, set
+    ``num_classes``, ``in_channels`` and ``image_size``, may override :meth:`prepare_data`,
+    and pass the arguments below through (``super().__init__(**kwargs)``): declared here
+    only, they are flat keys of every subclass (``--data.init_args.batch_size``).
 
     Args:
         data_dir: Directory holding (or receiving) the dataset files.
@@ -136,8 +134,7 @@ class SplitDataModule(LightningDataModule):
         self._train_indices: torch.Tensor | None = None
         self._search_val_indices: torch.Tensor | None = None
         self._test_indices: torch.Tensor | None = None
-        # every argument of this class and of the subclass, as hyper-parameters
-        self.save_hyperparameters()
+        self.save_hyperparameters()  # this class's arguments and the subclass's
 
     # ------------------------------------------------------------------ dataset description
     @property
