@@ -171,7 +171,7 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     elif task.kind == "search":
         warm = None
         if task.method == "warm":
-            warm = DistillationProcess.load(process_path(args, task.pair, task.seed, "main"))
+            warm = process_path(args, task.pair, task.seed, "main")
         record = search_process(
             args,
             task.pair,
@@ -259,6 +259,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--val-size", type=int, default=5000, help="validation images for tuning")
     p.add_argument("--val-every", type=int, default=1, help="epochs between validation passes")
+    p.add_argument(
+        "--diagnostics-every", type=int, default=10, help="search steps between diagnoses"
+    )
     p.add_argument("--teacher-epochs", type=int, default=15)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--jobs", type=int, default=1)

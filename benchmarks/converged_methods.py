@@ -16,7 +16,7 @@ from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCall
 from distpro_lightning.baselines import ReviewKDModule
 from distpro_lightning.models import create
 from distpro_lightning.process import DistillationProcess
-from distpro_lightning.recipes import distpro_kwargs
+from distpro_lightning.recipes import RecipeSettings, distpro_kwargs
 from distpro_lightning.schedule import ProcessScheduleCallback
 
 PAIRS = {
@@ -36,8 +36,10 @@ METHODS = (
     "distpro_seed2",
     "distpro_warm",
     "distpro_fast",
+    "distpro_avg",
+    "distpro_smooth",
 )
-SEARCH_VARIANTS = ("main", "seed2", "warm", "fast")
+SEARCH_VARIANTS = ("main", "seed2", "warm", "fast", "avg")
 # method -> the search whose process it replays
 DERIVED = {
     "alpha_T": "main",
@@ -47,7 +49,10 @@ DERIVED = {
     "distpro_seed2": "seed2",
     "distpro_warm": "warm",
     "distpro_fast": "fast",
+    "distpro_avg": "avg",
+    "distpro_smooth": "main",
 }
+SMOOTH_ROWS = 25  # distpro_smooth: the centred moving average of 25 search rows
 # Each baseline's own small grid, chosen on the validation set (never the test set).
 GRIDS: dict[str, list[dict[str, float]]] = {
     "hinton_kd": [{"w": w, "T": t} for w in (0.5, 1.0, 2.0) for t in (2.0, 4.0)],
@@ -169,7 +174,7 @@ def save_weights(state: dict[str, Tensor], path: Any) -> None:
 
 def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw: Any) -> Any:
     student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
-    base = distpro_kwargs(student, teacher, 10, 1, SHAPE, args.lr, args.tau)
+    base = distpro_kwargs(student, teacher, RecipeSettings(lr=args.lr, tau=args.tau))
     base.update(log_pathways_every_n_steps=0, **kw)
     return DistProModule(**base)
 
@@ -205,8 +210,9 @@ def build_method(
         module = distpro_module(args, pair, teacher, kd_weight=w)
         return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
     mode = "final" if method == "alpha_T" else "process"
+    smooth = SMOOTH_ROWS if method == "distpro_smooth" else 1
     return distpro_module(args, pair, teacher), [
-        ProcessScheduleCallback(process=process, mode=mode, plot=False)
+        ProcessScheduleCallback(process=process, mode=mode, plot=False, smooth_steps=smooth)
     ]
 
 
@@ -233,7 +239,7 @@ def build_run(
     }
 
 
-SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "fast": 0}
+SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "fast": 0, "avg": 0}
 
 
 def search_process(
@@ -244,7 +250,7 @@ def search_process(
     data: Any,
     teacher_file: Any,
     path: Any,
-    warm: DistillationProcess | None,
+    warm: Any,
 ) -> dict[str, Any]:
     """Search a process over the same epochs and schedule as the retrain, on the 80/20 split
     of the seed's subset; returns the search student's own test top-1 (a control)."""
@@ -256,19 +262,23 @@ def search_process(
     seed_everything(search_seed)
     module = distpro_module(args, pair, teacher)
     module.student.load_state_dict(student_init(pair, search_seed))
-    if warm is not None:  # a second pass, started from the first pass's alpha_T
-        module.alpha_logits.copy_(warm.final())
     alpha_lr = args.alpha_lr * (10.0 if variant == "fast" else 1.0)
     search = ProcessSearchCallback(
         save_path=str(path), alpha_lr=alpha_lr, seed=search_seed, plot=False,
         save_every_n_steps=0, log_every_n_steps=0,
+        init_process=None if warm is None else str(warm),  # warm: the first pass's alpha_T
+        val_batches_per_step=4 if variant == "avg" else 1,
+        diagnostics_every_n_steps=args.diagnostics_every,
     )  # fmt: skip
     curves = Curves()
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
     trainer = make_trainer(args, args.epochs, [search, curves], val=True)
     trainer.fit(module, datamodule=dm)
     process = DistillationProcess.load(path)
+    from distpro_lightning.diagnostics import summarize
+
     return {
+        "diagnostics": summarize(process),
         "method": f"search_{variant}",
         "params": {"alpha_lr": alpha_lr},
         **evaluate(trainer, module, dm),

@@ -27,6 +27,8 @@ LABELS = {
     "search_main": "control: the search run's own student",
     "distpro_warm": "lever: second search pass, warm-started",
     "distpro_fast": "lever: 10x alpha learning rate",
+    "distpro_avg": "lever: 4 held-out batches per step",
+    "distpro_smooth": "lever: replay smoothed over 25 search rows",
 }
 ORDER = list(LABELS)
 # two-sided 95 % quantiles of Student's t, by degrees of freedom
@@ -130,6 +132,31 @@ def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
     return [*lines, ""]
 
 
+def diagnostics_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
+    """Search diagnostics (``distpro_lightning.diagnostics``), mean over seeds per search."""
+    by_variant: dict[str, list[dict[str, float]]] = {}
+    for r in records:
+        if r.get("pair") == pair and r["kind"] == "search" and r.get("diagnostics"):
+            by_variant.setdefault(r["method"], []).append(r["diagnostics"])
+    if not by_variant:
+        return []
+    keys = ("agreement", "successive", "helps_fraction", "mean_val_loss_gain", "moving_fraction")
+    lines = [
+        f"Search diagnostics ({pair}; mean over seeds): agreement = cosine of hypergradients on"
+        " two held-out batches at the same step; successive = cosine with the previous step;"
+        " helps = fraction of diagnosed steps whose new alpha lowers the held-out loss after "
+        "the real update; gain = mean decrease of that loss; moving = pathways whose weight "
+        "moved beyond a random walk's spread.",
+        "",
+        "| search | seeds | agreement | successive | helps | gain | moving |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant, diags in sorted(by_variant.items()):
+        vals = [statistics.mean(d.get(k, math.nan) for d in diags) for k in keys]
+        lines.append(f"| {variant} | {len(diags)} | " + " | ".join(f"{v:.3g}" for v in vals) + " |")
+    return [*lines, ""]
+
+
 def report_text(payload: dict[str, Any], name: str) -> str:
     records = payload["records"]
     pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
@@ -155,6 +182,7 @@ def report_text(payload: dict[str, Any], name: str) -> str:
     ]
     for pair in pairs:
         lines += pair_table(records, pair) + convergence_lines(records, pair)
+        lines += diagnostics_lines(records, pair)
     wall = sum(r["wall_s"] for r in records)
     lines.append(f"Total task time: {wall / 3600:.2f} h (summed over tasks, not wall clock).")
     return "\n".join(lines) + "\n"

@@ -66,6 +66,7 @@ def test_converged_protocol_tiny(tmp_path):
         "--subset", "200", "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1",
         "--max-steps", "2", "--test-batches", "1", "--val-size", "300",
         "--methods", "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed",
+        "distpro_smooth",
         "--searches", "main",
     ]  # fmt: skip
     converged.main([*tiny, "--seeds", "0"])
@@ -74,8 +75,10 @@ def test_converged_protocol_tiny(tmp_path):
     assert "search:resnet20-resnet8:0:main" in keys and "teacher:resnet20" in keys
     runs = [r for r in data["records"] if r["kind"] == "run"]
     assert {r["method"] for r in runs} == {
-        "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed"
+        "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_smooth"
     }  # fmt: skip
+    search = next(r for r in data["records"] if r["kind"] == "search")
+    assert -1.0 <= search["diagnostics"]["agreement"] <= 1.0  # step 0 was diagnosed
     assert len([r for r in runs if r["method"] == "hinton_kd"]) == 6  # its whole grid
     for r in runs:
         assert 0.0 <= r["top1"] <= 1.0 and 0.0 <= r["val_top1"] <= 1.0

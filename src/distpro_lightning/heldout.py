@@ -106,3 +106,22 @@ class HeldOutStream:
         self.cycle = int(state["val_cycle"])
         self.consumed = int(state["val_consumed"])
         self._iter = None
+
+
+def concat_batches(batches: list[Any]) -> Any:
+    """One batch from several of the same structure: tensors are concatenated along the
+    first dimension, tuples, lists and dicts element by element (one batch: itself)."""
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(batches)
+    if isinstance(first, Mapping):
+        return {k: concat_batches([b[k] for b in batches]) for k in first}
+    if isinstance(first, tuple | list):
+        parts = [concat_batches(list(items)) for items in zip(*batches)]
+        return type(first)(parts) if isinstance(first, list) else tuple(parts)
+    raise TypeError(
+        f"Cannot concatenate held-out batches of type {type(first).__name__}: use "
+        "val_batches_per_step=1, or a loader yielding tensors, tuples, lists or dicts."
+    )

@@ -194,6 +194,22 @@ class DistillationProcess:
         process: see :meth:`with_rows`)."""
         return self.with_rows(torch.stack([self.at(t, total_steps) for t in range(total_steps)]))
 
+    def smoothed(self, window: int) -> DistillationProcess:
+        """A copy whose rows are the centred moving average of ``window`` rows (an odd
+        number; the ends repeat the first and last row), e.g. to replay a noisy search more
+        smoothly (a new process: see :meth:`with_rows`)."""
+        require(
+            isinstance(window, int) and window >= 1 and window % 2 == 1,
+            f"the smoothing window must be an odd number of rows >= 1, got {window!r}",
+        )
+        if window == 1 or len(self) < 2:
+            return self.with_rows(self.logits)
+        half = window // 2
+        rows = self.logits.T.unsqueeze(1)  # [P, 1, T]
+        padded = torch.nn.functional.pad(rows, (half, half), mode="replicate")
+        kernel = torch.full((1, 1, window), 1.0 / window)
+        return self.with_rows(torch.nn.functional.conv1d(padded, kernel).squeeze(1).T)
+
     def with_rows(self, rows: Tensor) -> DistillationProcess:
         """A new process with these rows and this one's pathways and record. Its
         ``run_id`` is ``None`` and it has no skipped steps: both belong to the rows of

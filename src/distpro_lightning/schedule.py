@@ -53,6 +53,8 @@ class ProcessScheduleCallback(Callback):
             order). ``None`` requires the same names (in any order).
         strict: refuse a process whose normalisation differs from the module's; with
             ``strict=False`` the module's normalisation is kept and a warning is given.
+        smooth_steps: replay the centred moving average of this many search rows (odd;
+            1: the rows as searched), see :meth:`DistillationProcess.smoothed`.
         plot: log the replayed process (interpolated to the run) as images at the end.
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
             ``replay:`` section: on when any key of the section is given).
@@ -64,10 +66,14 @@ class ProcessScheduleCallback(Callback):
         mode: Literal["process", "final", "uniform"] = "process",
         pathway_map: dict[str, str] | str | None = None,
         strict: bool = True,
+        smooth_steps: int = 1,
         plot: bool = True,
         enabled: bool = True,
     ) -> None:
         self.enabled = enabled
+        if not (isinstance(smooth_steps, int) and smooth_steps >= 1 and smooth_steps % 2 == 1):
+            raise ValueError(f"smooth_steps must be an odd number >= 1, got {smooth_steps!r}.")
+        self.smooth_steps = smooth_steps
         if mode not in ("process", "final", "uniform"):
             raise ValueError(f"mode must be 'process', 'final' or 'uniform', got {mode!r}.")
         if enabled and process is None and mode != "uniform":
@@ -108,6 +114,8 @@ class ProcessScheduleCallback(Callback):
         if isinstance(self.source, str | os.PathLike):
             self.source = DistillationProcess.load(self.source)
         process = self.source.remap(module.pathway_names, self.pathway_map)
+        if self.smooth_steps > 1:
+            process = process.smoothed(self.smooth_steps)
         norm = process.normalization
         if norm["name"] != module.normalization or float(norm["bias"]) != module.normalization_bias:
             msg = (

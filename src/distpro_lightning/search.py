@@ -14,11 +14,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .contract import SearchableModule, missing_members
-from .heldout import HeldOutStream
+from .diagnostics import SearchDiagnostics
+from .heldout import HeldOutStream, concat_batches
 from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
 from .process import DistillationProcess
 from .search_output import ProcessWriter, SearchLogger, search_provenance
 from .search_step import SearchSettings, SearchStep
+from .transfer import warm_start
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
@@ -79,6 +81,18 @@ class ProcessSearchCallback(Callback):
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
             :class:`DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
+        init_process: a process file whose last row starts the logits of a new search (a
+            second search pass warm-started from the first pass's alpha_T); its pathways
+            must be the module's. Ignored on resume (the checkpoint's logits win).
+        val_batches_per_step: held-out batches per step, concatenated into one batch: the
+            held-out gradient ``v`` (and so the hypergradient, which is linear in ``v``) is
+            the average over them (exactly so without BatchNorm, whose batch statistics see
+            the larger batch).
+        diagnostics_every_n_steps: every n steps, measure the search signal
+            (:mod:`~distpro_lightning.diagnostics`: agreement of the hypergradient on a
+            second held-out batch, cosine with the previous step's, held-out loss after the
+            real update at the old and new logits); stored in the process file's
+            ``provenance["diagnostics"]``. 0: off.
         plot: write and log the process plots at the end of fit.
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
             ``search:`` section, so ``search.enabled: true`` switches the search on).
@@ -100,6 +114,9 @@ class ProcessSearchCallback(Callback):
         average_val_gradient: bool = True,
         reuse_training_gradient: bool = False,
         seed: int = 0,
+        init_process: str | None = None,
+        val_batches_per_step: int = 1,
+        diagnostics_every_n_steps: int = 0,
         plot: bool = True,
         enabled: bool = True,
     ) -> None:
@@ -113,6 +130,16 @@ class ProcessSearchCallback(Callback):
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.warmup_steps = warmup_steps
+        if val_batches_per_step < 1 or diagnostics_every_n_steps < 0:
+            raise ValueError(
+                f"val_batches_per_step must be >= 1 and diagnostics_every_n_steps >= 0, got "
+                f"{val_batches_per_step} and {diagnostics_every_n_steps}."
+            )
+        self.init_process = init_process
+        self.val_batches_per_step = val_batches_per_step
+        self.diagnostics_every_n_steps = diagnostics_every_n_steps
+        self.diagnostics: SearchDiagnostics | None = None
+        self._second_held_out: HeldOutStream | None = None
         self.seed = seed
         self.enabled = enabled
         self.search_val_loader: DataLoader | None = None
@@ -154,6 +181,10 @@ class ProcessSearchCallback(Callback):
             return
         self._check_setup(trainer, pl_module)
         module: Any = pl_module
+        pending, self._pending_state = self._pending_state, None
+        warm = None
+        if self.init_process is not None and pending is None and self.process is None:
+            warm = warm_start(module, self.init_process)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
         self.step = SearchStep(
             module,
@@ -166,7 +197,14 @@ class ProcessSearchCallback(Callback):
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         if self.process is None:
             self.process = module.new_process(search_provenance(trainer, module, self.settings))
-        pending, self._pending_state = self._pending_state, None
+            if warm is not None:
+                self.process.provenance["init_process"] = warm
+        if self.diagnostics_every_n_steps:
+            self.diagnostics = SearchDiagnostics(self.diagnostics_every_n_steps, self.step.options)
+            second_seed = self.seed + 1_000_003  # an independent held-out order
+            self._second_held_out = HeldOutStream(
+                loader, second_seed, trainer.world_size, trainer.global_rank
+            )
         if pending is not None:
             self._restore(pending, module)
 
@@ -220,11 +258,31 @@ class ProcessSearchCallback(Callback):
         step = trainer.global_step
         held_out = None
         if step >= self.warmup_steps:
-            held_out = trainer.strategy.batch_to_device(self.held_out.next_batch())
+            held_out = self._draw(trainer, self.held_out)
+        old_logits = pl_module.alpha_logits.detach().clone()
         record = self.step(batch, held_out, step, batch_idx)
+        if self.diagnostics is not None and held_out is not None:
+            self._diagnose(trainer, pl_module, batch, held_out, record, old_logits)
         self.logger.log(pl_module, record)
         self.process.append(record.logits)
         self.writer.step_written(trainer, self.process)
+
+    def _draw(self, trainer: pl.Trainer, stream: HeldOutStream) -> Any:
+        """The next held-out batch, ``val_batches_per_step`` batches concatenated."""
+        batches = [stream.next_batch() for _ in range(self.val_batches_per_step)]
+        return trainer.strategy.batch_to_device(concat_batches(batches))
+
+    def _diagnose(
+        self, trainer: pl.Trainer, module: Any, batch: Any, held_out: Any, record: Any, old: Tensor
+    ) -> None:
+        assert self.diagnostics is not None and self._second_held_out is not None
+        stream = self._second_held_out
+        row = self.diagnostics.diagnose_step(
+            module, self.step.optimizer, (batch, held_out), lambda: self._draw(trainer, stream),
+            record, old,
+        )  # fmt: skip
+        if row is not None and self.process is not None:
+            self.process.provenance["diagnostics"] = self.diagnostics.to_record()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -275,6 +333,7 @@ class ProcessSearchCallback(Callback):
             "logits": self.process.logits,
             "pathway_names": list(self.process.pathway_names),
             "provenance_created": self.process.provenance.get("created"),
+            "diagnostics": self.process.provenance.get("diagnostics"),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -292,8 +351,12 @@ class ProcessSearchCallback(Callback):
             self.process.append(row)
         if state.get("provenance_created"):
             self.process.provenance["created"] = state["provenance_created"]
+        if state.get("diagnostics"):
+            self.process.provenance["diagnostics"] = state["diagnostics"]
         self.step.load_state_dict(state)
         self.held_out.load_state_dict(state)
+        if self.diagnostics is not None and "diagnostics" in self.process.provenance:
+            self.diagnostics.load_record(self.process.provenance["diagnostics"])
 
 
 def _held_out_loader(trainer: pl.Trainer) -> DataLoader:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .process import ProcessFileError
 
@@ -51,3 +52,23 @@ def remap_process(
         )
     index = [process.pathway_names.index(pathway_map[n]) for n in target_names]
     return process.like(target_names, process.logits[:, index])
+
+
+def warm_start(module: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Start ``module.alpha_logits`` from the last row of the process file at ``path`` (a
+    second search pass from the first pass's alpha_T); returns what the new process's
+    provenance records of it. The pathways must be the module's, in the same order."""
+    import torch
+
+    from .process import DistillationProcess
+
+    source = DistillationProcess.load(path)
+    if list(source.pathway_names) != list(module.pathway_names):
+        raise ProcessFileError(
+            f"init_process {str(path)!r} has other pathways than the module: "
+            f"{source.pathway_names} vs {module.pathway_names}. Warm-start from a process "
+            "searched on the same search space."
+        )
+    with torch.no_grad():
+        module.alpha_logits.copy_(source.final().to(module.alpha_logits.device))
+    return {"path": str(path), "fingerprint": source.fingerprint(), "rows": len(source)}
