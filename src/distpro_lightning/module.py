@@ -99,6 +99,8 @@ class DistProMixin:
         kd_temperature: float = 4.0,
         input_shape: Sequence[int] | None = None,
         save_teacher: bool = False,
+        fused_heads: bool = True,
+        compile_heads: bool = False,
     ) -> None:
         """Set up taps, pathway heads and alpha logits (see :class:`DistProModule` for the
         meaning of each argument). ``self.student`` must already be set."""
@@ -150,7 +152,9 @@ class DistProMixin:
                 "pair, or enable response_kd for logits-only distillation."
             )
         specs = build_specs(self.teacher_tap_names, self.student_tap_names, pairs, list(transforms))
-        self.distill_heads = PathwayHeads(specs, s_shapes, t_shapes, self._distance)
+        self.distill_heads = PathwayHeads(
+            specs, s_shapes, t_shapes, self._distance, fused=fused_heads, compiled=compile_heads
+        )
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
         self._teacher_taps = FeatureTaps(teacher, self.teacher_tap_names, "teacher")
         self.transform_kinds = list(transforms)
@@ -394,6 +398,9 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
         input_shape: per-sample input shape for the dry run that sizes the heads
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
+        fused_heads: run the heads of one connection together (same losses and gradients,
+            fewer kernels); ``False``: one head at a time (:class:`PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged).
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         lr: learning rate.
         momentum: SGD momentum.
@@ -428,6 +435,8 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
+        fused_heads: bool = True,
+        compile_heads: bool = False,
         optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.05,
         momentum: float = 0.9,
@@ -469,6 +478,8 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
             kd_temperature=kd_temperature,
             input_shape=input_shape if input_shape is not None else [in_channels, 32, 32],
             save_teacher=save_teacher,
+            fused_heads=fused_heads,
+            compile_heads=compile_heads,
         )
         self.num_classes = num_classes
         self._reused_gradient: tuple[Tensor, dict[str, Tensor], Tensor] | None = None
