@@ -212,3 +212,37 @@ def test_module_training_loss_fused_equals_per_pathway():
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def _compiler_unavailable() -> str | None:
+    try:
+        torch.compile(lambda x: x * 2 + 1)(torch.ones(3))
+    except Exception as err:  # noqa: BLE001 - any failure means no working toolchain here
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+@pytest.mark.slow
+def test_compiled_heads_equal_eager():
+    """``compiled=True``: same losses and gradients as eager, same state-dict keys."""
+    reason = _compiler_unavailable()
+    if reason is not None:
+        pytest.skip(f"torch.compile does not work here: {reason[:200]}")
+    specs = build_specs(["t0"], ["s0"], [(0, 0)], ["conv_bn", "attn2"])
+    torch.manual_seed(0)
+    eager = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss)
+    compiled = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, compiled=True)
+    compiled.load_state_dict(eager.state_dict())
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    s, t = [torch.randn(3, 4, 4, 4)], [torch.randn(3, 6, 2, 2)]
+    results = []
+    for heads in (eager, compiled):
+        feats = [s[0].clone().requires_grad_(True)]
+        losses = heads(feats, t)
+        grads = torch.autograd.grad(losses.sum() * 2, [*heads.parameters(), *feats])
+        results.append((losses, grads))
+    torch.testing.assert_close(results[1][0], results[0][0])
+    for a, b in zip(results[1][1], results[0][1]):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(compiled.state_dict().values(), eager.state_dict().values()):
+        torch.testing.assert_close(a, b)  # running statistics updated alike
