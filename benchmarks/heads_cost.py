@@ -230,11 +230,11 @@ def main() -> None:
     for name, run in variants.items():  # first call outside the timings (compiles)
         _sync(device)
         t0 = time.perf_counter()
-        out = run(_pruned(dp.num_pathways, 0))
+        first = run(_pruned(dp.num_pathways, 0))
         _sync(device)
         if name.startswith("compiled"):
             compile_s[name] = time.perf_counter() - t0
-        deviation[name] = _deviation(out, reference)
+        deviation[name] = _deviation(first, reference)
     print("max relative deviation from per_pathway", deviation)
     heads: dict[str, dict] = {}
     for frac in args.fractions:

@@ -8,6 +8,7 @@ vector of the same distances in one reduction (the fused pathway heads use them)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -75,7 +76,7 @@ def _mean_square(x: Tensor) -> Tensor:
     summed over the batch: the backward is one full-size pass, where ``pow(2)`` takes three.
     """
     per_item = torch.linalg.vector_norm(x.flatten(2), dim=2).square()
-    return per_item.sum(0) / (per_item.shape[0] * x[0, 0].numel())
+    return per_item.sum(0) / (x.shape[0] * math.prod(x.shape[2:]))
 
 
 def hcl_losses(students: Tensor, teacher: Tensor, levels: tuple[int, ...] = (4, 2, 1)) -> Tensor:
