@@ -101,6 +101,13 @@ def build_specs(
     ]
 
 
+MIN_FUSED = {"cuda": 3}
+"""Fewest active heads of a connection that run fused, by device type (default 2); fewer run
+one by one. Measured (``benchmarks/heads_cost.py``, docs/benchmarks.md): on an H200 a fused
+pair of heads cost more than two separate heads (its weight concatenations are launches too),
+on CPU a pair already gains."""
+
+
 def _has_hooks(head: nn.Module) -> bool:
     # nn.Module has no public query for registered hooks; these dicts are what it consults
     return any(
@@ -124,8 +131,9 @@ class PathwayHeads(nn.Module):
         fused: run the heads of one ``(student tap, teacher tap)`` connection together
             (:mod:`~distpro_lightning.fused_heads`): the same losses, gradients and
             running statistics, in fewer and larger kernels. ``False``: each head on its
-            own, one after another. A head with module hooks on it always runs on its own,
-            so that its hooks fire.
+            own, one after another. A connection with fewer active heads than
+            :data:`MIN_FUSED` asks for, and a head with module hooks on it (so that its hooks
+            fire), run head by head.
         grouped_convs: in the fused path, run the attention heads' 3x3 convolutions as
             grouped convolutions (``True``) or one per head (``False``); ``None``: grouped
             on CUDA, one per head elsewhere (measured: ``docs/benchmarks.md``).
@@ -186,9 +194,9 @@ class PathwayHeads(nn.Module):
             alone = [p for p in members if _has_hooks(self.heads[p])]
             members = [p for p in members if p not in alone]
             heads = [self.heads[p] for p in members]
-            if len(members) > 1 and fusable(heads):
+            x = student_feats[group.student_idx]
+            if len(members) >= MIN_FUSED.get(x.device.type, 2) and fusable(heads):
                 target = teacher_feats[group.teacher_idx]
-                x = student_feats[group.student_idx]
                 grouped = x.is_cuda if self.grouped_convs is None else self.grouped_convs
                 size = tuple(target.shape[-2:])
                 out = group_forward(heads, x, size, grouped, self._upsample)
