@@ -22,6 +22,7 @@ resnet20 -> resnet8 taps on Fashion-MNIST shaped batches (1x28x28), 27 pathways 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -29,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -71,14 +73,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def heads_variants(args, device, dp: DistProModule) -> dict[str, Callable[[list[bool]], None]]:
-    """One ``run(active)`` per heads variant, all on the same features and weights."""
+def _features(args, device, dp: DistProModule):
+    """Student tap features (leaves with grad) and the teacher's output for one batch."""
     x = torch.randn(args.batch, 1, 28, 28, device=device)
     teacher = dp.teacher_outputs(x)
     taps = FeatureTaps(dp.student, dp.student_tap_names, "student")
     with taps.capture() as store:
         dp.student(x)
-    feats = [f.detach().requires_grad_(True) for f in taps.ordered(store)]
+    return [f.detach().requires_grad_(True) for f in taps.ordered(store)], teacher
+
+
+def heads_variants(args, device, dp: DistProModule) -> dict[str, Callable[[list[bool]], None]]:
+    """One ``run(active)`` per heads variant, all on the same features and weights."""
+    feats, teacher = _features(args, device, dp)
     s_shapes = [f.shape[1:] for f in feats]
     t_shapes = [t.shape[1:] for t in teacher.features]
     options = {
@@ -158,6 +165,47 @@ def retrain_steps(args, device) -> dict[str, Callable[[], None]]:
     return steps
 
 
+def _tf32(v: torch.Tensor) -> torch.Tensor:
+    """``v`` with its mantissa cut to TF32's 10 bits (straight-through gradient)."""
+    cut = (v.detach().view(torch.int32) & ~0x1FFF).view(torch.float32)
+    return v + (cut - v.detach())
+
+
+def tf32_sensitivity(args, dp: DistProModule) -> dict[str, float]:
+    """How far TF32 convolutions move the per-pathway heads' losses and gradients, on CPU.
+
+    cuDNN runs float32 convolutions in TF32 by default (``torch.backends.cudnn.allow_tf32``),
+    so on a GPU two correct implementations that pick different convolution kernels (fused
+    vs per-pathway) differ by TF32 rounding. Here the per-pathway heads run once in float32
+    and once with every convolution's input and weight cut to TF32's mantissa, compared by
+    the same measure as ``max_rel_deviation_from_per_pathway``.
+    """
+    feats, teacher = _features(args, torch.device("cpu"), dp)
+    weights = torch.linspace(0.5, 1.5, dp.num_pathways)
+
+    def run(heads):
+        losses = heads(feats, teacher.features, None)
+        (losses * weights).sum().backward()
+        grads = [p.grad for p in heads.parameters()] + [f.grad for f in feats]
+        for f in feats:
+            f.grad = None
+        return losses.detach(), grads
+
+    plain = PathwayHeads(
+        dp.pathway_specs,
+        [f.shape[1:] for f in feats],
+        [t.shape[1:] for t in teacher.features],
+        get_distance("hcl"),
+        fused=False,
+    )
+    plain.load_state_dict(dp.distill_heads.state_dict())
+    reference = run(copy.deepcopy(plain))
+    conv2d = F.conv2d
+    with mock.patch.object(F, "conv2d", lambda i, w, *a, **k: conv2d(_tf32(i), _tf32(w), *a, **k)):
+        rounded = run(copy.deepcopy(plain))
+    return {"max_rel_deviation_tf32_convs": _deviation(rounded, reference)}
+
+
 def _deviation(out, reference) -> float:
     """Largest relative difference of losses and gradients (each tensor by its max)."""
     pairs = [(out[0], reference[0]), *zip(out[1], reference[1])]
@@ -213,6 +261,12 @@ def main() -> None:
     p.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
     p.add_argument("--skip-step", action="store_true", help="only the heads table")
     p.add_argument(
+        "--tf32-sensitivity",
+        action="store_true",
+        help="only measure how far TF32 convolutions move the heads (CPU emulation), to "
+        "benchmarks/results/tf32_sensitivity.json",
+    )
+    p.add_argument(
         "--out", default=None, help="default: benchmarks/results/heads_cost_<device>.json"
     )
     args = p.parse_args()
@@ -224,6 +278,11 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/heads_cost_{device.type}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     dp = _module(True, device, "resnet20")
+    if args.tf32_sensitivity:
+        result = {**tf32_sensitivity(args, dp), "command": " ".join(sys.argv)}
+        Path("benchmarks/results/tf32_sensitivity.json").write_text(json.dumps(result) + "\n")
+        print(result)
+        return
     variants = heads_variants(args, device, dp)
     compile_s, deviation = {}, {}
     reference = variants["per_pathway"](_pruned(dp.num_pathways, 0))
