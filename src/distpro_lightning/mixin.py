@@ -44,6 +44,8 @@ class DistillationConfig:
     kd_temperature: float = 4.0
     input_shape: Sequence[int] | None = None
     save_teacher: bool = False
+    fused_heads: bool = True
+    compile_heads: bool = False
 
     def __post_init__(self) -> None:
         check_normalization(self.normalization)
@@ -182,7 +184,10 @@ class DistProMixin:
         specs = build_specs(
             self.teacher_tap_names, self.student_tap_names, pairs, list(cfg.transforms)
         )
-        self.distill_heads = PathwayHeads(specs, s_shapes, t_shapes, get_distance(cfg.distance))
+        self.distill_heads = PathwayHeads(
+            specs, s_shapes, t_shapes, get_distance(cfg.distance),
+            fused=cfg.fused_heads, compiled=cfg.compile_heads,
+        )  # fmt: skip
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
         self.pathway_specs = specs
         self.pathway_names = [s.name for s in specs] + (

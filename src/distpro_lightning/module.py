@@ -91,6 +91,9 @@ class DistProModule(DistProMixin, StudentModule):
         input_shape: per-sample input shape for the dry run that sizes the heads
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
+        fused_heads: run the heads of one connection together (same losses and gradients,
+            fewer kernels); ``False``: one head at a time (:class:`PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged).
         log_pathways_every_n_steps: how often per-pathway losses and weights are logged.
         **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
             ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
@@ -122,6 +125,8 @@ class DistProModule(DistProMixin, StudentModule):
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
+        fused_heads: bool = True,
+        compile_heads: bool = False,
         log_pathways_every_n_steps: int = 50,
         **optimizer_settings: Any,
     ) -> None:
@@ -135,6 +140,7 @@ class DistProModule(DistProMixin, StudentModule):
             student_taps, teacher_taps, transforms, connections, distance, normalization,
             normalization_bias, kd_weight, scale_by_num_pathways, prune_threshold, response_kd,
             kd_temperature, [in_channels, 32, 32] if input_shape is None else input_shape, save_teacher,
+            fused_heads, compile_heads,
         )  # fmt: skip
         self.configure_distillation(
             build_teacher(teacher, num_classes, in_channels, teacher_model), config

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .transforms import build_transform
+from .fused_heads import (
+    bilinear_by_matmul,
+    fusable,
+    group_forward,
+    interpolation_matrix,
+    plan_groups,
+)
+from .losses import BATCHED_DISTANCES
+from .transforms import build_transform, resize_map
 
 KD_PATHWAY_NAME = "logits->logits:kd"
 CONNECTION_RULES = ("all", "lower_to_higher", "none")
@@ -93,12 +101,45 @@ def build_specs(
     ]
 
 
+MIN_FUSED = {"cuda": 3}
+"""Fewest active heads of a connection that run fused, by device type (default 2); fewer run
+one by one. Measured (``benchmarks/heads_cost.py``, docs/benchmarks.md): on an H200 a fused
+pair of heads cost more than two separate heads (its weight concatenations are launches too),
+on CPU a pair already gains."""
+
+
+def _has_hooks(head: nn.Module) -> bool:
+    # nn.Module has no public query for registered hooks; these dicts are what it consults
+    return any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+        for m in head.modules()
+    )
+
+
 class PathwayHeads(nn.Module):
     """The transform heads of all feature pathways and their distances.
 
     ``forward(student_feats, teacher_feats, active)`` returns the vector of pathway losses
     ``[P]``; entries whose ``active`` flag is false are not computed (their head is not
     called) and are exactly zero.
+
+    Args:
+        specs: the pathways, in the order of the loss vector.
+        student_shapes: per-sample shape of each student tap.
+        teacher_shapes: per-sample shape of each teacher tap.
+        distance: ``distance(out, target) -> scalar``.
+        fused: run the heads of one ``(student tap, teacher tap)`` connection together
+            (:mod:`~distpro_lightning.fused_heads`): the same losses, gradients and
+            running statistics, in fewer and larger kernels. ``False``: each head on its
+            own, one after another. A connection with fewer active heads than
+            :data:`MIN_FUSED` asks for, and a head with module hooks on it (so that its hooks
+            fire), run head by head.
+        grouped_convs: in the fused path, run the attention heads' 3x3 convolutions as
+            grouped convolutions (``True``) or one per head (``False``); ``None``: grouped
+            on CUDA, one per head elsewhere (measured: ``docs/benchmarks.md``).
+        compiled: compile the heads' forward with ``torch.compile`` (``nn.Module.compile``);
+            parameter names and the state dict are unchanged. Each new pruning pattern
+            compiles anew.
     """
 
     def __init__(
@@ -107,10 +148,14 @@ class PathwayHeads(nn.Module):
         student_shapes: Sequence[Sequence[int]],
         teacher_shapes: Sequence[Sequence[int]],
         distance: Callable[[Tensor, Tensor], Tensor],
+        fused: bool = True,
+        grouped_convs: bool | None = None,
+        compiled: bool = False,
     ) -> None:
         super().__init__()
         self.specs = list(specs)
         self.distance = distance
+        self.batched_distance = BATCHED_DISTANCES.get(distance)
         heads = []
         for s in self.specs:
             try:
@@ -122,6 +167,24 @@ class PathwayHeads(nn.Module):
             except ValueError as exc:
                 raise ValueError(f"Pathway {s.name!r}: {exc}") from None
         self.heads = nn.ModuleList(heads)
+        self.fused = bool(fused)
+        self.grouped_convs = grouped_convs
+        self.groups, self.unfused_pathways = plan_groups(self.specs, self.heads)
+        self._order_index: dict[tuple, Tensor] = {}
+        self._interpolation: dict[tuple, Tensor] = {}
+        self.compiled = bool(compiled)
+        if self.compiled:
+            self.compile()
+
+    def pathway_loss(
+        self, p: int, student_feats: Sequence[Tensor], teacher_feats: Sequence[Tensor]
+    ) -> Tensor:
+        """The loss of pathway ``p`` alone (its head, then the distance): a scalar."""
+        spec = self.specs[p]
+        target = teacher_feats[spec.teacher_idx]
+        size = tuple(target.shape[-2:]) if target.dim() == 4 else target.shape[1]
+        out = self.heads[p](student_feats[spec.student_idx], size)
+        return self.distance(out.float(), target.float())
 
     def forward(
         self,
@@ -129,15 +192,77 @@ class PathwayHeads(nn.Module):
         teacher_feats: Sequence[Tensor],
         active: Sequence[bool] | None = None,
     ) -> Tensor:
+        if not self.fused:
+            return self._forward_per_pathway(student_feats, teacher_feats, active)
+        parts: list[Tensor] = []
+        order: list[int] = []
+        for group in self.groups:
+            members = [p for p in group.members if active is None or active[p]]
+            alone = [p for p in members if _has_hooks(self.heads[p])]
+            members = [p for p in members if p not in alone]
+            heads = [self.heads[p] for p in members]
+            x = student_feats[group.student_idx]
+            if len(members) >= MIN_FUSED.get(x.device.type, 2) and fusable(heads):
+                target = teacher_feats[group.teacher_idx]
+                grouped = x.is_cuda if self.grouped_convs is None else self.grouped_convs
+                size = tuple(target.shape[-2:])
+                out = group_forward(heads, x, size, grouped, self._upsample)
+                parts.append(self._group_distance(out.unflatten(1, (len(members), -1)), target))
+                order += members
+            else:
+                alone += members
+            for p in alone:
+                parts.append(self.pathway_loss(p, student_feats, teacher_feats).reshape(1))
+                order.append(p)
+        for p in self.unfused_pathways:
+            if active is None or active[p]:
+                parts.append(self.pathway_loss(p, student_feats, teacher_feats).reshape(1))
+                order.append(p)
+        return self._assemble(parts, order, student_feats[0])
+
+    def _upsample(self, x: Tensor, size: tuple[int, int]) -> Tensor:
+        """:func:`~distpro_lightning.transforms.resize_map`, bilinear growth as two matmuls."""
+        if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
+            return resize_map(x, size)
+        key = (*x.shape[-2:], *size, x.device, x.dtype)
+        if key not in self._interpolation:
+            rows = interpolation_matrix(x.shape[-2], size[0], x)
+            self._interpolation[key] = (rows, interpolation_matrix(x.shape[-1], size[1], x))
+        rows, cols = self._interpolation[key]
+        return bilinear_by_matmul(x, rows, cols)
+
+    def _group_distance(self, outs: Tensor, target: Tensor) -> Tensor:
+        if self.batched_distance is not None:
+            return self.batched_distance(outs.float(), target.float())
+        return torch.stack([self.distance(o.float(), target.float()) for o in outs.unbind(1)])
+
+    def _assemble(self, parts: list[Tensor], order: list[int], ref: Tensor) -> Tensor:
+        """The ``[P]`` loss vector from the computed ``parts`` of pathways ``order``."""
+        n = len(self.specs)
+        if not parts:
+            return ref.new_zeros((n,), dtype=torch.float32)
+        if order == list(range(n)):
+            return torch.cat(parts)
+        key = (tuple(order), ref.device)
+        if key not in self._order_index:
+            slot = {p: i for i, p in enumerate(order)}
+            index = [slot.get(p, len(order)) for p in range(n)]
+            self._order_index[key] = torch.tensor(index, device=ref.device)
+        values = torch.cat([*parts, parts[0].new_zeros(1)])
+        return values[self._order_index[key]]
+
+    def _forward_per_pathway(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        active: Sequence[bool] | None,
+    ) -> Tensor:
         losses = []
         ref = student_feats[0]
-        zero = ref.new_zeros(())
-        for p, (spec, head) in enumerate(zip(self.specs, self.heads)):
+        zero = ref.new_zeros((), dtype=torch.float32)
+        for p in range(len(self.specs)):
             if active is not None and not active[p]:
                 losses.append(zero)
                 continue
-            target = teacher_feats[spec.teacher_idx]
-            size = tuple(target.shape[-2:]) if target.dim() == 4 else target.shape[1]
-            out = head(student_feats[spec.student_idx], size)
-            losses.append(self.distance(out.float(), target.float()))
-        return torch.stack(losses) if losses else ref.new_zeros((0,))
+            losses.append(self.pathway_loss(p, student_feats, teacher_feats))
+        return torch.stack(losses) if losses else ref.new_zeros((0,), dtype=torch.float32)

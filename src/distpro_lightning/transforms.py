@@ -36,7 +36,8 @@ class SelfAttention2d(nn.Module):
         return x * self.score(x).sigmoid()
 
 
-def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+def resize_map(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``x`` at spatial ``size``: unchanged, average-pooled (shrinking) or bilinear (growing)."""
     if tuple(x.shape[-2:]) == size:
         return x
     if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
@@ -76,8 +77,8 @@ class FeatureTransform(nn.Module):
     def forward(self, x: Tensor, size: tuple[int, int]) -> Tensor:
         """Transform ``x`` and resize it to the teacher's spatial ``size`` ``(H, W)``."""
         if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
-            return self.body(_resize(x, size))
-        return _resize(self.body(x), size)
+            return self.body(resize_map(x, size))
+        return resize_map(self.body(x), size)
 
 
 class TokenTransform(nn.Module):
