@@ -23,6 +23,18 @@ class _CopyingSplit(DistProModule):
         return batch[0].clone(), batch[1]
 
 
+def _small(cls, teacher="resnet14"):
+    """A ``cls`` (a DistProModule subclass) of the conftest size, one transform kind."""
+    return cls(
+        student="resnet8",
+        teacher=teacher,
+        in_channels=1,
+        input_shape=[1, 8, 8],
+        transforms=["conv_bn"],
+        log_pathways_every_n_steps=0,
+    )
+
+
 def _search(module, steps=2, **cb_kwargs):
     cb = ProcessSearchCallback(save_path=None, plot=False, **cb_kwargs)
     dm = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
@@ -33,14 +45,7 @@ def _search(module, steps=2, **cb_kwargs):
 
 def test_teacher_runs_once_per_step_with_a_copying_split_batch():
     torch.manual_seed(0)
-    m = _CopyingSplit(
-        student="resnet8",
-        teacher="resnet14",
-        in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn"],
-        log_pathways_every_n_steps=0,
-    )
+    m = _small(_CopyingSplit)
     calls = []
     m.teacher.register_forward_hook(lambda *a: calls.append(1))
     _search(m, steps=3)
@@ -85,14 +90,7 @@ def test_unapplied_reused_gradient_stops_the_fit():
         def training_step(self, batch, batch_idx):
             return self.training_loss(batch).loss
 
-    m = Ignores(
-        student="resnet8",
-        teacher="resnet8",
-        in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn"],
-        log_pathways_every_n_steps=0,
-    )
+    m = _small(Ignores, teacher="resnet8")
     with pytest.raises(RuntimeError, match="did not apply the reused training gradient"):
         _search(m, steps=1, reuse_training_gradient=True)
 
