@@ -92,12 +92,13 @@ def diff_text(a: dict[int, dict], b: dict[int, dict]) -> str:
 def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
     runs = chosen_runs(records, pair)
     ours = runs.get("distpro", {})
+    final = runs.get("alpha_T", {})
     lines = [
         f"### {pair}",
         "",
         "| method | setting (chosen on validation) | seeds | test top-1 % | validation top-1 % "
-        "| DistPro − method, 95 % CI |",
-        "|---|---|---|---|---|---|",
+        "| DistPro − method, 95 % CI | method − use alpha_T, 95 % CI |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method in sorted(runs, key=ORDER.index):
         by_seed = runs[method]
@@ -106,7 +107,11 @@ def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
         test = pct([r["top1"] for r in by_seed.values()])
         val = pct([r["val_top1"] for r in by_seed.values()])
         diff = "–" if method == "distpro" else diff_text(ours, by_seed)
-        lines.append(f"| {LABELS[method]} | {setting} | {len(by_seed)} | {test} | {val} | {diff} |")
+        vs_final = "–" if method == "alpha_T" else diff_text(by_seed, final)
+        lines.append(
+            f"| {LABELS[method]} | {setting} | {len(by_seed)} | {test} | {val} | {diff} "
+            f"| {vs_final} |"
+        )
     return [*lines, ""]
 
 
