@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from .contract import TeacherOutput
@@ -91,7 +92,11 @@ class DistProModule(DistProMixin, StudentModule):
         input_shape: per-sample input shape for the dry run that sizes the heads
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
-        log_pathways_every_n_steps: how often per-pathway losses and weights are logged.
+        log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
+            per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
+            callback's ``alpha_weight/<pathway>``.
+        log_pathways_every_n_steps: deprecated: use ``log_pathway_losses`` (``0`` means
+            ``False``, any other value ``True``); the cadence is the Trainer's.
         **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
             ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
             ``gamma``; see :class:`~distpro_lightning.optim.StudentModule`).
@@ -122,7 +127,8 @@ class DistProModule(DistProMixin, StudentModule):
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
-        log_pathways_every_n_steps: int = 50,
+        log_pathway_losses: bool = False,
+        log_pathways_every_n_steps: int | None = None,
         **optimizer_settings: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, **optimizer_settings)
@@ -140,7 +146,15 @@ class DistProModule(DistProMixin, StudentModule):
             build_teacher(teacher, num_classes, in_channels, teacher_model), config
         )
         self.num_classes = num_classes
-        self.log_pathways_every_n_steps = log_pathways_every_n_steps
+        if log_pathways_every_n_steps is not None:
+            rank_zero_warn(
+                f"DistProModule(log_pathways_every_n_steps={log_pathways_every_n_steps}) is "
+                "deprecated: per-pathway losses follow Trainer(log_every_n_steps=...); use "
+                f"log_pathway_losses={bool(log_pathways_every_n_steps)} instead.",
+                category=FutureWarning,
+            )
+            log_pathway_losses = bool(log_pathways_every_n_steps)
+        self.log_pathway_losses = log_pathway_losses
 
     def on_fit_start(self) -> None:
         check_ddp_pruning(self.trainer, self)
@@ -159,12 +173,9 @@ class DistProModule(DistProMixin, StudentModule):
         loss, task, losses, _ = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/task_loss", task)
-        n = self.log_pathways_every_n_steps
-        if n > 0 and self.global_step % n == 0:
-            weights = self.alpha_weights().detach()
-            for name, value, weight in zip(self.pathway_names, losses.detach(), weights):
+        if self.log_pathway_losses:
+            for name, value in zip(self.pathway_names, losses.detach()):
                 self.log(f"pathway_loss/{name}", value)
-                self.log(f"pathway_weight/{name}", weight)
         return loss
 
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -17,7 +17,9 @@ from .contract import SearchableModule, missing_members
 from .heldout import HeldOutStream
 from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
 from .process import DistillationProcess
-from .search_output import ProcessWriter, SearchLogger, search_provenance
+from .plots import log_process_figures
+from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
+from .search_output import ProcessWriter, search_provenance
 from .search_step import SearchSettings, SearchStep
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
@@ -63,7 +65,8 @@ class ProcessSearchCallback(Callback):
         save_path: where the process is written (JSON, atomically, rank 0); ``None``: not
             written. A PNG plot is written beside it at the end of fit.
         save_every_n_steps: also write it every n steps (0: only at the end).
-        log_every_n_steps: how often weights, hypergradient norm and held-out loss are logged.
+        log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
+            ``log_every_n_steps`` (see :class:`~distpro_lightning.search_logging.SearchLogger`).
         warmup_steps: optimizer steps before alpha starts moving (rows are still recorded).
         average_virtual_gradient: under DDP, average the virtual step's training gradient
             over ranks (one all-reduce of the student's gradient per step), so the virtual
@@ -79,7 +82,12 @@ class ProcessSearchCallback(Callback):
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
             :class:`DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
-        plot: write and log the process plots at the end of fit.
+        plot: write the process plots beside the file at the end of fit, and send them to
+            the loggers at every epoch end (as images, or as PNG files in the log directory
+            of loggers without images, e.g. CSV).
+        log_pathways: also log every pathway's weight (``alpha_weight/<pathway>``, one series
+            per pathway); the summaries (active pathways, weight entropy, top-k share) are
+            always logged.
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
             ``search:`` section, so ``search.enabled: true`` switches the search on).
     """
@@ -94,7 +102,7 @@ class ProcessSearchCallback(Callback):
         epsilon: float = 0.01,
         save_path: str | None = "process.json",
         save_every_n_steps: int = 100,
-        log_every_n_steps: int = 50,
+        log_every_n_steps: int | None = None,
         warmup_steps: int = 0,
         average_virtual_gradient: bool = True,
         average_val_gradient: bool = True,
@@ -102,6 +110,7 @@ class ProcessSearchCallback(Callback):
         seed: int = 0,
         plot: bool = True,
         enabled: bool = True,
+        log_pathways: bool = True,
     ) -> None:
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
@@ -109,7 +118,15 @@ class ProcessSearchCallback(Callback):
             reuse_training_gradient,
         )  # fmt: skip
         self.writer = ProcessWriter(save_path, save_every_n_steps, plot)
-        self.logger = SearchLogger(log_every_n_steps)
+        if log_every_n_steps is not None:
+            rank_zero_warn(
+                f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
+                "ignored: the search metrics follow Trainer(log_every_n_steps=...). Remove the "
+                "argument (search.log_every_n_steps in configs); use log_pathways=False to drop "
+                "the per-pathway series.",
+                category=FutureWarning,
+            )
+        self.logger = SearchLogger(log_pathways)
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.warmup_steps = warmup_steps
@@ -120,6 +137,7 @@ class ProcessSearchCallback(Callback):
         self.step: SearchStep | None = None
         self.held_out: HeldOutStream | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._figures_at: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         # the constructor's arguments read back, e.g. ``callback.alpha_lr``
@@ -166,6 +184,9 @@ class ProcessSearchCallback(Callback):
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         if self.process is None:
             self.process = module.new_process(search_provenance(trainer, module, self.settings))
+        log_search_hyperparameters(
+            trainer, self.settings, {"warmup_steps": self.warmup_steps, "seed": self.seed}
+        )
         pending, self._pending_state = self._pending_state, None
         if pending is not None:
             self._restore(pending, module)
@@ -257,10 +278,24 @@ class ProcessSearchCallback(Callback):
         if self.process is not None:
             self.writer.save(trainer, self.process)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and self.process is not None and self.writer.plot:
+            self.logger.epoch_end(trainer, self.process)
+            self._figures_at = trainer.global_step
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
+        val = trainer.callback_metrics.get("search/val_loss")
+        if val is not None:
+            self.process.provenance["search_val_loss"] = float(val)
         self.writer.finish(trainer, self.process)
+        if self.writer.plot and self._figures_at != trainer.global_step:
+            log_process_figures(trainer, self.process, "search/process")
+        path = self.writer.save_path
+        if path is not None and len(self.process) and trainer.is_global_zero:
+            log_process_artifact(trainer, path, self.process)
+            rank_zero_info(f"DistPro: process saved to {path} ({len(self.process)} steps)")
         if self.skipped_updates:
             rank_zero_warn(f"DistPro search skipped {self.skipped_updates} non-finite updates.")
 
