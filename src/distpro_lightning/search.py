@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from .contract import SearchableModule, missing_members
 from .heldout import HeldOutStream
 from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
-from .process import DistillationProcess
 from .plots import log_process_figures
+from .process import DistillationProcess
 from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
 from .search_output import ProcessWriter, search_provenance
 from .search_step import SearchSettings, SearchStep
