@@ -156,3 +156,6 @@ class CIFAR100DataModule(ImageFileDataModule):
 
     def _build_test_dataset(self) -> Dataset:
         return CIFAR100Pickles(self._folder(), train=False, transform=self.eval_transform())
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return CIFAR100Pickles(self._folder(), train=True, transform=self.eval_transform())

@@ -174,3 +174,6 @@ class FashionMNISTDataModule(ImageFileDataModule):
 
     def _build_test_dataset(self) -> Dataset:
         return self._dataset(False, self.eval_transform())
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return self._dataset(True, self.eval_transform())

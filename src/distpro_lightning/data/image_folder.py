@@ -111,7 +111,8 @@ class ImageFolderDataModule(SplitDataModule):
     :meth:`setup`). For ImageNet, ``val/`` must already be sorted into class folders (as most
     ImageNet preparation scripts do); for Tiny-ImageNet call
     :func:`prepare_tiny_imagenet_val` once. ``val/`` serves as the test split
-    (``val_dataloader`` and ``test_dataloader``); the search split is carved from ``train/``.
+    (``test_dataloader`` only); the search split and the validation images
+    (``val_dataloader``) are carved from ``train/``.
 
     Transforms, ImageNet mean/std: training ``RandomResizedCrop(image_size)`` +
     ``RandomHorizontalFlip`` (if ``augment``; otherwise the evaluation transform);
@@ -235,4 +236,9 @@ class ImageFolderDataModule(SplitDataModule):
     def _build_test_dataset(self) -> Dataset:
         return _FixedClassesImageFolder(
             Path(self.data_dir) / "val", self._class_to_idx(), self._eval_transform()
+        )
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return _FixedClassesImageFolder(
+            Path(self.data_dir) / "train", self._class_to_idx(), self._eval_transform()
         )
