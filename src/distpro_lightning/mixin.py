@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -44,6 +45,7 @@ class DistillationConfig:
     kd_temperature: float = 4.0
     input_shape: Sequence[int] | None = None
     save_teacher: bool = False
+    student_attribute: str | None = None
 
     def __post_init__(self) -> None:
         check_normalization(self.normalization)
@@ -122,11 +124,25 @@ class DistProMixin:
     from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
     """
 
-    student: nn.Module
     teacher: nn.Module
     alpha_logits: Tensor
     #: ``training_step`` applies :meth:`take_reused_gradient` when there is one.
     applies_reused_gradient: bool = False
+    #: The attribute that holds the student network (``student_attribute="net"`` in
+    #: :meth:`configure_distillation`, or this class attribute); :attr:`student` reads it,
+    #: so the weights are stored once, under that name.
+    student_attribute: str = "student"
+
+    @property
+    def student(self) -> nn.Module:
+        """The student network: the submodule named by :attr:`student_attribute`."""
+        name = self.student_attribute
+        modules = self.__dict__.get("_modules", {})
+        if name == "student":
+            if "student" not in modules:
+                raise AttributeError("self.student is not set")
+            return modules["student"]
+        return getattr(self, name)
 
     # ------------------------------------------------------------------ construction
     def configure_distillation(
@@ -140,9 +156,15 @@ class DistProMixin:
             **options: fields of :class:`DistillationConfig` that replace ``config``'s, e.g.
                 ``transforms=["conv_bn"], input_shape=[1, 28, 28]``.
         """
-        if not isinstance(getattr(self, "student", None), nn.Module):
-            raise AttributeError("Set self.student (an nn.Module) before configure_distillation().")
         cfg = DistillationConfig.with_options(config, options)
+        if cfg.student_attribute is not None:
+            self.student_attribute = cfg.student_attribute
+        if not isinstance(getattr(self, "student", None), nn.Module):
+            raise AttributeError(
+                f"Set self.{self.student_attribute} (an nn.Module) before "
+                "configure_distillation(), or name the attribute that holds your network with "
+                "student_attribute='...'."
+            )
         student = unwrap_model(self.student)
         example_array = getattr(self, "example_input_array", None)
         example = _example_input(student, cfg.input_shape, example_array)
@@ -188,6 +210,14 @@ class DistProMixin:
         self.pathway_names = [s.name for s in specs] + (
             [KD_PATHWAY_NAME] if cfg.response_kd else []
         )
+
+    def export_student(self, path: str) -> Path:
+        """Write the student alone (weights and, when known, its registry name, classes and
+        channels) to ``path`` atomically; :func:`~distpro_lightning.load_student` reads it
+        back without the teacher, the heads or this module."""
+        from .student_io import export_student
+
+        return export_student(self, path)
 
     # ------------------------------------------------------------------ weights
     @property

@@ -69,8 +69,10 @@ class DistProModule(DistProMixin, StudentModule):
             :class:`ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
         num_classes: number of classes (used when models are built by name).
         in_channels: input channels (used when models are built by name).
-        teacher_model: architecture name for a ``teacher`` state-dict path that does not
-            name its architecture.
+        teacher_model: the architecture of a ``teacher`` checkpoint that does not name one
+            (a state dict, or a checkpoint of your own LightningModule): a registry name or
+            an (untrained) module, in YAML ``{class_path: my_pkg.MyNet, init_args: {...}}``;
+            its weights are loaded from ``teacher``.
         student_taps: dotted module names of the student features, or ``"auto"`` (the
             down-sampling stage outputs).
         teacher_taps: the same for the teacher.
@@ -110,7 +112,7 @@ class DistProModule(DistProMixin, StudentModule):
         teacher: nn.Module | str,
         num_classes: int = 10,
         in_channels: int = 3,
-        teacher_model: str | None = None,
+        teacher_model: nn.Module | str | None = None,
         student_taps: list[str] | str = "auto",
         teacher_taps: list[str] | str = "auto",
         transforms: list[str] = ["conv_bn", "attn2", "attn3"],  # noqa: B006 - jsonargparse default

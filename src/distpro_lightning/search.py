@@ -82,6 +82,12 @@ class ProcessSearchCallback(Callback):
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
             :class:`DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
+        held_out: where the held-out batches come from: ``None``, the data module's
+            ``search_val_dataloader()``; a method name of the data module (e.g.
+            ``"val_dataloader"`` for your own data module whose validation split is held
+            out from training); or a data module (in YAML ``{class_path: ..., init_args:
+            ...}``) whose ``train_dataloader()`` serves the held-out data. In Python a
+            ``DataLoader`` may also be set as ``callback.search_val_loader``.
         plot: write the process plots beside the file at the end of fit, and send them to
             the loggers at every epoch end (as images, or as PNG files in the log directory
             of loggers without images, e.g. CSV).
@@ -111,6 +117,7 @@ class ProcessSearchCallback(Callback):
         plot: bool = True,
         enabled: bool = True,
         log_pathways: bool = True,
+        held_out: str | pl.LightningDataModule | None = None,
     ) -> None:
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
@@ -133,6 +140,7 @@ class ProcessSearchCallback(Callback):
         self.seed = seed
         self.enabled = enabled
         self.search_val_loader: DataLoader | None = None
+        self.held_out_source = held_out
         self.process: DistillationProcess | None = None
         self.step: SearchStep | None = None
         self.held_out: HeldOutStream | None = None
@@ -180,7 +188,7 @@ class ProcessSearchCallback(Callback):
             reduce_mean if trainer.world_size > 1 else None,
             self._autocast(trainer),
         )
-        loader = self.search_val_loader or _held_out_loader(trainer)
+        loader = self.search_val_loader or _held_out_loader(trainer, self.held_out_source)
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         if self.process is None:
             self.process = module.new_process(search_provenance(trainer, module, self.settings))
@@ -196,12 +204,6 @@ class ProcessSearchCallback(Callback):
             raise TypeError(
                 "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
                 f"{type(pl_module).__name__} lacks {', '.join(missing_members(pl_module))}."
-            )
-        if not pl_module.automatic_optimization:
-            raise RuntimeError(
-                "ProcessSearchCallback runs before Lightning's automatic optimizer step; with "
-                "manual optimization call `callback.search_step(trainer, module, batch)` "
-                "yourself before your optimizer step, or use automatic optimization."
             )
         if len(trainer.optimizers) != 1:
             raise RuntimeError(
@@ -265,6 +267,13 @@ class ProcessSearchCallback(Callback):
         if not self.enabled or ctx is None or ctx.batch_idx != batch_idx:
             return
         pl_module.step_context = None
+        if not pl_module.automatic_optimization and trainer.global_step != ctx.step + 1:
+            raise RuntimeError(
+                f"With manual optimization the search needs exactly one optimizer step per "
+                f"training batch (it searched alpha for step {ctx.step}, and the batch ended at "
+                f"global step {trainer.global_step}): call opt.step() once in training_step, "
+                "after self.manual_backward(loss)."
+            )
         if ctx.reused is not None:
             raise RuntimeError(
                 f"{type(pl_module).__name__}.training_step did not apply the reused training "
@@ -330,15 +339,21 @@ class ProcessSearchCallback(Callback):
         self.held_out.load_state_dict(state)
 
 
-def _held_out_loader(trainer: pl.Trainer) -> DataLoader:
+def _held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:
+    if isinstance(source, pl.LightningDataModule):
+        source.prepare_data()
+        source.setup("fit")
+        return source.train_dataloader()
     dm = trainer.datamodule
-    if dm is None or not hasattr(dm, "search_val_dataloader"):
+    method = source or "search_val_dataloader"
+    if dm is None or not callable(getattr(dm, method, None)):
         raise RuntimeError(
-            "ProcessSearchCallback needs held-out batches: use a data module with "
-            "search_val_dataloader() in mode='search', or set "
-            "callback.search_val_loader = DataLoader(...)."
+            f"ProcessSearchCallback needs held-out batches: the data module has no {method}(). "
+            "Use a DistPro data module in mode='search', name your data module's method "
+            "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
+            "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
         )
-    return dm.search_val_dataloader()
+    return getattr(dm, method)()
 
 
 def _steps_per_epoch(trainer: pl.Trainer) -> int | None:

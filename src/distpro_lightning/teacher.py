@@ -26,11 +26,11 @@ def build_teacher(
     teacher: nn.Module | str,
     num_classes: int,
     in_channels: int,
-    architecture: str | None = None,
+    architecture: nn.Module | str | None = None,
 ) -> nn.Module:
     """The teacher model: ``teacher`` itself if it is a module; loaded from a checkpoint or
-    state-dict file if it is a path (``architecture`` names the model of a plain state
-    dict); else built by registry name, untrained (with a warning)."""
+    state-dict file if it is a path (``architecture``, a registry name or an untrained
+    module, is the model of a checkpoint that does not name one); else built by registry name, untrained (with a warning)."""
     from .models import create
 
     if isinstance(teacher, nn.Module):
