@@ -206,10 +206,21 @@ class DistProMixin:
         )
         self.distill_heads = PathwayHeads(specs, s_shapes, t_shapes, get_distance(cfg.distance))
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
+        self.student_tap_shapes, self.teacher_tap_shapes = s_shapes, t_shapes
+        self.student_output_shape = tuple(s_out.shape[1:])
+        self.teacher_output_shape = tuple(t_out.shape[1:])
         self.pathway_specs = specs
         self.pathway_names = [s.name for s in specs] + (
             [KD_PATHWAY_NAME] if cfg.response_kd else []
         )
+
+    def pathway_summary(self) -> str:
+        """The pathway table (:func:`~distpro_lightning.summary.pathway_summary`): shapes,
+        transform, head parameters and pruned state per pathway, totals beside the
+        student's size."""
+        from .summary import pathway_summary
+
+        return pathway_summary(self)
 
     def export_student(self, path: str) -> Path:
         """Write the student alone (weights and, when known, its registry name, classes and

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from .contract import TeacherOutput
@@ -160,6 +160,10 @@ class DistProModule(DistProMixin, StudentModule):
 
     def on_fit_start(self) -> None:
         check_ddp_pruning(self.trainer, self)
+        from lightning.pytorch.callbacks import ModelSummary
+
+        if any(isinstance(cb, ModelSummary) for cb in self.trainer.callbacks):
+            rank_zero_info("DistPro pathways:\n" + self.pathway_summary())
 
     def forward(self, x: Tensor) -> Tensor:
         """The student's logits (inference)."""
