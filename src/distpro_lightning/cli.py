@@ -11,6 +11,9 @@
   an error.
 * ``distpro process summary|plot|export FILE`` — inspect, plot and interpolate a process
   file; a bad file prints one line naming it and the problem, and exits with status 1.
+* ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
+  held-out loss among the trials' process files under ``ROOT``), retrained with
+  ``distpro fit FIT ARGS --replay.process BEST`` (see :mod:`distpro_lightning.sweeps`).
 * ``distpro demo`` — the end-to-end Fashion-MNIST demo (see :mod:`distpro_lightning.demo`).
 """
 
@@ -106,7 +109,8 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         auto_configure_optimizers=False,
         parser_kwargs={
             "description": "DistPro for Lightning. Also: `distpro process summary|plot|export "
-            "FILE` (process files) and `distpro demo` (the Fashion-MNIST demo)."
+            "FILE` (process files), `distpro sweep-best ROOT -- FIT ARGS` (retrain a sweep's best "
+            "process) and `distpro demo` (the Fashion-MNIST demo)."
         },
     )
 
@@ -180,6 +184,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (ProcessFileError, OSError, ValueError) as exc:
             message = " ".join(str(exc).split())
             print(f"distpro process: error: {message}", file=sys.stderr)
+            code = 1
+        raise SystemExit(code)
+    if argv and argv[0] == "sweep-best":
+        from .sweeps import sweep_best_main
+
+        try:
+            code = sweep_best_main(argv[1:])
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"distpro sweep-best: error: {exc}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
     if argv and argv[0] == "demo":

@@ -21,6 +21,7 @@ from .process import DistillationProcess
 from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
 from .search_output import ProcessWriter, search_provenance
 from .search_step import SearchSettings, SearchStep
+from .sweeps import with_log_dir
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
@@ -63,7 +64,9 @@ class ProcessSearchCallback(Callback):
         alpha_weight_decay: weight decay on the logits.
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
         save_path: where the process is written (JSON, atomically, rank 0); ``None``: not
-            written. A PNG plot is written beside it at the end of fit.
+            written. ``{log_dir}`` in it is replaced by the run's log directory
+            (:func:`~distpro_lightning.sweeps.run_log_dir`), e.g. ``{log_dir}/process.json``
+            gives every run (every sweep trial) its own file. A PNG plot is written beside it at the end of fit.
         save_every_n_steps: also write it every n steps (0: only at the end).
         log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
             ``log_every_n_steps`` (see :class:`~distpro_lightning.search_logging.SearchLogger`).
@@ -178,6 +181,7 @@ class ProcessSearchCallback(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
+        self.writer.save_path = with_log_dir(self.writer.save_path, trainer)
         self._check_setup(trainer, pl_module)
         module: Any = pl_module
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
