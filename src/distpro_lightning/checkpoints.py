@@ -51,7 +51,7 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint or state-dict file with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` (no such file), ``IsADirectoryError`` (a directory) or
-    :class:`CheckpointError` (not a checkpoint, or one holding objects that would need
+    `CheckpointError` (not a checkpoint, or one holding objects that would need
     unpickling code)."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -88,9 +88,9 @@ def resolve_teacher(
     num_classes: int = 10,
     in_channels: int = 3,
 ) -> nn.Module:
-    """A teacher given as a string: a checkpoint file (loaded with :func:`load_teacher`) or
+    """A teacher given as a string: a checkpoint file (loaded with `load_teacher`) or
     a registry name (built untrained, with a warning). A string that looks like a path
-    (:func:`looks_like_path`) but names no file raises ``FileNotFoundError`` or
+    (`looks_like_path`) but names no file raises ``FileNotFoundError`` or
     ``IsADirectoryError``, never ``Unknown model``; an unknown name lists the models."""
     from .models import available_models, create
 
@@ -173,7 +173,7 @@ def load_teacher(
 ) -> nn.Module:
     """Build and load a trained model for use as a teacher.
 
-    ``path`` is a Lightning checkpoint of :class:`~distpro_lightning.ClassifierModule` (its
+    ``path`` is a Lightning checkpoint of `ClassifierModule` (its
     hyper-parameters name the architecture, so ``model`` may be omitted) or a state-dict
     file (then ``model`` is an ``nn.Module`` or a registry name). Loaded with
     ``weights_only=True``.

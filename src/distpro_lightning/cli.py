@@ -1,9 +1,9 @@
 """The ``distpro`` command.
 
-* ``distpro fit|validate|test|predict --config FILE`` — :class:`DistProCLI`, a
+* ``distpro fit|validate|test|predict --config FILE`` — `DistProCLI`, a
   ``LightningCLI`` with subclass mode for the model and the data module and two callback
-  sections: ``search:`` (:class:`ProcessSearchCallback`) and ``replay:``
-  (:class:`ProcessScheduleCallback`). Their options are flat keys, e.g.
+  sections: ``search:`` (`ProcessSearchCallback`) and ``replay:``
+  (`ProcessScheduleCallback`). Their options are flat keys, e.g.
   ``--search.alpha_lr 0.1`` (what W&B sweeps pass). A section is on when any of its keys is
   given (in a config file or on the command line) and off when none is; ``enabled: false``
   turns a given section off (logged with the keys it leaves unused; the paper configs use
@@ -13,8 +13,8 @@
   file; a bad file prints one line naming it and the problem, and exits with status 1.
 * ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
   held-out loss among the trials' process files under ``ROOT``), retrained with
-  ``distpro fit FIT ARGS --replay.process BEST`` (see :mod:`distpro_lightning.sweeps`).
-* ``distpro demo`` — the end-to-end Fashion-MNIST demo (see :mod:`distpro_lightning.demo`).
+  ``distpro fit FIT ARGS --replay.process BEST`` (see `distpro_lightning.sweeps`).
+* ``distpro demo`` — the end-to-end Fashion-MNIST demo (see `distpro_lightning.demo`).
 """
 
 from __future__ import annotations

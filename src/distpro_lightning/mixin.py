@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """The search space and loss settings of :meth:`DistProMixin.configure_distillation`
-    (see :class:`~distpro_lightning.DistProModule` for the meaning of each field)."""
+    """The search space and loss settings of `DistProMixin.configure_distillation`
+    (see `DistProModule` for the meaning of each field)."""
 
     student_taps: Sequence[str] | str = "auto"
     teacher_taps: Sequence[str] | str = "auto"
@@ -100,42 +100,44 @@ def _taps(model: nn.Module, taps: Sequence[str] | str, example: Tensor, role: st
 class DistProMixin:
     """The DistPro machinery for any LightningModule that has a ``student``.
 
-    Adopt it in an existing module with three additions::
+    Adopt it in an existing module with three additions:
 
-        class MyModule(DistProMixin, LightningModule):
-            def __init__(self, student, teacher):
-                super().__init__()
-                self.student = student
-                self.configure_distillation(teacher, student_taps="auto")   # (1)
+    ```python
+    class MyModule(DistProMixin, LightningModule):
+        def __init__(self, student, teacher):
+            super().__init__()
+            self.student = student
+            self.configure_distillation(teacher, student_taps="auto")   # (1)
 
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits, kd_loss = self.distill(x)                           # (2)
-                return self.task_loss(logits, y) + kd_loss                  # (3)
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits, kd_loss = self.distill(x)                           # (2)
+            return self.task_loss(logits, y) + kd_loss                  # (3)
+    ```
 
     ``distill(x)`` runs the (frozen) teacher and the student with its feature taps and
     returns the student logits and ``sum_p w_p * delta_p``; ``ProcessSearchCallback`` and
-    ``ProcessScheduleCallback`` drive ``alpha_logits``. Override :meth:`task_loss` (and
-    :meth:`split_batch`) for tasks other than classification.
+    ``ProcessScheduleCallback`` drive ``alpha_logits``. Override `task_loss` (and
+    `split_batch`) for tasks other than classification.
 
-    The search hands each training step a :class:`~distpro_lightning.contract.StepContext`
-    (:attr:`step_context`): ``distill`` reuses its teacher outputs. To use
+    The search hands each training step a `StepContext`
+    (`step_context`): ``distill`` reuses its teacher outputs. To use
     ``reuse_training_gradient=True`` too, return ``self.take_reused_gradient().surrogate_loss()``
     from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
     """
 
     teacher: nn.Module
     alpha_logits: Tensor
-    #: ``training_step`` applies :meth:`take_reused_gradient` when there is one.
+    #: ``training_step`` applies `take_reused_gradient` when there is one.
     applies_reused_gradient: bool = False
     #: The attribute that holds the student network (``student_attribute="net"`` in
-    #: :meth:`configure_distillation`, or this class attribute); :attr:`student` reads it,
+    #: `configure_distillation`, or this class attribute); `student` reads it,
     #: so the weights are stored once, under that name.
     student_attribute: str = "student"
 
     @property
     def student(self) -> nn.Module:
-        """The student network: the submodule named by :attr:`student_attribute`."""
+        """The student network: the submodule named by `student_attribute`."""
         name = self.student_attribute
         modules = self.__dict__.get("_modules", {})
         if name == "student":
@@ -152,8 +154,8 @@ class DistProMixin:
 
         Args:
             teacher: the frozen teacher network.
-            config: the settings (default: :class:`DistillationConfig`'s defaults).
-            **options: fields of :class:`DistillationConfig` that replace ``config``'s, e.g.
+            config: the settings (default: `DistillationConfig`'s defaults).
+            **options: fields of `DistillationConfig` that replace ``config``'s, e.g.
                 ``transforms=["conv_bn"], input_shape=[1, 28, 28]``.
         """
         cfg = DistillationConfig.with_options(config, options)
@@ -215,7 +217,7 @@ class DistProMixin:
         )
 
     def pathway_summary(self) -> str:
-        """The pathway table (:func:`~distpro_lightning.summary.pathway_summary`): shapes,
+        """The pathway table (`pathway_summary`): shapes,
         transform, head parameters and pruned state per pathway, totals beside the
         student's size."""
         from .summary import pathway_summary
@@ -224,7 +226,7 @@ class DistProMixin:
 
     def export_student(self, path: str) -> Path:
         """Write the student alone (weights and, when known, its registry name, classes and
-        channels) to ``path`` atomically; :func:`~distpro_lightning.load_student` reads it
+        channels) to ``path`` atomically; `load_student` reads it
         back without the teacher, the heads or this module."""
         from .student_io import export_student
 
@@ -284,7 +286,7 @@ class DistProMixin:
         return self.frozen_teacher(x)
 
     def current_step_context(self) -> StepContext | None:
-        """:attr:`step_context` if it belongs to the current optimizer step, else ``None``."""
+        """`step_context` if it belongs to the current optimizer step, else ``None``."""
         ctx = self.step_context
         return ctx if ctx is not None and ctx.step == self.global_step else None
 

@@ -1,5 +1,5 @@
 """``DistProModule``: a student distilled from a frozen teacher through weighted pathways,
-a complete classification LightningModule built on :class:`DistProMixin`."""
+a complete classification LightningModule built on `DistProMixin`."""
 
 from __future__ import annotations
 
@@ -42,31 +42,35 @@ def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
 class DistProModule(DistProMixin, StudentModule):
     """A student distilled from a frozen teacher through weighted pathways (DistPro).
 
-    Python::
+    Python:
 
-        from distpro_lightning import DistProModule
-        module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
-                               in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
-        trainer = Trainer(callbacks=[ProcessSearchCallback()])
+    ```python
+    from distpro_lightning import DistProModule
+    module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
+                           in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
+    trainer = Trainer(callbacks=[ProcessSearchCallback()])
+    ```
 
-    YAML (``distpro fit --config``)::
+    YAML (``distpro fit --config``):
 
-        model:
-          class_path: distpro_lightning.DistProModule
-          init_args:
-            student: resnet8
-            teacher: runs/teacher/teacher.ckpt
-            num_classes: 10
-            in_channels: 1
-            connections: all
-            transforms: [conv_bn, attn2, attn3]
-            distance: hcl
-            normalization: biased_softmax
+    ```yaml
+    model:
+      class_path: distpro_lightning.DistProModule
+      init_args:
+        student: resnet8
+        teacher: runs/teacher/teacher.ckpt
+        num_classes: 10
+        in_channels: 1
+        connections: all
+        transforms: [conv_bn, attn2, attn3]
+        distance: hcl
+        normalization: biased_softmax
+    ```
 
     Args:
         student: an ``nn.Module`` or a model-registry name (``distpro_lightning.models``).
         teacher: an ``nn.Module``, a registry name (untrained!), or the path of a
-            :class:`ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
+            `ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
         num_classes: number of classes (used when models are built by name).
         in_channels: input channels (used when models are built by name).
         teacher_model: the architecture of a ``teacher`` checkpoint that does not name one
@@ -101,7 +105,7 @@ class DistProModule(DistProMixin, StudentModule):
             ``False``, any other value ``True``); the cadence is the Trainer's.
         **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
             ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
-            ``gamma``; see :class:`~distpro_lightning.optim.StudentModule`).
+            ``gamma``; see `StudentModule`).
     """
 
     applies_reused_gradient = True

@@ -30,30 +30,34 @@ class ProcessSearchCallback(Callback):
     """Learn the pathway logits ``a~_t`` by bi-level meta-optimization and record them.
 
     At every optimizer step, before the real update, it runs a
-    :class:`~distpro_lightning.search_step.SearchStep` on the training batch and the next
-    held-out batch (:class:`~distpro_lightning.heldout.HeldOutStream`): the hypergradient of
+    `SearchStep` on the training batch and the next
+    held-out batch (`HeldOutStream`): the hypergradient of
     the held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over
     DDP ranks, updates ``module.alpha_logits`` with its own optimizer, and the new logits
-    are appended to :attr:`process`. The real update then uses ``w(a~_{t+1})`` and reuses
+    are appended to `process`. The real update then uses ``w(a~_{t+1})`` and reuses
     the teacher features computed for the search (the module's
-    :class:`~distpro_lightning.contract.StepContext`). This class keeps the hooks, the
-    checks, the logging (:class:`~distpro_lightning.search_output.SearchLogger`), the files
-    (:class:`~distpro_lightning.search_output.ProcessWriter`) and the checkpoint state.
+    `StepContext`). This class keeps the hooks, the
+    checks, the logging (`SearchLogger`), the files
+    (`ProcessWriter`) and the checkpoint state.
 
-    Python::
+    Python:
 
-        from distpro_lightning import ProcessSearchCallback
-        search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
-                                       save_path="runs/search/process.json")
-        trainer = Trainer(max_epochs=40, callbacks=[search])
-        trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
+    ```python
+    from distpro_lightning import ProcessSearchCallback
+    search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
+                                   save_path="runs/search/process.json")
+    trainer = Trainer(max_epochs=40, callbacks=[search])
+    trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
+    ```
 
-    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``)::
+    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``):
 
-        search:
-          hypergradient: finite_difference
-          alpha_lr: 0.05
-          save_path: runs/search/process.json
+    ```yaml
+    search:
+      hypergradient: finite_difference
+      alpha_lr: 0.05
+      save_path: runs/search/process.json
+    ```
 
     Args:
         hypergradient: ``"finite_difference"`` (two forward passes at ``theta +- eps v``)
@@ -65,11 +69,11 @@ class ProcessSearchCallback(Callback):
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
         save_path: where the process is written (JSON, atomically, rank 0); ``None``: not
             written. ``{log_dir}`` in it is replaced by the run's log directory
-            (:func:`~distpro_lightning.sweeps.run_log_dir`), e.g. ``{log_dir}/process.json``
+            (`run_log_dir`), e.g. ``{log_dir}/process.json``
             gives every run (every sweep trial) its own file. A PNG plot is written beside it at the end of fit.
         save_every_n_steps: also write it every n steps (0: only at the end).
         log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
-            ``log_every_n_steps`` (see :class:`~distpro_lightning.search_logging.SearchLogger`).
+            ``log_every_n_steps`` (see `SearchLogger`).
         warmup_steps: optimizer steps before alpha starts moving (rows are still recorded).
         average_virtual_gradient: under DDP, average the virtual step's training gradient
             over ranks (one all-reduce of the student's gradient per step), so the virtual
@@ -83,7 +87,7 @@ class ProcessSearchCallback(Callback):
             (one forward+backward fewer per step, at the price of a one-step lag: the update
             uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs a module whose
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
-            :class:`DistProModule`).
+            `DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
         held_out: where the held-out batches come from: ``None``, the data module's
             ``search_val_dataloader()``; a method name of the data module (e.g.

@@ -32,7 +32,7 @@ class WeightSummary:
         entropy: entropy (nats) of the weights normalised to sum 1.
         effective: ``exp(entropy)``, the number of equally weighted pathways with that
             entropy (``P`` for uniform weights, 1 for a single pathway).
-        top_share: the share of the :data:`TOP_K` heaviest pathways in the total weight.
+        top_share: the share of the `TOP_K` heaviest pathways in the total weight.
         top: ``(name, share)`` of those pathways, heaviest first.
     """
 
@@ -46,7 +46,7 @@ class WeightSummary:
 def weight_summary(
     weights: Tensor, names: list[str], active: list[bool] | None = None, k: int = TOP_K
 ) -> WeightSummary:
-    """The :class:`WeightSummary` of non-negative ``weights`` ``[P]`` with pathway ``names``
+    """The `WeightSummary` of non-negative ``weights`` ``[P]`` with pathway ``names``
     (``active``: the module's mask of computed pathways, ``None``: all)."""
     w = weights.detach().double().clamp_min(0)
     total = float(w.sum())

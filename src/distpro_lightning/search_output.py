@@ -1,6 +1,6 @@
 """What the search writes and logs: the process file and its plots
-(:class:`ProcessWriter`) and the record of where a process came from
-(:func:`search_provenance`). The metrics are :mod:`~distpro_lightning.search_logging`'s."""
+(`ProcessWriter`) and the record of where a process came from
+(`search_provenance`). The metrics are `search_logging`'s."""
 
 from __future__ import annotations
 

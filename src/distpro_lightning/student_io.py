@@ -1,5 +1,5 @@
-"""The trained student on its own: :func:`export_student` writes it from a distilling module,
-:func:`load_student` reads it back, from that file or from a Lightning checkpoint of the
+"""The trained student on its own: `export_student` writes it from a distilling module,
+`load_student` reads it back, from that file or from a Lightning checkpoint of the
 module, without the teacher (nothing is unpickled: ``weights_only=True``)."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def _student_state(obj: dict[str, Any], prefix: str) -> tuple[dict[str, Any], di
 def load_student(
     path: str | os.PathLike[str], model: nn.Module | None = None, prefix: str = "student"
 ) -> nn.Module:
-    """The trained student from ``path``: a file of :func:`export_student` or a Lightning
+    """The trained student from ``path``: a file of `export_student` or a Lightning
     checkpoint of a DistPro module (its ``prefix.*`` weights; the teacher is not needed).
 
     Args:

@@ -1,7 +1,7 @@
 """The pathway summary, DistPro's ``ModelSummary``: one row per pathway (name, teacher and
 student feature shapes, transform, head parameters, pruned state) and the totals next to the
-student's size. Printed at fit start by :class:`~distpro_lightning.DistProModule` (when the
-Trainer's model summary is on) or by the :class:`PathwaySummary` callback, and reused by
+student's size. Printed at fit start by `DistProModule` (when the
+Trainer's model summary is on) or by the `PathwaySummary` callback, and reused by
 ``distpro process summary`` for a process file (which knows no shapes)."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _count(module: Any) -> int:
 
 
 def pathway_rows(module: Any) -> list[PathwayRow]:
-    """The rows of a module with :class:`~distpro_lightning.DistProMixin`, pruned state from
+    """The rows of a module with `DistProMixin`, pruned state from
     its current logits and ``prune_threshold``."""
     active = module.active_pathways()
     rows = []
@@ -116,7 +116,7 @@ def pathway_summary(module: Any) -> str:
 
 
 class PathwaySummary(Callback):
-    """Print :func:`pathway_summary` at fit start (rank 0), like Lightning's ``ModelSummary``;
+    """Print `pathway_summary` at fit start (rank 0), like Lightning's ``ModelSummary``;
     for modules built on the mixin (``DistProModule`` prints it itself)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -3,7 +3,7 @@
 provenance (``search_val_loss``, the epoch mean of ``search/val_loss``);
 ``distpro sweep-best ROOT -- FIT ARGS`` finds every process file under ``ROOT``, names the
 best and retrains it (``distpro fit FIT ARGS SEARCH SPACE --replay.process BEST``, where
-the search-space arguments, :func:`search_space_args`, give the module the transforms,
+the search-space arguments, `search_space_args`, give the module the transforms,
 normalisation and prune threshold the best trial searched with)."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def run_log_dir(trainer: Any) -> str:
 
 
 def with_log_dir(path: str | None, trainer: Any) -> str | None:
-    """``path`` with :data:`LOG_DIR_PLACEHOLDER` replaced by :func:`run_log_dir`."""
+    """``path`` with `LOG_DIR_PLACEHOLDER` replaced by `run_log_dir`."""
     if path is None or LOG_DIR_PLACEHOLDER not in str(path):
         return path
     return str(path).replace(LOG_DIR_PLACEHOLDER, run_log_dir(trainer))

@@ -46,7 +46,7 @@ class FrozenTeacher:
     restored afterwards, so Lightning's train/eval bookkeeping never sees it changed), its
     tapped features returned with its logits.
 
-    :meth:`attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
+    `attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
     weights out of that module's ``state_dict`` (unless ``in_checkpoints``); loading a
     checkpoint without them fills them from the live teacher.
 

@@ -22,14 +22,14 @@ class SplitDataModule(LightningDataModule):
     * ``"search"``: the *training* set is split, deterministically for a given ``seed``, into a
       part used to train the student (``1 - search_val_fraction``, 80 % by default) and a
       held-out part (``search_val_fraction``, 20 % by default) on which the meta-gradient of
-      the distillation-process parameters is computed. :meth:`train_dataloader` serves the
-      first part, :meth:`search_val_dataloader` the held-out part. As in DARTS, the held-out
+      the distillation-process parameters is computed. `train_dataloader` serves the
+      first part, `search_val_dataloader` the held-out part. As in DARTS, the held-out
       part uses the same (augmenting) *training* transform: both halves are views of the same
       training dataset and only the indices differ.
-    * ``"retrain"`` (default): :meth:`train_dataloader` serves the whole training set (or the
-      ``subset`` pool) and :meth:`search_val_dataloader` raises :class:`RuntimeError`.
+    * ``"retrain"`` (default): `train_dataloader` serves the whole training set (or the
+      ``subset`` pool) and `search_val_dataloader` raises `RuntimeError`.
 
-    **Validation never sees the test split.** :meth:`val_dataloader` serves images held out
+    **Validation never sees the test split.** `val_dataloader` serves images held out
     from the *training* set, with the evaluation transform: in search mode the held-out
     search split (unless ``val_fraction`` is given); with ``val_fraction`` a part of the pool
     carved out before anything else, the same indices in both modes, so a search and its
@@ -37,7 +37,7 @@ class SplitDataModule(LightningDataModule):
     without ``val_fraction`` the student trains on the whole pool (the paper's protocol)
     and there is no validation (an empty loader; Lightning skips the loop, and a
     ``ModelCheckpoint``/``EarlyStopping`` monitoring ``val/...`` reports the metric
-    missing). The official test split is reached only through :meth:`test_dataloader`
+    missing). The official test split is reached only through `test_dataloader`
     (``trainer.test`` / ``distpro test``).
 
     The index bookkeeping is a pure function of ``(seed, subset, mode, search_val_fraction,
@@ -52,25 +52,25 @@ class SplitDataModule(LightningDataModule):
        first ``round(search_val_fraction * len(pool))`` indices in the search-validation split
        and the rest in the training split.
 
-    Both index tensors are sorted and exposed, after :meth:`setup` (or after the first call of a
-    dataloader method), as :attr:`train_indices` and :attr:`search_val_indices`. The test split
+    Both index tensors are sorted and exposed, after `setup` (or after the first call of a
+    dataloader method), as `train_indices` and `search_val_indices`. The test split
     is limited to at most ``subset`` samples (again the first ones of a seeded permutation, so
     that class-sorted test sets keep every class).
 
-    DDP: :meth:`train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
-    can replace its sampler with a ``DistributedSampler``. :meth:`search_val_dataloader` is not
+    DDP: `train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
+    can replace its sampler with a ``DistributedSampler``. `search_val_dataloader` is not
     a Lightning hook, so it takes the process layout explicitly (``distributed``,
     ``num_replicas``, ``rank``) and then uses
     ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``; the caller must call
     ``loader.sampler.set_epoch(epoch)`` each time it starts a new pass over that loader,
     otherwise every pass repeats the same order.
 
-    Subclasses implement :meth:`_build_train_dataset` (training transform),
-    :meth:`_build_test_dataset` (evaluation transform) and, when the two transforms differ,
-    :meth:`_build_train_eval_dataset` (the training images with the evaluation transform;
+    Subclasses implement `_build_train_dataset` (training transform),
+    `_build_test_dataset` (evaluation transform) and, when the two transforms differ,
+    `_build_train_eval_dataset` (the training images with the evaluation transform;
     the default is the training dataset itself), and set ``num_classes``,
     ``in_channels`` and ``image_size`` (class attributes or properties); they may override
-    :meth:`prepare_data`. They pass the shared arguments below through
+    `prepare_data`. They pass the shared arguments below through
     (``super().__init__(**kwargs)``), so each is declared here only and every subclass
     takes them as flat keys (``--data.init_args.batch_size``).
 
@@ -85,29 +85,33 @@ class SplitDataModule(LightningDataModule):
         seed: Seed of the subset selection, of the search split and of the distributed
             search-validation sampler.
         pin_memory: ``pin_memory`` of every dataloader.
-        search_val_batch_size: Batch size of :meth:`search_val_dataloader`; defaults to
+        search_val_batch_size: Batch size of `search_val_dataloader`; defaults to
             ``batch_size``.
         val_fraction: Fraction of the training pool held out for validation in both modes
             (``None``: the search split in search mode, no validation in retrain mode).
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import DigitsDataModule
+    ```python
+    from distpro_lightning.data import DigitsDataModule
 
-        dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
-        dm.setup("fit")
-        train_loader = dm.train_dataloader()  # 80 % of the training set
-        meta_loader = dm.search_val_dataloader()  # the held-out 20 %
+    dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
+    dm.setup("fit")
+    train_loader = dm.train_dataloader()  # 80 % of the training set
+    meta_loader = dm.search_val_dataloader()  # the held-out 20 %
+    ```
 
-    Example (YAML, ``LightningCLI`` with a concrete subclass)::
+    Example (YAML, ``LightningCLI`` with a concrete subclass):
 
-        data:
-          class_path: distpro_lightning.data.DigitsDataModule
-          init_args:
-            mode: search
-            batch_size: 64
-            search_val_fraction: 0.2
-            seed: 0
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.DigitsDataModule
+      init_args:
+        mode: search
+        batch_size: 64
+        search_val_fraction: 0.2
+        seed: 0
+    ```
     """
 
     def __init__(
@@ -195,7 +199,7 @@ class SplitDataModule(LightningDataModule):
 
     def _build_train_eval_dataset(self) -> Dataset:
         """Return the full official training set with the evaluation transform (validation
-        images are training images); default: :meth:`_build_train_dataset`'s dataset."""
+        images are training images); default: `_build_train_dataset`'s dataset."""
         return self._build_train_dataset()
 
     # ------------------------------------------------------------------ setup
@@ -266,7 +270,7 @@ class SplitDataModule(LightningDataModule):
     # ------------------------------------------------------------------ indices / datasets
     @property
     def train_indices(self) -> torch.Tensor:
-        """Sorted indices (into the official training set) served by :meth:`train_dataloader`."""
+        """Sorted indices (into the official training set) served by `train_dataloader`."""
         self._ensure_train()
         assert self._train_indices is not None
         return self._train_indices
@@ -279,7 +283,7 @@ class SplitDataModule(LightningDataModule):
 
     @property
     def val_indices(self) -> torch.Tensor | None:
-        """Sorted indices (into the official *training* set) served by :meth:`val_dataloader`;
+        """Sorted indices (into the official *training* set) served by `val_dataloader`;
         ``None`` in retrain mode without ``val_fraction`` (no validation)."""
         self._ensure_train()
         return self._val_indices
@@ -296,14 +300,14 @@ class SplitDataModule(LightningDataModule):
 
     @property
     def test_indices(self) -> torch.Tensor:
-        """Sorted indices (into the official test set) served by :meth:`test_dataloader`."""
+        """Sorted indices (into the official test set) served by `test_dataloader`."""
         self._ensure_test()
         assert self._test_indices is not None
         return self._test_indices
 
     @property
     def train_dataset(self) -> Dataset:
-        """The training samples of the current mode (a :class:`~torch.utils.data.Subset`)."""
+        """The training samples of the current mode (a `Subset`)."""
         self._ensure_train()
         assert self._train_full is not None
         return Subset(self._train_full, self.train_indices.tolist())
