@@ -175,7 +175,7 @@ def save_weights(state: dict[str, Tensor], path: Any) -> None:
 def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw: Any) -> Any:
     student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
     base = distpro_kwargs(student, teacher, RecipeSettings(lr=args.lr, tau=args.tau))
-    base.update(log_pathways_every_n_steps=0, **kw)
+    base.update(log_pathway_losses=False, **kw)
     return DistProModule(**base)
 
 

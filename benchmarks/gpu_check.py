@@ -39,7 +39,7 @@ def module(**kw):
         num_classes=10,
         in_channels=1,
         input_shape=[1, 8, 8],
-        log_pathways_every_n_steps=0,
+        log_pathway_losses=False,
         **kw,
     )
 

@@ -103,7 +103,7 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         connections="all",
         distance="hcl",
         prune_threshold=0.5,
-        log_pathways_every_n_steps=0,
+        log_pathway_losses=False,
         **common,
     ).to(device)
     dp.train()
@@ -238,7 +238,7 @@ OFFICIAL = dict(
     connections="lower_to_higher",
     transforms=["conv_bn"],
     distance="hcl",
-    log_pathways_every_n_steps=0,
+    log_pathway_losses=False,
 )
 #: Per-step seconds measured on the 2-core CPU machine, idle, for this pair: the official
 #: release (KD retrain step, search step) and this project's callback before the search step
@@ -463,7 +463,7 @@ def run_fits(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     official = fit_report(time_fits(args, official_fit_methods(loaders), loaders[0]))
     official["setup"] = {
-        **{k: v for k, v in OFFICIAL.items() if k != "log_pathways_every_n_steps"},
+        **{k: v for k, v in OFFICIAL.items() if k != "log_pathway_losses"},
         "pathways": 10,
         "batch": args.official_batch,
         "weights": "random (timing does not depend on them)",

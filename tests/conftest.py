@@ -82,7 +82,7 @@ def make_module(**overrides):
         input_shape=[1, 8, 8],
         transforms=["conv_bn", "attn2", "attn3"],
         lr=0.05,
-        log_pathways_every_n_steps=0,
+        log_pathway_losses=False,
     )
     kwargs.update(overrides)
     return DistProModule(**kwargs)

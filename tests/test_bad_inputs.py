@@ -167,7 +167,7 @@ def module(**kw) -> Callable[[Path], object]:
     from distpro_lightning import DistProModule
 
     args = dict(student="resnet8", teacher="resnet14", num_classes=10, in_channels=1)
-    args.update(input_shape=[1, 8, 8], transforms=["conv_bn"], log_pathways_every_n_steps=0)
+    args.update(input_shape=[1, 8, 8], transforms=["conv_bn"], log_pathway_losses=False)
     args.update(kw)
     return lambda tmp: DistProModule(**args)
 

@@ -75,7 +75,7 @@ def test_retrain_serves_full_training_set() -> None:
     loader = dm.train_dataloader()
     assert len(loader.dataset) == DIGITS_TRAIN
     assert sum(len(y) for _, y in loader) == DIGITS_TRAIN
-    assert len(dm.val_dataloader().dataset) == DIGITS_TEST
+    assert dm.val_dataloader() == []  # the test split never validates (issue 14)
     assert len(dm.test_dataloader().dataset) == DIGITS_TEST
 
 
@@ -174,7 +174,7 @@ def test_digits_offline_batches_and_properties() -> None:
     assert dm.input_shape == (1, 8, 8)
     dm.prepare_data()
     dm.setup("fit")
-    x, y = next(iter(dm.val_dataloader()))
+    x, y = next(iter(dm.test_dataloader()))  # retrain mode validates on nothing (issue 14)
     assert x.shape == (64, 1, 8, 8) and x.dtype == torch.float32
     assert int(y.min()) >= 0 and int(y.max()) <= 9
     # The fixed test split does not depend on the seed.
@@ -350,8 +350,10 @@ def test_image_folder_fake_tree(tmp_path: Path) -> None:
     assert len(dm.train_indices) + len(dm.search_val_indices) == 12
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (4, 3, 24, 24)
-    x, y = next(iter(dm.val_dataloader()))
+    x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 3, 24, 24)
+    x, _ = next(iter(dm.val_dataloader()))  # held-out train/ images, eval transform
+    assert x.shape == (len(dm.search_val_indices), 3, 24, 24)
     labels = [label for _, label in dm.test_dataset]
     assert labels == [0] * 4 + [1] * 4 + [2] * 4
 
@@ -407,3 +409,71 @@ def test_prepare_tiny_imagenet_val(tmp_path: Path) -> None:
 def test_prepare_tiny_imagenet_val_missing_annotations(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="val_annotations.txt"):
         prepare_tiny_imagenet_val(tmp_path)
+
+
+# --------------------------------------------------------------------------- leakage guard
+@pytest.mark.parametrize("mode", ["search", "retrain"])
+@pytest.mark.parametrize("val_fraction", [None, 0.1])
+def test_validation_is_held_out_training_data_never_test(mode, val_fraction) -> None:
+    dm = DigitsDataModule(mode=mode, val_fraction=val_fraction, subset=300, seed=3)
+    loader = dm.val_dataloader()
+    if mode == "retrain" and val_fraction is None:
+        assert loader == [] and dm.val_indices is None
+        assert len(dm.train_indices) == 300  # trains on the whole pool
+        return
+    val = _as_set(dm.val_indices)
+    assert val and not val & _as_set(dm.train_indices)  # never trained on
+    # the loader's samples are those training images, not test images
+    train_x = dm._train_full.tensors[0]
+    xs = torch.cat([x for x, _ in loader])
+    assert torch.equal(xs, train_x[dm.val_indices])
+    test_x = dm.test_dataset.dataset.tensors[0]
+    matches = (xs[:, None] == test_x[None]).flatten(2).all(-1).any(-1)
+    duplicates = (train_x[dm.val_indices][:, None] == test_x[None]).flatten(2).all(-1).any(-1)
+    assert torch.equal(matches, duplicates)  # only images the training set also holds
+    if val_fraction is not None:  # the same images validate the search and its retrain
+        other = DigitsDataModule(
+            mode="retrain" if mode == "search" else "search",
+            val_fraction=val_fraction,
+            subset=300,
+            seed=3,
+        )
+        assert torch.equal(other.val_indices, dm.val_indices)
+        assert not val & _as_set(other.train_indices)
+        if mode == "search":
+            assert not val & _as_set(dm.search_val_indices)
+    else:
+        assert torch.equal(dm.val_indices, dm.search_val_indices)
+
+
+def test_val_fraction_checked() -> None:
+    with pytest.raises(ValueError, match="val_fraction"):
+        DigitsDataModule(val_fraction=1.0)
+    dm = DigitsDataModule(val_fraction=0.001, subset=100)
+    with pytest.raises(ValueError, match="empty part"):
+        dm.setup("fit")
+
+
+def test_fit_validates_on_held_out_training_images_and_tests_on_test(tmp_path) -> None:
+    from conftest import make_module, quiet_trainer
+
+    dm = DigitsDataModule(mode="retrain", val_fraction=0.2, subset=160, batch_size=32)
+    module = make_module(transforms=["conv_bn"])
+    seen: dict[str, int] = {}
+
+    from lightning.pytorch.callbacks import Callback
+
+    class Count(Callback):
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, *_):
+            seen["val"] = seen.get("val", 0) + len(batch[1])
+
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, *_):
+            seen["test"] = seen.get("test", 0) + len(batch[1])
+
+    trainer = quiet_trainer(
+        max_epochs=1, num_sanity_val_steps=0, default_root_dir=tmp_path, callbacks=[Count()]
+    )
+    trainer.fit(module, datamodule=dm)
+    assert seen == {"val": 32}  # 20 % of 160, no test image
+    trainer.test(module, datamodule=dm, verbose=False)
+    assert seen["test"] == 160

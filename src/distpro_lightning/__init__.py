@@ -11,6 +11,7 @@ from .process import DistillationProcess, ProcessFileError  # noqa: E402
 from .schedule import ProcessScheduleCallback  # noqa: E402
 from .search import ProcessSearchCallback  # noqa: E402
 from .search_step import SearchSettings, SearchStep  # noqa: E402
+from .student_io import export_student, load_student  # noqa: E402
 
 __all__ = [
     "ClassifierModule",
@@ -25,6 +26,8 @@ __all__ = [
     "SearchStep",
     "TeacherOutput",
     "__version__",
+    "export_student",
+    "load_student",
     "load_teacher",
     "load_weights",
 ]

@@ -6,10 +6,10 @@ with the teacher's feature of the same level by the hierarchical context loss (H
 Loss: ``CE + min(epoch / warmup_epochs, 1) * review_weight * sum_levels HCL``.
 
 Other baselines need no class of their own (see the docs' baselines page):
-student alone = :class:`ClassifierModule`; Hinton KD = :class:`DistProModule` with
+student alone = `ClassifierModule`; Hinton KD = `DistProModule` with
 ``connections="none", response_kd=True``; FitNet hint = ``connections=[[1, 1]],
 transforms=[conv_bn], distance=mse, normalization=uniform``; equally weighted / use alpha_T
-/ DistPro = :class:`ProcessScheduleCallback` modes ``uniform`` / ``final`` / ``process``.
+/ DistPro = `ProcessScheduleCallback` modes ``uniform`` / ``final`` / ``process``.
 """
 
 from __future__ import annotations
@@ -62,17 +62,21 @@ def _resize_to(x: Tensor, like: Tensor) -> Tensor:
 class ReviewKDModule(StudentModule):
     """ReviewKD: knowledge review with ABF fusion and HCL.
 
-    Python::
+    Python:
 
-        from distpro_lightning.baselines import ReviewKDModule
-        module = ReviewKDModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
-                                in_channels=1, input_shape=[1, 28, 28])
+    ```python
+    from distpro_lightning.baselines import ReviewKDModule
+    module = ReviewKDModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
+                            in_channels=1, input_shape=[1, 28, 28])
+    ```
 
-    YAML::
+    YAML:
 
-        model:
-          class_path: distpro_lightning.baselines.ReviewKDModule
-          init_args: {student: resnet8, teacher: teacher.ckpt, num_classes: 10, in_channels: 1}
+    ```yaml
+    model:
+      class_path: distpro_lightning.baselines.ReviewKDModule
+      init_args: {student: resnet8, teacher: teacher.ckpt, num_classes: 10, in_channels: 1}
+    ```
 
     Args:
         student: an ``nn.Module`` or a model-registry name.
@@ -92,7 +96,7 @@ class ReviewKDModule(StudentModule):
         review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
         warmup_epochs: linear ramp of the review weight (ReviewKD: 20 on CIFAR); 0 disables.
         **optimizer_settings: the student optimizer and schedule (see
-            :class:`~distpro_lightning.optim.StudentModule`).
+            `StudentModule`).
     """
 
     def __init__(

@@ -51,7 +51,7 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Load a checkpoint or state-dict file with ``weights_only=True``.
 
     Raises ``FileNotFoundError`` (no such file), ``IsADirectoryError`` (a directory) or
-    :class:`CheckpointError` (not a checkpoint, or one holding objects that would need
+    `CheckpointError` (not a checkpoint, or one holding objects that would need
     unpickling code)."""
     path = Path(path).expanduser()
     if path.is_dir():
@@ -88,9 +88,9 @@ def resolve_teacher(
     num_classes: int = 10,
     in_channels: int = 3,
 ) -> nn.Module:
-    """A teacher given as a string: a checkpoint file (loaded with :func:`load_teacher`) or
+    """A teacher given as a string: a checkpoint file (loaded with `load_teacher`) or
     a registry name (built untrained, with a warning). A string that looks like a path
-    (:func:`looks_like_path`) but names no file raises ``FileNotFoundError`` or
+    (`looks_like_path`) but names no file raises ``FileNotFoundError`` or
     ``IsADirectoryError``, never ``Unknown model``; an unknown name lists the models."""
     from .models import available_models, create
 
@@ -116,12 +116,29 @@ def extract_model_state(obj: dict[str, Any], prefix: str = "model.") -> dict[str
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
+def _strip_owner_prefix(
+    state: dict[str, torch.Tensor], own: dict[str, Any]
+) -> dict[str, torch.Tensor]:
+    """A LightningModule checkpoint of the user's own module keeps the network under its
+    attribute (``net.``, ``backbone.``): when every key shares one first component and the
+    keys without it are the model's, strip it."""
+    if set(state) == set(own) or not state:
+        return state
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) == 1 and all("." in k for k in state):
+        stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+        if set(stripped) == set(own):
+            return stripped
+    return state
+
+
 def load_weights(
     model: nn.Module, path: str | os.PathLike[str], prefix: str = "model."
 ) -> nn.Module:
     """Load weights from ``path`` into ``model``; a clear error lists missing/unexpected keys."""
     state = extract_model_state(load_state_file(path), prefix)
     own = model.state_dict()
+    state = _strip_owner_prefix(state, own)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and own[k].shape != state[k].shape]
@@ -156,7 +173,7 @@ def load_teacher(
 ) -> nn.Module:
     """Build and load a trained model for use as a teacher.
 
-    ``path`` is a Lightning checkpoint of :class:`~distpro_lightning.ClassifierModule` (its
+    ``path`` is a Lightning checkpoint of `ClassifierModule` (its
     hyper-parameters name the architecture, so ``model`` may be omitted) or a state-dict
     file (then ``model`` is an ``nn.Module`` or a registry name). Loaded with
     ``weights_only=True``.
@@ -172,7 +189,9 @@ def load_teacher(
         if not isinstance(model, str):
             raise ValueError(
                 f"{str(path)!r} does not name its architecture (no 'model' hyper-parameter): pass "
-                "the teacher architecture explicitly (an nn.Module or a model registry name)."
+                "the teacher architecture explicitly: an nn.Module or a model registry name "
+                "(teacher_model), in YAML e.g. teacher_model: {class_path: my_pkg.MyNet, "
+                "init_args: {...}}."
             )
     if isinstance(model, str):
         model = create(

@@ -14,26 +14,30 @@ from .optim import StudentModule
 class ClassifierModule(StudentModule):
     """Cross-entropy training of any classifier, with top-1/top-5 from torchmetrics.
 
-    Python::
+    Python:
 
-        from distpro_lightning import ClassifierModule
-        module = ClassifierModule(model="resnet20", num_classes=10, in_channels=1, lr=0.1,
-                                  milestones=[3, 4])
+    ```python
+    from distpro_lightning import ClassifierModule
+    module = ClassifierModule(model="resnet20", num_classes=10, in_channels=1, lr=0.1,
+                              milestones=[3, 4])
+    ```
 
-    YAML (``distpro fit --config examples/fashion_mnist/teacher.yaml``)::
+    YAML (``distpro fit --config examples/fashion_mnist/teacher.yaml``):
 
-        model:
-          class_path: distpro_lightning.ClassifierModule
-          init_args: {model: resnet20, num_classes: 10, in_channels: 1, lr: 0.1}
+    ```yaml
+    model:
+      class_path: distpro_lightning.ClassifierModule
+      init_args: {model: resnet20, num_classes: 10, in_channels: 1, lr: 0.1}
+    ```
 
     Args:
         model: a registry name (``distpro_lightning.models.available_models()``) or an
             ``nn.Module``. When a name is given it is stored in the hyper-parameters, so
-            :func:`~distpro_lightning.load_teacher` can rebuild it from the checkpoint.
+            `load_teacher` can rebuild it from the checkpoint.
         num_classes: number of classes (used when ``model`` is a name).
         in_channels: input channels (used when ``model`` is a name).
         lr: learning rate (0.1 here; the other settings as in
-            :class:`~distpro_lightning.optim.StudentModule`).
+            `StudentModule`).
         label_smoothing: cross-entropy label smoothing.
         **optimizer_settings: the rest of the optimizer and schedule settings.
     """

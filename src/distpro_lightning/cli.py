@@ -1,9 +1,9 @@
 """The ``distpro`` command.
 
-* ``distpro fit|validate|test|predict --config FILE`` — :class:`DistProCLI`, a
+* ``distpro fit|validate|test|predict --config FILE`` — `DistProCLI`, a
   ``LightningCLI`` with subclass mode for the model and the data module and two callback
-  sections: ``search:`` (:class:`ProcessSearchCallback`) and ``replay:``
-  (:class:`ProcessScheduleCallback`). Their options are flat keys, e.g.
+  sections: ``search:`` (`ProcessSearchCallback`) and ``replay:``
+  (`ProcessScheduleCallback`). Their options are flat keys, e.g.
   ``--search.alpha_lr 0.1`` (what W&B sweeps pass). A section is on when any of its keys is
   given (in a config file or on the command line) and off when none is; ``enabled: false``
   turns a given section off (logged with the keys it leaves unused; the paper configs use
@@ -11,7 +11,10 @@
   an error.
 * ``distpro process summary|plot|export FILE`` — inspect, plot and interpolate a process
   file; a bad file prints one line naming it and the problem, and exits with status 1.
-* ``distpro demo`` — the end-to-end Fashion-MNIST demo (see :mod:`distpro_lightning.demo`).
+* ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
+  held-out loss among the trials' process files under ``ROOT``), retrained with
+  ``distpro fit FIT ARGS --replay.process BEST`` (see `distpro_lightning.sweeps`).
+* ``distpro demo`` — the end-to-end Fashion-MNIST demo (see `distpro_lightning.demo`).
 """
 
 from __future__ import annotations
@@ -106,7 +109,8 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         auto_configure_optimizers=False,
         parser_kwargs={
             "description": "DistPro for Lightning. Also: `distpro process summary|plot|export "
-            "FILE` (process files) and `distpro demo` (the Fashion-MNIST demo)."
+            "FILE` (process files), `distpro sweep-best ROOT -- FIT ARGS` (retrain a sweep's best "
+            "process) and `distpro demo` (the Fashion-MNIST demo)."
         },
     )
 
@@ -154,7 +158,10 @@ def process_main(argv: Sequence[str]) -> int:
         parser.error("--steps must be >= 1")
     proc = DistillationProcess.load(ns.file)
     if ns.action == "summary":
+        from .summary import format_pathway_table, process_rows
+
         print(proc.summary())
+        print(format_pathway_table(process_rows(proc), [f"prune threshold {proc.prune_threshold}"]))
     elif ns.action == "plot":
         out = Path(ns.output) if ns.output else Path(ns.file).with_suffix(".png")
         kinds = ["lines", "heatmap"] if ns.kind == "both" else [ns.kind]
@@ -177,6 +184,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         except (ProcessFileError, OSError, ValueError) as exc:
             message = " ".join(str(exc).split())
             print(f"distpro process: error: {message}", file=sys.stderr)
+            code = 1
+        raise SystemExit(code)
+    if argv and argv[0] == "sweep-best":
+        from .sweeps import sweep_best_main
+
+        try:
+            code = sweep_best_main(argv[1:])
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"distpro sweep-best: error: {exc}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
     if argv and argv[0] == "demo":

@@ -1,7 +1,7 @@
 """The contract between a distilling module and the search: what the search needs from a
-module (:class:`SearchableModule`), the parameters it differentiates
-(:class:`ParameterGroups`), the training objective's parts (:class:`Objective`) and what a
-search step hands to the training step that follows it (:class:`StepContext`)."""
+module (`SearchableModule`), the parameters it differentiates
+(`ParameterGroups`), the training objective's parts (`Objective`) and what a
+search step hands to the training step that follows it (`StepContext`)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class ParameterGroups:
         )
 
     def with_tensors(self, tensors: Sequence[Tensor]) -> ParameterGroups:
-        """The same names with ``tensors`` (in :meth:`tensors` order) as values."""
+        """The same names with ``tensors`` (in `tensors` order) as values."""
         it: Iterator[Tensor] = iter(tensors)
         return ParameterGroups(
             {k: next(it) for k in self.student}, {k: next(it) for k in self.heads}
@@ -76,7 +76,7 @@ class ReusedGradient:
     loss: Tensor
 
     def surrogate_loss(self) -> Tensor:
-        """A scalar whose gradient with respect to theta is exactly :attr:`gradients`."""
+        """A scalar whose gradient with respect to theta is exactly `gradients`."""
         pairs = zip(self.parameters.tensors(), self.gradients.tensors())
         return sum((p * g.detach()).sum() for p, g in pairs)
 
@@ -110,9 +110,9 @@ class StepContext:
 
 @runtime_checkable
 class SearchableModule(Protocol):
-    """What :class:`~distpro_lightning.ProcessSearchCallback` and
-    :class:`~distpro_lightning.search_step.SearchStep` need from a module.
-    :class:`~distpro_lightning.DistProMixin` provides all of it."""
+    """What `ProcessSearchCallback` and
+    `SearchStep` need from a module.
+    `DistProMixin` provides all of it."""
 
     student: nn.Module
     distill_heads: nn.Module
@@ -156,7 +156,7 @@ class SearchableModule(Protocol):
 
 
 def missing_members(module: Any) -> list[str]:
-    """The :class:`SearchableModule` members ``module`` lacks (empty: it fits)."""
+    """The `SearchableModule` members ``module`` lacks (empty: it fits)."""
     names = [
         n
         for n in (*SearchableModule.__annotations__, *SearchableModule.__dict__)

@@ -40,6 +40,7 @@ def _trainer(root: Path, name: str, epochs: int, callbacks: list[Any] | None = N
         enable_model_summary=False,
         num_sanity_val_steps=0,
         limit_val_batches=0,
+        log_every_n_steps=10,
     )
 
 
@@ -94,7 +95,6 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
         alpha_lr=args.alpha_lr,
         save_path=str(path),
         save_every_n_steps=50,
-        log_every_n_steps=10,
         seed=args.seed,
     )
     trainer = _trainer(root, "search", args.search_epochs, [search])

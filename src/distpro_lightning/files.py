@@ -1,11 +1,11 @@
 """Atomic text files, and clean-up of the temporary files a killed write leaves behind.
 
-:func:`atomic_write_text` writes ``.<name>.<pid>-<random>.tmp`` next to the target, then
+`atomic_write_text` writes ``.<name>.<pid>-<random>.tmp`` next to the target, then
 renames it over the target. A ``kill -9`` between the two leaves that hidden, full-size
-file; the next write to the same target removes it (:func:`remove_stale_temps`). Only our
+file; the next write to the same target removes it (`remove_stale_temps`). Only our
 own name pattern next to that one target is touched, and only when the writer that made
 it is gone: its process id is not running here, is our own (a restarted container often
-gets the same id), or the file is older than :data:`STALE_AFTER_S`. The pattern of earlier
+gets the same id), or the file is older than `STALE_AFTER_S`. The pattern of earlier
 versions, ``.<name>.<random>.tmp`` (no process id), is removed on age alone.
 """
 
@@ -23,7 +23,7 @@ STALE_AFTER_S = 3600.0
 
 
 def temp_prefix(path: Path) -> str:
-    """The prefix of :func:`atomic_write_text`'s temporary files for ``path`` (this process)."""
+    """The prefix of `atomic_write_text`'s temporary files for ``path`` (this process)."""
     return f".{path.name}.{os.getpid()}-"
 
 
@@ -45,7 +45,7 @@ def _pid_running(pid: int) -> bool:
 
 
 def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Temporary files of interrupted :func:`atomic_write_text` calls for ``path``."""
+    """Temporary files of interrupted `atomic_write_text` calls for ``path``."""
     path = Path(path)
     pattern = _temp_pattern(path)
     try:
@@ -70,7 +70,7 @@ def stale_temps(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def remove_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
-    """Delete :func:`stale_temps` of ``path``; returns what was removed. A file that cannot
+    """Delete `stale_temps` of ``path``; returns what was removed. A file that cannot
     be removed gives a warning naming it (the write itself goes on)."""
     removed = []
     for tmp in stale_temps(path):
@@ -111,7 +111,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
     The file keeps the permissions an ordinary write would give it (``mkstemp``'s private
     ``0o600`` is not carried over to the result). Temporary files of earlier, interrupted
-    writes to ``path`` are removed first (:func:`remove_stale_temps`)."""
+    writes to ``path`` are removed first (`remove_stale_temps`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)

@@ -8,8 +8,8 @@ in the gradient ``g`` with slope ``c``), the hypergradient is
     v = grad L_val(theta').
 
 The bracket is a mixed second derivative along ``xi * c * v``: computed exactly by one
-forward-mode pass (:func:`mixed_derivative_exact`, ``torch.func.jvp``) or approximated by
-central finite differences with two forward passes (:func:`mixed_derivative_fd`).
+forward-mode pass (`mixed_derivative_exact`, ``torch.func.jvp``) or approximated by
+central finite differences with two forward passes (`mixed_derivative_fd`).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def frozen_batchnorm_stats(*modules: nn.Module) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class HypergradientOptions:
-    """How :func:`compute_hypergradient` computes: ``method`` (``"finite_difference"`` or
+    """How `compute_hypergradient` computes: ``method`` (``"finite_difference"`` or
     ``"exact"``) and its ``epsilon``; ``reduce_grads`` / ``reduce_val_grads`` average ``g``
     and ``v`` across DDP ranks; ``keep_full_gradient`` also returns the heads' training
     gradient (for reusing it in the real update); ``autocast`` opens the precision context
@@ -185,7 +185,7 @@ class SearchBatches:
 
 @dataclass
 class HypergradientResult:
-    """What :func:`compute_hypergradient` computed (all detached)."""
+    """What `compute_hypergradient` computed (all detached)."""
 
     hypergradient: Tensor
     val_loss: Tensor
@@ -245,7 +245,7 @@ def compute_hypergradient(
     1. ``g = grad_theta L_train(theta, a)`` (one forward+backward of student and heads;
        the teacher output ``batches.teacher`` is given, computed once per step);
     2. ``theta' = theta - xi * D(g)`` with ``virtual[name]``, the optimizer settings of each
-       student parameter (:func:`~distpro_lightning.search_step.virtual_step_settings`);
+       student parameter (`virtual_step_settings`);
     3. ``v = grad L_val(theta')`` on the held-out batch (student only);
     4. the mixed derivative along ``xi * c * v`` by ``options.method`` (``"exact"`` JVP or
        ``"finite_difference"``), pruned pathways skipped;

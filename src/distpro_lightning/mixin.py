@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,8 +28,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """The search space and loss settings of :meth:`DistProMixin.configure_distillation`
-    (see :class:`~distpro_lightning.DistProModule` for the meaning of each field)."""
+    """The search space and loss settings of `DistProMixin.configure_distillation`
+    (see `DistProModule` for the meaning of each field)."""
 
     student_taps: Sequence[str] | str = "auto"
     teacher_taps: Sequence[str] | str = "auto"
@@ -46,6 +47,7 @@ class DistillationConfig:
     save_teacher: bool = False
     fused_heads: bool = True
     compile_heads: bool = False
+    student_attribute: str | None = None
 
     def __post_init__(self) -> None:
         check_normalization(self.normalization)
@@ -100,35 +102,51 @@ def _taps(model: nn.Module, taps: Sequence[str] | str, example: Tensor, role: st
 class DistProMixin:
     """The DistPro machinery for any LightningModule that has a ``student``.
 
-    Adopt it in an existing module with three additions::
+    Adopt it in an existing module with three additions:
 
-        class MyModule(DistProMixin, LightningModule):
-            def __init__(self, student, teacher):
-                super().__init__()
-                self.student = student
-                self.configure_distillation(teacher, student_taps="auto")   # (1)
+    ```python
+    class MyModule(DistProMixin, LightningModule):
+        def __init__(self, student, teacher):
+            super().__init__()
+            self.student = student
+            self.configure_distillation(teacher, student_taps="auto")   # (1)
 
-            def training_step(self, batch, batch_idx):
-                x, y = batch
-                logits, kd_loss = self.distill(x)                           # (2)
-                return self.task_loss(logits, y) + kd_loss                  # (3)
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            logits, kd_loss = self.distill(x)                           # (2)
+            return self.task_loss(logits, y) + kd_loss                  # (3)
+    ```
 
     ``distill(x)`` runs the (frozen) teacher and the student with its feature taps and
     returns the student logits and ``sum_p w_p * delta_p``; ``ProcessSearchCallback`` and
-    ``ProcessScheduleCallback`` drive ``alpha_logits``. Override :meth:`task_loss` (and
-    :meth:`split_batch`) for tasks other than classification.
+    ``ProcessScheduleCallback`` drive ``alpha_logits``. Override `task_loss` (and
+    `split_batch`) for tasks other than classification.
 
-    The search hands each training step a :class:`~distpro_lightning.contract.StepContext`
-    (:attr:`step_context`): ``distill`` reuses its teacher outputs. To use
+    The search hands each training step a `StepContext`
+    (`step_context`): ``distill`` reuses its teacher outputs. To use
     ``reuse_training_gradient=True`` too, return ``self.take_reused_gradient().surrogate_loss()``
     from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
     """
 
-    student: nn.Module
     teacher: nn.Module
     alpha_logits: Tensor
-    #: ``training_step`` applies :meth:`take_reused_gradient` when there is one.
+    #: ``training_step`` applies `take_reused_gradient` when there is one.
     applies_reused_gradient: bool = False
+    #: The attribute that holds the student network (``student_attribute="net"`` in
+    #: `configure_distillation`, or this class attribute); `student` reads it,
+    #: so the weights are stored once, under that name.
+    student_attribute: str = "student"
+
+    @property
+    def student(self) -> nn.Module:
+        """The student network: the submodule named by `student_attribute`."""
+        name = self.student_attribute
+        modules = self.__dict__.get("_modules", {})
+        if name == "student":
+            if "student" not in modules:
+                raise AttributeError("self.student is not set")
+            return modules["student"]
+        return getattr(self, name)
 
     # ------------------------------------------------------------------ construction
     def configure_distillation(
@@ -138,13 +156,19 @@ class DistProMixin:
 
         Args:
             teacher: the frozen teacher network.
-            config: the settings (default: :class:`DistillationConfig`'s defaults).
-            **options: fields of :class:`DistillationConfig` that replace ``config``'s, e.g.
+            config: the settings (default: `DistillationConfig`'s defaults).
+            **options: fields of `DistillationConfig` that replace ``config``'s, e.g.
                 ``transforms=["conv_bn"], input_shape=[1, 28, 28]``.
         """
-        if not isinstance(getattr(self, "student", None), nn.Module):
-            raise AttributeError("Set self.student (an nn.Module) before configure_distillation().")
         cfg = DistillationConfig.with_options(config, options)
+        if cfg.student_attribute is not None:
+            self.student_attribute = cfg.student_attribute
+        if not isinstance(getattr(self, "student", None), nn.Module):
+            raise AttributeError(
+                f"Set self.{self.student_attribute} (an nn.Module) before "
+                "configure_distillation(), or name the attribute that holds your network with "
+                "student_attribute='...'."
+            )
         student = unwrap_model(self.student)
         example_array = getattr(self, "example_input_array", None)
         example = _example_input(student, cfg.input_shape, example_array)
@@ -189,10 +213,29 @@ class DistProMixin:
             fused=cfg.fused_heads, compiled=cfg.compile_heads,
         )  # fmt: skip
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
+        self.student_tap_shapes, self.teacher_tap_shapes = s_shapes, t_shapes
+        self.student_output_shape = tuple(s_out.shape[1:])
+        self.teacher_output_shape = tuple(t_out.shape[1:])
         self.pathway_specs = specs
         self.pathway_names = [s.name for s in specs] + (
             [KD_PATHWAY_NAME] if cfg.response_kd else []
         )
+
+    def pathway_summary(self) -> str:
+        """The pathway table (`pathway_summary`): shapes,
+        transform, head parameters and pruned state per pathway, totals beside the
+        student's size."""
+        from .summary import pathway_summary
+
+        return pathway_summary(self)
+
+    def export_student(self, path: str) -> Path:
+        """Write the student alone (weights and, when known, its registry name, classes and
+        channels) to ``path`` atomically; `load_student` reads it
+        back without the teacher, the heads or this module."""
+        from .student_io import export_student
+
+        return export_student(self, path)
 
     # ------------------------------------------------------------------ weights
     @property
@@ -248,7 +291,7 @@ class DistProMixin:
         return self.frozen_teacher(x)
 
     def current_step_context(self) -> StepContext | None:
-        """:attr:`step_context` if it belongs to the current optimizer step, else ``None``."""
+        """`step_context` if it belongs to the current optimizer step, else ``None``."""
         ctx = self.step_context
         return ctx if ctx is not None and ctx.step == self.global_step else None
 

@@ -1,10 +1,11 @@
 """``DistProModule``: a student distilled from a frozen teacher through weighted pathways,
-a complete classification LightningModule built on :class:`DistProMixin`."""
+a complete classification LightningModule built on `DistProMixin`."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor, nn
 
 from .contract import TeacherOutput
@@ -41,35 +42,41 @@ def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
 class DistProModule(DistProMixin, StudentModule):
     """A student distilled from a frozen teacher through weighted pathways (DistPro).
 
-    Python::
+    Python:
 
-        from distpro_lightning import DistProModule
-        module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
-                               in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
-        trainer = Trainer(callbacks=[ProcessSearchCallback()])
+    ```python
+    from distpro_lightning import DistProModule
+    module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
+                           in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
+    trainer = Trainer(callbacks=[ProcessSearchCallback()])
+    ```
 
-    YAML (``distpro fit --config``)::
+    YAML (``distpro fit --config``):
 
-        model:
-          class_path: distpro_lightning.DistProModule
-          init_args:
-            student: resnet8
-            teacher: runs/teacher/teacher.ckpt
-            num_classes: 10
-            in_channels: 1
-            connections: all
-            transforms: [conv_bn, attn2, attn3]
-            distance: hcl
-            normalization: biased_softmax
+    ```yaml
+    model:
+      class_path: distpro_lightning.DistProModule
+      init_args:
+        student: resnet8
+        teacher: runs/teacher/teacher.ckpt
+        num_classes: 10
+        in_channels: 1
+        connections: all
+        transforms: [conv_bn, attn2, attn3]
+        distance: hcl
+        normalization: biased_softmax
+    ```
 
     Args:
         student: an ``nn.Module`` or a model-registry name (``distpro_lightning.models``).
         teacher: an ``nn.Module``, a registry name (untrained!), or the path of a
-            :class:`ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
+            `ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
         num_classes: number of classes (used when models are built by name).
         in_channels: input channels (used when models are built by name).
-        teacher_model: architecture name for a ``teacher`` state-dict path that does not
-            name its architecture.
+        teacher_model: the architecture of a ``teacher`` checkpoint that does not name one
+            (a state dict, or a checkpoint of your own LightningModule): a registry name or
+            an (untrained) module, in YAML ``{class_path: my_pkg.MyNet, init_args: {...}}``;
+            its weights are loaded from ``teacher``.
         student_taps: dotted module names of the student features, or ``"auto"`` (the
             down-sampling stage outputs).
         teacher_taps: the same for the teacher.
@@ -94,10 +101,14 @@ class DistProModule(DistProMixin, StudentModule):
         fused_heads: run the heads of one connection together (same losses and gradients,
             fewer kernels); ``False``: one head at a time (:class:`PathwayHeads`).
         compile_heads: ``torch.compile`` the pathway heads (state dict unchanged).
-        log_pathways_every_n_steps: how often per-pathway losses and weights are logged.
+        log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
+            per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
+            callback's ``alpha_weight/<pathway>``.
+        log_pathways_every_n_steps: deprecated: use ``log_pathway_losses`` (``0`` means
+            ``False``, any other value ``True``); the cadence is the Trainer's.
         **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
             ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
-            ``gamma``; see :class:`~distpro_lightning.optim.StudentModule`).
+            ``gamma``; see `StudentModule`).
     """
 
     applies_reused_gradient = True
@@ -108,7 +119,7 @@ class DistProModule(DistProMixin, StudentModule):
         teacher: nn.Module | str,
         num_classes: int = 10,
         in_channels: int = 3,
-        teacher_model: str | None = None,
+        teacher_model: nn.Module | str | None = None,
         student_taps: list[str] | str = "auto",
         teacher_taps: list[str] | str = "auto",
         transforms: list[str] = ["conv_bn", "attn2", "attn3"],  # noqa: B006 - jsonargparse default
@@ -127,7 +138,8 @@ class DistProModule(DistProMixin, StudentModule):
         save_teacher: bool = False,
         fused_heads: bool = True,
         compile_heads: bool = False,
-        log_pathways_every_n_steps: int = 50,
+        log_pathway_losses: bool = False,
+        log_pathways_every_n_steps: int | None = None,
         **optimizer_settings: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, **optimizer_settings)
@@ -146,10 +158,22 @@ class DistProModule(DistProMixin, StudentModule):
             build_teacher(teacher, num_classes, in_channels, teacher_model), config
         )
         self.num_classes = num_classes
-        self.log_pathways_every_n_steps = log_pathways_every_n_steps
+        if log_pathways_every_n_steps is not None:
+            rank_zero_warn(
+                f"DistProModule(log_pathways_every_n_steps={log_pathways_every_n_steps}) is "
+                "deprecated: per-pathway losses follow Trainer(log_every_n_steps=...); use "
+                f"log_pathway_losses={bool(log_pathways_every_n_steps)} instead.",
+                category=FutureWarning,
+            )
+            log_pathway_losses = bool(log_pathways_every_n_steps)
+        self.log_pathway_losses = log_pathway_losses
 
     def on_fit_start(self) -> None:
         check_ddp_pruning(self.trainer, self)
+        from lightning.pytorch.callbacks import ModelSummary
+
+        if any(isinstance(cb, ModelSummary) for cb in self.trainer.callbacks):
+            rank_zero_info("DistPro pathways:\n" + self.pathway_summary())
 
     def forward(self, x: Tensor) -> Tensor:
         """The student's logits (inference)."""
@@ -165,12 +189,9 @@ class DistProModule(DistProMixin, StudentModule):
         loss, task, losses, _ = self.training_loss(batch)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/task_loss", task)
-        n = self.log_pathways_every_n_steps
-        if n > 0 and self.global_step % n == 0:
-            weights = self.alpha_weights().detach()
-            for name, value, weight in zip(self.pathway_names, losses.detach(), weights):
+        if self.log_pathway_losses:
+            for name, value in zip(self.pathway_names, losses.detach()):
                 self.log(f"pathway_loss/{name}", value)
-                self.log(f"pathway_weight/{name}", weight)
         return loss
 
     def trainable_parameters(self) -> list[nn.Parameter]:

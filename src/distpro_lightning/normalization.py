@@ -36,7 +36,7 @@ def normalize(logits: Tensor, name: str, bias: float = 1.0) -> Tensor:
 
     Args:
         logits: raw pathway logits ``a~``, shape ``[..., P]``.
-        name: one of :data:`NORMALIZATIONS`.
+        name: one of `NORMALIZATIONS`.
         bias: the scalar ``g`` appended before the softmax in ``biased_softmax``.
 
     Returns:

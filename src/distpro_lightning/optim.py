@@ -20,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 @dataclass(frozen=True)
 class OptimizerSettings:
     """The student optimizer and its per-epoch schedule; each field is the
-    :class:`StudentModule` argument of the same name."""
+    `StudentModule` argument of the same name."""
 
     optimizer: str = "sgd"
     lr: float = 0.05
@@ -80,11 +80,11 @@ class OptimizerSettings:
 
 class StudentModule(pl.LightningModule):
     """Base of the library's LightningModules: a student trained with
-    :class:`OptimizerSettings`, evaluated by top-1 (torchmetrics) and the task loss.
+    `OptimizerSettings`, evaluated by top-1 (torchmetrics) and the task loss.
 
     Every ``__init__`` argument of the subclass and of this class is saved as a
     hyper-parameter, except arguments given as ``nn.Module`` objects. Subclasses set
-    ``self.student`` and implement :meth:`trainable_parameters`; they pass the optimizer
+    ``self.student`` and implement `trainable_parameters`; they pass the optimizer
     settings through (``**optimizer_settings``), so these are declared here only and stay
     flat CLI keys (``--model.init_args.lr``).
 

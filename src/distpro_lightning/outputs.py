@@ -1,11 +1,11 @@
 """Checks on a run's output files, made before the first step so no search is lost.
 
-* :func:`check_save_path` — a process ``save_path`` must be a writable file path: not
+* `check_save_path` — a process ``save_path`` must be a writable file path: not
   empty, not a directory, not one of the plot images written beside it; ``~`` is expanded.
-* :func:`check_overwrite` — an existing process file of *another run* is never replaced
+* `check_overwrite` — an existing process file of *another run* is never replaced
   unless ``overwrite=True``.
 
-**How a run is identified.** A search gets a run id (:func:`new_run_id`) when it starts a
+**How a run is identified.** A search gets a run id (`new_run_id`) when it starts a
 new process; the id is written into the process file (``run_id``, format version 2) and
 into the search callback's checkpoint state, so a resumed run keeps it. An existing file
 may be replaced only by the run whose id it holds. A file without an id (format version 1,
@@ -60,7 +60,7 @@ def check_save_path(save_path: str | os.PathLike[str], plot: bool = True) -> Pat
     """Check a process file path before any compute is spent; returns it with ``~``
     expanded. Creates its folder (as the first save would) and probes that a file can be
     written there. With ``plot=True`` the path may not be one of the images of
-    :func:`~distpro_lightning.plots.plot_paths`, and those may not be directories.
+    `plot_paths`, and those may not be directories.
 
     Raises:
         OutputPathError: the message names the path, the problem and the fix.

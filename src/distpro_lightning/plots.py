@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .files import temp_prefix
+
 if TYPE_CHECKING:
     from .process import DistillationProcess
 
@@ -53,12 +55,16 @@ def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
     raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
 
 
-def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> None:
-    """Log the process plots as images to loggers that accept them (W&B, TensorBoard)."""
+def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> list[Path]:
+    """Log the process plots to every logger of ``trainer``: as images to loggers that take
+    them (W&B, TensorBoard), as PNG files in the log directory of the others (CSV), named
+    ``<tag>_<kind>.png`` with ``/`` in ``tag`` replaced by ``_`` and replaced at each call
+    (atomically). Returns the PNG files written (global rank 0 only)."""
     if len(process) == 0:
-        return
+        return []
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+    written: list[Path] = []
     for logger in trainer.loggers:
         for kind in PLOT_KINDS:
             if isinstance(logger, WandbLogger):
@@ -78,6 +84,26 @@ def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) ->
                 logger.experiment.add_figure(
                     f"{tag}/{kind}", process_figure(process, kind), trainer.global_step
                 )
+            elif trainer.is_global_zero:
+                folder = getattr(logger, "log_dir", None) or logger.save_dir
+                if folder is None:
+                    continue
+                png = Path(folder) / f"{tag.replace('/', '_')}_{kind}.png"
+                _save_atomically(process_figure(process, kind), png)
+                written.append(png)
+    return written
+
+
+def _save_atomically(fig: Any, png: Path) -> None:
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=temp_prefix(png), suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, png)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def teacher_groups(process: DistillationProcess) -> dict[str, list[int]]:

@@ -1,21 +1,23 @@
 """``DistillationProcess``: a recorded sequence of pathway logits — record, save, load,
 interpolate, remap, plot.
 
-File format (JSON, UTF-8, no pickle, nothing executed on load)::
+File format (JSON, UTF-8, no pickle, nothing executed on load):
 
-    {
-      "format": "distpro-process",
-      "version": 2,
-      "pathway_names": ["layer1->layer1:conv_bn", ...],          # P unique names
-      "logits": [[1.0, ...], ...],                               # T_search rows of P floats
-      "normalization": {"name": "biased_softmax", "bias": 1.0, "scale": 27.0},
-      "teacher_taps": [...], "student_taps": [...], "transform_kinds": [...],
-      "prune_threshold": null,
-      "steps_per_epoch": 375,
-      "run_id": "3f2a...",          # version 2: the run that wrote the file (or null)
-      "skipped_steps": [17, 18],    # version 2: rows whose search step was skipped
-      "provenance": {"library_version": "0.1.0", "created": "...", ...}
-    }
+```text
+{
+  "format": "distpro-process",
+  "version": 2,
+  "pathway_names": ["layer1->layer1:conv_bn", ...],          # P unique names
+  "logits": [[1.0, ...], ...],                               # T_search rows of P floats
+  "normalization": {"name": "biased_softmax", "bias": 1.0, "scale": 27.0},
+  "teacher_taps": [...], "student_taps": [...], "transform_kinds": [...],
+  "prune_threshold": null,
+  "steps_per_epoch": 375,
+  "run_id": "3f2a...",          # version 2: the run that wrote the file (or null)
+  "skipped_steps": [17, 18],    # version 2: rows whose search step was skipped
+  "provenance": {"library_version": "0.1.0", "created": "...", ...}
+}
+```
 
 Version 1 files (without ``run_id`` and ``skipped_steps``) still load; files are written
 as version 2.
@@ -64,13 +66,15 @@ __all__ = [
 class DistillationProcess:
     """A distillation process ``A = {a~_t}``: one row of raw pathway logits per step.
 
-    Example::
+    Example:
 
-        p = DistillationProcess.load("process.json")
-        p.logits              # [T_search, P]
-        p.weights()           # normalised, [T_search, P]
-        p.at(100, 5000)       # logits for step 100 of a 5000-step run
-        p.plot("process.png")
+    ```python
+    p = DistillationProcess.load("process.json")
+    p.logits              # [T_search, P]
+    p.weights()           # normalised, [T_search, P]
+    p.at(100, 5000)       # logits for step 100 of a 5000-step run
+    p.plot("process.png")
+    ```
 
     Args:
         pathway_names: the P pathway names.
@@ -84,7 +88,7 @@ class DistillationProcess:
         steps_per_epoch: optimizer steps per epoch of the search.
         provenance: free-form JSON-serialisable information (versions, models, data, seed).
         run_id: the identity of the run that makes this process (see
-            :mod:`distpro_lightning.outputs`); a file of another run is not replaced unasked.
+            `distpro_lightning.outputs`); a file of another run is not replaced unasked.
         skipped_steps: indices of the rows whose search step was skipped (a non-finite loss
             or hypergradient).
     """
@@ -190,8 +194,8 @@ class DistillationProcess:
         return (1.0 - frac) * self._rows[lo] + frac * self._rows[hi]
 
     def interpolate(self, total_steps: int) -> DistillationProcess:
-        """A copy stretched or shrunk to ``total_steps`` rows with :meth:`at` (a new
-        process: see :meth:`with_rows`)."""
+        """A copy stretched or shrunk to ``total_steps`` rows with `at` (a new
+        process: see `with_rows`)."""
         return self.with_rows(torch.stack([self.at(t, total_steps) for t in range(total_steps)]))
 
     def smoothed(self, window: int) -> DistillationProcess:
@@ -251,7 +255,7 @@ class DistillationProcess:
 
         ``pathway_map`` maps each target pathway name to a pathway name of this process;
         ``"position"`` maps by position (same number of pathways needed); ``None`` requires
-        identical names. A mismatch raises :class:`ProcessFileError` listing the missing and
+        identical names. A mismatch raises `ProcessFileError` listing the missing and
         extra pathways.
         """
         from .transfer import remap_process
@@ -291,7 +295,7 @@ class DistillationProcess:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> DistillationProcess:
-        """Read and validate a process file; a bad file raises :class:`ProcessFileError`,
+        """Read and validate a process file; a bad file raises `ProcessFileError`,
         a missing one ``FileNotFoundError``, a directory ``IsADirectoryError``."""
         path = Path(path).expanduser()
         if path.is_dir():
@@ -320,7 +324,7 @@ class DistillationProcess:
         return process_figure(self, kind)
 
     def plot(self, path: str | os.PathLike[str], kind: str = "lines") -> Path:
-        """Save :meth:`figure` as an image (format from the suffix, e.g. ``.png``)."""
+        """Save `figure` as an image (format from the suffix, e.g. ``.png``)."""
         require(len(self) > 0, "the process has no rows to plot")
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)

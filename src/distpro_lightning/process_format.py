@@ -1,7 +1,7 @@
 """The process file format: version, field validation and reading the JSON safely.
 
-:class:`~distpro_lightning.process.DistillationProcess` builds on it; every check here
-raises :class:`ProcessFileError` with a message that names the field and the problem.
+`DistillationProcess` builds on it; every check here
+raises `ProcessFileError` with a message that names the field and the problem.
 """
 
 from __future__ import annotations

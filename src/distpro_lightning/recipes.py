@@ -68,7 +68,7 @@ def distpro_kwargs(
         distance="hcl",
         normalization="biased_softmax",
         prune_threshold=settings.tau,
-        log_pathways_every_n_steps=25,
+        log_pathway_losses=True,
         **settings.module_kwargs(),
     )
     kwargs.update(overrides)

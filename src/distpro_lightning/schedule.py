@@ -31,21 +31,25 @@ class ProcessScheduleCallback(Callback):
     with a different process is refused. Pruning (``module.prune_threshold``) applies to the
     replayed logits, so pruned pathways cost nothing.
 
-    Python::
+    Python:
 
-        from distpro_lightning import ProcessScheduleCallback
-        replay = ProcessScheduleCallback(process="runs/search/process.json", mode="process")
-        Trainer(max_epochs=240, callbacks=[replay]).fit(module, datamodule=dm)
+    ```python
+    from distpro_lightning import ProcessScheduleCallback
+    replay = ProcessScheduleCallback(process="runs/search/process.json", mode="process")
+    Trainer(max_epochs=240, callbacks=[replay]).fit(module, datamodule=dm)
+    ```
 
-    YAML::
+    YAML:
 
-        trainer:
-          callbacks:
-            - class_path: distpro_lightning.ProcessScheduleCallback
-              init_args: {process: runs/search/process.json, mode: process}
+    ```yaml
+    trainer:
+      callbacks:
+        - class_path: distpro_lightning.ProcessScheduleCallback
+          init_args: {process: runs/search/process.json, mode: process}
+    ```
 
     Args:
-        process: a process file path or a :class:`DistillationProcess` (``None`` only with
+        process: a process file path or a `DistillationProcess` (``None`` only with
             ``mode="uniform"``).
         mode: ``"process"``, ``"final"`` or ``"uniform"``.
         pathway_map: for transfer to a module with other pathway names: a dict from the
@@ -95,10 +99,10 @@ class ProcessScheduleCallback(Callback):
     def check(self, module: pl.LightningModule) -> DistillationProcess | None:
         """Check, without a Trainer, that this callback can replay on ``module``; returns the
         process with its columns in the module's pathway order (``None`` for
-        ``mode="uniform"``). :meth:`on_fit_start` runs the same check.
+        ``mode="uniform"``). `on_fit_start` runs the same check.
 
-        Raises ``TypeError`` for a module without :class:`DistProMixin`,
-        :class:`ProcessFileError` for pathways that do not match (see ``pathway_map``) or,
+        Raises ``TypeError`` for a module without `DistProMixin`,
+        `ProcessFileError` for pathways that do not match (see ``pathway_map``) or,
         with ``strict=True``, another normalisation or bias. Warns when the file's weight
         scale differs from the module's (the module's is used).
         """

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -17,9 +17,12 @@ from .contract import SearchableModule, missing_members
 from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches
 from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
+from .plots import log_process_figures
 from .process import DistillationProcess
-from .search_output import ProcessWriter, SearchLogger, search_provenance
+from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
+from .search_output import ProcessWriter, search_provenance
 from .search_step import SearchSettings, SearchStep
+from .sweeps import with_log_dir
 from .transfer import warm_start
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
@@ -29,30 +32,34 @@ class ProcessSearchCallback(Callback):
     """Learn the pathway logits ``a~_t`` by bi-level meta-optimization and record them.
 
     At every optimizer step, before the real update, it runs a
-    :class:`~distpro_lightning.search_step.SearchStep` on the training batch and the next
-    held-out batch (:class:`~distpro_lightning.heldout.HeldOutStream`): the hypergradient of
+    `SearchStep` on the training batch and the next
+    held-out batch (`HeldOutStream`): the hypergradient of
     the held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over
     DDP ranks, updates ``module.alpha_logits`` with its own optimizer, and the new logits
-    are appended to :attr:`process`. The real update then uses ``w(a~_{t+1})`` and reuses
+    are appended to `process`. The real update then uses ``w(a~_{t+1})`` and reuses
     the teacher features computed for the search (the module's
-    :class:`~distpro_lightning.contract.StepContext`). This class keeps the hooks, the
-    checks, the logging (:class:`~distpro_lightning.search_output.SearchLogger`), the files
-    (:class:`~distpro_lightning.search_output.ProcessWriter`) and the checkpoint state.
+    `StepContext`). This class keeps the hooks, the
+    checks, the logging (`SearchLogger`), the files
+    (`ProcessWriter`) and the checkpoint state.
 
-    Python::
+    Python:
 
-        from distpro_lightning import ProcessSearchCallback
-        search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
-                                       save_path="runs/search/process.json")
-        trainer = Trainer(max_epochs=40, callbacks=[search])
-        trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
+    ```python
+    from distpro_lightning import ProcessSearchCallback
+    search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
+                                   save_path="runs/search/process.json")
+    trainer = Trainer(max_epochs=40, callbacks=[search])
+    trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
+    ```
 
-    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``)::
+    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``):
 
-        search:
-          hypergradient: finite_difference
-          alpha_lr: 0.05
-          save_path: runs/search/process.json
+    ```yaml
+    search:
+      hypergradient: finite_difference
+      alpha_lr: 0.05
+      save_path: runs/search/process.json
+    ```
 
     Args:
         hypergradient: ``"finite_difference"`` (two forward passes at ``theta +- eps v``)
@@ -63,9 +70,12 @@ class ProcessSearchCallback(Callback):
         alpha_weight_decay: weight decay on the logits.
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
         save_path: where the process is written (JSON, atomically, rank 0); ``None``: not
-            written. A PNG plot is written beside it at the end of fit.
+            written. ``{log_dir}`` in it is replaced by the run's log directory
+            (`run_log_dir`), e.g. ``{log_dir}/process.json``
+            gives every run (every sweep trial) its own file. A PNG plot is written beside it at the end of fit.
         save_every_n_steps: also write it every n steps (0: only at the end).
-        log_every_n_steps: how often weights, hypergradient norm and held-out loss are logged.
+        log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
+            ``log_every_n_steps`` (see `SearchLogger`).
         warmup_steps: optimizer steps before alpha starts moving (rows are still recorded).
         average_virtual_gradient: under DDP, average the virtual step's training gradient
             over ranks (one all-reduce of the student's gradient per step), so the virtual
@@ -79,7 +89,7 @@ class ProcessSearchCallback(Callback):
             (one forward+backward fewer per step, at the price of a one-step lag: the update
             uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs a module whose
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
-            :class:`DistProModule`).
+            `DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts the logits of a new search (a
             second search pass warm-started from the first pass's alpha_T); its pathways
@@ -93,7 +103,18 @@ class ProcessSearchCallback(Callback):
             second held-out batch, cosine with the previous step's, held-out loss after the
             real update at the old and new logits); stored in the process file's
             ``provenance["diagnostics"]``. 0: off.
-        plot: write and log the process plots at the end of fit.
+        held_out: where the held-out batches come from: ``None``, the data module's
+            ``search_val_dataloader()``; a method name of the data module (e.g.
+            ``"val_dataloader"`` for your own data module whose validation split is held
+            out from training); or a data module (in YAML ``{class_path: ..., init_args:
+            ...}``) whose ``train_dataloader()`` serves the held-out data. In Python a
+            ``DataLoader`` may also be set as ``callback.search_val_loader``.
+        plot: write the process plots beside the file at the end of fit, and send them to
+            the loggers at every epoch end (as images, or as PNG files in the log directory
+            of loggers without images, e.g. CSV).
+        log_pathways: also log every pathway's weight (``alpha_weight/<pathway>``, one series
+            per pathway); the summaries (active pathways, weight entropy, top-k share) are
+            always logged.
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
             ``search:`` section, so ``search.enabled: true`` switches the search on).
     """
@@ -108,7 +129,7 @@ class ProcessSearchCallback(Callback):
         epsilon: float = 0.01,
         save_path: str | None = "process.json",
         save_every_n_steps: int = 100,
-        log_every_n_steps: int = 50,
+        log_every_n_steps: int | None = None,
         warmup_steps: int = 0,
         average_virtual_gradient: bool = True,
         average_val_gradient: bool = True,
@@ -119,6 +140,8 @@ class ProcessSearchCallback(Callback):
         diagnostics_every_n_steps: int = 0,
         plot: bool = True,
         enabled: bool = True,
+        log_pathways: bool = True,
+        held_out: str | pl.LightningDataModule | None = None,
     ) -> None:
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
@@ -126,7 +149,15 @@ class ProcessSearchCallback(Callback):
             reuse_training_gradient,
         )  # fmt: skip
         self.writer = ProcessWriter(save_path, save_every_n_steps, plot)
-        self.logger = SearchLogger(log_every_n_steps)
+        if log_every_n_steps is not None:
+            rank_zero_warn(
+                f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
+                "ignored: the search metrics follow Trainer(log_every_n_steps=...). Remove the "
+                "argument (search.log_every_n_steps in configs); use log_pathways=False to drop "
+                "the per-pathway series.",
+                category=FutureWarning,
+            )
+        self.logger = SearchLogger(log_pathways)
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.warmup_steps = warmup_steps
@@ -143,10 +174,12 @@ class ProcessSearchCallback(Callback):
         self.seed = seed
         self.enabled = enabled
         self.search_val_loader: DataLoader | None = None
+        self.held_out_source = held_out
         self.process: DistillationProcess | None = None
         self.step: SearchStep | None = None
         self.held_out: HeldOutStream | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._figures_at: int | None = None
 
     def __getattr__(self, name: str) -> Any:
         # the constructor's arguments read back, e.g. ``callback.alpha_lr``
@@ -179,6 +212,7 @@ class ProcessSearchCallback(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
+        self.writer.save_path = with_log_dir(self.writer.save_path, trainer)
         self._check_setup(trainer, pl_module)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
@@ -193,7 +227,7 @@ class ProcessSearchCallback(Callback):
             reduce_mean if trainer.world_size > 1 else None,
             self._autocast(trainer),
         )
-        loader = self.search_val_loader or _held_out_loader(trainer)
+        loader = self.search_val_loader or _held_out_loader(trainer, self.held_out_source)
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         if self.process is None:
             self.process = module.new_process(search_provenance(trainer, module, self.settings))
@@ -205,6 +239,9 @@ class ProcessSearchCallback(Callback):
             self._second_held_out = HeldOutStream(
                 loader, second_seed, trainer.world_size, trainer.global_rank
             )
+        log_search_hyperparameters(
+            trainer, self.settings, {"warmup_steps": self.warmup_steps, "seed": self.seed}
+        )
         if pending is not None:
             self._restore(pending, module)
 
@@ -213,13 +250,6 @@ class ProcessSearchCallback(Callback):
             raise TypeError(
                 "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
                 f"{type(pl_module).__name__} lacks {', '.join(missing_members(pl_module))}."
-            )
-        if not pl_module.automatic_optimization:
-            raise RuntimeError(
-                "ProcessSearchCallback runs before Lightning's automatic optimizer step; with "
-                "manual optimization run a distpro_lightning.SearchStep(module, optimizer, "
-                "SearchSettings(...)) yourself before your optimizer step, or use automatic "
-                "optimization."
             )
         if len(trainer.optimizers) != 1:
             raise RuntimeError(
@@ -303,6 +333,13 @@ class ProcessSearchCallback(Callback):
         if not self.enabled or ctx is None or ctx.batch_idx != batch_idx:
             return
         pl_module.step_context = None
+        if not pl_module.automatic_optimization and trainer.global_step != ctx.step + 1:
+            raise RuntimeError(
+                f"With manual optimization the search needs exactly one optimizer step per "
+                f"training batch (it searched alpha for step {ctx.step}, and the batch ended at "
+                f"global step {trainer.global_step}): call opt.step() once in training_step, "
+                "after self.manual_backward(loss)."
+            )
         if ctx.reused is not None:
             raise RuntimeError(
                 f"{type(pl_module).__name__}.training_step did not apply the reused training "
@@ -316,10 +353,24 @@ class ProcessSearchCallback(Callback):
         if self.process is not None:
             self.writer.save(trainer, self.process)
 
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and self.process is not None and self.writer.plot:
+            self.logger.epoch_end(trainer, self.process)
+            self._figures_at = trainer.global_step
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
+        val = trainer.callback_metrics.get("search/val_loss")
+        if val is not None:
+            self.process.provenance["search_val_loss"] = float(val)
         self.writer.finish(trainer, self.process)
+        if self.writer.plot and self._figures_at != trainer.global_step:
+            log_process_figures(trainer, self.process, "search/process")
+        path = self.writer.save_path
+        if path is not None and len(self.process) and trainer.is_global_zero:
+            log_process_artifact(trainer, path, self.process)
+            rank_zero_info(f"DistPro: process saved to {path} ({len(self.process)} steps)")
         if self.skipped_updates:
             rank_zero_warn(f"DistPro search skipped {self.skipped_updates} non-finite updates.")
 
@@ -359,15 +410,21 @@ class ProcessSearchCallback(Callback):
             self.diagnostics.load_record(self.process.provenance["diagnostics"])
 
 
-def _held_out_loader(trainer: pl.Trainer) -> DataLoader:
+def _held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:
+    if isinstance(source, pl.LightningDataModule):
+        source.prepare_data()
+        source.setup("fit")
+        return source.train_dataloader()
     dm = trainer.datamodule
-    if dm is None or not hasattr(dm, "search_val_dataloader"):
+    method = source or "search_val_dataloader"
+    if dm is None or not callable(getattr(dm, method, None)):
         raise RuntimeError(
-            "ProcessSearchCallback needs held-out batches: use a data module with "
-            "search_val_dataloader() in mode='search', or set "
-            "callback.search_val_loader = DataLoader(...)."
+            f"ProcessSearchCallback needs held-out batches: the data module has no {method}(). "
+            "Use a DistPro data module in mode='search', name your data module's method "
+            "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
+            "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
         )
-    return dm.search_val_dataloader()
+    return getattr(dm, method)()
 
 
 def _steps_per_epoch(trainer: pl.Trainer) -> int | None:

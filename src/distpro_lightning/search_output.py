@@ -1,6 +1,6 @@
 """What the search writes and logs: the process file and its plots
-(:class:`ProcessWriter`), the per-step metrics (:class:`SearchLogger`) and the record of
-where a process came from (:func:`search_provenance`)."""
+(`ProcessWriter`) and the record of where a process came from
+(`search_provenance`). The metrics are `search_logging`'s."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ import torch
 
 from . import __version__
 from .contract import SearchableModule
-from .plots import log_process_figures
 from .process import DistillationProcess
-from .search_step import SearchRecord, SearchSettings
+from .search_step import SearchSettings
 
 
 class ProcessWriter:
@@ -25,7 +24,7 @@ class ProcessWriter:
     Args:
         save_path: the process file; ``None``: nothing is written.
         save_every_n_steps: also write it every n recorded rows (0: only at the end).
-        plot: write the PNG plots and log them to the loggers at the end of fit.
+        plot: write the PNG plots beside the file at the end of fit.
     """
 
     def __init__(self, save_path: str | None, save_every_n_steps: int, plot: bool) -> None:
@@ -50,7 +49,8 @@ class ProcessWriter:
             process.save(self.save_path)
 
     def finish(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
-        """At the end of fit: the final file, the plots, and the plots in the loggers."""
+        """At the end of fit: the final file and the plots beside it (the loggers get the
+        figures from the callback's logging)."""
         self.save(trainer, process)
         if len(process) == 0 or not self.plot or not trainer.is_global_zero:
             return
@@ -58,29 +58,6 @@ class ProcessWriter:
             png = Path(self.save_path).with_suffix(".png")
             process.plot(png)
             process.plot(png.with_name(png.stem + "_heatmap.png"), kind="heatmap")
-        log_process_figures(trainer, process, "search/process")
-
-
-class SearchLogger:
-    """Logs a search step's held-out loss, hypergradient norm and every pathway's weight and
-    logit through the module's ``log`` every ``every_n_steps`` optimizer steps (0: never)."""
-
-    def __init__(self, every_n_steps: int) -> None:
-        if every_n_steps < 0:
-            raise ValueError(f"log_every_n_steps must be >= 0, got {every_n_steps}.")
-        self.log_every_n_steps = every_n_steps
-
-    def log(self, module: Any, record: SearchRecord) -> None:
-        n = self.log_every_n_steps
-        if not n or record.step % n != 0 or record.hypergradient is None:
-            return
-        assert record.val_loss is not None
-        module.log("search/val_loss", record.val_loss.float(), on_step=True, sync_dist=False)
-        module.log("search/hypergrad_norm", record.hypergradient.float().norm(), on_step=True)
-        weights = module.alpha_weights().detach()
-        for name, w, a in zip(module.pathway_names, weights, module.alpha_logits):
-            module.log(f"alpha_weight/{name}", w, on_step=True)
-            module.log(f"alpha_logit/{name}", a, on_step=True)
 
 
 def search_provenance(

@@ -1,12 +1,14 @@
 """The trainer-free search step: from a training batch and a held-out batch to the updated
-pathway logits. :class:`~distpro_lightning.ProcessSearchCallback` runs it at every optimizer
+pathway logits. `ProcessSearchCallback` runs it at every optimizer
 step; the step-cost benchmark and the tests run the very same object without a Trainer.
 
-Python::
+Python:
 
-    step = SearchStep(module, optimizer, SearchSettings(hypergradient="exact"))
-    record = step(train_batch, held_out_batch, step=0)
-    record.logits  # a~_{t+1}, already copied into module.alpha_logits
+```python
+step = SearchStep(module, optimizer, SearchSettings(hypergradient="exact"))
+record = step(train_batch, held_out_batch, step=0)
+record.logits  # a~_{t+1}, already copied into module.alpha_logits
+```
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from .hypergradient import (
 
 @dataclass(frozen=True)
 class SearchSettings:
-    """The settings of the search step (see :class:`~distpro_lightning.ProcessSearchCallback`
+    """The settings of the search step (see `ProcessSearchCallback`
     for each)."""
 
     hypergradient: str = "finite_difference"
@@ -149,13 +151,13 @@ class SearchRecord:
 
 class SearchStep:
     """One DistPro search step, without a Trainer: teacher outputs once, the hypergradient
-    (:func:`~distpro_lightning.hypergradient.compute_hypergradient`), the update of
+    (`compute_hypergradient`), the update of
     ``module.alpha_logits`` by the logits' own optimizer, and the step context the module's
     training step reads (the teacher outputs; with ``reuse_training_gradient`` the training
     gradient).
 
     Args:
-        module: a :class:`~distpro_lightning.contract.SearchableModule`.
+        module: a `SearchableModule`.
         optimizer: the student optimizer (read for the virtual step, never stepped here).
         settings: the search settings.
         reduce_mean: under DDP, the mean of a tensor over ranks; ``None``: one process.

@@ -1,8 +1,8 @@
 """Feature taps: capture the outputs of named submodules with forward hooks.
 
 A tap is the dotted name of a submodule as in ``named_modules()`` (``"layer2"``,
-``"features.6"``). :class:`FeatureTaps` registers one forward hook per tap; the hooks only
-record while a :meth:`FeatureTaps.capture` block is open, so the wrapped model behaves
+``"features.6"``). `FeatureTaps` registers one forward hook per tap; the hooks only
+record while a `FeatureTaps.capture` block is open, so the wrapped model behaves
 exactly as before outside it. Hooks also fire under ``torch.func.functional_call`` and
 ``torch.func.jvp``, which the search step relies on.
 """
@@ -64,12 +64,14 @@ def validate_tap_names(model: nn.Module, names: Sequence[str], role: str = "mode
 class FeatureTaps:
     """Forward-hook feature capture on a model.
 
-    Example::
+    Example:
 
-        taps = FeatureTaps(model, ["layer1", "layer2"], role="student")
-        with taps.capture() as feats:
-            logits = model(x)
-        f1, f2 = feats["layer1"], feats["layer2"]
+    ```python
+    taps = FeatureTaps(model, ["layer1", "layer2"], role="student")
+    with taps.capture() as feats:
+        logits = model(x)
+    f1, f2 = feats["layer1"], feats["layer2"]
+    ```
 
     A tapped module that fires twice in one forward raises ``RuntimeError`` (its feature
     would be ambiguous).
@@ -170,7 +172,7 @@ def input_error(role: str, model: nn.Module, x: Tensor, exc: BaseException) -> V
 
 @contextmanager
 def explained_input_errors(role: str, model: nn.Module, x: Tensor) -> Iterator[None]:
-    """Turn an error of ``model``'s forward on ``x`` into :func:`input_error` (chained to
+    """Turn an error of ``model``'s forward on ``x`` into `input_error` (chained to
     the original). Errors of the taps themselves and out-of-memory pass unchanged."""
     try:
         yield
@@ -220,14 +222,14 @@ def _record_all(
 def auto_taps(model: nn.Module, example: Tensor, role: str = "model") -> list[str]:
     """Pick the outputs of the down-sampling stages of a CNN.
 
-    If the model declares ``stage_names`` (every model of :mod:`distpro_lightning.models`
+    If the model declares ``stage_names`` (every model of `distpro_lightning.models`
     does) they are used. Otherwise one dry-run forward records the 4-D outputs of the
     modules at depth <= 2 that run once; among modules returning the very same tensor the
     shallowest name wins; the outputs are grouped by spatial size, and the last module of
     each group (the end of a stage) is a tap. Groups of spatial size 1x1 (global pooling)
     are dropped. For a torchvision ResNet this gives ``relu, layer1, layer2, layer3,
     layer4``; for a CIFAR ResNet ``layer1, layer2, layer3``. A model that fails on
-    ``example`` raises :func:`input_error` (``role`` names it).
+    ``example`` raises `input_error` (``role`` names it).
     """
     model = unwrap_model(model)
     declared = getattr(model, "stage_names", None)
@@ -275,7 +277,7 @@ def probe_shapes(
     model: nn.Module, names: Sequence[str], example: Tensor, role: str = "model"
 ) -> tuple[list[tuple[int, ...]], Tensor]:
     """Per-sample shapes of the tapped features and the output, from one eval-mode dry run.
-    A model that fails on ``example`` raises :func:`input_error` naming ``role``."""
+    A model that fails on ``example`` raises `input_error` naming ``role``."""
     model = unwrap_model(model)
     taps = FeatureTaps(model, names, role)
     was_training = model.training

@@ -26,11 +26,11 @@ def build_teacher(
     teacher: nn.Module | str,
     num_classes: int,
     in_channels: int,
-    architecture: str | None = None,
+    architecture: nn.Module | str | None = None,
 ) -> nn.Module:
     """The teacher model: ``teacher`` itself if it is a module; loaded from a checkpoint or
-    state-dict file if it is a path (``architecture`` names the model of a plain state
-    dict); else built by registry name, untrained (with a warning)."""
+    state-dict file if it is a path (``architecture``, a registry name or an untrained
+    module, is the model of a checkpoint that does not name one); else built by registry name, untrained (with a warning)."""
     from .models import create
 
     if isinstance(teacher, nn.Module):
@@ -46,7 +46,7 @@ class FrozenTeacher:
     restored afterwards, so Lightning's train/eval bookkeeping never sees it changed), its
     tapped features returned with its logits.
 
-    :meth:`attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
+    `attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
     weights out of that module's ``state_dict`` (unless ``in_checkpoints``); loading a
     checkpoint without them fills them from the live teacher.
 

@@ -18,7 +18,7 @@ def remap_process(
     pathway_map: Mapping[str, str] | str | None = None,
 ) -> DistillationProcess:
     """``process`` with its columns arranged for a module whose pathways are
-    ``target_names`` (see :meth:`DistillationProcess.remap`)."""
+    ``target_names`` (see `DistillationProcess.remap`)."""
     target_names = list(target_names)
     if pathway_map is None:
         if target_names == process.pathway_names:

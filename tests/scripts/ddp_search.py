@@ -52,7 +52,7 @@ def main() -> None:
             distance="mse",
             input_shape=[1, 8, 8],
             lr=0.1,
-            log_pathways_every_n_steps=0,
+            log_pathway_losses=False,
         )
         # SGD on the logits: Adam's first steps are ~lr*sign(g), which turns rounding-level
         # differences of near-zero components into lr-sized ones.
@@ -66,7 +66,7 @@ def main() -> None:
             input_shape=[1, 8, 8],
             transforms=["conv_bn", "attn2"],
             lr=0.05,
-            log_pathways_every_n_steps=0,
+            log_pathway_losses=False,
         )
         method, alpha_opt, alpha_lr = "finite_difference", "adam", 0.1
     train_set = TensorDataset(x[:512], y[:512])
@@ -87,7 +87,6 @@ def main() -> None:
         alpha_optimizer=alpha_opt,
         save_path=str(out / "process.json"),
         plot=False,
-        log_every_n_steps=1,
     )
     search.search_val_loader = DataLoader(
         TensorDataset(x[512:768], y[512:768]), batch_size=int(val_batch)

@@ -1,9 +1,11 @@
 """Lightning data modules for DistPro: official splits plus the seeded search/retrain split.
 
-Every data module derives from :class:`SplitDataModule`: in ``mode="search"`` the training
+Every data module derives from `SplitDataModule`: in ``mode="search"`` the training
 set is split 80/20 (seeded) into the student's training data and the held-out data of the
-meta-gradient (:meth:`SplitDataModule.search_val_dataloader`); in ``mode="retrain"`` the
-whole training set is used. Validation and test loaders always serve the official test split.
+meta-gradient (`SplitDataModule.search_val_dataloader`); in ``mode="retrain"`` the
+whole training set is used. Validation images are held out from the training set (the
+search split, or ``val_fraction`` of it in both modes); the official test split is served
+only by the test loader (``trainer.test`` / ``distpro test``).
 """
 
 from distpro_lightning.data.base import Mode, SplitDataModule

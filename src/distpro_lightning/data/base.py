@@ -22,42 +22,57 @@ class SplitDataModule(LightningDataModule):
     * ``"search"``: the *training* set is split, deterministically for a given ``seed``, into a
       part used to train the student (``1 - search_val_fraction``, 80 % by default) and a
       held-out part (``search_val_fraction``, 20 % by default) on which the meta-gradient of
-      the distillation-process parameters is computed. :meth:`train_dataloader` serves the
-      first part, :meth:`search_val_dataloader` the held-out part. As in DARTS, the held-out
+      the distillation-process parameters is computed. `train_dataloader` serves the
+      first part, `search_val_dataloader` the held-out part. As in DARTS, the held-out
       part uses the same (augmenting) *training* transform: both halves are views of the same
-      training dataset and only the indices differ. The official test split is never touched
-      during the search except for monitoring through :meth:`val_dataloader`.
-    * ``"retrain"`` (default): :meth:`train_dataloader` serves the whole training set (or the
-      ``subset`` pool) and :meth:`search_val_dataloader` raises :class:`RuntimeError`.
+      training dataset and only the indices differ.
+    * ``"retrain"`` (default): `train_dataloader` serves the whole training set (or the
+      ``subset`` pool) and `search_val_dataloader` raises `RuntimeError`.
 
-    In both modes :meth:`val_dataloader` and :meth:`test_dataloader` serve the official test
-    split.
+    **Validation never sees the test split.** `val_dataloader` serves images held out
+    from the *training* set, with the evaluation transform: in search mode the held-out
+    search split (unless ``val_fraction`` is given); with ``val_fraction`` a part of the pool
+    carved out before anything else, the same indices in both modes, so a search and its
+    retrain validate on the same images and neither trains on them. In retrain mode
+    without ``val_fraction`` the student trains on the whole pool (the paper's protocol)
+    and there is no validation (an empty loader; Lightning skips the loop, and a
+    ``ModelCheckpoint``/``EarlyStopping`` monitoring ``val/...`` reports the metric
+    missing). The official test split is reached only through `test_dataloader`
+    (``trainer.test`` / ``distpro test``).
 
-    The index bookkeeping is a pure function of ``(seed, subset, mode, search_val_fraction)``:
+    The index bookkeeping is a pure function of ``(seed, subset, mode, search_val_fraction,
+    val_fraction)``:
 
     1. the *pool* is the whole training set, or, with ``subset=N``, the first ``N`` indices of a
        ``torch.randperm`` seeded with ``seed``;
-    2. in search mode, a second permutation of the pool, drawn from the same generator, puts the
+    2. with ``val_fraction``, the first ``round(val_fraction * len(pool))`` indices of a
+       permutation of the pool seeded with ``seed + 1`` are the validation split and leave
+       the pool;
+    3. in search mode, a second permutation of the pool, drawn from the same generator, puts the
        first ``round(search_val_fraction * len(pool))`` indices in the search-validation split
        and the rest in the training split.
 
-    Both index tensors are sorted and exposed, after :meth:`setup` (or after the first call of a
-    dataloader method), as :attr:`train_indices` and :attr:`search_val_indices`. The test split
+    Both index tensors are sorted and exposed, after `setup` (or after the first call of a
+    dataloader method), as `train_indices` and `search_val_indices`. The test split
     is limited to at most ``subset`` samples (again the first ones of a seeded permutation, so
     that class-sorted test sets keep every class).
 
-    DDP: :meth:`train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
-    can replace its sampler with a ``DistributedSampler``. :meth:`search_val_dataloader` is not
+    DDP: `train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
+    can replace its sampler with a ``DistributedSampler``. `search_val_dataloader` is not
     a Lightning hook, so it takes the process layout explicitly (``distributed``,
     ``num_replicas``, ``rank``) and then uses
     ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``; the caller must call
     ``loader.sampler.set_epoch(epoch)`` each time it starts a new pass over that loader,
     otherwise every pass repeats the same order.
 
-    Subclasses implement :meth:`_build_train_dataset` and :meth:`_build_test_dataset`, set
-    ``num_classes``, ``in_channels`` and ``image_size``, may override :meth:`prepare_data`,
-    and pass the arguments below through (``super().__init__(**kwargs)``): declared here
-    only, they are flat keys of every subclass (``--data.init_args.batch_size``).
+    Subclasses implement `_build_train_dataset` (training transform),
+    `_build_test_dataset` (evaluation transform) and, when the two transforms differ,
+    `_build_train_eval_dataset` (the training images with the evaluation transform;
+    the default is the training dataset itself), and set ``num_classes``,
+    ``in_channels`` and ``image_size`` (class attributes or properties); they may override
+    `prepare_data`. They pass the shared arguments below through
+    (``super().__init__(**kwargs)``), so each is declared here only and every subclass
+    takes them as flat keys (``--data.init_args.batch_size``).
 
     Args:
         data_dir: Directory holding (or receiving) the dataset files.
@@ -70,27 +85,33 @@ class SplitDataModule(LightningDataModule):
         seed: Seed of the subset selection, of the search split and of the distributed
             search-validation sampler.
         pin_memory: ``pin_memory`` of every dataloader.
-        search_val_batch_size: Batch size of :meth:`search_val_dataloader`; defaults to
+        search_val_batch_size: Batch size of `search_val_dataloader`; defaults to
             ``batch_size``.
+        val_fraction: Fraction of the training pool held out for validation in both modes
+            (``None``: the search split in search mode, no validation in retrain mode).
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import DigitsDataModule
+    ```python
+    from distpro_lightning.data import DigitsDataModule
 
-        dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
-        dm.setup("fit")
-        train_loader = dm.train_dataloader()  # 80 % of the training set
-        meta_loader = dm.search_val_dataloader()  # the held-out 20 %
+    dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
+    dm.setup("fit")
+    train_loader = dm.train_dataloader()  # 80 % of the training set
+    meta_loader = dm.search_val_dataloader()  # the held-out 20 %
+    ```
 
-    Example (YAML, ``LightningCLI`` with a concrete subclass)::
+    Example (YAML, ``LightningCLI`` with a concrete subclass):
 
-        data:
-          class_path: distpro_lightning.data.DigitsDataModule
-          init_args:
-            mode: search
-            batch_size: 64
-            search_val_fraction: 0.2
-            seed: 0
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.DigitsDataModule
+      init_args:
+        mode: search
+        batch_size: 64
+        search_val_fraction: 0.2
+        seed: 0
+    ```
     """
 
     def __init__(
@@ -104,12 +125,18 @@ class SplitDataModule(LightningDataModule):
         seed: int = 0,
         pin_memory: bool = False,
         search_val_batch_size: int | None = None,
+        val_fraction: float | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("search", "retrain"):
             raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
         if not 0.0 < search_val_fraction < 1.0:
             raise ValueError(f"search_val_fraction must lie in (0, 1), got {search_val_fraction}")
+        if val_fraction is not None and not 0.0 < val_fraction < 1.0:
+            raise ValueError(
+                f"val_fraction must be None or lie in (0, 1), got {val_fraction}; None holds out "
+                "nothing beyond the search split."
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if search_val_batch_size is not None and search_val_batch_size < 1:
@@ -127,8 +154,11 @@ class SplitDataModule(LightningDataModule):
         self.seed = seed
         self.pin_memory = pin_memory
         self.search_val_batch_size = search_val_batch_size
+        self.val_fraction = val_fraction
 
         self._train_full: Dataset | None = None
+        self._train_eval_full: Dataset | None = None
+        self._val_indices: torch.Tensor | None = None
         self._test_full: Dataset | None = None
         self._split_key: tuple | None = None
         self._train_indices: torch.Tensor | None = None
@@ -166,6 +196,11 @@ class SplitDataModule(LightningDataModule):
         """Return the full official test set, with the evaluation transform."""
         raise NotImplementedError
 
+    def _build_train_eval_dataset(self) -> Dataset:
+        """Return the full official training set with the evaluation transform (validation
+        images are training images); default: `_build_train_dataset`'s dataset."""
+        return self._build_train_dataset()
+
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str | None = None) -> None:
         """Load the datasets needed for ``stage`` and compute the index splits.
@@ -180,12 +215,13 @@ class SplitDataModule(LightningDataModule):
     def _ensure_train(self) -> None:
         if self._train_full is None:
             self._train_full = self._build_train_dataset()
-        key = (self.mode, self.seed, self.subset, self.search_val_fraction)
+        key = (self.mode, self.seed, self.subset, self.search_val_fraction, self.val_fraction)
         if self._split_key != key:
             if self.mode not in ("search", "retrain"):
                 raise ValueError(f"mode must be 'search' or 'retrain', got {self.mode!r}")
-            train, val = self._compute_split(len(self._train_full))
-            self._train_indices, self._search_val_indices = train, val
+            train, search_val, val = self._compute_split(len(self._train_full))
+            self._train_indices, self._search_val_indices = train, search_val
+            self._val_indices = val if self.val_fraction is not None else search_val
             self._split_key = key
 
     def _ensure_test(self) -> None:
@@ -198,14 +234,28 @@ class SplitDataModule(LightningDataModule):
             else:
                 self._test_indices = torch.arange(n)
 
-    def _compute_split(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _compute_split(
+        self, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         g = torch.Generator().manual_seed(self.seed)
         if self.subset is not None and self.subset < n:
             pool = torch.randperm(n, generator=g)[: self.subset]
         else:
             pool = torch.arange(n)
+        val = None
+        if self.val_fraction is not None:
+            n_held = round(self.val_fraction * len(pool))
+            if not 0 < n_held < len(pool):
+                raise ValueError(
+                    f"val_fraction={self.val_fraction} of {len(pool)} training samples leaves "
+                    "an empty part; use more samples (larger `subset`) or another fraction"
+                )
+            order = torch.randperm(
+                len(pool), generator=torch.Generator().manual_seed(self.seed + 1)
+            )
+            val, pool = pool[order[:n_held]].sort().values, pool[order[n_held:]]
         if self.mode == "retrain":
-            return pool.sort().values, None
+            return pool.sort().values, None, val
         n_val = round(self.search_val_fraction * len(pool))
         if not 0 < n_val < len(pool):
             raise ValueError(
@@ -214,12 +264,12 @@ class SplitDataModule(LightningDataModule):
                 "(larger `subset`) or another fraction"
             )
         perm = pool[torch.randperm(len(pool), generator=g)]
-        return perm[n_val:].sort().values, perm[:n_val].sort().values
+        return perm[n_val:].sort().values, perm[:n_val].sort().values, val
 
     # ------------------------------------------------------------------ indices / datasets
     @property
     def train_indices(self) -> torch.Tensor:
-        """Sorted indices (into the official training set) served by :meth:`train_dataloader`."""
+        """Sorted indices (into the official training set) served by `train_dataloader`."""
         self._ensure_train()
         assert self._train_indices is not None
         return self._train_indices
@@ -231,15 +281,32 @@ class SplitDataModule(LightningDataModule):
         return self._search_val_indices
 
     @property
+    def val_indices(self) -> torch.Tensor | None:
+        """Sorted indices (into the official *training* set) served by `val_dataloader`;
+        ``None`` in retrain mode without ``val_fraction`` (no validation)."""
+        self._ensure_train()
+        return self._val_indices
+
+    @property
+    def val_dataset(self) -> Dataset | None:
+        """The validation images (training images, evaluation transform), or ``None``."""
+        indices = self.val_indices
+        if indices is None:
+            return None
+        if self._train_eval_full is None:
+            self._train_eval_full = self._build_train_eval_dataset()
+        return Subset(self._train_eval_full, indices.tolist())
+
+    @property
     def test_indices(self) -> torch.Tensor:
-        """Sorted indices (into the official test set) served by val/test dataloaders."""
+        """Sorted indices (into the official test set) served by `test_dataloader`."""
         self._ensure_test()
         assert self._test_indices is not None
         return self._test_indices
 
     @property
     def train_dataset(self) -> Dataset:
-        """The training samples of the current mode (a :class:`~torch.utils.data.Subset`)."""
+        """The training samples of the current mode (a `Subset`)."""
         self._ensure_train()
         assert self._train_full is not None
         return Subset(self._train_full, self.train_indices.tolist())
@@ -286,9 +353,14 @@ class SplitDataModule(LightningDataModule):
         """
         return self._loader(self.train_dataset, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        """Loader of the official test split (evaluation transform, not shuffled)."""
-        return self._loader(self.test_dataset, shuffle=False)
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Loader of the validation images, held out from the training set (evaluation
+        transform, not shuffled); ``[]`` (no validation) in retrain mode without
+        ``val_fraction``. Never the test split."""
+        dataset = self.val_dataset
+        if dataset is None:
+            return []
+        return self._loader(dataset, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         """Loader of the official test split (evaluation transform, not shuffled)."""

@@ -28,7 +28,7 @@ class CIFAR100Pickles(Dataset):
     Reads the same files, in the same way, as ``torchvision.datasets.CIFAR100`` (a pickled
     dict with ``data``: ``N x 3072`` uint8 rows in R, G, B planes, and ``fine_labels``), but
     without torchvision's MD5 checks, so that small generated fixtures
-    (:func:`distpro_lightning.data.fake.make_fake_cifar100`) load too. The files are Python
+    (`distpro_lightning.data.fake.make_fake_cifar100`) load too. The files are Python
     pickles: only point it at files you trust, exactly as with torchvision.
 
     Args:
@@ -71,7 +71,7 @@ class CIFAR100DataModule(ImageFileDataModule):
     Expects the extracted official archive, i.e. ``data_dir/cifar-100-python/{train,test,meta}``
     (``data_dir`` may also be that folder itself). With ``download=True`` and missing files,
     ``torchvision.datasets.CIFAR100(data_dir, download=True)`` downloads and extracts it (with
-    its MD5 checks). The files are then read by :class:`CIFAR100Pickles` (same format as
+    its MD5 checks). The files are then read by `CIFAR100Pickles` (same format as
     torchvision, no MD5 check, which lets generated test fixtures load).
 
     Transforms (the usual ones of the KD literature, e.g. CRD / DKD):
@@ -79,7 +79,7 @@ class CIFAR100DataModule(ImageFileDataModule):
     ``ToTensor`` + ``Normalize(mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762))``;
     evaluation ``ToTensor`` + the same ``Normalize``.
 
-    See :class:`~distpro_lightning.data.base.SplitDataModule` for ``mode``, ``subset``, the
+    See `SplitDataModule` for ``mode``, ``subset``, the
     search split and the other shared options.
 
     Args:
@@ -87,24 +87,28 @@ class CIFAR100DataModule(ImageFileDataModule):
         download: Download with torchvision if the files are missing.
         augment: Random crop + horizontal flip on the training split.
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import CIFAR100DataModule
+    ```python
+    from distpro_lightning.data import CIFAR100DataModule
 
-        dm = CIFAR100DataModule(data_dir="data", mode="search", batch_size=64, download=True)
-        dm.prepare_data()
-        dm.setup("fit")
-        images, labels = next(iter(dm.train_dataloader()))  # (64, 3, 32, 32), (64,)
+    dm = CIFAR100DataModule(data_dir="data", mode="search", batch_size=64, download=True)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))  # (64, 3, 32, 32), (64,)
+    ```
 
-    Example (YAML)::
+    Example (YAML):
 
-        data:
-          class_path: distpro_lightning.data.CIFAR100DataModule
-          init_args:
-            data_dir: data
-            mode: retrain
-            batch_size: 64
-            num_workers: 4
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.CIFAR100DataModule
+      init_args:
+        data_dir: data
+        mode: retrain
+        batch_size: 64
+        num_workers: 4
+    ```
     """
 
     num_classes = 100
@@ -156,3 +160,6 @@ class CIFAR100DataModule(ImageFileDataModule):
 
     def _build_test_dataset(self) -> Dataset:
         return CIFAR100Pickles(self._folder(), train=False, transform=self.eval_transform())
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return CIFAR100Pickles(self._folder(), train=True, transform=self.eval_transform())

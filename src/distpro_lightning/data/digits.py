@@ -34,24 +34,28 @@ class DigitsDataModule(SplitDataModule):
     Pixel values (0..16) are scaled to [0, 1] and normalized with the mean 0.3053 and
     standard deviation 0.3760 of the whole data set. No augmentation.
 
-    See :class:`~distpro_lightning.data.base.SplitDataModule` for ``mode``, ``subset``, the
+    See `SplitDataModule` for ``mode``, ``subset``, the
     search split and the other shared options.
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import DigitsDataModule
+    ```python
+    from distpro_lightning.data import DigitsDataModule
 
-        dm = DigitsDataModule(mode="search", batch_size=32)
-        dm.setup("fit")
-        images, labels = next(iter(dm.train_dataloader()))  # (32, 1, 8, 8), (32,)
+    dm = DigitsDataModule(mode="search", batch_size=32)
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))  # (32, 1, 8, 8), (32,)
+    ```
 
-    Example (YAML)::
+    Example (YAML):
 
-        data:
-          class_path: distpro_lightning.data.DigitsDataModule
-          init_args:
-            mode: retrain
-            batch_size: 64
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.DigitsDataModule
+      init_args:
+        mode: retrain
+        batch_size: 64
+    ```
     """
 
     num_classes = 10

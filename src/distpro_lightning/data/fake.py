@@ -36,7 +36,7 @@ def make_fake_cifar100(
     (``N x 3072`` uint8, R, G, B planes of 32 x 32), ``fine_labels``, ``coarse_labels``,
     ``filenames`` and ``batch_label``; ``meta`` holds ``fine_label_names`` (100) and
     ``coarse_label_names`` (20). Labels cycle through ``0..99`` (image ``i`` has label
-    ``i % 100``). Readable by :class:`~distpro_lightning.data.CIFAR100DataModule` (not by
+    ``i % 100``). Readable by `CIFAR100DataModule` (not by
     ``torchvision.datasets.CIFAR100``, which also checks the official files' MD5 sums).
 
     Args:
@@ -46,15 +46,17 @@ def make_fake_cifar100(
         seed: Seed of the pixel noise.
 
     Returns:
-        ``root`` as a :class:`~pathlib.Path`.
+        ``root`` as a `Path`.
 
-    Example::
+    Example:
 
-        from distpro_lightning.data import CIFAR100DataModule
-        from distpro_lightning.data.fake import make_fake_cifar100
+    ```python
+    from distpro_lightning.data import CIFAR100DataModule
+    from distpro_lightning.data.fake import make_fake_cifar100
 
-        root = make_fake_cifar100("/tmp/fake_cifar", n_train=20, n_test=10)
-        dm = CIFAR100DataModule(data_dir=str(root), batch_size=4)
+    root = make_fake_cifar100("/tmp/fake_cifar", n_train=20, n_test=10)
+    dm = CIFAR100DataModule(data_dir=str(root), batch_size=4)
+    ```
     """
     root = Path(root)
     folder = root / "cifar-100-python"
@@ -92,7 +94,7 @@ def make_fake_image_folder(
     """Write a tiny ImageNet-style tree of PNGs: ``root/{train,val}/class_<k>/img_<i>.png``.
 
     Args:
-        root: Directory to use as :class:`~distpro_lightning.data.ImageFolderDataModule`'s
+        root: Directory to use as `ImageFolderDataModule`'s
             ``data_dir``.
         num_classes: Number of class folders (named ``class_0``, ``class_1``, ...).
         per_class: Training images per class.
@@ -101,15 +103,17 @@ def make_fake_image_folder(
         seed: Seed of the pixel noise.
 
     Returns:
-        ``root`` as a :class:`~pathlib.Path`.
+        ``root`` as a `Path`.
 
-    Example::
+    Example:
 
-        from distpro_lightning.data import ImageFolderDataModule
-        from distpro_lightning.data.fake import make_fake_image_folder
+    ```python
+    from distpro_lightning.data import ImageFolderDataModule
+    from distpro_lightning.data.fake import make_fake_image_folder
 
-        root = make_fake_image_folder("/tmp/fake_imagenet", num_classes=3, per_class=4)
-        dm = ImageFolderDataModule(data_dir=str(root), image_size=32, batch_size=4)
+    root = make_fake_image_folder("/tmp/fake_imagenet", num_classes=3, per_class=4)
+    dm = ImageFolderDataModule(data_dir=str(root), image_size=32, batch_size=4)
+    ```
     """
     root = Path(root)
     rng = np.random.default_rng(seed)

@@ -46,19 +46,19 @@ class FashionMNISTDataModule(ImageFileDataModule):
 
     1. ``data_dir/FashionMNIST/raw/`` (torchvision's own layout),
     2. ``data_dir`` itself,
-    3. the directories of :attr:`system_dirs`, by default
+    3. the directories of `system_dirs`, by default
        ``/usr/share/datasets/fashion-mnist/`` (Debian package ``dataset-fashion-mnist``).
 
     The first directory holding all four is used. Files found outside
     ``data_dir/FashionMNIST/raw/`` are decompressed (``.gz``) or symlinked (plain) into it, and
     the data is read with ``torchvision.datasets.FashionMNIST(root=data_dir, download=False)``.
     If nothing is found, ``download=True`` lets torchvision download the files; otherwise a
-    :class:`FileNotFoundError` lists every place searched.
+    `FileNotFoundError` lists every place searched.
 
     Transforms: ``ToTensor`` + ``Normalize(0.2860, 0.3530)``; the training transform first
     applies ``RandomCrop(28, padding=2)`` + ``RandomHorizontalFlip`` when ``augment`` is true.
 
-    See :class:`~distpro_lightning.data.base.SplitDataModule` for ``mode``, ``subset``, the
+    See `SplitDataModule` for ``mode``, ``subset``, the
     search split and the other shared options.
 
     Args:
@@ -67,24 +67,28 @@ class FashionMNISTDataModule(ImageFileDataModule):
         download: Download with torchvision if the files are found nowhere.
         augment: Random crop + horizontal flip on the training split.
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import FashionMNISTDataModule
+    ```python
+    from distpro_lightning.data import FashionMNISTDataModule
 
-        dm = FashionMNISTDataModule(data_dir="data", mode="search", batch_size=128)
-        dm.prepare_data()
-        dm.setup("fit")
-        images, labels = next(iter(dm.train_dataloader()))  # (128, 1, 28, 28), (128,)
+    dm = FashionMNISTDataModule(data_dir="data", mode="search", batch_size=128)
+    dm.prepare_data()
+    dm.setup("fit")
+    images, labels = next(iter(dm.train_dataloader()))  # (128, 1, 28, 28), (128,)
+    ```
 
-    Example (YAML)::
+    Example (YAML):
 
-        data:
-          class_path: distpro_lightning.data.FashionMNISTDataModule
-          init_args:
-            data_dir: data
-            mode: search
-            batch_size: 128
-            augment: true
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.FashionMNISTDataModule
+      init_args:
+        data_dir: data
+        mode: search
+        batch_size: 128
+        augment: true
+    ```
     """
 
     #: Directories searched after ``data_dir`` (override, e.g. in tests, to change them).
@@ -174,3 +178,6 @@ class FashionMNISTDataModule(ImageFileDataModule):
 
     def _build_test_dataset(self) -> Dataset:
         return self._dataset(False, self.eval_transform())
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return self._dataset(True, self.eval_transform())

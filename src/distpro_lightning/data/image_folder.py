@@ -51,7 +51,7 @@ def prepare_tiny_imagenet_val(data_dir: str | os.PathLike) -> int:
     The official ``tiny-imagenet-200`` archive ships ``val/images/val_<i>.JPEG`` with the
     labels in ``val/val_annotations.txt`` (tab-separated: file name, wnid, bounding box). This
     moves every listed image to ``val/<wnid>/<file>`` and removes ``val/images/`` once empty,
-    so that :class:`ImageFolderDataModule` can read ``val/``. The training images
+    so that `ImageFolderDataModule` can read ``val/``. The training images
     (``train/<wnid>/images/*.JPEG``) need no change. Safe to run twice.
 
     Args:
@@ -63,11 +63,13 @@ def prepare_tiny_imagenet_val(data_dir: str | os.PathLike) -> int:
     Raises:
         FileNotFoundError: If ``val/val_annotations.txt`` or a listed image is missing.
 
-    Example::
+    Example:
 
-        from distpro_lightning.data import prepare_tiny_imagenet_val
+    ```python
+    from distpro_lightning.data import prepare_tiny_imagenet_val
 
-        prepare_tiny_imagenet_val("data/tiny-imagenet-200")
+    prepare_tiny_imagenet_val("data/tiny-imagenet-200")
+    ```
     """
     val = Path(data_dir) / "val"
     annotations = val / "val_annotations.txt"
@@ -100,25 +102,28 @@ def prepare_tiny_imagenet_val(data_dir: str | os.PathLike) -> int:
 class ImageFolderDataModule(SplitDataModule):
     """ImageNet / Tiny-ImageNet style data: one folder per class under ``train/`` and ``val/``.
 
-    Layout::
+    Layout:
 
-        <data_dir>/train/<class_name>/*.JPEG   (sub-folders inside a class folder are fine,
-                                                e.g. Tiny-ImageNet's train/<wnid>/images/)
-        <data_dir>/val/<class_name>/*.JPEG     (class names must be a subset of train's)
+    ```text
+    <data_dir>/train/<class_name>/*.JPEG   (sub-folders inside a class folder are fine,
+                                            e.g. Tiny-ImageNet's train/<wnid>/images/)
+    <data_dir>/val/<class_name>/*.JPEG     (class names must be a subset of train's)
+    ```
 
     Labels are the indices of the sorted ``train/`` class folder names, and ``val/`` reuses
     that mapping. ``num_classes`` is the number of ``train/`` class folders (readable before
-    :meth:`setup`). For ImageNet, ``val/`` must already be sorted into class folders (as most
+    `setup`). For ImageNet, ``val/`` must already be sorted into class folders (as most
     ImageNet preparation scripts do); for Tiny-ImageNet call
-    :func:`prepare_tiny_imagenet_val` once. ``val/`` serves as the test split
-    (``val_dataloader`` and ``test_dataloader``); the search split is carved from ``train/``.
+    `prepare_tiny_imagenet_val` once. ``val/`` serves as the test split
+    (``test_dataloader`` only); the search split and the validation images
+    (``val_dataloader``) are carved from ``train/``.
 
     Transforms, ImageNet mean/std: training ``RandomResizedCrop(image_size)`` +
     ``RandomHorizontalFlip`` (if ``augment``; otherwise the evaluation transform);
     evaluation ``Resize(int(image_size * 256 / 224))`` + ``CenterCrop(image_size)``.
     For Tiny-ImageNet's native 64 x 64 images pass ``image_size=64``.
 
-    See :class:`~distpro_lightning.data.base.SplitDataModule` for ``mode``, ``subset``, the
+    See `SplitDataModule` for ``mode``, ``subset``, the
     search split and the other shared options.
 
     Args:
@@ -126,24 +131,28 @@ class ImageFolderDataModule(SplitDataModule):
         image_size: Side of the square crops fed to the network.
         augment: Random resized crop + horizontal flip on the training split.
 
-    Example (Python)::
+    Example (Python):
 
-        from distpro_lightning.data import ImageFolderDataModule
+    ```python
+    from distpro_lightning.data import ImageFolderDataModule
 
-        dm = ImageFolderDataModule(data_dir="data/imagenet", mode="search", num_workers=8)
-        dm.setup("fit")
-        print(dm.num_classes)  # 1000
+    dm = ImageFolderDataModule(data_dir="data/imagenet", mode="search", num_workers=8)
+    dm.setup("fit")
+    print(dm.num_classes)  # 1000
+    ```
 
-    Example (YAML)::
+    Example (YAML):
 
-        data:
-          class_path: distpro_lightning.data.ImageFolderDataModule
-          init_args:
-            data_dir: data/tiny-imagenet-200
-            image_size: 64
-            batch_size: 128
-            num_workers: 8
-            mode: search
+    ```yaml
+    data:
+      class_path: distpro_lightning.data.ImageFolderDataModule
+      init_args:
+        data_dir: data/tiny-imagenet-200
+        image_size: 64
+        batch_size: 128
+        num_workers: 8
+        mode: search
+    ```
     """
 
     in_channels = 3
@@ -235,4 +244,9 @@ class ImageFolderDataModule(SplitDataModule):
     def _build_test_dataset(self) -> Dataset:
         return _FixedClassesImageFolder(
             Path(self.data_dir) / "val", self._class_to_idx(), self._eval_transform()
+        )
+
+    def _build_train_eval_dataset(self) -> Dataset:
+        return _FixedClassesImageFolder(
+            Path(self.data_dir) / "train", self._class_to_idx(), self._eval_transform()
         )

@@ -13,7 +13,7 @@ __all__ = ["ImageFileDataModule"]
 
 
 class ImageFileDataModule(SplitDataModule):
-    """A :class:`SplitDataModule` of square images in files under ``data_dir``.
+    """A `SplitDataModule` of square images in files under ``data_dir``.
 
     Subclasses set ``num_classes``, ``in_channels``, ``image_size``, ``crop_padding``,
     ``mean`` and ``std``. Training transform: ``RandomCrop(image_size,
@@ -24,7 +24,7 @@ class ImageFileDataModule(SplitDataModule):
         data_dir: Directory holding (or receiving) the dataset files.
         download: Download with torchvision if the files are missing.
         augment: Random crop + horizontal flip on the training split.
-        **kwargs: the shared options of :class:`SplitDataModule` (``batch_size``, ``mode``,
+        **kwargs: the shared options of `SplitDataModule` (``batch_size``, ``mode``,
             ``subset``, ...).
     """
 
@@ -46,7 +46,7 @@ class ImageFileDataModule(SplitDataModule):
         )
 
     def train_transform(self) -> transforms.Compose:
-        """The augmentation (if ``augment``), then :meth:`eval_transform`'s steps."""
+        """The augmentation (if ``augment``), then `eval_transform`'s steps."""
         steps: list[Any] = []
         if self.augment:
             steps += [

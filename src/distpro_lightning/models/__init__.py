@@ -18,15 +18,17 @@ sizes given for a 32x32 input):
 * ``mobilenet_v2`` (width 0.5 by default, the KD-benchmark student; ``width_mult=1.0`` for the
   full model): ``["stage1", "stage2", "stage3", "stage4"]`` -- 16, 8, 4, 2.
 
-Torchvision models (``weights=None``; see :mod:`distpro_lightning.models.tv` for stage names):
+Torchvision models (``weights=None``; see `distpro_lightning.models.tv` for stage names):
 ``tv_resnet18, tv_resnet34, tv_resnet50, tv_mobilenet_v2, tv_shufflenet_v2``.
 
-Example::
+Example:
 
-    from distpro_lightning import models
+```python
+from distpro_lightning import models
 
-    net = models.create("resnet20", num_classes=10, in_channels=1)
-    models.stage_names(net)  # ['layer1', 'layer2', 'layer3']
+net = models.create("resnet20", num_classes=10, in_channels=1)
+models.stage_names(net)  # ['layer1', 'layer2', 'layer3']
+```
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def _normalize(name: str) -> str:
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`create`: the CIFAR-style models, then the ``tv_*`` ones."""
+    """Names accepted by `create`: the CIFAR-style models, then the ``tv_*`` ones."""
     return list(CIFAR_MODELS) + list(TORCHVISION_MODELS)
 
 
@@ -105,7 +107,7 @@ def create(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> 
     """Build model ``name`` with ``num_classes`` outputs for ``in_channels``-channel images.
 
     Args:
-        name: one of :func:`available_models` (case-insensitive, ``-`` read as ``_``).
+        name: one of `available_models` (case-insensitive, ``-`` read as ``_``).
         num_classes: classifier outputs.
         in_channels: input image channels (1 for Fashion-MNIST, 3 for CIFAR/ImageNet).
         **kwargs: extra constructor arguments, e.g. ``width_mult=1.0`` for ``mobilenet_v2``.
@@ -161,7 +163,7 @@ def stage_shapes(
     Args:
         model: a model with stage names (or pass ``names``).
         input_shape: ``(C, H, W)`` of one sample; a batch of 2 is used.
-        names: stage names to probe; defaults to :func:`stage_names` of ``model``.
+        names: stage names to probe; defaults to `stage_names` of ``model``.
 
     Returns:
         ``{stage_name: torch.Size([2, C, H, W])}`` in stage order. The model runs in eval mode

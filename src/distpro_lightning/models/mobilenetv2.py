@@ -1,13 +1,15 @@
 """MobileNetV2 for CIFAR-sized inputs, as used as a KD student (CRD/RepDistiller, DKD).
 
-Layout for a 32x32 input (expansion ``t = 6``, channels before width scaling)::
+Layout for a 32x32 input (expansion ``t = 6``, channels before width scaling):
 
-    stem     3x3 conv, stride 2, 32 ch                 -> 16x16
-    stage1   [t=1, 16 ch, x1, s1] + [t, 24 ch, x2, s1] -> 16x16
-    stage2   [t, 32 ch, x3, s2]                        -> 8x8
-    stage3   [t, 64 ch, x4, s2] + [t, 96 ch, x3, s1]   -> 4x4
-    stage4   [t, 160 ch, x3, s2] + [t, 320 ch, x1, s1] -> 2x2
-    head     1x1 conv to 1280 ch, BN-ReLU, adaptive average pool, linear
+```text
+stem     3x3 conv, stride 2, 32 ch                 -> 16x16
+stage1   [t=1, 16 ch, x1, s1] + [t, 24 ch, x2, s1] -> 16x16
+stage2   [t, 32 ch, x3, s2]                        -> 8x8
+stage3   [t, 64 ch, x4, s2] + [t, 96 ch, x3, s1]   -> 4x4
+stage4   [t, 160 ch, x3, s2] + [t, 320 ch, x1, s1] -> 2x2
+head     1x1 conv to 1280 ch, BN-ReLU, adaptive average pool, linear
+```
 
 Unlike the ImageNet model the 24-channel group keeps stride 1, so there are four resolutions
 after the stem. Channel counts (stem and blocks) are ``int(c * width_mult)``; the 1280-channel

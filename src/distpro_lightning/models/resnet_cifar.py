@@ -62,7 +62,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(StemThreeStages):
-    """CIFAR ResNet with three stages of :class:`BasicBlock`.
+    """CIFAR ResNet with three stages of `BasicBlock`.
 
     Args:
         depth: total depth ``6n + 2``.

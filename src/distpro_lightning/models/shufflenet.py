@@ -3,11 +3,11 @@
 Both keep full resolution in the stem (no stride, no max-pool), so a 32x32 input gives
 16x16, 8x8 and 4x4 stage outputs.
 
-* :func:`shufflenet_v1`: 1x1 stem to 24 channels, three stages of 4/8/4 grouped bottlenecks
+* `shufflenet_v1`: 1x1 stem to 24 channels, three stages of 4/8/4 grouped bottlenecks
   (groups=3, stage widths 240/480/960; each stage opens with a stride-2 unit that concatenates
   an average-pooled shortcut), then pooling + linear. As in the CRD/RepDistiller student, a
   ReLU follows the depthwise convolution. ~0.95M params with 100 classes.
-* :func:`shufflenet_v2`: 3x3 stem to 24 channels, three stages of 4/8/4 units (a stride-2
+* `shufflenet_v2`: 3x3 stem to 24 channels, three stages of 4/8/4 units (a stride-2
   down-sampling unit then 3/7/3 split units, widths 116/232/464), a 1x1 conv to 1024 channels,
   pooling + linear (the 1.0x model). ~1.36M params with 100 classes.
 
@@ -222,7 +222,7 @@ def shufflenet_v1(num_classes: int = 100, in_channels: int = 3, **kwargs: Any) -
     """ShuffleNet V1, groups=3 (the CRD/RepDistiller ``ShuffleV1``).
 
     Stages: ``layer1, layer2, layer3`` (240/480/960 channels). Extra keyword arguments go to
-    :class:`ShuffleNetV1`.
+    `ShuffleNetV1`.
     """
     return ShuffleNetV1(num_classes, in_channels, **kwargs)
 
@@ -231,6 +231,6 @@ def shufflenet_v2(num_classes: int = 100, in_channels: int = 3, **kwargs: Any) -
     """ShuffleNet V2 1.0x (the CRD/RepDistiller ``ShuffleV2``).
 
     Stages: ``layer1, layer2, layer3`` (116/232/464 channels). Extra keyword arguments go to
-    :class:`ShuffleNetV2`.
+    `ShuffleNetV2`.
     """
     return ShuffleNetV2(num_classes, in_channels, **kwargs)

@@ -75,7 +75,7 @@ def _replace_first_conv(model: nn.Module, path: str, in_channels: int) -> None:
 def build_torchvision(
     name: str, num_classes: int, in_channels: int = 3, **kwargs: Any
 ) -> nn.Module:
-    """Build torchvision model ``name`` (a key of :data:`TORCHVISION_MODELS`).
+    """Build torchvision model ``name`` (a key of `TORCHVISION_MODELS`).
 
     ``kwargs`` go to the torchvision constructor. The returned model carries a
     ``stage_names: list[str]`` attribute (see the module docstring).
