@@ -222,11 +222,11 @@ def reused_callback_fixed_path(tmp: Path) -> None:
     search(tmp, callback=cb)  # a new run may not replace the first run's file
 
 
-def resume_with(tmp: Path, **changed) -> tuple[ProcessSearchCallback, list[str]]:
+def resume_with(tmp: Path, data=digits, **changed) -> tuple[ProcessSearchCallback, list[str]]:
     ckpt = ModelCheckpoint(dirpath=tmp / "ckpt", save_last=True)
     kw = dict(save_path=str(tmp / "s.json"), plot=False)
     first, _, _ = search(
-        tmp, steps=2, callbacks=[ckpt], trainer={"enable_checkpointing": True}, **kw
+        tmp, steps=2, dm=data(), callbacks=[ckpt], trainer={"enable_checkpointing": True}, **kw
     )
     cb = ProcessSearchCallback(**{**kw, **changed})
     with warnings.catch_warnings(record=True) as seen:
@@ -237,11 +237,22 @@ def resume_with(tmp: Path, **changed) -> tuple[ProcessSearchCallback, list[str]]
         )
         trainer.fit(
             make_module(transforms=["conv_bn"]),
-            datamodule=digits(),
+            datamodule=data(),
             ckpt_path=str(tmp / "ckpt" / "last.ckpt"),
         )
     assert cb.process.run_id == first.process.run_id and len(cb.process) == 4
     return cb, [str(w.message) for w in seen]
+
+
+def resume_keeps_skipped_steps(tmp: Path) -> None:
+    cb, messages = resume_with(tmp, data=lambda: nan_data({1}))
+    # step 1 from the checkpoint; the resumed fit restarts the epoch's loader, so the NaN
+    # batch (the second) comes again at step 3
+    assert cb.process.skipped_steps == [1, 3]
+    assert not any("other settings" in m for m in messages), messages
+    saved = DistillationProcess.load(tmp / "s.json")
+    assert saved.skipped_steps == [1, 3] and saved.run_id == cb.process.run_id
+    assert "settings_changes" not in saved.provenance
 
 
 def resume_other_alpha_lr(tmp: Path) -> None:

@@ -479,6 +479,7 @@ CASES += [
         FileExistsError,
         ("another search",),
     ),
+    Case("search: resume keeps run id and skipped steps", sc.resume_keeps_skipped_steps),
     Case("search: resume, other alpha_lr", sc.resume_other_alpha_lr),
     Case("search: resume, other alpha_optimizer", sc.resume_other_optimizer),
     # ---- the search: held-out loaders
