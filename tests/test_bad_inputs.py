@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 from torch import nn  # noqa: E402
 
 from distpro_lightning import DistillationProcess, ProcessScheduleCallback  # noqa: E402
+from distpro_lightning.baselines import ReviewKDModule  # noqa: E402
 from distpro_lightning.checkpoints import load_state_file, resolve_teacher  # noqa: E402
 from distpro_lightning.cli import cli_main, main  # noqa: E402
 from distpro_lightning.models import create  # noqa: E402
@@ -425,6 +426,147 @@ CASES = [
         FileNotFoundError,
         ("No process file", "nope.json"),
     ),
+]
+
+
+import search_cases as sc  # noqa: E402
+
+TEACHER_TYPO = ("does not exist", "teachr.ckpt")
+CASES += [
+    # ---- the search: output files
+    Case(
+        "search: save_path a directory, at fit start",
+        sc.save_path_checked_at_fit_start("TMP"),
+        ValueError,
+        ("is a directory",),
+    ),
+    Case(
+        "search: save_path '', at fit start",
+        sc.save_path_checked_at_fit_start(""),
+        ValueError,
+        ("empty",),
+    ),
+    Case(
+        "search: save_path the plot's name, at fit start",
+        sc.save_path_checked_at_fit_start("TMP/p.png", plot=True),
+        ValueError,
+        ("lines plot",),
+    ),
+    Case(
+        "search: another run's file, at fit start",
+        sc.save_path_checked_at_fit_start(f"TMP/{RUN}"),
+        FileExistsError,
+        ("another search", "run-a", "overwrite=True"),
+    ),
+    Case("search: default path in the run's log folder", sc.default_path_in_log_folder),
+    Case("search: plots named by plot_paths", sc.plots_beside_process),
+    Case("search: Ctrl-C saves", sc.ctrl_c_saves),
+    Case("search: an exception saves", sc.error_saves),
+    Case("search: kill -9 loses at most an epoch", sc.kill_loses_at_most_an_epoch),
+    # ---- the search: non-finite steps
+    Case("search: NaN batch skipped, student intact", sc.nan_batch_skipped),
+    Case(
+        "search: NaN run stops",
+        sc.nan_run_stops,
+        RuntimeError,
+        ("3 consecutive steps", "non-finite", "saved at", "max_non_finite_steps"),
+    ),
+    # ---- the search: fits and resumes
+    Case("search: reused callback, new process", sc.reused_callback_new_process),
+    Case(
+        "search: reused callback, fixed save_path",
+        sc.reused_callback_fixed_path,
+        FileExistsError,
+        ("another search",),
+    ),
+    Case("search: resume keeps run id and skipped steps", sc.resume_keeps_skipped_steps),
+    Case("search: resume, other alpha_lr", sc.resume_other_alpha_lr),
+    Case("search: resume, other alpha_optimizer", sc.resume_other_optimizer),
+    # ---- the search: held-out loaders
+    Case("held-out: sampler kept", sc.held_out_sampler_kept),
+    Case("held-out: batch_sampler kept", sc.held_out_batch_sampler_kept),
+    Case("held-out: pin_memory, worker_init_fn kept", sc.held_out_settings_kept),
+    Case(
+        "held-out: IterableDataset",
+        lambda t: sc.HeldOutStream(torch.utils.data.DataLoader(sc.Stream(), batch_size=2)),
+        TypeError,
+        ("IterableDataset", "map-style", "TensorDataset"),
+    ),
+    Case(
+        "held-out: dataset without len",
+        lambda t: sc.HeldOutStream(torch.utils.data.DataLoader(sc.NoLen(), batch_size=2)),
+        TypeError,
+        ("has no len()",),
+    ),
+    Case(
+        "held-out: batch_size=None",
+        lambda t: sc.HeldOutStream(torch.utils.data.DataLoader(sc.Indexed(), batch_size=None)),
+        ValueError,
+        ("batch_size=None",),
+    ),
+    # ---- modules and optimizers
+    Case(
+        "search: heads not in the optimizer",
+        sc.heads_missing_search,
+        RuntimeError,
+        ("ProcessSearchCallback", "heads.", "never train", "distill_heads.parameters()"),
+    ),
+    Case(
+        "replay: heads not in the optimizer",
+        sc.heads_missing_replay,
+        RuntimeError,
+        ("ProcessScheduleCallback", "heads.", "never train"),
+    ),
+    Case(
+        "same module as student and teacher",
+        sc.same_student_and_teacher,
+        ValueError,
+        ("the same nn.Module", "freeze the student"),
+    ),
+    Case(
+        "teacher sharing the student's layers",
+        sc.shared_layers,
+        ValueError,
+        ("shares parameters", "conv1"),
+    ),
+    Case(
+        "dict batch",
+        sc.dict_batch,
+        TypeError,
+        ("['image', 'label']", "split_batch(self, batch)", "Override"),
+    ),
+    Case("tensor batch", sc.tensor_batch, TypeError, ("Tensor", "split_batch")),
+    Case(
+        "teacher of other channels in training",
+        sc.training_channels("teacher"),
+        ValueError,
+        ("teacher (CifarResNet)", "(4, 3, 8, 8)", "1 channels", "in_channels"),
+    ),
+    Case(
+        "student of other channels in training",
+        sc.training_channels("student"),
+        ValueError,
+        ("student (CifarResNet)", "(4, 3, 8, 8)", "1 channels", "in_channels"),
+    ),
+    Case(
+        "DistProModule: teacher path typo",
+        lambda t: sc.make_module(teacher=str(t / "teachr.ckpt")),
+        FileNotFoundError,
+        TEACHER_TYPO,
+        ("Unknown model",),
+    ),
+    Case(
+        "ReviewKDModule: teacher path typo",
+        lambda t: ReviewKDModule(student="resnet8", teacher=str(t / "teachr.ckpt")),
+        FileNotFoundError,
+        TEACHER_TYPO,
+        ("Unknown model",),
+    ),
+    # ---- extreme settings
+    Case("alpha_lr extreme: warning", sc.warns("alpha_lr=5 is extreme", alpha_lr=5.0)),
+    Case("epsilon tiny: warning", sc.warns("rounding noise", epsilon=1e-9)),
+    Case("all weights 0: warning", sc.collapse_warned),
+    Case("defaults: no such warning", sc.no_warning_at_defaults),
 ]
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 #: DataLoader settings carried over from the user's held-out loader.
 _LOADER_SETTINGS = (
@@ -26,19 +32,29 @@ _LOADER_SETTINGS = (
 class HeldOutStream:
     """An endless, resumable stream of held-out batches for one rank.
 
-    A *cycle* is one pass over the held-out dataset in the order of a permutation seeded
-    with ``seed + cycle``; rank ``r`` of ``world_size`` takes every ``world_size``-th index
-    from ``r``, cut to whole batches of the same count on every rank (``drop_last``). The
-    position (cycle, batches consumed) is the checkpoint state, so a resumed search draws
-    the batches an uninterrupted one would.
+    A *cycle* is one pass over the held-out data; its position (cycle, batches consumed) is
+    the checkpoint state, so a resumed search draws the batches an uninterrupted one would.
+    What a cycle is depends on the user's loader:
 
-    The batches are served by a ``DataLoader`` over the user's dataset with the user's
-    loader settings (batch size, ``collate_fn``, workers, pinned memory, worker init, ...);
-    only the sampler is this stream's.
+    * a plain loader (``shuffle=True`` or ``False``): a permutation of the dataset seeded
+      with ``seed + cycle`` (the search always draws its held-out batches at random);
+    * a loader with its own ``sampler`` (e.g. ``WeightedRandomSampler``,
+      ``SubsetRandomSampler``): that sampler's indices, in its order, each cycle (its
+      ``set_epoch(cycle)`` is called where it has one); the search's ``seed`` does not
+      apply, and a resume repeats the cycle exactly only if the sampler is deterministic
+      for an epoch;
+    * a loader with a ``batch_sampler``: its batches, as they are, each cycle (likewise).
+
+    Rank ``r`` of ``world_size`` takes every ``world_size``-th index (batch, for a batch
+    sampler) from ``r``, cut to whole batches of the same count on every rank; a
+    ``DistributedSampler`` is already this rank's share and is used as it is. Incomplete
+    batches are dropped. Batches are served by a ``DataLoader`` over the user's dataset with
+    the user's settings (``collate_fn``, workers, ``pin_memory``, ``worker_init_fn``, ...).
 
     Args:
-        loader: the user's held-out loader (its dataset must have a length).
-        seed: seed of the per-cycle permutations.
+        loader: the user's held-out loader: a map-style dataset with a length, and batching
+            (``batch_size`` or ``batch_sampler``).
+        seed: seed of the per-cycle permutations of a plain loader.
         world_size: number of ranks sharing the held-out data.
         rank: this rank.
     """
@@ -46,12 +62,14 @@ class HeldOutStream:
     def __init__(
         self, loader: DataLoader, seed: int = 0, world_size: int = 1, rank: int = 0
     ) -> None:
-        if isinstance(loader.dataset, IterableDataset):
-            raise TypeError(
-                "The held-out loader's dataset is an IterableDataset; the search needs a "
-                "map-style dataset (with __len__ and __getitem__) to shuffle and shard it."
-            )
         self.dataset = loader.dataset
+        _check_loader(loader)
+        self.batch_sampler: Iterable[list[int]] | None = None
+        self.sampler: Iterable[int] | None = None
+        if loader.batch_size is None:
+            self.batch_sampler = loader.batch_sampler
+        elif not isinstance(loader.sampler, SequentialSampler | RandomSampler):
+            self.sampler = loader.sampler
         self.batch_size = loader.batch_size or 1
         self.settings = {k: getattr(loader, k) for k in _LOADER_SETTINGS if hasattr(loader, k)}
         if self.settings.get("num_workers", 0) > 0:
@@ -59,8 +77,12 @@ class HeldOutStream:
         self.seed = seed
         self.world_size = world_size
         self.rank = rank
-        n = len(self.dataset)
-        if n // world_size < self.batch_size:
+        n = len(self.dataset)  # type: ignore[arg-type]
+        if (
+            self.batch_sampler is None
+            and self.sampler is None
+            and n // world_size < self.batch_size
+        ):
             raise RuntimeError(
                 f"The held-out split has {n} samples, fewer than one batch of "
                 f"{self.batch_size} per rank ({world_size} ranks)."
@@ -70,25 +92,48 @@ class HeldOutStream:
         self._iter: Iterator[Any] | None = None
 
     def indices(self) -> list[int]:
-        """This rank's indices of the current cycle, whole batches only."""
-        g = torch.Generator().manual_seed(self.seed + self.cycle)
-        perm = torch.randperm(len(self.dataset), generator=g)
-        per_rank = (len(perm) // self.world_size) // self.batch_size * self.batch_size
-        return perm[self.rank :: self.world_size][:per_rank].tolist()
+        """This rank's indices of the current cycle, whole batches only (a loader without
+        a ``batch_sampler``)."""
+        if self.sampler is not None:
+            _set_epoch(self.sampler, self.cycle)
+            drawn = list(self.sampler)
+            if not isinstance(self.sampler, DistributedSampler):
+                per_rank = len(drawn) // self.world_size
+                drawn = drawn[self.rank :: self.world_size][:per_rank]
+        else:
+            g = torch.Generator().manual_seed(self.seed + self.cycle)
+            perm = torch.randperm(len(self.dataset), generator=g)  # type: ignore[arg-type]
+            per_rank = (len(perm) // self.world_size) // self.batch_size * self.batch_size
+            drawn = perm[self.rank :: self.world_size][:per_rank].tolist()
+        return drawn[: len(drawn) // self.batch_size * self.batch_size]
+
+    def batches(self) -> list[list[int]]:
+        """This rank's index batches of the current cycle."""
+        if self.batch_sampler is not None:
+            _set_epoch(self.batch_sampler, self.cycle)
+            drawn = [list(b) for b in self.batch_sampler]
+            per_rank = len(drawn) // self.world_size
+            return drawn[self.rank :: self.world_size][:per_rank]
+        idx, b = self.indices(), self.batch_size
+        return [idx[i : i + b] for i in range(0, len(idx), b)]
 
     def next_batch(self) -> Any:
         """The next held-out batch (on the CPU, as the loader yields it)."""
+        empty_cycles = 0
         while True:
             if self._iter is None:
-                sampler = self.indices()[self.consumed * self.batch_size :]
-                loader = DataLoader(
-                    self.dataset,
-                    batch_size=self.batch_size,
-                    sampler=sampler,
-                    drop_last=True,
-                    **self.settings,
+                remaining = self.batches()[self.consumed :]
+                if not remaining and self.consumed == 0:
+                    empty_cycles += 1
+                    if empty_cycles > 1:
+                        raise RuntimeError(
+                            "The held-out loader gives no complete batch for this rank "
+                            f"(rank {self.rank} of {self.world_size}): give it more samples "
+                            "or smaller batches."
+                        )
+                self._iter = iter(
+                    DataLoader(self.dataset, batch_sampler=remaining, **self.settings)
                 )
-                self._iter = iter(loader)
             try:
                 batch = next(self._iter)
             except StopIteration:
@@ -125,3 +170,29 @@ def concat_batches(batches: list[Any]) -> Any:
         f"Cannot concatenate held-out batches of type {type(first).__name__}: use "
         "val_batches_per_step=1, or a loader yielding tensors, tuples, lists or dicts."
     )
+
+
+def _check_loader(loader: DataLoader) -> None:
+    """Refuse a held-out loader the stream cannot shuffle, shard and resume."""
+    if isinstance(loader.dataset, IterableDataset):
+        raise TypeError(
+            "The held-out loader's dataset is an IterableDataset; the search needs a map-style "
+            "dataset (with __len__ and __getitem__) to shuffle, shard and resume it: collect the "
+            "held-out samples into one, e.g. TensorDataset(x, y) or Subset(dataset, indices)."
+        )
+    if not isinstance(loader.dataset, Sized):
+        raise TypeError(
+            f"The held-out loader's dataset ({type(loader.dataset).__name__}) has no len(); "
+            "the search needs a map-style dataset with __len__ and __getitem__."
+        )
+    if loader.batch_size is None and loader.batch_sampler is None:
+        raise ValueError(
+            "The held-out loader has batch_size=None (no batching): give it a batch_size or a "
+            "batch_sampler; the search draws one held-out batch per step."
+        )
+
+
+def _set_epoch(sampler: Any, epoch: int) -> None:
+    for obj in (sampler, getattr(sampler, "sampler", None)):
+        if callable(getattr(obj, "set_epoch", None)):
+            obj.set_epoch(epoch)

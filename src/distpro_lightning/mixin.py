@@ -19,8 +19,16 @@ from .losses import get_distance, hinton_kd_loss
 from .normalization import check_normalization, normalize
 from .pathways import KD_PATHWAY_NAME, PathwayHeads, build_specs, resolve_connections
 from .process import DistillationProcess
-from .taps import FeatureTaps, auto_taps, probe_shapes, unwrap_model
-from .teacher import FrozenTeacher
+from .taps import (
+    INPUT_ERRORS,
+    NOT_INPUT_ERRORS,
+    FeatureTaps,
+    auto_taps,
+    input_error,
+    probe_shapes,
+    unwrap_model,
+)
+from .teacher import FrozenTeacher, check_not_shared
 from .transforms import TRANSFORM_KINDS
 
 log = logging.getLogger(__name__)
@@ -175,6 +183,7 @@ class DistProMixin:
         self.student_tap_names = _taps(student, cfg.student_taps, example, "student")
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}.")
+        check_not_shared(self.student, teacher)
         self.teacher_tap_names = _taps(teacher, cfg.teacher_taps, example, "teacher")
         self.frozen_teacher = FrozenTeacher(teacher, self.teacher_tap_names, cfg.save_teacher)
         self.frozen_teacher.attach(self)
@@ -279,8 +288,22 @@ class DistProMixin:
 
     # ------------------------------------------------------------------ forward passes
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
-        """``(inputs, targets)`` of a batch; override for other batch layouts."""
-        return batch[0], batch[1]
+        """``(inputs, targets)`` of a batch ``(x, y, ...)``; override for other layouts."""
+        if not isinstance(batch, Mapping | Tensor | str):
+            try:
+                return batch[0], batch[1]
+            except (KeyError, IndexError, TypeError):
+                pass
+        kind = (
+            f"a dict with keys {list(batch)}"
+            if isinstance(batch, Mapping)
+            else type(batch).__name__
+        )
+        raise TypeError(
+            f"split_batch cannot split a batch that is {kind}: it takes (inputs, targets, ...). "
+            f"Override the hook {type(self).__name__}.split_batch(self, batch) to return "
+            "(inputs, targets), e.g. return batch['image'], batch['label']."
+        )
 
     def task_loss(self, student_outputs: Tensor, targets: Tensor) -> Tensor:
         """The task loss of the student (cross-entropy); also the search's validation loss."""
@@ -321,9 +344,14 @@ class DistProMixin:
     def student_forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor:
         """The student's output, optionally with substituted parameters (by name)."""
         student = unwrap_model(self.student)
-        if params is None:
-            return student(x)
-        return functional_call(student, dict(params), (x,), strict=False)
+        try:
+            if params is None:
+                return student(x)
+            return functional_call(student, dict(params), (x,), strict=False)
+        except NOT_INPUT_ERRORS:
+            raise
+        except INPUT_ERRORS as exc:
+            raise input_error("student", student, x, exc, dry_run=False) from exc
 
     def pathway_forward(
         self,

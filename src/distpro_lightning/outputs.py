@@ -11,6 +11,12 @@ into the search callback's checkpoint state, so a resumed run keeps it. An exist
 may be replaced only by the run whose id it holds. A file without an id (format version 1,
 or a process built by hand), a file that is not a readable process file, and a file of
 another id are refused, with the file's details and the ways out in the message.
+
+**Where a process goes by default.** :func:`default_process_path` puts it in the run's own
+log folder, the way ``ModelCheckpoint`` chooses its ``dirpath``: with a logger,
+``<save_dir>/<name>/<version>/process.json`` (TensorBoard and CSV: the run's ``version_N``
+folder; W&B: the run id), else ``<default_root_dir>/process.json``. Every run of a sweep thus
+writes its own file.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import os
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any
 
 from .files import temp_prefix
 from .plots import plot_paths
@@ -34,6 +41,24 @@ def new_run_id() -> str:
     """A new run id: UTC time and 8 random hex digits, e.g. ``20250301T101502Z-1a2b3c4d``."""
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{uuid.uuid4().hex[:8]}"
+
+
+#: The file name of a process in a run's log folder (:func:`default_process_path`).
+DEFAULT_PROCESS_NAME = "process.json"
+
+
+def default_process_path(trainer: Any) -> Path:
+    """The process file of ``trainer``'s run, in its log folder (see the module docs); the
+    same on every rank (rank 0's choice is broadcast)."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        save_dir = logger.save_dir if logger.save_dir is not None else trainer.default_root_dir
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        folder = os.path.join(save_dir, str(logger.name), version)
+    else:
+        folder = trainer.default_root_dir
+    return Path(trainer.strategy.broadcast(os.path.join(folder, DEFAULT_PROCESS_NAME)))
 
 
 def _parent_problem(path: Path) -> str | None:

@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from .module import DistProMixin
 from .plots import log_process_figures
 from .process import DistillationProcess, ProcessFileError
+from .search_checks import check_optimized
 
 
 class ProcessScheduleCallback(Callback):
@@ -139,6 +140,7 @@ class ProcessScheduleCallback(Callback):
         if not self.enabled:
             return
         self.process = self.check(pl_module)
+        check_optimized(pl_module, trainer.optimizers, "ProcessScheduleCallback")  # type: ignore[arg-type]
         if self.process is None:
             assert isinstance(pl_module, DistProMixin)
             pl_module.normalization = "uniform"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
 from contextlib import nullcontext
 from functools import partial
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -13,53 +14,51 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from .contract import SearchableModule, missing_members
+from .contract import SearchableModule
 from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches
 from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
+from .outputs import new_run_id
 from .plots import log_process_figures
 from .process import DistillationProcess
+from .search_checks import check_setup, warn_extreme_settings, weights_collapsed
+from .search_guard import NonFiniteStepError, UpdateGuard
 from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
-from .search_output import ProcessWriter, search_provenance
-from .search_step import SearchSettings, SearchStep
+from .search_output import AUTO_PATH, ProcessWriter, search_provenance
+from .search_state import restore_search, search_state
+from .search_step import SearchRecord, SearchSettings, SearchStep
 from .sweeps import with_log_dir
 from .transfer import warm_start
-
-_HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
 class ProcessSearchCallback(Callback):
     """Learn the pathway logits ``a~_t`` by bi-level meta-optimization and record them.
 
     At every optimizer step, before the real update, it runs a
-    `SearchStep` on the training batch and the next
-    held-out batch (`HeldOutStream`): the hypergradient of
+    :class:`~distpro_lightning.search_step.SearchStep` on the training batch and the next
+    held-out batch (:class:`~distpro_lightning.heldout.HeldOutStream`): the hypergradient of
     the held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over
     DDP ranks, updates ``module.alpha_logits`` with its own optimizer, and the new logits
-    are appended to `process`. The real update then uses ``w(a~_{t+1})`` and reuses
+    are appended to :attr:`process`. The real update then uses ``w(a~_{t+1})`` and reuses
     the teacher features computed for the search (the module's
-    `StepContext`). This class keeps the hooks, the
-    checks, the logging (`SearchLogger`), the files
-    (`ProcessWriter`) and the checkpoint state.
+    :class:`~distpro_lightning.contract.StepContext`). This class keeps the hooks, the
+    checks, the logging (:class:`~distpro_lightning.search_output.SearchLogger`), the files
+    (:class:`~distpro_lightning.search_output.ProcessWriter`) and the checkpoint state.
 
-    Python:
+    Python::
 
-    ```python
-    from distpro_lightning import ProcessSearchCallback
-    search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
-                                   save_path="runs/search/process.json")
-    trainer = Trainer(max_epochs=40, callbacks=[search])
-    trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
-    ```
+        from distpro_lightning import ProcessSearchCallback
+        search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
+                                       save_path="runs/search/process.json")
+        trainer = Trainer(max_epochs=40, callbacks=[search])
+        trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
 
-    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``):
+    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``)::
 
-    ```yaml
-    search:
-      hypergradient: finite_difference
-      alpha_lr: 0.05
-      save_path: runs/search/process.json
-    ```
+        search:
+          hypergradient: finite_difference
+          alpha_lr: 0.05
+          save_path: runs/search/process.json
 
     Args:
         hypergradient: ``"finite_difference"`` (two forward passes at ``theta +- eps v``)
@@ -69,11 +68,22 @@ class ProcessSearchCallback(Callback):
         alpha_betas: Adam betas (the official release uses ``(0.5, 0.999)``).
         alpha_weight_decay: weight decay on the logits.
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
-        save_path: where the process is written (JSON, atomically, rank 0); ``None``: not
-            written. ``{log_dir}`` in it is replaced by the run's log directory
-            (`run_log_dir`), e.g. ``{log_dir}/process.json``
-            gives every run (every sweep trial) its own file. A PNG plot is written beside it at the end of fit.
-        save_every_n_steps: also write it every n steps (0: only at the end).
+        save_path: where the process is written (JSON, atomically, rank 0). ``"auto"``
+            (default): ``process.json`` in the run's log folder, chosen as ``ModelCheckpoint``
+            chooses its ``dirpath`` (:func:`~distpro_lightning.outputs.default_process_path`);
+            ``None``: not written. ``{log_dir}`` in a path is replaced by the run's log
+            directory (`run_log_dir`). Checked at fit start: a path that cannot be written, or
+            that holds another run's process, is refused before any compute. The PNG plots
+            (:func:`~distpro_lightning.plots.plot_paths`) are written beside it at the end.
+        save_every_n_steps: also write it every n steps (0: not by step count).
+        save_every_epoch: also write it at the end of every training epoch. With it (and on
+            any exception, Ctrl-C included, where it is always written) a crash or kill
+            loses at most one epoch, or ``save_every_n_steps`` steps if fewer.
+        overwrite: replace an existing process file of another run at ``save_path``
+            (otherwise refused; the file of the run being resumed is always replaced).
+        max_non_finite_steps: stop with an error after this many consecutive steps with a
+            non-finite training loss/gradient or hypergradient (0: never). Each such step's
+            real update is skipped and its row is marked in ``skipped_steps``.
         log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
             ``log_every_n_steps`` (see `SearchLogger`).
         warmup_steps: optimizer steps before alpha starts moving (rows are still recorded).
@@ -89,7 +99,7 @@ class ProcessSearchCallback(Callback):
             (one forward+backward fewer per step, at the price of a one-step lag: the update
             uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs a module whose
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
-            `DistProModule`).
+            :class:`DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts the logits of a new search (a
             second search pass warm-started from the first pass's alpha_T); its pathways
@@ -115,8 +125,13 @@ class ProcessSearchCallback(Callback):
         log_pathways: also log every pathway's weight (``alpha_weight/<pathway>``, one series
             per pathway); the summaries (active pathways, weight entropy, top-k share) are
             always logged.
-        enabled: ``False`` makes the callback inert (the ``distpro`` CLI's default for its
-            ``search:`` section, so ``search.enabled: true`` switches the search on).
+        enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
+            ``search:`` section: on when any key of the section is given).
+
+    A new fit starts a new process with a new ``run_id``; a fit resumed from a checkpoint
+    continues the checkpoint's (its rows, skipped steps, run id and provenance). A resume
+    with other settings applies them with a warning and records the change in the
+    provenance (``settings_changes``).
     """
 
     def __init__(
@@ -127,7 +142,7 @@ class ProcessSearchCallback(Callback):
         alpha_betas: tuple[float, float] = (0.5, 0.999),
         alpha_weight_decay: float = 0.0,
         epsilon: float = 0.01,
-        save_path: str | None = "process.json",
+        save_path: str | None = AUTO_PATH,
         save_every_n_steps: int = 100,
         log_every_n_steps: int | None = None,
         warmup_steps: int = 0,
@@ -142,13 +157,18 @@ class ProcessSearchCallback(Callback):
         enabled: bool = True,
         log_pathways: bool = True,
         held_out: str | pl.LightningDataModule | None = None,
+        save_every_epoch: bool = True,
+        overwrite: bool = False,
+        max_non_finite_steps: int = 10,
     ) -> None:
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
             alpha_weight_decay, average_virtual_gradient, average_val_gradient,
             reuse_training_gradient,
         )  # fmt: skip
-        self.writer = ProcessWriter(save_path, save_every_n_steps, plot)
+        self.writer = ProcessWriter(
+            save_path, save_every_n_steps, plot, save_every_epoch, overwrite
+        )
         if log_every_n_steps is not None:
             rank_zero_warn(
                 f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
@@ -158,6 +178,7 @@ class ProcessSearchCallback(Callback):
                 category=FutureWarning,
             )
         self.logger = SearchLogger(log_pathways)
+        self.guard = UpdateGuard(max_non_finite_steps)
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
         self.warmup_steps = warmup_steps
@@ -171,19 +192,21 @@ class ProcessSearchCallback(Callback):
         self.diagnostics_every_n_steps = diagnostics_every_n_steps
         self.diagnostics: SearchDiagnostics | None = None
         self._second_held_out: HeldOutStream | None = None
+        self.held_out_source = held_out
+        self._figures_at: int | None = None
         self.seed = seed
         self.enabled = enabled
         self.search_val_loader: DataLoader | None = None
-        self.held_out_source = held_out
         self.process: DistillationProcess | None = None
         self.step: SearchStep | None = None
         self.held_out: HeldOutStream | None = None
         self._pending_state: dict[str, Any] | None = None
-        self._figures_at: int | None = None
+        self._record: SearchRecord | None = None  # this step's row, until its update is known
+        self._collapse_warned = False
 
     def __getattr__(self, name: str) -> Any:
         # the constructor's arguments read back, e.g. ``callback.alpha_lr``
-        for part in ("settings", "writer", "logger"):
+        for part in ("settings", "writer", "logger", "guard"):
             holder = self.__dict__.get(part)
             if holder is not None and name in vars(holder):
                 return vars(holder)[name]
@@ -193,6 +216,11 @@ class ProcessSearchCallback(Callback):
     def skipped_updates(self) -> int:
         """Alpha updates skipped for a non-finite hypergradient in this fit."""
         return self.step.skipped_updates if self.step is not None else 0
+
+    @property
+    def process_path(self) -> Path | None:
+        """The process file of the current fit (``save_path`` resolved at fit start)."""
+        return self.writer.path
 
     # ------------------------------------------------------------------ the pure form
     def hypergradient_of(
@@ -212,12 +240,14 @@ class ProcessSearchCallback(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
-        self.writer.save_path = with_log_dir(self.writer.save_path, trainer)
-        self._check_setup(trainer, pl_module)
+        self.process, self._record, self._collapse_warned = None, None, False
+        if self.writer.save_path not in (None, AUTO_PATH):
+            self.writer.save_path = with_log_dir(self.writer.save_path, trainer)
+        check_setup(trainer, pl_module, self.settings)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
         warm = None
-        if self.init_process is not None and pending is None and self.process is None:
+        if self.init_process is not None and pending is None:
             warm = warm_start(module, self.init_process)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
         self.step = SearchStep(
@@ -229,12 +259,24 @@ class ProcessSearchCallback(Callback):
         )
         loader = self.search_val_loader or _held_out_loader(trainer, self.held_out_source)
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
-        if self.process is None:
-            self.process = module.new_process(search_provenance(trainer, module, self.settings))
+        self.guard = UpdateGuard(self.guard.max_non_finite_steps)
+        warn_extreme_settings(module, self.settings)
+        if pending is None:  # a new fit (a callback reused for another fit included)
+            process = module.new_process(search_provenance(trainer, module, self.settings))
+            process.run_id = trainer.strategy.broadcast(new_run_id())
             if warm is not None:
-                self.process.provenance["init_process"] = warm
+                process.provenance["init_process"] = warm
+        else:
+            assert self.step is not None and self.held_out is not None
+            fresh = search_provenance(trainer, module, self.settings)
+            process = restore_search(pending, module, self.step, self.held_out, fresh)
+            if process.run_id is None:  # a checkpoint of 0.1
+                process.run_id = trainer.strategy.broadcast(new_run_id())
+        self.writer.prepare(trainer, process.run_id)
+        self.process = process
         if self.diagnostics_every_n_steps:
             self.diagnostics = SearchDiagnostics(self.diagnostics_every_n_steps, self.step.options)
+            self.diagnostics.load_record(process.provenance.get("diagnostics", {}))
             second_seed = self.seed + 1_000_003  # an independent held-out order
             self._second_held_out = HeldOutStream(
                 loader, second_seed, trainer.world_size, trainer.global_rank
@@ -242,32 +284,6 @@ class ProcessSearchCallback(Callback):
         log_search_hyperparameters(
             trainer, self.settings, {"warmup_steps": self.warmup_steps, "seed": self.seed}
         )
-        if pending is not None:
-            self._restore(pending, module)
-
-    def _check_setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not isinstance(pl_module, SearchableModule):
-            raise TypeError(
-                "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
-                f"{type(pl_module).__name__} lacks {', '.join(missing_members(pl_module))}."
-            )
-        if len(trainer.optimizers) != 1:
-            raise RuntimeError(
-                f"ProcessSearchCallback supports exactly one optimizer (theta of student and "
-                f"heads); configure_optimizers returned {len(trainer.optimizers)}."
-            )
-        precision = str(trainer.precision)
-        if precision in _HALF_PRECISIONS:
-            raise RuntimeError(
-                f"precision={precision!r} is not supported by the search (second-order terms "
-                "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
-            )
-        if self.settings.reuse_training_gradient and not pl_module.applies_reused_gradient:
-            raise RuntimeError(
-                "reuse_training_gradient=True needs a module whose training_step applies the "
-                "reused gradient (DistProModule, or set applies_reused_gradient = True and "
-                "return self.take_reused_gradient().surrogate_loss()); otherwise leave it False."
-            )
 
     def _autocast(self, trainer: pl.Trainer) -> Any:
         if (
@@ -281,10 +297,13 @@ class ProcessSearchCallback(Callback):
     def search_step(
         self, trainer: pl.Trainer, pl_module: SearchableModule, batch: Any, batch_idx: int = 0
     ) -> None:
-        """One search step on ``batch``: update and record ``alpha_logits``."""
+        """One search step on ``batch``: update ``alpha_logits``; the row is recorded once
+        the step's optimizer update is known (``on_before_optimizer_step``)."""
         assert self.step is not None and self.held_out is not None and self.process is not None
+        self._commit(trainer)  # a row whose optimizer step never came
         if self.process.steps_per_epoch is None:
             self.process.steps_per_epoch = _steps_per_epoch(trainer)
+        self.guard.snapshot((pl_module.student, pl_module.distill_heads))
         step = trainer.global_step
         held_out = None
         if step >= self.warmup_steps:
@@ -294,8 +313,7 @@ class ProcessSearchCallback(Callback):
         if self.diagnostics is not None and held_out is not None:
             self._diagnose(trainer, pl_module, batch, held_out, record, old_logits)
         self.logger.log(pl_module, record)
-        self.process.append(record.logits)
-        self.writer.step_written(trainer, self.process)
+        self._record = record
 
     def _draw(self, trainer: pl.Trainer, stream: HeldOutStream) -> Any:
         """The next held-out batch, ``val_batches_per_step`` batches concatenated."""
@@ -320,6 +338,38 @@ class ProcessSearchCallback(Callback):
         if not self.enabled or batch_idx % trainer.accumulate_grad_batches != 0:
             return
         self.search_step(trainer, pl_module, batch, batch_idx)  # type: ignore[arg-type]
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any
+    ) -> None:
+        if not self.enabled or self._record is None:
+            return
+        update_skipped = self.guard.check(optimizer)
+        if update_skipped:
+            rank_zero_warn(
+                f"DistPro search: non-finite training loss or gradient at step "
+                f"{trainer.global_step}; the optimizer update was skipped (the student keeps "
+                f"its weights and BatchNorm statistics; {self.guard.skipped} so far). Check the "
+                "data for NaN/inf, or lower the student lr."
+            )
+        self._commit(trainer, update_skipped)
+
+    def _commit(self, trainer: pl.Trainer, update_skipped: bool = False) -> None:
+        record, self._record = self._record, None
+        if record is None or self.process is None:
+            return
+        non_finite = record.skipped or update_skipped
+        self.process.append(record.logits, skipped=non_finite)
+        self.guard.tally(non_finite)
+        self.writer.step_written(trainer, self.process)
+        if self.guard.exhausted:
+            n = self.guard.consecutive
+            raise NonFiniteStepError(
+                f"DistPro search stopped: {n} consecutive steps (up to step {record.step}) had "
+                "a non-finite training loss, gradient or hypergradient; their updates were "
+                f"skipped. The process so far is saved at {self._where()}. Check the data for "
+                "NaN/inf and lower the student lr (or epsilon), or raise max_non_finite_steps."
+            )
 
     def on_train_batch_end(
         self,
@@ -353,61 +403,71 @@ class ProcessSearchCallback(Callback):
         if self.process is not None:
             self.writer.save(trainer, self.process)
 
+    def _where(self) -> str:
+        return repr(str(self.writer.path)) if self.writer.path else "no file (save_path=None)"
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.enabled and self.process is not None and self.writer.plot:
+        if not self.enabled or self.process is None:
+            return
+        self._commit(trainer)
+        if self.writer.save_every_epoch:
+            self.writer.save(trainer, self.process)
+        if self.writer.plot:
             self.logger.epoch_end(trainer, self.process)
             self._figures_at = trainer.global_step
+        if not self._collapse_warned and weights_collapsed(pl_module):  # type: ignore[arg-type]
+            self._collapse_warned = True
+            rank_zero_warn(
+                "DistPro search: every pathway weight has fallen below 1/1000 of its initial "
+                "value, so distillation is switched off. If that is not the finding you expect, "
+                f"lower alpha_lr (now {self.settings.alpha_lr:g})."
+            )
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not self.enabled or self.process is None:
+            return
+        self._record = None  # its optimizer update did not happen
+        try:
+            self.writer.save(trainer, self.process)
+        except Exception as exc:  # noqa: BLE001 - never hide the exception being handled
+            rank_zero_warn(f"DistPro search: could not save the process on {exception!r}: {exc}")
+            return
+        if self.writer.path is not None and len(self.process):
+            rank_zero_info(
+                f"DistPro search interrupted: {len(self.process)} steps saved to {self._where()}."
+            )
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
+        self._commit(trainer)
         val = trainer.callback_metrics.get("search/val_loss")
-        if val is not None:
+        if val is not None and math.isfinite(float(val)):
             self.process.provenance["search_val_loss"] = float(val)
         self.writer.finish(trainer, self.process)
         if self.writer.plot and self._figures_at != trainer.global_step:
             log_process_figures(trainer, self.process, "search/process")
-        path = self.writer.save_path
+        path = self.writer.path
         if path is not None and len(self.process) and trainer.is_global_zero:
             log_process_artifact(trainer, path, self.process)
             rank_zero_info(f"DistPro: process saved to {path} ({len(self.process)} steps)")
-        if self.skipped_updates:
-            rank_zero_warn(f"DistPro search skipped {self.skipped_updates} non-finite updates.")
+        if self.skipped_updates or self.guard.skipped:
+            rank_zero_warn(
+                f"DistPro search skipped {self.skipped_updates} non-finite alpha updates and "
+                f"{self.guard.skipped} non-finite optimizer updates (rows {self.process.skipped_steps[:10]}"
+                f"{' ...' if len(self.process.skipped_steps) > 10 else ''} in skipped_steps)."
+            )
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
         if self.process is None or self.step is None or self.held_out is None:
             return {}
-        return {
-            **self.step.state_dict(),
-            **self.held_out.state_dict(),
-            "logits": self.process.logits,
-            "pathway_names": list(self.process.pathway_names),
-            "provenance_created": self.process.provenance.get("created"),
-            "diagnostics": self.process.provenance.get("diagnostics"),
-        }
+        return search_state(self.process, self.step, self.held_out)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_state = dict(state_dict) if state_dict else None
-
-    def _restore(self, state: Mapping[str, Any], module: SearchableModule) -> None:
-        assert self.process is not None and self.step is not None and self.held_out is not None
-        if list(state["pathway_names"]) != list(module.pathway_names):
-            raise RuntimeError(
-                "The checkpoint's search state belongs to different pathways: "
-                f"{state['pathway_names']} vs {module.pathway_names}."
-            )
-        self.process.truncate(0)
-        for row in state["logits"]:
-            self.process.append(row)
-        if state.get("provenance_created"):
-            self.process.provenance["created"] = state["provenance_created"]
-        if state.get("diagnostics"):
-            self.process.provenance["diagnostics"] = state["diagnostics"]
-        self.step.load_state_dict(state)
-        self.held_out.load_state_dict(state)
-        if self.diagnostics is not None and "diagnostics" in self.process.provenance:
-            self.diagnostics.load_record(self.process.provenance["diagnostics"])
 
 
 def _held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +14,60 @@ import torch
 
 from . import __version__
 from .contract import SearchableModule
+from .outputs import check_overwrite, check_save_path, default_process_path
+from .plots import plot_paths
 from .process import DistillationProcess
 from .search_step import SearchSettings
 
+#: ``save_path`` value that puts the process in the run's log folder
+#: (:func:`~distpro_lightning.outputs.default_process_path`).
+AUTO_PATH = "auto"
+
 
 class ProcessWriter:
-    """Writes the searched process: every ``save_every_n_steps`` rows and at the end of fit
-    (JSON, atomically, global rank 0 only), with the line and heatmap plots beside it.
+    """Writes the searched process (JSON, atomically, global rank 0 only): every
+    ``save_every_n_steps`` rows, at every epoch end (``save_every_epoch``), on an exception
+    (Ctrl-C included) and at the end of fit, with the line and heatmap plots beside it at the
+    end. :meth:`prepare` checks the path before the first step.
 
     Args:
-        save_path: the process file; ``None``: nothing is written.
-        save_every_n_steps: also write it every n recorded rows (0: only at the end).
-        plot: write the PNG plots beside the file at the end of fit.
+        save_path: the process file; ``"auto"``: ``process.json`` in the run's log folder;
+            ``None``: nothing is written.
+        save_every_n_steps: also write it every n recorded rows (0: not by step count).
+        plot: write the PNG plots and log them to the loggers at the end of fit.
+        save_every_epoch: write it at the end of every training epoch.
+        overwrite: replace an existing process file of another run.
     """
 
-    def __init__(self, save_path: str | None, save_every_n_steps: int, plot: bool) -> None:
+    def __init__(
+        self,
+        save_path: str | None,
+        save_every_n_steps: int,
+        plot: bool,
+        save_every_epoch: bool = True,
+        overwrite: bool = False,
+    ) -> None:
         if save_every_n_steps < 0:
             raise ValueError(f"save_every_n_steps must be >= 0, got {save_every_n_steps}.")
         self.save_path = save_path
         self.save_every_n_steps = save_every_n_steps
         self.plot = plot
+        self.save_every_epoch = save_every_epoch
+        self.overwrite = overwrite
+        self.path: Path | None = None
+
+    def prepare(self, trainer: pl.Trainer, run_id: str) -> None:
+        """Before the first step: resolve the path (``"auto"``: the run's log folder) and
+        refuse one that could not be written or that holds another run's process
+        (:func:`~distpro_lightning.outputs.check_save_path`,
+        :func:`~distpro_lightning.outputs.check_overwrite`)."""
+        self.path = None
+        if self.save_path is None:
+            return
+        raw = default_process_path(trainer) if self.save_path == AUTO_PATH else self.save_path
+        path = check_save_path(raw, self.plot)
+        check_overwrite(path, run_id, self.overwrite)
+        self.path = path
 
     def step_written(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
         """After a row is recorded: write the file when the row count is a multiple of
@@ -43,10 +78,10 @@ class ProcessWriter:
 
     def save(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
         """Write the process file (global rank 0; nothing while it has no rows)."""
-        if self.save_path is None or len(process) == 0:
+        if self.path is None or len(process) == 0:
             return
         if trainer.is_global_zero:
-            process.save(self.save_path)
+            process.save(self.path)
 
     def finish(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
         """At the end of fit: the final file and the plots beside it (the loggers get the
@@ -54,20 +89,27 @@ class ProcessWriter:
         self.save(trainer, process)
         if len(process) == 0 or not self.plot or not trainer.is_global_zero:
             return
-        if self.save_path is not None:
-            png = Path(self.save_path).with_suffix(".png")
-            process.plot(png)
-            process.plot(png.with_name(png.stem + "_heatmap.png"), kind="heatmap")
+        if self.path is not None:
+            for kind, image in plot_paths(self.path).items():
+                process.plot(image, kind=kind)
+
+
+def settings_record(settings: SearchSettings) -> dict[str, Any]:
+    """The search settings as plain JSON values (the provenance's ``search_settings``)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(settings).items()}
 
 
 def search_provenance(
     trainer: pl.Trainer, module: SearchableModule, settings: SearchSettings
 ) -> dict[str, Any]:
-    """Versions, time, models, data, seed and the search settings of a new process."""
+    """Versions, time, models, data, seed and the search settings of a new process. A
+    resume with other settings updates ``search_settings`` (with ``hypergradient`` and
+    ``alpha_lr``) and appends ``{"step", "changed": {name: [old, new]}}`` to
+    ``settings_changes``."""
     dm = trainer.datamodule
     provenance: dict[str, Any] = {
         "library_version": __version__,
-        "torch_version": torch.__version__,
+        "torch_version": str(torch.__version__),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "student": type(module.student).__name__,
         "teacher": type(getattr(module, "teacher", None)).__name__,
@@ -75,6 +117,7 @@ def search_provenance(
         "seed": getattr(dm, "seed", None),
         "hypergradient": settings.hypergradient,
         "alpha_lr": settings.alpha_lr,
+        "search_settings": settings_record(settings),
         "world_size": trainer.world_size,
     }
     hp = getattr(module, "hparams", {})

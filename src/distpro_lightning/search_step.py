@@ -243,6 +243,19 @@ class SearchStep:
             "skipped_updates": self.skipped_updates,
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
+        """Restore :meth:`state_dict`. The settings' lr, betas and weight decay apply (not
+        the checkpoint's); a checkpoint of the other logits optimizer (Adam vs SGD) leaves
+        this one's state fresh. Returns whether the optimizer state was loaded."""
         self.skipped_updates = int(state["skipped_updates"])
+        saved = state["alpha_optimizer"]
+        kind = "adam" if "betas" in saved["param_groups"][0] else "sgd"
+        if kind != self.settings.alpha_optimizer:
+            return False
+        self.alpha_optimizer.load_state_dict(saved)
+        for group in self.alpha_optimizer.param_groups:
+            group["lr"] = self.settings.alpha_lr
+            group["weight_decay"] = self.settings.alpha_weight_decay
+            if kind == "adam":
+                group["betas"] = tuple(self.settings.alpha_betas)
+        return True

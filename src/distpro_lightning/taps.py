@@ -145,12 +145,28 @@ def _on_model_device(model: nn.Module, example: Tensor) -> Tensor:
     return example.to(device=param.device, dtype=dtype)
 
 
-def input_error(role: str, model: nn.Module, x: Tensor, exc: BaseException) -> ValueError:
+#: Errors of a forward pass that :func:`explained_input_errors` explains.
+INPUT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
+#: Errors it passes on unchanged: the taps' own, out-of-memory, an operation without
+#: forward-mode AD (``NotImplementedError``).
+NOT_INPUT_ERRORS = (TapError, torch.OutOfMemoryError, NotImplementedError)
+
+
+def input_error(
+    role: str, model: nn.Module, x: Tensor, exc: BaseException, dry_run: bool = True
+) -> ValueError:
     """The error for ``model`` (the ``role``: student, teacher) failing on input ``x``: it
-    names the model, the input's shape and the fix (``input_shape``, channels)."""
+    names the model, the input's shape and the fix (``input_shape``, channels).
+    ``dry_run=False``: the input is a batch of the data (in training), not the dry run's."""
     name = type(unwrap_model(model)).__name__
     cause = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     shape = tuple(x.shape)
+    if not dry_run:
+        return ValueError(
+            f"The {role} ({name}) fails on a batch of the data of shape {shape} (per-sample "
+            f"{shape[1:]}): {cause}. Check that the data fit the {role}: its in_channels and "
+            "input size against the data's (and the data module's transforms)."
+        )
     head = (
         f"The {role} ({name}) fails on an input batch of shape {shape} (per-sample "
         f"{shape[1:]}): {cause}."
@@ -171,15 +187,18 @@ def input_error(role: str, model: nn.Module, x: Tensor, exc: BaseException) -> V
 
 
 @contextmanager
-def explained_input_errors(role: str, model: nn.Module, x: Tensor) -> Iterator[None]:
-    """Turn an error of ``model``'s forward on ``x`` into `input_error` (chained to
-    the original). Errors of the taps themselves and out-of-memory pass unchanged."""
+def explained_input_errors(
+    role: str, model: nn.Module, x: Tensor, dry_run: bool = True
+) -> Iterator[None]:
+    """Turn an error of ``model``'s forward on ``x`` into :func:`input_error` (chained to
+    the original). Errors of the taps themselves, out-of-memory and operations without
+    forward-mode AD pass unchanged (:data:`NOT_INPUT_ERRORS`)."""
     try:
         yield
-    except (TapError, torch.OutOfMemoryError):
+    except NOT_INPUT_ERRORS:
         raise
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        raise input_error(role, model, x, exc) from exc
+    except INPUT_ERRORS as exc:
+        raise input_error(role, model, x, exc, dry_run) from exc
 
 
 def _dry_run(model: nn.Module, example: Tensor, role: str) -> Tensor:

@@ -4,19 +4,15 @@ feature taps; kept out of the owner's checkpoints."""
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import load_teacher
+from .checkpoints import resolve_teacher
 from .contract import TeacherOutput
-from .taps import FeatureTaps
-
-log = logging.getLogger(__name__)
+from .taps import FeatureTaps, explained_input_errors, unwrap_model
 
 #: The owner's attribute that holds the teacher model (its state-dict prefix).
 TEACHER_ATTRIBUTE = "teacher"
@@ -28,17 +24,33 @@ def build_teacher(
     in_channels: int,
     architecture: nn.Module | str | None = None,
 ) -> nn.Module:
-    """The teacher model: ``teacher`` itself if it is a module; loaded from a checkpoint or
-    state-dict file if it is a path (``architecture``, a registry name or an untrained
-    module, is the model of a checkpoint that does not name one); else built by registry name, untrained (with a warning)."""
-    from .models import create
-
+    """The teacher model: ``teacher`` itself if it is a module; else
+    :func:`~distpro_lightning.checkpoints.resolve_teacher`: loaded from a checkpoint or
+    state-dict file if it is a path (``architecture`` names the model of a plain state
+    dict; a path that names no file says so), else built by registry name, untrained (with
+    a warning)."""
     if isinstance(teacher, nn.Module):
         return teacher
-    if os.path.isfile(teacher):
-        return load_teacher(teacher, architecture, num_classes, in_channels)
-    log.warning("DistPro: teacher %r built by name is untrained.", teacher)
-    return create(teacher, num_classes=num_classes, in_channels=in_channels)
+    return resolve_teacher(teacher, architecture, num_classes, in_channels)
+
+
+def check_not_shared(student: nn.Module, teacher: nn.Module) -> None:
+    """Refuse a teacher that is the student or shares parameters with it: the frozen
+    teacher's parameters are set to ``requires_grad=False``, which would freeze the student."""
+    if unwrap_model(student) is unwrap_model(teacher):
+        raise ValueError(
+            "The teacher is the student itself (the same nn.Module): freezing the teacher would "
+            "freeze the student. Pass a separate teacher, e.g. a trained copy: "
+            "copy.deepcopy(student) loaded with the teacher's weights."
+        )
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    shared = [n for n, p in student.named_parameters() if id(p) in teacher_ids]
+    if shared:
+        raise ValueError(
+            f"The teacher shares parameters with the student ({', '.join(shared[:5])}"
+            f"{' ...' if len(shared) > 5 else ''}): freezing the teacher would freeze them. "
+            "Give the teacher its own modules (e.g. copy.deepcopy)."
+        )
 
 
 class FrozenTeacher:
@@ -77,7 +89,10 @@ class FrozenTeacher:
         was_training = self.model.training
         self.model.eval()
         try:
-            with self.taps.capture() as store:
+            with (
+                self.taps.capture() as store,
+                explained_input_errors("teacher", self.model, x, dry_run=False),
+            ):
                 logits = self.model(x)
         finally:
             if was_training:

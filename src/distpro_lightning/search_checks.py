@@ -1,0 +1,112 @@
+"""The checks of :class:`~distpro_lightning.ProcessSearchCallback` (and of the replay) made
+before the first step, the warnings for settings that make the search meaningless, and the
+reconciliation of a resume's settings with the checkpoint's."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from .contract import SearchableModule, missing_members
+from .search_step import SearchSettings
+
+_HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+
+#: Adam (the paper's logits optimizer) moves every logit by about ``alpha_lr`` per step
+#: whatever the hypergradient's size, so from ``alpha_lr >= 1`` one step can change a
+#: pathway weight e-fold and a few steps drive weights to 0 (or to their maximum): the
+#: process becomes an on/off switch rather than a schedule. The paper's and our default is
+#: 0.05; the shipped sweep searches 0.005-0.5.
+ALPHA_LR_WARN = 1.0
+
+#: The finite-difference radius relative to the student's parameter norm below which the
+#: hypergradient is float32 rounding noise. Measured on ResNet-8/Digits (||theta|| = 28):
+#: relative error to the exact hypergradient 0.03 at epsilon/||theta|| = 3.6e-6, 0.23 at
+#: 3.6e-7, 1.8 at 3.6e-8 (cosine 0.2: noise), and exactly 0 (alpha never moves) at 3.6e-11.
+EPSILON_RATIO_WARN = 1e-6
+
+#: Every pathway weight below this fraction of its initial weight: distillation is off.
+COLLAPSED_FRACTION = 1e-3
+
+
+def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> None:
+    """Refuse a module, optimizer or precision the search cannot run with."""
+    if not isinstance(module, SearchableModule):
+        raise TypeError(
+            "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
+            f"{type(module).__name__} lacks {', '.join(missing_members(module))}."
+        )
+    if len(trainer.optimizers) != 1:
+        raise RuntimeError(
+            f"ProcessSearchCallback supports exactly one optimizer (theta of student and "
+            f"heads); configure_optimizers returned {len(trainer.optimizers)}."
+        )
+    precision = str(trainer.precision)
+    if precision in _HALF_PRECISIONS:
+        raise RuntimeError(
+            f"precision={precision!r} is not supported by the search (second-order terms "
+            "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
+        )
+    if settings.reuse_training_gradient and not module.applies_reused_gradient:
+        raise RuntimeError(
+            "reuse_training_gradient=True needs a module whose training_step applies the "
+            "reused gradient (DistProModule, or set applies_reused_gradient = True and "
+            "return self.take_reused_gradient().surrogate_loss()); otherwise leave it False."
+        )
+    check_optimized(module, trainer.optimizers, "ProcessSearchCallback")
+
+
+def check_optimized(
+    module: SearchableModule, optimizers: Iterable[torch.optim.Optimizer], who: str
+) -> None:
+    """Refuse trainable parameters of the student or the pathway heads that no optimizer
+    holds (they would never train), listing them."""
+    held = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+    missing = [n for n, p in module.search_parameters().named().items() if id(p) not in held]
+    if not missing:
+        return
+    shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+    raise RuntimeError(
+        f"{who}: trainable parameters that no optimizer updates, so they would never train: "
+        f"{shown}. configure_optimizers must optimise the student and the pathway heads, e.g. "
+        "SGD([*self.student.parameters(), *self.distill_heads.parameters()], ...); freeze "
+        "(requires_grad_(False)) what is meant to stay fixed."
+    )
+
+
+def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:
+    """Warn about an ``alpha_lr`` or ``epsilon`` that makes the search meaningless (see
+    :data:`ALPHA_LR_WARN` and :data:`EPSILON_RATIO_WARN`)."""
+    if settings.alpha_optimizer == "adam" and settings.alpha_lr >= ALPHA_LR_WARN:
+        rank_zero_warn(
+            f"alpha_lr={settings.alpha_lr:g} is extreme: Adam moves every pathway logit by up "
+            f"to alpha_lr per step, so a few steps drive weights to 0 (or their maximum) and the "
+            f"process becomes an on/off switch. Use alpha_lr < {ALPHA_LR_WARN:g} (paper: 0.05)."
+        )
+    if settings.hypergradient != "finite_difference":
+        return
+    with torch.no_grad():
+        norm = math.sqrt(
+            sum(float(p.float().pow(2).sum()) for p in module.search_parameters().student.values())
+        )
+    if settings.epsilon < EPSILON_RATIO_WARN * norm:
+        rank_zero_warn(
+            f"epsilon={settings.epsilon:g} is tiny against the student's parameter norm "
+            f"{norm:.3g} (ratio {settings.epsilon / norm:.1e} < {EPSILON_RATIO_WARN:g}): the "
+            "finite-difference hypergradient is float32 rounding noise (or exactly 0, and "
+            "alpha never moves). Use epsilon around 0.01 (the default), or hypergradient='exact'."
+        )
+
+
+def weights_collapsed(module: SearchableModule) -> bool:
+    """Every pathway weight is below :data:`COLLAPSED_FRACTION` of its weight at the
+    search's start (all logits 1)."""
+    with torch.no_grad():
+        now = module.alpha_weights().abs()
+        start = module.alpha_weights(torch.ones_like(module.alpha_logits)).abs()
+        return bool((now < COLLAPSED_FRACTION * start).all())

@@ -1,0 +1,82 @@
+"""Non-finite steps: the real optimizer update of a step whose gradients hold NaN or inf is
+skipped (the student keeps its parameters, optimizer state and BatchNorm statistics), and a
+run of such steps stops the search with an error."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+
+class NonFiniteStepError(RuntimeError):
+    """Too many consecutive steps with a non-finite training loss or gradient."""
+
+
+class UpdateGuard:
+    """Keeps one non-finite step from ruining the student.
+
+    :meth:`snapshot` (before the step's forward passes) copies the student's and heads'
+    buffers; :meth:`check` (after backward, before the optimizer step: Lightning's
+    ``on_before_optimizer_step``) looks at the gradients the optimizer is about to apply.
+    When any is NaN or inf it sets them all to ``None``, so ``optimizer.step()`` leaves every
+    parameter and its optimizer state (momentum, Adam moments, weight decay) as they were,
+    and it puts the buffers (BatchNorm running statistics, which the forward pass of a NaN
+    batch has already spoilt) back. Under DDP the gradients are checked after their
+    all-reduce, so every rank makes the same decision.
+
+    Returning ``None`` from ``training_step`` also skips the update, but only on one
+    process (Lightning does not support it under DDP), it leaves BatchNorm statistics
+    spoilt, and it needs the module's cooperation; this guard works for any module.
+
+    Args:
+        max_non_finite_steps: raise :class:`NonFiniteStepError` at this many non-finite steps
+            in a row (0: never).
+    """
+
+    def __init__(self, max_non_finite_steps: int = 10) -> None:
+        if max_non_finite_steps < 0:
+            raise ValueError(f"max_non_finite_steps must be >= 0, got {max_non_finite_steps}.")
+        self.max_non_finite_steps = max_non_finite_steps
+        self.consecutive = 0
+        self.skipped = 0
+        self._buffers: list[Tensor] = []
+        self._saved: list[Tensor] = []
+
+    def snapshot(self, modules: Iterable[nn.Module]) -> None:
+        """Copy the buffers of ``modules`` (one fused copy; the storage is reused)."""
+        buffers = [b for m in modules for b in m.buffers()]
+        if [b.data_ptr() for b in buffers] != [b.data_ptr() for b in self._buffers]:
+            self._buffers = buffers
+            self._saved = [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self._saved, [b.detach() for b in buffers])
+
+    def check(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether the gradients about to be applied are non-finite; if so the update is
+        cancelled (see the class docs)."""
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        finite = True
+        if grads:
+            norms = torch._foreach_norm(grads)
+            finite = bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()))
+        if finite:
+            return False
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        if self._buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self._buffers, self._saved)
+        self.skipped += 1
+        return True
+
+    def tally(self, non_finite: bool) -> None:
+        """Count a step towards the run of non-finite steps (a finite one ends the run)."""
+        self.consecutive = self.consecutive + 1 if non_finite else 0
+
+    @property
+    def exhausted(self) -> bool:
+        """The run of non-finite steps has reached ``max_non_finite_steps``."""
+        return 0 < self.max_non_finite_steps <= self.consecutive

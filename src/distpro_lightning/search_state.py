@@ -1,0 +1,99 @@
+"""The checkpoint state of a search (:class:`~distpro_lightning.ProcessSearchCallback`'s
+``state_dict``) and its restoration on resume, settings changes included."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+from .contract import SearchableModule
+from .heldout import HeldOutStream
+from .process import DistillationProcess
+from .search_output import settings_record
+from .search_step import SearchStep
+
+
+def search_state(
+    process: DistillationProcess, step: SearchStep, held_out: HeldOutStream
+) -> dict[str, Any]:
+    """What a checkpoint keeps of a search: the rows, their skipped marks, the run id, the
+    provenance, the settings, the logits optimizer and the held-out position."""
+    return {
+        **step.state_dict(),
+        **held_out.state_dict(),
+        "logits": process.logits,
+        "pathway_names": list(process.pathway_names),
+        "run_id": process.run_id,
+        "skipped_steps": process.skipped_steps,
+        "provenance": json.loads(json.dumps(process.provenance, default=str)),  # plain values
+        "settings": settings_record(step.settings),
+    }
+
+
+def restore_search(
+    state: Mapping[str, Any],
+    module: SearchableModule,
+    step: SearchStep,
+    held_out: HeldOutStream,
+    fresh_provenance: Mapping[str, Any],
+) -> DistillationProcess:
+    """The checkpoint's process (rows, skipped steps, run id, provenance), with ``step``'s
+    and ``held_out``'s state restored and ``step``'s settings applied: a change of settings
+    gives a warning and is recorded in the provenance (``settings_changes``; the
+    ``search_settings``, ``hypergradient`` and ``alpha_lr`` entries show the settings now in
+    force). ``fresh_provenance`` serves checkpoints without one."""
+    if list(state["pathway_names"]) != list(module.pathway_names):
+        raise RuntimeError(
+            "The checkpoint's search state belongs to different pathways: "
+            f"{state['pathway_names']} vs {module.pathway_names}."
+        )
+    provenance = dict(state.get("provenance") or fresh_provenance)
+    if "provenance" not in state and state.get("provenance_created"):
+        provenance["created"] = state["provenance_created"]  # checkpoints of 0.1
+    process = module.new_process(provenance)
+    process.run_id = state.get("run_id")
+    skipped = set(state.get("skipped_steps", ()))
+    for i, row in enumerate(state["logits"]):
+        process.append(row, skipped=i in skipped)
+    loaded = step.load_state_dict(state)
+    held_out.load_state_dict(state)
+    now = settings_record(step.settings)
+    changes = settings_changes(state.get("settings"), now)
+    if not loaded and "alpha_optimizer" not in changes:
+        kind = now["alpha_optimizer"]
+        changes["alpha_optimizer"] = ["sgd" if kind == "adam" else "adam", kind]
+    if changes:
+        warn_settings_changed(changes, len(process), moments_reset=not loaded)
+        history = list(process.provenance.get("settings_changes", []))
+        entry = {"step": len(process), "changed": changes}
+        process.provenance["settings_changes"] = [*history, entry]
+    process.provenance.update(
+        search_settings=now, hypergradient=now["hypergradient"], alpha_lr=now["alpha_lr"]
+    )
+    return process
+
+
+def settings_changes(saved: Mapping[str, Any] | None, now: Mapping[str, Any]) -> dict[str, list]:
+    """``{name: [checkpoint's value, this run's value]}`` for the settings a resume changes."""
+    if not saved:
+        return {}
+    return {k: [saved[k], v] for k, v in now.items() if k in saved and saved[k] != v}
+
+
+def warn_settings_changed(changes: Mapping[str, list], step: int, moments_reset: bool) -> None:
+    """The warning of a resume that applies other search settings."""
+    listed = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+    reset = (
+        " The logits optimizer changed, so its state (Adam moments or momentum) starts afresh."
+        if moments_reset
+        else ""
+    )
+    rank_zero_warn(
+        f"Resuming the search at step {step} with other settings than the checkpoint's "
+        f"({listed}); the new settings apply from here on and the process provenance records "
+        f"the change (settings_changes).{reset} To continue unchanged, resume with the "
+        "checkpoint's settings."
+    )
