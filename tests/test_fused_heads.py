@@ -224,14 +224,16 @@ def _compiler_unavailable() -> str | None:
 
 @pytest.mark.slow
 def test_compiled_heads_equal_eager():
-    """``compiled=True``: same losses and gradients as eager, same state-dict keys."""
+    """``compiled=True`` (the fused graph): same losses, gradients and state as eager."""
     reason = _compiler_unavailable()
     if reason is not None:
         pytest.skip(f"torch.compile does not work here: {reason[:200]}")
     specs = build_specs(["t0"], ["s0"], [(0, 0)], ["conv_bn", "attn2"])
     torch.manual_seed(0)
     eager = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss)
-    compiled = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, compiled=True)
+    auto = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, compiled=True)
+    assert not auto.fused  # compiled: per-pathway form unless fused=True is asked for
+    compiled = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, fused=True, compiled=True)
     compiled.load_state_dict(eager.state_dict())
     assert list(compiled.state_dict()) == list(eager.state_dict())
     s, t = [torch.randn(3, 4, 4, 4)], [torch.randn(3, 6, 2, 2)]

@@ -99,7 +99,7 @@ class DistProMixin:
         kd_temperature: float = 4.0,
         input_shape: Sequence[int] | None = None,
         save_teacher: bool = False,
-        fused_heads: bool = True,
+        fused_heads: bool | None = None,
         compile_heads: bool = False,
     ) -> None:
         """Set up taps, pathway heads and alpha logits (see :class:`DistProModule` for the
@@ -399,8 +399,10 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
         fused_heads: run the heads of one connection together (same losses and gradients,
-            fewer kernels); ``False``: one head at a time (:class:`PathwayHeads`).
-        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged).
+            fewer kernels); ``False``: one head at a time; ``None``: fused unless
+            ``compile_heads`` (:class:`~distpro_lightning.pathways.PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
+            pruning pattern compiles anew).
         optimizer: ``sgd``, ``adam`` or ``adamw``.
         lr: learning rate.
         momentum: SGD momentum.
@@ -435,7 +437,7 @@ class DistProModule(DistProMixin, optim.StudentEvalMixin, pl.LightningModule):
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
-        fused_heads: bool = True,
+        fused_heads: bool | None = None,
         compile_heads: bool = False,
         optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
         lr: float = 0.05,
