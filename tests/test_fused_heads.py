@@ -224,14 +224,16 @@ def _compiler_unavailable() -> str | None:
 
 @pytest.mark.slow
 def test_compiled_heads_equal_eager():
-    """``compiled=True``: same losses and gradients as eager, same state-dict keys."""
+    """``compiled=True`` (the fused graph): same losses, gradients and state as eager."""
     reason = _compiler_unavailable()
     if reason is not None:
         pytest.skip(f"torch.compile does not work here: {reason[:200]}")
     specs = build_specs(["t0"], ["s0"], [(0, 0)], ["conv_bn", "attn2"])
     torch.manual_seed(0)
     eager = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss)
-    compiled = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, compiled=True)
+    auto = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, compiled=True)
+    assert not auto.fused  # compiled: per-pathway form unless fused=True is asked for
+    compiled = PathwayHeads(specs, [(4, 4, 4)], [(6, 2, 2)], hcl_loss, fused=True, compiled=True)
     compiled.load_state_dict(eager.state_dict())
     assert list(compiled.state_dict()) == list(eager.state_dict())
     s, t = [torch.randn(3, 4, 4, 4)], [torch.randn(3, 6, 2, 2)]
@@ -246,3 +248,28 @@ def test_compiled_heads_equal_eager():
         torch.testing.assert_close(a, b)
     for a, b in zip(compiled.state_dict().values(), eager.state_dict().values()):
         torch.testing.assert_close(a, b)  # running statistics updated alike
+
+
+@pytest.mark.slow
+def test_heads_cost_benchmark_tiny(tmp_path):
+    """``benchmarks/heads_cost.py`` in a tiny form (timings are not asserted)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "heads.json"
+    args = ["--batch", "4", "--repeats", "1", "--warmup", "0", "--fractions", "0", "0.5"]
+    proc = subprocess.run(
+        [sys.executable, str(root / "benchmarks/heads_cost.py"), *args, "--threads", "1"]
+        + ["--device", "cpu", "--teacher", "none", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["heads"]) == {"0", "0.5"} and result["heads"]["0.5"]["pruned"] == 14
+    assert all(v < 1e-3 for v in result["max_rel_deviation_from_per_pathway"].values())
+    assert result["ratios"]["retrain_unpruned_over_reviewkd_fused"] > 0

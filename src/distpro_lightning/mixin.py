@@ -53,7 +53,7 @@ class DistillationConfig:
     kd_temperature: float = 4.0
     input_shape: Sequence[int] | None = None
     save_teacher: bool = False
-    fused_heads: bool = True
+    fused_heads: bool | None = None
     compile_heads: bool = False
     student_attribute: str | None = None
 

@@ -99,8 +99,10 @@ class DistProModule(DistProMixin, StudentModule):
             (default: ``[in_channels, 32, 32]``).
         save_teacher: keep the teacher's weights in checkpoints.
         fused_heads: run the heads of one connection together (same losses and gradients,
-            fewer kernels); ``False``: one head at a time (:class:`PathwayHeads`).
-        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged).
+            fewer kernels); ``False``: one head at a time; ``None``: fused unless
+            ``compile_heads`` (`PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
+            pruning pattern compiles again).
         log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
             per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
             callback's ``alpha_weight/<pathway>``.
@@ -136,7 +138,7 @@ class DistProModule(DistProMixin, StudentModule):
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
-        fused_heads: bool = True,
+        fused_heads: bool | None = None,
         compile_heads: bool = False,
         log_pathway_losses: bool = False,
         log_pathways_every_n_steps: int | None = None,

@@ -131,7 +131,8 @@ class PathwayHeads(nn.Module):
         fused: run the heads of one ``(student tap, teacher tap)`` connection together
             (:mod:`~distpro_lightning.fused_heads`): the same losses, gradients and
             running statistics, in fewer and larger kernels. ``False``: each head on its
-            own, one after another. A connection with fewer active heads than
+            own, one after another. ``None`` (default): fused, unless ``compiled`` (the
+            compiler does better from the per-pathway form: measured, docs/benchmarks.md). A connection with fewer active heads than
             :data:`MIN_FUSED` asks for, and a head with module hooks on it (so that its hooks
             fire), run head by head.
         grouped_convs: in the fused path, run the attention heads' 3x3 convolutions as
@@ -148,7 +149,7 @@ class PathwayHeads(nn.Module):
         student_shapes: Sequence[Sequence[int]],
         teacher_shapes: Sequence[Sequence[int]],
         distance: Callable[[Tensor, Tensor], Tensor],
-        fused: bool = True,
+        fused: bool | None = None,
         grouped_convs: bool | None = None,
         compiled: bool = False,
     ) -> None:
@@ -167,13 +168,18 @@ class PathwayHeads(nn.Module):
             except ValueError as exc:
                 raise ValueError(f"Pathway {s.name!r}: {exc}") from None
         self.heads = nn.ModuleList(heads)
-        self.fused = bool(fused)
+        self.fused = not compiled if fused is None else bool(fused)
         self.grouped_convs = grouped_convs
         self.groups, self.unfused_pathways = plan_groups(self.specs, self.heads)
         self._order_index: dict[tuple, Tensor] = {}
         self._interpolation: dict[tuple, Tensor] = {}
         self.compiled = bool(compiled)
         if self.compiled:
+            self.compile()
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.compiled:  # a deep copy or unpickled module drops the compiled call
             self.compile()
 
     def pathway_loss(
