@@ -1,6 +1,6 @@
 """Diagnostics of the search signal: is alpha following a signal or noise?
 
-Every ``every_n_steps`` search steps, :class:`SearchDiagnostics` measures, at the same
+Every ``every_n_steps`` search steps, `SearchDiagnostics` measures, at the same
 student weights and the same pre-update logits ``a~_t`` the step used:
 
 * **agreement**: the cosine between the step's hypergradient and the hypergradient on a
@@ -13,8 +13,8 @@ student weights and the same pre-update logits ``a~_t`` the step used:
   optimizer's own rule (SGD with its momentum buffer and weight decay, as the virtual step)
   and nothing is changed.
 
-After a search, :func:`moving_fraction` says which pathways' weights moved beyond what a
-random walk with the same step sizes would give. :func:`summarize` condenses all of it.
+After a search, `moving_fraction` says which pathways' weights moved beyond what a
+random walk with the same step sizes would give. `summarize` condenses all of it.
 The rows are stored in the process file's provenance (``provenance["diagnostics"]``).
 """
 
@@ -85,7 +85,7 @@ def held_out_loss_after_update(
 
 
 class SearchDiagnostics:
-    """Collects :class:`DiagnosticRow` s every ``every_n_steps`` search steps.
+    """Collects `DiagnosticRow` s every ``every_n_steps`` search steps.
 
     Args:
         every_n_steps: diagnose every n-th step (each costs one more hypergradient and two
@@ -152,7 +152,7 @@ class SearchDiagnostics:
         record: Any,
         old_logits: Tensor,
     ) -> DiagnosticRow | None:
-        """:meth:`observe` for a search step on raw batches (as the callback has them):
+        """`observe` for a search step on raw batches (as the callback has them):
         split, the teacher outputs, and the optimizer's virtual-step settings; logs the
         row through the module."""
         from .search_step import virtual_step_settings

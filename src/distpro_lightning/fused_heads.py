@@ -11,7 +11,7 @@ of the per-pathway heads):
   exactly: each channel's batch statistics and affine map only see that channel);
 * the self-attention score convolutions and the 3x3 convolutions of the ``attn2``/``attn3``
   members as grouped convolutions (``groups`` = number of members);
-* the distance of every member in one batched reduction (:data:`BATCHED_DISTANCES`).
+* the distance of every member in one batched reduction (`BATCHED_DISTANCES`).
 
 Members are ordered by depth (``conv_bn``, ``attn2``, ``attn3``), so each later layer reads
 a contiguous slice of the channels. Running statistics are read from the per-pathway
@@ -87,7 +87,7 @@ def fusable(heads: Sequence[FeatureTransform]) -> bool:
 def fused_batch_norm(x: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
     """``cat([bn(x_k) for bn, x_k in zip(bns, x.chunk(len(bns), 1))], 1)``, as one BatchNorm.
 
-    The layers must agree in mode (:func:`fusable`); their running statistics and batch
+    The layers must agree in mode (`fusable`); their running statistics and batch
     counts are updated exactly as their own forward would.
     """
     first = bns[0]

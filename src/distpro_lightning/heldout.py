@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from torch.utils.data import (
     DataLoader,
@@ -196,3 +197,29 @@ def _set_epoch(sampler: Any, epoch: int) -> None:
     for obj in (sampler, getattr(sampler, "sampler", None)):
         if callable(getattr(obj, "set_epoch", None)):
             obj.set_epoch(epoch)
+
+
+def held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:
+    """The held-out loader the callback was told to use (see its ``held_out``)."""
+    if isinstance(source, pl.LightningDataModule):
+        source.prepare_data()
+        source.setup("fit")
+        return source.train_dataloader()
+    dm = trainer.datamodule
+    method = source or "search_val_dataloader"
+    if dm is None or not callable(getattr(dm, method, None)):
+        raise RuntimeError(
+            f"ProcessSearchCallback needs held-out batches: the data module has no {method}(). "
+            "Use a DistPro data module in mode='search', name your data module's method "
+            "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
+            "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
+        )
+    return getattr(dm, method)()
+
+
+def steps_per_epoch(trainer: pl.Trainer) -> int | None:
+    """Optimizer steps per training epoch (``None`` when unknown)."""
+    batches = trainer.num_training_batches
+    if batches and batches != float("inf"):
+        return max(1, int(batches) // trainer.accumulate_grad_batches)
+    return None

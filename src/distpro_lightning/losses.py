@@ -83,7 +83,7 @@ def hcl_losses(students: Tensor, teacher: Tensor, levels: tuple[int, ...] = (4, 
     """``[hcl_loss(students[:, k], teacher) for k]`` as one batched reduction.
 
     ``students`` is ``[B, K, C, H, W]`` (``[B, K, *S]`` for other shapes: plain MSE, as in
-    :func:`hcl_loss`), ``teacher`` is ``[B, C, H, W]``; returns ``[K]``. Each pooling level
+    `hcl_loss`), ``teacher`` is ``[B, C, H, W]``; returns ``[K]``. Each pooling level
     runs once on the ``K * C`` channels of the difference.
     """
     diff = students - teacher.unsqueeze(1)

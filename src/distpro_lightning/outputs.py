@@ -12,7 +12,7 @@ may be replaced only by the run whose id it holds. A file without an id (format 
 or a process built by hand), a file that is not a readable process file, and a file of
 another id are refused, with the file's details and the ways out in the message.
 
-**Where a process goes by default.** :func:`default_process_path` puts it in the run's own
+**Where a process goes by default.** `default_process_path` puts it in the run's own
 log folder, the way ``ModelCheckpoint`` chooses its ``dirpath``: with a logger,
 ``<save_dir>/<name>/<version>/process.json`` (TensorBoard and CSV: the run's ``version_N``
 folder; W&B: the run id), else ``<default_root_dir>/process.json``. Every run of a sweep thus
@@ -43,7 +43,7 @@ def new_run_id() -> str:
     return f"{now}-{uuid.uuid4().hex[:8]}"
 
 
-#: The file name of a process in a run's log folder (:func:`default_process_path`).
+#: The file name of a process in a run's log folder (`default_process_path`).
 DEFAULT_PROCESS_NAME = "process.json"
 
 

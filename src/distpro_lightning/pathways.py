@@ -129,11 +129,11 @@ class PathwayHeads(nn.Module):
         teacher_shapes: per-sample shape of each teacher tap.
         distance: ``distance(out, target) -> scalar``.
         fused: run the heads of one ``(student tap, teacher tap)`` connection together
-            (:mod:`~distpro_lightning.fused_heads`): the same losses, gradients and
+            (`fused_heads`): the same losses, gradients and
             running statistics, in fewer and larger kernels. ``False``: each head on its
             own, one after another. ``None`` (default): fused, unless ``compiled`` (the
             compiler does better from the per-pathway form: measured, docs/benchmarks.md). A connection with fewer active heads than
-            :data:`MIN_FUSED` asks for, and a head with module hooks on it (so that its hooks
+            `MIN_FUSED` asks for, and a head with module hooks on it (so that its hooks
             fire), run head by head.
         grouped_convs: in the fused path, run the attention heads' 3x3 convolutions as
             grouped convolutions (``True``) or one per head (``False``); ``None``: grouped
@@ -227,7 +227,7 @@ class PathwayHeads(nn.Module):
         return self._assemble(parts, order, student_feats[0])
 
     def _upsample(self, x: Tensor, size: tuple[int, int]) -> Tensor:
-        """:func:`~distpro_lightning.transforms.resize_map`, bilinear growth as two matmuls."""
+        """`resize_map`, bilinear growth as two matmuls."""
         if x.shape[-2] >= size[0] and x.shape[-1] >= size[1]:
             return resize_map(x, size)
         key = (*x.shape[-2:], *size, x.device, x.dtype)

@@ -201,7 +201,7 @@ class DistillationProcess:
     def smoothed(self, window: int) -> DistillationProcess:
         """A copy whose rows are the centred moving average of ``window`` rows (an odd
         number; the ends repeat the first and last row), e.g. to replay a noisy search more
-        smoothly (a new process: see :meth:`with_rows`)."""
+        smoothly (a new process: see `with_rows`)."""
         require(
             isinstance(window, int) and window >= 1 and window % 2 == 1,
             f"the smoothing window must be an odd number of rows >= 1, got {window!r}",

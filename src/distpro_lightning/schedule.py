@@ -59,7 +59,7 @@ class ProcessScheduleCallback(Callback):
         strict: refuse a process whose normalisation differs from the module's; with
             ``strict=False`` the module's normalisation is kept and a warning is given.
         smooth_steps: replay the centred moving average of this many search rows (odd;
-            1: the rows as searched), see :meth:`DistillationProcess.smoothed`.
+            1: the rows as searched), see `smoothed`.
         plot: log the replayed process (interpolated to the run) as images at the end.
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
             ``replay:`` section: on when any key of the section is given).

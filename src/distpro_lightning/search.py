@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from functools import partial
 from pathlib import Path
@@ -10,23 +9,27 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
 from .contract import SearchableModule
 from .diagnostics import SearchDiagnostics
-from .heldout import HeldOutStream, concat_batches
-from .hypergradient import HypergradientOptions, SearchBatches, SGDHyper, compute_hypergradient
+from .heldout import HeldOutStream, concat_batches, held_out_loader, steps_per_epoch
 from .outputs import new_run_id
-from .plots import log_process_figures
 from .process import DistillationProcess
 from .search_checks import check_setup, warn_extreme_settings, weights_collapsed
 from .search_guard import NonFiniteStepError, UpdateGuard
-from .search_logging import SearchLogger, log_process_artifact, log_search_hyperparameters
-from .search_output import AUTO_PATH, ProcessWriter, search_provenance
+from .search_logging import SearchLogger, log_search_hyperparameters
+from .search_output import (
+    AUTO_PATH,
+    ProcessWriter,
+    finish_search,
+    save_on_exception,
+    search_provenance,
+)
 from .search_state import restore_search, search_state
-from .search_step import SearchRecord, SearchSettings, SearchStep
+from .search_step import SearchRecord, SearchSettings, SearchStep, hypergradient_of
 from .sweeps import with_log_dir
 from .transfer import warm_start
 
@@ -35,30 +38,27 @@ class ProcessSearchCallback(Callback):
     """Learn the pathway logits ``a~_t`` by bi-level meta-optimization and record them.
 
     At every optimizer step, before the real update, it runs a
-    :class:`~distpro_lightning.search_step.SearchStep` on the training batch and the next
-    held-out batch (:class:`~distpro_lightning.heldout.HeldOutStream`): the hypergradient of
+    `SearchStep` on the training batch and the next
+    held-out batch (`HeldOutStream`): the hypergradient of
     the held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over
     DDP ranks, updates ``module.alpha_logits`` with its own optimizer, and the new logits
-    are appended to :attr:`process`. The real update then uses ``w(a~_{t+1})`` and reuses
+    are appended to `process`. The real update then uses ``w(a~_{t+1})`` and reuses
     the teacher features computed for the search (the module's
-    :class:`~distpro_lightning.contract.StepContext`). This class keeps the hooks, the
-    checks, the logging (:class:`~distpro_lightning.search_output.SearchLogger`), the files
-    (:class:`~distpro_lightning.search_output.ProcessWriter`) and the checkpoint state.
+    `StepContext`). This class keeps the hooks, the
+    checks, the logging (`SearchLogger`), the files
+    (`ProcessWriter`) and the checkpoint state.
 
-    Python::
+    ```python
+    search = ProcessSearchCallback(alpha_lr=0.05)  # process.json in the run's log folder
+    Trainer(max_epochs=40, callbacks=[search]).fit(module, datamodule=data)
+    ```
 
-        from distpro_lightning import ProcessSearchCallback
-        search = ProcessSearchCallback(hypergradient="finite_difference", alpha_lr=0.05,
-                                       save_path="runs/search/process.json")
-        trainer = Trainer(max_epochs=40, callbacks=[search])
-        trainer.fit(module, datamodule=FashionMNISTDataModule(mode="search"))
+    YAML (``distpro fit``; flat sweep keys such as ``--search.alpha_lr 0.1``):
 
-    YAML (``distpro fit``, flat sweep keys such as ``--search.alpha_lr 0.1``)::
-
-        search:
-          hypergradient: finite_difference
-          alpha_lr: 0.05
-          save_path: runs/search/process.json
+    ```yaml
+    search:
+      alpha_lr: 0.05
+    ```
 
     Args:
         hypergradient: ``"finite_difference"`` (two forward passes at ``theta +- eps v``)
@@ -70,11 +70,11 @@ class ProcessSearchCallback(Callback):
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
         save_path: where the process is written (JSON, atomically, rank 0). ``"auto"``
             (default): ``process.json`` in the run's log folder, chosen as ``ModelCheckpoint``
-            chooses its ``dirpath`` (:func:`~distpro_lightning.outputs.default_process_path`);
+            chooses its ``dirpath`` (`default_process_path`);
             ``None``: not written. ``{log_dir}`` in a path is replaced by the run's log
             directory (`run_log_dir`). Checked at fit start: a path that cannot be written, or
             that holds another run's process, is refused before any compute. The PNG plots
-            (:func:`~distpro_lightning.plots.plot_paths`) are written beside it at the end.
+            (`plot_paths`) are written beside it at the end.
         save_every_n_steps: also write it every n steps (0: not by step count).
         save_every_epoch: also write it at the end of every training epoch. With it (and on
             any exception, Ctrl-C included, where it is always written) a crash or kill
@@ -99,7 +99,7 @@ class ProcessSearchCallback(Callback):
             (one forward+backward fewer per step, at the price of a one-step lag: the update
             uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs a module whose
             ``training_step`` applies it (``applies_reused_gradient``, e.g.
-            :class:`DistProModule`).
+            `DistProModule`).
         seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts the logits of a new search (a
             second search pass warm-started from the first pass's alpha_T); its pathways
@@ -109,7 +109,7 @@ class ProcessSearchCallback(Callback):
             the average over them (exactly so without BatchNorm, whose batch statistics see
             the larger batch).
         diagnostics_every_n_steps: every n steps, measure the search signal
-            (:mod:`~distpro_lightning.diagnostics`: agreement of the hypergradient on a
+            (`diagnostics`: agreement of the hypergradient on a
             second held-out batch, cosine with the previous step's, held-out loss after the
             real update at the old and new logits); stored in the process file's
             ``provenance["diagnostics"]``. 0: off.
@@ -229,12 +229,7 @@ class ProcessSearchCallback(Callback):
         """Gradient w.r.t. ``module.alpha_logits`` of ``L_val(theta - lr * grad L_train)``
         (plain SGD virtual step), by this callback's method. Leaves parameters, ``.grad``,
         buffers and ``alpha_logits`` unchanged."""
-        x, y = module.split_batch(train_batch)
-        xv, yv = module.split_batch(val_batch)
-        batches = SearchBatches(x, y, module.teacher_outputs(x), xv, yv)
-        virtual = {k: SGDHyper(lr=lr) for k in module.search_parameters().student}
-        options = HypergradientOptions(self.settings.hypergradient, self.settings.epsilon)
-        return compute_hypergradient(module, batches, virtual, options).hypergradient
+        return hypergradient_of(module, train_batch, val_batch, lr, self.settings)
 
     # ------------------------------------------------------------------ setup
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -257,7 +252,7 @@ class ProcessSearchCallback(Callback):
             reduce_mean if trainer.world_size > 1 else None,
             self._autocast(trainer),
         )
-        loader = self.search_val_loader or _held_out_loader(trainer, self.held_out_source)
+        loader = self.search_val_loader or held_out_loader(trainer, self.held_out_source)
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
         warn_extreme_settings(module, self.settings)
@@ -302,7 +297,7 @@ class ProcessSearchCallback(Callback):
         assert self.step is not None and self.held_out is not None and self.process is not None
         self._commit(trainer)  # a row whose optimizer step never came
         if self.process.steps_per_epoch is None:
-            self.process.steps_per_epoch = _steps_per_epoch(trainer)
+            self.process.steps_per_epoch = steps_per_epoch(trainer)
         self.guard.snapshot((pl_module.student, pl_module.distill_heads))
         step = trainer.global_step
         held_out = None
@@ -426,38 +421,21 @@ class ProcessSearchCallback(Callback):
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
-        if not self.enabled or self.process is None:
-            return
-        self._record = None  # its optimizer update did not happen
-        try:
-            self.writer.save(trainer, self.process)
-        except Exception as exc:  # noqa: BLE001 - never hide the exception being handled
-            rank_zero_warn(f"DistPro search: could not save the process on {exception!r}: {exc}")
-            return
-        if self.writer.path is not None and len(self.process):
-            rank_zero_info(
-                f"DistPro search interrupted: {len(self.process)} steps saved to {self._where()}."
-            )
+        if self.enabled and self.process is not None:
+            self._record = None  # its optimizer update did not happen
+            save_on_exception(trainer, self.writer, self.process, exception)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
         self._commit(trainer)
-        val = trainer.callback_metrics.get("search/val_loss")
-        if val is not None and math.isfinite(float(val)):
-            self.process.provenance["search_val_loss"] = float(val)
-        self.writer.finish(trainer, self.process)
-        if self.writer.plot and self._figures_at != trainer.global_step:
-            log_process_figures(trainer, self.process, "search/process")
-        path = self.writer.path
-        if path is not None and len(self.process) and trainer.is_global_zero:
-            log_process_artifact(trainer, path, self.process)
-            rank_zero_info(f"DistPro: process saved to {path} ({len(self.process)} steps)")
+        figures_logged = self._figures_at == trainer.global_step
+        finish_search(trainer, self.writer, self.process, figures_logged)
         if self.skipped_updates or self.guard.skipped:
             rank_zero_warn(
                 f"DistPro search skipped {self.skipped_updates} non-finite alpha updates and "
-                f"{self.guard.skipped} non-finite optimizer updates (rows {self.process.skipped_steps[:10]}"
-                f"{' ...' if len(self.process.skipped_steps) > 10 else ''} in skipped_steps)."
+                f"{self.guard.skipped} non-finite optimizer updates (rows "
+                f"{self.process.skipped_steps[:10]} in skipped_steps)."
             )
 
     # ------------------------------------------------------------------ checkpoints
@@ -468,27 +446,3 @@ class ProcessSearchCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending_state = dict(state_dict) if state_dict else None
-
-
-def _held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:
-    if isinstance(source, pl.LightningDataModule):
-        source.prepare_data()
-        source.setup("fit")
-        return source.train_dataloader()
-    dm = trainer.datamodule
-    method = source or "search_val_dataloader"
-    if dm is None or not callable(getattr(dm, method, None)):
-        raise RuntimeError(
-            f"ProcessSearchCallback needs held-out batches: the data module has no {method}(). "
-            "Use a DistPro data module in mode='search', name your data module's method "
-            "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
-            "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
-        )
-    return getattr(dm, method)()
-
-
-def _steps_per_epoch(trainer: pl.Trainer) -> int | None:
-    batches = trainer.num_training_batches
-    if batches and batches != float("inf"):
-        return max(1, int(batches) // trainer.accumulate_grad_batches)
-    return None

@@ -1,4 +1,4 @@
-"""The checks of :class:`~distpro_lightning.ProcessSearchCallback` (and of the replay) made
+"""The checks of `ProcessSearchCallback` (and of the replay) made
 before the first step, the warnings for settings that make the search meaningless, and the
 reconciliation of a resume's settings with the checkpoint's."""
 
@@ -81,7 +81,7 @@ def check_optimized(
 
 def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:
     """Warn about an ``alpha_lr`` or ``epsilon`` that makes the search meaningless (see
-    :data:`ALPHA_LR_WARN` and :data:`EPSILON_RATIO_WARN`)."""
+    `ALPHA_LR_WARN` and `EPSILON_RATIO_WARN`)."""
     if settings.alpha_optimizer == "adam" and settings.alpha_lr >= ALPHA_LR_WARN:
         rank_zero_warn(
             f"alpha_lr={settings.alpha_lr:g} is extreme: Adam moves every pathway logit by up "
@@ -104,7 +104,7 @@ def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) ->
 
 
 def weights_collapsed(module: SearchableModule) -> bool:
-    """Every pathway weight is below :data:`COLLAPSED_FRACTION` of its weight at the
+    """Every pathway weight is below `COLLAPSED_FRACTION` of its weight at the
     search's start (all logits 1)."""
     with torch.no_grad():
         now = module.alpha_weights().abs()

@@ -17,8 +17,8 @@ class NonFiniteStepError(RuntimeError):
 class UpdateGuard:
     """Keeps one non-finite step from ruining the student.
 
-    :meth:`snapshot` (before the step's forward passes) copies the student's and heads'
-    buffers; :meth:`check` (after backward, before the optimizer step: Lightning's
+    `snapshot` (before the step's forward passes) copies the student's and heads'
+    buffers; `check` (after backward, before the optimizer step: Lightning's
     ``on_before_optimizer_step``) looks at the gradients the optimizer is about to apply.
     When any is NaN or inf it sets them all to ``None``, so ``optimizer.step()`` leaves every
     parameter and its optimizer state (momentum, Adam moments, weight decay) as they were,
@@ -31,7 +31,7 @@ class UpdateGuard:
     spoilt, and it needs the module's cooperation; this guard works for any module.
 
     Args:
-        max_non_finite_steps: raise :class:`NonFiniteStepError` at this many non-finite steps
+        max_non_finite_steps: raise `NonFiniteStepError` at this many non-finite steps
             in a row (0: never).
     """
 

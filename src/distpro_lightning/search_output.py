@@ -20,7 +20,7 @@ from .process import DistillationProcess
 from .search_step import SearchSettings
 
 #: ``save_path`` value that puts the process in the run's log folder
-#: (:func:`~distpro_lightning.outputs.default_process_path`).
+#: (`default_process_path`).
 AUTO_PATH = "auto"
 
 
@@ -28,7 +28,7 @@ class ProcessWriter:
     """Writes the searched process (JSON, atomically, global rank 0 only): every
     ``save_every_n_steps`` rows, at every epoch end (``save_every_epoch``), on an exception
     (Ctrl-C included) and at the end of fit, with the line and heatmap plots beside it at the
-    end. :meth:`prepare` checks the path before the first step.
+    end. `prepare` checks the path before the first step.
 
     Args:
         save_path: the process file; ``"auto"``: ``process.json`` in the run's log folder;
@@ -59,8 +59,8 @@ class ProcessWriter:
     def prepare(self, trainer: pl.Trainer, run_id: str) -> None:
         """Before the first step: resolve the path (``"auto"``: the run's log folder) and
         refuse one that could not be written or that holds another run's process
-        (:func:`~distpro_lightning.outputs.check_save_path`,
-        :func:`~distpro_lightning.outputs.check_overwrite`)."""
+        (`check_save_path`,
+        `check_overwrite`)."""
         self.path = None
         if self.save_path is None:
             return
@@ -125,3 +125,43 @@ def search_provenance(
         if isinstance(hp.get(key), str):
             provenance[key] = hp[key]
     return provenance
+
+
+def save_on_exception(
+    trainer: pl.Trainer, writer: ProcessWriter, process: DistillationProcess, exc: BaseException
+) -> None:
+    """Save the rows gathered so far when the fit raises (Ctrl-C included); a failure to
+    save is a warning, never a second exception hiding the first."""
+    from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+    try:
+        writer.save(trainer, process)
+    except Exception as err:  # noqa: BLE001 - never hide the exception being handled
+        rank_zero_warn(f"DistPro search: could not save the process on {exc!r}: {err}")
+        return
+    if writer.path is not None and len(process):
+        rank_zero_info(f"DistPro search interrupted: {len(process)} steps saved to {writer.path}.")
+
+
+def finish_search(
+    trainer: pl.Trainer, writer: ProcessWriter, process: DistillationProcess, figures_logged: bool
+) -> None:
+    """At the end of the search: the epoch's held-out loss into the provenance, the file and
+    its plots, the figures to the loggers (unless this step's are already there), the W&B
+    artifact and a "process saved to" line."""
+    import math
+
+    from lightning.pytorch.utilities import rank_zero_info
+
+    from .plots import log_process_figures
+    from .search_logging import log_process_artifact
+
+    val = trainer.callback_metrics.get("search/val_loss")
+    if val is not None and math.isfinite(float(val)):
+        process.provenance["search_val_loss"] = float(val)
+    writer.finish(trainer, process)
+    if writer.plot and not figures_logged:
+        log_process_figures(trainer, process, "search/process")
+    if writer.path is not None and len(process) and trainer.is_global_zero:
+        log_process_artifact(trainer, writer.path, process)
+        rank_zero_info(f"DistPro: process saved to {writer.path} ({len(process)} steps)")

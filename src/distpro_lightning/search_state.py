@@ -1,4 +1,4 @@
-"""The checkpoint state of a search (:class:`~distpro_lightning.ProcessSearchCallback`'s
+"""The checkpoint state of a search (`ProcessSearchCallback`'s
 ``state_dict``) and its restoration on resume, settings changes included."""
 
 from __future__ import annotations

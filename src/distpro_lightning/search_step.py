@@ -259,3 +259,19 @@ class SearchStep:
             if kind == "adam":
                 group["betas"] = tuple(self.settings.alpha_betas)
         return True
+
+
+def hypergradient_of(
+    module: SearchableModule, train_batch: Any, val_batch: Any, lr: float, settings: SearchSettings
+) -> Tensor:
+    """Gradient w.r.t. ``module.alpha_logits`` of ``L_val(theta - lr * grad L_train)`` (a
+    plain SGD virtual step) by ``settings``' method; parameters, ``.grad``, buffers and
+    ``alpha_logits`` are left unchanged."""
+    from .hypergradient import SearchBatches
+
+    x, y = module.split_batch(train_batch)
+    xv, yv = module.split_batch(val_batch)
+    batches = SearchBatches(x, y, module.teacher_outputs(x), xv, yv)
+    virtual = {k: SGDHyper(lr=lr) for k in module.search_parameters().student}
+    options = HypergradientOptions(settings.hypergradient, settings.epsilon)
+    return compute_hypergradient(module, batches, virtual, options).hypergradient

@@ -145,7 +145,7 @@ def _on_model_device(model: nn.Module, example: Tensor) -> Tensor:
     return example.to(device=param.device, dtype=dtype)
 
 
-#: Errors of a forward pass that :func:`explained_input_errors` explains.
+#: Errors of a forward pass that `explained_input_errors` explains.
 INPUT_ERRORS = (RuntimeError, ValueError, TypeError, IndexError)
 #: Errors it passes on unchanged: the taps' own, out-of-memory, an operation without
 #: forward-mode AD (``NotImplementedError``).
@@ -190,9 +190,9 @@ def input_error(
 def explained_input_errors(
     role: str, model: nn.Module, x: Tensor, dry_run: bool = True
 ) -> Iterator[None]:
-    """Turn an error of ``model``'s forward on ``x`` into :func:`input_error` (chained to
+    """Turn an error of ``model``'s forward on ``x`` into `input_error` (chained to
     the original). Errors of the taps themselves, out-of-memory and operations without
-    forward-mode AD pass unchanged (:data:`NOT_INPUT_ERRORS`)."""
+    forward-mode AD pass unchanged (`NOT_INPUT_ERRORS`)."""
     try:
         yield
     except NOT_INPUT_ERRORS:

@@ -25,7 +25,7 @@ def build_teacher(
     architecture: nn.Module | str | None = None,
 ) -> nn.Module:
     """The teacher model: ``teacher`` itself if it is a module; else
-    :func:`~distpro_lightning.checkpoints.resolve_teacher`: loaded from a checkpoint or
+    `resolve_teacher`: loaded from a checkpoint or
     state-dict file if it is a path (``architecture`` names the model of a plain state
     dict; a path that names no file says so), else built by registry name, untrained (with
     a warning)."""
