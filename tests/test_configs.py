@@ -299,6 +299,7 @@ def test_wandb_offline_run_logs_scalars_and_images(tmp_path, monkeypatch):
     import wandb
 
     wandb.finish()
+    wandb.teardown()  # the service writes the records asynchronously: wait for all of them
     runs = list(tmp_path.rglob("offline-run-*"))
     assert runs, list(tmp_path.rglob("*"))[:20]
     files = runs[0] / "files"

@@ -52,6 +52,7 @@ def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, c
     for pick in (0, 1):
         main(_trial_argv(sweep, pick))
         wandb.finish()
+    wandb.teardown()  # stops the wandb service once it has written every record
     trials = find_trials(tmp_path / "runs/wandb")
     assert len(trials) == 2 and len({t.path.parent for t in trials}) == 2  # one file each
     assert all(t.score is not None and t.steps == 3 for t in trials)
