@@ -261,9 +261,12 @@ def compute_hypergradient(
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}
         new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
+        if not options.keep_full_gradient:
+            grads = None  # g is in theta' now: free it before the held-out pass
         val_loss, v = _held_out_gradient(module, batches, new, options)
-        del new
+        del new  # theta' (its graph is gone with v)
         tangent = {k: g * slope[k] for k, g in zip(student, v)}
+        del v
 
         def loss_vector(sp: dict[str, Tensor]) -> Tensor:
             with options.autocast():
@@ -278,5 +281,5 @@ def compute_hypergradient(
         hypergradient=alpha_hypergradient(module.alpha_weights, logits, mixed),
         val_loss=val_loss,
         train_loss=train_loss,
-        training_gradient=grads if options.keep_full_gradient else None,
+        training_gradient=grads,
     )
