@@ -251,13 +251,18 @@ def compute_hypergradient(
        ``"finite_difference"``), pruned pathways skipped;
     5. ``-J_w^T`` of it.
 
-    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched.
+    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched, except with
+    ``keep_full_gradient``: the training pass of step 1 then stands for the real update's
+    forward (same ``theta``, same batch), so it updates the BatchNorm running statistics
+    exactly as that forward would.
     """
     logits = module.alpha_logits.detach()
     active = module.active_pathways(logits)
     theta = module.search_parameters()
-    with frozen_batchnorm_stats(module.student, module.distill_heads):
+    parts = (module.student, module.distill_heads)
+    with nullcontext() if options.keep_full_gradient else frozen_batchnorm_stats(*parts):
         train_loss, grads = _training_gradient(module, batches, theta, options)
+    with frozen_batchnorm_stats(*parts):
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}
         new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
