@@ -105,6 +105,8 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         distance="hcl",
         prune_threshold=0.5,
         log_pathways_every_n_steps=0,
+        fused_heads=getattr(args, "fused_heads", True),
+        compile_heads=getattr(args, "compile_heads", False),
         **common,
     ).to(device)
     dp.train()
