@@ -46,6 +46,9 @@ def test_step_cost_tiny(tmp_path):
         "exact_search_over_kd",
         "retrain_over_reviewkd",
         "peak_memory_search_over_kd",
+        "peak_memory_search_over_retrain",
+        "fit_search_reuse_over_retrain",
+        "fit_retrain_unpruned_over_reviewkd",
     ):
         assert result[key] > 0, key
     assert len(result["raw_s"]["search_fd"]) == 2
