@@ -46,6 +46,9 @@ def test_step_cost_tiny(tmp_path):
         "exact_search_over_kd",
         "retrain_over_reviewkd",
         "peak_memory_search_over_kd",
+        "peak_memory_search_over_retrain",
+        "fit_search_reuse_over_retrain",
+        "fit_retrain_unpruned_over_reviewkd",
     ):
         assert result[key] > 0, key
     assert len(result["raw_s"]["search_fd"]) == 2
@@ -164,3 +167,19 @@ def test_every_quality_pair_trains_every_method(pair):
         trainer.fit(module, loader)
         assert trainer.global_step == 1, method
         assert torch.isfinite(trainer.callback_metrics["train/loss"]), method
+
+
+def test_gpu_step_cost_tiny_on_cpu(tmp_path):
+    """The prepared GPU script, in its CPU smoke form (fused and per-pathway heads)."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks/gpu_step_cost.py"), "--tiny", "--device"]
+    cmd += ["cpu", "--threads", "1", "--configs", "fused,per_pathway", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for name in ("fused", "per_pathway"):
+        config = result["configs"][name]
+        assert config["repeats"] >= 1
+        for key in ("search_over_retrain", "retrain_over_reviewkd", "search_reuse_over_retrain"):
+            assert config[key] > 0, (name, key)
+        assert config["peak_memory_search_over_retrain"] > 0

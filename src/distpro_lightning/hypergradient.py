@@ -251,19 +251,27 @@ def compute_hypergradient(
        ``"finite_difference"``), pruned pathways skipped;
     5. ``-J_w^T`` of it.
 
-    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched.
+    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched, except with
+    ``keep_full_gradient``: the training pass of step 1 then stands for the real update's
+    forward (same ``theta``, same batch), so it updates the BatchNorm running statistics
+    exactly as that forward would.
     """
     logits = module.alpha_logits.detach()
     active = module.active_pathways(logits)
     theta = module.search_parameters()
-    with frozen_batchnorm_stats(module.student, module.distill_heads):
+    parts = (module.student, module.distill_heads)
+    with nullcontext() if options.keep_full_gradient else frozen_batchnorm_stats(*parts):
         train_loss, grads = _training_gradient(module, batches, theta, options)
+    with frozen_batchnorm_stats(*parts):
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}
         new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
+        if not options.keep_full_gradient:
+            grads = None  # g is in theta' now: free it before the held-out pass
         val_loss, v = _held_out_gradient(module, batches, new, options)
-        del new
+        del new  # theta' (its graph is gone with v)
         tangent = {k: g * slope[k] for k, g in zip(student, v)}
+        del v
 
         def loss_vector(sp: dict[str, Tensor]) -> Tensor:
             with options.autocast():
@@ -278,5 +286,5 @@ def compute_hypergradient(
         hypergradient=alpha_hypergradient(module.alpha_weights, logits, mixed),
         val_loss=val_loss,
         train_loss=train_loss,
-        training_gradient=grads if options.keep_full_gradient else None,
+        training_gradient=grads,
     )
