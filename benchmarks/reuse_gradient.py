@@ -88,7 +88,7 @@ def main() -> None:
         in_channels=1,
         input_shape=[1, 8, 8],
         prune_threshold=args.tau,
-        log_pathways_every_n_steps=0,
+        log_pathway_losses=False,
     ).train()
     exact, reuse = copy.deepcopy(m0), copy.deepcopy(m0)
     rows_e, lags = search(exact, batches, reuse=False, lag=True)

@@ -31,7 +31,7 @@ def _small(cls, teacher="resnet14"):
         in_channels=1,
         input_shape=[1, 8, 8],
         transforms=["conv_bn"],
-        log_pathways_every_n_steps=0,
+        log_pathway_losses=False,
     )
 
 

@@ -27,7 +27,7 @@ module = DistProModule(
     in_channels=1,
     input_shape=[1, 8, 8],
     transforms=["conv_bn"],
-    log_pathways_every_n_steps=0,
+    log_pathway_losses=False,
 )
 search = ProcessSearchCallback(save_path=sys.argv[1], save_every_n_steps=0, plot=False)
 trainer = Trainer(
