@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,96 +14,24 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from .contract import Objective, ParameterGroups, ReusedGradient, StepContext, TeacherOutput
+from .distillation_config import DistillationConfig
 from .losses import get_distance, hinton_kd_loss
-from .normalization import check_normalization, normalize
+from .normalization import normalize
 from .pathways import KD_PATHWAY_NAME, PathwayHeads, build_specs, resolve_connections
 from .process import DistillationProcess
 from .taps import (
     INPUT_ERRORS,
     NOT_INPUT_ERRORS,
     FeatureTaps,
-    auto_taps,
+    example_input,
     input_error,
     probe_shapes,
+    resolve_taps,
     unwrap_model,
 )
 from .teacher import FrozenTeacher, check_not_shared
-from .transforms import TRANSFORM_KINDS
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DistillationConfig:
-    """The search space and loss settings of `DistProMixin.configure_distillation`
-    (see `DistProModule` for the meaning of each field)."""
-
-    student_taps: Sequence[str] | str = "auto"
-    teacher_taps: Sequence[str] | str = "auto"
-    transforms: Sequence[str] = ("conv_bn", "attn2", "attn3")
-    connections: str | Sequence[Sequence[int]] = "all"
-    distance: str = "hcl"
-    normalization: str = "biased_softmax"
-    normalization_bias: float = 1.0
-    kd_weight: float = 1.0
-    scale_by_num_pathways: bool = True
-    prune_threshold: float | None = None
-    response_kd: bool = False
-    kd_temperature: float = 4.0
-    input_shape: Sequence[int] | None = None
-    save_teacher: bool = False
-    fused_heads: bool | None = None
-    compile_heads: bool = False
-    student_attribute: str | None = None
-
-    def __post_init__(self) -> None:
-        check_normalization(self.normalization)
-        get_distance(self.distance)
-        for kind in self.transforms:
-            if kind not in TRANSFORM_KINDS:
-                raise ValueError(
-                    f"Unknown transform kind {kind!r}. Choose from: {', '.join(TRANSFORM_KINDS)}."
-                )
-        if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
-        for role in ("student", "teacher"):
-            taps = getattr(self, f"{role}_taps")
-            if isinstance(taps, str) and taps != "auto":
-                raise ValueError(f"{role}_taps must be 'auto' or a list of names, got {taps!r}.")
-
-    @classmethod
-    def with_options(cls, base: DistillationConfig | None, options: Mapping[str, Any]) -> Any:
-        """``base`` (default: the defaults) with ``options`` replacing fields."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - names)
-        if unknown:
-            raise TypeError(
-                f"configure_distillation() got unknown options {unknown}; valid: {sorted(names)}."
-            )
-        return replace(base or cls(), **options)
-
-
-def _example_input(
-    model: nn.Module, input_shape: Sequence[int] | None, example: Tensor | None
-) -> Tensor:
-    if example is not None:
-        return example[:2] if example.dim() > 0 and example.shape[0] > 2 else example
-    if input_shape is not None:
-        return torch.zeros(2, *[int(s) for s in input_shape])
-    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if first_conv is None:
-        raise ValueError(
-            "Cannot infer the input shape of a model without Conv2d layers: pass input_shape "
-            "(per-sample, e.g. [3, 224, 224]) or set example_input_array."
-        )
-    return torch.zeros(2, first_conv.in_channels, 32, 32)
-
-
-def _taps(model: nn.Module, taps: Sequence[str] | str, example: Tensor, role: str) -> list[str]:
-    if isinstance(taps, str):
-        taps = auto_taps(model, example)
-        log.info("DistPro: automatic %s taps %s", role, taps)
-    return list(taps)
 
 
 class DistProMixin:
@@ -179,12 +106,12 @@ class DistProMixin:
             )
         student = unwrap_model(self.student)
         example_array = getattr(self, "example_input_array", None)
-        example = _example_input(student, cfg.input_shape, example_array)
-        self.student_tap_names = _taps(student, cfg.student_taps, example, "student")
+        example = example_input(student, cfg.input_shape, example_array)
+        self.student_tap_names = resolve_taps(student, cfg.student_taps, example, "student")
         if not isinstance(teacher, nn.Module):
             raise TypeError(f"teacher must be an nn.Module, got {type(teacher).__name__}.")
         check_not_shared(self.student, teacher)
-        self.teacher_tap_names = _taps(teacher, cfg.teacher_taps, example, "teacher")
+        self.teacher_tap_names = resolve_taps(teacher, cfg.teacher_taps, example, "teacher")
         self.frozen_teacher = FrozenTeacher(teacher, self.teacher_tap_names, cfg.save_teacher)
         self.frozen_teacher.attach(self)
         self._build_pathways(cfg, student, example)

@@ -18,9 +18,9 @@ from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches, held_out_loader, steps_per_epoch
 from .outputs import new_run_id
 from .process import DistillationProcess
-from .search_checks import check_setup, warn_extreme_settings, weights_collapsed
-from .search_guard import NonFiniteStepError, UpdateGuard
-from .search_logging import SearchLogger, log_search_hyperparameters
+from .search_checks import check_setup, warn_extreme_settings, warn_if_collapsed
+from .search_guard import UpdateGuard
+from .search_logging import SearchLogger, log_search_hyperparameters, warn_deprecated_log_every
 from .search_output import (
     AUTO_PATH,
     ProcessWriter,
@@ -61,72 +61,47 @@ class ProcessSearchCallback(Callback):
     ```
 
     Args:
-        hypergradient: ``"finite_difference"`` (two forward passes at ``theta +- eps v``)
-            or ``"exact"`` (one forward-mode JVP, ``torch.func.jvp``).
+        hypergradient: ``"finite_difference"`` (two forwards at ``theta +- eps v``) or
+            ``"exact"`` (one forward-mode JVP).
         alpha_lr: learning rate of the logits' optimizer.
         alpha_optimizer: ``"adam"`` (paper; betas ``alpha_betas``) or ``"sgd"``.
         alpha_betas: Adam betas (the official release uses ``(0.5, 0.999)``).
         alpha_weight_decay: weight decay on the logits.
         epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
-        save_path: where the process is written (JSON, atomically, rank 0). ``"auto"``
-            (default): ``process.json`` in the run's log folder, chosen as ``ModelCheckpoint``
-            chooses its ``dirpath`` (`default_process_path`);
-            ``None``: not written. ``{log_dir}`` in a path is replaced by the run's log
-            directory (`run_log_dir`). Checked at fit start: a path that cannot be written, or
-            that holds another run's process, is refused before any compute. The PNG plots
-            (`plot_paths`) are written beside it at the end.
+        save_path: the process file (JSON, atomic, rank 0). ``"auto"``: ``process.json`` in
+            the run's log folder (as ``ModelCheckpoint`` picks its ``dirpath``); ``{log_dir}``
+            in a path is replaced by that folder; ``None``: not written. Checked at fit start
+            (writable, not another run's file); the PNG plots go beside it.
         save_every_n_steps: also write it every n steps (0: not by step count).
-        save_every_epoch: also write it at the end of every training epoch. With it (and on
-            any exception, Ctrl-C included, where it is always written) a crash or kill
-            loses at most one epoch, or ``save_every_n_steps`` steps if fewer.
-        overwrite: replace an existing process file of another run at ``save_path``
-            (otherwise refused; the file of the run being resumed is always replaced).
-        max_non_finite_steps: stop with an error after this many consecutive steps with a
-            non-finite training loss/gradient or hypergradient (0: never). Each such step's
-            real update is skipped and its row is marked in ``skipped_steps``.
-        log_every_n_steps: deprecated and unused: the metrics follow the Trainer's
-            ``log_every_n_steps`` (see `SearchLogger`).
-        warmup_steps: optimizer steps before alpha starts moving (rows are still recorded).
-        average_virtual_gradient: under DDP, average the virtual step's training gradient
-            over ranks (one all-reduce of the student's gradient per step), so the virtual
-            step matches the real one.
-        average_val_gradient: under DDP, average the held-out gradient ``v`` over ranks
-            (another all-reduce of the student's gradient size). With both averages on, a
-            DDP search equals a one-process search on the union of the ranks' batches
-            (exactly so for models without BatchNorm); off, each rank's mixed derivative
-            uses its own ``v`` and only the hypergradients are averaged.
-        reuse_training_gradient: use the virtual step's training gradient for the real update
-            (one forward+backward fewer per step, at the price of a one-step lag: the update
-            uses ``w(a~_t)`` instead of ``w(a~_{t+1})``). Needs a module whose
-            ``training_step`` applies it (``applies_reused_gradient``, e.g.
-            `DistProModule`).
-        seed: seed of the held-out batch order (cycle ``c`` uses ``seed + c``).
-        init_process: a process file whose last row starts the logits of a new search (a
-            second search pass warm-started from the first pass's alpha_T); its pathways
-            must be the module's. Ignored on resume (the checkpoint's logits win).
-        val_batches_per_step: held-out batches per step, concatenated into one batch: the
-            held-out gradient ``v`` (and so the hypergradient, which is linear in ``v``) is
-            the average over them (exactly so without BatchNorm, whose batch statistics see
-            the larger batch).
-        diagnostics_every_n_steps: every n steps, measure the search signal
-            (`diagnostics`: agreement of the hypergradient on a
-            second held-out batch, cosine with the previous step's, held-out loss after the
-            real update at the old and new logits); stored in the process file's
-            ``provenance["diagnostics"]``. 0: off.
-        held_out: where the held-out batches come from: ``None``, the data module's
-            ``search_val_dataloader()``; a method name of the data module (e.g.
-            ``"val_dataloader"`` for your own data module whose validation split is held
-            out from training); or a data module (in YAML ``{class_path: ..., init_args:
-            ...}``) whose ``train_dataloader()`` serves the held-out data. In Python a
-            ``DataLoader`` may also be set as ``callback.search_val_loader``.
-        plot: write the process plots beside the file at the end of fit, and send them to
-            the loggers at every epoch end (as images, or as PNG files in the log directory
-            of loggers without images, e.g. CSV).
-        log_pathways: also log every pathway's weight (``alpha_weight/<pathway>``, one series
-            per pathway); the summaries (active pathways, weight entropy, top-k share) are
-            always logged.
-        enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
-            ``search:`` section: on when any key of the section is given).
+        save_every_epoch: also write it at every epoch end; it is always written on an
+            exception (Ctrl-C included), so a crash loses at most one epoch.
+        overwrite: replace another run's process file at ``save_path`` (else refused).
+        max_non_finite_steps: stop after this many consecutive non-finite steps (0: never);
+            each one's real update is skipped and its row listed in ``skipped_steps``.
+        log_every_n_steps: deprecated, unused: the Trainer's ``log_every_n_steps`` applies.
+        warmup_steps: optimizer steps before alpha starts moving (rows still recorded).
+        average_virtual_gradient: under DDP, average the virtual step's gradient over ranks.
+        average_val_gradient: under DDP, average ``v`` over ranks; with both averages a DDP
+            search equals a one-process search on the union of the batches (exactly
+            without BatchNorm).
+        reuse_training_gradient: the real update reuses the virtual step's training
+            gradient (one forward+backward fewer, one step of lag: ``w(a~_t)``); needs a
+            module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
+        seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
+        init_process: a process file whose last row starts a new search's logits (a warm
+            second pass); same pathways required; ignored on resume.
+        val_batches_per_step: held-out batches per step, concatenated: ``v`` and the
+            hypergradient are their average (exactly so without BatchNorm).
+        diagnostics_every_n_steps: measure the search signal every n steps (`diagnostics`),
+            stored in ``provenance["diagnostics"]``; 0: off.
+        held_out: the held-out data: ``None`` (the data module's
+            ``search_val_dataloader()``), a method name of the data module, or a data module
+            whose ``train_dataloader()`` serves it (``callback.search_val_loader`` in Python).
+        plot: write the plots at the end and send them to the loggers at every epoch end
+            (PNG files in the log folder for loggers without images).
+        log_pathways: also log ``alpha_weight/<pathway>``; the summaries are always logged.
+        enabled: ``False`` makes the callback inert (the CLI sets it from its ``search:``
+            section: on when any key is given).
 
     A new fit starts a new process with a new ``run_id``; a fit resumed from a checkpoint
     continues the checkpoint's (its rows, skipped steps, run id and provenance). A resume
@@ -169,14 +144,7 @@ class ProcessSearchCallback(Callback):
         self.writer = ProcessWriter(
             save_path, save_every_n_steps, plot, save_every_epoch, overwrite
         )
-        if log_every_n_steps is not None:
-            rank_zero_warn(
-                f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
-                "ignored: the search metrics follow Trainer(log_every_n_steps=...). Remove the "
-                "argument (search.log_every_n_steps in configs); use log_pathways=False to drop "
-                "the per-pathway series.",
-                category=FutureWarning,
-            )
+        warn_deprecated_log_every(log_every_n_steps)
         self.logger = SearchLogger(log_pathways)
         self.guard = UpdateGuard(max_non_finite_steps)
         if warmup_steps < 0:
@@ -319,11 +287,10 @@ class ProcessSearchCallback(Callback):
         self, trainer: pl.Trainer, module: Any, batch: Any, held_out: Any, record: Any, old: Tensor
     ) -> None:
         assert self.diagnostics is not None and self._second_held_out is not None
-        stream = self._second_held_out
+        draw = partial(self._draw, trainer, self._second_held_out)
         row = self.diagnostics.diagnose_step(
-            module, self.step.optimizer, (batch, held_out), lambda: self._draw(trainer, stream),
-            record, old,
-        )  # fmt: skip
+            module, self.step.optimizer, (batch, held_out), draw, record, old
+        )
         if row is not None and self.process is not None:
             self.process.provenance["diagnostics"] = self.diagnostics.to_record()
 
@@ -339,15 +306,7 @@ class ProcessSearchCallback(Callback):
     ) -> None:
         if not self.enabled or self._record is None:
             return
-        update_skipped = self.guard.check(optimizer)
-        if update_skipped:
-            rank_zero_warn(
-                f"DistPro search: non-finite training loss or gradient at step "
-                f"{trainer.global_step}; the optimizer update was skipped (the student keeps "
-                f"its weights and BatchNorm statistics; {self.guard.skipped} so far). Check the "
-                "data for NaN/inf, or lower the student lr."
-            )
-        self._commit(trainer, update_skipped)
+        self._commit(trainer, self.guard.check_and_warn(optimizer, trainer.global_step))
 
     def _commit(self, trainer: pl.Trainer, update_skipped: bool = False) -> None:
         record, self._record = self._record, None
@@ -357,14 +316,7 @@ class ProcessSearchCallback(Callback):
         self.process.append(record.logits, skipped=non_finite)
         self.guard.tally(non_finite)
         self.writer.step_written(trainer, self.process)
-        if self.guard.exhausted:
-            n = self.guard.consecutive
-            raise NonFiniteStepError(
-                f"DistPro search stopped: {n} consecutive steps (up to step {record.step}) had "
-                "a non-finite training loss, gradient or hypergradient; their updates were "
-                f"skipped. The process so far is saved at {self._where()}. Check the data for "
-                "NaN/inf and lower the student lr (or epsilon), or raise max_non_finite_steps."
-            )
+        self.guard.stop_if_exhausted(record.step, self._where())
 
     def on_train_batch_end(
         self,
@@ -410,13 +362,8 @@ class ProcessSearchCallback(Callback):
         if self.writer.plot:
             self.logger.epoch_end(trainer, self.process)
             self._figures_at = trainer.global_step
-        if not self._collapse_warned and weights_collapsed(pl_module):  # type: ignore[arg-type]
-            self._collapse_warned = True
-            rank_zero_warn(
-                "DistPro search: every pathway weight has fallen below 1/1000 of its initial "
-                "value, so distillation is switched off. If that is not the finding you expect, "
-                f"lower alpha_lr (now {self.settings.alpha_lr:g})."
-            )
+        if not self._collapse_warned:
+            self._collapse_warned = warn_if_collapsed(pl_module, self.settings.alpha_lr)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException

@@ -110,3 +110,16 @@ def weights_collapsed(module: SearchableModule) -> bool:
         now = module.alpha_weights().abs()
         start = module.alpha_weights(torch.ones_like(module.alpha_logits)).abs()
         return bool((now < COLLAPSED_FRACTION * start).all())
+
+
+def warn_if_collapsed(module: Any, alpha_lr: float) -> bool:
+    """Warn (once a fit, by the caller) when every pathway weight fell below 1/1000 of its
+    initial value; returns whether it warned."""
+    if not weights_collapsed(module):
+        return False
+    rank_zero_warn(
+        "DistPro search: every pathway weight has fallen below 1/1000 of its initial value, so "
+        "distillation is switched off. If that is not the finding you expect, lower alpha_lr "
+        f"(now {alpha_lr:g})."
+    )
+    return True

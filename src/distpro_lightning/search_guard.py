@@ -5,8 +5,10 @@ run of such steps stops the search with an error."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 
@@ -80,3 +82,26 @@ class UpdateGuard:
     def exhausted(self) -> bool:
         """The run of non-finite steps has reached ``max_non_finite_steps``."""
         return 0 < self.max_non_finite_steps <= self.consecutive
+
+    def check_and_warn(self, optimizer: Any, step: int) -> bool:
+        """`check`, with a warning when the step's update is skipped."""
+        skipped = self.check(optimizer)
+        if skipped:
+            rank_zero_warn(
+                f"DistPro search: non-finite training loss or gradient at step {step}; the "
+                "optimizer update was skipped (the student keeps its weights and BatchNorm "
+                f"statistics; {self.skipped} so far). Check the data for NaN/inf, or lower the "
+                "student lr."
+            )
+        return skipped
+
+    def stop_if_exhausted(self, step: int, where: str) -> None:
+        """Raise `NonFiniteStepError` after ``max_non_finite_steps`` bad steps in a row."""
+        if self.exhausted:
+            raise NonFiniteStepError(
+                f"DistPro search stopped: {self.consecutive} consecutive steps (up to step "
+                f"{step}) had a non-finite training loss, gradient or hypergradient; their "
+                f"updates were skipped. The process so far is saved at {where}. Check the data "
+                "for NaN/inf and lower the student lr (or epsilon), or raise "
+                "max_non_finite_steps."
+            )

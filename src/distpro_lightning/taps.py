@@ -10,6 +10,7 @@ exactly as before outside it. Hooks also fire under ``torch.func.functional_call
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -309,3 +310,31 @@ def probe_shapes(
         model.train(was_training)
         taps.remove()
     return [tuple(f.shape[1:]) for f in feats], out
+
+
+def example_input(
+    model: nn.Module, input_shape: Sequence[int] | None, example: Tensor | None
+) -> Tensor:
+    """A 2-sample input for the dry run that sizes the heads: ``example`` (cut to 2), else
+    zeros of ``input_shape``, else 32x32 at the first convolution's channels."""
+    if example is not None:
+        return example[:2] if example.dim() > 0 and example.shape[0] > 2 else example
+    if input_shape is not None:
+        return torch.zeros(2, *[int(s) for s in input_shape])
+    first_conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first_conv is None:
+        raise ValueError(
+            "Cannot infer the input shape of a model without Conv2d layers: pass input_shape "
+            "(per-sample, e.g. [3, 224, 224]) or set example_input_array."
+        )
+    return torch.zeros(2, first_conv.in_channels, 32, 32)
+
+
+def resolve_taps(
+    model: nn.Module, taps: Sequence[str] | str, example: Tensor, role: str
+) -> list[str]:
+    """The tap names: the given list, or ``auto_taps`` of ``model`` for ``"auto"``."""
+    if isinstance(taps, str):
+        taps = auto_taps(model, example)
+        logging.getLogger(__name__).info("DistPro: automatic %s taps %s", role, taps)
+    return list(taps)

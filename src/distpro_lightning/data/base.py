@@ -9,6 +9,8 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from .splits import compute_split, test_subset
+
 __all__ = ["Mode", "SplitDataModule"]
 
 Mode = Literal["search", "retrain"]
@@ -219,7 +221,10 @@ class SplitDataModule(LightningDataModule):
         if self._split_key != key:
             if self.mode not in ("search", "retrain"):
                 raise ValueError(f"mode must be 'search' or 'retrain', got {self.mode!r}")
-            train, search_val, val = self._compute_split(len(self._train_full))
+            train, search_val, val = compute_split(
+                len(self._train_full), self.mode, self.seed, self.subset,
+                self.search_val_fraction, self.val_fraction,
+            )  # fmt: skip
             self._train_indices, self._search_val_indices = train, search_val
             self._val_indices = val if self.val_fraction is not None else search_val
             self._split_key = key
@@ -227,44 +232,7 @@ class SplitDataModule(LightningDataModule):
     def _ensure_test(self) -> None:
         if self._test_full is None:
             self._test_full = self._build_test_dataset()
-            n = len(self._test_full)
-            if self.subset is not None and self.subset < n:
-                g = torch.Generator().manual_seed(self.seed)
-                self._test_indices = torch.randperm(n, generator=g)[: self.subset].sort().values
-            else:
-                self._test_indices = torch.arange(n)
-
-    def _compute_split(
-        self, n: int
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        g = torch.Generator().manual_seed(self.seed)
-        if self.subset is not None and self.subset < n:
-            pool = torch.randperm(n, generator=g)[: self.subset]
-        else:
-            pool = torch.arange(n)
-        val = None
-        if self.val_fraction is not None:
-            n_held = round(self.val_fraction * len(pool))
-            if not 0 < n_held < len(pool):
-                raise ValueError(
-                    f"val_fraction={self.val_fraction} of {len(pool)} training samples leaves "
-                    "an empty part; use more samples (larger `subset`) or another fraction"
-                )
-            order = torch.randperm(
-                len(pool), generator=torch.Generator().manual_seed(self.seed + 1)
-            )
-            val, pool = pool[order[:n_held]].sort().values, pool[order[n_held:]]
-        if self.mode == "retrain":
-            return pool.sort().values, None, val
-        n_val = round(self.search_val_fraction * len(pool))
-        if not 0 < n_val < len(pool):
-            raise ValueError(
-                f"search split of {len(pool)} training samples with search_val_fraction="
-                f"{self.search_val_fraction} leaves an empty part; use more samples "
-                "(larger `subset`) or another fraction"
-            )
-        perm = pool[torch.randperm(len(pool), generator=g)]
-        return perm[n_val:].sort().values, perm[:n_val].sort().values, val
+            self._test_indices = test_subset(len(self._test_full), self.seed, self.subset)
 
     # ------------------------------------------------------------------ indices / datasets
     @property
