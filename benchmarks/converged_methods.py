@@ -16,6 +16,7 @@ from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCall
 from distpro_lightning.baselines import ReviewKDModule
 from distpro_lightning.models import create
 from distpro_lightning.process import DistillationProcess
+from distpro_lightning.recipes import METHODS as TABLE1_METHODS
 from distpro_lightning.recipes import RecipeSettings, distpro_kwargs
 from distpro_lightning.schedule import ProcessScheduleCallback
 
@@ -23,14 +24,8 @@ PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
     "wrn_16_2-mobilenet_v2": ("wrn_16_2", "mobilenet_v2"),
 }
-METHODS = (
-    "student",
-    "hinton_kd",
-    "fitnet",
-    "reviewkd",
-    "equal",
-    "alpha_T",
-    "distpro",
+METHODS = (  # the Table 1 methods, then the controls and levers of this protocol
+    *TABLE1_METHODS,
     "random",
     "reversed",
     "distpro_seed2",

@@ -210,6 +210,11 @@ class ProcessSearchCallback(Callback):
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
         warm = None
+        if self.init_process is not None and pending is not None:
+            rank_zero_warn(
+                f"ProcessSearchCallback(init_process={self.init_process!r}) is not applied: "
+                "this fit resumes a checkpoint, whose logits continue the search."
+            )
         if self.init_process is not None and pending is None:
             warm = warm_start(module, self.init_process)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
@@ -271,9 +276,10 @@ class ProcessSearchCallback(Callback):
         held_out = None
         if step >= self.warmup_steps:
             held_out = self._draw(trainer, self.held_out)
-        old_logits = pl_module.alpha_logits.detach().clone()
+        diagnose = self.diagnostics is not None and held_out is not None
+        old_logits = pl_module.alpha_logits.detach().clone() if diagnose else None
         record = self.step(batch, held_out, step, batch_idx)
-        if self.diagnostics is not None and held_out is not None:
+        if diagnose:
             self._diagnose(trainer, pl_module, batch, held_out, record, old_logits)
         self.logger.log(pl_module, record)
         self._record = record
