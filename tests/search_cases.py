@@ -47,15 +47,16 @@ def digits(**kw) -> DigitsDataModule:
     return DigitsDataModule(**args)
 
 
-def search(tmp: Path, steps: int = 2, module=None, dm=None, callbacks=(), **cb_kw):
-    """A small search fit; returns (callback, module, trainer)."""
+def search(tmp: Path, steps: int = 2, module=None, dm=None, callbacks=(), before=(), **cb_kw):
+    """A small search fit (``before``: callbacks whose hooks run before the search's);
+    returns (callback, module, trainer)."""
     torch.manual_seed(0)
     module = module if module is not None else make_module(transforms=["conv_bn"])
     cb_kw.setdefault("plot", False)
     trainer_kw = dict(max_steps=steps, limit_val_batches=0, default_root_dir=tmp)
     trainer_kw.update(cb_kw.pop("trainer", {}))
     cb = cb_kw.pop("callback", None) or ProcessSearchCallback(**cb_kw)
-    trainer = quiet_trainer(callbacks=[cb, *callbacks], **trainer_kw)
+    trainer = quiet_trainer(callbacks=[*before, cb, *callbacks], **trainer_kw)
     trainer.fit(module, datamodule=dm if dm is not None else digits())
     return cb, module, trainer
 
@@ -158,7 +159,8 @@ def kill_loses_at_most_an_epoch(tmp: Path) -> None:
 
 # --------------------------------------------------------------------------- non-finite steps
 class StateAt(Callback):
-    """The student's state (parameters and buffers) before and after optimizer step ``at``."""
+    """The student's state (parameters and buffers) before and after optimizer step ``at``
+    (before: ahead of the search step, whose training pass updates BatchNorm statistics)."""
 
     def __init__(self, at: int) -> None:
         self.at, self.before, self.after = at, None, None
@@ -186,7 +188,7 @@ def nan_batch_skipped(tmp: Path) -> None:
     state = StateAt(1)
     with pytest.warns(UserWarning, match="optimizer update was skipped"):
         cb, m, _ = search(
-            tmp, steps=4, dm=nan_data({1}), save_path=str(tmp / "s.json"), callbacks=[state]
+            tmp, steps=4, dm=nan_data({1}), save_path=str(tmp / "s.json"), before=[state]
         )
     assert cb.process.skipped_steps == [1]
     assert DistillationProcess.load(tmp / "s.json").skipped_steps == [1]

@@ -3,8 +3,10 @@
 Per search step (finite differences) the passes a second-order step cannot avoid are: one
 teacher forward; student + heads forward and backward at ``theta`` (virtual step); a student
 forward and backward at ``theta'`` (held-out); two student + heads forwards at ``theta +-``;
-the real update (student + heads forward and backward) or, with the reused gradient, none.
-The exact hypergradient replaces the two forwards by one forward-mode pass.
+the real update: a backward through the virtual step's kept forward (shared forward, the
+default), or its own forward and backward (``share_training_forward=False``), or, with the
+reused gradient, none. The exact hypergradient replaces the two forwards by one
+forward-mode pass.
 """
 
 from __future__ import annotations
@@ -51,15 +53,16 @@ class PassCounter:
         return out
 
 
-def _expected_search(method: str, reuse: bool) -> dict[str, int]:
+def _expected_search(method: str, reuse: bool, share: bool = True) -> dict[str, int]:
     fd = method == "finite_difference"
-    real = 0 if reuse else 1
+    real_backward = 0 if reuse else 1
+    real_forward = 0 if reuse or share else 1
     return {
         "teacher_forward": 1,
-        "student_forward": 2 + (2 if fd else 1) + real,
-        "heads_forward": 1 + (2 if fd else 1) + real,
-        "student_backward": 2 + real,
-        "heads_backward": 1 + real,
+        "student_forward": 2 + (2 if fd else 1) + real_forward,
+        "heads_forward": 1 + (2 if fd else 1) + real_forward,
+        "student_backward": 2 + real_backward,
+        "heads_backward": 1 + real_backward,
     }
 
 
@@ -71,15 +74,23 @@ def _batches(n=16):
 
 
 @pytest.mark.parametrize(
-    "method,reuse",
-    [("finite_difference", False), ("finite_difference", True), ("exact", False)],
+    "method,reuse,share",
+    [
+        ("finite_difference", False, True),
+        ("finite_difference", False, False),
+        ("finite_difference", True, True),
+        ("exact", False, True),
+    ],
 )
-def test_search_step_object_passes(method, reuse):
+def test_search_step_object_passes(method, reuse, share):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn", "attn2"]).train()
     opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
     counter = PassCounter(m)
-    step = SearchStep(m, opt, SearchSettings(hypergradient=method, reuse_training_gradient=reuse))
+    settings = SearchSettings(
+        hypergradient=method, reuse_training_gradient=reuse, share_training_forward=share
+    )
+    step = SearchStep(m, opt, settings)
     train, val = _batches()
     for t in range(2):
         step(train, val, step=m.global_step)  # 0 without a Trainer: the context matches
@@ -89,7 +100,7 @@ def test_search_step_object_passes(method, reuse):
         opt.step()
         opt.zero_grad()
         m.step_context = None
-        assert counter.take() == _expected_search(method, reuse), (method, reuse, t)
+        assert counter.take() == _expected_search(method, reuse, share), (method, reuse, t)
 
 
 class _PerStep(Callback):
@@ -115,15 +126,18 @@ def _fit(m, callback, steps=3):
     return per_step.steps
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_search_fit_passes(tmp_path, reuse):
+@pytest.mark.parametrize("reuse,share", [(False, True), (False, False), (True, True)])
+def test_search_fit_passes(tmp_path, reuse, share):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn", "attn2"])
     cb = ProcessSearchCallback(
-        save_path=str(tmp_path / "p.json"), plot=False, reuse_training_gradient=reuse
+        save_path=str(tmp_path / "p.json"),
+        plot=False,
+        reuse_training_gradient=reuse,
+        share_training_forward=share,
     )
     for counts in _fit(m, cb):
-        assert counts == _expected_search("finite_difference", reuse)
+        assert counts == _expected_search("finite_difference", reuse, share)
 
 
 def test_retrain_fit_passes():

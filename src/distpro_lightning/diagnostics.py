@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -97,7 +97,8 @@ class SearchDiagnostics:
         if every_n_steps < 1:
             raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}.")
         self.every_n_steps = every_n_steps
-        self.options = options
+        # its own passes stand for no real update: frozen BatchNorm statistics, no kept graph
+        self.options = replace(options, keep_full_gradient=False, keep_training_forward=False)
         self.rows: list[DiagnosticRow] = []
         self._previous: Tensor | None = None
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .contract import ParameterGroups, SearchableModule, TeacherOutput
+from .contract import Objective, ParameterGroups, SearchableModule, TeacherOutput
 
 
 @dataclass(frozen=True)
@@ -157,18 +157,28 @@ class HypergradientOptions:
     ``"exact"``) and its ``epsilon``; ``reduce_grads`` / ``reduce_val_grads`` average ``g``
     and ``v`` across DDP ranks; ``keep_full_gradient`` also returns the heads' training
     gradient (for reusing it in the real update); ``autocast`` opens the precision context
-    of the forward passes."""
+    of the forward passes; ``keep_training_forward`` keeps the training pass's graph and
+    returns its `Objective` (the real update's forward: same ``theta``, same batch)."""
 
     method: str = "finite_difference"
     epsilon: float = 0.01
     reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
     reduce_val_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
     keep_full_gradient: bool = False
+    keep_training_forward: bool = False
     autocast: Callable[[], Any] = nullcontext
 
     def __post_init__(self) -> None:
         if self.method not in ("finite_difference", "exact"):
             raise ValueError(f"method must be 'finite_difference' or 'exact', got {self.method!r}.")
+        if self.keep_full_gradient and self.keep_training_forward:
+            raise ValueError("keep_full_gradient and keep_training_forward exclude each other.")
+
+    @property
+    def training_pass_is_real(self) -> bool:
+        """Whether the training pass stands for the real update's forward (then it updates
+        the BatchNorm running statistics exactly as that forward would)."""
+        return self.keep_full_gradient or self.keep_training_forward
 
 
 @dataclass(frozen=True)
@@ -185,12 +195,14 @@ class SearchBatches:
 
 @dataclass
 class HypergradientResult:
-    """What `compute_hypergradient` computed (all detached)."""
+    """What `compute_hypergradient` computed (all detached but ``training_forward``, the
+    training pass with its graph, kept with ``keep_training_forward``)."""
 
     hypergradient: Tensor
     val_loss: Tensor
     train_loss: Tensor
     training_gradient: ParameterGroups | None = None
+    training_forward: Objective | None = None
 
 
 def _training_gradient(
@@ -198,9 +210,10 @@ def _training_gradient(
     batches: SearchBatches,
     theta: ParameterGroups,
     options: HypergradientOptions,
-) -> tuple[Tensor, ParameterGroups]:
+) -> tuple[Objective, ParameterGroups]:
     """``L_train(theta, a)`` and its gradient (the student's; the heads' too with
-    ``keep_full_gradient``), averaged by ``options.reduce_grads``; zeros where unused."""
+    ``keep_full_gradient``), averaged by ``options.reduce_grads``; zeros where unused. The
+    objective's graph is kept with ``keep_training_forward``."""
     logits = module.alpha_logits.detach()
     wrt = theta if options.keep_full_gradient else ParameterGroups(theta.student, {})
     weights = module.alpha_weights(logits).detach()
@@ -209,11 +222,13 @@ def _training_gradient(
             batches.x, batches.y, batches.teacher, weights, module.active_pathways(logits)
         )
     tensors = wrt.tensors()
-    grads = torch.autograd.grad(objective.loss, tensors, allow_unused=True)
+    grads = torch.autograd.grad(
+        objective.loss, tensors, allow_unused=True, retain_graph=options.keep_training_forward
+    )
     grads = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, grads)]
     if options.reduce_grads is not None:
         grads = options.reduce_grads(grads)
-    return objective.loss.detach(), wrt.with_tensors(grads)
+    return objective, wrt.with_tensors(grads)
 
 
 def _held_out_gradient(
@@ -252,16 +267,16 @@ def compute_hypergradient(
     5. ``-J_w^T`` of it.
 
     Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched, except with
-    ``keep_full_gradient``: the training pass of step 1 then stands for the real update's
-    forward (same ``theta``, same batch), so it updates the BatchNorm running statistics
-    exactly as that forward would.
+    ``keep_full_gradient`` or ``keep_training_forward``: the training pass of step 1 then
+    stands for the real update's forward (same ``theta``, same batch), so it updates the
+    BatchNorm running statistics exactly as that forward would.
     """
     logits = module.alpha_logits.detach()
     active = module.active_pathways(logits)
     theta = module.search_parameters()
     parts = (module.student, module.distill_heads)
-    with nullcontext() if options.keep_full_gradient else frozen_batchnorm_stats(*parts):
-        train_loss, grads = _training_gradient(module, batches, theta, options)
+    with nullcontext() if options.training_pass_is_real else frozen_batchnorm_stats(*parts):
+        training, grads = _training_gradient(module, batches, theta, options)
     with frozen_batchnorm_stats(*parts):
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}
@@ -285,6 +300,7 @@ def compute_hypergradient(
     return HypergradientResult(
         hypergradient=alpha_hypergradient(module.alpha_weights, logits, mixed),
         val_loss=val_loss,
-        train_loss=train_loss,
+        train_loss=training.loss.detach(),
         training_gradient=grads,
+        training_forward=training if options.keep_training_forward else None,
     )

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .contract import Objective, ParameterGroups, ReusedGradient, StepContext, TeacherOutput
+from .contract import (
+    Objective,
+    ParameterGroups,
+    ReusedGradient,
+    SharedForward,
+    StepContext,
+    TeacherOutput,
+)
 from .distillation_config import DistillationConfig
 from .losses import get_distance, hinton_kd_loss
 from .normalization import normalize
@@ -327,8 +334,18 @@ class DistProMixin:
         task = self.task_loss(logits, y)
         return Objective(task + self.weighted_sum(weights, losses), task, losses, logits)
 
+    def take_shared_forward(self, x: Tensor) -> SharedForward | None:
+        """The search's training forward of this step for ``x`` (once), if it still holds
+        the active pathways; else ``None``."""
+        ctx = self.current_step_context()
+        return ctx.take_forward(x, self.active_pathways()) if ctx is not None else None
+
     def distillation_losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(student_logits [B, C], pathway_losses [P])``; the teacher runs under no_grad."""
+        """``(student_logits [B, C], pathway_losses [P])``; the teacher runs under no_grad.
+        During a search, this step's training forward is reused when it was shared."""
+        shared = self.take_shared_forward(x)
+        if shared is not None:
+            return shared.objective.logits, shared.objective.pathway_losses
         return self.pathway_forward(x, self._teacher_for(x), self.active_pathways())
 
     def distill(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -339,6 +356,9 @@ class DistProMixin:
     def training_loss(self, batch: Any) -> Objective:
         """``(loss, task_loss, pathway_losses, student_logits)`` of the DistPro objective."""
         x, y = self.split_batch(batch)
-        teacher = self._teacher_for(x)
         weights = self.alpha_weights().detach()
-        return self.objective(x, y, teacher, weights, self.active_pathways())
+        shared = self.take_shared_forward(x)
+        if shared is not None:  # the search's training pass: same theta, same batch
+            task, losses, logits = shared.objective[1:]
+            return Objective(task + self.weighted_sum(weights, losses), task, losses, logits)
+        return self.objective(x, y, self._teacher_for(x), weights, self.active_pathways())

@@ -16,22 +16,20 @@ from torch.utils.data import DataLoader
 from .contract import SearchableModule
 from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches, held_out_loader, steps_per_epoch
-from .outputs import new_run_id
 from .process import DistillationProcess
-from .search_checks import check_setup, warn_extreme_settings, warn_if_collapsed
+from .search_checks import (
+    check_context_used,
+    check_setup,
+    shared_forward_settings,
+    warn_extreme_settings,
+    warn_if_collapsed,
+)
 from .search_guard import UpdateGuard
 from .search_logging import SearchLogger, log_search_hyperparameters, warn_deprecated_log_every
-from .search_output import (
-    AUTO_PATH,
-    ProcessWriter,
-    finish_search,
-    save_on_exception,
-    search_provenance,
-)
-from .search_state import restore_search, search_state
+from .search_output import AUTO_PATH, ProcessWriter, finish_search, save_on_exception
+from .search_state import search_state, start_process, warm_start_new_search
 from .search_step import SearchRecord, SearchSettings, SearchStep, hypergradient_of
 from .sweeps import with_log_dir
-from .transfer import warm_start
 
 
 class ProcessSearchCallback(Callback):
@@ -87,6 +85,10 @@ class ProcessSearchCallback(Callback):
         reuse_training_gradient: the real update reuses the virtual step's training
             gradient (one forward+backward fewer, one step of lag: ``w(a~_t)``); needs a
             module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
+        share_training_forward: the real update reuses the virtual step's training forward
+            (same ``theta``, same batch; its graph is kept) and backpropagates
+            ``w(a~_{t+1})``: exact, one forward fewer, the graph held through the held-out
+            pass. Used by ``training_loss``/``distill``; off under ``16-mixed``.
         seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts a new search's logits (a warm
             second pass); same pathways required; ignored on resume.
@@ -124,6 +126,7 @@ class ProcessSearchCallback(Callback):
         average_virtual_gradient: bool = True,
         average_val_gradient: bool = True,
         reuse_training_gradient: bool = False,
+        share_training_forward: bool = True,
         seed: int = 0,
         init_process: str | None = None,
         val_batches_per_step: int = 1,
@@ -139,7 +142,7 @@ class ProcessSearchCallback(Callback):
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
             alpha_weight_decay, average_virtual_gradient, average_val_gradient,
-            reuse_training_gradient,
+            reuse_training_gradient, share_training_forward,
         )  # fmt: skip
         self.writer = ProcessWriter(
             save_path, save_every_n_steps, plot, save_every_epoch, overwrite
@@ -209,19 +212,12 @@ class ProcessSearchCallback(Callback):
         check_setup(trainer, pl_module, self.settings)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
-        warm = None
-        if self.init_process is not None and pending is not None:
-            rank_zero_warn(
-                f"ProcessSearchCallback(init_process={self.init_process!r}) is not applied: "
-                "this fit resumes a checkpoint, whose logits continue the search."
-            )
-        if self.init_process is not None and pending is None:
-            warm = warm_start(module, self.init_process)
+        warm = warm_start_new_search(module, self.init_process, pending is not None)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
         self.step = SearchStep(
             module,
             trainer.optimizers[0],
-            self.settings,
+            shared_forward_settings(trainer, self.settings),
             reduce_mean if trainer.world_size > 1 else None,
             self._autocast(trainer),
         )
@@ -229,22 +225,11 @@ class ProcessSearchCallback(Callback):
         self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
         warn_extreme_settings(module, self.settings)
-        if pending is None:  # a new fit (a callback reused for another fit included)
-            process = module.new_process(search_provenance(trainer, module, self.settings))
-            process.run_id = trainer.strategy.broadcast(new_run_id())
-            if warm is not None:
-                process.provenance["init_process"] = warm
-        else:
-            assert self.step is not None and self.held_out is not None
-            fresh = search_provenance(trainer, module, self.settings)
-            process = restore_search(pending, module, self.step, self.held_out, fresh)
-            if process.run_id is None:  # a checkpoint of 0.1
-                process.run_id = trainer.strategy.broadcast(new_run_id())
-        self.writer.prepare(trainer, process.run_id)
-        self.process = process
+        self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
+        self.writer.prepare(trainer, self.process.run_id)
         if self.diagnostics_every_n_steps:
             self.diagnostics = SearchDiagnostics(self.diagnostics_every_n_steps, self.step.options)
-            self.diagnostics.load_record(process.provenance.get("diagnostics", {}))
+            self.diagnostics.load_record(self.process.provenance.get("diagnostics", {}))
             second_seed = self.seed + 1_000_003  # an independent held-out order
             self._second_held_out = HeldOutStream(
                 loader, second_seed, trainer.world_size, trainer.global_rank
@@ -336,19 +321,8 @@ class ProcessSearchCallback(Callback):
         if not self.enabled or ctx is None or ctx.batch_idx != batch_idx:
             return
         pl_module.step_context = None
-        if not pl_module.automatic_optimization and trainer.global_step != ctx.step + 1:
-            raise RuntimeError(
-                f"With manual optimization the search needs exactly one optimizer step per "
-                f"training batch (it searched alpha for step {ctx.step}, and the batch ended at "
-                f"global step {trainer.global_step}): call opt.step() once in training_step, "
-                "after self.manual_backward(loss)."
-            )
-        if ctx.reused is not None:
-            raise RuntimeError(
-                f"{type(pl_module).__name__}.training_step did not apply the reused training "
-                "gradient: call self.take_reused_gradient() in it (see DistProModule), or set "
-                "reuse_training_gradient=False."
-            )
+        if check_context_used(trainer, pl_module, ctx) and self.step is not None:
+            self.step.stop_sharing_forward()
 
     # ------------------------------------------------------------------ output
     def save(self, trainer: pl.Trainer) -> None:

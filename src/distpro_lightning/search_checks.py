@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .contract import SearchableModule, missing_members
+from .contract import SearchableModule, StepContext, missing_members
 from .search_step import SearchSettings
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
@@ -121,5 +122,53 @@ def warn_if_collapsed(module: Any, alpha_lr: float) -> bool:
         "DistPro search: every pathway weight has fallen below 1/1000 of its initial value, so "
         "distillation is switched off. If that is not the finding you expect, lower alpha_lr "
         f"(now {alpha_lr:g})."
+    )
+    return True
+
+
+def shared_forward_settings(trainer: pl.Trainer, settings: SearchSettings) -> SearchSettings:
+    """``settings`` with ``share_training_forward`` off (said once) where the training step
+    runs in another precision than the search's training pass: ``16-mixed`` (the search
+    runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too)."""
+    precision = str(trainer.precision)
+    other = precision == "16-mixed" or (
+        precision == "bf16-mixed" and settings.hypergradient == "exact"
+    )
+    if not (settings.share_training_forward and other):
+        return settings
+    rank_zero_warn(
+        f"share_training_forward is off under precision={precision!r} with "
+        f"hypergradient={settings.hypergradient!r}: the search's training pass runs in fp32 "
+        "and the training step under autocast, so the real update runs its own forward. Set "
+        "share_training_forward=False to silence this."
+    )
+    return replace(settings, share_training_forward=False)
+
+
+def check_context_used(trainer: pl.Trainer, module: Any, ctx: StepContext) -> bool:
+    """At the end of the batch the search ran on: refuse a manual optimization without
+    exactly one optimizer step and a reused gradient the training step did not apply.
+    Returns whether the shared training forward was left unused (the caller turns sharing
+    off)."""
+    if not module.automatic_optimization and trainer.global_step != ctx.step + 1:
+        raise RuntimeError(
+            f"With manual optimization the search needs exactly one optimizer step per "
+            f"training batch (it searched alpha for step {ctx.step}, and the batch ended at "
+            f"global step {trainer.global_step}): call opt.step() once in training_step, "
+            "after self.manual_backward(loss)."
+        )
+    if ctx.reused is not None:
+        raise RuntimeError(
+            f"{type(module).__name__}.training_step did not apply the reused training "
+            "gradient: call self.take_reused_gradient() in it (see DistProModule), or set "
+            "reuse_training_gradient=False."
+        )
+    if ctx.forward is None:
+        return False
+    rank_zero_warn(
+        f"{type(module).__name__}.training_step ran its own forward instead of the search's "
+        f"training forward (step {ctx.step}), so that step updated the BatchNorm running "
+        "statistics twice; sharing is now off. Compute the loss with self.training_loss(batch) "
+        "or self.distill(x) to share it, or set share_training_forward=False."
     )
     return True

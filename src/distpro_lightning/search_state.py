@@ -7,13 +7,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_warn
 
 from .contract import SearchableModule
 from .heldout import HeldOutStream
+from .outputs import new_run_id
 from .process import DistillationProcess
-from .search_output import settings_record
+from .search_output import search_provenance, settings_record
 from .search_step import SearchStep
+from .transfer import warm_start
 
 
 def search_state(
@@ -31,6 +34,46 @@ def search_state(
         "provenance": json.loads(json.dumps(process.provenance, default=str)),  # plain values
         "settings": settings_record(step.settings),
     }
+
+
+def warm_start_new_search(
+    module: SearchableModule, init_process: str | None, resuming: bool
+) -> dict[str, Any] | None:
+    """Start a new search's logits from ``init_process``'s last row (before the search
+    step copies them); a resume keeps the checkpoint's logits instead, with a warning.
+    Returns the record of the warm start (``None``: none)."""
+    if init_process is None:
+        return None
+    if resuming:
+        rank_zero_warn(
+            f"ProcessSearchCallback(init_process={init_process!r}) is not applied: this fit "
+            "resumes a checkpoint, whose logits continue the search."
+        )
+        return None
+    return warm_start(module, init_process)
+
+
+def start_process(
+    trainer: pl.Trainer,
+    module: SearchableModule,
+    parts: tuple[SearchStep, HeldOutStream],
+    pending: Mapping[str, Any] | None,
+    warm: Mapping[str, Any] | None,
+) -> DistillationProcess:
+    """The process of this fit: a new one with a new run id and the provenance of the
+    settings in force (``warm``: the warm start's record), or, with the checkpoint state
+    ``pending``, the checkpoint's continued (`restore_search`)."""
+    step, held_out = parts
+    fresh = search_provenance(trainer, module, step.settings)
+    if pending is None:
+        process = module.new_process(fresh)
+        if warm is not None:
+            process.provenance["init_process"] = dict(warm)
+    else:
+        process = restore_search(pending, module, step, held_out, fresh)
+    if process.run_id is None:  # a new process, or a checkpoint of 0.1
+        process.run_id = trainer.strategy.broadcast(new_run_id())
+    return process
 
 
 def restore_search(

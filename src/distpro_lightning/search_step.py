@@ -16,14 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from .contract import ReusedGradient, SearchableModule, StepContext
+from .contract import ReusedGradient, SearchableModule, SharedForward, StepContext
 from .hypergradient import (
     HypergradientOptions,
     HypergradientResult,
@@ -47,6 +47,7 @@ class SearchSettings:
     average_virtual_gradient: bool = True
     average_val_gradient: bool = True
     reuse_training_gradient: bool = False
+    share_training_forward: bool = True
 
     def __post_init__(self) -> None:
         if self.hypergradient not in ("finite_difference", "exact"):
@@ -153,8 +154,8 @@ class SearchStep:
     """One DistPro search step, without a Trainer: teacher outputs once, the hypergradient
     (`compute_hypergradient`), the update of
     ``module.alpha_logits`` by the logits' own optimizer, and the step context the module's
-    training step reads (the teacher outputs; with ``reuse_training_gradient`` the training
-    gradient).
+    training step reads (the teacher outputs; with ``share_training_forward`` the training
+    pass with its graph; with ``reuse_training_gradient`` the training gradient).
 
     Args:
         module: a `SearchableModule`.
@@ -183,6 +184,8 @@ class SearchStep:
             reduce_grads=average if settings.average_virtual_gradient else None,
             reduce_val_grads=average if settings.average_val_gradient else None,
             keep_full_gradient=settings.reuse_training_gradient,
+            keep_training_forward=settings.share_training_forward
+            and not settings.reuse_training_gradient,
             autocast=autocast,
         )
         self.alpha = torch.nn.Parameter(module.alpha_logits.detach().clone().float())
@@ -206,6 +209,7 @@ class SearchStep:
         theta = module.search_parameters()
         virtual = virtual_step_settings(self.optimizer, theta.student, warn=not self._warned)
         self._warned = True
+        active = module.active_pathways()  # of the logits the training pass runs with
         result = compute_hypergradient(
             module, SearchBatches(x, y, teacher, xv, yv), virtual, self.options
         )
@@ -213,7 +217,15 @@ class SearchStep:
             module.step_context.reused = ReusedGradient(
                 theta, result.training_gradient, result.train_loss
             )
+        if result.training_forward is not None:
+            module.step_context.forward = SharedForward(result.training_forward, active)
         return self._update_alpha(step, result)
+
+    def stop_sharing_forward(self) -> None:
+        """Turn ``share_training_forward`` off from the next step on (the module's training
+        step does not use the shared forward)."""
+        self.settings = replace(self.settings, share_training_forward=False)
+        self.options = replace(self.options, keep_training_forward=False)
 
     def _update_alpha(self, step: int, result: HypergradientResult) -> SearchRecord:
         hg = result.hypergradient.to(self.alpha.device)
