@@ -19,62 +19,16 @@ Mode = Literal["search", "retrain"]
 class SplitDataModule(LightningDataModule):
     """Base class of every DistPro data module: official splits plus a seeded search split.
 
-    DistPro runs in two phases, selected with ``mode``:
-
-    * ``"search"``: the *training* set is split, deterministically for a given ``seed``, into a
-      part used to train the student (``1 - search_val_fraction``, 80 % by default) and a
-      held-out part (``search_val_fraction``, 20 % by default) on which the meta-gradient of
-      the distillation-process parameters is computed. `train_dataloader` serves the
-      first part, `search_val_dataloader` the held-out part. As in DARTS, the held-out
-      part uses the same (augmenting) *training* transform: both halves are views of the same
-      training dataset and only the indices differ.
-    * ``"retrain"`` (default): `train_dataloader` serves the whole training set (or the
-      ``subset`` pool) and `search_val_dataloader` raises `RuntimeError`.
-
-    **Validation never sees the test split.** `val_dataloader` serves images held out
-    from the *training* set, with the evaluation transform: in search mode the held-out
-    search split (unless ``val_fraction`` is given); with ``val_fraction`` a part of the pool
-    carved out before anything else, the same indices in both modes, so a search and its
-    retrain validate on the same images and neither trains on them. In retrain mode
-    without ``val_fraction`` the student trains on the whole pool (the paper's protocol)
-    and there is no validation (an empty loader; Lightning skips the loop, and a
-    ``ModelCheckpoint``/``EarlyStopping`` monitoring ``val/...`` reports the metric
-    missing). The official test split is reached only through `test_dataloader`
-    (``trainer.test`` / ``distpro test``).
-
-    The index bookkeeping is a pure function of ``(seed, subset, mode, search_val_fraction,
-    val_fraction)``:
-
-    1. the *pool* is the whole training set, or, with ``subset=N``, the first ``N`` indices of a
-       ``torch.randperm`` seeded with ``seed``;
-    2. with ``val_fraction``, the first ``round(val_fraction * len(pool))`` indices of a
-       permutation of the pool seeded with ``seed + 1`` are the validation split and leave
-       the pool;
-    3. in search mode, a second permutation of the pool, drawn from the same generator, puts the
-       first ``round(search_val_fraction * len(pool))`` indices in the search-validation split
-       and the rest in the training split.
-
-    Both index tensors are sorted and exposed, after `setup` (or after the first call of a
-    dataloader method), as `train_indices` and `search_val_indices`. The test split
-    is limited to at most ``subset`` samples (again the first ones of a seeded permutation, so
-    that class-sorted test sets keep every class).
-
-    DDP: `train_dataloader` returns a plain ``DataLoader(shuffle=True)`` so that Lightning
-    can replace its sampler with a ``DistributedSampler``. `search_val_dataloader` is not
-    a Lightning hook, so it takes the process layout explicitly (``distributed``,
-    ``num_replicas``, ``rank``) and then uses
-    ``DistributedSampler(shuffle=True, seed=seed, drop_last=True)``; the caller must call
-    ``loader.sampler.set_epoch(epoch)`` each time it starts a new pass over that loader,
-    otherwise every pass repeats the same order.
-
-    Subclasses implement `_build_train_dataset` (training transform),
-    `_build_test_dataset` (evaluation transform) and, when the two transforms differ,
-    `_build_train_eval_dataset` (the training images with the evaluation transform;
-    the default is the training dataset itself), and set ``num_classes``,
-    ``in_channels`` and ``image_size`` (class attributes or properties); they may override
-    `prepare_data`. They pass the shared arguments below through
-    (``super().__init__(**kwargs)``), so each is declared here only and every subclass
-    takes them as flat keys (``--data.init_args.batch_size``).
+    In ``mode="search"`` the training set is split, deterministically for a given ``seed``,
+    into the part that trains the student (`train_dataloader`) and a held-out part for the
+    meta-gradient of the process parameters (`search_val_dataloader`, training transform);
+    in ``mode="retrain"`` (default) the student trains on the whole pool. Validation
+    (`val_dataloader`) never sees the test split, which only `test_dataloader` serves.
+    The phases, the index bookkeeping, the validation rules, DDP and the hooks a subclass
+    implements are described on the docs page *Reference / Data* (``docs/reference/data.md``).
+    Subclasses pass the arguments below through (``super().__init__(**kwargs)``), so each is
+    declared here only and every subclass takes them as flat keys
+    (``--data.init_args.batch_size``).
 
     Args:
         data_dir: Directory holding (or receiving) the dataset files.
@@ -91,29 +45,6 @@ class SplitDataModule(LightningDataModule):
             ``batch_size``.
         val_fraction: Fraction of the training pool held out for validation in both modes
             (``None``: the search split in search mode, no validation in retrain mode).
-
-    Example (Python):
-
-    ```python
-    from distpro_lightning.data import DigitsDataModule
-
-    dm = DigitsDataModule(mode="search", batch_size=64, seed=0)
-    dm.setup("fit")
-    train_loader = dm.train_dataloader()  # 80 % of the training set
-    meta_loader = dm.search_val_dataloader()  # the held-out 20 %
-    ```
-
-    Example (YAML, ``LightningCLI`` with a concrete subclass):
-
-    ```yaml
-    data:
-      class_path: distpro_lightning.data.DigitsDataModule
-      init_args:
-        mode: search
-        batch_size: 64
-        search_val_fraction: 0.2
-        seed: 0
-    ```
     """
 
     def __init__(
@@ -214,7 +145,9 @@ class SplitDataModule(LightningDataModule):
             self._ensure_train()
         self._ensure_test()
 
-    def _ensure_train(self) -> None:
+    def _ensure_train(self) -> tuple[Dataset, torch.Tensor]:
+        """Load the training set and compute the splits if not done for the current
+        settings; return the training set and the indices `train_dataloader` serves."""
         if self._train_full is None:
             self._train_full = self._build_train_dataset()
         key = (self.mode, self.seed, self.subset, self.search_val_fraction, self.val_fraction)
@@ -228,19 +161,22 @@ class SplitDataModule(LightningDataModule):
             self._train_indices, self._search_val_indices = train, search_val
             self._val_indices = val if self.val_fraction is not None else search_val
             self._split_key = key
+        assert self._train_indices is not None
+        return self._train_full, self._train_indices
 
-    def _ensure_test(self) -> None:
+    def _ensure_test(self) -> tuple[Dataset, torch.Tensor]:
+        """Load the test set once; return it and the indices `test_dataloader` serves."""
         if self._test_full is None:
             self._test_full = self._build_test_dataset()
             self._test_indices = test_subset(len(self._test_full), self.seed, self.subset)
+        assert self._test_indices is not None
+        return self._test_full, self._test_indices
 
     # ------------------------------------------------------------------ indices / datasets
     @property
     def train_indices(self) -> torch.Tensor:
         """Sorted indices (into the official training set) served by `train_dataloader`."""
-        self._ensure_train()
-        assert self._train_indices is not None
-        return self._train_indices
+        return self._ensure_train()[1]
 
     @property
     def search_val_indices(self) -> torch.Tensor | None:
@@ -268,31 +204,27 @@ class SplitDataModule(LightningDataModule):
     @property
     def test_indices(self) -> torch.Tensor:
         """Sorted indices (into the official test set) served by `test_dataloader`."""
-        self._ensure_test()
-        assert self._test_indices is not None
-        return self._test_indices
+        return self._ensure_test()[1]
 
     @property
     def train_dataset(self) -> Dataset:
         """The training samples of the current mode (a `Subset`)."""
-        self._ensure_train()
-        assert self._train_full is not None
-        return Subset(self._train_full, self.train_indices.tolist())
+        full, indices = self._ensure_train()
+        return Subset(full, indices.tolist())
 
     @property
     def search_val_dataset(self) -> Dataset:
         """The held-out search split (training transform); raises outside search mode."""
         self._check_search_mode()
-        self._ensure_train()
-        assert self._train_full is not None and self._search_val_indices is not None
-        return Subset(self._train_full, self._search_val_indices.tolist())
+        full, _ = self._ensure_train()
+        assert self._search_val_indices is not None
+        return Subset(full, self._search_val_indices.tolist())
 
     @property
     def test_dataset(self) -> Dataset:
         """The official test split (at most ``subset`` samples), with the eval transform."""
-        self._ensure_test()
-        assert self._test_full is not None
-        return Subset(self._test_full, self.test_indices.tolist())
+        full, indices = self._ensure_test()
+        return Subset(full, indices.tolist())
 
     def _check_search_mode(self) -> None:
         if self.mode != "search":

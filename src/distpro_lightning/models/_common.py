@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
 from torch import nn
 
@@ -41,9 +43,19 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def blocks_per_stage(depth: int, extra: int, family: str) -> int:
+    """``n`` of a three-stage network of depth ``6n + extra`` (``n >= 1``); raises otherwise."""
+    if (depth - extra) % 6 != 0 or depth < 6 + extra:
+        raise ValueError(f"{family} depth must be 6n+{extra} with n >= 1, got {depth}")
+    return (depth - extra) // 6
+
+
 class StemThreeStages(nn.Module):
     """Base of the networks whose forward is ``relu(bn1(conv1(x)))``, ``layer1``,
-    ``layer2``, ``layer3``, global average pooling and ``fc`` (the subclass builds them)."""
+    ``layer2``, ``layer3``, `_before_pool`, global average pooling and ``fc``; the subclass
+    builds them with `_build_trunk` and `_finish`."""
+
+    STAGE_NAMES: tuple[str, ...] = ("layer1", "layer2", "layer3")
 
     conv1: nn.Module
     bn1: nn.Module
@@ -53,6 +65,20 @@ class StemThreeStages(nn.Module):
     layer3: nn.Module
     avgpool: nn.Module
     fc: nn.Module
+
+    def _build_trunk(
+        self, stem: nn.Conv2d, make_layer: Callable[..., nn.Module], stages: Iterable[tuple]
+    ) -> None:
+        """Add ``stage_names``, the stem (``stem``, BatchNorm, ReLU) and ``layer1..3``, built
+        in order by ``make_layer(*args)`` for each ``args`` of ``stages``; ``make_layer``
+        reads and advances ``self._in_planes`` (the stem's channels to start with)."""
+        self.stage_names: list[str] = list(self.STAGE_NAMES)
+        self.conv1 = stem
+        self.bn1 = nn.BatchNorm2d(stem.out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self._in_planes = stem.out_channels
+        for name, args in zip(self.STAGE_NAMES, stages, strict=True):
+            setattr(self, name, make_layer(*args))
 
     def _finish(self, channels: int, num_classes: int) -> None:
         """Add the pooling and the classifier of ``channels`` features, then initialise."""
@@ -65,6 +91,10 @@ class StemThreeStages(nn.Module):
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer1(x)
         x = self.layer2(x)
-        x = self.layer3(x)
+        x = self._before_pool(self.layer3(x))
         x = torch.flatten(self.avgpool(x), 1)
         return self.fc(x)
+
+    def _before_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """What runs between ``layer3`` and the pooling: nothing by default."""
+        return x

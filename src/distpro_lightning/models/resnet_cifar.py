@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import StemThreeStages, conv1x1, conv3x3
+from ._common import StemThreeStages, blocks_per_stage, conv1x1, conv3x3
 
 __all__ = [
     "BasicBlock",
@@ -73,8 +73,6 @@ class CifarResNet(StemThreeStages):
     Stage names: ``["layer1", "layer2", "layer3"]`` (strides 1, 2, 2 relative to the input).
     """
 
-    STAGE_NAMES: tuple[str, ...] = ("layer1", "layer2", "layer3")
-
     def __init__(
         self,
         depth: int,
@@ -83,19 +81,10 @@ class CifarResNet(StemThreeStages):
         in_channels: int = 3,
     ) -> None:
         super().__init__()
-        if (depth - 2) % 6 != 0 or depth < 8:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
-        n = (depth - 2) // 6
-        self.stage_names: list[str] = list(self.STAGE_NAMES)
+        n = blocks_per_stage(depth, 2, "CIFAR ResNet")
         self.depth = depth
-
-        self.conv1 = conv3x3(in_channels, widths[0])
-        self.bn1 = nn.BatchNorm2d(widths[0])
-        self.relu = nn.ReLU(inplace=True)
-        self._in_planes = widths[0]
-        self.layer1 = self._make_layer(widths[1], n, stride=1)
-        self.layer2 = self._make_layer(widths[2], n, stride=2)
-        self.layer3 = self._make_layer(widths[3], n, stride=2)
+        stages = [(widths[1], n, 1), (widths[2], n, 2), (widths[3], n, 2)]
+        self._build_trunk(conv3x3(in_channels, widths[0]), self._make_layer, stages)
         self._finish(widths[3], num_classes)
 
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:

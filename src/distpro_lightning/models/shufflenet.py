@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import StemThreeStages, channel_shuffle, conv1x1, conv3x3, init_weights
+from ._common import StemThreeStages, channel_shuffle, conv1x1, conv3x3
 
 __all__ = [
     "ShuffleNetV1",
@@ -78,8 +78,6 @@ class ShuffleNetV1(StemThreeStages):
     Stage names: ``["layer1", "layer2", "layer3"]`` (strides 2, 4, 8 relative to the input).
     """
 
-    STAGE_NAMES: tuple[str, ...] = ("layer1", "layer2", "layer3")
-
     def __init__(
         self,
         num_classes: int = 100,
@@ -89,14 +87,8 @@ class ShuffleNetV1(StemThreeStages):
         stage_blocks: tuple[int, int, int] = (4, 8, 4),
     ) -> None:
         super().__init__()
-        self.stage_names: list[str] = list(self.STAGE_NAMES)
-        self.conv1 = conv1x1(in_channels, 24)
-        self.bn1 = nn.BatchNorm2d(24)
-        self.relu = nn.ReLU(inplace=True)
-        self._in_planes = 24
-        self.layer1 = self._make_layer(stage_planes[0], stage_blocks[0], groups)
-        self.layer2 = self._make_layer(stage_planes[1], stage_blocks[1], groups)
-        self.layer3 = self._make_layer(stage_planes[2], stage_blocks[2], groups)
+        stages = [(planes, blocks, groups) for planes, blocks in zip(stage_planes, stage_blocks)]
+        self._build_trunk(conv1x1(in_channels, 24), self._make_layer, stages)
         self._finish(stage_planes[2], num_classes)
 
     def _make_layer(self, out_planes: int, blocks: int, groups: int) -> nn.Sequential:
@@ -163,7 +155,7 @@ class ShuffleV2DownUnit(nn.Module):
         return channel_shuffle(torch.cat([self.left(x), self.right(x)], dim=1), 2)
 
 
-class ShuffleNetV2(nn.Module):
+class ShuffleNetV2(StemThreeStages):
     """ShuffleNet V2 (1.0x) for CIFAR-sized inputs.
 
     Args:
@@ -174,9 +166,8 @@ class ShuffleNetV2(nn.Module):
         last_channels: channels of the final 1x1 convolution.
 
     Stage names: ``["layer1", "layer2", "layer3"]`` (strides 2, 4, 8 relative to the input).
+    The final 1x1 convolution (``conv2``, ``bn2``, ReLU) follows ``layer3``.
     """
-
-    STAGE_NAMES: tuple[str, ...] = ("layer1", "layer2", "layer3")
 
     def __init__(
         self,
@@ -187,35 +178,20 @@ class ShuffleNetV2(nn.Module):
         last_channels: int = 1024,
     ) -> None:
         super().__init__()
-        self.stage_names: list[str] = list(self.STAGE_NAMES)
-        self.conv1 = conv3x3(in_channels, 24)
-        self.bn1 = nn.BatchNorm2d(24)
-        self.relu = nn.ReLU(inplace=True)
-        self._in_channels = 24
-        self.layer1 = self._make_layer(stage_channels[0], stage_blocks[0])
-        self.layer2 = self._make_layer(stage_channels[1], stage_blocks[1])
-        self.layer3 = self._make_layer(stage_channels[2], stage_blocks[2])
+        stages = zip(stage_channels, stage_blocks)
+        self._build_trunk(conv3x3(in_channels, 24), self._make_layer, stages)
         self.conv2 = conv1x1(stage_channels[2], last_channels)
         self.bn2 = nn.BatchNorm2d(last_channels)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(last_channels, num_classes)
-        init_weights(self)
+        self._finish(last_channels, num_classes)
 
     def _make_layer(self, out_channels: int, blocks: int) -> nn.Sequential:
-        units: list[nn.Module] = [ShuffleV2DownUnit(self._in_channels, out_channels)]
+        units: list[nn.Module] = [ShuffleV2DownUnit(self._in_planes, out_channels)]
         units += [ShuffleV2Unit(out_channels) for _ in range(blocks)]
-        self._in_channels = out_channels
+        self._in_planes = out_channels
         return nn.Sequential(*units)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits of shape ``(B, num_classes)``."""
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        x = F.relu(self.bn2(self.conv2(x)), inplace=True)
-        x = torch.flatten(self.avgpool(x), 1)
-        return self.fc(x)
+    def _before_pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn2(self.conv2(x)), inplace=True)
 
 
 def shufflenet_v1(num_classes: int = 100, in_channels: int = 3, **kwargs: Any) -> ShuffleNetV1:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import conv1x1, conv3x3, init_weights
+from ._common import blocks_per_stage, conv1x1, conv3x3, init_weights
 
 __all__ = [
     "PreActBlock",
@@ -85,9 +85,7 @@ class WideResNet(nn.Module):
         drop_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        if (depth - 4) % 6 != 0 or depth < 10:
-            raise ValueError(f"WRN depth must be 6n+4 with n >= 1, got {depth}")
-        n = (depth - 4) // 6
+        n = blocks_per_stage(depth, 4, "WRN")
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.stage_names: list[str] = list(self.STAGE_NAMES)
         self.depth = depth
