@@ -13,12 +13,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import make_module, quiet_trainer
-from lightning.pytorch import LightningModule
+from test_bring_your_own import NetModule
 
-from distpro_lightning import DistProMixin, ProcessSearchCallback, SearchSettings, SearchStep
+from distpro_lightning import ProcessSearchCallback, SearchSettings, SearchStep
 from distpro_lightning.contract import Objective, SharedForward, StepContext
 from distpro_lightning.data import DigitsDataModule
-from distpro_lightning.models import create
 from distpro_lightning.search_checks import shared_forward_settings
 
 
@@ -117,25 +116,13 @@ def test_fit_with_shared_forward_equals_fit_with_its_own_forward(tmp_path):
         assert torch.allclose(states[0][k].float(), states[1][k].float(), rtol=1e-5, atol=1e-6), k
 
 
-class OwnForward(DistProMixin, LightningModule):
+class OwnForward(NetModule):
     """A mixin user whose training step runs its own pathway forward."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = create("resnet8", num_classes=10, in_channels=1)
-        teacher = create("resnet14", num_classes=10, in_channels=1)
-        self.configure_distillation(
-            teacher, student_attribute="net", transforms=["conv_bn"], input_shape=[1, 8, 8]
-        )
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits, losses = self.pathway_forward(x, self.teacher_outputs(x), self.active_pathways())
         return F.cross_entropy(logits, y) + (self.alpha_weights().detach() * losses).sum()
-
-    def configure_optimizers(self):
-        params = list(self.net.parameters()) + list(self.distill_heads.parameters())
-        return torch.optim.SGD(params, lr=0.05)
 
 
 def test_unused_shared_forward_is_warned_once_and_turned_off(tmp_path):

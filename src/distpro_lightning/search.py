@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -18,8 +18,10 @@ from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches, held_out_loader, steps_per_epoch
 from .process import DistillationProcess
 from .search_checks import (
+    SearchRunOptions,
     check_context_used,
     check_setup,
+    search_autocast,
     shared_forward_settings,
     warn_extreme_settings,
     warn_if_collapsed,
@@ -35,28 +37,21 @@ from .sweeps import with_log_dir
 class ProcessSearchCallback(Callback):
     """Learn the pathway logits ``a~_t`` by bi-level meta-optimization and record them.
 
-    At every optimizer step, before the real update, it runs a
-    `SearchStep` on the training batch and the next
-    held-out batch (`HeldOutStream`): the hypergradient of
-    the held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over
-    DDP ranks, updates ``module.alpha_logits`` with its own optimizer, and the new logits
-    are appended to `process`. The real update then uses ``w(a~_{t+1})`` and reuses
-    the teacher features computed for the search (the module's
-    `StepContext`). This class keeps the hooks, the
-    checks, the logging (`SearchLogger`), the files
-    (`ProcessWriter`) and the checkpoint state.
+    At every optimizer step, before the real update, a `SearchStep` on the training batch
+    and the next held-out batch (`HeldOutStream`) computes the hypergradient of the
+    held-out loss after a virtual step of the student (paper eqs. 4-5), averaged over DDP
+    ranks, and updates ``module.alpha_logits``; the new logits are appended to `process`.
+    The real update then uses ``w(a~_{t+1})`` and the search's teacher outputs and training
+    forward (the module's `StepContext`). This class keeps the hooks, the logging
+    (`SearchLogger`), the files (`ProcessWriter`) and the checkpoint state.
 
     ```python
     search = ProcessSearchCallback(alpha_lr=0.05)  # process.json in the run's log folder
     Trainer(max_epochs=40, callbacks=[search]).fit(module, datamodule=data)
     ```
 
-    YAML (``distpro fit``; flat sweep keys such as ``--search.alpha_lr 0.1``):
-
-    ```yaml
-    search:
-      alpha_lr: 0.05
-    ```
+    YAML (``distpro fit``): a ``search:`` section with these keys (flat sweep keys such as
+    ``--search.alpha_lr 0.1`` work too).
 
     Args:
         hypergradient: ``"finite_difference"`` (two forwards at ``theta +- eps v``) or
@@ -85,10 +80,9 @@ class ProcessSearchCallback(Callback):
         reuse_training_gradient: the real update reuses the virtual step's training
             gradient (one forward+backward fewer, one step of lag: ``w(a~_t)``); needs a
             module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
-        share_training_forward: the real update reuses the virtual step's training forward
-            (same ``theta``, same batch; its graph is kept) and backpropagates
-            ``w(a~_{t+1})``: exact, one forward fewer, the graph held through the held-out
-            pass. Used by ``training_loss``/``distill``; off under ``16-mixed``.
+        share_training_forward: the real update backpropagates ``w(a~_{t+1})`` through the
+            virtual step's training forward (same theta and batch, graph kept): exact, one
+            forward fewer. Via ``training_loss``/``distill``; off under ``16-mixed``.
         seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts a new search's logits (a warm
             second pass); same pathways required; ignored on resume.
@@ -150,23 +144,14 @@ class ProcessSearchCallback(Callback):
         warn_deprecated_log_every(log_every_n_steps)
         self.logger = SearchLogger(log_pathways)
         self.guard = UpdateGuard(max_non_finite_steps)
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}.")
-        self.warmup_steps = warmup_steps
-        if val_batches_per_step < 1 or diagnostics_every_n_steps < 0:
-            raise ValueError(
-                f"val_batches_per_step must be >= 1 and diagnostics_every_n_steps >= 0, got "
-                f"{val_batches_per_step} and {diagnostics_every_n_steps}."
-            )
-        self.init_process = init_process
-        self.val_batches_per_step = val_batches_per_step
-        self.diagnostics_every_n_steps = diagnostics_every_n_steps
-        self.diagnostics: SearchDiagnostics | None = None
-        self._second_held_out: HeldOutStream | None = None
-        self.held_out_source = held_out
-        self._figures_at: int | None = None
-        self.seed = seed
+        self.run = SearchRunOptions(
+            warmup_steps, seed, init_process, val_batches_per_step, diagnostics_every_n_steps,
+            held_out,
+        )  # fmt: skip
         self.enabled = enabled
+        self.diagnostics: SearchDiagnostics | None = None
+        self._draw_second: Callable[[], Any] | None = None
+        self._figures_at: int | None = None
         self.search_val_loader: DataLoader | None = None
         self.process: DistillationProcess | None = None
         self.step: SearchStep | None = None
@@ -177,11 +162,16 @@ class ProcessSearchCallback(Callback):
 
     def __getattr__(self, name: str) -> Any:
         # the constructor's arguments read back, e.g. ``callback.alpha_lr``
-        for part in ("settings", "writer", "logger", "guard"):
+        for part in ("settings", "run", "writer", "logger", "guard"):
             holder = self.__dict__.get(part)
             if holder is not None and name in vars(holder):
                 return vars(holder)[name]
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def held_out_source(self) -> str | pl.LightningDataModule | None:
+        """The ``held_out`` argument (``held_out`` itself is the stream during a fit)."""
+        return self.run.held_out
 
     @property
     def skipped_updates(self) -> int:
@@ -212,39 +202,31 @@ class ProcessSearchCallback(Callback):
         check_setup(trainer, pl_module, self.settings)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
-        warm = warm_start_new_search(module, self.init_process, pending is not None)
+        warm = warm_start_new_search(module, self.run.init_process, pending is not None)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
         self.step = SearchStep(
             module,
             trainer.optimizers[0],
             shared_forward_settings(trainer, self.settings),
             reduce_mean if trainer.world_size > 1 else None,
-            self._autocast(trainer),
+            search_autocast(trainer, self.settings),
         )
         loader = self.search_val_loader or held_out_loader(trainer, self.held_out_source)
-        self.held_out = HeldOutStream(loader, self.seed, trainer.world_size, trainer.global_rank)
+        ranks = (trainer.world_size, trainer.global_rank)
+        self.held_out = HeldOutStream(loader, self.run.seed, *ranks)
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
         warn_extreme_settings(module, self.settings)
         self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
         self.writer.prepare(trainer, self.process.run_id)
-        if self.diagnostics_every_n_steps:
-            self.diagnostics = SearchDiagnostics(self.diagnostics_every_n_steps, self.step.options)
+        if self.run.diagnostics_every_n_steps:
+            every = self.run.diagnostics_every_n_steps
+            self.diagnostics = SearchDiagnostics(every, self.step.options)
             self.diagnostics.load_record(self.process.provenance.get("diagnostics", {}))
-            second_seed = self.seed + 1_000_003  # an independent held-out order
-            self._second_held_out = HeldOutStream(
-                loader, second_seed, trainer.world_size, trainer.global_rank
-            )
+            second = HeldOutStream(loader, self.run.seed + 1_000_003, *ranks)  # independent
+            self._draw_second = partial(self._draw, trainer, second)
         log_search_hyperparameters(
-            trainer, self.settings, {"warmup_steps": self.warmup_steps, "seed": self.seed}
+            trainer, self.settings, {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed}
         )
-
-    def _autocast(self, trainer: pl.Trainer) -> Any:
-        if (
-            str(trainer.precision) == "bf16-mixed"
-            and self.settings.hypergradient == "finite_difference"
-        ):
-            return trainer.precision_plugin.forward_context
-        return nullcontext  # fp32 search passes (16-mixed: no GradScaler, fp32 throughout)
 
     # ------------------------------------------------------------------ the step
     def search_step(
@@ -259,28 +241,25 @@ class ProcessSearchCallback(Callback):
         self.guard.snapshot((pl_module.student, pl_module.distill_heads))
         step = trainer.global_step
         held_out = None
-        if step >= self.warmup_steps:
+        if step >= self.run.warmup_steps:
             held_out = self._draw(trainer, self.held_out)
         diagnose = self.diagnostics is not None and held_out is not None
         old_logits = pl_module.alpha_logits.detach().clone() if diagnose else None
         record = self.step(batch, held_out, step, batch_idx)
         if diagnose:
-            self._diagnose(trainer, pl_module, batch, held_out, record, old_logits)
+            self._diagnose(pl_module, batch, held_out, record, old_logits)
         self.logger.log(pl_module, record)
         self._record = record
 
     def _draw(self, trainer: pl.Trainer, stream: HeldOutStream) -> Any:
         """The next held-out batch, ``val_batches_per_step`` batches concatenated."""
-        batches = [stream.next_batch() for _ in range(self.val_batches_per_step)]
+        batches = [stream.next_batch() for _ in range(self.run.val_batches_per_step)]
         return trainer.strategy.batch_to_device(concat_batches(batches))
 
-    def _diagnose(
-        self, trainer: pl.Trainer, module: Any, batch: Any, held_out: Any, record: Any, old: Tensor
-    ) -> None:
-        assert self.diagnostics is not None and self._second_held_out is not None
-        draw = partial(self._draw, trainer, self._second_held_out)
+    def _diagnose(self, module: Any, batch: Any, held_out: Any, record: Any, old: Tensor) -> None:
+        assert self.diagnostics is not None and self._draw_second is not None
         row = self.diagnostics.diagnose_step(
-            module, self.step.optimizer, (batch, held_out), draw, record, old
+            module, self.step.optimizer, (batch, held_out), self._draw_second, record, old
         )
         if row is not None and self.process is not None:
             self.process.provenance["diagnostics"] = self.diagnostics.to_record()

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import replace
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -33,6 +34,42 @@ EPSILON_RATIO_WARN = 1e-6
 
 #: Every pathway weight below this fraction of its initial weight: distillation is off.
 COLLAPSED_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class SearchRunOptions:
+    """When and on what `ProcessSearchCallback` searches (its arguments of the same names):
+    ``warmup_steps``, the held-out ``seed``, ``init_process``, ``val_batches_per_step``,
+    ``diagnostics_every_n_steps`` and the ``held_out`` source."""
+
+    warmup_steps: int = 0
+    seed: int = 0
+    init_process: str | None = None
+    val_batches_per_step: int = 1
+    diagnostics_every_n_steps: int = 0
+    held_out: Any = None
+
+    def __post_init__(self) -> None:
+        bad = {
+            "warmup_steps >= 0": self.warmup_steps < 0,
+            "val_batches_per_step >= 1": self.val_batches_per_step < 1,
+            "diagnostics_every_n_steps >= 0": self.diagnostics_every_n_steps < 0,
+        }
+        for rule, broken in bad.items():
+            if broken:
+                name = rule.split()[0]
+                raise ValueError(
+                    f"{name} must be {rule[len(name) + 1 :]}, got {getattr(self, name)}."
+                )
+
+
+def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
+    """The precision context of the search's passes: the Trainer's autocast under
+    ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no GradScaler, fp32
+    throughout; forward-mode AD stays in fp32)."""
+    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient == "finite_difference":
+        return trainer.precision_plugin.forward_context
+    return nullcontext
 
 
 def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> None:
