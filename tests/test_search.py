@@ -89,7 +89,31 @@ def test_finite_difference_agrees_with_exact_on_bn_model():
     assert cos > 0.99, float(cos)
 
 
-@pytest.mark.parametrize("method", ["exact", "finite_difference"])
+def test_forward_difference_agrees_with_exact_on_bn_model():
+    """Forward differences (the losses at theta from the training pass, one forward at
+    theta + eps v) agree with the exact hypergradient; their O(eps) error shows at a coarse
+    epsilon (the analytic test checks the order without float32 pathway losses)."""
+    torch.manual_seed(1)
+    m = make_module().train()
+    m.alpha_logits.copy_(torch.rand(m.num_pathways) * 2)
+    train, val = _batches(seed=3)
+
+    def hg(method, eps=0.01):
+        cb = ProcessSearchCallback(hypergradient=method, epsilon=eps)
+        return cb.hypergradient_of(m, train, val, lr=0.1)
+
+    exact = hg("exact")
+    fwd = hg("forward_difference", 1e-3)
+    assert F.cosine_similarity(exact, fwd, dim=0) > 0.99
+    assert not torch.equal(fwd, hg("finite_difference", 1e-3))  # another scheme, not a copy
+
+    def err(h):
+        return float((h - exact).norm() / exact.norm())
+
+    assert err(hg("forward_difference", 1.0)) > 3 * err(fwd)
+
+
+@pytest.mark.parametrize("method", ["exact", "finite_difference", "forward_difference"])
 def test_hypergradient_of_leaves_module_untouched(method):
     torch.manual_seed(2)
     m = make_module(transforms=["attn2"])
@@ -163,6 +187,10 @@ def test_mixed_derivatives_on_an_analytic_function():
     torch.testing.assert_close(fd, expected.float(), rtol=1e-4, atol=1e-5)
     zero = mixed_derivative_fd(f, {"x": x}, {"x": torch.zeros(3, dtype=torch.float64)})
     assert torch.equal(zero, torch.zeros(3))
+    one_sided = mixed_derivative_fd(f, {"x": x}, {"x": t}, 1e-6, at_theta=f({"x": x}))
+    torch.testing.assert_close(one_sided, expected.float(), rtol=1e-4, atol=1e-5)
+    coarse = mixed_derivative_fd(f, {"x": x}, {"x": t}, 1e-1, at_theta=f({"x": x}))
+    assert not torch.allclose(coarse, expected.float(), rtol=1e-4, atol=1e-5)  # O(eps) error
 
 
 def test_alpha_hypergradient_is_minus_jacobian_transpose():

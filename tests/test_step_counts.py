@@ -6,7 +6,7 @@ forward and backward at ``theta'`` (held-out); two student + heads forwards at `
 the real update: a backward through the virtual step's kept forward (shared forward, the
 default), or its own forward and backward (``share_training_forward=False``), or, with the
 reused gradient, none. The exact hypergradient replaces the two forwards by one
-forward-mode pass.
+forward-mode pass, forward differences by one forward at ``theta +``.
 """
 
 from __future__ import annotations
@@ -54,13 +54,13 @@ class PassCounter:
 
 
 def _expected_search(method: str, reuse: bool, share: bool = True) -> dict[str, int]:
-    fd = method == "finite_difference"
+    perturbed = 2 if method == "finite_difference" else 1  # exact: one forward-mode pass
     real_backward = 0 if reuse else 1
     real_forward = 0 if reuse or share else 1
     return {
         "teacher_forward": 1,
-        "student_forward": 2 + (2 if fd else 1) + real_forward,
-        "heads_forward": 1 + (2 if fd else 1) + real_forward,
+        "student_forward": 2 + perturbed + real_forward,
+        "heads_forward": 1 + perturbed + real_forward,
         "student_backward": 2 + real_backward,
         "heads_backward": 1 + real_backward,
     }
@@ -80,6 +80,7 @@ def _batches(n=16):
         ("finite_difference", False, False),
         ("finite_difference", True, True),
         ("exact", False, True),
+        ("forward_difference", False, True),
     ],
 )
 def test_search_step_object_passes(method, reuse, share):

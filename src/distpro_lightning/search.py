@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from .contract import SearchableModule
 from .diagnostics import SearchDiagnostics
 from .heldout import HeldOutStream, concat_batches, held_out_loader, steps_per_epoch
+from .hypergradient import Method
 from .process import DistillationProcess
 from .search_checks import (
     SearchRunOptions,
@@ -54,8 +55,9 @@ class ProcessSearchCallback(Callback):
     ``--search.alpha_lr 0.1`` work too).
 
     Args:
-        hypergradient: ``"finite_difference"`` (two forwards at ``theta +- eps v``) or
-            ``"exact"`` (one forward-mode JVP).
+        hypergradient: ``"finite_difference"`` (central, paper: two forwards at
+            ``theta +- eps v``), ``"forward_difference"`` (one forward at ``theta + eps v``;
+            ``O(eps)`` error) or ``"exact"`` (one forward-mode JVP).
         alpha_lr: learning rate of the logits' optimizer.
         alpha_optimizer: ``"adam"`` (paper; betas ``alpha_betas``) or ``"sgd"``.
         alpha_betas: Adam betas (the official release uses ``(0.5, 0.999)``).
@@ -107,7 +109,7 @@ class ProcessSearchCallback(Callback):
 
     def __init__(
         self,
-        hypergradient: Literal["finite_difference", "exact"] = "finite_difference",
+        hypergradient: Method = "finite_difference",
         alpha_lr: float = 0.05,
         alpha_optimizer: Literal["adam", "sgd"] = "adam",
         alpha_betas: tuple[float, float] = (0.5, 0.999),

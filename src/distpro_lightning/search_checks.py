@@ -65,9 +65,9 @@ class SearchRunOptions:
 
 def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
     """The precision context of the search's passes: the Trainer's autocast under
-    ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no GradScaler, fp32
-    throughout; forward-mode AD stays in fp32)."""
-    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient == "finite_difference":
+    ``bf16-mixed`` with finite or forward differences, else fp32 (``16-mixed``: no
+    GradScaler, fp32 throughout; forward-mode AD stays in fp32)."""
+    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient != "exact":
         return trainer.precision_plugin.forward_context
     return nullcontext
 
@@ -126,7 +126,7 @@ def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) ->
             f"to alpha_lr per step, so a few steps drive weights to 0 (or their maximum) and the "
             f"process becomes an on/off switch. Use alpha_lr < {ALPHA_LR_WARN:g} (paper: 0.05)."
         )
-    if settings.hypergradient != "finite_difference":
+    if settings.hypergradient == "exact":
         return
     with torch.no_grad():
         norm = math.sqrt(

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .contract import ReusedGradient, SearchableModule, SharedForward, StepContext
 from .hypergradient import (
+    METHODS,
     HypergradientOptions,
     HypergradientResult,
     SearchBatches,
@@ -50,10 +51,8 @@ class SearchSettings:
     share_training_forward: bool = True
 
     def __post_init__(self) -> None:
-        if self.hypergradient not in ("finite_difference", "exact"):
-            raise ValueError(
-                f"hypergradient must be 'finite_difference' or 'exact', got {self.hypergradient!r}."
-            )
+        if self.hypergradient not in METHODS:
+            raise ValueError(f"hypergradient must be one of {METHODS}, got {self.hypergradient!r}.")
         if self.alpha_optimizer not in ("adam", "sgd"):
             raise ValueError(
                 f"alpha_optimizer must be 'adam' or 'sgd', got {self.alpha_optimizer!r}."
