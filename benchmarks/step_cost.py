@@ -11,10 +11,13 @@ Two measurements, side by side in one run:
    interquartile range are reported. A search step is the very object
    ``ProcessSearchCallback`` runs (:class:`~distpro_lightning.search_step.SearchStep`: teacher
    once, hypergradient, alpha update), followed by the module's real update (its training
-   objective with the step's cached teacher outputs, or the reused gradient). The "floor" is
-   the sum of the passes a second-order search step cannot avoid: a training forward+backward
-   of student and heads (virtual step), a held-out forward+backward of the student, two
-   forwards of student and heads (finite differences) and the real update (a retrain step).
+   objective from the search's shared training forward, by default; its own forward with
+   ``search_fd_own_forward``; or the reused gradient). ``search_forward_difference``: one
+   perturbed forward instead of two. The "floor" is the sum of the passes a central
+   finite-difference step cannot avoid: a training forward+backward of student and heads
+   (virtual step), a held-out forward+backward of the student, two forwards of student and
+   heads (finite differences) and the real update's backward (a retrain step less one
+   student + heads forward).
 2. **Fits** (``fit``, ``official_pair``): ``Trainer.fit`` with the real callbacks
    (``ProcessSearchCallback``, ``ProcessScheduleCallback``) and the recipes' modules; a timing
    callback, first in the list, measures each optimizer step from ``on_train_batch_start`` to
@@ -68,6 +71,8 @@ METHODS = [
     "distpro_retrain",
     "distpro_retrain_pruned",
     "search_fd",
+    "search_fd_own_forward",
+    "search_forward_difference",
     "search_exact",
     "search_fd_reuse",
     "floor_virtual_fwd_bwd",
@@ -161,8 +166,10 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
 
         return run
 
-    def search(method, reuse=False):
-        settings = SearchSettings(hypergradient=method, reuse_training_gradient=reuse)
+    def search(method, reuse=False, share=True):
+        settings = SearchSettings(
+            hypergradient=method, reuse_training_gradient=reuse, share_training_forward=share
+        )
         search_step = SearchStep(dp, opt_dp, settings)
 
         def run():
@@ -208,6 +215,8 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         "distpro_retrain": retrain(ones),
         "distpro_retrain_pruned": retrain(pruned),
         "search_fd": search("finite_difference"),
+        "search_fd_own_forward": search("finite_difference", share=False),
+        "search_forward_difference": search("forward_difference"),
         "search_exact": search("exact"),
         "search_fd_reuse": search("finite_difference", reuse=True),
         "floor_virtual_fwd_bwd": floor_virtual,
@@ -288,7 +297,9 @@ def _retrain(module: Any, logits: torch.Tensor) -> FitMethod:
     return FitMethod(module, lambda: [ProcessScheduleCallback(process=process, mode="final")])
 
 
-def _search(module: Any, held_out: DataLoader, method: str, reuse: bool = False) -> FitMethod:
+def _search(
+    module: Any, held_out: DataLoader, method: str, reuse: bool = False, share: bool = True
+) -> FitMethod:
     def callbacks() -> list[Callback]:
         module.alpha_logits.fill_(1.0)  # every fit starts at a~ = 1 (no drift into pruning)
         cb = ProcessSearchCallback(
@@ -298,6 +309,7 @@ def _search(module: Any, held_out: DataLoader, method: str, reuse: bool = False)
             log_every_n_steps=0,
             plot=False,
             reuse_training_gradient=reuse,
+            share_training_forward=share,
         )
         cb.search_val_loader = held_out
         return [cb]
@@ -312,22 +324,26 @@ def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> 
         name: FitMethod(build_method(name, "resnet8", teacher, None, settings)[0], list)
         for name in ("hinton_kd", "reviewkd")
     }
-    dp = {k: DistProModule(**distpro_kwargs("resnet8", teacher, settings)) for k in range(5)}
+    dp = {k: DistProModule(**distpro_kwargs("resnet8", teacher, settings)) for k in range(7)}
     ones = torch.ones(dp[0].num_pathways)
     methods["distpro_retrain"] = _retrain(dp[0], ones)
     methods["distpro_retrain_pruned"] = _retrain(dp[1], args.pruned_logits.cpu())
-    methods["search_fd"] = _search(dp[2], loaders[1], "finite_difference")
+    fd = "finite_difference"
+    methods["search_fd"] = _search(dp[2], loaders[1], fd)
+    methods["search_fd_own_forward"] = _search(dp[5], loaders[1], fd, share=False)
+    methods["search_forward_difference"] = _search(dp[6], loaders[1], "forward_difference")
     methods["search_exact"] = _search(dp[3], loaders[1], "exact")
-    methods["search_fd_reuse"] = _search(dp[4], loaders[1], "finite_difference", reuse=True)
+    methods["search_fd_reuse"] = _search(dp[4], loaders[1], fd, reuse=True)
     return methods
 
 
 def official_fit_methods(loaders: Any) -> dict:
-    """The official release's pair: a DistPro retrain and a DistPro search."""
-    modules = [DistProModule(**OFFICIAL) for _ in range(2)]
+    """The official release's pair: a DistPro retrain and DistPro searches."""
+    modules = [DistProModule(**OFFICIAL) for _ in range(3)]
     return {
         "distpro_retrain": _retrain(modules[0], torch.ones(modules[0].num_pathways)),
         "search_fd": _search(modules[1], loaders[1], "finite_difference"),
+        "search_forward_difference": _search(modules[2], loaders[1], "forward_difference"),
     }
 
 
@@ -378,8 +394,10 @@ def fit_report(times: dict[str, list[float]]) -> dict[str, Any]:
         report["retrain_over_reviewkd"] = med["distpro_retrain_pruned"] / med["reviewkd"]
         report["retrain_unpruned_over_reviewkd"] = med["distpro_retrain"] / med["reviewkd"]
         report["search_over_kd"] = med["search_fd"] / med["hinton_kd"]
-    if "search_fd_reuse" in med:
-        report["search_reuse_over_retrain"] = med["search_fd_reuse"] / med["distpro_retrain"]
+    for name in ("search_fd_reuse", "search_fd_own_forward", "search_forward_difference"):
+        if name in med:
+            short = name.removeprefix("search_fd_").removeprefix("search_")
+            report[f"search_{short}_over_retrain"] = med[name] / med["distpro_retrain"]
     return report
 
 
@@ -485,7 +503,12 @@ def run_fits(args: argparse.Namespace) -> dict[str, Any]:
         "fit_retrain_over_reviewkd": fit["retrain_over_reviewkd"],
         "fit_retrain_unpruned_over_reviewkd": fit["retrain_unpruned_over_reviewkd"],
         "fit_search_reuse_over_retrain": fit["search_reuse_over_retrain"],
+        "fit_search_own_forward_over_retrain": fit["search_own_forward_over_retrain"],
+        "fit_search_forward_difference_over_retrain": fit["search_forward_difference_over_retrain"],
         "official_search_over_retrain": official["search_over_retrain"],
+        "official_search_forward_difference_over_retrain": official[
+            "search_forward_difference_over_retrain"
+        ],
     }
 
 
@@ -545,10 +568,12 @@ def main() -> None:
         print(f"repeat {rep + 1}/{args.warmup + args.repeats}", file=sys.stderr)
     med = {m: statistics.median(v) for m, v in times.items()}
 
+    # the real update's forward is the virtual step's (shared): a retrain step less one
+    # student + heads forward (half of the two perturbed forwards)
     floor = (
         med["floor_virtual_fwd_bwd"]
         + med["floor_heldout_fwd_bwd"]
-        + med["floor_two_forwards"]
+        + med["floor_two_forwards"] / 2
         + med["distpro_retrain"]
     )
     result = {
@@ -559,6 +584,8 @@ def main() -> None:
         "retrain_over_reviewkd": med["distpro_retrain_pruned"] / med["reviewkd"],
         "retrain_unpruned_over_reviewkd": med["distpro_retrain"] / med["reviewkd"],
         "search_reuse_over_search": med["search_fd_reuse"] / med["search_fd"],
+        "search_own_forward_over_search": med["search_fd_own_forward"] / med["search_fd"],
+        "forward_difference_over_search": med["search_forward_difference"] / med["search_fd"],
         "search_over_plain": med["search_fd"] / med["plain"],
         "median_s": med,
         "iqr_s": {m: iqr(v) for m, v in times.items()},
