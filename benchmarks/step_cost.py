@@ -75,6 +75,7 @@ METHODS = [
     "search_forward_difference",
     "search_exact",
     "search_fd_reuse",
+    "search_forward_difference_reuse",
     "floor_virtual_fwd_bwd",
     "floor_heldout_fwd_bwd",
     "floor_two_forwards",
@@ -84,6 +85,9 @@ MEMORY_NOTE = (
     "profiler allocation events; CUDA: max_memory_allocated), excluding weights allocated before"
 )
 MEMORY_METHODS = tuple(m for m in METHODS if not m.startswith("floor_"))
+#: With ``--compiled-retrain``: the retrain steps with ``compile_heads=True`` (per-pathway
+#: heads under ``torch.compile``; first calls, which compile, are the warm-up).
+COMPILED_METHODS = ["distpro_retrain_compiled", "distpro_retrain_pruned_compiled"]
 N_PRUNED = 16  # of 27 pathways (~60 %, the saving the paper reports for tau = 0.5)
 
 
@@ -186,6 +190,28 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         return run
 
     teacher_out = dp.teacher_outputs(x)
+    compiled = {}
+    if getattr(args, "compiled_retrain", False):
+        dpc = DistProModule(
+            student="resnet8", teacher=dp.teacher, transforms=["conv_bn", "attn2", "attn3"],
+            connections="all", distance="hcl", prune_threshold=0.5, log_pathway_losses=False,
+            compile_heads=True, **common,
+        ).to(device)  # fmt: skip
+        dpc.load_state_dict(dp.state_dict())
+        dpc.train()
+        opt_c = sgd(list(dpc.student.parameters()) + list(dpc.distill_heads.parameters()))
+
+        def retrain_compiled(logits):
+            def run():
+                dpc.alpha_logits.copy_(logits)
+                step(opt_c, dpc.training_loss((x, y))[0])
+
+            return run
+
+        compiled = {
+            "distpro_retrain_compiled": retrain_compiled(ones),
+            "distpro_retrain_pruned_compiled": retrain_compiled(pruned),
+        }
 
     def floor_virtual():
         dp.alpha_logits.copy_(ones)
@@ -219,9 +245,11 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         "search_forward_difference": search("forward_difference"),
         "search_exact": search("exact"),
         "search_fd_reuse": search("finite_difference", reuse=True),
+        "search_forward_difference_reuse": search("forward_difference", reuse=True),
         "floor_virtual_fwd_bwd": floor_virtual,
         "floor_heldout_fwd_bwd": floor_heldout,
         "floor_two_forwards": floor_two_forwards,
+        **compiled,
     }
 
 
@@ -334,6 +362,10 @@ def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> 
     methods["search_forward_difference"] = _search(dp[6], loaders[1], "forward_difference")
     methods["search_exact"] = _search(dp[3], loaders[1], "exact")
     methods["search_fd_reuse"] = _search(dp[4], loaders[1], fd, reuse=True)
+    dp[7] = DistProModule(**distpro_kwargs("resnet8", teacher, settings))
+    methods["search_forward_difference_reuse"] = _search(
+        dp[7], loaders[1], "forward_difference", reuse=True
+    )
     return methods
 
 
@@ -394,7 +426,12 @@ def fit_report(times: dict[str, list[float]]) -> dict[str, Any]:
         report["retrain_over_reviewkd"] = med["distpro_retrain_pruned"] / med["reviewkd"]
         report["retrain_unpruned_over_reviewkd"] = med["distpro_retrain"] / med["reviewkd"]
         report["search_over_kd"] = med["search_fd"] / med["hinton_kd"]
-    for name in ("search_fd_reuse", "search_fd_own_forward", "search_forward_difference"):
+    for name in (
+        "search_fd_reuse",
+        "search_fd_own_forward",
+        "search_forward_difference",
+        "search_forward_difference_reuse",
+    ):
         if name in med:
             short = name.removeprefix("search_fd_").removeprefix("search_")
             report[f"search_{short}_over_retrain"] = med[name] / med["distpro_retrain"]
@@ -465,6 +502,30 @@ def measure_memory(args: argparse.Namespace) -> dict[str, int]:
     return peaks
 
 
+FLOP_METHODS = ("hinton_kd", "reviewkd", "distpro_retrain", "distpro_retrain_pruned", "search_fd")
+
+
+def measure_flops(args: argparse.Namespace) -> dict[str, Any]:
+    """Floating-point operations of one step of each of `FLOP_METHODS`
+    (``torch.utils.flop_counter``: matmuls and convolutions, forward and backward), after a
+    warm-up step: what the step must compute, whatever the kernels."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    fns = build(args, torch.device(args.device))
+    flops = {}
+    for m in FLOP_METHODS:
+        fns[m]()
+        with FlopCounterMode(display=False) as counter:
+            fns[m]()
+        flops[m] = int(counter.get_total_flops())
+    return {
+        "flops": flops,
+        "flops_retrain_unpruned_over_reviewkd": flops["distpro_retrain"] / flops["reviewkd"],
+        "flops_retrain_over_reviewkd": flops["distpro_retrain_pruned"] / flops["reviewkd"],
+        "flops_search_over_retrain": flops["search_fd"] / flops["distpro_retrain"],
+    }
+
+
 def memory_report(peaks: dict[str, int]) -> dict[str, Any]:
     """The peaks and their ratios: search / Hinton KD and search / (unpruned) retrain."""
     return {
@@ -531,6 +592,7 @@ def main() -> None:
         f"(default: {N_PRUNED} of 27 pathways pruned, the paper's ~60 %%)",
     )
     p.add_argument("--no-memory", action="store_true")
+    p.add_argument("--no-flops", action="store_true")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the fits")
     p.add_argument("--fit-warmup", type=int, default=1, help="untimed steps per fit")
     p.add_argument("--official-batch", type=int, default=64)
@@ -540,6 +602,16 @@ def main() -> None:
         action="store_true",
         help="only (re)measure peak memory and update the --out file",
     )
+    p.add_argument(
+        "--compiled-retrain",
+        action="store_true",
+        help="also time the retrain with compile_heads=True (compiles in the warm-up)",
+    )
+    p.add_argument(
+        "--flops-only",
+        action="store_true",
+        help="only (re)count the floating-point operations and update the --out file",
+    )
     p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
@@ -548,6 +620,13 @@ def main() -> None:
         args.repeats, args.warmup, args.batch, args.no_memory = 3, 1, 32, True
     if args.memory_child:
         memory_child(args)
+        return
+    if args.flops_only:
+        out = Path(args.out)
+        result = json.loads(out.read_text())
+        result.update(measure_flops(args))
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        print(json.dumps({k: v for k, v in result.items() if k.startswith("flops")}, indent=1))
         return
     if args.memory_only:
         out = Path(args.out)
@@ -559,9 +638,10 @@ def main() -> None:
         return
     device = torch.device(args.device)
     fns = build(args, device)
-    times: dict[str, list[float]] = {m: [] for m in METHODS}
+    methods = METHODS + (COMPILED_METHODS if args.compiled_retrain else [])
+    times: dict[str, list[float]] = {m: [] for m in methods}
     for rep in range(args.warmup + args.repeats):
-        for m in METHODS:
+        for m in methods:
             t = timed(fns[m], device)
             if rep >= args.warmup:
                 times[m].append(t)
@@ -585,17 +665,30 @@ def main() -> None:
         "retrain_unpruned_over_reviewkd": med["distpro_retrain"] / med["reviewkd"],
         "search_reuse_over_search": med["search_fd_reuse"] / med["search_fd"],
         "search_own_forward_over_search": med["search_fd_own_forward"] / med["search_fd"],
+        "search_over_retrain": med["search_fd"] / med["distpro_retrain"],
+        "search_forward_difference_over_retrain": med["search_forward_difference"]
+        / med["distpro_retrain"],
+        "search_reuse_over_retrain": med["search_fd_reuse"] / med["distpro_retrain"],
+        "search_forward_difference_reuse_over_retrain": med["search_forward_difference_reuse"]
+        / med["distpro_retrain"],
         "forward_difference_over_search": med["search_forward_difference"] / med["search_fd"],
         "search_over_plain": med["search_fd"] / med["plain"],
         "median_s": med,
         "iqr_s": {m: iqr(v) for m, v in times.items()},
         "raw_s": times,
     }
+    if args.compiled_retrain:
+        result["retrain_compiled_over_reviewkd"] = med["distpro_retrain_compiled"] / med["reviewkd"]
+        result["retrain_pruned_compiled_over_reviewkd"] = (
+            med["distpro_retrain_pruned_compiled"] / med["reviewkd"]
+        )
     if not args.no_fits:
         result.update(run_fits(args))
     if not args.no_memory:
         peaks = measure_memory(args)
         result.update(memory_report(peaks))
+    if not args.no_flops:
+        result.update(measure_flops(args))
     result["setup"] = {
         "pair": "resnet20 -> resnet8 (Fashion-MNIST 1x28x28)",
         "pathways": 27,
@@ -613,30 +706,15 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'method':<26} {'median s':>10} {'IQR s':>8}")
-    for m in METHODS:
-        print(f"{m:<26} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")
+    print(f"{'method':<32} {'median s':>10} {'IQR s':>8}")
+    for m in methods:
+        print(f"{m:<32} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")
     for part in ("fit", "official_pair"):
         for m, v in result.get(part, {}).get("median_s", {}).items():
             print(f"{part + ':' + m:<40} {v:>10.4f} {result[part]['iqr_s'][m]:>8.4f}")
-    for k in (
-        "search_over_kd",
-        "search_over_floor",
-        "search_floor_s",
-        "exact_search_over_kd",
-        "retrain_over_reviewkd",
-        "retrain_unpruned_over_reviewkd",
-        "search_reuse_over_search",
-        "peak_memory_search_over_kd",
-        "peak_memory_search_over_retrain",
-        "fit_search_over_retrain",
-        "fit_search_reuse_over_retrain",
-        "fit_retrain_unpruned_over_reviewkd",
-        "fit_retrain_over_reviewkd",
-        "official_search_over_retrain",
-    ):
-        if k in result:
-            print(f"{k:<32} {result[k]:.3f}")
+    for k, v in result.items():
+        if isinstance(v, float):
+            print(f"{k:<48} {v:.3f}")
     print(f"wrote {out}")
 
 
