@@ -12,7 +12,8 @@ peak memory (``torch.cuda.max_memory_allocated`` over one step after a warm-up; 
 profiler's allocation events). It stops adding repeats when ``--budget-s`` is spent, so the
 whole run fits the device time (5 minutes by default). Ratios per configuration: retrain
 (pruned, unpruned) / ReviewKD, search / retrain, search with reuse / retrain, search /
-Hinton KD, peak memory search / retrain. ``Trainer.fit`` timings on the GPU:
+Hinton KD, peak memory search / retrain; the search with its own forward
+(``share_training_forward=False``) and with forward differences. ``Trainer.fit`` timings on the GPU:
 ``benchmarks/step_cost.py --device cuda``.
 """
 
@@ -36,6 +37,8 @@ STEPS = [
     "distpro_retrain",
     "distpro_retrain_pruned",
     "search_fd",
+    "search_fd_own_forward",
+    "search_forward_difference",
     "search_fd_reuse",
     "search_exact",
 ]
@@ -84,6 +87,9 @@ def run_config(args: argparse.Namespace, name: str, deadline: float) -> dict:
         "retrain_unpruned_over_reviewkd": med["distpro_retrain"] / med["reviewkd"],
         "search_over_retrain": med["search_fd"] / med["distpro_retrain"],
         "search_reuse_over_retrain": med["search_fd_reuse"] / med["distpro_retrain"],
+        "search_own_forward_over_search": med["search_fd_own_forward"] / med["search_fd"],
+        "search_forward_difference_over_retrain": med["search_forward_difference"]
+        / med["distpro_retrain"],
         "search_over_kd": med["search_fd"] / med["hinton_kd"],
         "peak_memory_search_over_retrain": peaks["search_fd"] / max(peaks["distpro_retrain"], 1),
     }

@@ -68,19 +68,38 @@ STEP_ROWS = {
     "DistPro retrain, pruned (11 of 27 active)": "distpro_retrain_pruned",
     "search step, finite differences": "search_fd",
     "DistPro search step (finite differences)": "search_fd",
+    "search step, FD, its own forward": "search_fd_own_forward",
+    "search step, forward differences": "search_forward_difference",
+    "DistPro search step (forward differences)": "search_forward_difference",
     "search step, exact JVP": "search_exact",
     "DistPro search step (exact JVP)": "search_exact",
     "search step, FD, reusing the training gradient": "search_fd_reuse",
+    "search step, forward differences, reusing the training gradient": (
+        "search_forward_difference_reuse"
+    ),
 }
 RATIO_ROWS = {
     "`search_over_floor`": "search_over_floor",
     "`retrain_over_reviewkd` (pruned)": "retrain_over_reviewkd",
     "retrain unpruned / ReviewKD": "retrain_unpruned_over_reviewkd",
+    "search / retrain": "search_over_retrain",
+    "search, forward differences / retrain": "search_forward_difference_over_retrain",
+    "search with gradient reuse / retrain": "search_reuse_over_retrain",
+    "search, forward differences with reuse / retrain": (
+        "search_forward_difference_reuse_over_retrain"
+    ),
     "`search_over_kd`": "search_over_kd",
     "`exact_search_over_kd`": "exact_search_over_kd",
     "search with gradient reuse / search": "search_reuse_over_search",
+    "search with its own forward / search": "search_own_forward_over_search",
     "`peak_memory_search_over_kd`": "peak_memory_search_over_kd",
+    "`peak_memory_search_over_retrain`": "peak_memory_search_over_retrain",
+    "FLOPs, retrain unpruned / ReviewKD": "flops_retrain_unpruned_over_reviewkd",
+    "FLOPs, search / retrain": "flops_search_over_retrain",
 }
+#: The H200 table (the previous version of the script) quotes step_cost_h200.json.
+GPU_STEP_ROWS = {f"H200: {k}": v for k, v in STEP_ROWS.items()}
+GPU_RATIO_ROWS = {f"H200: {k}": v for k, v in RATIO_ROWS.items()}
 
 
 def _rounds_to(text: str, value: float) -> bool:
@@ -93,6 +112,21 @@ def _cells(line: str) -> list[str]:
     return [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
 
 
+def _check_table_line(cells: list[str], cpu: dict, gpu: dict) -> bool:
+    """Check one table row against the results; whether it was a quoted row."""
+    if cells[0] in STEP_ROWS and cells[1].split()[0].isdigit():
+        assert cells[1].split()[0] == f"{1000 * cpu['median_s'][STEP_ROWS[cells[0]]]:.0f}"
+    elif cells[0] in RATIO_ROWS:
+        assert _rounds_to(cells[1], cpu[RATIO_ROWS[cells[0]]])
+    elif cells[0] in GPU_STEP_ROWS:
+        assert cells[1] == f"{1000 * gpu['median_s'][GPU_STEP_ROWS[cells[0]]]:.1f}"
+    elif cells[0] in GPU_RATIO_ROWS:
+        assert _rounds_to(cells[1], gpu[GPU_RATIO_ROWS[cells[0]]])
+    else:
+        return False
+    return True
+
+
 def test_quoted_step_costs_match_the_results():
     cpu = json.loads((RESULTS / "step_cost.json").read_text())
     gpu = json.loads((RESULTS / "step_cost_h200.json").read_text())
@@ -100,17 +134,12 @@ def test_quoted_step_costs_match_the_results():
     for doc in DOCS:
         for line in doc.read_text().splitlines():
             cells = _cells(line) if line.startswith("|") else []
-            if cells and cells[0] in STEP_ROWS and cells[1].split()[0].isdigit():
-                key = STEP_ROWS[cells[0]]
-                assert cells[1].split()[0] == f"{1000 * cpu['median_s'][key]:.0f}", (doc, line)
-                if doc.name == "benchmarks.md":
-                    assert cells[2] == f"{1000 * gpu['median_s'][key]:.1f}", (doc, line)
-                checked += 1
-            elif cells and cells[0] in RATIO_ROWS:
-                key = RATIO_ROWS[cells[0]]
-                assert _rounds_to(cells[1], cpu[key]) and _rounds_to(cells[2], gpu[key]), line
-                checked += 1
-    assert checked >= 20
+            if cells and len(cells) > 1:
+                try:
+                    checked += _check_table_line(cells, cpu, gpu)
+                except AssertionError as err:
+                    raise AssertionError(f"{doc.name}: {line!r}") from err
+    assert checked >= 30
     # README's ratio column quotes the CPU ratios.
     readme = (ROOT / "README.md").read_text()
     for key in ("search_over_floor", "retrain_over_reviewkd"):
@@ -124,12 +153,33 @@ FIT_ROWS = {
     "DistPro retrain, 27 pathways (replay callback)": "distpro_retrain",
     "DistPro retrain, pruned (replay callback)": "distpro_retrain_pruned",
     "DistPro search, finite differences (search callback)": "search_fd",
+    "DistPro search, FD, its own forward": "search_fd_own_forward",
+    "DistPro search, forward differences": "search_forward_difference",
     "DistPro search, exact JVP (search callback)": "search_exact",
     "DistPro search, FD, reusing the training gradient": "search_fd_reuse",
+    "DistPro search, forward differences, reusing the training gradient": (
+        "search_forward_difference_reuse"
+    ),
 }
 OFFICIAL_ROWS = {
     "this library, DistPro retrain (replay callback)": "distpro_retrain",
     "this library, DistPro search (search callback)": "search_fd",
+    "this library, DistPro search, forward differences": "search_forward_difference",
+}
+FIT_RATIO_ROWS = {
+    "`official_search_over_retrain`": "official_search_over_retrain",
+    "`official_search_forward_difference_over_retrain`": (
+        "official_search_forward_difference_over_retrain"
+    ),
+    "`fit_search_over_retrain`": "fit_search_over_retrain",
+    "`fit_search_own_forward_over_retrain`": "fit_search_own_forward_over_retrain",
+    "`fit_search_forward_difference_over_retrain`": "fit_search_forward_difference_over_retrain",
+    "`fit_search_reuse_over_retrain`": "fit_search_reuse_over_retrain",
+    "`fit_search_forward_difference_reuse_over_retrain`": (
+        "fit_search_forward_difference_reuse_over_retrain"
+    ),
+    "`fit_retrain_over_reviewkd` (pruned)": "fit_retrain_over_reviewkd",
+    "`fit_retrain_unpruned_over_reviewkd`": "fit_retrain_unpruned_over_reviewkd",
 }
 
 
@@ -145,13 +195,7 @@ def test_quoted_fit_costs_match_the_results():
                     value = cpu[part]["median_s"][rows[cells[0]]]
                     assert cells[1].split()[0] == f"{1000 * value:.0f}", (doc.name, line)
                     checked += 1
-            if cells and cells[0] == "`official_search_over_retrain`":
-                assert _rounds_to(cells[1], cpu["official_search_over_retrain"]), line
+            if cells and cells[0] in FIT_RATIO_ROWS:
+                assert _rounds_to(cells[1], cpu[FIT_RATIO_ROWS[cells[0]]]), line
                 checked += 1
-            if cells and cells[0] == "`fit_search_over_retrain`":
-                assert _rounds_to(cells[1], cpu["fit_search_over_retrain"]), line
-                checked += 1
-            if cells and cells[0] == "`fit_retrain_over_reviewkd` (pruned)":
-                assert _rounds_to(cells[1], cpu["fit_retrain_over_reviewkd"]), line
-                checked += 1
-    assert checked >= 12
+    assert checked >= 20
