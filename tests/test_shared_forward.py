@@ -16,9 +16,10 @@ from conftest import make_module, quiet_trainer
 from test_bring_your_own import NetModule
 
 from distpro_lightning import ProcessSearchCallback, SearchSettings, SearchStep
-from distpro_lightning.contract import Objective, SharedForward, StepContext
+from distpro_lightning.contract import Objective
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.search_checks import shared_forward_settings
+from distpro_lightning.step_context import SharedForward, StepContext
 
 
 def _batches(n=16, seed=3):

@@ -1,15 +1,18 @@
 """The contract between a distilling module and the search: what the search needs from a
 module (`SearchableModule`), the parameters it differentiates
-(`ParameterGroups`), the training objective's parts (`Objective`) and what a
-search step hands to the training step that follows it (`StepContext`)."""
+(`ParameterGroups`) and the training objective's parts (`Objective`). What a search step
+hands to the training step that follows it is in `distpro_lightning.step_context`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .step_context import StepContext
 
 
 @dataclass
@@ -64,70 +67,6 @@ class ParameterGroups:
         return ParameterGroups(
             {k: next(it) for k in self.student}, {k: next(it) for k in self.heads}
         )
-
-
-@dataclass(frozen=True)
-class ReusedGradient:
-    """The virtual step's training gradient, handed to the real update
-    (``reuse_training_gradient=True``), and the training loss it came from."""
-
-    parameters: ParameterGroups
-    gradients: ParameterGroups
-    loss: Tensor
-
-    def surrogate_loss(self) -> Tensor:
-        """A scalar whose gradient with respect to theta is exactly `gradients`."""
-        pairs = zip(self.parameters.tensors(), self.gradients.tensors())
-        return sum((p * g.detach()).sum() for p, g in pairs)
-
-
-@dataclass(frozen=True)
-class SharedForward:
-    """The search's training pass on this step's batch at the current ``theta``, its graph
-    kept: the real update's forward, already computed (``share_training_forward``). Its
-    pathway losses hold the pathways ``active`` then (``None``: all)."""
-
-    objective: Objective
-    active: list[bool] | None
-
-
-@dataclass
-class StepContext:
-    """What the search computed for one training step, for the module's training step: the
-    teacher outputs of the batch (so the teacher runs once per step), the search's training
-    forward (`SharedForward`) and, with gradient reuse, the training gradient. Each is
-    handed out once.
-
-    It belongs to optimizer step ``step`` and training batch ``batch_idx``; a module reads it
-    only at that step, and only for an input of ``input_shape``.
-    """
-
-    step: int
-    batch_idx: int
-    input_shape: tuple[int, ...]
-    teacher: TeacherOutput | None = None
-    reused: ReusedGradient | None = None
-    forward: SharedForward | None = None
-
-    def take_teacher(self, x: Tensor) -> TeacherOutput | None:
-        """The cached teacher output, if it was computed for an input shaped like ``x``."""
-        teacher, self.teacher = self.teacher, None
-        return teacher if teacher is not None and tuple(x.shape) == self.input_shape else None
-
-    def take_forward(self, x: Tensor, active: list[bool] | None) -> SharedForward | None:
-        """The shared training forward (once), if it was computed for an input shaped like
-        ``x`` with the same ``active`` pathways (a pathway pruned or revived by this step's
-        alpha update needs a new forward). Taking it also drops the teacher outputs."""
-        shared, self.forward = self.forward, None
-        if shared is None or tuple(x.shape) != self.input_shape or shared.active != active:
-            return None
-        self.teacher = None
-        return shared
-
-    def take_reused(self) -> ReusedGradient | None:
-        """The reused gradient (once)."""
-        reused, self.reused = self.reused, None
-        return reused
 
 
 @runtime_checkable

@@ -13,19 +13,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .contract import (
-    Objective,
-    ParameterGroups,
-    ReusedGradient,
-    SharedForward,
-    StepContext,
-    TeacherOutput,
-)
+from .contract import Objective, ParameterGroups, TeacherOutput
 from .distillation_config import DistillationConfig
 from .losses import get_distance, hinton_kd_loss
 from .normalization import normalize
 from .pathways import KD_PATHWAY_NAME, PathwayHeads, build_specs, resolve_connections
 from .process import DistillationProcess
+from .step_context import StepContext, StepContextReader
 from .taps import (
     INPUT_ERRORS,
     NOT_INPUT_ERRORS,
@@ -41,7 +35,7 @@ from .teacher import FrozenTeacher, check_not_shared
 log = logging.getLogger(__name__)
 
 
-class DistProMixin:
+class DistProMixin(StepContextReader):
     """The DistPro machinery for any LightningModule that has a ``student``.
 
     Adopt it in an existing module with three additions:
@@ -64,8 +58,8 @@ class DistProMixin:
     ``ProcessScheduleCallback`` drive ``alpha_logits``. Override `task_loss` (and
     `split_batch`) for tasks other than classification.
 
-    The search hands each training step a `StepContext`
-    (`step_context`): ``distill`` reuses its teacher outputs. To use
+    The search hands each training step a `StepContext` (`step_context`): ``distill`` and
+    ``training_loss`` take its shared training forward (or its teacher outputs). To use
     ``reuse_training_gradient=True`` too, return ``self.take_reused_gradient().surrogate_loss()``
     from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
     """
@@ -247,25 +241,6 @@ class DistProMixin:
         """The frozen teacher's logits and tapped features (eval mode, no grad)."""
         return self.frozen_teacher(x)
 
-    def current_step_context(self) -> StepContext | None:
-        """`step_context` if it belongs to the current optimizer step, else ``None``."""
-        ctx = self.step_context
-        return ctx if ctx is not None and ctx.step == self.global_step else None
-
-    def _teacher_for(self, x: Tensor) -> TeacherOutput:
-        ctx = self.current_step_context()
-        cached = ctx.take_teacher(x) if ctx is not None else None
-        return cached if cached is not None else self.teacher_outputs(x)
-
-    def take_reused_gradient(self) -> ReusedGradient | None:
-        """With ``reuse_training_gradient=True``: the search's training gradient for this
-        step (once); return its ``surrogate_loss()`` from ``training_step``. Else ``None``."""
-        ctx = self.current_step_context()
-        reused = ctx.take_reused() if ctx is not None else None
-        if reused is not None:
-            ctx.teacher = None
-        return reused
-
     def search_parameters(self) -> ParameterGroups:
         """theta: the trainable parameters of the student and of the pathway heads."""
         student = unwrap_model(self.student).named_parameters()
@@ -333,12 +308,6 @@ class DistProMixin:
         logits, losses = self.pathway_forward(x, teacher, active)
         task = self.task_loss(logits, y)
         return Objective(task + self.weighted_sum(weights, losses), task, losses, logits)
-
-    def take_shared_forward(self, x: Tensor) -> SharedForward | None:
-        """The search's training forward of this step for ``x`` (once), if it still holds
-        the active pathways; else ``None``."""
-        ctx = self.current_step_context()
-        return ctx.take_forward(x, self.active_pathways()) if ctx is not None else None
 
     def distillation_losses(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(student_logits [B, C], pathway_losses [P])``; the teacher runs under no_grad.

@@ -14,8 +14,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .contract import SearchableModule, StepContext, missing_members
+from .contract import SearchableModule, missing_members
 from .search_step import SearchSettings
+from .step_context import StepContext
 
 _HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 

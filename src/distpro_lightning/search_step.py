@@ -23,7 +23,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from .contract import ReusedGradient, SearchableModule, SharedForward, StepContext
+from .contract import SearchableModule
 from .hypergradient import (
     METHODS,
     HypergradientOptions,
@@ -32,6 +32,7 @@ from .hypergradient import (
     SGDHyper,
     compute_hypergradient,
 )
+from .step_context import ReusedGradient, SharedForward, StepContext
 
 
 @dataclass(frozen=True)
