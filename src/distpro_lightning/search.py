@@ -68,17 +68,15 @@ class ProcessSearchCallback(Callback):
             in a path is replaced by that folder; ``None``: not written. Checked at fit start
             (writable, not another run's file); the PNG plots go beside it.
         save_every_n_steps: also write it every n steps (0: not by step count).
-        save_every_epoch: also write it at every epoch end; it is always written on an
-            exception (Ctrl-C included), so a crash loses at most one epoch.
+        save_every_epoch: also write it at every epoch end (always on an exception).
         overwrite: replace another run's process file at ``save_path`` (else refused).
         max_non_finite_steps: stop after this many consecutive non-finite steps (0: never);
             each one's real update is skipped and its row listed in ``skipped_steps``.
         log_every_n_steps: deprecated, unused: the Trainer's ``log_every_n_steps`` applies.
         warmup_steps: optimizer steps before alpha starts moving (rows still recorded).
         average_virtual_gradient: under DDP, average the virtual step's gradient over ranks.
-        average_val_gradient: under DDP, average ``v`` over ranks; with both averages a DDP
-            search equals a one-process search on the union of the batches (exactly
-            without BatchNorm).
+        average_val_gradient: under DDP, average ``v`` over ranks (with both averages: a
+            one-process search on the union of the batches, exactly without BatchNorm).
         reuse_training_gradient: the real update reuses the virtual step's training
             gradient (one forward+backward fewer, one step of lag: ``w(a~_t)``); needs a
             module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
@@ -86,20 +84,16 @@ class ProcessSearchCallback(Callback):
             virtual step's training forward (same theta and batch, graph kept): exact, one
             forward fewer. Via ``training_loss``/``distill``; off under ``16-mixed``.
         seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
-        init_process: a process file whose last row starts a new search's logits (a warm
-            second pass); same pathways required; ignored on resume.
+        init_process: a process file whose last row starts a new search's logits (same
+            pathways); a resume keeps the checkpoint's, with a warning.
         val_batches_per_step: held-out batches per step, concatenated: ``v`` and the
             hypergradient are their average (exactly so without BatchNorm).
-        diagnostics_every_n_steps: measure the search signal every n steps (`diagnostics`),
-            stored in ``provenance["diagnostics"]``; 0: off.
-        held_out: the held-out data: ``None`` (the data module's
-            ``search_val_dataloader()``), a method name of the data module, or a data module
-            whose ``train_dataloader()`` serves it (``callback.search_val_loader`` in Python).
-        plot: write the plots at the end and send them to the loggers at every epoch end
-            (PNG files in the log folder for loggers without images).
+        diagnostics_every_n_steps: diagnose every n steps (`diagnostics`; 0: off).
+        held_out: ``None`` (the data module's ``search_val_dataloader()``), a method name of
+            the data module, or a data module whose ``train_dataloader()`` serves it.
+        plot: write the plots at the end and log them at every epoch end.
         log_pathways: also log ``alpha_weight/<pathway>``; the summaries are always logged.
-        enabled: ``False`` makes the callback inert (the CLI sets it from its ``search:``
-            section: on when any key is given).
+        enabled: ``False`` makes the callback inert (the CLI: on when ``search:`` has a key).
 
     A new fit starts a new process with a new ``run_id``; a fit resumed from a checkpoint
     continues the checkpoint's (its rows, skipped steps, run id and provenance). A resume
