@@ -46,9 +46,11 @@ def _steps(m, share: bool, steps: int = 3):
     return grads
 
 
-def test_shared_forward_gives_the_update_of_a_fresh_forward():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compile_heads"])
+def test_shared_forward_gives_the_update_of_a_fresh_forward(compiled):
+    """Also with ``compile_heads=True``: the compiled heads' graph backpropagates twice."""
     torch.manual_seed(0)
-    shared = make_module(transforms=["conv_bn", "attn2"]).train()
+    shared = make_module(transforms=["conv_bn", "attn2"], compile_heads=compiled).train()
     fresh = copy.deepcopy(shared)
     g_shared, g_fresh = _steps(shared, True), _steps(fresh, False)
     for a, b in zip(g_shared, g_fresh):
