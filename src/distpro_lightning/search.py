@@ -82,7 +82,8 @@ class ProcessSearchCallback(Callback):
             module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
         share_training_forward: the real update backpropagates ``w(a~_{t+1})`` through the
             virtual step's training forward (same theta and batch, graph kept): exact, one
-            forward fewer. Via ``training_loss``/``distill``; off under ``16-mixed``.
+            forward fewer. Via ``training_loss``/``distill``; off under ``16-mixed`` and with
+            ``compile_heads=True`` (said at fit start).
         seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
         init_process: a process file whose last row starts a new search's logits (same
             pathways); a resume keeps the checkpoint's, with a warning.

@@ -120,6 +120,21 @@ def virtual_step_settings(
     return {k: by_id[id(p)] for k, p in params.items()}
 
 
+def _without_sharing_if_compiled(
+    module: SearchableModule, settings: SearchSettings
+) -> SearchSettings:
+    """``share_training_forward`` off (with a warning) for compiled pathway heads: a
+    compiled graph's backward may run only once (inductor donates its saved buffers)."""
+    if not (settings.share_training_forward and getattr(module.distill_heads, "compiled", False)):
+        return settings
+    rank_zero_warn(
+        "share_training_forward is off with compile_heads=True: a compiled graph's backward "
+        "runs only once (donated buffers), so the real update runs its own forward. Set "
+        "share_training_forward=False to silence this."
+    )
+    return replace(settings, share_training_forward=False)
+
+
 def mean_over_ranks(reduce: Callable[[Tensor], Tensor]) -> Callable[[list[Tensor]], list[Tensor]]:
     """Average a list of gradients over ranks with one flat all-reduce (``reduce``: the mean
     of one tensor over ranks, e.g. ``strategy.reduce(t, reduce_op="mean")``)."""
@@ -175,7 +190,7 @@ class SearchStep:
     ) -> None:
         self.module = module
         self.optimizer = optimizer
-        self.settings = settings
+        self.settings = settings = _without_sharing_if_compiled(module, settings)
         self.reduce_mean = reduce_mean
         average = mean_over_ranks(reduce_mean) if reduce_mean is not None else None
         self.options = HypergradientOptions(
