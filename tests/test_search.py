@@ -390,6 +390,11 @@ def test_unsupported_setups_fail_at_fit_start(tmp_path):
         quiet_trainer(max_steps=1, precision="bf16-true", callbacks=[ProcessSearchCallback()]).fit(
             make_module(transforms=["conv_bn"]), datamodule=dm
         )
+    with pytest.raises(RuntimeError, match="'forward_difference' under precision='bf16-mixed'"):
+        cb = ProcessSearchCallback(hypergradient="forward_difference")
+        quiet_trainer(max_steps=1, precision="bf16-mixed", callbacks=[cb]).fit(
+            make_module(transforms=["conv_bn"]), datamodule=dm
+        )
 
     class TwoOpt(type(make_module(transforms=["conv_bn"]))):
         def configure_optimizers(self):

@@ -156,6 +156,8 @@ def test_unused_shared_forward_is_warned_once_and_turned_off(tmp_path):
     assert len(said) == 1 and "share_training_forward=False" in said[0]
     assert cb.step.settings.share_training_forward is False
     assert cb.step.options.keep_training_forward is False
+    assert cb.process.provenance["share_training_forward_in_force"] is False
+    assert cb.state_dict()["settings"]["share_training_forward"] is True  # as requested
     assert len(cb.process) == 3
 
 
@@ -178,3 +180,97 @@ def test_shared_forward_only_where_the_training_step_runs_the_same_precision(
         out = shared_forward_settings(trainer, settings)
     assert out.share_training_forward is kept
     assert bool([w for w in caught if "share_training_forward is off" in str(w.message)]) != kept
+
+
+def _one_step(m, share, batch_of_step=None):
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    step = SearchStep(m, opt, SearchSettings(alpha_lr=0.01, share_training_forward=share))
+    train, val = _batches()
+    step(train, val, step=0)
+    loss = m.training_loss(batch_of_step or train)
+    loss.loss.backward()
+    return loss
+
+
+def test_a_changed_batch_of_the_same_shape_gets_its_own_forward():
+    """A training step that augments its batch (same shape) must not get the search's
+    forward (or teacher outputs) of the original batch."""
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"]).train()
+    fresh = copy.deepcopy(m)
+    (x, y), _ = _batches()
+    changed = (x.flip(-1), (y + 1) % 10)
+    got = _one_step(m, True, changed)
+    expected = _one_step(fresh, False, changed)
+    assert torch.allclose(got.task, expected.task) and torch.allclose(got.loss, expected.loss)
+    ctx = StepContext(0, 0, tuple(x.shape), inputs=x)
+    assert ctx.matches(x) and ctx.matches(x.clone()) and not ctx.matches(x.flip(-1))
+    x.mul_(2.0)  # changed in place after the search: not the search's input any more
+    assert not ctx.matches(x)
+
+
+def test_a_pathway_pruned_by_the_update_gets_one_batchnorm_update():
+    """All logits just above tau: the first Adam step prunes the pathways whose hypergradient
+    is positive, so the real update needs its own forward; the running statistics move once,
+    as with share_training_forward=False."""
+    torch.manual_seed(0)
+    runs = []
+    for share in (True, False):
+        torch.manual_seed(0)
+        m = make_module(transforms=["conv_bn", "attn2"], prune_threshold=0.5).train()
+        m.alpha_logits.fill_(0.5 + 1e-4)
+        before = m.active_pathways()
+        _one_step(m, share)
+        assert m.active_pathways() != before  # the update pruned some
+        runs.append(m.state_dict())
+    tracked = [k for k in runs[0] if k.endswith("num_batches_tracked")]
+    assert tracked and all(int(runs[0][k]) == 1 for k in tracked if k.startswith("student"))
+    for k, v in runs[0].items():
+        assert torch.allclose(v.float(), runs[1][k].float(), rtol=1e-5, atol=1e-6), k
+
+
+class Skips(NetModule):
+    """Skips every batch (``training_step`` returns ``None``)."""
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+
+class Raises(NetModule):
+    def training_step(self, batch, batch_idx):
+        raise ValueError("boom")
+
+
+def test_a_skipped_batch_discards_the_forward_without_a_warning(tmp_path):
+    torch.manual_seed(0)
+    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False)
+    data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
+    m = Skips()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_steps=2, max_epochs=1, limit_val_batches=0, callbacks=[cb]).fit(
+            m, datamodule=data
+        )
+    assert not [w for w in caught if "ran its own forward" in str(w.message)]
+    assert cb.step.settings.share_training_forward is True
+    assert int(m.net.bn1.num_batches_tracked) == 0  # no batch trained: the pass was undone
+
+
+def test_an_exception_releases_the_kept_graph(tmp_path):
+    torch.manual_seed(0)
+    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False)
+    data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
+    m = Raises()
+    with pytest.raises(ValueError, match="boom"):
+        quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=data)
+    assert m.step_context is None
+    copy.deepcopy(m)  # no non-leaf tensor left on the module
+
+
+def test_forward_differences_are_refused_under_bf16_autocast():
+    import contextlib
+
+    from distpro_lightning.hypergradient import HypergradientOptions
+
+    with pytest.raises(ValueError, match="forward_difference needs full precision"):
+        HypergradientOptions("forward_difference", autocast=lambda: contextlib.nullcontext(0))

@@ -101,6 +101,8 @@ class SearchDiagnostics:
         self.options = replace(options, keep_full_gradient=False, keep_training_forward=False)
         self.rows: list[DiagnosticRow] = []
         self._previous: Tensor | None = None
+        #: draws the independent held-out batch of `diagnose_step` (raw, on the device)
+        self.draw_held_out: Callable[[], Any] | None = None
 
     def due(self, step: int) -> bool:
         return step % self.every_n_steps == 0
@@ -149,13 +151,15 @@ class SearchDiagnostics:
         module: Any,
         optimizer: torch.optim.Optimizer,
         batch_and_held_out: tuple[Any, Any],
-        draw_held_out: Callable[[], Any],
         record: Any,
         old_logits: Tensor,
     ) -> DiagnosticRow | None:
         """`observe` for a search step on raw batches (as the callback has them):
         split, the teacher outputs, and the optimizer's virtual-step settings; logs the
-        row through the module."""
+        row through the module. The independent held-out batch comes from
+        ``draw_held_out`` (set by the caller)."""
+        draw_held_out = self.draw_held_out
+        assert draw_held_out is not None, "set draw_held_out before diagnosing"
         from .search_step import virtual_step_settings
 
         batch, held_out = batch_and_held_out

@@ -170,7 +170,7 @@ class HypergradientOptions:
     ``"finite_difference"``, ``"forward_difference"`` or ``"exact"``) and its ``epsilon``; ``reduce_grads`` / ``reduce_val_grads`` average ``g``
     and ``v`` across DDP ranks; ``keep_full_gradient`` also returns the heads' training
     gradient (for reusing it in the real update); ``autocast`` opens the precision context
-    of the forward passes; ``keep_training_forward`` keeps the training pass's graph and
+    of the training and held-out passes (the perturbed passes run in full precision); ``keep_training_forward`` keeps the training pass's graph and
     returns its `Objective` (the real update's forward: same ``theta``, same batch)."""
 
     method: str = "finite_difference"
@@ -186,6 +186,11 @@ class HypergradientOptions:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
         if self.keep_full_gradient and self.keep_training_forward:
             raise ValueError("keep_full_gradient and keep_training_forward exclude each other.")
+        if self.method == "forward_difference" and self.autocast is not nullcontext:
+            raise ValueError(
+                "forward_difference needs full precision: its losses at theta come from the "
+                "training pass, and the perturbed pass runs in fp32."
+            )
 
     @property
     def training_pass_is_real(self) -> bool:
@@ -302,9 +307,9 @@ def compute_hypergradient(
         del v
 
         def loss_vector(sp: dict[str, Tensor]) -> Tensor:
-            with options.autocast():
-                groups = ParameterGroups(sp, theta.heads)
-                return module.pathway_forward(batches.x, batches.teacher, active, groups)[1].float()
+            # full precision always: eps * v moves each weight by far less than bf16 resolves
+            groups = ParameterGroups(sp, theta.heads)
+            return module.pathway_forward(batches.x, batches.teacher, active, groups)[1].float()
 
         if options.method == "exact":
             mixed = mixed_derivative_exact(loss_vector, student, tangent)

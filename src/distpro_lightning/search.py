@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -147,7 +146,6 @@ class ProcessSearchCallback(Callback):
         )  # fmt: skip
         self.enabled = enabled
         self.diagnostics: SearchDiagnostics | None = None
-        self._draw_second: Callable[[], Any] | None = None
         self._figures_at: int | None = None
         self.search_val_loader: DataLoader | None = None
         self.process: DistillationProcess | None = None
@@ -220,9 +218,11 @@ class ProcessSearchCallback(Callback):
             self.diagnostics = SearchDiagnostics(every, self.step.options)
             self.diagnostics.load_record(self.process.provenance.get("diagnostics", {}))
             second = HeldOutStream(loader, self.run.seed + 1_000_003, *ranks)  # independent
-            self._draw_second = partial(self._draw, trainer, second)
+            self.diagnostics.draw_held_out = partial(self._draw, trainer, second)
         log_search_hyperparameters(
-            trainer, self.settings, {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed}
+            trainer,
+            self.step.settings,
+            {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed},
         )
 
     # ------------------------------------------------------------------ the step
@@ -240,11 +240,13 @@ class ProcessSearchCallback(Callback):
         held_out = None
         if step >= self.run.warmup_steps:
             held_out = self._draw(trainer, self.held_out)
-        diagnose = self.diagnostics is not None and held_out is not None
-        old_logits = pl_module.alpha_logits.detach().clone() if diagnose else None
+        diagnostics = self.diagnostics if held_out is not None else None
+        old_logits = pl_module.alpha_logits.detach().clone() if diagnostics else None
         record = self.step(batch, held_out, step, batch_idx)
-        if diagnose:
-            self._diagnose(pl_module, batch, held_out, record, old_logits)
+        if diagnostics and diagnostics.diagnose_step(
+            pl_module, self.step.optimizer, (batch, held_out), record, old_logits
+        ):
+            self.process.provenance["diagnostics"] = diagnostics.to_record()
         self.logger.log(pl_module, record)
         self._record = record
 
@@ -252,14 +254,6 @@ class ProcessSearchCallback(Callback):
         """The next held-out batch, ``val_batches_per_step`` batches concatenated."""
         batches = [stream.next_batch() for _ in range(self.run.val_batches_per_step)]
         return trainer.strategy.batch_to_device(concat_batches(batches))
-
-    def _diagnose(self, module: Any, batch: Any, held_out: Any, record: Any, old: Tensor) -> None:
-        assert self.diagnostics is not None and self._draw_second is not None
-        row = self.diagnostics.diagnose_step(
-            module, self.step.optimizer, (batch, held_out), self._draw_second, record, old
-        )
-        if row is not None and self.process is not None:
-            self.process.provenance["diagnostics"] = self.diagnostics.to_record()
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
@@ -297,8 +291,10 @@ class ProcessSearchCallback(Callback):
         if not self.enabled or ctx is None or ctx.batch_idx != batch_idx:
             return
         pl_module.step_context = None
-        if check_context_used(trainer, pl_module, ctx) and self.step is not None:
+        if check_context_used(trainer, pl_module, ctx, outputs) and self.step is not None:
             self.step.stop_sharing_forward()
+            if self.process is not None:
+                self.process.provenance["share_training_forward_in_force"] = False
 
     # ------------------------------------------------------------------ output
     def save(self, trainer: pl.Trainer) -> None:
@@ -312,6 +308,7 @@ class ProcessSearchCallback(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
+        pl_module.step_context = None  # a batch skipped by returning -1 never ended
         self._commit(trainer)
         if self.writer.save_every_epoch:
             self.writer.save(trainer, self.process)
@@ -326,11 +323,13 @@ class ProcessSearchCallback(Callback):
     ) -> None:
         if self.enabled and self.process is not None:
             self._record = None  # its optimizer update did not happen
+            pl_module.step_context = None  # frees a kept graph
             save_on_exception(trainer, self.writer, self.process, exception)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
+        pl_module.step_context = None
         self._commit(trainer)
         figures_logged = self._figures_at == trainer.global_step
         finish_search(trainer, self.writer, self.process, figures_logged)

@@ -5,7 +5,7 @@ reconciliation of a resume's settings with the checkpoint's."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
@@ -65,9 +65,10 @@ class SearchRunOptions:
 
 
 def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
-    """The precision context of the search's passes: the Trainer's autocast under
-    ``bf16-mixed`` with finite or forward differences, else fp32 (``16-mixed``: no
-    GradScaler, fp32 throughout; forward-mode AD stays in fp32)."""
+    """The precision context of the search's training and held-out passes: the Trainer's
+    autocast under ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no
+    GradScaler, fp32 throughout; forward-mode AD stays in fp32). The perturbed passes of the
+    finite differences always run in fp32."""
     if str(trainer.precision) == "bf16-mixed" and settings.hypergradient != "exact":
         return trainer.precision_plugin.forward_context
     return nullcontext
@@ -90,6 +91,12 @@ def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> N
         raise RuntimeError(
             f"precision={precision!r} is not supported by the search (second-order terms "
             "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
+        )
+    if precision == "bf16-mixed" and settings.hypergradient == "forward_difference":
+        raise RuntimeError(
+            "hypergradient='forward_difference' under precision='bf16-mixed' would take the "
+            "difference of a bf16 training pass and an fp32 perturbed pass: use "
+            "'finite_difference' (both perturbed passes in fp32) or 'exact'."
         )
     if settings.reuse_training_gradient and not module.applies_reused_gradient:
         raise RuntimeError(
@@ -183,11 +190,17 @@ def shared_forward_settings(trainer: pl.Trainer, settings: SearchSettings) -> Se
     return replace(settings, share_training_forward=False)
 
 
-def check_context_used(trainer: pl.Trainer, module: Any, ctx: StepContext) -> bool:
-    """At the end of the batch the search ran on: refuse a manual optimization without
-    exactly one optimizer step and a reused gradient the training step did not apply.
-    Returns whether the shared training forward was left unused (the caller turns sharing
-    off)."""
+def check_context_used(
+    trainer: pl.Trainer, module: Any, ctx: StepContext, outputs: Any = None
+) -> bool:
+    """At the end of the batch the search ran on (``outputs``: the batch's, as Lightning's
+    ``on_train_batch_end`` has them): refuse a manual optimization without exactly one
+    optimizer step and a reused gradient the training step did not apply. Returns whether
+    the shared training forward was left unused by a step that trained (the caller turns
+    sharing off); a batch that ``training_step`` skipped (returned ``None``) only discards
+    it."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    skipped = module.automatic_optimization and loss is None
     if not module.automatic_optimization and trainer.global_step != ctx.step + 1:
         raise RuntimeError(
             f"With manual optimization the search needs exactly one optimizer step per "
@@ -195,13 +208,16 @@ def check_context_used(trainer: pl.Trainer, module: Any, ctx: StepContext) -> bo
             f"global step {trainer.global_step}): call opt.step() once in training_step, "
             "after self.manual_backward(loss)."
         )
-    if ctx.reused is not None:
+    if ctx.reused is not None and not skipped:
         raise RuntimeError(
             f"{type(module).__name__}.training_step did not apply the reused training "
             "gradient: call self.take_reused_gradient() in it (see DistProModule), or set "
             "reuse_training_gradient=False."
         )
     if ctx.forward is None:
+        return False
+    if skipped:
+        ctx.forward.discard()
         return False
     rank_zero_warn(
         f"{type(module).__name__}.training_step ran its own forward instead of the search's "

@@ -16,6 +16,31 @@ class NonFiniteStepError(RuntimeError):
     """Too many consecutive steps with a non-finite training loss or gradient."""
 
 
+class BufferSnapshot:
+    """A copy of modules' buffers (BatchNorm running statistics) to put back later; a new
+    `take` of the same buffers reuses the copy's storage."""
+
+    def __init__(self) -> None:
+        self.buffers: list[Tensor] = []
+        self.saved: list[Tensor] = []
+
+    def take(self, modules: Iterable[nn.Module]) -> BufferSnapshot:
+        """Copy the buffers of ``modules`` (one fused copy); returns ``self``."""
+        buffers = [b for m in modules for b in m.buffers()]
+        if [b.data_ptr() for b in buffers] != [b.data_ptr() for b in self.buffers]:
+            self.buffers = buffers
+            self.saved = [b.detach().clone() for b in buffers]
+        elif buffers:
+            torch._foreach_copy_(self.saved, [b.detach() for b in buffers])
+        return self
+
+    def restore(self) -> None:
+        """Put the copied values back into the buffers."""
+        if self.buffers:
+            with torch.no_grad():
+                torch._foreach_copy_(self.buffers, self.saved)
+
+
 class UpdateGuard:
     """Keeps one non-finite step from ruining the student.
 
@@ -43,17 +68,11 @@ class UpdateGuard:
         self.max_non_finite_steps = max_non_finite_steps
         self.consecutive = 0
         self.skipped = 0
-        self._buffers: list[Tensor] = []
-        self._saved: list[Tensor] = []
+        self._snapshot = BufferSnapshot()
 
     def snapshot(self, modules: Iterable[nn.Module]) -> None:
         """Copy the buffers of ``modules`` (one fused copy; the storage is reused)."""
-        buffers = [b for m in modules for b in m.buffers()]
-        if [b.data_ptr() for b in buffers] != [b.data_ptr() for b in self._buffers]:
-            self._buffers = buffers
-            self._saved = [b.detach().clone() for b in buffers]
-        elif buffers:
-            torch._foreach_copy_(self._saved, [b.detach() for b in buffers])
+        self._snapshot.take(modules)
 
     def check(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether the gradients about to be applied are non-finite; if so the update is
@@ -68,9 +87,7 @@ class UpdateGuard:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
-        if self._buffers:
-            with torch.no_grad():
-                torch._foreach_copy_(self._buffers, self._saved)
+        self._snapshot.restore()
         self.skipped += 1
         return True
 

@@ -32,7 +32,7 @@ def search_state(
         "run_id": process.run_id,
         "skipped_steps": process.skipped_steps,
         "provenance": json.loads(json.dumps(process.provenance, default=str)),  # plain values
-        "settings": settings_record(step.settings),
+        "settings": settings_record(step.requested),
     }
 
 
@@ -61,10 +61,11 @@ def start_process(
     warm: Mapping[str, Any] | None,
 ) -> DistillationProcess:
     """The process of this fit: a new one with a new run id and the provenance of the
-    settings in force (``warm``: the warm start's record), or, with the checkpoint state
+    requested settings (``warm``: the warm start's record; ``share_training_forward_in_force``
+    whether the shared forward runs), or, with the checkpoint state
     ``pending``, the checkpoint's continued (`restore_search`)."""
     step, held_out = parts
-    fresh = search_provenance(trainer, module, step.settings)
+    fresh = search_provenance(trainer, module, step.requested)
     if pending is None:
         process = module.new_process(fresh)
         if warm is not None:
@@ -73,6 +74,7 @@ def start_process(
         process = restore_search(pending, module, step, held_out, fresh)
     if process.run_id is None:  # a new process, or a checkpoint of 0.1
         process.run_id = trainer.strategy.broadcast(new_run_id())
+    process.provenance["share_training_forward_in_force"] = step.settings.share_training_forward
     return process
 
 
@@ -103,7 +105,7 @@ def restore_search(
         process.append(row, skipped=i in skipped)
     loaded = step.load_state_dict(state)
     held_out.load_state_dict(state)
-    now = settings_record(step.settings)
+    now = settings_record(step.requested)
     changes = settings_changes(state.get("settings"), now)
     if not loaded and "alpha_optimizer" not in changes:
         kind = now["alpha_optimizer"]

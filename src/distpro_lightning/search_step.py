@@ -32,6 +32,7 @@ from .hypergradient import (
     SGDHyper,
     compute_hypergradient,
 )
+from .search_guard import BufferSnapshot
 from .step_context import ReusedGradient, SharedForward, StepContext
 
 
@@ -175,7 +176,8 @@ class SearchStep:
     Args:
         module: a `SearchableModule`.
         optimizer: the student optimizer (read for the virtual step, never stepped here).
-        settings: the search settings.
+        settings: the search settings (`requested`; `settings` is what is in force: without
+            the shared forward for compiled heads or after `stop_sharing_forward`).
         reduce_mean: under DDP, the mean of a tensor over ranks; ``None``: one process.
         autocast: the precision context of the search's forward passes.
     """
@@ -190,6 +192,7 @@ class SearchStep:
     ) -> None:
         self.module = module
         self.optimizer = optimizer
+        self.requested = settings  # what checkpoints and the provenance record
         self.settings = settings = _without_sharing_if_compiled(module, settings)
         self.reduce_mean = reduce_mean
         average = mean_over_ranks(reduce_mean) if reduce_mean is not None else None
@@ -217,7 +220,7 @@ class SearchStep:
         module = self.module
         x, y = module.split_batch(batch)
         teacher = module.teacher_outputs(x)
-        module.step_context = StepContext(step, batch_idx, tuple(x.shape), teacher)
+        module.step_context = StepContext(step, batch_idx, tuple(x.shape), teacher, inputs=x)
         if held_out is None:
             return SearchRecord(step, module.alpha_logits.detach().clone())
         xv, yv = module.split_batch(held_out)
@@ -225,6 +228,9 @@ class SearchStep:
         virtual = virtual_step_settings(self.optimizer, theta.student, warn=not self._warned)
         self._warned = True
         active = module.active_pathways()  # of the logits the training pass runs with
+        before = None
+        if self.options.keep_training_forward:  # the statistics before the pass updates them
+            before = BufferSnapshot().take((module.student, module.distill_heads))
         result = compute_hypergradient(
             module, SearchBatches(x, y, teacher, xv, yv), virtual, self.options
         )
@@ -232,13 +238,18 @@ class SearchStep:
             module.step_context.reused = ReusedGradient(
                 theta, result.training_gradient, result.train_loss
             )
+        record = self._update_alpha(step, result)
         if result.training_forward is not None:
-            module.step_context.forward = SharedForward(result.training_forward, active)
-        return self._update_alpha(step, result)
+            shared = SharedForward(result.training_forward, active, before)
+            if module.active_pathways() == active:
+                module.step_context.forward = shared
+            else:  # the update pruned or revived a pathway: the real update runs its own
+                shared.discard()
+        return record
 
     def stop_sharing_forward(self) -> None:
         """Turn ``share_training_forward`` off from the next step on (the module's training
-        step does not use the shared forward)."""
+        step does not use the shared forward); `requested` keeps the setting asked for."""
         self.settings = replace(self.settings, share_training_forward=False)
         self.options = replace(self.options, keep_training_forward=False)
 

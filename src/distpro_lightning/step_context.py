@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from .contract import Objective, ParameterGroups, TeacherOutput
+from .search_guard import BufferSnapshot
 
 
 @dataclass(frozen=True)
@@ -30,10 +32,19 @@ class ReusedGradient:
 class SharedForward:
     """The search's training pass on this step's batch at the current ``theta``, its graph
     kept: the real update's forward, already computed (``share_training_forward``). Its
-    pathway losses hold the pathways ``active`` then (``None``: all)."""
+    pathway losses hold the pathways ``active`` then (``None``: all). The pass updated the
+    BatchNorm running statistics as the real forward would; ``before`` holds them as they
+    were, for a step that runs its own forward after all (`discard`)."""
 
     objective: Objective
     active: list[bool] | None
+    before: BufferSnapshot | None = None
+
+    def discard(self) -> None:
+        """Give the forward up before another one runs: the running statistics go back to
+        their values before the pass, so the step updates them once."""
+        if self.before is not None:
+            self.before.restore()
 
 
 @dataclass
@@ -44,7 +55,9 @@ class StepContext:
     handed out once.
 
     It belongs to optimizer step ``step`` and training batch ``batch_idx``; a module reads it
-    only at that step, and only for an input of ``input_shape``.
+    only at that step, and only for the input it was computed from (`matches`): an input of
+    ``input_shape`` equal to ``inputs`` (the same tensor, unchanged in place, or equal
+    values), so a training step that augments or replaces its batch gets fresh passes.
     """
 
     step: int
@@ -53,18 +66,35 @@ class StepContext:
     teacher: TeacherOutput | None = None
     reused: ReusedGradient | None = None
     forward: SharedForward | None = None
+    inputs: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self._version = self.inputs._version if self.inputs is not None else None
+
+    def matches(self, x: Tensor) -> bool:
+        """Whether ``x`` is the input the search computed this context from."""
+        if tuple(x.shape) != self.input_shape:
+            return False
+        if self.inputs is None:
+            return True
+        if self.inputs._version != self._version:  # changed in place since
+            return False
+        return x is self.inputs or bool(torch.equal(x, self.inputs))
 
     def take_teacher(self, x: Tensor) -> TeacherOutput | None:
-        """The cached teacher output, if it was computed for an input shaped like ``x``."""
+        """The cached teacher output, if it was computed for ``x`` (`matches`)."""
         teacher, self.teacher = self.teacher, None
-        return teacher if teacher is not None and tuple(x.shape) == self.input_shape else None
+        return teacher if teacher is not None and self.matches(x) else None
 
     def take_forward(self, x: Tensor, active: list[bool] | None) -> SharedForward | None:
-        """The shared training forward (once), if it was computed for an input shaped like
-        ``x`` with the same ``active`` pathways (a pathway pruned or revived by this step's
-        alpha update needs a new forward). Taking it also drops the teacher outputs."""
+        """The shared training forward (once), if it was computed for ``x`` (`matches`) with
+        the same ``active`` pathways; taking it also drops the teacher outputs. Otherwise it
+        is discarded (`SharedForward.discard`) for the step's own forward."""
         shared, self.forward = self.forward, None
-        if shared is None or tuple(x.shape) != self.input_shape or shared.active != active:
+        if shared is None:
+            return None
+        if not self.matches(x) or shared.active != active:
+            shared.discard()
             return None
         self.teacher = None
         return shared
