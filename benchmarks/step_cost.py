@@ -502,7 +502,16 @@ def measure_memory(args: argparse.Namespace) -> dict[str, int]:
     return peaks
 
 
-FLOP_METHODS = ("hinton_kd", "reviewkd", "distpro_retrain", "distpro_retrain_pruned", "search_fd")
+FLOP_METHODS = (
+    "hinton_kd",
+    "reviewkd",
+    "distpro_retrain",
+    "distpro_retrain_pruned",
+    "search_fd",
+    "search_forward_difference",
+    "search_fd_reuse",
+    "search_forward_difference_reuse",
+)
 
 
 def measure_flops(args: argparse.Namespace) -> dict[str, Any]:
@@ -523,6 +532,11 @@ def measure_flops(args: argparse.Namespace) -> dict[str, Any]:
         "flops_retrain_unpruned_over_reviewkd": flops["distpro_retrain"] / flops["reviewkd"],
         "flops_retrain_over_reviewkd": flops["distpro_retrain_pruned"] / flops["reviewkd"],
         "flops_search_over_retrain": flops["search_fd"] / flops["distpro_retrain"],
+        **{
+            f"flops_{m.removeprefix('search_fd_').removeprefix('search_')}_over_retrain": flops[m]
+            / flops["distpro_retrain"]
+            for m in FLOP_METHODS[5:]
+        },
     }
 
 

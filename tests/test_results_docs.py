@@ -96,6 +96,11 @@ RATIO_ROWS = {
     "`peak_memory_search_over_retrain`": "peak_memory_search_over_retrain",
     "FLOPs, retrain unpruned / ReviewKD": "flops_retrain_unpruned_over_reviewkd",
     "FLOPs, search / retrain": "flops_search_over_retrain",
+    "FLOPs, search with forward differences / retrain": "flops_forward_difference_over_retrain",
+    "FLOPs, search with gradient reuse / retrain": "flops_reuse_over_retrain",
+    "FLOPs, search with forward differences and reuse / retrain": (
+        "flops_forward_difference_reuse_over_retrain"
+    ),
 }
 #: The H200 table (the previous version of the script) quotes step_cost_h200.json.
 GPU_STEP_ROWS = {f"H200: {k}": v for k, v in STEP_ROWS.items()}
