@@ -83,14 +83,7 @@ def run_config(args: argparse.Namespace, name: str, deadline: float) -> dict:
         "repeats": len(times["search_fd"]),
         "warmup_s": warm_s,
         "peak_memory_bytes": peaks,
-        "retrain_over_reviewkd": med["distpro_retrain_pruned"] / med["reviewkd"],
-        "retrain_unpruned_over_reviewkd": med["distpro_retrain"] / med["reviewkd"],
-        "search_over_retrain": med["search_fd"] / med["distpro_retrain"],
-        "search_reuse_over_retrain": med["search_fd_reuse"] / med["distpro_retrain"],
-        "search_own_forward_over_search": med["search_fd_own_forward"] / med["search_fd"],
-        "search_forward_difference_over_retrain": med["search_forward_difference"]
-        / med["distpro_retrain"],
-        "search_over_kd": med["search_fd"] / med["hinton_kd"],
+        **step_cost.step_ratios(med),
         "peak_memory_search_over_retrain": peaks["search_fd"] / max(peaks["distpro_retrain"], 1),
     }
 

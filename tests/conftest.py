@@ -71,7 +71,8 @@ def load_benchmark(name: str):
     return sys.modules[key]
 
 
-def make_module(**overrides):
+def make_module(module_class=None, **overrides):
+    """The small test module (``module_class``: a DistProModule subclass to build instead)."""
     from distpro_lightning import DistProModule
 
     kwargs = dict(
@@ -85,7 +86,7 @@ def make_module(**overrides):
         log_pathway_losses=False,
     )
     kwargs.update(overrides)
-    return DistProModule(**kwargs)
+    return (module_class or DistProModule)(**kwargs)
 
 
 def quiet_trainer(**overrides):

@@ -210,6 +210,7 @@ class SearchStep:
         self.alpha_optimizer = settings.alpha_optimizer_for(self.alpha)
         self.skipped_updates = 0
         self._warned = False
+        self._before = BufferSnapshot()  # one copy, its storage reused every step
 
     def __call__(
         self, batch: Any, held_out: Any | None, step: int, batch_idx: int = 0
@@ -230,7 +231,7 @@ class SearchStep:
         active = module.active_pathways()  # of the logits the training pass runs with
         before = None
         if self.options.keep_training_forward:  # the statistics before the pass updates them
-            before = BufferSnapshot().take((module.student, module.distill_heads))
+            before = self._before.take((module.student, module.distill_heads))
         result = compute_hypergradient(
             module, SearchBatches(x, y, teacher, xv, yv), virtual, self.options
         )
