@@ -46,14 +46,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from converged_data import FashionTensors  # noqa: E402
 from converged_methods import (  # noqa: E402
+    CHOSEN,
+    DEFAULT_METHODS,
+    DEFAULT_SEARCHES,
     DERIVED,
     METHODS,
     PAIRS,
     SEARCH_VARIANTS,
     build_run,
+    choose_point,
     derived_process,
     grid_points,
-    params_key,
     search_process,
     train_teacher,
 )
@@ -71,7 +74,11 @@ SETTINGS = (
     "val_size",
     "teacher_epochs",
     "max_steps",
+    "transforms",
+    "shared_search",
+    "grid_seeds",
 )
+SHARED = -1  # the seed field of a shared search
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,7 @@ class Task:
     seed: int = 0
     params: str = ""
     deps: tuple[str, ...] = ()
+    resolved: str = ""  # the grid point a "chosen" run uses, set just before it runs
 
     @property
     def key(self) -> str:
@@ -95,24 +103,25 @@ class Task:
 
     @property
     def priority(self) -> float:
-        """Teachers, then the main searches, then the methods of the comparison (first pair
-        first), then the other searches, the controls and the levers: a run cut short by
-        ``--deadline`` has complete seeds of what matters most."""
+        """Teachers, then the searches (the first passes first), then the runs seed by seed
+        (first pair first), within a seed the methods of the comparison before the controls
+        and the levers: an interrupted run has complete seeds to report."""
         pair_rank = list(PAIRS).index(self.pair)
         if self.kind == "teacher":
-            tier = 9.0
-        elif self.kind == "search":
-            tier = 8.0 if self.method == "main" else 5.0
-        elif self.method in CORE:
-            tier = 7.0 - 0.5 * pair_rank
+            return 1e9
+        if self.kind == "search":
+            return 1e8 - 1e6 * pair_rank + (1 if self.method in ("main", "kd", "review") else 0)
+        if self.method in CORE:
+            tier = 3
         elif self.method in ("random", "reversed", "distpro_seed2"):
-            tier = 4.0 - 0.5 * pair_rank
+            tier = 2
         else:
-            tier = 3.0 - 0.5 * pair_rank
-        return tier * 1000 - self.seed
+            tier = 1
+        return -1e4 * pair_rank - 10 * self.seed + tier
 
 
 CORE = ("student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro")
+CORE += ("distpro_kd", "alpha_T_kd", "distpro_review", "alpha_T_review")
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -120,46 +129,83 @@ def out_dir(args: argparse.Namespace) -> Path:
 
 
 def process_path(args: argparse.Namespace, pair: str, seed: int, variant: str) -> Path:
-    return out_dir(args) / f"process_{pair}_s{seed}_{variant}.json"
+    tag = "shared" if seed == SHARED else f"s{seed}"
+    return out_dir(args) / f"process_{pair}_{tag}_{variant}.json"
 
 
 def teacher_path(args: argparse.Namespace, pair: str) -> Path:
-    return out_dir(args) / f"teacher_{PAIRS[pair][0]}.pt"
+    """The teacher weights: ``--teacher-dir`` (the committed teachers) when it holds them,
+    else this run's folder."""
+    name = f"teacher_{PAIRS[pair][0]}.pt"
+    if args.teacher_dir and (Path(args.teacher_dir) / name).is_file():
+        return Path(args.teacher_dir) / name
+    return out_dir(args) / name
+
+
+def search_seed_of(args: argparse.Namespace, seed: int) -> int:
+    return SHARED if args.shared_search else seed
 
 
 def plan(args: argparse.Namespace, done: set[str]) -> list[Task]:
     tasks: list[Task] = []
     for pair in args.pairs:
         teacher = Task("teacher", pair)
+        if teacher_path(args, pair).is_file():
+            done = done | {teacher.key}
         if teacher.key not in done and teacher.key not in {t.key for t in tasks}:
             tasks.append(teacher)
         t_deps = () if teacher.key in done else (teacher.key,)
+        search_keys: dict[tuple[int, str], str] = {}
         for seed in args.seeds:
-            search_keys: dict[str, str] = {}
+            s_seed = search_seed_of(args, seed)
             for variant in args.searches:
-                deps = t_deps + ((search_keys["main"],) if variant == "warm" else ())
-                task = Task("search", pair, variant, seed, deps=deps)
-                search_keys[variant] = task.key
+                if (s_seed, variant) in search_keys:
+                    continue
+                deps = t_deps + ((search_keys[(s_seed, "main")],) if variant == "warm" else ())
+                task = Task("search", pair, variant, s_seed, deps=deps)
+                search_keys[(s_seed, variant)] = task.key
                 if task.key not in done:
                     tasks.append(task)
+        for seed in args.seeds:
+            s_seed = search_seed_of(args, seed)
             for method in args.methods:
+                if method == "reversed" and seed not in args.reversed_seeds:
+                    continue
                 need = DERIVED.get(method)
                 deps = t_deps if method != "student" else ()
                 if need is not None:
-                    deps = deps + ((search_keys[need],) if search_keys[need] not in done else ())
-                for params in grid_points(method, args):
-                    task = Task("run", pair, method, seed, params_key(params), deps)
+                    deps = deps + (search_keys[(s_seed, need)],)
+                for params in grid_points(method, args, seed):
+                    extra: tuple[str, ...] = ()
+                    if params == CHOSEN:
+                        extra = tuple(
+                            Task("run", pair, method, g, p).key
+                            for g in args.grid_seeds
+                            for p in grid_points(method, args, g)
+                        )
+                    task = Task("run", pair, method, seed, params, deps + extra)
                     if task.key not in done:
                         tasks.append(task)
     known = {t.key for t in tasks} | done
     for t in tasks:
         missing = [d for d in t.deps if d not in known]
         if missing:
-            raise SystemExit(f"{t.key} needs {missing}: add that search variant to --searches.")
+            raise SystemExit(
+                f"{t.key} needs {missing}: add that search variant to --searches "
+                "(or the grid seeds to --seeds)."
+            )
     return [
         Task(t.kind, t.pair, t.method, t.seed, t.params, tuple(d for d in t.deps if d not in done))
         for t in tasks
     ]
+
+
+def resolve(args: argparse.Namespace, task: Task, records: list[dict[str, Any]]) -> Task:
+    """A "chosen" run with the grid point chosen on validation over the grid seeds."""
+    if task.kind != "run" or task.params != CHOSEN:
+        return task
+    point = choose_point(records, task.pair, task.method, list(args.grid_seeds))
+    return Task(task.kind, task.pair, task.method, task.seed, task.params, task.deps, point)
 
 
 def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
@@ -170,7 +216,7 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         record = train_teacher(args, task.pair, data, teacher_path(args, task.pair))
     elif task.kind == "search":
         warm = None
-        if task.method == "warm":
+        if task.method == "warm":  # the first pass (main) of the same search seed
             warm = process_path(args, task.pair, task.seed, "main")
         record = search_process(
             args,
@@ -185,7 +231,8 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     else:
         process = None
         if task.method in DERIVED:
-            source = process_path(args, task.pair, task.seed, DERIVED[task.method])
+            s_seed = search_seed_of(args, task.seed)
+            source = process_path(args, task.pair, s_seed, DERIVED[task.method])
             process = derived_process(task.method, DistillationProcess.load(source), task.seed)
         record = build_run(args, task, data, teacher_path(args, task.pair), process)
     record.update(
@@ -248,9 +295,30 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=["converged"], default="converged")
     p.add_argument("--name", default="converged")
     p.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    p.add_argument("--searches", nargs="+", choices=SEARCH_VARIANTS, default=list(SEARCH_VARIANTS))
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    p.add_argument("--searches", nargs="+", choices=SEARCH_VARIANTS, default=list(DEFAULT_SEARCHES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument(
+        "--grid-seeds", type=int, nargs="+", default=[0, 1],
+        help="seeds on which the baselines' grids run; the chosen point runs on the others",
+    )  # fmt: skip
+    p.add_argument(
+        "--reversed-seeds", type=int, nargs="+", default=[0, 1],
+        help="seeds of the reversed-process control",
+    )  # fmt: skip
+    p.add_argument(
+        "--transforms", nargs="+", default=["conv_bn"],
+        help="transform kinds of the search space (conv_bn: 3 x 3 = 9 pathways)",
+    )  # fmt: skip
+    p.add_argument(
+        "--shared-search", type=int, choices=[0, 1], default=1,
+        help="1: one search per variant on a subset disjoint from every run's, replayed on "
+        "all seeds; 0: one search per seed on the seed's own subset",
+    )  # fmt: skip
+    p.add_argument(
+        "--teacher-dir", default="benchmarks/results/converged_fmnist",
+        help="where the committed teacher weights are (reused when present)",
+    )  # fmt: skip
     p.add_argument("--subset", type=int, default=1000, help="labelled training images per seed")
     p.add_argument("--epochs", type=int, default=30, help="student epochs (search: the same)")
     p.add_argument("--batch-size", type=int, default=100)
@@ -258,7 +326,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha-lr", type=float, default=0.05)
     p.add_argument("--tau", type=float, default=0.5)
     p.add_argument("--val-size", type=int, default=5000, help="validation images for tuning")
-    p.add_argument("--val-every", type=int, default=1, help="epochs between validation passes")
     p.add_argument(
         "--diagnostics-every", type=int, default=10, help="search steps between diagnoses"
     )
@@ -324,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.deadline and time.perf_counter() - start > args.deadline:
             raise TimeoutError(f"--deadline {args.deadline:.0f} s passed before {task.key}")
         try:
+            task = resolve(args, task, records)
             if args.jobs == 1:
                 return execute(args, task)
             return in_subprocess(args, task, tmp)

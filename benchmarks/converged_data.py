@@ -51,6 +51,14 @@ class FashionTensors:
         pick = torch.randperm(len(self.pool_index), generator=g)[:size]
         return self.pool_index[pick].sort().values
 
+    def disjoint_subset(self, size: int, exclude_seeds: list[int]) -> Tensor:
+        """``size`` training images outside the validation set and outside the subsets of
+        every seed in ``exclude_seeds`` (the shared search's data)."""
+        taken = torch.cat([self.subset(s, size) for s in exclude_seeds])
+        free = self.pool_index[~torch.isin(self.pool_index, taken)]
+        g = torch.Generator().manual_seed(777)
+        return free[torch.randperm(len(free), generator=g)[:size]].sort().values
+
     @staticmethod
     def search_split(index: Tensor, seed: int, fraction: float = 0.2) -> tuple[Tensor, Tensor]:
         """``(train, held_out)``: the 80/20 split of a subset for the search of ``seed``."""

@@ -30,11 +30,24 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "reversed",
     "distpro_seed2",
     "distpro_warm",
+    "alpha_T_warm",
+    "distpro_kd",
+    "alpha_T_kd",
+    "distpro_review",
+    "alpha_T_review",
     "distpro_fast",
     "distpro_avg",
     "distpro_smooth",
 )
-SEARCH_VARIANTS = ("main", "seed2", "warm", "fast", "avg")
+# the default comparison (issue 20): FitNet and the fast/avg/smooth levers stay selectable
+DEFAULT_METHODS = tuple(
+    m for m in METHODS if m not in ("fitnet", "distpro_fast", "distpro_avg", "distpro_smooth")
+)
+SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "fast", "avg")
+DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review")
+# the search space of a variant beyond the feature pathways: Hinton KD on the logits as a
+# pathway (kd), and in addition ReviewKD's fused review features as one pathway (review)
+SPACE = {"kd": dict(response_kd=True), "review": dict(response_kd=True, review_kd=True)}
 # method -> the search whose process it replays
 DERIVED = {
     "alpha_T": "main",
@@ -43,6 +56,11 @@ DERIVED = {
     "reversed": "main",
     "distpro_seed2": "seed2",
     "distpro_warm": "warm",
+    "alpha_T_warm": "warm",
+    "distpro_kd": "kd",
+    "alpha_T_kd": "kd",
+    "distpro_review": "review",
+    "alpha_T_review": "review",
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
@@ -58,8 +76,28 @@ GRIDS: dict[str, list[dict[str, float]]] = {
 SHAPE = [1, 28, 28]
 
 
-def grid_points(method: str, args: argparse.Namespace) -> list[dict[str, float]]:
-    return GRIDS.get(method, [{}])
+CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
+
+
+def grid_points(method: str, args: argparse.Namespace, seed: int) -> list[str]:
+    """The params keys of ``method``'s runs at ``seed``: its whole grid on the grid seeds,
+    the point chosen on them (resolved when they are done) on the other seeds."""
+    grid = GRIDS.get(method, [{}])
+    if len(grid) == 1 or seed in args.grid_seeds:
+        return [params_key(p) for p in grid]
+    return [CHOSEN]
+
+
+def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]) -> str:
+    """The grid point of ``method`` with the best mean validation top-1 over ``seeds``."""
+    scores: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("pair") == pair and r.get("method") == method and r["seed"] in seeds:
+            scores.setdefault(params_key(r["params"]), []).append(r["val_top1"])
+    full = {k: sum(v) / len(v) for k, v in scores.items() if len(v) == len(seeds)}
+    if not full:
+        raise RuntimeError(f"no complete grid of {method} on seeds {seeds} for {pair}")
+    return max(full, key=full.__getitem__)
 
 
 def params_key(params: dict[str, float]) -> str:
@@ -73,11 +111,14 @@ def parse_params(key: str) -> dict[str, float]:
 
 
 class Curves(Callback):
-    """Per-epoch mean training loss and validation top-1: the learning curves."""
+    """Per-epoch mean training loss, and validation top-1 at the epochs in ``val_epochs``
+    (0-based; the protocol validates at two thirds of training and at the end only)."""
 
-    def __init__(self) -> None:
+    def __init__(self, probe: Any = None, val_epochs: tuple[int, ...] = ()) -> None:
         self.train_loss: list[float] = []
         self.val_top1: list[tuple[int, float]] = []
+        self.probe = probe
+        self.val_epochs = set(val_epochs)
         self._sum: Tensor | None = None
         self._n = 0
 
@@ -91,17 +132,41 @@ class Curves(Callback):
         if self._n:
             self.train_loss.append(float(self._sum) / self._n)
         self._sum, self._n = None, 0
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001
-        top1 = trainer.callback_metrics.get("val/top1")
-        if top1 is not None and not trainer.sanity_checking:
-            self.val_top1.append((trainer.current_epoch, float(top1)))
+        if self.probe is not None and trainer.current_epoch in self.val_epochs:
+            self.val_top1.append((trainer.current_epoch, self.probe(pl_module)))
 
     def record(self) -> dict[str, Any]:
         return {"train_loss": self.train_loss, "val_top1": self.val_top1}
 
 
+def val_epochs(args: argparse.Namespace) -> tuple[int, ...]:
+    """The epochs (0-based) whose end is validated: two thirds of training and the end."""
+    return tuple(sorted({max(0, round(2 * args.epochs / 3) - 1), args.epochs - 1}))
+
+
+def validation_probe(data: Any, device: str) -> Any:
+    """``probe(module) -> top-1`` of the module's student on the fixed validation set (the
+    training images never trained on), in eval mode; the train/eval state is put back."""
+
+    def probe(module: Any) -> float:
+        net = student_of(module)
+        was_training = net.training
+        net.eval()
+        x, y = data.train_x[data.val_index], data.train_y[data.val_index]
+        correct = 0
+        with torch.no_grad():
+            for i in range(0, len(y), 1000):
+                logits = net(x[i : i + 1000].to(device))
+                correct += int((logits.argmax(1).cpu() == y[i : i + 1000]).sum())
+        net.train(was_training)
+        return correct / len(y)
+
+    return probe
+
+
 def make_trainer(args: argparse.Namespace, epochs: int, callbacks: list[Any], val: bool) -> Trainer:
+    """The fit's trainer. Validation runs through `Curves`' probe at the epochs that use
+    it (``val``), not through Lightning's loop every epoch."""
     return Trainer(
         accelerator=args.device,
         devices=1,
@@ -112,18 +177,19 @@ def make_trainer(args: argparse.Namespace, epochs: int, callbacks: list[Any], va
         enable_model_summary=False,
         enable_progress_bar=False,
         num_sanity_val_steps=0,
-        limit_val_batches=1.0 if val else 0,
-        check_val_every_n_epoch=args.val_every,
+        limit_val_batches=0,
         limit_test_batches=args.test_batches or 1.0,
         callbacks=callbacks,
     )
 
 
-def evaluate(trainer: Trainer, module: Any, dm: Any) -> dict[str, float]:
-    """Test and validation top-1 of the final weights (no checkpoint is selected)."""
+def evaluate(trainer: Trainer, module: Any, dm: Any, curves: Curves) -> dict[str, float]:
+    """Test top-1 and validation top-1 of the final weights (no checkpoint is selected)."""
+    if not curves.val_top1 or curves.val_top1[-1][0] != trainer.current_epoch:
+        # a fit stopped early (max_steps): validate the final weights too
+        curves.val_top1.append((trainer.current_epoch, curves.probe(module)))
     test = trainer.test(module, datamodule=dm, verbose=False)[0]["test/top1"]
-    val = trainer.validate(module, datamodule=dm, verbose=False)[0]["val/top1"]
-    return {"top1": float(test), "val_top1": float(val)}
+    return {"top1": float(test), "val_top1": float(curves.val_top1[-1][1])}
 
 
 def load_teacher_module(pair: str, path: Any) -> nn.Module:
@@ -168,10 +234,17 @@ def save_weights(state: dict[str, Tensor], path: Any) -> None:
 
 
 def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw: Any) -> Any:
+    """The DistPro module of the comparison: ``args.transforms`` on every 3 x 3 connection
+    (9 pathways with ``conv_bn``, the main CPU grid), HCL, biased softmax, tau."""
     student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
     base = distpro_kwargs(student, teacher, RecipeSettings(lr=args.lr, tau=args.tau))
-    base.update(log_pathway_losses=False, **kw)
+    base.update(log_pathway_losses=False, transforms=list(args.transforms), **kw)
     return DistProModule(**base)
+
+
+def space_of(method: str) -> dict[str, bool]:
+    """The extra pathways of the search whose process ``method`` replays."""
+    return SPACE.get(DERIVED.get(method, ""), {})
 
 
 def build_method(
@@ -204,9 +277,9 @@ def build_method(
     if method == "equal":
         module = distpro_module(args, pair, teacher, kd_weight=w)
         return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
-    mode = "final" if method == "alpha_T" else "process"
+    mode = "final" if method.startswith("alpha_T") else "process"
     smooth = SMOOTH_ROWS if method == "distpro_smooth" else 1
-    return distpro_module(args, pair, teacher), [
+    return distpro_module(args, pair, teacher, **space_of(method)), [
         ProcessScheduleCallback(process=process, mode=mode, plot=False, smooth_steps=smooth)
     ]
 
@@ -216,25 +289,27 @@ def build_run(
 ) -> dict[str, Any]:
     from converged_data import TensorDataModule
 
-    params = parse_params(task.params)
+    params = parse_params(task.resolved or task.params)
     teacher = None if task.method == "student" else load_teacher_module(task.pair, teacher_file)
     seed_everything(task.seed)
     module, callbacks = build_method(args, task.method, task.pair, teacher, params, process)
     student_of(module).load_state_dict(student_init(task.pair, task.seed))
-    curves = Curves()
+    curves = Curves(validation_probe(data, args.device), val_epochs(args))
     dm = TensorDataModule(data, data.subset(task.seed, args.subset), args.batch_size, task.seed)
     trainer = make_trainer(args, args.epochs, [*callbacks, curves], val=True)
     trainer.fit(module, datamodule=dm)
     return {
         "method": task.method,
         "params": params,
-        **evaluate(trainer, module, dm),
+        **evaluate(trainer, module, dm, curves),
         "curve": curves.record(),
         "steps": trainer.global_step,
     }
 
 
-SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "fast": 0, "avg": 0}
+SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0}
+SEARCH_SEED_OFFSET |= {"fast": 0, "avg": 0}
+SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
 def search_process(
@@ -248,24 +323,32 @@ def search_process(
     warm: Any,
 ) -> dict[str, Any]:
     """Search a process over the same epochs and schedule as the retrain, on the 80/20 split
-    of the seed's subset; returns the search student's own test top-1 (a control)."""
+    of a subset; returns the search student's own test top-1 (a control).
+
+    ``seed < 0``: the shared search of the pair (``--shared-search``), on a subset of
+    ``--subset`` images disjoint from every run's subset, replayed on all seeds."""
     from converged_data import FashionTensors, TensorDataModule
 
-    search_seed = seed + SEARCH_SEED_OFFSET[variant]
-    train, held_out = FashionTensors.search_split(data.subset(seed, args.subset), search_seed)
+    if seed < 0:
+        index = data.disjoint_subset(args.subset, sorted(set(range(10)) | set(args.seeds)))
+        base_seed = SHARED_SEARCH_SEED
+    else:
+        index, base_seed = data.subset(seed, args.subset), seed
+    search_seed = base_seed + SEARCH_SEED_OFFSET[variant]
+    train, held_out = FashionTensors.search_split(index, search_seed)
     teacher = load_teacher_module(pair, teacher_file)
     seed_everything(search_seed)
-    module = distpro_module(args, pair, teacher)
+    module = distpro_module(args, pair, teacher, **SPACE.get(variant, {}))
     module.student.load_state_dict(student_init(pair, search_seed))
     alpha_lr = args.alpha_lr * (10.0 if variant == "fast" else 1.0)
     search = ProcessSearchCallback(
         save_path=str(path), alpha_lr=alpha_lr, seed=search_seed, plot=False,
-        save_every_n_steps=0, log_every_n_steps=0,
+        save_every_n_steps=0,
         init_process=None if warm is None else str(warm),  # warm: the first pass's alpha_T
         val_batches_per_step=4 if variant == "avg" else 1,
         diagnostics_every_n_steps=args.diagnostics_every,
     )  # fmt: skip
-    curves = Curves()
+    curves = Curves(validation_probe(data, args.device), val_epochs(args))
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
     trainer = make_trainer(args, args.epochs, [search, curves], val=True)
     trainer.fit(module, datamodule=dm)
@@ -276,7 +359,7 @@ def search_process(
         "diagnostics": summarize(process),
         "method": f"search_{variant}",
         "params": {"alpha_lr": alpha_lr},
-        **evaluate(trainer, module, dm),
+        **evaluate(trainer, module, dm, curves),
         "curve": curves.record(),
         "steps": trainer.global_step,
         "rows": len(process),

@@ -64,33 +64,49 @@ def test_converged_protocol_tiny(tmp_path):
     tiny = [
         "--name", "tiny", "--out", str(tmp_path), "--pairs", "resnet20-resnet8",
         "--subset", "200", "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1",
-        "--max-steps", "2", "--test-batches", "1", "--val-size", "300",
+        "--max-steps", "2", "--test-batches", "1", "--val-size", "300", "--teacher-dir", "",
         "--methods", "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed",
-        "distpro_smooth",
-        "--searches", "main",
+        "distpro_review", "alpha_T_review",
+        "--searches", "main", "review", "--grid-seeds", "0", "--reversed-seeds", "0",
     ]  # fmt: skip
     converged.main([*tiny, "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
     keys = {r["key"] for r in data["records"]}
-    assert "search:resnet20-resnet8:0:main" in keys and "teacher:resnet20" in keys
+    # one shared search per variant (seed field -1), on a subset disjoint from the runs'
+    assert {"search:resnet20-resnet8:-1:main", "search:resnet20-resnet8:-1:review"} <= keys
+    assert "teacher:resnet20" in keys
     runs = [r for r in data["records"] if r["kind"] == "run"]
     assert {r["method"] for r in runs} == {
-        "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_smooth"
+        "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_review",
+        "alpha_T_review",
     }  # fmt: skip
+    review = (tmp_path / "tiny" / "process_resnet20-resnet8_shared_review.json").read_text()
+    assert "review->review:abf" in review and "logits->logits:kd" in review
     search = next(r for r in data["records"] if r["kind"] == "search")
     assert -1.0 <= search["diagnostics"]["agreement"] <= 1.0  # step 0 was diagnosed
     assert len([r for r in runs if r["method"] == "hinton_kd"]) == 6  # its whole grid
     for r in runs:
         assert 0.0 <= r["top1"] <= 1.0 and 0.0 <= r["val_top1"] <= 1.0
         assert r["steps"] == 2 and r["curve"]["train_loss"]
+        # validated at 2/3 of training (epoch 0 of 2) and on the final weights only (max_steps)
+        assert [e for e, _ in r["curve"]["val_top1"]] == [0, 1]
+        assert r["val_top1"] == r["curve"]["val_top1"][-1][1]
     text = (tmp_path / "tiny.md").read_text()
     assert "| control: random process |" in text and "95 %" in text
+    assert "Recommended recipe" in text
 
-    # Resume: a second seed adds only its runs; the first seed's records stay as they were.
+    # Resume: a second seed adds only its runs, the baseline at the point chosen on seed 0's
+    # validation (not its grid), and no search; the first seed's records stay as they were.
     converged.main([*tiny, "--seeds", "0", "1"])
     again = json.loads((tmp_path / "tiny.json").read_text())
     assert again["records"][: len(data["records"])] == data["records"]
-    assert {r["seed"] for r in again["records"][len(data["records"]) :]} == {1}
+    added = again["records"][len(data["records"]) :]
+    assert {r["seed"] for r in added} == {1} and all(r["kind"] == "run" for r in added)
+    assert "reversed" not in {r["method"] for r in added}
+    kd = [r for r in added if r["method"] == "hinton_kd"]
+    seed0 = [r for r in runs if r["method"] == "hinton_kd"]
+    best = max(seed0, key=lambda r: r["val_top1"])
+    assert len(kd) == 1 and kd[0]["params"] == best["params"]
     with pytest.raises(SystemExit, match="epochs: 2 there, 3 now"):
         converged.main([*tiny, "--seeds", "0", "--epochs", "3"])
 

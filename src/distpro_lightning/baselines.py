@@ -17,46 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .losses import hcl_loss
 from .optim import StudentModule
+from .review_fusion import build_abfs, review_levels, review_loss
 from .taps import FeatureTaps, auto_taps, probe_shapes
 from .teacher import FrozenTeacher, build_teacher
-
-
-class ABF(nn.Module):
-    """Attention-based fusion: ``x -> conv1x1+BN``; fused with the upsampled deeper residual
-    by a 2-channel sigmoid attention; ``conv3x3+BN`` to the teacher's channels."""
-
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, fuse: bool) -> None:
-        super().__init__()
-        self.reduce = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels)
-        )
-        self.expand = nn.Sequential(
-            nn.Conv2d(mid_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-        )
-        self.attention = (
-            nn.Sequential(nn.Conv2d(2 * mid_channels, 2, 1), nn.Sigmoid()) if fuse else None
-        )
-
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x = self.reduce(x)
-        if self.attention is not None and residual is not None:
-            residual = F.interpolate(residual, size=x.shape[-2:], mode="nearest")
-            z = self.attention(torch.cat([x, residual], dim=1))
-            x = x * z[:, :1] + residual * z[:, 1:]
-        return self.expand(x), x
-
-
-def _resize_to(x: Tensor, like: Tensor) -> Tensor:
-    """``x`` at ``like``'s spatial size (nearest, as ReviewKD resizes to the teacher's)."""
-    if x.shape[-2:] == like.shape[-2:]:
-        return x
-    return F.interpolate(x, size=like.shape[-2:], mode="nearest")
 
 
 class ReviewKDModule(StudentModule):
@@ -129,34 +95,21 @@ class ReviewKDModule(StudentModule):
         self.frozen_teacher = FrozenTeacher(teacher, t_taps)
         self.frozen_teacher.attach(self)
         # levels shallow -> deep, plus the pooled last stage; ABFs are applied deep -> shallow
-        s_ch = [s[0] for s in s_shapes] + [s_shapes[-1][0]]
-        t_ch = [t[0] for t in t_shapes] + [t_shapes[-1][0]]
-        n = len(s_ch)
-        self.abfs = nn.ModuleList(
-            ABF(s_ch[i], mid_channels, t_ch[i], fuse=i < n - 1) for i in range(n)
-        )
+        self.abfs = build_abfs([s[0] for s in s_shapes], [t[0] for t in t_shapes], mid_channels)
         self.review_weight = review_weight
         self.warmup_epochs = warmup_epochs
 
-    @staticmethod
-    def _levels(feats: list[Tensor]) -> list[Tensor]:
-        return [*feats, F.adaptive_avg_pool2d(feats[-1], 1)]
-
     def teacher_levels(self, x: Tensor) -> list[Tensor]:
         """The teacher's levels of ``x`` (eval mode, no grad)."""
-        return self._levels(self.frozen_teacher(x).features)
+        return review_levels(self.frozen_teacher(x).features)
 
     def review_loss(self, x: Tensor, teacher: list[Tensor] | None = None) -> tuple[Tensor, Tensor]:
         """``(student_logits, sum over levels of HCL(fused student, teacher))``."""
         teacher = self.teacher_levels(x) if teacher is None else teacher
         with self._s_taps.capture() as store:
             logits = self.student(x)
-        feats = self._levels(self._s_taps.ordered(store))
-        outs: list[Tensor] = [torch.empty(0)] * len(feats)
-        residual = None
-        for i in reversed(range(len(feats))):
-            outs[i], residual = self.abfs[i](feats[i], residual)
-        loss = sum(hcl_loss(_resize_to(o, t).float(), t.float()) for o, t in zip(outs, teacher))
+        feats = review_levels(self._s_taps.ordered(store))
+        loss = review_loss(self.abfs, feats, teacher)
         return logits, loss
 
     def forward(self, x: Tensor) -> Tensor:

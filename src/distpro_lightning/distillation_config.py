@@ -30,6 +30,7 @@ class DistillationConfig:
     scale_by_num_pathways: bool = True
     prune_threshold: float | None = None
     response_kd: bool = False
+    review_kd: bool = False
     kd_temperature: float = 4.0
     input_shape: Sequence[int] | None = None
     save_teacher: bool = False

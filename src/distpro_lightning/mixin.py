@@ -19,6 +19,7 @@ from .losses import get_distance, hinton_kd_loss
 from .normalization import normalize
 from .pathways import KD_PATHWAY_NAME, PathwayHeads, build_specs, resolve_connections
 from .process import DistillationProcess
+from .review_fusion import REVIEW_PATHWAY_NAME, ReviewPathway
 from .step_context import StepContext, StepContextReader
 from .taps import (
     INPUT_ERRORS,
@@ -118,6 +119,7 @@ class DistProMixin(StepContextReader):
         self._build_pathways(cfg, student, example)
         self.transform_kinds = list(cfg.transforms)
         self.response_kd = cfg.response_kd
+        self.review_kd = cfg.review_kd
         self.kd_temperature = float(cfg.kd_temperature)
         self.normalization = cfg.normalization
         self.normalization_bias = float(cfg.normalization_bias)
@@ -137,7 +139,7 @@ class DistProMixin(StepContextReader):
                 f"{tuple(s_out.shape[1:])} and {tuple(t_out.shape[1:])}."
             )
         pairs = resolve_connections(cfg.connections, len(t_shapes), len(s_shapes))
-        if not pairs and not cfg.response_kd:
+        if not pairs and not cfg.response_kd and not cfg.review_kd:
             raise ValueError(
                 "No pathways: the connection list is empty. Give at least one (teacher, student) "
                 "pair, or enable response_kd for logits-only distillation."
@@ -145,17 +147,20 @@ class DistProMixin(StepContextReader):
         specs = build_specs(
             self.teacher_tap_names, self.student_tap_names, pairs, list(cfg.transforms)
         )
+        review = ReviewPathway(s_shapes, t_shapes) if cfg.review_kd else None
         self.distill_heads = PathwayHeads(
             specs, s_shapes, t_shapes, get_distance(cfg.distance),
-            fused=cfg.fused_heads, compiled=cfg.compile_heads,
+            fused=cfg.fused_heads, compiled=cfg.compile_heads, review=review,
         )  # fmt: skip
         self._student_taps = FeatureTaps(student, self.student_tap_names, "student")
         self.student_tap_shapes, self.teacher_tap_shapes = s_shapes, t_shapes
         self.student_output_shape = tuple(s_out.shape[1:])
         self.teacher_output_shape = tuple(t_out.shape[1:])
         self.pathway_specs = specs
-        self.pathway_names = [s.name for s in specs] + (
-            [KD_PATHWAY_NAME] if cfg.response_kd else []
+        self.pathway_names = (
+            [s.name for s in specs]
+            + ([REVIEW_PATHWAY_NAME] if cfg.review_kd else [])
+            + ([KD_PATHWAY_NAME] if cfg.response_kd else [])
         )
 
     def pathway_summary(self) -> str:
@@ -276,7 +281,8 @@ class DistProMixin(StepContextReader):
         with self._student_taps.capture() as store:
             logits = self.student_forward(x, None if params is None else params.student)
         feats = self._student_taps.ordered(store)
-        feat_active = None if active is None else list(active)[: len(self.pathway_specs)]
+        n_heads = self.distill_heads.num_losses
+        feat_active = None if active is None else list(active)[:n_heads]
         inputs = (feats, teacher.features, feat_active)
         if params is None:
             losses = self.distill_heads(*inputs)

@@ -94,6 +94,9 @@ class DistProModule(DistProMixin, StudentModule):
             ``P * kd_weight`` scale), so uniform weights give each pathway ``kd_weight``.
         prune_threshold: tau; pathways whose logit is ``<= tau`` are not computed.
         response_kd: add Hinton KD on the logits as pathway ``logits->logits:kd``.
+        review_kd: add ReviewKD's knowledge review (ABF fusion of the student taps, HCL
+            against the teacher taps, plus the pooled last stage) as one pathway
+            ``review->review:abf``, so that the search can weight what ReviewKD does.
         kd_temperature: its temperature.
         input_shape: per-sample input shape for the dry run that sizes the heads
             (default: ``[in_channels, 32, 32]``).
@@ -135,6 +138,7 @@ class DistProModule(DistProMixin, StudentModule):
         scale_by_num_pathways: bool = True,
         prune_threshold: float | None = None,
         response_kd: bool = False,
+        review_kd: bool = False,
         kd_temperature: float = 4.0,
         input_shape: list[int] | None = None,
         save_teacher: bool = False,
@@ -151,10 +155,13 @@ class DistProModule(DistProMixin, StudentModule):
             student = create(student, num_classes=num_classes, in_channels=in_channels)
         self.student = student
         config = DistillationConfig(
-            student_taps, teacher_taps, transforms, connections, distance, normalization,
-            normalization_bias, kd_weight, scale_by_num_pathways, prune_threshold, response_kd,
-            kd_temperature, [in_channels, 32, 32] if input_shape is None else input_shape, save_teacher,
-            fused_heads, compile_heads,
+            student_taps=student_taps, teacher_taps=teacher_taps, transforms=transforms,
+            connections=connections, distance=distance, normalization=normalization,
+            normalization_bias=normalization_bias, kd_weight=kd_weight,
+            scale_by_num_pathways=scale_by_num_pathways, prune_threshold=prune_threshold,
+            response_kd=response_kd, review_kd=review_kd, kd_temperature=kd_temperature,
+            input_shape=[in_channels, 32, 32] if input_shape is None else input_shape,
+            save_teacher=save_teacher, fused_heads=fused_heads, compile_heads=compile_heads,
         )  # fmt: skip
         self.configure_distillation(
             build_teacher(teacher, num_classes, in_channels, teacher_model), config

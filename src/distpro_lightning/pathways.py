@@ -141,6 +141,8 @@ class PathwayHeads(nn.Module):
         compiled: compile the heads' forward with ``torch.compile`` (``nn.Module.compile``);
             parameter names and the state dict are unchanged. Each new pruning pattern
             compiles anew.
+        review: the review pathway (`review_fusion.ReviewPathway`), computed after the
+            feature pathways as the last entry of the loss vector; ``None``: none.
     """
 
     def __init__(
@@ -152,9 +154,11 @@ class PathwayHeads(nn.Module):
         fused: bool | None = None,
         grouped_convs: bool | None = None,
         compiled: bool = False,
+        review: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.specs = list(specs)
+        self.review = review
         self.distance = distance
         self.batched_distance = BATCHED_DISTANCES.get(distance)
         heads = []
@@ -192,12 +196,36 @@ class PathwayHeads(nn.Module):
         out = self.heads[p](student_feats[spec.student_idx], size)
         return self.distance(out.float(), target.float())
 
+    @property
+    def num_losses(self) -> int:
+        """Entries of the loss vector: the feature pathways, then the review pathway."""
+        return len(self.specs) + (self.review is not None)
+
     def forward(
         self,
         student_feats: Sequence[Tensor],
         teacher_feats: Sequence[Tensor],
         active: Sequence[bool] | None = None,
     ) -> Tensor:
+        n = len(self.specs)
+        losses = self.feature_losses(
+            student_feats, teacher_feats, None if active is None else list(active)[:n]
+        )
+        if self.review is None:
+            return losses
+        if active is None or active[n]:
+            review = self.review(student_feats, teacher_feats).float().reshape(1)
+        else:
+            review = losses.new_zeros(1)
+        return torch.cat([losses, review])
+
+    def feature_losses(
+        self,
+        student_feats: Sequence[Tensor],
+        teacher_feats: Sequence[Tensor],
+        active: Sequence[bool] | None = None,
+    ) -> Tensor:
+        """The losses of the feature pathways ``[len(specs)]``."""
         if not self.fused:
             return self._forward_per_pathway(student_feats, teacher_feats, active)
         parts: list[Tensor] = []
