@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 from conftest import make_module, quiet_trainer
 
-from distpro_lightning.baselines import ABF, ReviewKDModule
+from distpro_lightning.baselines import ReviewKDModule
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.losses import hcl_loss, hinton_kd_loss
+from distpro_lightning.review_fusion import ABF, review_levels
 
 
 def _reviewkd(**kw):
@@ -48,7 +49,7 @@ def test_reviewkd_levels_and_loss():
     # recompute the review loss independently, deep -> shallow
     with m._s_taps.capture() as store:
         m.student(x)
-    feats = m._levels(m._s_taps.ordered(store))
+    feats = review_levels(m._s_taps.ordered(store))
     outs, res = [None] * 4, None
     for i in (3, 2, 1, 0):
         outs[i], res = m.abfs[i](feats[i], res)
@@ -98,7 +99,7 @@ def test_reviewkd_auto_taps_for_a_student_with_more_stages():
     _, loss = m.review_loss(x, teacher)
     with m._s_taps.capture() as store:
         m.student(x)
-    feats = m._levels(m._s_taps.ordered(store))
+    feats = review_levels(m._s_taps.ordered(store))
     assert [f.shape[-1] for f in feats[:3]] != [t.shape[-1] for t in teacher[:3]]
     outs, res = [None] * 4, None
     for i in (3, 2, 1, 0):
