@@ -18,7 +18,7 @@ def _setup(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (what .ci/run runs)."""
     _setup(session)
-    session.run(PY, "-m", "pytest", "-q", *session.posargs, external=True)
+    session.run(PY, "-m", "pytest", "-q", "-n", "2", *session.posargs, external=True)
 
 
 @nox.session

@@ -1,7 +1,7 @@
 """The converged, paired quality protocol: low-data distillation on Fashion-MNIST.
 
-    python benchmarks/quality.py --protocol converged --name converged_cpu --pairs resnet20-resnet8
-    python benchmarks/quality.py --protocol converged --device cuda --jobs 12 --name converged_gpu
+    python -m benchmarks.quality --protocol converged --name converged_cpu --pairs resnet20-resnet8
+    python -m benchmarks.quality --protocol converged --device cuda --jobs 12 --name converged_gpu
 
 A teacher is trained on all 60,000 training images (to >= 91 % test top-1). Per seed, a
 student trains on ``--subset`` labelled images (default 1,000, drawn per seed from the training
@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +43,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from converged_data import FashionTensors  # noqa: E402
-from converged_methods import (  # noqa: E402
+from benchmarks.converged_data import FashionTensors  # noqa: E402
+from benchmarks.converged_methods import (  # noqa: E402
     CHOSEN,
     DEFAULT_METHODS,
     DEFAULT_SEARCHES,
@@ -60,8 +59,9 @@ from converged_methods import (  # noqa: E402
     search_process,
     train_teacher,
 )
-
-from distpro_lightning.process import DistillationProcess, atomic_write_text  # noqa: E402
+from benchmarks.jobs import in_subprocess, read_spec, schedule
+from distpro_lightning.files import atomic_write_text
+from distpro_lightning.process import DistillationProcess
 
 # Settings that change what a run measures: a results file is only resumed under the same.
 SETTINGS = (
@@ -247,32 +247,13 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
 
 
 def run_worker(spec_path: str, result_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+    spec = read_spec(spec_path)
     args = argparse.Namespace(**spec["args"])
     torch.set_num_threads(max(1, args.threads))
     torch.set_float32_matmul_precision("high")
     task = Task(**{**spec["task"], "deps": tuple(spec["task"]["deps"])})
     atomic_write_text(result_path, json.dumps(execute(args, task)))
     return 0
-
-
-def in_subprocess(args: argparse.Namespace, task: Task, tmp: Path) -> dict[str, Any]:
-    import subprocess
-
-    spec = tmp / f"{task.key.replace(':', '_').replace('=', '-').replace(',', '_')}.json"
-    result = spec.with_suffix(".result.json")
-    spec.write_text(json.dumps({"args": vars(args), "task": task.__dict__}))
-    log = spec.with_suffix(".log")
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec), str(result)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
-        )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{task.key} failed; its log ends with:\n{log.read_text()[-4000:]}")
-    return json.loads(result.read_text())
 
 
 def load_payload(args: argparse.Namespace, path: Path) -> dict[str, Any]:
@@ -348,8 +329,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from converged_report import write_report
-    from quality import schedule
+    from benchmarks.converged_report import write_report
 
     args = parser().parse_args(argv)
     if args.worker:
@@ -394,13 +374,12 @@ def main(argv: list[str] | None = None) -> int:
             task = resolve(args, task, records)
             if args.jobs == 1:
                 return execute(args, task)
-            return in_subprocess(args, task, tmp)
+            payload = {"args": vars(args), "task": task.__dict__}
+            return in_subprocess("benchmarks.converged", payload, task.key, tmp, args.threads)
         except Exception as err:  # noqa: BLE001 - one broken task must not stop the others
             if args.jobs == 1 and not args.keep_going:
                 raise
             return {"failed": f"{type(err).__name__}: {err}", "key": task.key}
-
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="converged-") as name:
         tmp = Path(name)

@@ -13,12 +13,12 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from torch import Tensor, nn
 
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
-from distpro_lightning.baselines import ReviewKDModule
+from distpro_lightning.baselines.recipes import METHODS as TABLE1_METHODS
+from distpro_lightning.baselines.recipes import RecipeSettings, distpro_kwargs
+from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.models import create
-from distpro_lightning.process import DistillationProcess
-from distpro_lightning.recipes import METHODS as TABLE1_METHODS
-from distpro_lightning.recipes import RecipeSettings, distpro_kwargs
-from distpro_lightning.schedule import ProcessScheduleCallback
+from distpro_lightning.process.core import DistillationProcess
+from distpro_lightning.replay import ProcessScheduleCallback
 
 PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
@@ -209,7 +209,7 @@ def student_of(module: Any) -> nn.Module:
 
 
 def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> dict[str, Any]:
-    from converged_data import TensorDataModule
+    from benchmarks.converged_data import TensorDataModule
 
     seed_everything(0)
     name = PAIRS[pair][0]
@@ -287,7 +287,7 @@ def build_method(
 def build_run(
     args: argparse.Namespace, task: Any, data: Any, teacher_file: Any, process: Any
 ) -> dict[str, Any]:
-    from converged_data import TensorDataModule
+    from benchmarks.converged_data import TensorDataModule
 
     params = parse_params(task.resolved or task.params)
     teacher = None if task.method == "student" else load_teacher_module(task.pair, teacher_file)
@@ -327,7 +327,7 @@ def search_process(
 
     ``seed < 0``: the shared search of the pair (``--shared-search``), on a subset of
     ``--subset`` images disjoint from every run's subset, replayed on all seeds."""
-    from converged_data import FashionTensors, TensorDataModule
+    from benchmarks.converged_data import FashionTensors, TensorDataModule
 
     if seed < 0:
         index = data.disjoint_subset(args.subset, sorted(set(range(10)) | set(args.seeds)))
@@ -353,7 +353,7 @@ def search_process(
     trainer = make_trainer(args, args.epochs, [search, curves], val=True)
     trainer.fit(module, datamodule=dm)
     process = DistillationProcess.load(path)
-    from distpro_lightning.diagnostics import summarize
+    from distpro_lightning.search.diagnostics import summarize
 
     return {
         "diagnostics": summarize(process),

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from distpro_lightning.process import atomic_write_text
+from distpro_lightning.files import atomic_write_text
 
 LABELS = {
     "student": "student alone (CE)",
@@ -174,7 +174,7 @@ def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
 
 
 def diagnostics_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
-    """Search diagnostics (``distpro_lightning.diagnostics``), mean over seeds per search."""
+    """Search diagnostics (``distpro_lightning.search.diagnostics``), mean over seeds per search."""
     by_variant: dict[str, list[dict[str, float]]] = {}
     for r in records:
         if r.get("pair") == pair and r["kind"] == "search" and r.get("diagnostics"):

@@ -1,6 +1,6 @@
 """CUDA-path check (run by hand on a GPU machine; CI has none).
 
-    PYTHONPATH=src python benchmarks/gpu_check.py --out gpu_check.json
+    python -m benchmarks.gpu_check --out gpu_check.json
 
 1. the exact hypergradient equals autograd through the unrolled step on the GPU (float64);
 2. a search fit (finite differences and exact) under 32-true, bf16-mixed and 16-mixed on the

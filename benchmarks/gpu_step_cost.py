@@ -1,7 +1,7 @@
 """The step-cost table on one GPU in a few minutes (prepared for a lent H100/H200).
 
-    PYTHONPATH=src python benchmarks/gpu_step_cost.py --out benchmarks/results/step_cost_gpu_h100.json
-    PYTHONPATH=src python benchmarks/gpu_step_cost.py --tiny --device cpu --out /tmp/t.json  # CI
+    python -m benchmarks.gpu_step_cost --out benchmarks/results/step_cost_gpu_h100.json
+    python -m benchmarks.gpu_step_cost --tiny --device cpu --out /tmp/t.json  # CI
 
 For each head configuration (``fused``, ``per_pathway``, ``fused_compiled``: fused heads
 under ``torch.compile``) it builds the steps of ``benchmarks/step_cost.py`` (the very
@@ -28,8 +28,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import step_cost  # noqa: E402
+from benchmarks import step_cost  # noqa: E402
 
 STEPS = [
     "hinton_kd",

@@ -1,7 +1,7 @@
 """Cost of the pathway heads: fused vs per-pathway, by pruned fraction; and the retrain step.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/heads_cost.py --threads 2     # CPU
-    PYTHONPATH=src python benchmarks/heads_cost.py --device cuda --compile    # GPU
+    .venv/bin/python -m benchmarks.heads_cost --threads 2     # CPU
+    python -m benchmarks.heads_cost --device cuda --compile    # GPU
 
 resnet20 -> resnet8 taps on Fashion-MNIST shaped batches (1x28x28), 27 pathways (3x3 taps x
 ``conv_bn``/``attn2``/``attn3``), HCL. Two tables, every variant interleaved with the others
@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 
 from distpro_lightning import DistProModule
-from distpro_lightning.baselines import ReviewKDModule
-from distpro_lightning.losses import get_distance
-from distpro_lightning.pathways import PathwayHeads
-from distpro_lightning.taps import FeatureTaps
+from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.functional.losses import get_distance
+from distpro_lightning.pathways.heads import PathwayHeads
+from distpro_lightning.pathways.taps import FeatureTaps
 
 FRACTIONS = (0.0, 0.25, 0.5, 0.6, 0.75, 0.9)  # 0.6: 16 of 27, as in the step table
 N_PRUNED_STEP = 16  # as benchmarks/step_cost.py: ~60 % of 27, the paper's saving at tau = 0.5

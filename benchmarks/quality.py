@@ -1,9 +1,9 @@
 """Quality on Fashion-MNIST: the rows of the paper's Table 1 and the epochs curve of Fig. 5.
 
-    .venv/bin/python benchmarks/quality.py --quick          # ~15 min on 2 CPU cores
-    .venv/bin/python benchmarks/quality.py                  # full: hours, run by hand
-    .venv/bin/python benchmarks/quality.py --jobs 2 --threads 1   # 2 tasks at a time
-    .venv/bin/python benchmarks/quality.py --protocol converged ...  # benchmarks/converged.py
+    .venv/bin/python -m benchmarks.quality --quick          # ~15 min on 2 CPU cores
+    .venv/bin/python -m benchmarks.quality                  # full: hours, run by hand
+    .venv/bin/python -m benchmarks.quality --jobs 2 --threads 1   # 2 tasks at a time
+    .venv/bin/python -m benchmarks.quality --protocol converged ...  # benchmarks/converged.py
 
 This is the short "smoke" protocol (unconverged students, a short search stretched over
 the retrain); ``--protocol converged`` runs the converged, paired low-data protocol instead.
@@ -35,12 +35,9 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,16 +45,17 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+from benchmarks.jobs import in_subprocess, read_spec, schedule
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
-from distpro_lightning.data import FashionMNISTDataModule
-from distpro_lightning.process import atomic_write_text
-from distpro_lightning.recipes import (
+from distpro_lightning.baselines.recipes import (
     LABELS,
     METHODS,
     RecipeSettings,
     build_method,
     distpro_kwargs,
 )
+from distpro_lightning.data import FashionMNISTDataModule
+from distpro_lightning.files import atomic_write_text
 
 PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
@@ -223,29 +221,13 @@ def execute(args: argparse.Namespace, task: Task, out: Path) -> dict[str, Any]:
 def execute_in_subprocess(
     args: argparse.Namespace, task: Task, out: Path, tmp: Path
 ) -> dict[str, Any]:
-    """Run one task in a fresh interpreter (``--jobs`` > 1): its own torch threads, no
-    shared state; the log is shown if it fails."""
-    spec = tmp / f"{task.key.replace(':', '_')}.json"
-    result = spec.with_suffix(".result.json")
-    spec.write_text(json.dumps({"args": vars(args), "task": asdict(task), "out": str(out)}))
-    log = spec.with_suffix(".log")
-    with log.open("w") as fh:
-        proc = subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(spec), str(result)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
-        )
-    if proc.returncode != 0:
-        tail = log.read_text()[-4000:]
-        raise RuntimeError(
-            f"{task.key} failed (exit {proc.returncode}); its log ends with:\n{tail}"
-        )
-    return json.loads(result.read_text())
+    """Run one task in a fresh interpreter (``--jobs`` > 1), see `jobs.in_subprocess`."""
+    payload = {"args": vars(args), "task": asdict(task), "out": str(out)}
+    return in_subprocess("benchmarks.quality", payload, task.key, tmp, args.threads)
 
 
 def worker(spec_path: str, result_path: str) -> int:
-    spec = json.loads(Path(spec_path).read_text())
+    spec = read_spec(spec_path)
     args = argparse.Namespace(**spec["args"])
     torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
@@ -293,56 +275,6 @@ def plan_tasks(args: argparse.Namespace, out: Path, done_runs: set[str]) -> list
             if task.key not in done_runs:
                 tasks.append(task)
     return tasks
-
-
-def schedule(
-    tasks: list[Task],
-    jobs: int,
-    run: Callable[[Task], dict[str, Any]],
-    on_done: Callable[[Task, dict[str, Any]], None],
-) -> None:
-    """Run ``tasks`` respecting their dependencies, ``jobs`` at a time, longest first.
-
-    A failed task stops new submissions; the running ones finish and are recorded (nothing
-    already computed is lost), then the first error is raised."""
-    pending = list(tasks)
-    finished = {d for t in tasks for d in t.deps} - {t.key for t in tasks}
-    failure: BaseException | None = None
-
-    def ready() -> list[Task]:
-        return sorted(
-            (t for t in pending if all(d in finished for d in t.deps)),
-            key=lambda t: -t.priority,
-        )
-
-    if jobs == 1:
-        while pending:
-            task = ready()[0]
-            pending.remove(task)
-            on_done(task, run(task))
-            finished.add(task.key)
-        return
-    running: dict[Future[dict[str, Any]], Task] = {}
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        while pending or running:
-            if failure is None:
-                for task in ready()[: jobs - len(running)]:
-                    pending.remove(task)
-                    running[pool.submit(run, task)] = task
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in done:
-                task = running.pop(fut)
-                try:
-                    result = fut.result()
-                except Exception as err:  # noqa: BLE001 - re-raised once the others finish
-                    failure = failure or err
-                    continue
-                on_done(task, result)
-                finished.add(task.key)
-    if failure is not None:
-        raise failure
 
 
 def summarize(
@@ -480,8 +412,7 @@ def run_key(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     cli = sys.argv[1:] if argv is None else argv
     if "--protocol" in cli and cli[cli.index("--protocol") + 1 :][:1] == ["converged"]:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from converged import main as converged_main
+        from benchmarks.converged import main as converged_main
 
         return converged_main(argv)
     p = argparse.ArgumentParser(

@@ -1,6 +1,6 @@
 """What ``reuse_training_gradient`` changes: the same search with and without it, step by step.
 
-    PYTHONPATH=src python benchmarks/reuse_gradient.py --steps 60 --out benchmarks/results/reuse_gradient.json
+    python -m benchmarks.reuse_gradient --steps 60 --out benchmarks/results/reuse_gradient.json
 
 Two searches from the same weights on the same batches (``SearchStep``, the object
 ``ProcessSearchCallback`` runs, then the module's real update), Digits 8x8, resnet14 ->

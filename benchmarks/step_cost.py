@@ -1,15 +1,15 @@
 """Cost of one optimizer step: plain, Hinton KD, ReviewKD, DistPro retrain, DistPro search,
 timed on the code users run.
 
-    .venv/bin/python benchmarks/step_cost.py                 # resnet20 -> resnet8, batch 128
-    .venv/bin/python benchmarks/step_cost.py --quick         # a few repeats, for CI
+    .venv/bin/python -m benchmarks.step_cost                 # resnet20 -> resnet8, batch 128
+    .venv/bin/python -m benchmarks.step_cost --quick         # a few repeats, for CI
 
 Two measurements, side by side in one run:
 
 1. **Steps** (``median_s``): every method runs the same pair on the same Fashion-MNIST batch;
    repeats are interleaved (method A, B, C, ..., A, B, C, ...) and the median and the
    interquartile range are reported. A search step is the very object
-   ``ProcessSearchCallback`` runs (:class:`~distpro_lightning.search_step.SearchStep`: teacher
+   ``ProcessSearchCallback`` runs (:class:`~distpro_lightning.search.step.SearchStep`: teacher
    once, hypergradient, alpha update), followed by the module's real update (its training
    objective from the search's shared training forward, by default; its own forward with
    ``search_fd_own_forward``; or the reused gradient). ``search_forward_difference``: one
@@ -58,11 +58,11 @@ from distpro_lightning import (
     SearchSettings,
     SearchStep,
 )
-from distpro_lightning.baselines import ReviewKDModule
-from distpro_lightning.hypergradient import frozen_batchnorm_stats
-from distpro_lightning.losses import hinton_kd_loss
+from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
+from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.functional.losses import hinton_kd_loss
 from distpro_lightning.models import create
-from distpro_lightning.recipes import RecipeSettings, build_method, distpro_kwargs
+from distpro_lightning.search.hypergradient import frozen_batchnorm_stats
 
 METHODS = [
     "plain",
@@ -497,7 +497,8 @@ def measure_memory(args: argparse.Namespace) -> dict[str, int]:
     for m in MEMORY_METHODS:
         cmd = [
             sys.executable,
-            __file__,
+            "-m",
+            "benchmarks.step_cost",
             "--memory-child",
             m,
             "--batch",

@@ -55,22 +55,6 @@ class TinyViT(nn.Module):
         return self.head(t.mean(1))
 
 
-def load_benchmark(name: str):
-    """``benchmarks/<name>.py`` as a module (registered, as its dataclasses need), once."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    key = f"benchmarks_{name}"
-    if key not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(key, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[key] = module
-        spec.loader.exec_module(module)
-    return sys.modules[key]
-
-
 def make_module(module_class=None, **overrides):
     """The small test module (``module_class``: a DistProModule subclass to build instead)."""
     from distpro_lightning import DistProModule

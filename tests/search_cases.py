@@ -35,7 +35,7 @@ from distpro_lightning import (
     ProcessSearchCallback,
 )
 from distpro_lightning.data import DigitsDataModule
-from distpro_lightning.heldout import HeldOutStream
+from distpro_lightning.search.heldout import HeldOutStream
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "run.json"

@@ -1,17 +1,16 @@
 """DistPro for PyTorch Lightning: search and replay a knowledge-distillation process."""
 
-__version__ = "0.1.0"
-
-from .checkpoints import load_teacher, load_weights  # noqa: E402
-from .classifier import ClassifierModule  # noqa: E402
-from .contract import TeacherOutput  # noqa: E402
-from .mixin import DistillationConfig, DistProMixin  # noqa: E402
-from .module import DistProModule  # noqa: E402
-from .process import DistillationProcess, ProcessFileError  # noqa: E402
-from .schedule import ProcessScheduleCallback  # noqa: E402
-from .search import ProcessSearchCallback  # noqa: E402
-from .search_step import SearchSettings, SearchStep  # noqa: E402
-from .student_io import export_student, load_student  # noqa: E402
+from distpro_lightning._version import __version__
+from distpro_lightning.modules.checkpoints import load_teacher, load_weights  # noqa: E402
+from distpro_lightning.modules.classifier import ClassifierModule  # noqa: E402
+from distpro_lightning.modules.contract import TeacherOutput  # noqa: E402
+from distpro_lightning.modules.distpro import DistProModule  # noqa: E402
+from distpro_lightning.modules.mixin import DistillationConfig, DistProMixin  # noqa: E402
+from distpro_lightning.modules.student_io import export_student, load_student  # noqa: E402
+from distpro_lightning.process.core import DistillationProcess, ProcessFileError  # noqa: E402
+from distpro_lightning.replay import ProcessScheduleCallback  # noqa: E402
+from distpro_lightning.search.callback import ProcessSearchCallback  # noqa: E402
+from distpro_lightning.search.step import SearchSettings, SearchStep  # noqa: E402
 
 __all__ = [
     "ClassifierModule",

@@ -1,0 +1,126 @@
+"""The methods of the paper's Table 1 as (module, callbacks) recipes, shared by the demo and
+the benchmarks, so every method is configured one way only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.modules.classifier import ClassifierModule
+from distpro_lightning.modules.distpro import DistProModule
+from distpro_lightning.replay import ProcessScheduleCallback
+
+METHODS: tuple[str, ...] = (
+    "student",
+    "hinton_kd",
+    "fitnet",
+    "reviewkd",
+    "equal",
+    "alpha_T",
+    "distpro",
+)
+LABELS: dict[str, str] = {
+    "student": "student alone (CE)",
+    "hinton_kd": "Hinton KD (T=4)",
+    "fitnet": "FitNet hint (layer2->layer2)",
+    "reviewkd": "ReviewKD (ABF + HCL)",
+    "equal": "equally weighted",
+    "alpha_T": "use alpha_T",
+    "distpro": "DistPro (searched process)",
+}
+
+
+@dataclass(frozen=True)
+class RecipeSettings:
+    """What every method of one comparison shares: the data's shape, the student's learning
+    rate (SGD with momentum 0.9, weight decay 5e-4, cosine schedule) and DistPro's pruning
+    threshold ``tau``."""
+
+    num_classes: int = 10
+    in_channels: int = 1
+    input_shape: Sequence[int] = (1, 28, 28)
+    lr: float = 0.05
+    tau: float | None = 0.5
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments every module of the comparison takes."""
+        return dict(
+            num_classes=self.num_classes,
+            in_channels=self.in_channels,
+            lr=self.lr,
+            scheduler="cosine",
+        )
+
+
+def distpro_kwargs(
+    student: str, teacher: str, settings: RecipeSettings = RecipeSettings(), **overrides: Any
+) -> dict[str, Any]:
+    """The DistPro search space of the paper's CIFAR setting: 3 x 3 connections x 3
+    transforms = 27 pathways, HCL, biased softmax, cosine student schedule."""
+    kwargs: dict[str, Any] = dict(
+        student=student,
+        teacher=teacher,
+        input_shape=list(settings.input_shape),
+        transforms=["conv_bn", "attn2", "attn3"],
+        connections="all",
+        distance="hcl",
+        normalization="biased_softmax",
+        prune_threshold=settings.tau,
+        log_pathway_losses=True,
+        **settings.module_kwargs(),
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+def build_method(
+    method: str,
+    student: str,
+    teacher: str,
+    process: str | None,
+    settings: RecipeSettings = RecipeSettings(),
+) -> tuple[Any, list[Any]]:
+    """``(LightningModule, callbacks)`` for one method at the same optimizer settings."""
+    if method == "student":
+        return ClassifierModule(model=student, **settings.module_kwargs()), []
+    if method == "hinton_kd":
+        kw = distpro_kwargs(
+            student,
+            teacher,
+            settings,
+            prune_threshold=None,
+            connections="none",
+            response_kd=True,
+            normalization="uniform",
+        )
+        return DistProModule(**kw), []
+    if method == "fitnet":
+        kw = distpro_kwargs(
+            student,
+            teacher,
+            settings,
+            prune_threshold=None,
+            connections=[(1, 1)],
+            transforms=["conv_bn"],
+            distance="mse",
+            normalization="uniform",
+        )
+        return DistProModule(**kw), []
+    if method == "reviewkd":
+        module = ReviewKDModule(
+            student=student,
+            teacher=teacher,
+            input_shape=list(settings.input_shape),
+            warmup_epochs=0,
+            **settings.module_kwargs(),
+        )
+        return module, []
+    modes = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}
+    if method not in modes:
+        raise ValueError(f"Unknown method {method!r}. Choose from: {', '.join(METHODS)}.")
+    if process is None and method != "equal":
+        raise ValueError(f"Method {method!r} needs a searched process file.")
+    module = DistProModule(**distpro_kwargs(student, teacher, settings))
+    return module, [ProcessScheduleCallback(process=process, mode=modes[method])]

@@ -1,0 +1,196 @@
+"""The end-to-end Fashion-MNIST demo (``distpro demo``).
+
+Phases: teacher (trained or reused) -> search (a process) -> retrain with the process, and
+the baselines at the same budget (student alone, Hinton KD, equally weighted, use alpha_T).
+It prints a table of test accuracies and phase times and where the files were written.
+Rerunning reuses the teacher checkpoint and the process unless ``--fresh`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+
+from distpro_lightning.baselines.recipes import (
+    LABELS,
+    METHODS,
+    RecipeSettings,
+    build_method,
+    distpro_kwargs,
+)
+from distpro_lightning.data import FashionMNISTDataModule
+from distpro_lightning.modules.classifier import ClassifierModule
+from distpro_lightning.modules.distpro import DistProModule
+from distpro_lightning.process.core import DistillationProcess
+from distpro_lightning.search.callback import ProcessSearchCallback
+
+PAIR = {"teacher": "resnet20", "student": "resnet8"}
+
+
+def _trainer(root: Path, name: str, epochs: int, callbacks: list[Any] | None = None) -> Trainer:
+    return Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        logger=CSVLogger(root / "logs", name=name),
+        callbacks=callbacks or [],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=10,
+    )
+
+
+def _data(args: argparse.Namespace, mode: str, subset: int | None) -> FashionMNISTDataModule:
+    return FashionMNISTDataModule(
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        mode=mode,
+        subset=subset,
+        seed=args.seed,
+        num_workers=args.num_workers,
+    )
+
+
+def _test(trainer: Trainer, module: Any, args: argparse.Namespace) -> float:
+    dm = _data(args, "retrain", None)
+    out = trainer.test(module, datamodule=dm, verbose=False)
+    return float(out[0]["test/top1"])
+
+
+def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | None]:
+    ckpt = root / "teacher.ckpt"
+    candidates = [ckpt, Path("runs/fashion_mnist/teacher/teacher.ckpt")]
+    if not args.fresh:
+        for c in candidates:
+            if c.is_file():
+                print(f"[demo] teacher: reusing {c}")
+                return c, None
+    print(f"[demo] teacher: training {PAIR['teacher']} for {args.teacher_epochs} epochs")
+    seed_everything(args.seed)
+    module = ClassifierModule(
+        model=PAIR["teacher"], num_classes=10, in_channels=1, lr=0.05, scheduler="cosine"
+    )
+    trainer = _trainer(root, "teacher", args.teacher_epochs)
+    trainer.fit(module, datamodule=_data(args, "retrain", None))
+    trainer.save_checkpoint(ckpt)
+    return ckpt, _test(trainer, module, args)
+
+
+def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
+    path = root / "process.json"
+    if path.is_file() and not args.fresh:
+        print(f"[demo] search: reusing {path}")
+        return path
+    print(f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, 27 pathways")
+    seed_everything(args.seed)
+    module = DistProModule(
+        **distpro_kwargs(PAIR["student"], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
+    )
+    search = ProcessSearchCallback(
+        hypergradient="finite_difference",
+        alpha_lr=args.alpha_lr,
+        save_path=str(path),
+        save_every_n_steps=50,
+        seed=args.seed,
+    )
+    trainer = _trainer(root, "search", args.search_epochs, [search])
+    trainer.fit(module, datamodule=_data(args, "search", args.subset))
+    return path
+
+
+def run_method(
+    args: argparse.Namespace, root: Path, teacher: Path, process: Path, method: str
+) -> float:
+    seed_everything(args.seed)
+    settings = RecipeSettings(lr=args.lr, tau=args.tau)
+    module, callbacks = build_method(method, PAIR["student"], str(teacher), str(process), settings)
+    trainer = _trainer(root, method, args.epochs, callbacks)
+    trainer.fit(module, datamodule=_data(args, "retrain", args.subset))
+    return _test(trainer, module, args)
+
+
+DEMO_METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="distpro demo", description=__doc__)
+    p.add_argument("--root", default="runs/demo", help="output folder")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--fresh", action="store_true", help="retrain the teacher, re-search")
+    p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--search-epochs", type=int, default=1)
+    p.add_argument("--epochs", type=int, default=2, help="budget of the retrain and baselines")
+    p.add_argument("--subset", type=int, default=6000, help="training images used (0: all)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--alpha-lr", type=float, default=0.05)
+    p.add_argument("--tau", type=float, default=0.5, help="pruning threshold on the logits")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEMO_METHODS))
+    return p
+
+
+def _report(args: argparse.Namespace, summary: dict[str, Any], process: Path, png: Path) -> str:
+    times, results = summary["times_s"], summary["results"]
+    lines = [
+        "",
+        f"DistPro demo: Fashion-MNIST, {PAIR['teacher']} -> {PAIR['student']}, "
+        f"{args.epochs} epoch(s) on {args.subset or 60000} images, test top-1 on 10,000 images",
+        f"{'method':<34} {'test top-1':>10} {'time (s)':>9}",
+        f"{'teacher ' + PAIR['teacher']:<34} {100 * summary['teacher_top1']:>9.2f}% "
+        f"{times['teacher']:>9.1f}",
+        f"{'search (process)':<34} {'':>10} {times['search']:>9.1f}",
+    ]
+    lines += [f"{LABELS[m]:<34} {100 * results[m]:>9.2f}% {times[m]:>9.1f}" for m in results]
+    lines += [
+        "",
+        f"process file: {process}",
+        f"process plot: {png}",
+        f"logs:         {Path(args.root) / 'logs'} (CSV, one folder per phase)",
+    ]
+    return "\n".join(lines)
+
+
+def demo_main(argv: Sequence[str] | None = None) -> int:
+    """``distpro demo``: run the demo and print its table."""
+    args = _parser().parse_args(list(argv) if argv is not None else None)
+    if args.subset is not None and args.subset <= 0:
+        args.subset = None
+    torch.set_float32_matmul_precision("high")
+    root = Path(args.root)
+    root.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    teacher, teacher_top1 = phase_teacher(args, root)
+    times["teacher"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    process = phase_search(args, root, teacher)
+    times["search"] = time.perf_counter() - t0
+    png = DistillationProcess.load(process).plot(process.with_suffix(".png"))
+    results: dict[str, float] = {}
+    for method in args.methods:
+        print(f"[demo] {LABELS[method]}: {args.epochs} epoch(s)")
+        t0 = time.perf_counter()
+        results[method] = run_method(args, root, teacher, process, method)
+        times[method] = time.perf_counter() - t0
+    if teacher_top1 is None:
+        teacher_module = ClassifierModule.load_from_checkpoint(
+            teacher, map_location="cpu", weights_only=True
+        )
+        trainer = Trainer(accelerator="cpu", logger=False, enable_model_summary=False)
+        teacher_top1 = _test(trainer, teacher_module, args)
+    summary = {"teacher_top1": teacher_top1, "results": results, "times_s": times}
+    print(_report(args, summary, process, png))
+    (root / "summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=1))
+    return 0

@@ -1,0 +1,206 @@
+"""The ``distpro`` command.
+
+* ``distpro fit|validate|test|predict --config FILE`` — `DistProCLI`, a
+  ``LightningCLI`` with subclass mode for the model and the data module and two callback
+  sections: ``search:`` (`ProcessSearchCallback`) and ``replay:``
+  (`ProcessScheduleCallback`). Their options are flat keys, e.g.
+  ``--search.alpha_lr 0.1`` (what W&B sweeps pass). A section is on when any of its keys is
+  given (in a config file or on the command line) and off when none is; ``enabled: false``
+  turns a given section off (logged with the keys it leaves unused; the paper configs use
+  it, as their pair files name both the search and the replay file). Both on at once is
+  an error.
+* ``distpro process summary|plot|export FILE`` — inspect, plot and interpolate a process
+  file; a bad file prints one line naming it and the problem, and exits with status 1.
+* ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
+  held-out loss among the trials' process files under ``ROOT``), retrained with
+  ``distpro fit FIT ARGS --replay.process BEST`` (see `distpro_lightning.cli.sweeps`).
+* ``distpro demo`` — the end-to-end Fashion-MNIST demo (see `distpro_lightning.cli.demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
+from distpro_lightning.replay import ProcessScheduleCallback
+from distpro_lightning.search.callback import ProcessSearchCallback
+
+SECTIONS = ("search", "replay")
+
+
+def section_switches(given: Any, subcommand: str | None) -> dict[str, bool]:
+    """Whether each callback section is on, from the keys the user gave (a namespace parsed
+    without defaults): on when any key is given, unless ``enabled`` is given as false.
+    Raises ``ValueError`` when both sections are on."""
+    switches: dict[str, bool] = {}
+    unused: dict[str, list[str]] = {}
+    for name in SECTIONS:
+        section = given.get(f"{subcommand}.{name}" if subcommand else name)
+        keys = sorted(vars(section)) if section is not None else []
+        enabled = getattr(section, "enabled", None) if section is not None else None
+        switches[name] = bool(enabled) if enabled is not None else bool(keys)
+        if enabled is False and len(keys) > 1:
+            unused[name] = [k for k in keys if k != "enabled"]
+    for name, keys in unused.items():
+        rank_zero_info(
+            f"The {name}: section is turned off (enabled: false); its keys {keys} are not used."
+        )
+    if all(switches.values()):
+        raise ValueError(
+            "Both the search: and the replay: sections are on: a run either searches a process "
+            "(search:) or replays one (replay:). Remove one section, or turn it off with "
+            "--search.enabled false / --replay.enabled false."
+        )
+    return switches
+
+
+class DistProCLI(LightningCLI):
+    """``LightningCLI`` with ``search:`` and ``replay:`` callback sections (see the module
+    docs for when a section is on)."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        parser.add_lightning_class_args(ProcessSearchCallback, "search")
+        parser.set_defaults({"search.enabled": False})
+        parser.add_lightning_class_args(ProcessScheduleCallback, "replay")
+        parser.set_defaults({"replay.enabled": False})
+
+    def parse_arguments(self, parser: Any, args: Any) -> None:
+        """Parse twice: first without defaults, to see which section keys were given, then
+        in full with each section's ``enabled`` set accordingly (so ``--print_config``
+        shows it)."""
+        if isinstance(args, dict):
+            super().parse_arguments(parser, args)
+            return
+        argv = list(sys.argv[1:] if args is None else args)
+        probe = [a for a in argv if not a.startswith("--print_config")]
+        given = parser.parse_args(probe, defaults=False)
+        subcommand = given.get("subcommand")
+        try:
+            switches = section_switches(given, subcommand)
+        except ValueError as exc:
+            parser.error(str(exc))
+        argv += [f"--{name}.enabled={str(on).lower()}" for name, on in switches.items()]
+        self.config = parser.parse_args(argv)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks = [cb for cb in trainer.callbacks if getattr(cb, "enabled", True)]
+        return trainer
+
+
+def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
+    """Build (and by default run) the Lightning CLI; ``args`` as on the command line."""
+    return DistProCLI(
+        model_class=None,
+        datamodule_class=None,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=list(args) if args is not None else None,
+        run=run,
+        auto_configure_optimizers=False,
+        parser_kwargs={
+            "description": "DistPro for Lightning. Also: `distpro process summary|plot|export "
+            "FILE` (process files), `distpro sweep-best ROOT -- FIT ARGS` (retrain a sweep's best "
+            "process) and `distpro demo` (the Fashion-MNIST demo)."
+        },
+    )
+
+
+def _process_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distpro process", description=process_main.__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    p_sum = sub.add_parser("summary", help="print a summary of a process file")
+    p_sum.add_argument("file")
+    p_plot = sub.add_parser("plot", help="plot a process file (Fig. 6 lines and a heatmap)")
+    p_plot.add_argument("file")
+    p_plot.add_argument("-o", "--output", help="output PNG (default: FILE with .png)")
+    p_plot.add_argument("--kind", choices=["lines", "heatmap", "both"], default="both")
+    p_exp = sub.add_parser("export", help="interpolate to a number of steps and write a new file")
+    p_exp.add_argument("file")
+    p_exp.add_argument("--steps", type=int, required=True, help="length of the new process")
+    p_exp.add_argument("-o", "--output", required=True)
+    p_exp.add_argument("--csv", action="store_true", help="write normalised weights as CSV")
+    p_exp.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it exists (refused otherwise)"
+    )
+    return parser
+
+
+def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
+    out = Path(ns.output).expanduser()
+    if out.exists() and not ns.overwrite:
+        raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it.")
+    stretched = proc.interpolate(ns.steps)
+    if ns.csv:
+        w = stretched.weights()
+        rows = [",".join(["step", *stretched.pathway_names])]
+        rows += [",".join([str(t), *(f"{v:.6g}" for v in w[t].tolist())]) for t in range(len(w))]
+        atomic_write_text(out, "\n".join(rows) + "\n")
+    else:
+        stretched.save(out)
+    print(f"wrote {ns.output} ({ns.steps} steps)")
+
+
+def process_main(argv: Sequence[str]) -> int:
+    """``distpro process summary|plot|export``."""
+    parser = _process_parser()
+    ns = parser.parse_args(list(argv))
+    if ns.action == "export" and ns.steps < 1:
+        parser.error("--steps must be >= 1")
+    proc = DistillationProcess.load(ns.file)
+    if ns.action == "summary":
+        from distpro_lightning.modules.summary import format_pathway_table, process_rows
+
+        print(proc.summary())
+        print(format_pathway_table(process_rows(proc), [f"prune threshold {proc.prune_threshold}"]))
+    elif ns.action == "plot":
+        out = Path(ns.output) if ns.output else Path(ns.file).with_suffix(".png")
+        kinds = ["lines", "heatmap"] if ns.kind == "both" else [ns.kind]
+        for kind in kinds:
+            path = out if kind == kinds[0] else out.with_name(out.stem + f"_{kind}" + out.suffix)
+            proc.plot(path, kind=kind)
+            print(f"wrote {path}")
+    else:
+        _export(proc, ns)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``distpro`` console script."""
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "process":
+        try:
+            code = process_main(argv[1:])
+        except (ProcessFileError, OSError, ValueError) as exc:
+            message = " ".join(str(exc).split())
+            print(f"distpro process: error: {message}", file=sys.stderr)
+            code = 1
+        raise SystemExit(code)
+    if argv and argv[0] == "sweep-best":
+        from distpro_lightning.cli.sweeps import sweep_best_main
+
+        try:
+            code = sweep_best_main(argv[1:], cli_main)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"distpro sweep-best: error: {exc}", file=sys.stderr)
+            code = 1
+        raise SystemExit(code)
+    if argv and argv[0] == "demo":
+        from distpro_lightning.cli.demo import demo_main
+
+        raise SystemExit(demo_main(argv[1:]))
+    cli_main(None if from_command_line else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""From a sweep to the retrain: each trial writes its process into its own log directory
+(``--search.save_path '{log_dir}/process.json'``) with its final held-out loss in the
+provenance (``search_val_loss``, the epoch mean of ``search/val_loss``);
+``distpro sweep-best ROOT -- FIT ARGS`` finds every process file under ``ROOT``, names the
+best and retrains it (``distpro fit FIT ARGS SEARCH SPACE --replay.process BEST``, where
+the search-space arguments, `search_space_args`, give the module the transforms,
+normalisation and prune threshold the best trial searched with)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distpro_lightning.process.core import DistillationProcess, ProcessFileError
+from distpro_lightning.search.paths import LOG_DIR_PLACEHOLDER, run_log_dir, with_log_dir  # noqa: F401
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A process file of a sweep and its score (``None``: the file records none)."""
+
+    path: Path
+    score: float | None
+    steps: int
+
+
+def find_trials(root: str | os.PathLike[str], pattern: str = "process.json") -> list[Trial]:
+    """Every readable process file named ``pattern`` under ``root``, best (lowest
+    ``search_val_loss``) first, unscored ones last."""
+    trials = []
+    for path in sorted(Path(root).expanduser().rglob(pattern)):
+        try:
+            process = DistillationProcess.load(path)
+        except (ProcessFileError, OSError):
+            continue
+        score = process.provenance.get("search_val_loss")
+        ok = isinstance(score, int | float) and math.isfinite(score)
+        trials.append(Trial(path, float(score) if ok else None, len(process)))
+    return sorted(trials, key=lambda t: (t.score is None, t.score or 0.0, str(t.path)))
+
+
+def search_space_args(process: DistillationProcess) -> list[str]:
+    """The ``distpro fit`` arguments that give a ``DistProModule`` the search space a process
+    was searched in (a sweep varies them per trial): transforms, normalisation and its
+    bias, prune threshold."""
+    tau = process.prune_threshold
+    return [
+        f"--model.init_args.transforms=[{', '.join(process.transform_kinds)}]",
+        f"--model.init_args.normalization={process.normalization['name']}",
+        f"--model.init_args.normalization_bias={process.normalization['bias']}",
+        f"--model.init_args.prune_threshold={'null' if tau is None else tau}",
+    ]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distpro sweep-best",
+        description="Find the best process of a sweep (lowest search_val_loss) and retrain it: "
+        "distpro sweep-best ROOT -- --config retrain.yaml [more fit arguments].",
+    )
+    parser.add_argument("root", help="folder holding the trials' log directories")
+    parser.add_argument("--pattern", default="process.json", help="process file name")
+    return parser
+
+
+def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int:
+    """``distpro sweep-best ROOT [--pattern NAME] [-- FIT ARGS]``: list the trials, print the
+    best, and with ``FIT ARGS`` run ``fit(["fit", *FIT ARGS, "--replay.process", BEST])``
+    (the ``distpro`` dispatcher passes its LightningCLI entry)."""
+    argv = list(argv)
+    fit_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    ns = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    trials = find_trials(ns.root, ns.pattern)
+    for t in trials:
+        score = "no score" if t.score is None else f"search_val_loss {t.score:.5f}"
+        print(f"{score:>24}  {t.steps:>6} steps  {t.path}")
+    scored = [t for t in trials if t.score is not None]
+    if not scored:
+        raise FileNotFoundError(
+            f"No scored process file named {ns.pattern!r} under {ns.root!r}: each trial must "
+            "write its own (--search.save_path '{log_dir}/process.json') and finish its fit."
+        )
+    best = scored[0]
+    print(f"best: {best.path} (search_val_loss {best.score:.5f})")
+    if fit_args:
+        args = [*fit_args, *search_space_args(DistillationProcess.load(best.path))]
+        args += ["--replay.process", str(best.path)]
+        print(f"retraining: distpro fit {' '.join(args)}")
+        fit(["fit", *args])
+    return 0

@@ -1,0 +1,145 @@
+"""The contract between a distilling module and the search: what the search needs from a
+module (`SearchableModule`), the parameters it differentiates
+(`ParameterGroups`) and the training objective's parts (`Objective`). What a search step
+hands to the training step that follows it is in `distpro_lightning.modules.step_context`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from distpro_lightning.modules.step_context import StepContext
+
+
+@dataclass
+class TeacherOutput:
+    """The teacher's logits and tapped features for one batch (computed without grad)."""
+
+    logits: Tensor
+    features: list[Tensor]
+
+
+class Objective(NamedTuple):
+    """The training objective ``L_train = task + sum_p w_p delta_p`` and its parts."""
+
+    loss: Tensor
+    task: Tensor
+    pathway_losses: Tensor
+    logits: Tensor
+
+
+@dataclass(frozen=True)
+class ParameterGroups:
+    """theta of the search, in its two groups: the student's trainable parameters and the
+    pathway heads', each keyed by its name inside its own module.
+
+    The virtual step moves only ``student`` (the held-out loss does not depend on the heads);
+    the mixed derivative and a reused gradient cover both groups.
+    """
+
+    student: dict[str, Tensor]
+    heads: dict[str, Tensor]
+
+    def tensors(self) -> list[Tensor]:
+        """The student's tensors, then the heads', in order."""
+        return [*self.student.values(), *self.heads.values()]
+
+    def named(self) -> dict[str, Tensor]:
+        """Every tensor under a qualified name, ``student.<name>`` or ``heads.<name>`` (for
+        messages and logs)."""
+        named = {f"student.{k}": v for k, v in self.student.items()}
+        named.update({f"heads.{k}": v for k, v in self.heads.items()})
+        return named
+
+    def map(self, fn: Callable[[Tensor], Tensor]) -> ParameterGroups:
+        """The same groups with ``fn`` applied to every tensor."""
+        return ParameterGroups(
+            {k: fn(v) for k, v in self.student.items()}, {k: fn(v) for k, v in self.heads.items()}
+        )
+
+    def with_tensors(self, tensors: Sequence[Tensor]) -> ParameterGroups:
+        """The same names with ``tensors`` (in `tensors` order) as values."""
+        it: Iterator[Tensor] = iter(tensors)
+        return ParameterGroups(
+            {k: next(it) for k in self.student}, {k: next(it) for k in self.heads}
+        )
+
+
+@runtime_checkable
+class SearchableModule(Protocol):
+    """What `ProcessSearchCallback` and
+    `SearchStep` need from a module.
+    `DistProMixin` provides all of it."""
+
+    student: nn.Module
+    distill_heads: nn.Module
+    alpha_logits: Tensor
+    pathway_names: list[str]
+    step_context: StepContext | None
+    applies_reused_gradient: bool
+
+    def split_batch(self, batch: Any) -> tuple[Any, Any]: ...
+
+    def task_loss(self, student_outputs: Tensor, targets: Any) -> Tensor: ...
+
+    def teacher_outputs(self, x: Tensor) -> TeacherOutput: ...
+
+    def alpha_weights(self, logits: Tensor | None = None) -> Tensor: ...
+
+    def active_pathways(self, logits: Tensor | None = None) -> list[bool] | None: ...
+
+    def search_parameters(self) -> ParameterGroups: ...
+
+    def student_forward(self, x: Tensor, params: Mapping[str, Tensor] | None = None) -> Tensor: ...
+
+    def pathway_forward(
+        self,
+        x: Tensor,
+        teacher: TeacherOutput,
+        active: Sequence[bool] | None = None,
+        params: ParameterGroups | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def objective(
+        self,
+        x: Tensor,
+        y: Any,
+        teacher: TeacherOutput,
+        weights: Tensor,
+        active: Sequence[bool] | None = None,
+    ) -> Objective: ...
+
+    def new_process(self, provenance: Mapping[str, Any]) -> Any: ...
+
+
+def missing_members(module: Any) -> list[str]:
+    """The `SearchableModule` members ``module`` lacks (empty: it fits)."""
+    names = [
+        n
+        for n in (*SearchableModule.__annotations__, *SearchableModule.__dict__)
+        if not n.startswith("_")
+    ]
+    return sorted({n for n in names if not hasattr(module, n)})
+
+
+def check_optimized(
+    module: SearchableModule, optimizers: Iterable[torch.optim.Optimizer], who: str
+) -> None:
+    """Refuse trainable parameters of the student or the pathway heads that no optimizer
+    holds (they would never train), listing them."""
+    held = {id(p) for opt in optimizers for g in opt.param_groups for p in g["params"]}
+    missing = [n for n, p in module.search_parameters().named().items() if id(p) not in held]
+    if not missing:
+        return
+    shown = ", ".join(missing[:8]) + (f" ... ({len(missing)} in all)" if len(missing) > 8 else "")
+    raise RuntimeError(
+        f"{who}: trainable parameters that no optimizer updates, so they would never train: "
+        f"{shown}. configure_optimizers must optimise the student and the pathway heads, e.g. "
+        "SGD([*self.student.parameters(), *self.distill_heads.parameters()], ...); freeze "
+        "(requires_grad_(False)) what is meant to stay fixed."
+    )

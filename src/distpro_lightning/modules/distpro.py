@@ -1,0 +1,207 @@
+"""``DistProModule``: a student distilled from a frozen teacher through weighted pathways,
+a complete classification LightningModule built on `DistProMixin`."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+from distpro_lightning.modules.contract import TeacherOutput
+from distpro_lightning.modules.mixin import DistillationConfig, DistProMixin
+from distpro_lightning.modules.student import StudentModule
+from distpro_lightning.modules.teacher import build_teacher
+
+__all__ = [
+    "DistProMixin",
+    "DistProModule",
+    "DistillationConfig",
+    "TeacherOutput",
+    "check_ddp_pruning",
+]
+
+
+def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
+    """Pruned pathways leave their heads without gradients in a step, which plain DDP rejects:
+    refuse that combination early, with the fix."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = getattr(trainer, "strategy", None)
+    if module.prune_threshold is None or not isinstance(strategy, DDPStrategy):
+        return
+    kwargs = getattr(strategy, "_ddp_kwargs", {}) or {}
+    if not kwargs.get("find_unused_parameters", False):
+        raise RuntimeError(
+            f"prune_threshold={module.prune_threshold} skips pathway heads, which DDP reports as "
+            "unused parameters. Use strategy='ddp_find_unused_parameters_true' (or "
+            "DDPStrategy(find_unused_parameters=True)), or set prune_threshold=None."
+        )
+
+
+class DistProModule(DistProMixin, StudentModule):
+    """A student distilled from a frozen teacher through weighted pathways (DistPro).
+
+    Python:
+
+    ```python
+    from distpro_lightning import DistProModule
+    module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
+                           in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
+    trainer = Trainer(callbacks=[ProcessSearchCallback()])
+    ```
+
+    YAML (``distpro fit --config``):
+
+    ```yaml
+    model:
+      class_path: distpro_lightning.DistProModule
+      init_args:
+        student: resnet8
+        teacher: runs/teacher/teacher.ckpt
+        num_classes: 10
+        in_channels: 1
+        connections: all
+        transforms: [conv_bn, attn2, attn3]
+        distance: hcl
+        normalization: biased_softmax
+    ```
+
+    Args:
+        student: an ``nn.Module`` or a model-registry name (``distpro_lightning.models``).
+        teacher: an ``nn.Module``, a registry name (untrained!), or the path of a
+            `ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
+        num_classes: number of classes (used when models are built by name).
+        in_channels: input channels (used when models are built by name).
+        teacher_model: the architecture of a ``teacher`` checkpoint that does not name one
+            (a state dict, or a checkpoint of your own LightningModule): a registry name or
+            an (untrained) module, in YAML ``{class_path: my_pkg.MyNet, init_args: {...}}``;
+            its weights are loaded from ``teacher``.
+        student_taps: dotted module names of the student features, or ``"auto"`` (the
+            down-sampling stage outputs).
+        teacher_taps: the same for the teacher.
+        transforms: the transform kinds, one pathway per kind and connection
+            (``conv_bn``, ``attn2``, ``attn3``; ``token`` for transformer tokens).
+        connections: ``"all"``, ``"lower_to_higher"``, ``"none"`` (no feature pathways; with
+            ``response_kd`` this is plain Hinton KD) or a list of ``[teacher_idx,
+            student_idx]`` pairs.
+        distance: ``"hcl"``, ``"mse"`` or ``"l1"``.
+        normalization: ``biased_softmax`` (paper), ``softmax``, ``l1_plus_one``, ``l1``,
+            ``sigmoid`` or ``uniform`` (equally weighted).
+        normalization_bias: the ``g`` of ``biased_softmax``.
+        kd_weight: global weight of the distillation term.
+        scale_by_num_pathways: multiply the weights by ``P`` (the official release's
+            ``P * kd_weight`` scale), so uniform weights give each pathway ``kd_weight``.
+        prune_threshold: tau; pathways whose logit is ``<= tau`` are not computed.
+        response_kd: add Hinton KD on the logits as pathway ``logits->logits:kd``.
+        review_kd: add ReviewKD's knowledge review (ABF fusion of the student taps, HCL
+            against the teacher taps, plus the pooled last stage) as one pathway
+            ``review->review:abf``, so that the search can weight what ReviewKD does.
+        kd_temperature: its temperature.
+        input_shape: per-sample input shape for the dry run that sizes the heads
+            (default: ``[in_channels, 32, 32]``).
+        save_teacher: keep the teacher's weights in checkpoints.
+        fused_heads: run the heads of one connection together (same losses and gradients,
+            fewer kernels); ``False``: one head at a time; ``None``: fused unless
+            ``compile_heads`` (`PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
+            pruning pattern compiles again).
+        log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
+            per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
+            callback's ``alpha_weight/<pathway>``.
+        log_pathways_every_n_steps: deprecated: use ``log_pathway_losses`` (``0`` means
+            ``False``, any other value ``True``); the cadence is the Trainer's.
+        **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
+            ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
+            ``gamma``; see `StudentModule`).
+    """
+
+    applies_reused_gradient = True
+
+    def __init__(
+        self,
+        student: nn.Module | str,
+        teacher: nn.Module | str,
+        num_classes: int = 10,
+        in_channels: int = 3,
+        teacher_model: nn.Module | str | None = None,
+        student_taps: list[str] | str = "auto",
+        teacher_taps: list[str] | str = "auto",
+        transforms: list[str] = ["conv_bn", "attn2", "attn3"],  # noqa: B006 - jsonargparse default
+        connections: Literal["all", "lower_to_higher", "none"] | list[tuple[int, int]] = "all",
+        distance: Literal["hcl", "mse", "l1"] = "hcl",
+        normalization: Literal[
+            "biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"
+        ] = "biased_softmax",
+        normalization_bias: float = 1.0,
+        kd_weight: float = 1.0,
+        scale_by_num_pathways: bool = True,
+        prune_threshold: float | None = None,
+        response_kd: bool = False,
+        review_kd: bool = False,
+        kd_temperature: float = 4.0,
+        input_shape: list[int] | None = None,
+        save_teacher: bool = False,
+        fused_heads: bool | None = None,
+        compile_heads: bool = False,
+        log_pathway_losses: bool = False,
+        log_pathways_every_n_steps: int | None = None,
+        **optimizer_settings: Any,
+    ) -> None:
+        super().__init__(num_classes=num_classes, **optimizer_settings)
+        from distpro_lightning.models import create
+
+        if isinstance(student, str):
+            student = create(student, num_classes=num_classes, in_channels=in_channels)
+        self.student = student
+        config = DistillationConfig(
+            student_taps=student_taps, teacher_taps=teacher_taps, transforms=transforms,
+            connections=connections, distance=distance, normalization=normalization,
+            normalization_bias=normalization_bias, kd_weight=kd_weight,
+            scale_by_num_pathways=scale_by_num_pathways, prune_threshold=prune_threshold,
+            response_kd=response_kd, review_kd=review_kd, kd_temperature=kd_temperature,
+            input_shape=[in_channels, 32, 32] if input_shape is None else input_shape,
+            save_teacher=save_teacher, fused_heads=fused_heads, compile_heads=compile_heads,
+        )  # fmt: skip
+        self.configure_distillation(
+            build_teacher(teacher, num_classes, in_channels, teacher_model), config
+        )
+        self.num_classes = num_classes
+        if log_pathways_every_n_steps is not None:
+            rank_zero_warn(
+                f"DistProModule(log_pathways_every_n_steps={log_pathways_every_n_steps}) is "
+                "deprecated: per-pathway losses follow Trainer(log_every_n_steps=...); use "
+                f"log_pathway_losses={bool(log_pathways_every_n_steps)} instead.",
+                category=FutureWarning,
+            )
+            log_pathway_losses = bool(log_pathways_every_n_steps)
+        self.log_pathway_losses = log_pathway_losses
+
+    def on_fit_start(self) -> None:
+        check_ddp_pruning(self.trainer, self)
+        from lightning.pytorch.callbacks import ModelSummary
+
+        if any(isinstance(cb, ModelSummary) for cb in self.trainer.callbacks):
+            rank_zero_info("DistPro pathways:\n" + self.pathway_summary())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The student's logits (inference)."""
+        return self.student(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        reused = self.take_reused_gradient()
+        if reused is not None:
+            # ProcessSearchCallback(reuse_training_gradient=True): the virtual step's gradient
+            # is the update; the surrogate's gradient with respect to theta is exactly it.
+            self.log("train/loss", reused.loss, prog_bar=True)
+            return reused.surrogate_loss()
+        loss, task, losses, _ = self.training_loss(batch)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/task_loss", task)
+        if self.log_pathway_losses:
+            for name, value in zip(self.pathway_names, losses.detach()):
+                self.log(f"pathway_loss/{name}", value)
+        return loss
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self.student.parameters()) + list(self.distill_heads.parameters())

@@ -1,0 +1,113 @@
+"""The trained student on its own: `export_student` writes it from a distilling module,
+`load_student` reads it back, from that file or from a Lightning checkpoint of the
+module, without the teacher (nothing is unpickled: ``weights_only=True``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distpro_lightning.files import temp_prefix
+from distpro_lightning.modules.checkpoints import CheckpointError, load_state_file
+from distpro_lightning.pathways.taps import unwrap_model
+
+#: The ``format`` entry of an exported student file.
+STUDENT_FORMAT = "distpro-student"
+
+
+def export_student(module: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``module.student``'s weights to ``path`` (atomically) with what rebuilds it:
+    the registry name (``hparams.student`` when it was built by name), ``num_classes`` and
+    ``in_channels``. Returns the path."""
+    student = unwrap_model(module.student)
+    hparams = dict(getattr(module, "hparams", {}) or {})
+    architecture = hparams.get("student") if isinstance(hparams.get("student"), str) else None
+    payload = {
+        "format": STUDENT_FORMAT,
+        "version": 1,
+        "architecture": architecture,
+        "class_name": type(student).__name__,
+        "num_classes": hparams.get("num_classes"),
+        "in_channels": hparams.get("in_channels"),
+        "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
+    }
+    out = Path(path).expanduser()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(out), suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return out
+
+
+def _student_state(obj: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(state_dict, description)`` of an export file or a Lightning checkpoint."""
+    if obj.get("format") == STUDENT_FORMAT:
+        return dict(obj["state_dict"]), obj
+    hparams = obj.get("hyper_parameters") if isinstance(obj.get("hyper_parameters"), dict) else {}
+    state = obj.get("state_dict", {})
+    prefix = f"{hparams.get('student_attribute') or prefix}."
+    found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not found:
+        raise CheckpointError(
+            f"No student weights (keys under {prefix!r}) in this file: give a file written by "
+            "export_student() or a checkpoint of a DistPro module (prefix: the student's "
+            "attribute, e.g. prefix='net')."
+        )
+    arch = hparams.get("student") if isinstance(hparams.get("student"), str) else None
+    description = {
+        "architecture": arch,
+        "num_classes": hparams.get("num_classes"),
+        "in_channels": hparams.get("in_channels"),
+    }
+    return found, description
+
+
+def load_student(
+    path: str | os.PathLike[str], model: nn.Module | None = None, prefix: str = "student"
+) -> nn.Module:
+    """The trained student from ``path``: a file of `export_student` or a Lightning
+    checkpoint of a DistPro module (its ``prefix.*`` weights; the teacher is not needed).
+
+    Args:
+        path: the file.
+        model: the (untrained) student architecture to load into; ``None``: built from the
+            registry name the file records (modules built by name).
+        prefix: the student's attribute in a checkpoint (``student_attribute``).
+
+    Raises:
+        CheckpointError: the file holds no student weights, or they do not fit ``model``.
+        ValueError: ``model`` is ``None`` and the file names no registry architecture.
+    """
+    state, desc = _student_state(load_state_file(path), prefix)
+    if model is None:
+        from distpro_lightning.models import create
+
+        arch = desc.get("architecture")
+        if not isinstance(arch, str):
+            raise ValueError(
+                f"{str(path)!r} does not name a registry architecture (the student was given "
+                f"as a module, {desc.get('class_name', 'unknown class')}): pass "
+                "model=YourNet(...) to load the weights into."
+            )
+        model = create(
+            arch,
+            num_classes=int(desc.get("num_classes") or 10),
+            in_channels=int(desc.get("in_channels") or 3),
+        )
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"The student weights in {str(path)!r} do not fit {type(model).__name__}: missing "
+            f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}."
+        )
+    return model.eval()

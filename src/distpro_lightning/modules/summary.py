@@ -1,0 +1,123 @@
+"""The pathway summary, DistPro's ``ModelSummary``: one row per pathway (name, teacher and
+student feature shapes, transform, head parameters, pruned state) and the totals next to the
+student's size. Printed at fit start by `DistProModule` (when the
+Trainer's model summary is on) or by the `PathwaySummary` callback, and reused by
+``distpro process summary`` for a process file (which knows no shapes)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
+
+if TYPE_CHECKING:
+    from distpro_lightning.process.core import DistillationProcess
+
+
+@dataclass(frozen=True)
+class PathwayRow:
+    """One pathway of the summary (``None``: not known, e.g. from a process file)."""
+
+    name: str
+    teacher_shape: tuple[int, ...] | None
+    student_shape: tuple[int, ...] | None
+    transform: str
+    head_parameters: int | None
+    pruned: bool | None
+
+
+def _count(module: Any) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def pathway_rows(module: Any) -> list[PathwayRow]:
+    """The rows of a module with `DistProMixin`, pruned state from
+    its current logits and ``prune_threshold``."""
+    active = module.active_pathways()
+    rows = []
+    for i, (spec, head) in enumerate(zip(module.pathway_specs, module.distill_heads.heads)):
+        rows.append(
+            PathwayRow(
+                spec.name,
+                module.teacher_tap_shapes[spec.teacher_idx],
+                module.student_tap_shapes[spec.student_idx],
+                spec.kind,
+                _count(head),
+                None if active is None else not active[i],
+            )
+        )
+    if module.response_kd:
+        rows.append(
+            PathwayRow(
+                KD_PATHWAY_NAME,
+                module.teacher_output_shape,
+                module.student_output_shape,
+                "kd",
+                0,
+                None if active is None else not active[-1],
+            )
+        )
+    return rows
+
+
+def process_rows(process: DistillationProcess) -> list[PathwayRow]:
+    """The rows of a process file: names and transforms, pruned state of its last row."""
+    final = process.final() if len(process) else None
+    tau = process.prune_threshold
+    rows = []
+    for i, name in enumerate(process.pathway_names):
+        kind = name.rsplit(":", 1)[1] if ":" in name else "-"
+        pruned = None if tau is None or final is None else bool(final[i] <= tau)
+        rows.append(PathwayRow(name, None, None, kind, None, pruned))
+    return rows
+
+
+def _shape(shape: Sequence[int] | None) -> str:
+    return "-" if shape is None else "x".join(str(s) for s in shape)
+
+
+def format_pathway_table(rows: Sequence[PathwayRow], totals: Sequence[str] = ()) -> str:
+    """The table of ``rows`` followed by the ``totals`` lines."""
+    width = max([len("pathway"), *(len(r.name) for r in rows)])
+    header = (
+        f"{'':>3} {'pathway':<{width}} {'teacher':>12} {'student':>12} {'transform':>9} "
+        f"{'head params':>11} {'pruned':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for i, r in enumerate(rows):
+        params = "-" if r.head_parameters is None else f"{r.head_parameters:,}"
+        pruned = "-" if r.pruned is None else ("yes" if r.pruned else "no")
+        lines.append(
+            f"{i:>3} {r.name:<{width}} {_shape(r.teacher_shape):>12} "
+            f"{_shape(r.student_shape):>12} {r.transform:>9} {params:>11} {pruned:>6}"
+        )
+    return "\n".join([*lines, "-" * len(header), *totals])
+
+
+def pathway_summary(module: Any) -> str:
+    """The pathway table of ``module`` with its totals: pathways (pruned), head parameters
+    and their share of the student's, the student's and the (frozen) teacher's sizes."""
+    rows = pathway_rows(module)
+    heads = sum(r.head_parameters or 0 for r in rows)
+    student = _count(module.student)
+    pruned = sum(1 for r in rows if r.pruned)
+    totals = [
+        f"{len(rows)} pathways ({pruned} pruned), normalization {module.normalization}",
+        f"{heads:,} head parameters ({100 * heads / max(student, 1):.1f} % of the student's "
+        f"{student:,}); teacher {_count(module.teacher):,} (frozen)",
+    ]
+    return format_pathway_table(rows, totals)
+
+
+class PathwaySummary(Callback):
+    """Print `pathway_summary` at fit start (rank 0), like Lightning's ``ModelSummary``;
+    for modules built on the mixin (``DistProModule`` prints it itself)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rank_zero_info("DistPro pathways:\n" + pathway_summary(pl_module))

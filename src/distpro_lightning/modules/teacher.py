@@ -1,0 +1,125 @@
+"""The frozen teacher of a distilling module, written once for every method: built from a
+module, a checkpoint path or a registry name; run in eval mode without grad with its
+feature taps; kept out of the owner's checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from distpro_lightning.modules.checkpoints import resolve_teacher
+from distpro_lightning.modules.contract import TeacherOutput
+from distpro_lightning.pathways.taps import FeatureTaps, explained_input_errors, unwrap_model
+
+#: The owner's attribute that holds the teacher model (its state-dict prefix).
+TEACHER_ATTRIBUTE = "teacher"
+
+
+def build_teacher(
+    teacher: nn.Module | str,
+    num_classes: int,
+    in_channels: int,
+    architecture: nn.Module | str | None = None,
+) -> nn.Module:
+    """The teacher model: ``teacher`` itself if it is a module; else
+    `resolve_teacher`: loaded from a checkpoint or
+    state-dict file if it is a path (``architecture`` names the model of a plain state
+    dict; a path that names no file says so), else built by registry name, untrained (with
+    a warning)."""
+    if isinstance(teacher, nn.Module):
+        return teacher
+    return resolve_teacher(teacher, architecture, num_classes, in_channels)
+
+
+def check_not_shared(student: nn.Module, teacher: nn.Module) -> None:
+    """Refuse a teacher that is the student or shares parameters with it: the frozen
+    teacher's parameters are set to ``requires_grad=False``, which would freeze the student."""
+    if unwrap_model(student) is unwrap_model(teacher):
+        raise ValueError(
+            "The teacher is the student itself (the same nn.Module): freezing the teacher would "
+            "freeze the student. Pass a separate teacher, e.g. a trained copy: "
+            "copy.deepcopy(student) loaded with the teacher's weights."
+        )
+    teacher_ids = {id(p) for p in teacher.parameters()}
+    shared = [n for n, p in student.named_parameters() if id(p) in teacher_ids]
+    if shared:
+        raise ValueError(
+            f"The teacher shares parameters with the student ({', '.join(shared[:5])}"
+            f"{' ...' if len(shared) > 5 else ''}): freezing the teacher would freeze them. "
+            "Give the teacher its own modules (e.g. copy.deepcopy)."
+        )
+
+
+class FrozenTeacher:
+    """A teacher that never trains: no gradients, eval mode for every forward (its mode is
+    restored afterwards, so Lightning's train/eval bookkeeping never sees it changed), its
+    tapped features returned with its logits.
+
+    `attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
+    weights out of that module's ``state_dict`` (unless ``in_checkpoints``); loading a
+    checkpoint without them fills them from the live teacher.
+
+    Args:
+        model: the teacher network (its parameters are set to ``requires_grad=False``).
+        taps: dotted names of the tapped submodules (may be empty).
+        in_checkpoints: keep the teacher's weights in the owner's checkpoints.
+    """
+
+    def __init__(
+        self, model: nn.Module, taps: Sequence[str] = (), in_checkpoints: bool = False
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"teacher must be an nn.Module, got {type(model).__name__}.")
+        self.model = model.requires_grad_(False)
+        self.taps = FeatureTaps(model, list(taps), "teacher")
+        self.in_checkpoints = in_checkpoints
+
+    def attach(self, owner: nn.Module) -> None:
+        """Register the model as ``owner.teacher`` and its checkpoint hooks on ``owner``."""
+        setattr(owner, TEACHER_ATTRIBUTE, self.model)
+        owner.register_state_dict_post_hook(_drop_teacher_state)
+        owner.register_load_state_dict_pre_hook(_fill_teacher_state)
+
+    @torch.no_grad()
+    def __call__(self, x: Tensor) -> TeacherOutput:
+        """The teacher's logits and tapped features of ``x`` (eval mode, no grad)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with (
+                self.taps.capture() as store,
+                explained_input_errors("teacher", self.model, x, dry_run=False),
+            ):
+                logits = self.model(x)
+        finally:
+            if was_training:
+                self.model.train()
+        return TeacherOutput(logits, self.taps.ordered(store))
+
+
+def _frozen_of(owner: nn.Module) -> FrozenTeacher | None:
+    frozen = getattr(owner, "frozen_teacher", None)
+    return frozen if isinstance(frozen, FrozenTeacher) else None
+
+
+def _drop_teacher_state(
+    owner: nn.Module, state_dict: dict[str, Any], prefix: str, local_metadata: Any
+) -> None:
+    frozen = _frozen_of(owner)
+    if frozen is None or frozen.in_checkpoints:
+        return
+    for key in [k for k in state_dict if k.startswith(f"{prefix}{TEACHER_ATTRIBUTE}.")]:
+        del state_dict[key]
+
+
+def _fill_teacher_state(
+    owner: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+) -> None:
+    frozen = _frozen_of(owner)
+    if frozen is None:
+        return
+    for key, value in frozen.model.state_dict().items():
+        state_dict.setdefault(f"{prefix}{TEACHER_ATTRIBUTE}.{key}", value)

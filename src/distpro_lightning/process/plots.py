@@ -1,0 +1,127 @@
+"""Process figures (paper Fig. 6 lines and a heatmap), their file names, and logging them."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from distpro_lightning.files import temp_prefix
+
+if TYPE_CHECKING:
+    from distpro_lightning.process.core import DistillationProcess
+
+PLOT_KINDS = ("lines", "heatmap")
+
+
+def plot_paths(save_path: str | os.PathLike[str]) -> dict[str, Path]:
+    """The images written beside a process file at ``save_path``: ``{"lines": X.png,
+    "heatmap": X_heatmap.png}`` (``X`` is ``save_path`` without its suffix). The one place
+    these names are made, so a save path can be checked against them up front."""
+    png = Path(save_path).with_suffix(".png")
+    return {"lines": png, "heatmap": png.with_name(png.stem + "_heatmap.png")}
+
+
+def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
+    """A matplotlib figure: ``"lines"`` (paper Fig. 6: one panel per teacher tap, one line
+    per pathway, x = step) or ``"heatmap"`` (pathways x steps)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    weights = process.weights().numpy()
+    if kind == "lines":
+        groups = process.teacher_groups()
+        fig = Figure(figsize=(4.5 * len(groups), 3.6), constrained_layout=True)
+        axes = fig.subplots(1, len(groups), squeeze=False)[0]
+        for ax, (tap, idx) in zip(axes, groups.items()):
+            for i in idx:
+                ax.plot(weights[:, i], label=process.pathway_names[i].split("->", 1)[1], lw=1.2)
+            ax.set_title(f"teacher {tap}")
+            ax.set_xlabel("step")
+            ax.set_ylabel("pathway weight")
+            ax.legend(fontsize=6, ncol=1 + len(idx) // 10)
+        return fig
+    if kind == "heatmap":
+        fig = Figure(figsize=(8, 0.25 * process.num_pathways + 1.5), constrained_layout=True)
+        ax = fig.subplots()
+        im = ax.imshow(weights.T, aspect="auto", interpolation="nearest", cmap="viridis")
+        ax.set_yticks(range(process.num_pathways), process.pathway_names, fontsize=6)
+        ax.set_xlabel("step")
+        fig.colorbar(im, ax=ax, label="weight")
+        return fig
+    raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
+
+
+def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> list[Path]:
+    """Log the process plots to every logger of ``trainer``: as images to loggers that take
+    them (W&B, TensorBoard), as PNG files in the log directory of the others (CSV), named
+    ``<tag>_<kind>.png`` with ``/`` in ``tag`` replaced by ``_`` and replaced at each call
+    (atomically). Returns the PNG files written (global rank 0 only)."""
+    if len(process) == 0:
+        return []
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    written: list[Path] = []
+    for logger in trainer.loggers:
+        for kind in PLOT_KINDS:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                fig = process_figure(process, kind)
+                with tempfile.TemporaryDirectory() as tmp:
+                    png = Path(tmp) / f"{kind}.png"
+                    fig.savefig(png, dpi=110)
+                    logger.experiment.log(
+                        {
+                            f"{tag}/{kind}": wandb.Image(str(png)),
+                            "trainer/global_step": trainer.global_step,
+                        }
+                    )
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_figure(
+                    f"{tag}/{kind}", process_figure(process, kind), trainer.global_step
+                )
+            elif trainer.is_global_zero:
+                folder = getattr(logger, "log_dir", None) or logger.save_dir
+                if folder is None:
+                    continue
+                png = Path(folder) / f"{tag.replace('/', '_')}_{kind}.png"
+                _save_atomically(process_figure(process, kind), png)
+                written.append(png)
+    return written
+
+
+def _save_atomically(fig: Any, png: Path) -> None:
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=temp_prefix(png), suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.replace(tmp, png)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def process_summary(process: DistillationProcess) -> str:
+    """A human-readable summary: size, normalisation, skipped steps, first/last weights per
+    pathway, provenance."""
+    w = process.weights()
+    skipped = process.skipped_steps
+    shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
+    lines = [
+        f"DistPro process: {len(process)} steps x {process.num_pathways} pathways, normalization "
+        f"{process.normalization}, steps/epoch {process.steps_per_epoch}, fingerprint "
+        f"{process.fingerprint()}, run id {process.run_id}",
+        f"skipped steps: {len(skipped)}" + (f" ({shown})" if skipped else ""),
+        f"{'pathway':<40} {'w first':>9} {'w last':>9} {'w min':>9} {'w max':>9}",
+    ]
+    for i, name in enumerate(process.pathway_names):
+        col = w[:, i]
+        lines.append(f"{name:<40} {col[0]:9.4f} {col[-1]:9.4f} {col.min():9.4f} {col.max():9.4f}")
+    for key, value in process.provenance.items():
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""``ProcessScheduleCallback``: replay a searched distillation process in an ordinary fit."""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from distpro_lightning.modules.contract import check_optimized
+from distpro_lightning.modules.distpro import DistProMixin
+from distpro_lightning.process.core import DistillationProcess, ProcessFileError
+from distpro_lightning.process.plots import log_process_figures
+
+
+class ProcessScheduleCallback(Callback):
+    """Set ``module.alpha_logits`` from a searched process at every optimizer step.
+
+    * ``mode="process"`` (the paper): step ``t`` of a run of
+      ``T = trainer.estimated_stepping_batches`` steps gets ``process.at(t, T)``, the
+      linear interpolation of the searched rows.
+    * ``mode="final"``: every step gets the last searched row ("use alpha_T" ablation).
+    * ``mode="uniform"``: the module's normalisation is switched to ``uniform`` ("equally
+      weighted" ablation); no process file is needed.
+
+    The logits are never trained here. Indexing by ``trainer.global_step`` makes replay
+    survive checkpoint resume; the process fingerprint is stored in checkpoints and a resume
+    with a different process is refused. Pruning (``module.prune_threshold``) applies to the
+    replayed logits, so pruned pathways cost nothing.
+
+    Python:
+
+    ```python
+    from distpro_lightning import ProcessScheduleCallback
+    replay = ProcessScheduleCallback(process="runs/search/process.json", mode="process")
+    Trainer(max_epochs=240, callbacks=[replay]).fit(module, datamodule=dm)
+    ```
+
+    YAML:
+
+    ```yaml
+    trainer:
+      callbacks:
+        - class_path: distpro_lightning.ProcessScheduleCallback
+          init_args: {process: runs/search/process.json, mode: process}
+    ```
+
+    Args:
+        process: a process file path or a `DistillationProcess` (``None`` only with
+            ``mode="uniform"``).
+        mode: ``"process"``, ``"final"`` or ``"uniform"``.
+        pathway_map: for transfer to a module with other pathway names: a dict from the
+            module's pathway names to the process's, or ``"position"`` (same count, mapped in
+            order). ``None`` requires the same names (in any order).
+        strict: refuse a process whose normalisation differs from the module's; with
+            ``strict=False`` the module's normalisation is kept and a warning is given.
+        smooth_steps: replay the centred moving average of this many search rows (odd;
+            1: the rows as searched), see `smoothed`.
+        plot: log the replayed process (interpolated to the run) as images at the end.
+        enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
+            ``replay:`` section: on when any key of the section is given).
+    """
+
+    def __init__(
+        self,
+        process: str | None = None,
+        mode: Literal["process", "final", "uniform"] = "process",
+        pathway_map: dict[str, str] | str | None = None,
+        strict: bool = True,
+        smooth_steps: int = 1,
+        plot: bool = True,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        if not (isinstance(smooth_steps, int) and smooth_steps >= 1 and smooth_steps % 2 == 1):
+            raise ValueError(f"smooth_steps must be an odd number >= 1, got {smooth_steps!r}.")
+        self.smooth_steps = smooth_steps
+        if mode not in ("process", "final", "uniform"):
+            raise ValueError(f"mode must be 'process', 'final' or 'uniform', got {mode!r}.")
+        if enabled and process is None and mode != "uniform":
+            raise ValueError(
+                f"mode={mode!r} needs a process file; only mode='uniform' runs without."
+            )
+        if enabled and isinstance(process, str | os.PathLike):
+            process = DistillationProcess.load(process)
+        self.source: DistillationProcess | str | os.PathLike[str] | None = process
+        self.mode = mode
+        self.pathway_map = pathway_map
+        self.strict = strict
+        self.plot = plot
+        self.process: DistillationProcess | None = None
+        self._total_steps = 1
+        self._resumed_fingerprint: str | None = None
+        self._replayed: list[torch.Tensor] = []
+
+    def check(self, module: pl.LightningModule) -> DistillationProcess | None:
+        """Check, without a Trainer, that this callback can replay on ``module``; returns the
+        process with its columns in the module's pathway order (``None`` for
+        ``mode="uniform"``). `on_fit_start` runs the same check.
+
+        Raises ``TypeError`` for a module without `DistProMixin`,
+        `ProcessFileError` for pathways that do not match (see ``pathway_map``) or,
+        with ``strict=True``, another normalisation or bias. Warns when the file's weight
+        scale differs from the module's (the module's is used).
+        """
+        if not isinstance(module, DistProMixin):
+            raise TypeError(
+                "ProcessScheduleCallback needs a module with DistProMixin (e.g. DistProModule); "
+                f"got {type(module).__name__}."
+            )
+        if self.mode == "uniform":
+            return None
+        if self.source is None:
+            raise ValueError(f"mode={self.mode!r} needs a process file; none was given.")
+        if isinstance(self.source, str | os.PathLike):
+            self.source = DistillationProcess.load(self.source)
+        process = self.source.remap(module.pathway_names, self.pathway_map)
+        if self.smooth_steps > 1:
+            process = process.smoothed(self.smooth_steps)
+        norm = process.normalization
+        if norm["name"] != module.normalization or float(norm["bias"]) != module.normalization_bias:
+            msg = (
+                f"The process was searched with normalization {norm['name']!r} (bias "
+                f"{norm['bias']}) but the module uses {module.normalization!r} (bias "
+                f"{module.normalization_bias})."
+            )
+            if self.strict:
+                raise ProcessFileError(
+                    msg + " Configure the module the same way or pass strict=False."
+                )
+            rank_zero_warn(msg + " Keeping the module's normalisation (strict=False).")
+        _warn_on_scale(float(norm["scale"]), float(module.weight_scale))
+        return process
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled:
+            return
+        self.process = self.check(pl_module)
+        check_optimized(pl_module, trainer.optimizers, "ProcessScheduleCallback")  # type: ignore[arg-type]
+        if self.process is None:
+            assert isinstance(pl_module, DistProMixin)
+            pl_module.normalization = "uniform"
+            pl_module.alpha_logits.fill_(1.0)
+            rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
+            return
+        fingerprint = self.process.fingerprint()
+        if self._resumed_fingerprint is not None and self._resumed_fingerprint != fingerprint:
+            raise ProcessFileError(
+                f"Resuming with a different process (fingerprint {fingerprint}) than the one the "
+                f"checkpoint was trained with ({self._resumed_fingerprint}). Use the same file."
+            )
+        total = trainer.estimated_stepping_batches
+        self._total_steps = int(total) if total != float("inf") else len(self.process)
+        rank_zero_info(
+            f"DistPro replay: mode={self.mode}, {len(self.process)} searched steps -> "
+            f"{self._total_steps} steps (fingerprint {fingerprint})."
+        )
+
+    def logits_at(self, step: int) -> torch.Tensor:
+        """The logits this callback sets at optimizer step ``step``."""
+        assert self.process is not None
+        if self.mode == "final":
+            return self.process.final()
+        return self.process.at(step, self._total_steps)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if (
+            not self.enabled
+            or self.mode == "uniform"
+            or batch_idx % trainer.accumulate_grad_batches != 0
+        ):
+            return
+        row = self.logits_at(trainer.global_step)
+        with torch.no_grad():
+            pl_module.alpha_logits.copy_(row.to(pl_module.alpha_logits.device))
+        if self.plot:
+            self._replayed.append(row)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.enabled or not self.plot or not self._replayed or self.process is None:
+            return
+        replayed = self.process.with_rows(torch.stack(self._replayed))
+        log_process_figures(trainer, replayed, "replay/process")
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.process is None:
+            return {"mode": self.mode}
+        return {"mode": self.mode, "fingerprint": self.process.fingerprint()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._resumed_fingerprint = state_dict.get("fingerprint")
+
+
+def _warn_on_scale(file_scale: float, module_scale: float) -> None:
+    if math.isclose(file_scale, module_scale, rel_tol=1e-6):
+        return
+    rank_zero_warn(
+        f"The process was searched with weight scale {file_scale:g} but the module scales the "
+        f"pathway weights by {module_scale:g}: the replayed weights are {module_scale / file_scale:.3g}"
+        f" times the searched ones. Set the module's scale_by_num_pathways as in the search, "
+        "unless the difference is meant (e.g. a transfer to another number of pathways)."
+    )

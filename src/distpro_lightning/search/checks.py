@@ -1,0 +1,210 @@
+"""The checks of `ProcessSearchCallback` (and of the replay) made
+before the first step, the warnings for settings that make the search meaningless, and the
+reconciliation of a resume's settings with the checkpoint's."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+
+from distpro_lightning.modules.contract import SearchableModule, check_optimized, missing_members
+from distpro_lightning.modules.step_context import StepContext
+from distpro_lightning.search.step import SearchSettings
+
+_HALF_PRECISIONS = ("16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
+
+#: Adam (the paper's logits optimizer) moves every logit by about ``alpha_lr`` per step
+#: whatever the hypergradient's size, so from ``alpha_lr >= 1`` one step can change a
+#: pathway weight e-fold and a few steps drive weights to 0 (or to their maximum): the
+#: process becomes an on/off switch rather than a schedule. The paper's and our default is
+#: 0.05; the shipped sweep searches 0.005-0.5.
+ALPHA_LR_WARN = 1.0
+
+#: The finite-difference radius relative to the student's parameter norm below which the
+#: hypergradient is float32 rounding noise. Measured on ResNet-8/Digits (||theta|| = 28):
+#: relative error to the exact hypergradient 0.03 at epsilon/||theta|| = 3.6e-6, 0.23 at
+#: 3.6e-7, 1.8 at 3.6e-8 (cosine 0.2: noise), and exactly 0 (alpha never moves) at 3.6e-11.
+EPSILON_RATIO_WARN = 1e-6
+
+#: Every pathway weight below this fraction of its initial weight: distillation is off.
+COLLAPSED_FRACTION = 1e-3
+
+
+@dataclass(frozen=True)
+class SearchRunOptions:
+    """When and on what `ProcessSearchCallback` searches (its arguments of the same names):
+    ``warmup_steps``, the held-out ``seed``, ``init_process``, ``val_batches_per_step``,
+    ``diagnostics_every_n_steps`` and the ``held_out`` source."""
+
+    warmup_steps: int = 0
+    seed: int = 0
+    init_process: str | None = None
+    val_batches_per_step: int = 1
+    diagnostics_every_n_steps: int = 0
+    held_out: Any = None
+
+    def __post_init__(self) -> None:
+        bad = {
+            "warmup_steps >= 0": self.warmup_steps < 0,
+            "val_batches_per_step >= 1": self.val_batches_per_step < 1,
+            "diagnostics_every_n_steps >= 0": self.diagnostics_every_n_steps < 0,
+        }
+        for rule, broken in bad.items():
+            if broken:
+                name = rule.split()[0]
+                raise ValueError(
+                    f"{name} must be {rule[len(name) + 1 :]}, got {getattr(self, name)}."
+                )
+
+
+def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
+    """The precision context of the search's training and held-out passes: the Trainer's
+    autocast under ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no
+    GradScaler, fp32 throughout; forward-mode AD stays in fp32). The perturbed passes of the
+    finite differences always run in fp32."""
+    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient != "exact":
+        return trainer.precision_plugin.forward_context
+    return nullcontext
+
+
+def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> None:
+    """Refuse a module, optimizer or precision the search cannot run with."""
+    if not isinstance(module, SearchableModule):
+        raise TypeError(
+            "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
+            f"{type(module).__name__} lacks {', '.join(missing_members(module))}."
+        )
+    if len(trainer.optimizers) != 1:
+        raise RuntimeError(
+            f"ProcessSearchCallback supports exactly one optimizer (theta of student and "
+            f"heads); configure_optimizers returned {len(trainer.optimizers)}."
+        )
+    precision = str(trainer.precision)
+    if precision in _HALF_PRECISIONS:
+        raise RuntimeError(
+            f"precision={precision!r} is not supported by the search (second-order terms "
+            "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
+        )
+    if precision == "bf16-mixed" and settings.hypergradient == "forward_difference":
+        raise RuntimeError(
+            "hypergradient='forward_difference' under precision='bf16-mixed' would take the "
+            "difference of a bf16 training pass and an fp32 perturbed pass: use "
+            "'finite_difference' (both perturbed passes in fp32) or 'exact'."
+        )
+    if settings.reuse_training_gradient and not module.applies_reused_gradient:
+        raise RuntimeError(
+            "reuse_training_gradient=True needs a module whose training_step applies the "
+            "reused gradient (DistProModule, or set applies_reused_gradient = True and "
+            "return self.take_reused_gradient().surrogate_loss()); otherwise leave it False."
+        )
+    check_optimized(module, trainer.optimizers, "ProcessSearchCallback")
+
+
+def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:
+    """Warn about an ``alpha_lr`` or ``epsilon`` that makes the search meaningless (see
+    `ALPHA_LR_WARN` and `EPSILON_RATIO_WARN`)."""
+    if settings.alpha_optimizer == "adam" and settings.alpha_lr >= ALPHA_LR_WARN:
+        rank_zero_warn(
+            f"alpha_lr={settings.alpha_lr:g} is extreme: Adam moves every pathway logit by up "
+            f"to alpha_lr per step, so a few steps drive weights to 0 (or their maximum) and the "
+            f"process becomes an on/off switch. Use alpha_lr < {ALPHA_LR_WARN:g} (paper: 0.05)."
+        )
+    if settings.hypergradient == "exact":
+        return
+    with torch.no_grad():
+        norm = math.sqrt(
+            sum(float(p.float().pow(2).sum()) for p in module.search_parameters().student.values())
+        )
+    if settings.epsilon < EPSILON_RATIO_WARN * norm:
+        rank_zero_warn(
+            f"epsilon={settings.epsilon:g} is tiny against the student's parameter norm "
+            f"{norm:.3g} (ratio {settings.epsilon / norm:.1e} < {EPSILON_RATIO_WARN:g}): the "
+            "finite-difference hypergradient is float32 rounding noise (or exactly 0, and "
+            "alpha never moves). Use epsilon around 0.01 (the default), or hypergradient='exact'."
+        )
+
+
+def weights_collapsed(module: SearchableModule) -> bool:
+    """Every pathway weight is below `COLLAPSED_FRACTION` of its weight at the
+    search's start (all logits 1)."""
+    with torch.no_grad():
+        now = module.alpha_weights().abs()
+        start = module.alpha_weights(torch.ones_like(module.alpha_logits)).abs()
+        return bool((now < COLLAPSED_FRACTION * start).all())
+
+
+def warn_if_collapsed(module: Any, alpha_lr: float) -> bool:
+    """Warn (once a fit, by the caller) when every pathway weight fell below 1/1000 of its
+    initial value; returns whether it warned."""
+    if not weights_collapsed(module):
+        return False
+    rank_zero_warn(
+        "DistPro search: every pathway weight has fallen below 1/1000 of its initial value, so "
+        "distillation is switched off. If that is not the finding you expect, lower alpha_lr "
+        f"(now {alpha_lr:g})."
+    )
+    return True
+
+
+def shared_forward_settings(trainer: pl.Trainer, settings: SearchSettings) -> SearchSettings:
+    """``settings`` with ``share_training_forward`` off (said once) where the training step
+    runs in another precision than the search's training pass: ``16-mixed`` (the search
+    runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too)."""
+    precision = str(trainer.precision)
+    other = precision == "16-mixed" or (
+        precision == "bf16-mixed" and settings.hypergradient == "exact"
+    )
+    if not (settings.share_training_forward and other):
+        return settings
+    rank_zero_warn(
+        f"share_training_forward is off under precision={precision!r} with "
+        f"hypergradient={settings.hypergradient!r}: the search's training pass runs in fp32 "
+        "and the training step under autocast, so the real update runs its own forward. Set "
+        "share_training_forward=False to silence this."
+    )
+    return replace(settings, share_training_forward=False)
+
+
+def check_context_used(
+    trainer: pl.Trainer, module: Any, ctx: StepContext, outputs: Any = None
+) -> bool:
+    """At the end of the batch the search ran on (``outputs``: the batch's, as Lightning's
+    ``on_train_batch_end`` has them): refuse a manual optimization without exactly one
+    optimizer step and a reused gradient the training step did not apply. Returns whether
+    the shared training forward was left unused by a step that trained (the caller turns
+    sharing off); a batch that ``training_step`` skipped (returned ``None``) only discards
+    it."""
+    loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+    skipped = module.automatic_optimization and loss is None
+    if not module.automatic_optimization and trainer.global_step != ctx.step + 1:
+        raise RuntimeError(
+            f"With manual optimization the search needs exactly one optimizer step per "
+            f"training batch (it searched alpha for step {ctx.step}, and the batch ended at "
+            f"global step {trainer.global_step}): call opt.step() once in training_step, "
+            "after self.manual_backward(loss)."
+        )
+    if ctx.reused is not None and not skipped:
+        raise RuntimeError(
+            f"{type(module).__name__}.training_step did not apply the reused training "
+            "gradient: call self.take_reused_gradient() in it (see DistProModule), or set "
+            "reuse_training_gradient=False."
+        )
+    if ctx.forward is None:
+        return False
+    if skipped:
+        ctx.forward.discard()
+        return False
+    rank_zero_warn(
+        f"{type(module).__name__}.training_step ran its own forward instead of the search's "
+        f"training forward (step {ctx.step}), so that step updated the BatchNorm running "
+        "statistics twice; sharing is now off. Compute the loss with self.training_loss(batch) "
+        "or self.distill(x) to share it, or set share_training_forward=False."
+    )
+    return True

@@ -1,0 +1,333 @@
+"""The pure functions of one DistPro search step (paper eqs. 4-5, DARTS second order).
+
+No Lightning here. With ``L_train(theta, a) = task + sum_p w_p(a) delta_p(theta)`` and the
+virtual step ``theta' = theta - xi * D(g)`` (``D``: the optimizer's update direction, linear
+in the gradient ``g`` with slope ``c``), the hypergradient is
+
+    d/da L_val(theta') = - J_w(a)^T [ < grad_theta delta_p(theta), xi * c * v > ]_p ,
+    v = grad L_val(theta').
+
+The bracket is a mixed second derivative along ``xi * c * v``: computed exactly by one
+forward-mode pass (`mixed_derivative_exact`, ``torch.func.jvp``) or approximated by
+central finite differences with two forward passes (`mixed_derivative_fd`), or by forward
+differences with one (the losses at ``theta`` are the training pass's).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from distpro_lightning.modules.contract import (
+    Objective,
+    ParameterGroups,
+    SearchableModule,
+    TeacherOutput,
+)
+
+
+@dataclass(frozen=True)
+class SGDHyper:
+    """One parameter's SGD settings and momentum buffer (``None``: none yet / no momentum)."""
+
+    lr: float
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+    buf: Tensor | None = None
+
+
+def sgd_virtual_step(
+    params: Mapping[str, Tensor], grads: Mapping[str, Tensor], hyper: Mapping[str, SGDHyper]
+) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """``theta'`` of one step of ``torch.optim.SGD`` (momentum, dampening, weight decay,
+    Nesterov, as PyTorch defines them), without touching the parameters or buffers.
+
+    Returns ``(theta', slope)`` where ``slope[k] = d theta'_k / d g_k`` up to sign (the
+    learning rate times the derivative of the update direction in the gradient).
+    """
+    new: dict[str, Tensor] = {}
+    slope: dict[str, float] = {}
+    for key, p in params.items():
+        h = hyper[key]
+        d = grads[key] + h.weight_decay * p if h.weight_decay else grads[key]
+        factor = 1.0
+        if h.momentum:
+            if h.buf is None:
+                buf = d
+            else:
+                buf = h.buf * h.momentum + (1.0 - h.dampening) * d
+                factor = 1.0 - h.dampening
+            if h.nesterov:
+                d = d + h.momentum * buf
+                factor = 1.0 + h.momentum * factor
+            else:
+                d = buf
+        new[key] = p - h.lr * d
+        slope[key] = h.lr * factor
+    return new, slope
+
+
+def tangent_norm(tangent: Mapping[str, Tensor]) -> Tensor:
+    """Euclidean norm of a dict of tensors."""
+    return torch.sqrt(sum(t.detach().float().pow(2).sum() for t in tangent.values()))
+
+
+def mixed_derivative_exact(
+    loss_vector: Callable[[dict[str, Tensor]], Tensor],
+    params: Mapping[str, Tensor],
+    tangent: Mapping[str, Tensor],
+) -> Tensor:
+    """``[< grad_theta delta_p(theta), tangent >]_p`` exactly, by forward-mode AD."""
+    primals = {k: p.detach() for k, p in params.items()}
+    tangents = {k: tangent[k].detach().to(primals[k].dtype) for k in primals}
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    # no_grad: forward-mode AD still runs, but no autograd graph is recorded. The math
+    # attention kernel: the fused CPU/GPU attention kernels have no forward-mode derivative.
+    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+        _, out = torch.func.jvp(loss_vector, (primals,), (tangents,))
+    return out.detach().float()
+
+
+def mixed_derivative_fd(
+    loss_vector: Callable[[dict[str, Tensor]], Tensor],
+    params: Mapping[str, Tensor],
+    tangent: Mapping[str, Tensor],
+    epsilon: float = 0.01,
+    at_theta: Tensor | None = None,
+) -> Tensor:
+    """Central finite differences of the pathway-loss vector along ``tangent``.
+
+    ``eps = epsilon / ||tangent||``; two forward passes at ``theta +- eps * tangent``, no
+    backward. With ``at_theta``, the loss vector at ``theta`` (already known): forward
+    differences ``(f(theta + eps * tangent) - at_theta) / eps``, one forward pass, error
+    ``O(eps)`` instead of ``O(eps^2)``. A zero tangent gives zeros.
+    """
+    norm = float(tangent_norm(tangent))
+    with torch.no_grad():
+        if norm == 0.0 or not math.isfinite(norm):
+            return loss_vector(dict(params)).detach() * (0.0 if norm == 0.0 else float("nan"))
+        eps = epsilon / norm
+        plus = {k: p + eps * tangent[k] for k, p in params.items()}
+        f_plus = loss_vector(plus)
+        del plus
+        if at_theta is not None:
+            return ((f_plus - at_theta.to(f_plus.dtype)) / eps).detach().float()
+        minus = {k: p - eps * tangent[k] for k, p in params.items()}
+        f_minus = loss_vector(minus)
+        return ((f_plus - f_minus) / (2.0 * eps)).detach().float()
+
+
+def alpha_hypergradient(
+    weights_fn: Callable[[Tensor], Tensor], logits: Tensor, mixed: Tensor
+) -> Tensor:
+    """``-J_w(logits)^T mixed``: pull the mixed derivative back through the normalisation."""
+    a = logits.detach().float().clone().requires_grad_(True)
+    with torch.enable_grad():
+        w = weights_fn(a)
+        (grad,) = torch.autograd.grad(-(w * mixed.to(w.dtype)).sum(), a)
+    return grad.detach()
+
+
+@contextmanager
+def frozen_batchnorm_stats(*modules: nn.Module) -> Iterator[None]:
+    """Stop BatchNorm layers in train mode from updating running statistics.
+
+    Train-mode BatchNorm normalises with batch statistics either way; with
+    ``track_running_stats=False`` it simply does not write ``running_mean``, ``running_var``
+    or ``num_batches_tracked``. Used for the virtual, held-out and perturbed passes.
+    """
+    changed: list[nn.Module] = []
+    for module in modules:
+        for m in module.modules():
+            if (
+                isinstance(m, nn.modules.batchnorm._BatchNorm)
+                and m.training
+                and m.track_running_stats
+            ):
+                m.track_running_stats = False
+                changed.append(m)
+    try:
+        yield
+    finally:
+        for m in changed:
+            m.track_running_stats = True
+
+
+#: The hypergradient methods: central finite differences (paper, DARTS: two forwards),
+#: forward differences (one forward; the losses at theta come from the training pass) and
+#: the exact mixed derivative (one forward-mode pass).
+METHODS = ("finite_difference", "forward_difference", "exact")
+Method = Literal["finite_difference", "forward_difference", "exact"]
+
+
+@dataclass(frozen=True)
+class HypergradientOptions:
+    """How `compute_hypergradient` computes: ``method`` (`METHODS`: central
+    ``"finite_difference"``, ``"forward_difference"`` or ``"exact"``) and its ``epsilon``; ``reduce_grads`` / ``reduce_val_grads`` average ``g``
+    and ``v`` across DDP ranks; ``keep_full_gradient`` also returns the heads' training
+    gradient (for reusing it in the real update); ``autocast`` opens the precision context
+    of the training and held-out passes (the perturbed passes run in full precision); ``keep_training_forward`` keeps the training pass's graph and
+    returns its `Objective` (the real update's forward: same ``theta``, same batch)."""
+
+    method: str = "finite_difference"
+    epsilon: float = 0.01
+    reduce_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
+    reduce_val_grads: Callable[[list[Tensor]], list[Tensor]] | None = None
+    keep_full_gradient: bool = False
+    keep_training_forward: bool = False
+    autocast: Callable[[], Any] = nullcontext
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}.")
+        if self.keep_full_gradient and self.keep_training_forward:
+            raise ValueError("keep_full_gradient and keep_training_forward exclude each other.")
+        if self.method == "forward_difference" and self.autocast is not nullcontext:
+            raise ValueError(
+                "forward_difference needs full precision: its losses at theta come from the "
+                "training pass, and the perturbed pass runs in fp32."
+            )
+
+    @property
+    def training_pass_is_real(self) -> bool:
+        """Whether the training pass stands for the real update's forward (then it updates
+        the BatchNorm running statistics exactly as that forward would)."""
+        return self.keep_full_gradient or self.keep_training_forward
+
+
+@dataclass(frozen=True)
+class SearchBatches:
+    """The inputs of one search step: the training batch ``(x, y)`` with its teacher
+    outputs (computed once per step) and the held-out batch ``(x_val, y_val)``."""
+
+    x: Tensor
+    y: Any
+    teacher: TeacherOutput
+    x_val: Tensor
+    y_val: Any
+
+
+@dataclass
+class HypergradientResult:
+    """What `compute_hypergradient` computed (all detached but ``training_forward``, the
+    training pass with its graph, kept with ``keep_training_forward``)."""
+
+    hypergradient: Tensor
+    val_loss: Tensor
+    train_loss: Tensor
+    training_gradient: ParameterGroups | None = None
+    training_forward: Objective | None = None
+
+
+def _training_gradient(
+    module: SearchableModule,
+    batches: SearchBatches,
+    theta: ParameterGroups,
+    options: HypergradientOptions,
+) -> tuple[Objective, ParameterGroups]:
+    """``L_train(theta, a)`` and its gradient (the student's; the heads' too with
+    ``keep_full_gradient``), averaged by ``options.reduce_grads``; zeros where unused. The
+    objective's graph is kept with ``keep_training_forward``."""
+    logits = module.alpha_logits.detach()
+    wrt = theta if options.keep_full_gradient else ParameterGroups(theta.student, {})
+    weights = module.alpha_weights(logits).detach()
+    with torch.enable_grad(), options.autocast():
+        objective = module.objective(
+            batches.x, batches.y, batches.teacher, weights, module.active_pathways(logits)
+        )
+    tensors = wrt.tensors()
+    grads = torch.autograd.grad(
+        objective.loss, tensors, allow_unused=True, retain_graph=options.keep_training_forward
+    )
+    grads = [torch.zeros_like(p) if g is None else g for p, g in zip(tensors, grads)]
+    if options.reduce_grads is not None:
+        grads = options.reduce_grads(grads)
+    return objective, wrt.with_tensors(grads)
+
+
+def _held_out_gradient(
+    module: SearchableModule,
+    batches: SearchBatches,
+    theta_prime: dict[str, Tensor],
+    options: HypergradientOptions,
+) -> tuple[Tensor, list[Tensor]]:
+    """``L_val(theta')`` and ``v = grad L_val(theta')`` (student only), averaged by
+    ``options.reduce_val_grads``."""
+    prime = {k: t.detach().requires_grad_(True) for k, t in theta_prime.items()}
+    with torch.enable_grad(), options.autocast():
+        val_loss = module.task_loss(module.student_forward(batches.x_val, prime), batches.y_val)
+    v = torch.autograd.grad(val_loss, list(prime.values()), allow_unused=True)
+    v = [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(prime.values(), v)]
+    if options.reduce_val_grads is not None:
+        v = options.reduce_val_grads(v)
+    return val_loss.detach(), v
+
+
+def compute_hypergradient(
+    module: SearchableModule,
+    batches: SearchBatches,
+    virtual: Mapping[str, SGDHyper],
+    options: HypergradientOptions = HypergradientOptions(),
+) -> HypergradientResult:
+    """One search step's hypergradient for a module with the DistPro mixin.
+
+    1. ``g = grad_theta L_train(theta, a)`` (one forward+backward of student and heads;
+       the teacher output ``batches.teacher`` is given, computed once per step);
+    2. ``theta' = theta - xi * D(g)`` with ``virtual[name]``, the optimizer settings of each
+       student parameter (`virtual_step_settings`);
+    3. ``v = grad L_val(theta')`` on the held-out batch (student only);
+    4. the mixed derivative along ``xi * c * v`` by ``options.method`` (``"exact"`` JVP,
+       central ``"finite_difference"`` or ``"forward_difference"``), pruned pathways skipped;
+    5. ``-J_w^T`` of it.
+
+    Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched, except with
+    ``keep_full_gradient`` or ``keep_training_forward``: the training pass of step 1 then
+    stands for the real update's forward (same ``theta``, same batch), so it updates the
+    BatchNorm running statistics exactly as that forward would.
+    """
+    logits = module.alpha_logits.detach()
+    active = module.active_pathways(logits)
+    theta = module.search_parameters()
+    parts = (module.student, module.distill_heads)
+    with nullcontext() if options.training_pass_is_real else frozen_batchnorm_stats(*parts):
+        training, grads = _training_gradient(module, batches, theta, options)
+    with frozen_batchnorm_stats(*parts):
+        # the virtual step moves the student only: L_val does not depend on the heads
+        student = {k: p.detach() for k, p in theta.student.items()}
+        new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
+        if not options.keep_full_gradient:
+            grads = None  # g is in theta' now: free it before the held-out pass
+        val_loss, v = _held_out_gradient(module, batches, new, options)
+        del new  # theta' (its graph is gone with v)
+        tangent = {k: g * slope[k] for k, g in zip(student, v)}
+        del v
+
+        def loss_vector(sp: dict[str, Tensor]) -> Tensor:
+            # full precision always: eps * v moves each weight by far less than bf16 resolves
+            groups = ParameterGroups(sp, theta.heads)
+            return module.pathway_forward(batches.x, batches.teacher, active, groups)[1].float()
+
+        if options.method == "exact":
+            mixed = mixed_derivative_exact(loss_vector, student, tangent)
+        else:
+            at_theta = training.pathway_losses.detach().float()
+            one_sided = options.method == "forward_difference"
+            mixed = mixed_derivative_fd(
+                loss_vector, student, tangent, options.epsilon, at_theta if one_sided else None
+            )
+    return HypergradientResult(
+        hypergradient=alpha_hypergradient(module.alpha_weights, logits, mixed),
+        val_loss=val_loss,
+        train_loss=training.loss.detach(),
+        training_gradient=grads,
+        training_forward=training if options.keep_training_forward else None,
+    )

@@ -1,0 +1,187 @@
+"""What the search reports to Lightning: per-step metrics through the module's ``log`` (so the
+Trainer's ``log_every_n_steps`` decides which steps reach the loggers), epoch aggregates and
+summaries for sweeps, a short status in the progress bar, the process figures at every epoch
+end, the search settings as hyperparameters and the process file as a W&B artifact."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+
+from distpro_lightning.process.core import DistillationProcess
+from distpro_lightning.process.plots import log_process_figures
+from distpro_lightning.search.step import SearchRecord, SearchSettings
+
+#: How many of the heaviest pathways the summary names.
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class WeightSummary:
+    """A summary of one row of pathway weights.
+
+    Attributes:
+        active: pathways the module computes (not pruned; all without a prune threshold).
+        entropy: entropy (nats) of the weights normalised to sum 1.
+        effective: ``exp(entropy)``, the number of equally weighted pathways with that
+            entropy (``P`` for uniform weights, 1 for a single pathway).
+        top_share: the share of the `TOP_K` heaviest pathways in the total weight.
+        top: ``(name, share)`` of those pathways, heaviest first.
+    """
+
+    active: int
+    entropy: float
+    effective: float
+    top_share: float
+    top: tuple[tuple[str, float], ...]
+
+
+def weight_summary(
+    weights: Tensor, names: list[str], active: list[bool] | None = None, k: int = TOP_K
+) -> WeightSummary:
+    """The `WeightSummary` of non-negative ``weights`` ``[P]`` with pathway ``names``
+    (``active``: the module's mask of computed pathways, ``None``: all)."""
+    w = weights.detach().double().clamp_min(0)
+    total = float(w.sum())
+    share = w / total if total > 0 else torch.full_like(w, 1.0 / len(w))
+    nonzero = share[share > 0]
+    entropy = float(-(nonzero * nonzero.log()).sum())
+    order = torch.argsort(share, descending=True)[: min(k, len(w))].tolist()
+    return WeightSummary(
+        active=len(w) if active is None else int(sum(bool(a) for a in active)),
+        entropy=entropy,
+        effective=math.exp(entropy),
+        top_share=float(share[order].sum()),
+        top=tuple((names[i], float(share[i])) for i in order),
+    )
+
+
+class SearchLogger:
+    """Logs the search through ``module.log`` at every optimizer step; Lightning's logger
+    connector sends a step's values to the loggers on the Trainer's ``log_every_n_steps``
+    cadence, so the values a logger receives at step ``s`` are those of step ``s``.
+
+    Per step (``on_step``): ``search/val_loss_step`` (held-out loss), ``search/hypergrad_norm``,
+    ``search/active_pathways``, ``search/weight_entropy``, ``search/effective_pathways``,
+    ``search/top{k}_share`` and, with ``log_pathways``, ``alpha_weight/<pathway>``.
+    Per epoch (``on_epoch``, mean over the epoch's steps, averaged over ranks):
+    ``search/val_loss``, the metric a sweep optimises. In the progress bar: ``search_val``
+    (the held-out loss) and ``pathways`` (effective number of pathways).
+
+    Args:
+        log_pathways: also log every pathway's weight (one series per pathway).
+    """
+
+    def __init__(self, log_pathways: bool = True) -> None:
+        self.log_pathways = log_pathways
+        self.last_summary: WeightSummary | None = None
+
+    def log(self, module: Any, record: SearchRecord) -> None:
+        """Log the metrics of one search step (``record``) through ``module.log``."""
+        weights = module.alpha_weights(record.logits).detach()
+        summary = weight_summary(
+            weights, list(module.pathway_names), module.active_pathways(record.logits)
+        )
+        self.last_summary = summary
+        log = module.log
+        if record.val_loss is not None and record.hypergradient is not None:
+            val = record.val_loss.detach().float()
+            log("search/val_loss_step", val, on_step=True, on_epoch=False)
+            log("search/val_loss", val, on_step=False, on_epoch=True, sync_dist=True)
+            log("search_val", val, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+            norm = record.hypergradient.detach().float().norm()
+            log("search/hypergrad_norm", norm, on_step=True, on_epoch=False)
+        scalars = {
+            "search/active_pathways": float(summary.active),
+            "search/weight_entropy": summary.entropy,
+            "search/effective_pathways": summary.effective,
+            f"search/top{len(summary.top)}_share": summary.top_share,
+        }
+        for name, value in scalars.items():
+            log(name, value, on_step=True, on_epoch=False)
+        log(
+            "pathways", summary.effective, on_step=True, on_epoch=False, prog_bar=True, logger=False
+        )
+        if self.log_pathways:
+            for name, w in zip(module.pathway_names, weights):
+                log(f"alpha_weight/{name}", w, on_step=True, on_epoch=False)
+
+    def epoch_end(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
+        """At the end of a training epoch: the process figures to every logger (images
+        where a logger takes them, PNG files in its log directory otherwise) and one status
+        line."""
+        if len(process) == 0:
+            return
+        log_process_figures(trainer, process, "search/process")
+        summary = self.last_summary
+        if summary is not None:
+            val = trainer.callback_metrics.get("search/val_loss")
+            top = ", ".join(f"{name} {share:.2f}" for name, share in summary.top)
+            rank_zero_info(
+                f"DistPro search, epoch {trainer.current_epoch}: held-out loss "
+                f"{'n/a' if val is None else f'{float(val):.4f}'}, active pathways "
+                f"{summary.active}/{process.num_pathways}, effective {summary.effective:.1f}, "
+                f"top: {top}"
+            )
+
+
+def log_search_hyperparameters(
+    trainer: pl.Trainer, settings: SearchSettings, extra: dict[str, Any]
+) -> None:
+    """The search settings (and ``extra``, e.g. ``warmup_steps``, ``seed``) in every
+    logger's hyperparameters, under ``search``, the keys of the CLI's ``search:`` section."""
+    values = {**asdict(settings), **extra}
+    values["alpha_betas"] = list(values["alpha_betas"])
+    for logger in trainer.loggers:
+        logger.log_hyperparams({"search": values})
+
+
+def log_process_artifact(
+    trainer: pl.Trainer, path: str | os.PathLike[str] | None, process: DistillationProcess
+) -> list[str]:
+    """Log the process file at ``path`` as a W&B artifact (type ``distpro-process``) to every
+    ``WandbLogger`` of the trainer (global rank 0); returns the artifact names."""
+    if path is None or not trainer.is_global_zero or not os.path.isfile(path):
+        return []
+    from lightning.pytorch.loggers import WandbLogger
+
+    names = []
+    for logger in trainer.loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        import wandb
+
+        run = logger.experiment
+        name = f"process-{run.id}"
+        metadata = {
+            "steps": len(process),
+            "pathways": process.num_pathways,
+            "fingerprint": process.fingerprint(),
+            "run_id": process.run_id,
+            "search_val_loss": process.provenance.get("search_val_loss"),
+        }
+        artifact = wandb.Artifact(name, type="distpro-process", metadata=metadata)
+        artifact.add_file(os.fspath(path), name="process.json")
+        run.log_artifact(artifact)
+        names.append(name)
+    return names
+
+
+def warn_deprecated_log_every(log_every_n_steps: int | None) -> None:
+    """The deprecation warning of ``ProcessSearchCallback(log_every_n_steps=...)``."""
+    if log_every_n_steps is None:
+        return
+    rank_zero_warn(
+        f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
+        "ignored: the search metrics follow Trainer(log_every_n_steps=...). Remove the "
+        "argument (search.log_every_n_steps in configs); use log_pathways=False to drop the "
+        "per-pathway series.",
+        category=FutureWarning,
+    )

@@ -1,0 +1,316 @@
+"""The trainer-free search step: from a training batch and a held-out batch to the updated
+pathway logits. `ProcessSearchCallback` runs it at every optimizer
+step; the step-cost benchmark and the tests run the very same object without a Trainer.
+
+Python:
+
+```python
+step = SearchStep(module, optimizer, SearchSettings(hypergradient="exact"))
+record = step(train_batch, held_out_batch, step=0)
+record.logits  # a~_{t+1}, already copied into module.alpha_logits
+```
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from distpro_lightning.modules.contract import SearchableModule
+from distpro_lightning.modules.step_context import ReusedGradient, SharedForward, StepContext
+from distpro_lightning.search.guard import BufferSnapshot
+from distpro_lightning.search.hypergradient import (
+    METHODS,
+    HypergradientOptions,
+    HypergradientResult,
+    SearchBatches,
+    SGDHyper,
+    compute_hypergradient,
+)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The settings of the search step (see `ProcessSearchCallback`
+    for each)."""
+
+    hypergradient: str = "finite_difference"
+    epsilon: float = 0.01
+    alpha_lr: float = 0.05
+    alpha_optimizer: str = "adam"
+    alpha_betas: tuple[float, float] = (0.5, 0.999)
+    alpha_weight_decay: float = 0.0
+    average_virtual_gradient: bool = True
+    average_val_gradient: bool = True
+    reuse_training_gradient: bool = False
+    share_training_forward: bool = True
+
+    def __post_init__(self) -> None:
+        if self.hypergradient not in METHODS:
+            raise ValueError(f"hypergradient must be one of {METHODS}, got {self.hypergradient!r}.")
+        if self.alpha_optimizer not in ("adam", "sgd"):
+            raise ValueError(
+                f"alpha_optimizer must be 'adam' or 'sgd', got {self.alpha_optimizer!r}."
+            )
+        if not (self.alpha_lr > 0 and math.isfinite(self.alpha_lr)):
+            raise ValueError(f"alpha_lr must be a positive number, got {self.alpha_lr}.")
+        if not (self.epsilon > 0 and math.isfinite(self.epsilon)):
+            raise ValueError(f"epsilon must be a positive number, got {self.epsilon}.")
+
+    def alpha_optimizer_for(self, alpha: torch.nn.Parameter) -> torch.optim.Optimizer:
+        """The logits' own optimizer."""
+        if self.alpha_optimizer == "adam":
+            return torch.optim.Adam(
+                [alpha],
+                lr=self.alpha_lr,
+                betas=tuple(self.alpha_betas),
+                weight_decay=self.alpha_weight_decay,
+            )
+        return torch.optim.SGD([alpha], lr=self.alpha_lr, weight_decay=self.alpha_weight_decay)
+
+
+def virtual_step_settings(
+    optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], warn: bool = False
+) -> dict[str, SGDHyper]:
+    """Each parameter's settings for the virtual step, read from the student optimizer now:
+    lr, momentum buffer, dampening, weight decay and Nesterov of ``torch.optim.SGD``.
+
+    Other optimizers are approximated by a plain gradient step with their current lr (no
+    momentum, weight decay or adaptive scaling); with ``warn`` this says so.
+    """
+    if isinstance(optimizer, torch.optim.SGD):
+        by_id: dict[int, SGDHyper] = {}
+        for group in optimizer.param_groups:
+            if group.get("maximize"):
+                raise RuntimeError("SGD(maximize=True) is not supported by the search.")
+            for p in group["params"]:
+                by_id[id(p)] = SGDHyper(
+                    lr=float(group["lr"]),
+                    momentum=float(group["momentum"]),
+                    dampening=float(group["dampening"]),
+                    weight_decay=float(group["weight_decay"]),
+                    nesterov=bool(group["nesterov"]),
+                    buf=optimizer.state.get(p, {}).get("momentum_buffer"),
+                )
+    else:
+        if warn:
+            rank_zero_warn(
+                f"DistPro search: the student optimizer is {type(optimizer).__name__}, not SGD; "
+                "the virtual step is approximated by a plain gradient step with its lr (no "
+                "momentum, weight decay or adaptive scaling). Use torch.optim.SGD for the exact "
+                "virtual step."
+            )
+        by_id = {
+            id(p): SGDHyper(lr=float(group["lr"]))
+            for group in optimizer.param_groups
+            for p in group["params"]
+        }
+    missing = [k for k, p in params.items() if id(p) not in by_id]
+    if missing:
+        raise RuntimeError(
+            f"Parameters {missing[:5]} of the student are trained by the search but not by the "
+            "optimizer: configure_optimizers must optimise the student and the pathway heads."
+        )
+    return {k: by_id[id(p)] for k, p in params.items()}
+
+
+def _without_sharing_if_compiled(
+    module: SearchableModule, settings: SearchSettings
+) -> SearchSettings:
+    """``share_training_forward`` off (with a warning) for compiled pathway heads: a
+    compiled graph's backward may run only once (inductor donates its saved buffers)."""
+    if not (settings.share_training_forward and getattr(module.distill_heads, "compiled", False)):
+        return settings
+    rank_zero_warn(
+        "share_training_forward is off with compile_heads=True: a compiled graph's backward "
+        "runs only once (donated buffers), so the real update runs its own forward. Set "
+        "share_training_forward=False to silence this."
+    )
+    return replace(settings, share_training_forward=False)
+
+
+def mean_over_ranks(reduce: Callable[[Tensor], Tensor]) -> Callable[[list[Tensor]], list[Tensor]]:
+    """Average a list of gradients over ranks with one flat all-reduce (``reduce``: the mean
+    of one tensor over ranks, e.g. ``strategy.reduce(t, reduce_op="mean")``)."""
+
+    def average(grads: list[Tensor]) -> list[Tensor]:
+        flat = reduce(torch.cat([g.reshape(-1) for g in grads]))
+        out, offset = [], 0
+        for g in grads:
+            out.append(flat[offset : offset + g.numel()].view_as(g))
+            offset += g.numel()
+        return out
+
+    return average
+
+
+@dataclass
+class SearchRecord:
+    """What one search step did: the logits after it (``[P]``, the row the process
+    records), and, when alpha was updated, the hypergradient (averaged over ranks) and the
+    held-out and training losses. ``skipped``: a non-finite hypergradient left alpha as it
+    was."""
+
+    step: int
+    logits: Tensor
+    hypergradient: Tensor | None = None
+    val_loss: Tensor | None = None
+    train_loss: Tensor | None = None
+    skipped: bool = False
+
+
+class SearchStep:
+    """One DistPro search step, without a Trainer: teacher outputs once, the hypergradient
+    (`compute_hypergradient`), the update of
+    ``module.alpha_logits`` by the logits' own optimizer, and the step context the module's
+    training step reads (the teacher outputs; with ``share_training_forward`` the training
+    pass with its graph; with ``reuse_training_gradient`` the training gradient).
+
+    Args:
+        module: a `SearchableModule`.
+        optimizer: the student optimizer (read for the virtual step, never stepped here).
+        settings: the search settings (`requested`; `settings` is what is in force: without
+            the shared forward for compiled heads or after `stop_sharing_forward`).
+        reduce_mean: under DDP, the mean of a tensor over ranks; ``None``: one process.
+        autocast: the precision context of the search's forward passes.
+    """
+
+    def __init__(
+        self,
+        module: SearchableModule,
+        optimizer: torch.optim.Optimizer,
+        settings: SearchSettings,
+        reduce_mean: Callable[[Tensor], Tensor] | None = None,
+        autocast: Callable[[], Any] = nullcontext,
+    ) -> None:
+        self.module = module
+        self.optimizer = optimizer
+        self.requested = settings  # what checkpoints and the provenance record
+        self.settings = settings = _without_sharing_if_compiled(module, settings)
+        self.reduce_mean = reduce_mean
+        average = mean_over_ranks(reduce_mean) if reduce_mean is not None else None
+        self.options = HypergradientOptions(
+            method=settings.hypergradient,
+            epsilon=settings.epsilon,
+            reduce_grads=average if settings.average_virtual_gradient else None,
+            reduce_val_grads=average if settings.average_val_gradient else None,
+            keep_full_gradient=settings.reuse_training_gradient,
+            keep_training_forward=settings.share_training_forward
+            and not settings.reuse_training_gradient,
+            autocast=autocast,
+        )
+        self.alpha = torch.nn.Parameter(module.alpha_logits.detach().clone().float())
+        self.alpha_optimizer = settings.alpha_optimizer_for(self.alpha)
+        self.skipped_updates = 0
+        self._warned = False
+        self._before = BufferSnapshot()  # one copy, its storage reused every step
+
+    def __call__(
+        self, batch: Any, held_out: Any | None, step: int, batch_idx: int = 0
+    ) -> SearchRecord:
+        """Run the step on the training ``batch`` and the ``held_out`` batch (both on the
+        module's device). ``held_out=None`` (warm-up): only the teacher outputs are computed
+        and alpha stays."""
+        module = self.module
+        x, y = module.split_batch(batch)
+        teacher = module.teacher_outputs(x)
+        module.step_context = StepContext(step, batch_idx, tuple(x.shape), teacher, inputs=x)
+        if held_out is None:
+            return SearchRecord(step, module.alpha_logits.detach().clone())
+        xv, yv = module.split_batch(held_out)
+        theta = module.search_parameters()
+        virtual = virtual_step_settings(self.optimizer, theta.student, warn=not self._warned)
+        self._warned = True
+        active = module.active_pathways()  # of the logits the training pass runs with
+        before = None
+        if self.options.keep_training_forward:  # the statistics before the pass updates them
+            before = self._before.take((module.student, module.distill_heads))
+        result = compute_hypergradient(
+            module, SearchBatches(x, y, teacher, xv, yv), virtual, self.options
+        )
+        if result.training_gradient is not None:
+            module.step_context.reused = ReusedGradient(
+                theta, result.training_gradient, result.train_loss
+            )
+        record = self._update_alpha(step, result)
+        if result.training_forward is not None:
+            shared = SharedForward(result.training_forward, active, before)
+            if module.active_pathways() == active:
+                module.step_context.forward = shared
+            else:  # the update pruned or revived a pathway: the real update runs its own
+                shared.discard()
+        return record
+
+    def stop_sharing_forward(self) -> None:
+        """Turn ``share_training_forward`` off from the next step on (the module's training
+        step does not use the shared forward); `requested` keeps the setting asked for."""
+        self.settings = replace(self.settings, share_training_forward=False)
+        self.options = replace(self.options, keep_training_forward=False)
+
+    def _update_alpha(self, step: int, result: HypergradientResult) -> SearchRecord:
+        hg = result.hypergradient.to(self.alpha.device)
+        if self.reduce_mean is not None:
+            hg = self.reduce_mean(hg)
+        skipped = not bool(torch.isfinite(hg).all())
+        if skipped:
+            self.skipped_updates += 1
+            rank_zero_warn(
+                f"DistPro search: non-finite hypergradient at step {step}; alpha update "
+                f"skipped ({self.skipped_updates} so far). Lower the student lr or epsilon, "
+                "or check the data for NaNs."
+            )
+        else:
+            self.alpha_optimizer.zero_grad(set_to_none=False)
+            self.alpha.grad = hg.to(self.alpha.dtype).clone()
+            self.alpha_optimizer.step()
+            with torch.no_grad():
+                self.module.alpha_logits.copy_(self.alpha.detach())
+        logits = self.module.alpha_logits.detach().clone()
+        return SearchRecord(step, logits, hg, result.val_loss, result.train_loss, skipped)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The logits' optimizer state and the count of skipped updates."""
+        return {
+            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "skipped_updates": self.skipped_updates,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> bool:
+        """Restore :meth:`state_dict`. The settings' lr, betas and weight decay apply (not
+        the checkpoint's); a checkpoint of the other logits optimizer (Adam vs SGD) leaves
+        this one's state fresh. Returns whether the optimizer state was loaded."""
+        self.skipped_updates = int(state["skipped_updates"])
+        saved = state["alpha_optimizer"]
+        kind = "adam" if "betas" in saved["param_groups"][0] else "sgd"
+        if kind != self.settings.alpha_optimizer:
+            return False
+        self.alpha_optimizer.load_state_dict(saved)
+        for group in self.alpha_optimizer.param_groups:
+            group["lr"] = self.settings.alpha_lr
+            group["weight_decay"] = self.settings.alpha_weight_decay
+            if kind == "adam":
+                group["betas"] = tuple(self.settings.alpha_betas)
+        return True
+
+
+def hypergradient_of(
+    module: SearchableModule, train_batch: Any, val_batch: Any, lr: float, settings: SearchSettings
+) -> Tensor:
+    """Gradient w.r.t. ``module.alpha_logits`` of ``L_val(theta - lr * grad L_train)`` (a
+    plain SGD virtual step) by ``settings``' method; parameters, ``.grad``, buffers and
+    ``alpha_logits`` are left unchanged."""
+    from distpro_lightning.search.hypergradient import SearchBatches
+
+    x, y = module.split_batch(train_batch)
+    xv, yv = module.split_batch(val_batch)
+    batches = SearchBatches(x, y, module.teacher_outputs(x), xv, yv)
+    virtual = {k: SGDHyper(lr=lr) for k in module.search_parameters().student}
+    options = HypergradientOptions(settings.hypergradient, settings.epsilon)
+    return compute_hypergradient(module, batches, virtual, options).hypergradient

@@ -1,0 +1,188 @@
+"""The benchmark scripts in a tiny form, so they cannot rot (timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def test_step_cost_tiny(tmp_path):
+    out = tmp_path / "step_cost.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.step_cost",
+            "--batch",
+            "8",
+            "--repeats",
+            "2",
+            "--warmup",
+            "0",
+            "--out",
+            str(out),
+            "--teacher",
+            "none",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for key in (
+        "search_over_kd",
+        "search_over_floor",
+        "search_floor_s",
+        "exact_search_over_kd",
+        "retrain_over_reviewkd",
+        "peak_memory_search_over_kd",
+        "peak_memory_search_over_retrain",
+        "fit_search_reuse_over_retrain",
+        "fit_retrain_unpruned_over_reviewkd",
+    ):
+        assert result[key] > 0, key
+    assert len(result["raw_s"]["search_fd"]) == 2
+
+
+TINY_QUALITY = [
+    "--name",
+    "tiny",
+    "--pairs",
+    "resnet20-resnet8",
+    "--epochs",
+    "1",
+    "--budgets",
+    "2",
+    "--subset",
+    "256",
+    "--max-steps",
+    "2",
+    "--test-batches",
+    "1",
+    "--search-epochs",
+    "1",
+    "--teacher-epochs",
+    "1",
+    "--resnet20-teacher",
+    "none",
+    "--batch-size",
+    "32",
+]
+
+
+def test_quality_tiny(tmp_path):
+    from benchmarks import quality
+
+    quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
+    data = json.loads((tmp_path / "tiny.json").read_text())
+    methods = {r["method"] for r in data["runs"]}
+    assert methods == {"student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro"}
+    assert {r["epochs"] for r in data["runs"] if r["method"] == "distpro"} == {1, 2}
+    for r in data["runs"]:
+        assert 0.0 <= r["top1"] <= 1.0 and r["wall_s"] > 0 and r["process"].endswith(".json")
+    assert data["teachers"]["resnet20"]["epochs"] == 1
+    assert "| resnet20-resnet8 |" in (tmp_path / "tiny.md").read_text()
+    assert (tmp_path / "tiny.png").stat().st_size > 1000
+
+    # Resume with a second seed, two tasks at a time in worker processes: the first run's
+    # results are kept as they are, only the missing runs are added.
+    quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "1", "--jobs", "2"])
+    again = json.loads((tmp_path / "tiny.json").read_text())
+    assert again["runs"][: len(data["runs"])] == data["runs"]
+    assert len(again["runs"]) == 2 * len(data["runs"])
+    assert {r["seed"] for r in again["runs"][len(data["runs"]) :]} == {1}
+    assert {r["jobs"] for r in again["runs"][len(data["runs"]) :]} == {2}
+    assert len(again["history"]) == 2
+    assert (
+        "| resnet20-resnet8 | DistPro (searched process) | 2 | 2 |"
+        in (tmp_path / "tiny.md").read_text()
+    )
+
+    # Other settings would mix incomparable runs: refused, naming the setting; nothing written.
+    with pytest.raises(SystemExit, match="lr: 0.05 there, 0.1 now"):
+        quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "--lr", "0.1"])
+    assert json.loads((tmp_path / "tiny.json").read_text()) == again
+    # So would runs of a teacher that is gone (a new one would need a new search too).
+    (tmp_path / "teacher_resnet20.ckpt").unlink()
+    with pytest.raises(SystemExit, match="put it back"):
+        quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
+
+
+def test_quality_schedule_respects_dependencies():
+    from benchmarks import quality
+
+    Task = quality.Task
+    teacher = Task("teacher", "wrn_16_2-mobilenet_v2")
+    search = Task("search", "wrn_16_2-mobilenet_v2", deps=(teacher.key,))
+    runs = [
+        Task("run", "wrn_16_2-mobilenet_v2", "student", 0, 2),
+        Task("run", "wrn_16_2-mobilenet_v2", "reviewkd", 0, 2, deps=(teacher.key,)),
+        Task("run", "wrn_16_2-mobilenet_v2", "distpro", 0, 2, deps=(search.key,)),
+    ]
+    order: list[str] = []
+    quality.schedule([*runs, search, teacher], 1, lambda t: {}, lambda t, r: order.append(t.key))
+    assert order == [teacher.key, search.key, runs[2].key, runs[1].key, runs[0].key]
+
+    # A failure stops new work but the tasks already done are reported, then it is raised.
+    def run(task):
+        if task.kind == "search":
+            raise RuntimeError("search broke")
+        return {}
+
+    done: list[str] = []
+    with pytest.raises(RuntimeError, match="search broke"):
+        quality.schedule([*runs, search, teacher], 2, run, lambda t, r: done.append(t.key))
+    assert teacher.key in done and runs[2].key not in done
+
+
+@pytest.mark.parametrize("pair", ["resnet20-resnet8", "wrn_16_2-mobilenet_v2"])
+def test_every_quality_pair_trains_every_method(pair):
+    # One optimizer step of each method on each pair of quality.py (random weights, random
+    # 28x28 images): a pair whose taps or shapes do not fit a method fails here, not hours
+    # into a benchmark run. alpha_T and DistPro are "equal" with another schedule mode.
+    import torch
+    from conftest import quiet_trainer
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from benchmarks import quality
+    from distpro_lightning.baselines.recipes import build_method
+
+    assert pair in quality.PAIRS
+    teacher, student = quality.PAIRS[pair]
+    torch.manual_seed(0)
+    loader = DataLoader(
+        TensorDataset(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))), batch_size=8
+    )
+    for method in ("student", "hinton_kd", "fitnet", "reviewkd", "equal"):
+        module, callbacks = build_method(method, student, teacher, None)
+        trainer = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(module, loader)
+        assert trainer.global_step == 1, method
+        assert torch.isfinite(trainer.callback_metrics["train/loss"]), method
+
+
+def test_gpu_step_cost_tiny_on_cpu(tmp_path):
+    """The prepared GPU script, in its CPU smoke form (fused and per-pathway heads)."""
+    out = tmp_path / "gpu.json"
+    cmd = [sys.executable, "-m", "benchmarks.gpu_step_cost", "--tiny", "--device"]
+    cmd += ["cpu", "--threads", "1", "--configs", "fused,per_pathway", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    for name in ("fused", "per_pathway"):
+        config = result["configs"][name]
+        assert config["repeats"] >= 1
+        for key in ("search_over_retrain", "retrain_over_reviewkd", "search_reuse_over_retrain"):
+            assert config[key] > 0, (name, key)
+        assert config["peak_memory_search_over_retrain"] > 0

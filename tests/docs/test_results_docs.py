@@ -1,0 +1,208 @@
+"""The numbers quoted in README.md and docs/benchmarks.md are the committed results files'.
+
+Every quality row quoted in the same format as the scripts' Markdown must be a row that
+``benchmarks/quality.py`` produces from the committed JSON, and every step-cost number must
+be the committed JSON's, rounded as printed; so a re-run that is committed without updating
+the docs (or a hand-edited number) fails here."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = [ROOT / "README.md", ROOT / "docs" / "benchmarks.md"]
+
+
+def _quality_files() -> list[Path]:
+    return sorted(
+        p for p in RESULTS.glob("fashion_mnist_*.json") if "runs" in json.loads(p.read_text())
+    )
+
+
+@pytest.mark.parametrize("path", _quality_files(), ids=lambda p: p.stem)
+def test_quality_markdown_is_the_json_summary(path):
+    payload = json.loads(path.read_text())
+    from benchmarks import quality
+
+    expected = quality.report_text(payload, path.stem)
+    assert path.with_suffix(".md").read_text() == expected
+
+
+def test_quoted_quality_rows_match_the_results():
+    from benchmarks import quality
+
+    rows: set[str] = set()
+    pairs: set[str] = set()
+    for path in _quality_files():
+        payload = json.loads(path.read_text())
+        pairs |= {r["pair"] for r in payload["runs"]}
+        rows |= {
+            line
+            for line in quality.summarize(payload["runs"], "", [], None).splitlines()
+            if line.startswith("| ") and not line.startswith("| pair")
+        }
+    quoted = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            if any(line.startswith(f"| {pair} |") for pair in pairs):
+                quoted += 1
+                assert line in rows, f"{doc.name}: {line!r} is not in the committed results"
+    assert quoted >= 10
+
+
+def test_docs_quality_plots_are_the_results_plots():
+    for img in (ROOT / "docs" / "img").glob("quality_*.png"):
+        source = RESULTS / f"fashion_mnist_{img.stem.removeprefix('quality_')}.png"
+        assert img.read_bytes() == source.read_bytes(), f"{img} is not a copy of {source}"
+
+
+STEP_ROWS = {
+    "plain student (CE)": "plain",
+    "Hinton KD": "hinton_kd",
+    "ReviewKD": "reviewkd",
+    "DistPro retrain, 27 pathways": "distpro_retrain",
+    "DistPro retrain, 11 active (pruned)": "distpro_retrain_pruned",
+    "DistPro retrain, pruned (11 of 27 active)": "distpro_retrain_pruned",
+    "search step, finite differences": "search_fd",
+    "DistPro search step (finite differences)": "search_fd",
+    "search step, FD, its own forward": "search_fd_own_forward",
+    "search step, forward differences": "search_forward_difference",
+    "DistPro search step (forward differences)": "search_forward_difference",
+    "search step, exact JVP": "search_exact",
+    "DistPro search step (exact JVP)": "search_exact",
+    "search step, FD, reusing the training gradient": "search_fd_reuse",
+    "search step, forward differences, reusing the training gradient": (
+        "search_forward_difference_reuse"
+    ),
+}
+RATIO_ROWS = {
+    "`search_over_floor`": "search_over_floor",
+    "`retrain_over_reviewkd` (pruned)": "retrain_over_reviewkd",
+    "retrain unpruned / ReviewKD": "retrain_unpruned_over_reviewkd",
+    "search / retrain": "search_over_retrain",
+    "search, forward differences / retrain": "search_forward_difference_over_retrain",
+    "search with gradient reuse / retrain": "search_reuse_over_retrain",
+    "search, forward differences with reuse / retrain": (
+        "search_forward_difference_reuse_over_retrain"
+    ),
+    "`search_over_kd`": "search_over_kd",
+    "`exact_search_over_kd`": "exact_search_over_kd",
+    "search with gradient reuse / search": "search_reuse_over_search",
+    "search with its own forward / search": "search_own_forward_over_search",
+    "`peak_memory_search_over_kd`": "peak_memory_search_over_kd",
+    "`peak_memory_search_over_retrain`": "peak_memory_search_over_retrain",
+    "FLOPs, retrain unpruned / ReviewKD": "flops_retrain_unpruned_over_reviewkd",
+    "FLOPs, search / retrain": "flops_search_over_retrain",
+    "FLOPs, search with forward differences / retrain": "flops_forward_difference_over_retrain",
+    "FLOPs, search with gradient reuse / retrain": "flops_reuse_over_retrain",
+    "FLOPs, search with forward differences and reuse / retrain": (
+        "flops_forward_difference_reuse_over_retrain"
+    ),
+}
+#: The H200 table (the previous version of the script) quotes step_cost_h200.json.
+GPU_STEP_ROWS = {f"H200: {k}": v for k, v in STEP_ROWS.items()}
+GPU_RATIO_ROWS = {f"H200: {k}": v for k, v in RATIO_ROWS.items()}
+
+
+def _rounds_to(text: str, value: float) -> bool:
+    """``text`` is ``value`` rounded to the decimals ``text`` shows."""
+    decimals = len(text.partition(".")[2])
+    return f"{value:.{decimals}f}" == text
+
+
+def _cells(line: str) -> list[str]:
+    return [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+
+
+def _check_table_line(cells: list[str], cpu: dict, gpu: dict) -> bool:
+    """Check one table row against the results; whether it was a quoted row."""
+    if cells[0] in STEP_ROWS and cells[1].split()[0].isdigit():
+        assert cells[1].split()[0] == f"{1000 * cpu['median_s'][STEP_ROWS[cells[0]]]:.0f}"
+    elif cells[0] in RATIO_ROWS:
+        assert _rounds_to(cells[1], cpu[RATIO_ROWS[cells[0]]])
+    elif cells[0] in GPU_STEP_ROWS:
+        assert cells[1] == f"{1000 * gpu['median_s'][GPU_STEP_ROWS[cells[0]]]:.1f}"
+    elif cells[0] in GPU_RATIO_ROWS:
+        assert _rounds_to(cells[1], gpu[GPU_RATIO_ROWS[cells[0]]])
+    else:
+        return False
+    return True
+
+
+def test_quoted_step_costs_match_the_results():
+    cpu = json.loads((RESULTS / "step_cost.json").read_text())
+    gpu = json.loads((RESULTS / "step_cost_h200.json").read_text())
+    checked = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            cells = _cells(line) if line.startswith("|") else []
+            if cells and len(cells) > 1:
+                try:
+                    checked += _check_table_line(cells, cpu, gpu)
+                except AssertionError as err:
+                    raise AssertionError(f"{doc.name}: {line!r}") from err
+    assert checked >= 30
+    # README's ratio column quotes the CPU ratios.
+    readme = (ROOT / "README.md").read_text()
+    for key in ("search_over_floor", "retrain_over_reviewkd"):
+        assert f"{cpu[key]:.2f} ×" in readme, key
+    assert re.search(rf"{cpu['search_over_kd']:.1f} × KD", readme)
+
+
+FIT_ROWS = {
+    "Hinton KD (recipe)": "hinton_kd",
+    "ReviewKD (recipe)": "reviewkd",
+    "DistPro retrain, 27 pathways (replay callback)": "distpro_retrain",
+    "DistPro retrain, pruned (replay callback)": "distpro_retrain_pruned",
+    "DistPro search, finite differences (search callback)": "search_fd",
+    "DistPro search, FD, its own forward": "search_fd_own_forward",
+    "DistPro search, forward differences": "search_forward_difference",
+    "DistPro search, exact JVP (search callback)": "search_exact",
+    "DistPro search, FD, reusing the training gradient": "search_fd_reuse",
+    "DistPro search, forward differences, reusing the training gradient": (
+        "search_forward_difference_reuse"
+    ),
+}
+OFFICIAL_ROWS = {
+    "this library, DistPro retrain (replay callback)": "distpro_retrain",
+    "this library, DistPro search (search callback)": "search_fd",
+    "this library, DistPro search, forward differences": "search_forward_difference",
+}
+FIT_RATIO_ROWS = {
+    "`official_search_over_retrain`": "official_search_over_retrain",
+    "`official_search_forward_difference_over_retrain`": (
+        "official_search_forward_difference_over_retrain"
+    ),
+    "`fit_search_over_retrain`": "fit_search_over_retrain",
+    "`fit_search_own_forward_over_retrain`": "fit_search_own_forward_over_retrain",
+    "`fit_search_forward_difference_over_retrain`": "fit_search_forward_difference_over_retrain",
+    "`fit_search_reuse_over_retrain`": "fit_search_reuse_over_retrain",
+    "`fit_search_forward_difference_reuse_over_retrain`": (
+        "fit_search_forward_difference_reuse_over_retrain"
+    ),
+    "`fit_retrain_over_reviewkd` (pruned)": "fit_retrain_over_reviewkd",
+    "`fit_retrain_unpruned_over_reviewkd`": "fit_retrain_unpruned_over_reviewkd",
+}
+
+
+def test_quoted_fit_costs_match_the_results():
+    """The Trainer.fit tables quote the committed CPU results (ms, rounded as printed)."""
+    cpu = json.loads((RESULTS / "step_cost.json").read_text())
+    checked = 0
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            cells = _cells(line) if line.startswith("|") else []
+            for rows, part in ((FIT_ROWS, "fit"), (OFFICIAL_ROWS, "official_pair")):
+                if cells and cells[0] in rows:
+                    value = cpu[part]["median_s"][rows[cells[0]]]
+                    assert cells[1].split()[0] == f"{1000 * value:.0f}", (doc.name, line)
+                    checked += 1
+            if cells and cells[0] in FIT_RATIO_ROWS:
+                assert _rounds_to(cells[1], cpu[FIT_RATIO_ROWS[cells[0]]]), line
+                checked += 1
+    assert checked >= 20

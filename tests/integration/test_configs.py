@@ -1,0 +1,362 @@
+"""Every shipped config parses, prints, and runs a fast_dev_run on data of the right shape."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from distpro_lightning import DistillationProcess, ProcessScheduleCallback, ProcessSearchCallback
+from distpro_lightning.cli.main import cli_main, main
+from distpro_lightning.data.fake import make_fake_cifar100, make_fake_image_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+EX = ROOT / "examples"
+RUNNABLE = sorted(
+    p
+    for p in EX.rglob("*.yaml")
+    if "sweeps" not in p.parts
+    and "pairs" not in p.parts
+    and not p.name.startswith("wandb")
+    and not p.name.startswith("pair_")
+)
+
+
+def _fit(args: list[str]):
+    return cli_main(["fit", *args])
+
+
+def _quick(tmp: Path) -> list[str]:
+    return [
+        "--trainer.fast_dev_run",
+        "1",
+        "--trainer.accelerator",
+        "cpu",
+        "--trainer.devices",
+        "1",
+        "--trainer.strategy",
+        "auto",
+        "--trainer.precision",
+        "32-true",
+        "--trainer.default_root_dir",
+        str(tmp),
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+
+
+@pytest.mark.parametrize("config", RUNNABLE, ids=lambda p: str(p.relative_to(EX)))
+def test_print_config(config, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["fit", "--config", str(config), "--print_config"])
+    assert exc.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"].startswith("distpro_lightning.")
+    assert printed["data"]["class_path"].startswith("distpro_lightning.data.")
+
+
+def _teacher_args(name: str) -> list[str]:
+    return ["--model.init_args.teacher", name]
+
+
+def test_fashion_mnist_configs_run(tmp_path):
+    data = ["--data.init_args.subset", "64", "--data.init_args.batch_size", "16"]
+    cli = _fit(["--config", str(EX / "fashion_mnist/teacher.yaml"), *_quick(tmp_path), *data])
+    assert cli.trainer.global_step == 1
+    process = tmp_path / "process.json"
+    cli = _fit(
+        [
+            "--config",
+            str(EX / "fashion_mnist/search.yaml"),
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args("resnet20"),
+            "--search.save_path",
+            str(process),
+        ]
+    )
+    search = [c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback)]
+    assert len(search) == 1 and search[0].alpha_lr == 0.05
+    assert DistillationProcess.load(process).num_pathways == 27
+    cli = _fit(
+        [
+            "--config",
+            str(EX / "fashion_mnist/retrain.yaml"),
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args("resnet20"),
+            "--replay.process",
+            str(process),
+        ]
+    )
+    replay = [c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback)]
+    assert len(replay) == 1 and replay[0].mode == "process"
+    assert not any(isinstance(c, ProcessSearchCallback) for c in cli.trainer.callbacks)
+
+
+@pytest.mark.parametrize(
+    "pair", sorted((EX / "cifar100/pairs").glob("*.yaml")), ids=lambda p: p.stem
+)
+def test_cifar100_pairs_search_and_retrain(pair, tmp_path):
+    data_dir = make_fake_cifar100(tmp_path / "data", n_train=20, n_test=8)
+    teacher = pair.stem.split("-")[0]
+    data = [
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--data.init_args.batch_size",
+        "4",
+        "--data.init_args.num_workers",
+        "0",
+    ]
+    process = tmp_path / "p.json"
+    _fit(
+        [
+            "--config",
+            str(EX / "cifar100/search.yaml"),
+            "--config",
+            str(pair),
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args(teacher),
+            "--search.save_path",
+            str(process),
+        ]
+    )
+    proc = DistillationProcess.load(process)
+    assert proc.num_pathways == 27  # 3 transforms x 9 connections
+    cli = _fit(
+        [
+            "--config",
+            str(EX / "cifar100/retrain.yaml"),
+            "--config",
+            str(pair),
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args(teacher),
+            "--replay.process",
+            str(process),
+        ]
+    )
+    assert cli.model.hparams.milestones == [150, 180, 210]
+
+
+def test_cifar100_teacher_config(tmp_path):
+    data_dir = make_fake_cifar100(tmp_path / "data", n_train=20, n_test=8)
+    cli = _fit(
+        [
+            "--config",
+            str(EX / "cifar100/teacher.yaml"),
+            *_quick(tmp_path),
+            "--data.init_args.data_dir",
+            str(data_dir),
+            "--data.init_args.batch_size",
+            "4",
+            "--data.init_args.num_workers",
+            "0",
+        ]
+    )
+    assert cli.trainer.global_step == 1
+
+
+@pytest.mark.parametrize("pair", [None, "pair_resnet50_mobilenet_v2.yaml"])
+def test_imagenet_configs(pair, tmp_path):
+    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=2, size=40)
+    extra = ["--config", str(EX / "imagenet" / pair)] if pair else []
+    teacher = "tv_resnet50" if pair else "tv_resnet34"
+    data = [
+        "--data.init_args.data_dir",
+        str(data_dir),
+        "--data.init_args.batch_size",
+        "2",
+        "--data.init_args.num_workers",
+        "0",
+        "--data.init_args.image_size",
+        "64",
+    ]
+    process = tmp_path / "p.json"
+    cli = _fit(
+        [
+            "--config",
+            str(EX / "imagenet/search.yaml"),
+            *extra,
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args(teacher),
+            "--search.save_path",
+            str(process),
+        ]
+    )
+    assert cli.model.num_pathways == 15  # 5 taps, lower-to-higher, 1 transform
+    _fit(
+        [
+            "--config",
+            str(EX / "imagenet/retrain.yaml"),
+            *extra,
+            *_quick(tmp_path),
+            *data,
+            *_teacher_args(teacher),
+            "--model.init_args.input_shape",
+            "[3, 64, 64]",
+            "--replay.process",
+            str(process),
+        ]
+    )
+    _fit(["--config", str(EX / "imagenet/teacher_tiny.yaml"), *_quick(tmp_path), *data])
+
+
+def _fake_teacher_checkpoint(path: Path) -> None:
+    from distpro_lightning.models import create
+
+    model = create("resnet20", num_classes=10, in_channels=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "hyper_parameters": {"model": "resnet20", "num_classes": 10, "in_channels": 1},
+        },
+        path,
+    )
+
+
+def _sweep_args(sweep: dict, pick: int) -> list[str]:
+    """The argument list a W&B agent builds from ``${args}``: ``--name=value`` per parameter."""
+    out = []
+    for name, spec in sweep["parameters"].items():
+        if "values" in spec:
+            value = spec["values"][pick % len(spec["values"])]
+        else:
+            value = spec["min"] if pick % 2 == 0 else spec["max"]
+        out.append(f"--{name}={value}")
+    return out
+
+
+@pytest.mark.parametrize("pick", [0, 1, 2])
+def test_sweep_arguments_parse(pick, tmp_path, monkeypatch):
+    sweep = yaml.safe_load((EX / "sweeps/search.yaml").read_text())
+    monkeypatch.chdir(tmp_path)  # the configs' relative paths (teacher checkpoint) resolve here
+    _fake_teacher_checkpoint(tmp_path / "runs/fashion_mnist/teacher/teacher.ckpt")
+    args = []
+    for item in sweep["command"]:
+        if item in ("${program}", "fit"):  # run=False below: no subcommand
+            continue
+        if item == "${args}":
+            args += _sweep_args(sweep, pick)
+        elif item.endswith(".yaml"):
+            args.append(str(ROOT / item))
+        else:
+            args.append(item)
+    cli = cli_main(args, run=False)
+    cfg = cli.config
+    for name, spec in sweep["parameters"].items():
+        key = name
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        if "values" in spec:
+            expected = spec["values"][pick % len(spec["values"])]
+            if isinstance(expected, str) and expected.startswith("["):
+                expected = yaml.safe_load(expected)
+            assert value == expected, name
+    search = [c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback)]
+    assert len(search) == 1 and search[0].enabled
+    assert search[0].alpha_lr == pytest.approx(cfg["search"]["alpha_lr"])
+
+
+def test_wandb_offline_run_logs_scalars_and_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    _fit(
+        [
+            "--config",
+            str(EX / "fashion_mnist/search.yaml"),
+            "--config",
+            str(EX / "fashion_mnist/wandb.yaml"),
+            "--trainer.max_steps",
+            "3",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.subset",
+            "128",
+            "--data.init_args.batch_size",
+            "16",
+            *_teacher_args("resnet20"),
+            "--search.save_path",
+            str(tmp_path / "p.json"),
+            "--search.log_every_n_steps",
+            "1",
+            "--trainer.log_every_n_steps",
+            "1",
+        ]
+    )
+    import wandb
+
+    wandb.finish()
+    wandb.teardown()  # the service writes the records asynchronously: wait for all of them
+    runs = list(tmp_path.rglob("offline-run-*"))
+    assert runs, list(tmp_path.rglob("*"))[:20]
+    files = runs[0] / "files"
+    # the run's record file (protobuf) holds the logged keys verbatim
+    records = next(runs[0].glob("run-*.wandb")).read_bytes()
+    for key in (b"search/val_loss", b"train/loss", b"alpha_weight/layer1->layer1:conv_bn"):
+        assert key in records, key
+    images = list((files / "media" / "images").rglob("*.png"))
+    assert {p.name.split("_")[0] for p in images} >= {"lines", "heatmap"}, images
+    assert all("search" in p.parts for p in images)
+
+
+def test_tensorboard_logger_gets_process_figures(tmp_path):
+    _fit(
+        [
+            "--config",
+            str(EX / "fashion_mnist/search.yaml"),
+            "--trainer.logger",
+            "lightning.pytorch.loggers.TensorBoardLogger",
+            "--trainer.logger.save_dir",
+            str(tmp_path),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--search.log_every_n_steps",
+            "1",
+            "--data.init_args.subset",
+            "128",
+            "--data.init_args.batch_size",
+            "16",
+            *_teacher_args("resnet20"),
+            "--search.save_path",
+            str(tmp_path / "p.json"),
+        ]
+    )
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = next(tmp_path.rglob("events.out.tfevents.*"))
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    assert "search/process/lines" in acc.Tags()["images"]
+    assert any(tag.startswith("alpha_weight/") for tag in acc.Tags()["scalars"])
+
+
+def test_distpro_help_and_process_subcommand(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--search.alpha_lr" in out and "--replay.mode" in out
+    proc = DistillationProcess(["a->b:conv_bn"], {"name": "softmax"}, torch.ones(3, 1))
+    proc.save(tmp_path / "p.json")
+    with pytest.raises(SystemExit) as exc:
+        main(["process", "summary", str(tmp_path / "p.json")])
+    assert exc.value.code == 0
+    assert "a->b:conv_bn" in capsys.readouterr().out
+    assert os.path.exists(tmp_path / "p.json")

@@ -1,0 +1,106 @@
+"""The sweep example end to end, offline: each trial writes its own process into its log
+directory (with its score), logs it as a W&B artifact with the search settings as
+hyperparameters, and ``distpro sweep-best`` retrains the best one; checkpoints land in the
+run's log directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import needs_fashion
+from test_configs import EX, ROOT, _fake_teacher_checkpoint, _sweep_args
+
+from distpro_lightning import DistillationProcess
+from distpro_lightning.cli.main import main
+from distpro_lightning.cli.sweeps import find_trials
+
+SMALL = [
+    "--trainer.max_steps=3",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.log_every_n_steps=1",
+    "--data.init_args.subset=128",
+    "--data.init_args.batch_size=16",
+]
+
+
+def _trial_argv(sweep: dict, pick: int) -> list[str]:
+    argv = []
+    for item in sweep["command"]:
+        if item == "${program}":
+            continue
+        if item == "${args}":
+            argv += _sweep_args(sweep, pick)
+        elif item.endswith(".yaml"):
+            argv.append(str(ROOT / item))
+        else:
+            argv.append(item)
+    return argv + SMALL
+
+
+@needs_fashion
+def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # the configs' relative paths (runs/, data/) resolve here
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    _fake_teacher_checkpoint(tmp_path / "runs/fashion_mnist/teacher/teacher.ckpt")
+    sweep = yaml.safe_load((EX / "sweeps/search.yaml").read_text())
+    import wandb
+
+    for pick in (0, 1):
+        main(_trial_argv(sweep, pick))
+        wandb.finish()
+    wandb.teardown()  # stops the wandb service once it has written every record
+    trials = find_trials(tmp_path / "runs/wandb")
+    assert len(trials) == 2 and len({t.path.parent for t in trials}) == 2  # one file each
+    assert all(t.score is not None and t.steps == 3 for t in trials)
+    assert trials[0].score <= trials[1].score
+    # the artifact and the hyperparameters are in each offline run
+    runs = sorted(tmp_path.rglob("offline-run-*"))
+    assert len(runs) == 2
+    for run in runs:
+        records = next(run.glob("run-*.wandb")).read_bytes()
+        assert b"distpro-process" in records  # the artifact's type
+        # the config record: key "search", JSON value with the settings
+        assert b"search" in records
+        for key in (b'"alpha_lr"', b'"hypergradient"', b'"warmup_steps"', b'"alpha_betas"'):
+            assert key in records, key
+    # retrain the best with the shipped retrain config
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "sweep-best",
+                "runs/wandb",
+                "--",
+                "--config",
+                str(EX / "fashion_mnist/retrain.yaml"),
+                *SMALL,
+                "--trainer.max_steps=2",
+                "--trainer.max_epochs=1",
+            ]
+        )
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    best = trials[0].path.relative_to(tmp_path)
+    assert f"best: {best} " in out
+    logs = sorted((tmp_path / "runs/fashion_mnist/retrain").rglob("config.yaml"))
+    assert len(logs) == 1
+    saved = yaml.safe_load(logs[0].read_text())
+    assert Path(saved["replay"]["process"]) == best
+    picked = DistillationProcess.load(trials[0].path)
+    assert saved["model"]["init_args"]["transforms"] == picked.transform_kinds
+    ckpts = list((logs[0].parent / "checkpoints").glob("student*.ckpt"))
+    assert ckpts, "the retrain's checkpoint is in its own log directory"
+    assert DistillationProcess.load(trials[0].path).provenance["search_val_loss"] == pytest.approx(
+        trials[0].score
+    )
+
+
+def test_sweep_best_without_scored_files_says_how(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep-best", str(tmp_path)])
+    assert exc.value.code == 1
+    assert "{log_dir}/process.json" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""The pathway summary at fit start and in ``distpro process summary``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from conftest import make_module, quiet_trainer
+from lightning.pytorch.callbacks import ModelSummary
+
+from distpro_lightning.cli.main import main
+from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.modules.summary import pathway_rows
+
+
+def test_rows_match_the_heads_shapes_and_pruning():
+    m = make_module(transforms=["conv_bn", "attn2"], prune_threshold=0.5, response_kd=True)
+    m.alpha_logits[:] = torch.linspace(0, 1, m.num_pathways)
+    rows = pathway_rows(m)
+    assert [r.name for r in rows] == m.pathway_names
+    assert sum(r.head_parameters for r in rows) == sum(
+        p.numel() for p in m.distill_heads.parameters()
+    )
+    assert [r.pruned for r in rows] == [bool(a <= 0.5) for a in m.alpha_logits]
+    student_feats = {}
+    hooks = [
+        dict(m.student.named_modules())[name].register_forward_hook(
+            lambda mod, i, o, name=name: student_feats.__setitem__(name, tuple(o.shape[1:]))
+        )
+        for name in m.student_tap_names
+    ]
+    m.student(torch.zeros(2, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    for r, spec in zip(rows, m.pathway_specs):
+        assert r.student_shape == student_feats[spec.student_tap]
+        assert r.transform == spec.kind
+    assert rows[-1].transform == "kd" and rows[-1].student_shape == (10,)
+    text = m.pathway_summary()
+    student = sum(p.numel() for p in m.student.parameters())
+    assert f"of the student's {student:,}" in text
+
+
+def test_printed_at_fit_start_with_the_model_summary(caplog):
+    m = make_module(transforms=["conv_bn"])
+    with caplog.at_level(logging.INFO):
+        quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[ModelSummary()]).fit(
+            m, datamodule=DigitsDataModule(batch_size=16, subset=32)
+        )
+    assert "DistPro pathways:" in caplog.text and m.pathway_names[0] in caplog.text
+
+
+def test_process_summary_shows_the_table(tmp_path, capsys):
+    m = make_module(transforms=["conv_bn"], prune_threshold=0.9)
+    proc = m.new_process({})
+    proc.append(torch.linspace(0, 2, m.num_pathways))
+    proc.save(tmp_path / "p.json")
+    try:
+        main(["process", "summary", str(tmp_path / "p.json")])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    assert "head params" in out and "prune threshold 0.9" in out
+    line = next(li for li in out.splitlines() if li.split()[1:2] == [m.pathway_names[0]])
+    assert line.split()[-1] == "yes"  # logit 0 <= 0.9

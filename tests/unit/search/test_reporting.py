@@ -1,0 +1,119 @@
+"""The search's logging follows the Trainer: steps and values against Lightning's cadence
+(CSVLogger), epoch aggregates, summaries, figures in the log directory, hyperparameters, the
+W&B artifact."""
+
+from __future__ import annotations
+
+import csv
+import math
+import warnings
+
+import pytest
+import torch
+from conftest import make_module, quiet_trainer
+from lightning.pytorch.loggers import CSVLogger
+
+from distpro_lightning import ProcessSearchCallback
+from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.search.reporting import weight_summary
+
+
+def _rows(logger: CSVLogger) -> list[dict[str, str]]:
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _fit(tmp_path, every: int, steps: int | None = None, epochs: int = 1, **cb_kwargs):
+    torch.manual_seed(0)
+    module = make_module(transforms=["conv_bn"], prune_threshold=0.9)
+    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), alpha_lr=0.5, **cb_kwargs)
+    seen: dict[int, float] = {}
+    log = cb.logger.log
+
+    def recording_log(mod, record):  # the values of each step, as the step computed them
+        if record.val_loss is not None:
+            seen[record.step] = float(record.val_loss)
+        log(mod, record)
+
+    cb.logger.log = recording_log
+    logger = CSVLogger(tmp_path, name="run")
+    trainer = quiet_trainer(
+        max_steps=steps or -1,
+        max_epochs=epochs,
+        limit_val_batches=0,
+        callbacks=[cb],
+        logger=logger,
+        log_every_n_steps=every,
+    )
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=32, mode="search", subset=320))
+    return module, cb, trainer, logger, seen
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_step_metrics_follow_the_trainers_cadence_with_current_values(tmp_path, every):
+    _, _, trainer, logger, seen = _fit(tmp_path, every, epochs=1)
+    steps = trainer.global_step  # 8 batches of 32 in the 256-sample training part
+    rows = _rows(logger)
+    search = {
+        int(r["step"]): float(r["search/val_loss_step"]) for r in rows if r["search/val_loss_step"]
+    }
+    train = {int(r["step"]) for r in rows if r.get("train/loss")}
+    # the module's own train/loss and the search metrics reach the logger at the same steps
+    assert set(search) == train
+    assert sorted(search) == [s for s in range(steps) if (s + 1) % every == 0]
+    for step, value in search.items():  # each the value computed at that very step
+        assert value == pytest.approx(seen[step], rel=1e-6)
+    assert len(set(search.values())) == len(search)  # no value repeated
+
+
+def test_three_step_run_logs_the_epoch_held_out_loss(tmp_path):
+    _, _, _, logger, seen = _fit(tmp_path, every=50, steps=3)
+    rows = _rows(logger)
+    assert not any(r.get("search/val_loss_step") for r in rows)  # cadence 50: no step rows
+    epoch = [float(r["search/val_loss"]) for r in rows if r.get("search/val_loss")]
+    assert epoch == [pytest.approx(sum(seen.values()) / 3, rel=1e-6)]  # the epoch mean
+
+
+def test_summaries_per_pathway_option_progress_bar_and_figures(tmp_path):
+    module, cb, trainer, logger, _ = _fit(tmp_path, every=1, steps=4, log_pathways=False)
+    rows = _rows(logger)
+    keys = set(rows[0])
+    assert {"search/active_pathways", "search/weight_entropy", "search/top3_share"} <= keys
+    assert not any(k.startswith("alpha_weight/") for k in keys)
+    last = [r for r in rows if r["search/weight_entropy"]][-1]
+    w = module.alpha_weights().detach().double()
+    p = w / w.sum()
+    assert float(last["search/weight_entropy"]) == pytest.approx(float(-(p * p.log()).sum()))
+    active = int((module.alpha_logits > 0.9).sum())
+    assert float(last["search/active_pathways"]) == active
+    assert "search_val" in trainer.progress_bar_metrics
+    assert "pathways" in trainer.progress_bar_metrics
+    assert "search_val" not in keys  # progress bar only
+    for kind in ("lines", "heatmap"):  # CSV takes no images: PNGs in its log directory
+        assert (tmp_path / "run" / "version_0" / f"search_process_{kind}.png").stat().st_size > 1000
+    hparams = (tmp_path / "run" / "version_0" / "hparams.yaml").read_text()
+    assert "alpha_lr: 0.5" in hparams and "hypergradient: finite_difference" in hparams
+
+
+def test_weight_summary_against_hand_computation():
+    s = weight_summary(torch.tensor([3.0, 1.0, 0.0, 4.0]), ["a", "b", "c", "d"], [1, 1, 0, 1])
+    p = [0.375, 0.125, 0.5]
+    entropy = -sum(x * math.log(x) for x in p)
+    assert s.entropy == pytest.approx(entropy)
+    assert s.effective == pytest.approx(math.exp(entropy))
+    assert s.active == 3
+    assert [n for n, _ in s.top] == ["d", "a", "b"] and s.top_share == pytest.approx(1.0)
+    uniform = weight_summary(torch.ones(5), list("abcde"))
+    assert uniform.effective == pytest.approx(5.0) and uniform.active == 5
+
+
+def test_deprecated_interval_arguments_warn_and_name_the_replacement():
+    with pytest.warns(FutureWarning, match="Trainer\\(log_every_n_steps"):
+        cb = ProcessSearchCallback(log_every_n_steps=5)
+    assert cb.log_pathways
+    with pytest.warns(FutureWarning, match="log_pathway_losses=False"):
+        module = make_module(log_pathways_every_n_steps=0, log_pathway_losses=True)
+    assert module.log_pathway_losses is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        ProcessSearchCallback()
