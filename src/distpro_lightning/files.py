@@ -16,7 +16,9 @@ import re
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 #: A temporary file untouched this long (seconds) is stale whoever wrote it.
 STALE_AFTER_S = 3600.0
@@ -106,8 +108,10 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and a rename.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` through ``write(binary_file)`` into a temporary file in the same
+    folder, then rename it into place: readers see the old file or the new one, never a
+    part. The library's one atomic writer (process files, figures, student exports).
 
     The file keeps the permissions an ordinary write would give it (``mkstemp``'s private
     ``0o600`` is not carried over to the result). Temporary files of earlier, interrupted
@@ -118,8 +122,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     mode = _file_mode(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
@@ -128,3 +132,10 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """`atomic_write` of UTF-8 ``text``."""
+    data = text.encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(data))

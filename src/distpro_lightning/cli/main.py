@@ -135,8 +135,34 @@ def _process_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _plot_target(path: Path, source: Path) -> Path:
+    """A figure's path, refused when it is the process file itself or an existing file
+    that is not a PNG (a plot replaces only an earlier plot)."""
+    if path.resolve() == source.resolve():
+        raise FileExistsError(
+            f"distpro process plot: the figure would replace the process file {str(source)!r} "
+            "itself; give another output with -o FIGURE.png."
+        )
+    if path.exists():
+        with path.open("rb") as fh:
+            if fh.read(8) != PNG_MAGIC:
+                raise FileExistsError(
+                    f"distpro process plot: {str(path)!r} exists and is not a PNG figure; "
+                    "choose another output with -o FIGURE.png (nothing was written)."
+                )
+    return path
+
+
 def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
     out = Path(ns.output).expanduser()
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"distpro process export: -o {ns.output!r} is a folder; give a file path inside "
+            f"it, e.g. {str(out / 'process.json')!r}."
+        )
     if out.exists() and not ns.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it.")
     stretched = proc.interpolate(ns.steps)
@@ -165,8 +191,13 @@ def process_main(argv: Sequence[str]) -> int:
     elif ns.action == "plot":
         out = Path(ns.output) if ns.output else Path(ns.file).with_suffix(".png")
         kinds = ["lines", "heatmap"] if ns.kind == "both" else [ns.kind]
-        for kind in kinds:
-            path = out if kind == kinds[0] else out.with_name(out.stem + f"_{kind}" + out.suffix)
+        paths = [
+            out if kind == kinds[0] else out.with_name(out.stem + f"_{kind}" + out.suffix)
+            for kind in kinds
+        ]
+        for path in paths:  # every target checked before anything is written
+            _plot_target(path, Path(ns.file))
+        for kind, path in zip(kinds, paths):
             proc.plot(path, kind=kind)
             print(f"wrote {path}")
     else:

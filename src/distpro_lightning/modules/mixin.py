@@ -176,13 +176,13 @@ class DistProMixin(StepContextReader):
 
         return pathway_summary(self)
 
-    def export_student(self, path: str) -> Path:
+    def export_student(self, path: str, overwrite: bool = False) -> Path:
         """Write the student alone (weights and, when known, its registry name, classes and
-        channels) to ``path`` atomically; `load_student` reads it
-        back without the teacher, the heads or this module."""
+        channels) to ``path`` atomically; `load_student` reads it back without the teacher,
+        the heads or this module. An existing file is refused unless ``overwrite=True``."""
         from distpro_lightning.modules.student_io import export_student
 
-        return export_student(self, path)
+        return export_student(self, path, overwrite)
 
     # ------------------------------------------------------------------ weights
     @property

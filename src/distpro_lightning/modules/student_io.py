@@ -5,14 +5,13 @@ module, without the teacher (nothing is unpickled: ``weights_only=True``)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from distpro_lightning.files import temp_prefix
+from distpro_lightning.files import atomic_write
 from distpro_lightning.modules.checkpoints import CheckpointError, load_state_file
 from distpro_lightning.pathways.taps import unwrap_model
 
@@ -20,10 +19,14 @@ from distpro_lightning.pathways.taps import unwrap_model
 STUDENT_FORMAT = "distpro-student"
 
 
-def export_student(module: Any, path: str | os.PathLike[str]) -> Path:
+def export_student(module: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``module.student``'s weights to ``path`` (atomically) with what rebuilds it:
     the registry name (``hparams.student`` when it was built by name), ``num_classes`` and
-    ``in_channels``. Returns the path."""
+    ``in_channels``. Returns the path.
+
+    An existing file at ``path`` (an earlier export, a teacher checkpoint, a process file)
+    is refused unless ``overwrite=True``, as every writer of the library does."""
+    out = check_export_path(path, overwrite)
     student = unwrap_model(module.student)
     hparams = dict(getattr(module, "hparams", {}) or {})
     architecture = hparams.get("student") if isinstance(hparams.get("student"), str) else None
@@ -36,16 +39,26 @@ def export_student(module: Any, path: str | os.PathLike[str]) -> Path:
         "in_channels": hparams.get("in_channels"),
         "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
     }
+    return atomic_write(out, lambda fh: torch.save(payload, fh))
+
+
+def check_export_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """The export's file path, refused (with the fix) when it is empty, a folder, or an
+    existing file that ``overwrite`` does not allow replacing."""
+    if not str(path).strip():
+        raise ValueError("export_student needs a file path, e.g. 'student.pt'; got ''.")
     out = Path(path).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=temp_prefix(out), suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"export_student: {str(out)!r} is a folder; give a file path inside it, e.g. "
+            f"{str(out / 'student.pt')!r}."
+        )
+    if out.exists() and not overwrite:
+        raise FileExistsError(
+            f"export_student: {str(out)!r} exists and is not replaced (it may be a "
+            "checkpoint, a process file or an earlier export). Choose another path, or pass "
+            "overwrite=True to replace it."
+        )
     return out
 
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distpro_lightning.files import temp_prefix
+from distpro_lightning.files import atomic_write
 
 if TYPE_CHECKING:
     from distpro_lightning.process.core import DistillationProcess
@@ -95,15 +95,7 @@ def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) ->
 
 
 def _save_atomically(fig: Any, png: Path) -> None:
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=png.parent, prefix=temp_prefix(png), suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, png)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(png, lambda fh: fig.savefig(fh, dpi=110, format="png"))
 
 
 def process_summary(process: DistillationProcess) -> str:

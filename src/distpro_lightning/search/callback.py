@@ -38,7 +38,6 @@ from distpro_lightning.search.output import (
     finish_search,
     save_on_exception,
 )
-from distpro_lightning.search.paths import with_log_dir
 from distpro_lightning.search.reporting import (
     SearchLogger,
     log_search_hyperparameters,
@@ -206,8 +205,6 @@ class ProcessSearchCallback(Callback):
         if not self.enabled:
             return
         self.process, self._record, self._collapse_warned = None, None, False
-        if self.writer.save_path not in (None, AUTO_PATH):
-            self.writer.save_path = with_log_dir(self.writer.save_path, trainer)
         check_setup(trainer, pl_module, self.settings)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None

@@ -11,12 +11,18 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 
 from distpro_lightning._version import __version__
 from distpro_lightning.modules.contract import SearchableModule
-from distpro_lightning.process.core import DistillationProcess
+from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import plot_paths
-from distpro_lightning.search.paths import check_overwrite, check_save_path, default_process_path
+from distpro_lightning.search.paths import (
+    check_overwrite,
+    check_save_path,
+    default_process_path,
+    with_log_dir,
+)
 from distpro_lightning.search.step import SearchSettings
 
 #: ``save_path`` value that puts the process in the run's log folder
@@ -54,17 +60,21 @@ class ProcessWriter:
         self.plot = plot
         self.save_every_epoch = save_every_epoch
         self.overwrite = overwrite
-        self.path: Path | None = None
+        self.path: Path | None = None  # this fit's file: save_path resolved at fit start
+        self._written: tuple[int, int, int] | None = None  # the file as this run last wrote it
 
     def prepare(self, trainer: pl.Trainer, run_id: str) -> None:
         """Before the first step: resolve the path (``"auto"``: the run's log folder) and
         refuse one that could not be written or that holds another run's process
         (`check_save_path`,
         `check_overwrite`)."""
-        self.path = None
+        self.path, self._written = None, None
         if self.save_path is None:
             return
-        raw = default_process_path(trainer) if self.save_path == AUTO_PATH else self.save_path
+        if self.save_path == AUTO_PATH:
+            raw: str | Path = default_process_path(trainer)
+        else:  # the template stays as given: a second fit resolves it for its own run
+            raw = trainer.strategy.broadcast(with_log_dir(self.save_path, trainer))
         path = check_save_path(raw, self.plot)
         check_overwrite(path, run_id, self.overwrite)
         self.path = path
@@ -81,7 +91,33 @@ class ProcessWriter:
         if self.path is None or len(process) == 0:
             return
         if trainer.is_global_zero:
+            self._divert_if_taken(process)
             process.save(self.path)
+            self._written = _stamp(self.path)
+
+    def _divert_if_taken(self, process: DistillationProcess) -> None:
+        """The other-run check of `prepare`, again at every save: when another search wrote
+        this file since (two fits started on one ``save_path``), its file stays and this
+        run's process goes to ``<name>.<run id>.json`` beside it, with a warning."""
+        assert self.path is not None
+        if self.overwrite or not self.path.exists() or _stamp(self.path) == self._written:
+            return
+        try:
+            owner = DistillationProcess.load(self.path).run_id
+        except (ProcessFileError, OSError):
+            owner = "unreadable"
+        if owner == process.run_id:
+            return
+        taken, self.path = (
+            self.path,
+            self.path.with_name(f"{self.path.stem}.{process.run_id}{self.path.suffix}"),
+        )
+        rank_zero_warn(
+            f"Another search (run {owner}) wrote {str(taken)!r} after this run (run "
+            f"{process.run_id}) checked it at fit start: two fits share one save_path. Its "
+            f"file is kept; this run's process is saved to {str(self.path)!r} instead. Give "
+            "each fit its own save_path (e.g. '{log_dir}/process.json')."
+        )
 
     def finish(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
         """At the end of fit: the final file and the plots beside it (the loggers get the
@@ -92,6 +128,15 @@ class ProcessWriter:
         if self.path is not None:
             for kind, image in plot_paths(self.path).items():
                 process.plot(image, kind=kind)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Identity of the file at ``path`` as written (inode, size, mtime), ``None`` if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def settings_record(settings: SearchSettings) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import tempfile
 import uuid
 from pathlib import Path
@@ -186,7 +187,17 @@ def run_log_dir(trainer: Any) -> str:
 
 
 def with_log_dir(path: str | None, trainer: Any) -> str | None:
-    """``path`` with `LOG_DIR_PLACEHOLDER` replaced by `run_log_dir`."""
-    if path is None or LOG_DIR_PLACEHOLDER not in str(path):
+    """``path`` with `LOG_DIR_PLACEHOLDER` replaced by `run_log_dir`; any other ``{...}``
+    (a mistyped placeholder such as ``{LOG_DIR}``) is refused instead of becoming a folder."""
+    if path is None:
+        return path
+    other = sorted(set(re.findall(r"\{[^{}]*\}", str(path))) - {LOG_DIR_PLACEHOLDER})
+    if other:
+        raise OutputPathError(
+            f"save_path {str(path)!r} holds {', '.join(other)}: the only placeholder is "
+            f"{LOG_DIR_PLACEHOLDER!r} (the run's log folder). Fix the spelling, e.g. "
+            "'{log_dir}/process.json'."
+        )
+    if LOG_DIR_PLACEHOLDER not in str(path):
         return path
     return str(path).replace(LOG_DIR_PLACEHOLDER, run_log_dir(trainer))
