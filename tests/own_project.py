@@ -48,3 +48,26 @@ class PlainData(LightningDataModule):
 
     def val_dataloader(self):
         return DataLoader(TensorDataset(self.x[64:], self.y[64:]), batch_size=16)
+
+
+class SmallCNN(torch.nn.Module):
+    """A user's own network: three conv stages and a linear head (no registry name)."""
+
+    def __init__(self, width: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+
+        def stage(c_in: int, c_out: int, stride: int) -> torch.nn.Sequential:
+            return torch.nn.Sequential(
+                torch.nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                torch.nn.BatchNorm2d(c_out),
+                torch.nn.ReLU(),
+            )
+
+        self.layer1 = stage(1, width, 1)
+        self.layer2 = stage(width, 2 * width, 2)
+        self.layer3 = stage(2 * width, 4 * width, 2)
+        self.fc = torch.nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean((2, 3)))

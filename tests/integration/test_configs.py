@@ -25,14 +25,30 @@ RUNNABLE = sorted(
 )
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Every config runs in its own folder: their relative outputs (runs/..., the teacher
+    checkpoints of ModelCheckpoint) never touch the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _fit(args: list[str]):
     return cli_main(["fit", *args])
 
 
 def _quick(tmp: Path) -> list[str]:
+    # one step, no logger or checkpoint (fast_dev_run would write no process file)
     return [
-        "--trainer.fast_dev_run",
+        "--trainer.max_steps",
         "1",
+        "--trainer.limit_val_batches",
+        "1",
+        "--trainer.limit_test_batches",
+        "1",
+        "--trainer.num_sanity_val_steps",
+        "0",
+        "--trainer.logger",
+        "false",
         "--trainer.accelerator",
         "cpu",
         "--trainer.devices",

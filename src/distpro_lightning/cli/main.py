@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
@@ -34,6 +34,9 @@ from distpro_lightning.replay import ProcessScheduleCallback
 from distpro_lightning.search.callback import ProcessSearchCallback
 
 SECTIONS = ("search", "replay")
+#: Subcommands that never build the search or replay callback (a run's saved config.yaml
+#: carries its sections; the process file need not exist any more).
+EVALUATION_SUBCOMMANDS = ("validate", "test", "predict")
 
 
 def section_switches(given: Any, subcommand: str | None) -> dict[str, bool]:
@@ -87,12 +90,28 @@ class DistProCLI(LightningCLI):
             switches = section_switches(given, subcommand)
         except ValueError as exc:
             parser.error(str(exc))
+        if subcommand in EVALUATION_SUBCOMMANDS:
+            on = [name for name, active in switches.items() if active]
+            if on:
+                rank_zero_info(
+                    f"distpro {subcommand}: the {', '.join(on)} section(s) of the config are not "
+                    "built (searching and replaying happen in fit); the model is evaluated as "
+                    "it is."
+                )
+            switches = dict.fromkeys(switches, False)
         argv += [f"--{name}.enabled={str(on).lower()}" for name, on in switches.items()]
         self.config = parser.parse_args(argv)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
-        trainer.callbacks = [cb for cb in trainer.callbacks if getattr(cb, "enabled", True)]
+        evaluating = self.subcommand in EVALUATION_SUBCOMMANDS
+        trainer.callbacks = [
+            cb
+            for cb in trainer.callbacks
+            if getattr(cb, "enabled", True)
+            # test/validate/predict keep the run's own config.yaml (the fit's) as it is
+            and not (evaluating and isinstance(cb, SaveConfigCallback))
+        ]
         return trainer
 
 

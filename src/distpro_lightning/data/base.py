@@ -266,6 +266,11 @@ class SplitDataModule(LightningDataModule):
         """Loader of the official test split (evaluation transform, not shuffled)."""
         return self._loader(self.test_dataset, shuffle=False)
 
+    def predict_dataloader(self) -> DataLoader:
+        """``trainer.predict``'s loader: the test split, in order, as ``(image, label)``
+        batches (the modules' ``predict_step`` returns the student's logits per batch)."""
+        return self._loader(self.test_dataset, shuffle=False)
+
     def search_val_dataloader(
         self, distributed: bool = False, num_replicas: int = 1, rank: int = 0
     ) -> DataLoader:

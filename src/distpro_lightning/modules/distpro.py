@@ -71,6 +71,9 @@ class DistProModule(DistProMixin, StudentModule):
         student: an ``nn.Module`` or a model-registry name (``distpro_lightning.models``).
         teacher: an ``nn.Module``, a registry name (untrained!), or the path of a
             `ClassifierModule` checkpoint / a state-dict file (see ``teacher_model``).
+            ``None``: no teacher, for inference (``load_from_checkpoint(ckpt, teacher=None)``
+            when the teacher file is gone): ``teacher_model`` is built untrained to size the
+            heads, and fitting is refused.
         num_classes: number of classes (used when models are built by name).
         in_channels: input channels (used when models are built by name).
         teacher_model: the architecture of a ``teacher`` checkpoint that does not name one
@@ -121,7 +124,7 @@ class DistProModule(DistProMixin, StudentModule):
     def __init__(
         self,
         student: nn.Module | str,
-        teacher: nn.Module | str,
+        teacher: nn.Module | str | None = None,
         num_classes: int = 10,
         in_channels: int = 3,
         teacher_model: nn.Module | str | None = None,
@@ -163,8 +166,9 @@ class DistProModule(DistProMixin, StudentModule):
             input_shape=[in_channels, 32, 32] if input_shape is None else input_shape,
             save_teacher=save_teacher, fused_heads=fused_heads, compile_heads=compile_heads,
         )  # fmt: skip
+        self.teacher_is_placeholder = teacher is None
         self.configure_distillation(
-            build_teacher(teacher, num_classes, in_channels, teacher_model), config
+            self._teacher(teacher, num_classes, in_channels, teacher_model), config
         )
         self.num_classes = num_classes
         if log_pathways_every_n_steps is not None:
@@ -177,7 +181,42 @@ class DistProModule(DistProMixin, StudentModule):
             log_pathway_losses = bool(log_pathways_every_n_steps)
         self.log_pathway_losses = log_pathway_losses
 
+    @staticmethod
+    def _teacher(
+        teacher: nn.Module | str | None,
+        num_classes: int,
+        in_channels: int,
+        teacher_model: nn.Module | str | None,
+    ) -> nn.Module:
+        """The teacher; ``None``: its architecture (``teacher_model``) untrained, which sizes
+        the pathway heads of a module loaded for inference when the teacher file is gone."""
+        if teacher is not None:
+            return build_teacher(teacher, num_classes, in_channels, teacher_model)
+        if teacher_model is None:
+            raise ValueError(
+                "No teacher: give teacher= (the teacher checkpoint, a module or a registry "
+                "name) to distil. teacher=None is for inference without the teacher file and "
+                "then needs teacher_model, the teacher's architecture, to size the pathway "
+                "heads: e.g. DistProModule.load_from_checkpoint(ckpt, teacher=None, "
+                "teacher_model='resnet20')."
+            )
+        rank_zero_info(
+            "DistProModule(teacher=None): the teacher's architecture is built untrained; "
+            "test, validate, predict and export the student, but do not fit with it."
+        )
+        if isinstance(teacher_model, nn.Module):
+            return teacher_model
+        from distpro_lightning.models import create
+
+        return create(teacher_model, num_classes=num_classes, in_channels=in_channels)
+
     def on_fit_start(self) -> None:
+        if self.teacher_is_placeholder:
+            raise RuntimeError(
+                "This DistProModule was built with teacher=None (an untrained placeholder, for "
+                "inference): fitting would distil from random weights. Build it with the "
+                "teacher checkpoint: teacher='path/to/teacher.ckpt'."
+            )
         check_ddp_pruning(self.trainer, self)
         from lightning.pytorch.callbacks import ModelSummary
 

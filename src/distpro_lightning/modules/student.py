@@ -5,13 +5,14 @@ evaluation of the student)."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -123,7 +124,14 @@ class StudentModule(pl.LightningModule):
         values: dict[str, Any] = {}
         for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
             values.update(args)
-        modules = [k for k, v in values.items() if isinstance(v, nn.Module)]
+        given = _given_hyperparameters.get() or {}
+        # A module built by the LightningCLI is saved as its config (class_path, init_args),
+        # so load_from_checkpoint rebuilds it; a module passed in Python is not saved.
+        modules = [
+            k
+            for k, v in values.items()
+            if isinstance(v, nn.Module) and not isinstance(given.get(k), Mapping)
+        ]
         self.save_hyperparameters(ignore=modules, frame=frame)
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
@@ -151,6 +159,12 @@ class StudentModule(pl.LightningModule):
         self.log(f"{stage}/loss", self.task_loss(logits, y), sync_dist=True)
         self.log(f"{stage}/top1", metric, prog_bar=True)
         return logits
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The student's logits for a batch: ``(inputs, targets, ...)`` as in training,
+        or the inputs alone (a tensor)."""
+        x = batch if isinstance(batch, Tensor) else self.split_batch(batch)[0]
+        return self.student(x)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._eval_step(batch, self.val_top1, "val")

@@ -11,7 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning._version import __version__
 from distpro_lightning.modules.contract import SearchableModule
@@ -70,6 +70,9 @@ class ProcessWriter:
         `check_overwrite`)."""
         self.path, self._written = None, None
         if self.save_path is None:
+            return
+        if trainer.fast_dev_run:  # as Lightning's own outputs: a dry run writes nothing
+            rank_zero_info("DistPro search: fast_dev_run, so no process file is written.")
             return
         if self.save_path == AUTO_PATH:
             raw: str | Path = default_process_path(trainer)

@@ -82,3 +82,13 @@ def test_mistyped_placeholder_is_refused_before_anything_is_written(tmp_path):
         warnings.simplefilter("ignore")
         _fit(tmp_path, [search])
     assert not (tmp_path / "{LOG_DIR}").exists()
+
+
+def test_fast_dev_run_writes_no_process_file_or_figure(tmp_path):
+    search = ProcessSearchCallback(save_path=str(tmp_path / "out" / "p.json"))
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)
+    quiet_trainer(fast_dev_run=2, callbacks=[search], default_root_dir=tmp_path).fit(m, dm)
+    assert len(search.process) == 2  # it searched
+    assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.png"))
