@@ -155,6 +155,7 @@ class ProcessScheduleCallback(Callback):
             )
         total = trainer.estimated_stepping_batches
         self._total_steps = int(total) if total != float("inf") else len(self.process)
+        warn_on_stretch(self.process, self._total_steps)
         rank_zero_info(
             f"DistPro replay: mode={self.mode}, {len(self.process)} searched steps -> "
             f"{self._total_steps} steps (fingerprint {fingerprint})."
@@ -206,3 +207,22 @@ def _warn_on_scale(file_scale: float, module_scale: float) -> None:
         f" times the searched ones. Set the module's scale_by_num_pathways as in the search, "
         "unless the difference is meant (e.g. a transfer to another number of pathways)."
     )
+
+
+#: A replay longer than this many times its process warns unless the search was a proxy.
+STRETCH_WARNING_FACTOR = 4.0
+
+
+def warn_on_stretch(process: DistillationProcess, total_steps: int) -> None:
+    """Warn when a replay stretches a process by more than `STRETCH_WARNING_FACTOR` and the
+    search did not record itself as a proxy (``ProcessSearchCallback(proxy=True)``): rows
+    chosen for a half-trained student would then drive the end of training."""
+    factor = total_steps / max(len(process), 1)
+    proxy = bool(process.provenance.get("run_settings", {}).get("proxy", False))
+    if factor > STRETCH_WARNING_FACTOR and not proxy:
+        rank_zero_warn(
+            f"DistPro replay stretches a process of {len(process)} steps over {total_steps} "
+            f"steps ({factor:.1f}x). If the search was meant as a short proxy of this run, "
+            "search with ProcessSearchCallback(proxy=True) (--search.proxy true), which records "
+            "it; otherwise search over the same epochs and schedule as this run."
+        )

@@ -186,3 +186,20 @@ def test_gpu_step_cost_tiny_on_cpu(tmp_path):
         for key in ("search_over_retrain", "retrain_over_reviewkd", "search_reuse_over_retrain"):
             assert config[key] > 0, (name, key)
         assert config["peak_memory_search_over_retrain"] > 0
+
+
+def test_recipe_cost_tiny(tmp_path):
+    """The end-to-end cost benchmark in its smoke form: every recipe priced against both
+    baselines (timings are not asserted)."""
+    from benchmarks import recipe_cost
+
+    out = tmp_path / "rc.json"
+    assert recipe_cost.main(["--tiny", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["pairs"]["project"]
+    assert set(result["step_s"]) == {
+        "hinton_kd", "reviewkd", "replay", "replay_pruned",
+        "search_k1", "search_k2", "search_k4", "search_k8",
+    }  # fmt: skip
+    assert len(result["recipes"]) == 4 * 3 * 2
+    for row in result["recipes"].values():
+        assert row["over_reviewkd"] > 0 and row["over_hinton_kd"] > 0

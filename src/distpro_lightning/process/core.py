@@ -175,6 +175,15 @@ class DistillationProcess:
         n = self.normalization
         return normalize(logits, n["name"], float(n["bias"])) * float(n["scale"])
 
+    def searched_steps(self) -> list[int]:
+        """The rows whose alpha the search updated (the others hold the previous weights):
+        every row after the warm-up, or every ``search_every_n_steps``-th one, as the
+        provenance's ``run_settings`` records (all rows for files without it)."""
+        run = self.provenance.get("run_settings") or {}
+        warmup = int(run.get("warmup_steps", 0))
+        every = int(run.get("search_every_n_steps", 1))
+        return [t for t in range(len(self)) if t >= warmup and (t - warmup) % every == 0]
+
     def final(self) -> Tensor:
         """The last recorded row (the paper's "use alpha_T" ablation)."""
         require(len(self) > 0, "the process has no rows")

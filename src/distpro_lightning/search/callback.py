@@ -43,7 +43,13 @@ from distpro_lightning.search.reporting import (
     log_search_hyperparameters,
     warn_deprecated_log_every,
 )
-from distpro_lightning.search.state import search_state, start_process, warm_start_new_search
+from distpro_lightning.search.state import (
+    record_run_settings,
+    record_search_size,
+    search_state,
+    start_process,
+    warm_start_new_search,
+)
 from distpro_lightning.search.step import SearchRecord, SearchSettings, SearchStep, hypergradient_of
 
 
@@ -107,6 +113,13 @@ class ProcessSearchCallback(Callback):
         plot: write the plots at the end and log them at every epoch end.
         log_pathways: also log ``alpha_weight/<pathway>``; the summaries are always logged.
         enabled: ``False`` makes the callback inert (the CLI: on when ``search:`` has a key).
+        search_every_n_steps: sparse search: alpha is updated at every k-th optimizer step
+            (after the warm-up) and held in between, where the step costs a replay step
+            (the teacher's outputs still computed once). A row is recorded at every step, so
+            the process keeps the true step axis; ``1`` (default) searches every step.
+        proxy: this search is a proxy (a fraction of the data and/or epochs) meant to be
+            replayed stretched on a longer run; recorded in the provenance, so a replay
+            that stretches it by a large factor does not warn.
 
     A new fit starts a new process with a new ``run_id``; a fit resumed from a checkpoint
     continues the checkpoint's (its rows, skipped steps, run id and provenance). A resume
@@ -141,6 +154,8 @@ class ProcessSearchCallback(Callback):
         save_every_epoch: bool = True,
         overwrite: bool = False,
         max_non_finite_steps: int = 10,
+        search_every_n_steps: int = 1,
+        proxy: bool = False,
     ) -> None:
         self.settings = SearchSettings(
             hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
@@ -155,7 +170,7 @@ class ProcessSearchCallback(Callback):
         self.guard = UpdateGuard(max_non_finite_steps)
         self.run = SearchRunOptions(
             warmup_steps, seed, init_process, val_batches_per_step, diagnostics_every_n_steps,
-            held_out,
+            held_out, search_every_n_steps, proxy,
         )  # fmt: skip
         self.enabled = enabled
         self.diagnostics: SearchDiagnostics | None = None
@@ -223,6 +238,8 @@ class ProcessSearchCallback(Callback):
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
         warn_extreme_settings(module, self.settings)
         self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
+        record_run_settings(self.process, self.run.record(self.guard.max_non_finite_steps))
+        record_search_size(self.process, trainer)
         self.writer.prepare(trainer, self.process.run_id)
         if self.run.diagnostics_every_n_steps:
             every = self.run.diagnostics_every_n_steps
@@ -249,7 +266,7 @@ class ProcessSearchCallback(Callback):
         self.guard.snapshot((pl_module.student, pl_module.distill_heads))
         step = trainer.global_step
         held_out = None
-        if step >= self.run.warmup_steps:
+        if self.run.searches_at(step):  # else warm-up or a held step: alpha stays
             held_out = self._draw(trainer, self.held_out)
         diagnostics = self.diagnostics if held_out is not None else None
         old_logits = pl_module.alpha_logits.detach().clone() if diagnostics else None

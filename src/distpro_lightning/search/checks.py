@@ -49,9 +49,19 @@ class SearchRunOptions:
     val_batches_per_step: int = 1
     diagnostics_every_n_steps: int = 0
     held_out: Any = None
+    search_every_n_steps: int = 1
+    proxy: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("warmup_steps", "seed", "val_batches_per_step", "search_every_n_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(
+                    f"ProcessSearchCallback({name}=...) takes an integer, got "
+                    f"{type(value).__name__} {value!r}."
+                )
         bad = {
+            "search_every_n_steps >= 1": self.search_every_n_steps < 1,
             "warmup_steps >= 0": self.warmup_steps < 0,
             "val_batches_per_step >= 1": self.val_batches_per_step < 1,
             "diagnostics_every_n_steps >= 0": self.diagnostics_every_n_steps < 0,
@@ -62,6 +72,31 @@ class SearchRunOptions:
                 raise ValueError(
                     f"{name} must be {rule[len(name) + 1 :]}, got {getattr(self, name)}."
                 )
+
+    def searches_at(self, step: int) -> bool:
+        """Whether optimizer step ``step`` updates alpha: after the warm-up, every
+        ``search_every_n_steps``-th step (counted from the first step after the warm-up);
+        in between the weights are held."""
+        return (
+            step >= self.warmup_steps
+            and (step - self.warmup_steps) % self.search_every_n_steps == 0
+        )
+
+    def record(self, max_non_finite_steps: int) -> dict[str, Any]:
+        """What the process file's provenance records of these options (``run_settings``):
+        every option that shapes a search, so two searches that differ only there can be
+        told apart, and a resume that changes them is warned about."""
+        return {
+            "warmup_steps": self.warmup_steps,
+            "search_every_n_steps": self.search_every_n_steps,
+            "held_out_seed": self.seed,
+            "val_batches_per_step": self.val_batches_per_step,
+            "held_out": self.held_out
+            if isinstance(self.held_out, str | None)
+            else type(self.held_out).__name__,
+            "max_non_finite_steps": max_non_finite_steps,
+            "proxy": self.proxy,
+        }
 
 
 def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:

@@ -159,3 +159,42 @@ def warm_start(module: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     with torch.no_grad():
         module.alpha_logits.copy_(source.final().to(module.alpha_logits.device))
     return {"path": str(path), "fingerprint": source.fingerprint(), "rows": len(source)}
+
+
+def record_run_settings(process: DistillationProcess, now: Mapping[str, Any]) -> None:
+    """Record the search's run settings (`SearchRunOptions.record`) in the provenance; a
+    resume with other values warns, names them, applies them and appends the change to
+    ``settings_changes``."""
+    before = process.provenance.get("run_settings")
+    process.provenance["run_settings"] = dict(now)
+    if not isinstance(before, Mapping):
+        return
+    changed = {k: [before.get(k), v] for k, v in now.items() if before.get(k) != v}
+    if changed:
+        rank_zero_warn(
+            f"DistPro search resumed with other settings than it was searched with: "
+            f"{', '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in changed.items())}. They apply "
+            "from here on and are recorded in the provenance (settings_changes)."
+        )
+        process.provenance.setdefault("settings_changes", []).append(
+            {"step": len(process), "changed": changed}
+        )
+
+
+def record_search_size(process: DistillationProcess, trainer: pl.Trainer) -> None:
+    """The search run's size in the provenance (``search_size``: its planned optimizer
+    steps, epochs and training samples), so a replay knows how far it stretches it."""
+    if "search_size" in process.provenance:
+        return
+    total = trainer.estimated_stepping_batches
+    loader = getattr(trainer, "train_dataloader", None)
+    dataset = getattr(loader, "dataset", None)
+    try:
+        samples = len(dataset) if dataset is not None else None
+    except TypeError:
+        samples = None
+    process.provenance["search_size"] = {
+        "planned_steps": int(total) if total != float("inf") else None,
+        "max_epochs": trainer.max_epochs,
+        "train_samples": samples,
+    }

@@ -1,0 +1,194 @@
+"""What a user pays end to end: search + replay, as ratios to one ReviewKD run and one Hinton
+KD run of the same length, for sparse searches (``search_every_n_steps`` k in 1, 2, 4, 8),
+proxy searches (a fraction f in 1, 0.25, 0.1 of the replay's steps) and the unpruned and
+pruned (the paper's tau = 0.5) replay.
+
+    .venv/bin/python -m benchmarks.recipe_cost                 # both pairs, CPU
+    .venv/bin/python -m benchmarks.recipe_cost --tiny          # the test's smoke form
+    python -m benchmarks.recipe_cost --device cuda             # a lent GPU
+
+Every method runs through ``Trainer.fit`` with the real callbacks (``ProcessSearchCallback``
+with ``search_every_n_steps=k``, ``ProcessScheduleCallback``) and the recipes' modules, in
+interleaved rounds; a timing callback measures each optimizer step. A search of k is timed
+over windows of whole multiples of k steps (its mean step, since searched and held steps
+alternate). The recipe's cost in replay-length units is ``f * search_k + replay``: a proxy
+search of fraction f runs f times as many steps of the same cost (a fraction of the data
+and/or epochs). Pairs: the project's (resnet20 -> resnet8, Fashion-MNIST 1x28x28, 27
+pathways, batch 128) and the official release's (WRN-40-2 -> WRN-16-2, 3x32x32, 100
+classes, 10 pathways, batch 64). Weights are random: timing does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+
+from benchmarks.step_cost import N_PRUNED, OFFICIAL, FitMethod, StepTimer, _loaders, _retrain
+from distpro_lightning import DistProModule, ProcessSearchCallback
+from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
+from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.files import atomic_write_text
+
+KS = (1, 2, 4, 8)
+FRACTIONS = (1.0, 0.25, 0.1)
+TAU = 0.5
+
+
+def _search(module: Any, held_out: Any, k: int) -> FitMethod:
+    def callbacks() -> list[Any]:
+        module.alpha_logits.fill_(1.0)
+        cb = ProcessSearchCallback(
+            save_path=None, save_every_n_steps=0, plot=False, search_every_n_steps=k
+        )
+        cb.search_val_loader = held_out
+        return [cb]
+
+    return FitMethod(module, callbacks)
+
+
+def _pruned(module: Any) -> torch.Tensor:
+    """Logits with ~60 % of the pathways below tau (the saving the paper reports)."""
+    logits = torch.ones(module.num_pathways)
+    n = round(module.num_pathways * N_PRUNED / 27)
+    logits[torch.randperm(module.num_pathways, generator=torch.Generator().manual_seed(0))[:n]] = (
+        0.0
+    )
+    return logits
+
+
+def pair_methods(pair: str, loaders: Any) -> dict[str, FitMethod]:
+    """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k."""
+    if pair == "official":
+        settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
+        dp_kwargs = {**OFFICIAL, "prune_threshold": TAU}
+        student, teacher = "wrn_16_2", "wrn_40_2"
+    else:
+        settings = RecipeSettings(num_classes=10, in_channels=1, input_shape=(1, 28, 28))
+        dp_kwargs = distpro_kwargs("resnet8", "resnet20", settings, log_pathway_losses=False)
+        student, teacher = "resnet8", "resnet20"
+    methods = {
+        "hinton_kd": FitMethod(build_method("hinton_kd", student, teacher, None, settings)[0], list),
+        "reviewkd": FitMethod(
+            ReviewKDModule(
+                student=student, teacher=teacher, input_shape=list(settings.input_shape),
+                warmup_epochs=0, **settings.module_kwargs(),
+            ),
+            list,
+        ),
+    }  # fmt: skip
+    modules = [DistProModule(**dp_kwargs) for _ in range(2 + len(KS))]
+    methods["replay"] = _retrain(modules[0], torch.ones(modules[0].num_pathways))
+    methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
+    for k, module in zip(KS, modules[2:]):
+        methods[f"search_k{k}"] = _search(module, loaders[1], k)
+    return methods
+
+
+def time_pair(args: argparse.Namespace, methods: dict[str, FitMethod], train: Any) -> dict:
+    """Mean seconds per step of every method, from ``args.rounds`` interleaved rounds of
+    ``args.window`` timed steps (a multiple of every k) after one warm-up step."""
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for r in range(args.rounds):
+        for name, method in methods.items():
+            timer = StepTimer(torch.device(args.device))
+            trainer = Trainer(
+                accelerator="cuda" if args.device.startswith("cuda") else "cpu", devices=1,
+                max_epochs=1, max_steps=1 + args.window, limit_val_batches=0,
+                num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[timer, *method.callbacks()],
+            )  # fmt: skip
+            trainer.fit(method.module, train_dataloaders=train)
+            times[name] += timer.times[1:]
+        print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
+    return {name: statistics.mean(v) for name, v in times.items()}
+
+
+def recipes(step_s: dict[str, float]) -> dict[str, Any]:
+    """Every recipe's cost relative to a ReviewKD and a Hinton KD run of the same length."""
+    rows = {}
+    for k in KS:
+        for f in FRACTIONS:
+            for replay in ("replay", "replay_pruned"):
+                cost = f * step_s[f"search_k{k}"] + step_s[replay]
+                rows[f"k{k}_f{f:g}_{replay}"] = {
+                    "k": k, "fraction": f, "replay": replay,
+                    "over_reviewkd": cost / step_s["reviewkd"],
+                    "over_hinton_kd": cost / step_s["hinton_kd"],
+                }  # fmt: skip
+    return rows
+
+
+def batch_for(pair: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    if pair == "official":
+        return torch.randn(size, 3, 32, 32, generator=g), torch.randint(
+            0, 100, (size,), generator=g
+        )
+    return torch.randn(size, 1, 28, 28, generator=g), torch.randint(0, 10, (size,), generator=g)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--pairs", nargs="+", default=["project", "official"], choices=["project", "official"]
+    )
+    p.add_argument("--batch", type=int, default=128, help="project pair's batch")
+    p.add_argument("--official-batch", type=int, default=64)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--window", type=int, default=8, help="timed steps per fit (a multiple of 8)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--tiny", action="store_true", help="batch 8, one round of 8 steps, one pair")
+    p.add_argument("--out", default="benchmarks/results/recipe_cost.json")
+    args = p.parse_args(argv)
+    if args.tiny:
+        args.batch, args.official_batch, args.rounds, args.pairs = 8, 8, 1, ["project"]
+    torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {
+        "command": " ".join(
+            ["python -m benchmarks.recipe_cost", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} thread(s), {args.device}",
+        "note": __doc__.split("\n\n")[2].replace("\n", " "),
+        "pairs": {},
+    }
+    for pair in args.pairs:
+        torch.manual_seed(0)
+        x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
+        loaders = _loaders(x, y, 1 + args.window)
+        t0 = time.perf_counter()
+        step_s = time_pair(args, pair_methods(pair, loaders), loaders[0])
+        result["pairs"][pair] = {
+            "step_s": step_s, "recipes": recipes(step_s), "wall_s": time.perf_counter() - t0,
+        }  # fmt: skip
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    print(
+        json.dumps(
+            {
+                p: {
+                    k: round(v["over_reviewkd"], 2)
+                    for k, v in r["recipes"].items()
+                    if k.endswith("pruned")
+                }
+                for p, r in result["pairs"].items()
+            },
+            indent=1,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,73 @@
+"""Sparse search (``search_every_n_steps``) and proxy searches: alpha is updated every k-th
+step with the same hypergradient as the dense search, held in between; the file keeps the
+true step axis and records what was searched; a stretched replay warns unless recorded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_module, quiet_trainer
+
+from distpro_lightning import DistillationProcess, ProcessScheduleCallback, ProcessSearchCallback
+from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.search import step as step_module
+
+
+def _search(tmp_path, steps=6, **kw):
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False, **kw)
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=512, seed=0)
+    quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=dm)
+    return cb
+
+
+def test_every_step_is_the_default_bit_for_bit(tmp_path):
+    a = _search(tmp_path / "a")
+    b = _search(tmp_path / "b", search_every_n_steps=1)
+    assert torch.equal(a.process.logits, b.process.logits)
+    assert a.process.searched_steps() == list(range(6))
+
+
+def test_sparse_search_updates_every_kth_step_and_holds_in_between(tmp_path, monkeypatch):
+    calls = []
+    real = step_module.compute_hypergradient
+    monkeypatch.setattr(
+        step_module, "compute_hypergradient", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    dense = _search(tmp_path / "dense", steps=7)
+    calls.clear()
+    sparse = _search(tmp_path / "sparse", steps=7, search_every_n_steps=3, warmup_steps=1)
+    rows = sparse.process.logits
+    assert len(rows) == 7  # one row per optimizer step: the true step axis
+    assert len(calls) == 2  # steps 1 and 4 searched; 0 (warm-up), 2, 3, 5, 6 held
+    assert sparse.process.searched_steps() == [1, 4]
+    for t in (2, 3):
+        assert torch.equal(rows[t], rows[1])
+    assert not torch.equal(rows[1], rows[0]) and not torch.equal(rows[4], rows[3])
+    saved = DistillationProcess.load(tmp_path / "sparse" / "p.json")
+    assert saved.provenance["run_settings"]["search_every_n_steps"] == 3
+    assert saved.searched_steps() == [1, 4]
+    # the first searched step sees the same state as the dense search's step 1 would after
+    # a held step 0 — so compare the one step both take from the same state: step 0.
+    first = _search(tmp_path / "first", steps=1, search_every_n_steps=5)
+    assert torch.equal(first.process.logits[0], dense.process.logits[0])
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2"])
+def test_search_every_n_steps_is_checked(bad):
+    with pytest.raises((ValueError, TypeError), match="search_every_n_steps"):
+        ProcessSearchCallback(search_every_n_steps=bad)
+
+
+@pytest.mark.parametrize("proxy", [False, True])
+def test_replay_stretching_a_process_warns_unless_it_was_a_proxy(tmp_path, proxy, recwarn):
+    cb = _search(tmp_path, steps=2, proxy=proxy)
+    assert cb.process.provenance["search_size"]["planned_steps"] == 2
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    replay = ProcessScheduleCallback(process=str(tmp_path / "p.json"), plot=False)
+    dm = DigitsDataModule(batch_size=32, mode="retrain", subset=512, seed=0)
+    quiet_trainer(max_steps=12, limit_val_batches=0, callbacks=[replay]).fit(m, datamodule=dm)
+    stretched = [w for w in recwarn if "stretches a process of 2 steps" in str(w.message)]
+    assert len(stretched) == (0 if proxy else 1)
