@@ -53,6 +53,13 @@ class SearchSettings:
     share_training_forward: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("alpha_lr", "epsilon", "alpha_weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(
+                    f"ProcessSearchCallback({name}=...) takes a number, got "
+                    f"{type(value).__name__} {value!r}; e.g. {name}=0.01."
+                )
         if self.hypergradient not in METHODS:
             raise ValueError(f"hypergradient must be one of {METHODS}, got {self.hypergradient!r}.")
         if self.alpha_optimizer not in ("adam", "sgd"):

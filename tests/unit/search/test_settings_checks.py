@@ -1,0 +1,68 @@
+"""Settings that make a search meaningless are refused or warned about, naming the
+parameter and the fix (wrong types at construction; extreme values at fit start)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_module, quiet_trainer
+
+from distpro_lightning import ProcessSearchCallback
+from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.search.checks import warn_extreme_settings
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"alpha_lr": "0.1"}, "alpha_lr"),
+        ({"epsilon": "0.01"}, "epsilon"),
+        ({"val_batches_per_step": 2.5}, "val_batches_per_step"),
+        ({"warmup_steps": True}, "warmup_steps"),
+    ],
+)
+def test_wrong_types_are_refused_at_construction_naming_the_parameter(kwargs, name):
+    with pytest.raises(TypeError, match=rf"ProcessSearchCallback\({name}=\.\.\.\)"):
+        ProcessSearchCallback(**kwargs)
+
+
+def test_a_huge_epsilon_warns():
+    m = make_module(transforms=["conv_bn"])
+    cb = ProcessSearchCallback(epsilon=100.0)
+    with pytest.warns(UserWarning, match="epsilon=100 is large"):
+        warn_extreme_settings(m, cb.settings)
+    with warnings_none():
+        warn_extreme_settings(m, ProcessSearchCallback().settings)
+
+
+def test_sgd_alpha_lr_that_snaps_to_one_pathway_is_warned_before_and_after(tmp_path, recwarn):
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    cb = ProcessSearchCallback(alpha_lr=1e30, alpha_optimizer="sgd", save_path=None)
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)
+    quiet_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[cb]).fit(
+        m, datamodule=dm
+    )
+    messages = [str(w.message) for w in recwarn]
+    assert any("extreme for the SGD alpha optimizer" in t for t in messages)
+    w = m.alpha_weights()
+    assert float(w.max()) > 0.99 * float(w.sum())  # it did collapse to one-hot
+    assert any("collapsed onto one pathway" in t for t in messages)
+
+
+class warnings_none:
+    """No warning inside the block."""
+
+    def __enter__(self):
+        import warnings
+
+        self._cm = warnings.catch_warnings(record=True)
+        self.caught = self._cm.__enter__()
+        warnings.simplefilter("always")
+        return self
+
+    def __exit__(self, *exc):
+        self._cm.__exit__(*exc)
+        assert not [w for w in self.caught if issubclass(w.category, UserWarning)], [
+            str(w.message) for w in self.caught
+        ]
