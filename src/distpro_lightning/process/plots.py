@@ -57,9 +57,10 @@ def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
 
 def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> list[Path]:
     """Log the process plots to every logger of ``trainer``: as images to loggers that take
-    them (W&B, TensorBoard), as PNG files in the log directory of the others (CSV), named
-    ``<tag>_<kind>.png`` with ``/`` in ``tag`` replaced by ``_`` and replaced at each call
-    (atomically). Returns the PNG files written (global rank 0 only)."""
+    them (W&B, TensorBoard: their own step history), as PNG files in ``figures/`` of the log
+    directory of the others (CSV), one per epoch so the history is kept:
+    ``figures/<tag>_<kind>_epoch<NNN>.png`` with ``/`` in ``tag`` replaced by ``_``, written
+    atomically. Returns the PNG files written (global rank 0 only)."""
     if len(process) == 0:
         return []
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -88,7 +89,8 @@ def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) ->
                 folder = getattr(logger, "log_dir", None) or logger.save_dir
                 if folder is None:
                     continue
-                png = Path(folder) / f"{tag.replace('/', '_')}_{kind}.png"
+                name = f"{tag.replace('/', '_')}_{kind}_epoch{trainer.current_epoch:03d}.png"
+                png = Path(folder) / "figures" / name
                 _save_atomically(process_figure(process, kind), png)
                 written.append(png)
     return written

@@ -90,7 +90,8 @@ def test_summaries_per_pathway_option_progress_bar_and_figures(tmp_path):
     assert "pathways" in trainer.progress_bar_metrics
     assert "search_val" not in keys  # progress bar only
     for kind in ("lines", "heatmap"):  # CSV takes no images: PNGs in its log directory
-        assert (tmp_path / "run" / "version_0" / f"search_process_{kind}.png").stat().st_size > 1000
+        png = f"figures/search_process_{kind}_epoch000.png"
+        assert (tmp_path / "run" / "version_0" / png).stat().st_size > 1000
     hparams = (tmp_path / "run" / "version_0" / "hparams.yaml").read_text()
     assert "alpha_lr: 0.5" in hparams and "hypergradient: finite_difference" in hparams
 
@@ -117,3 +118,35 @@ def test_deprecated_interval_arguments_warn_and_name_the_replacement():
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
         ProcessSearchCallback()
+
+
+def test_csv_figures_keep_one_file_per_epoch_readable_by_others(tmp_path):
+    """Per-epoch figures in figures/ (a history for CSV users, no overwrites), the final
+    plots beside the process file, every file with an ordinary file's permissions."""
+    import os
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from distpro_lightning import ProcessSearchCallback
+    from distpro_lightning.data import DigitsDataModule
+
+    old = os.umask(0o022)
+    try:
+        torch.manual_seed(0)
+        m = make_module(transforms=["conv_bn"])
+        cb = ProcessSearchCallback(save_path="{log_dir}/process.json")
+        dm = DigitsDataModule(batch_size=32, mode="search", subset=128, seed=0)
+        trainer = quiet_trainer(
+            max_epochs=2, limit_val_batches=0, callbacks=[cb], logger=CSVLogger(tmp_path)
+        )
+        trainer.fit(m, datamodule=dm)
+    finally:
+        os.umask(old)
+    run = tmp_path / "lightning_logs" / "version_0"
+    history = sorted(p.name for p in (run / "figures").glob("*.png"))
+    assert history == sorted(
+        f"search_process_{kind}_epoch{e:03d}.png" for e in (0, 1) for kind in ("heatmap", "lines")
+    )
+    pngs = [*run.rglob("*.png")]
+    assert {p.name for p in run.glob("*.png")} == {"process.png", "process_heatmap.png"}
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in [*pngs, run / "process.json"])
