@@ -15,6 +15,7 @@ from distpro_lightning.modules.contract import check_optimized
 from distpro_lightning.modules.distpro import DistProMixin
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import log_process_figures
+from distpro_lightning.process.weights import weight_summary
 
 
 class ProcessScheduleCallback(Callback):
@@ -85,6 +86,8 @@ class ProcessScheduleCallback(Callback):
             raise ValueError(
                 f"mode={mode!r} needs a process file; only mode='uniform' runs without."
             )
+        #: the process file's path as given (``None`` for a process object)
+        self.process_file = str(process) if isinstance(process, str | os.PathLike) else None
         if enabled and isinstance(process, str | os.PathLike):
             process = DistillationProcess.load(process)
         self.source: DistillationProcess | str | os.PathLike[str] | None = process
@@ -156,6 +159,7 @@ class ProcessScheduleCallback(Callback):
         total = trainer.estimated_stepping_batches
         self._total_steps = int(total) if total != float("inf") else len(self.process)
         warn_on_stretch(self.process, self._total_steps)
+        self._log_hyperparameters(trainer, pl_module, fingerprint)
         rank_zero_info(
             f"DistPro replay: mode={self.mode}, {len(self.process)} searched steps -> "
             f"{self._total_steps} steps (fingerprint {fingerprint})."
@@ -182,6 +186,35 @@ class ProcessScheduleCallback(Callback):
             pl_module.alpha_logits.copy_(row.to(pl_module.alpha_logits.device))
         if self.plot:
             self._replayed.append(row)
+        module: Any = pl_module
+        summary = weight_summary(
+            module.alpha_weights().detach(), module.pathway_names, module.active_pathways()
+        )
+        # scalars a run table compares across process / final / uniform replays
+        pl_module.log("replay/active_pathways", float(summary.active))
+        pl_module.log("replay/effective_pathways", summary.effective)
+        pl_module.log("replay/top3_share", summary.top_share)
+
+    def _log_hyperparameters(
+        self, trainer: pl.Trainer, module: Any, fingerprint: str | None
+    ) -> None:
+        """The replay's identity in every logger's hyperparameters (``replay``: file, mode,
+        fingerprint, smoothing, stretch), so runs can be told apart in a run table."""
+        values = {
+            "process": self.process_file,
+            "mode": self.mode,
+            "fingerprint": fingerprint,
+            "smooth_steps": self.smooth_steps,
+            "searched_steps": None if self.process is None else len(self.process),
+            "replay_steps": self._total_steps,
+        }
+        extra = (
+            {"distillation": module.distillation_hparams()}
+            if hasattr(module, "distillation_hparams")
+            else {}
+        )
+        for logger in trainer.loggers:
+            logger.log_hyperparams({"replay": values, **extra})
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not self.plot or not self._replayed or self.process is None:

@@ -132,6 +132,7 @@ class DistProMixin(StepContextReader):
         self.scale_by_num_pathways = bool(cfg.scale_by_num_pathways)
         self.prune_threshold = cfg.prune_threshold
         self.save_teacher = cfg.save_teacher
+        self.distillation_config = cfg
         self.register_buffer("alpha_logits", torch.ones(len(self.pathway_names)))
         self.step_context: StepContext | None = None
 
@@ -167,6 +168,18 @@ class DistProMixin(StepContextReader):
             + ([REVIEW_PATHWAY_NAME] if cfg.review_kd else [])
             + ([KD_PATHWAY_NAME] if cfg.response_kd else [])
         )
+
+    def distillation_hparams(self) -> dict[str, Any]:
+        """The distillation settings as plain values, for the loggers' hyperparameters (the
+        search and replay callbacks log them under ``distillation``), with the pathway count."""
+        from dataclasses import asdict
+
+        values = {
+            k: list(v) if isinstance(v, tuple | list) else v
+            for k, v in asdict(self.distillation_config).items()
+            if k != "student_attribute"
+        }
+        return {**values, "num_pathways": self.num_pathways}
 
     def pathway_summary(self) -> str:
         """The pathway table (`pathway_summary`): shapes,

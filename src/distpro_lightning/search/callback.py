@@ -251,6 +251,7 @@ class ProcessSearchCallback(Callback):
             trainer,
             self.step.settings,
             {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed},
+            module,
         )
 
     # ------------------------------------------------------------------ the step

@@ -5,62 +5,17 @@ end, the search settings as hyperparameters and the process file as a W&B artifa
 
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
 
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
+from distpro_lightning.process.weights import TOP_K, WeightSummary, weight_summary  # noqa: F401
 from distpro_lightning.search.step import SearchRecord, SearchSettings
-
-#: How many of the heaviest pathways the summary names.
-TOP_K = 3
-
-
-@dataclass(frozen=True)
-class WeightSummary:
-    """A summary of one row of pathway weights.
-
-    Attributes:
-        active: pathways the module computes (not pruned; all without a prune threshold).
-        entropy: entropy (nats) of the weights normalised to sum 1.
-        effective: ``exp(entropy)``, the number of equally weighted pathways with that
-            entropy (``P`` for uniform weights, 1 for a single pathway).
-        top_share: the share of the `TOP_K` heaviest pathways in the total weight.
-        top: ``(name, share)`` of those pathways, heaviest first.
-    """
-
-    active: int
-    entropy: float
-    effective: float
-    top_share: float
-    top: tuple[tuple[str, float], ...]
-
-
-def weight_summary(
-    weights: Tensor, names: list[str], active: list[bool] | None = None, k: int = TOP_K
-) -> WeightSummary:
-    """The `WeightSummary` of non-negative ``weights`` ``[P]`` with pathway ``names``
-    (``active``: the module's mask of computed pathways, ``None``: all)."""
-    w = weights.detach().double().clamp_min(0)
-    total = float(w.sum())
-    share = w / total if total > 0 else torch.full_like(w, 1.0 / len(w))
-    nonzero = share[share > 0]
-    entropy = float(-(nonzero * nonzero.log()).sum())
-    order = torch.argsort(share, descending=True)[: min(k, len(w))].tolist()
-    return WeightSummary(
-        active=len(w) if active is None else int(sum(bool(a) for a in active)),
-        entropy=entropy,
-        effective=math.exp(entropy),
-        top_share=float(share[order].sum()),
-        top=tuple((names[i], float(share[i])) for i in order),
-    )
 
 
 class SearchLogger:
@@ -133,14 +88,17 @@ class SearchLogger:
 
 
 def log_search_hyperparameters(
-    trainer: pl.Trainer, settings: SearchSettings, extra: dict[str, Any]
+    trainer: pl.Trainer, settings: SearchSettings, extra: dict[str, Any], module: Any = None
 ) -> None:
     """The search settings (and ``extra``, e.g. ``warmup_steps``, ``seed``) in every
     logger's hyperparameters, under ``search``, the keys of the CLI's ``search:`` section."""
     values = {**asdict(settings), **extra}
     values["alpha_betas"] = list(values["alpha_betas"])
+    groups: dict[str, Any] = {"search": values}
+    if hasattr(module, "distillation_hparams"):  # a mixin module's own hparams lack them
+        groups["distillation"] = module.distillation_hparams()
     for logger in trainer.loggers:
-        logger.log_hyperparams({"search": values})
+        logger.log_hyperparams(groups)
 
 
 def log_process_artifact(

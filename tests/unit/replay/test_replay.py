@@ -362,3 +362,41 @@ def test_pruned_pathways_are_not_computed_during_replay() -> None:
         for s in range(total)
     }
     assert len(pruned_sets) > 1  # the pruned set changes during the run
+
+
+def test_replay_runs_are_comparable_in_the_loggers(tmp_path):
+    """The replay's file, mode and fingerprint in the hyperparameters, and the replayed
+    weights as scalars (a run table compares process / final / uniform replays)."""
+    import csv
+
+    import yaml
+    from conftest import quiet_trainer
+    from lightning.pytorch.loggers import CSVLogger
+
+    from distpro_lightning import DistillationProcess, ProcessScheduleCallback
+    from distpro_lightning.data import DigitsDataModule
+
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"], prune_threshold=0.5)
+    process = DistillationProcess(
+        m.pathway_names, {"name": "biased_softmax", "bias": 1.0, "scale": float(m.weight_scale)}
+    )
+    for t in range(4):
+        process.append(torch.linspace(0.0, 2.0, m.num_pathways) * (t + 1) / 4)
+    process.save(tmp_path / "p.json")
+    replay = ProcessScheduleCallback(process=str(tmp_path / "p.json"), mode="final", plot=False)
+    dm = DigitsDataModule(batch_size=32, mode="retrain", subset=256, seed=0)
+    quiet_trainer(
+        max_steps=4, limit_val_batches=0, callbacks=[replay], logger=CSVLogger(tmp_path),
+        log_every_n_steps=1,
+    ).fit(m, datamodule=dm)  # fmt: skip
+    run = tmp_path / "lightning_logs" / "version_0"
+    saved = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert saved["distillation"]["num_pathways"] == m.num_pathways
+    assert saved["distillation"]["transforms"] == ["conv_bn"]
+    hp = saved["replay"]
+    assert hp["process"] == str(tmp_path / "p.json") and hp["mode"] == "final"
+    assert hp["fingerprint"] == process.fingerprint() and hp["replay_steps"] == 4
+    rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r["replay/active_pathways"]]
+    final = process.final()
+    assert float(rows[-1]["replay/active_pathways"]) == int((final > 0.5).sum())
