@@ -1,8 +1,9 @@
 """The pure functions of one DistPro search step (paper eqs. 4-5, DARTS second order).
 
 No Lightning here. With ``L_train(theta, a) = task + sum_p w_p(a) delta_p(theta)`` and the
-virtual step ``theta' = theta - xi * D(g)`` (``D``: the optimizer's update direction, linear
-in the gradient ``g`` with slope ``c``), the hypergradient is
+virtual step ``theta' = theta - xi * D(g)`` (``D``: the student optimizer's update direction:
+SGD's is linear in the gradient ``g`` with slope ``c``; Adam's and AdamW's is elementwise
+and nonlinear, with the elementwise slope ``c = dD/dg``), the hypergradient is
 
     d/da L_val(theta') = - J_w(a)^T [ < grad_theta delta_p(theta), xi * c * v > ]_p ,
     v = grad L_val(theta').
@@ -73,6 +74,69 @@ def sgd_virtual_step(
         new[key] = p - h.lr * d
         slope[key] = h.lr * factor
     return new, slope
+
+
+@dataclass(frozen=True)
+class AdamHyper:
+    """One parameter's ``torch.optim.Adam`` / ``AdamW`` settings and state: the moments
+    (``None`` before the first step) and the number of steps taken. ``decoupled``: AdamW's
+    weight decay (``theta * (1 - lr * wd)``), else Adam's (``g + wd * theta``)."""
+
+    lr: float
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    decoupled: bool = False
+    step: int = 0
+    exp_avg: Tensor | None = None
+    exp_avg_sq: Tensor | None = None
+
+
+def adam_virtual_step(p: Tensor, g: Tensor, h: AdamHyper) -> tuple[Tensor, Tensor]:
+    """``(theta', slope)`` of one ``torch.optim.Adam``/``AdamW`` step of one parameter, as
+    PyTorch computes it (bias corrections, ``eps`` outside the square root, decoupled or L2
+    weight decay), without touching the optimizer. ``slope = -d theta' / d g``, elementwise:
+
+        slope = lr / c1 * [ (1 - b1) / denom - m' (1 - b2) g / (sqrt(c2) sqrt(v') denom^2) ]
+
+    with ``m' = b1 m + (1 - b1) g``, ``v' = b2 v + (1 - b2) g^2``, ``c_i = 1 - b_i^(t+1)``,
+    ``denom = sqrt(v' / c2) + eps`` and ``g`` the gradient after L2 weight decay."""
+    if h.weight_decay and not h.decoupled:
+        g = g + h.weight_decay * p
+    m = g * (1.0 - h.beta1) if h.exp_avg is None else h.exp_avg * h.beta1 + (1.0 - h.beta1) * g
+    v_prev = torch.zeros_like(g) if h.exp_avg_sq is None else h.exp_avg_sq
+    v = v_prev * h.beta2 + (1.0 - h.beta2) * g * g
+    t = h.step + 1
+    c1, c2 = 1.0 - h.beta1**t, 1.0 - h.beta2**t
+    root = v.sqrt()
+    denom = root / math.sqrt(c2) + h.eps
+    base = p * (1.0 - h.lr * h.weight_decay) if h.weight_decay and h.decoupled else p
+    new = base - (h.lr / c1) * m / denom
+    safe = torch.where(root > 0, root, torch.ones_like(root))
+    second = torch.where(
+        root > 0, m * (1.0 - h.beta2) * g / (math.sqrt(c2) * safe * denom * denom), 0.0
+    )
+    slope = (h.lr / c1) * ((1.0 - h.beta1) / denom - second)
+    return new, slope
+
+
+def virtual_step(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    hyper: Mapping[str, SGDHyper | AdamHyper],
+) -> tuple[dict[str, Tensor], dict[str, Tensor | float]]:
+    """``(theta', slope)`` of one step of the student optimizer: `sgd_virtual_step` for
+    SGD parameters (a scalar slope each), `adam_virtual_step` for Adam/AdamW ones (an
+    elementwise slope). ``slope = -d theta'/d g``; the mixed derivative runs along
+    ``slope * v``."""
+    sgd = {k: h for k, h in hyper.items() if isinstance(h, SGDHyper)}
+    new, slope = sgd_virtual_step({k: params[k] for k in sgd}, {k: grads[k] for k in sgd}, sgd)
+    out_slope: dict[str, Tensor | float] = dict(slope)
+    for key, h in hyper.items():
+        if isinstance(h, AdamHyper):
+            new[key], out_slope[key] = adam_virtual_step(params[key], grads[key], h)
+    return {k: new[k] for k in params}, {k: out_slope[k] for k in params}
 
 
 def tangent_norm(tangent: Mapping[str, Tensor]) -> Tensor:
@@ -275,7 +339,7 @@ def _held_out_gradient(
 def compute_hypergradient(
     module: SearchableModule,
     batches: SearchBatches,
-    virtual: Mapping[str, SGDHyper],
+    virtual: Mapping[str, SGDHyper | AdamHyper],
     options: HypergradientOptions = HypergradientOptions(),
 ) -> HypergradientResult:
     """One search step's hypergradient for a module with the DistPro mixin.
@@ -303,7 +367,7 @@ def compute_hypergradient(
     with frozen_batchnorm_stats(*parts):
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}
-        new, slope = sgd_virtual_step(student, grads.student, {k: virtual[k] for k in student})
+        new, slope = virtual_step(student, grads.student, {k: virtual[k] for k in student})
         if not options.keep_full_gradient:
             grads = None  # g is in theta' now: free it before the held-out pass
         val_loss, v = _held_out_gradient(module, batches, new, options)

@@ -28,6 +28,7 @@ from distpro_lightning.modules.step_context import ReusedGradient, SharedForward
 from distpro_lightning.search.guard import BufferSnapshot
 from distpro_lightning.search.hypergradient import (
     METHODS,
+    AdamHyper,
     HypergradientOptions,
     HypergradientResult,
     SearchBatches,
@@ -85,34 +86,29 @@ class SearchSettings:
 
 def virtual_step_settings(
     optimizer: torch.optim.Optimizer, params: Mapping[str, Tensor], warn: bool = False
-) -> dict[str, SGDHyper]:
+) -> dict[str, SGDHyper | AdamHyper]:
     """Each parameter's settings for the virtual step, read from the student optimizer now:
-    lr, momentum buffer, dampening, weight decay and Nesterov of ``torch.optim.SGD``.
+    ``torch.optim.SGD`` (lr, momentum buffer, dampening, weight decay, Nesterov) and
+    ``torch.optim.Adam`` / ``AdamW`` (lr, betas, eps, L2 or decoupled weight decay, the
+    moments and step count) are followed exactly.
 
-    Other optimizers are approximated by a plain gradient step with their current lr (no
-    momentum, weight decay or adaptive scaling); with ``warn`` this says so.
+    Other optimizers (and Adam with ``amsgrad``) are approximated by a plain gradient step
+    with their current lr (no momentum, weight decay or adaptive scaling); with ``warn``
+    this says so.
     """
     if isinstance(optimizer, torch.optim.SGD):
-        by_id: dict[int, SGDHyper] = {}
-        for group in optimizer.param_groups:
-            if group.get("maximize"):
-                raise RuntimeError("SGD(maximize=True) is not supported by the search.")
-            for p in group["params"]:
-                by_id[id(p)] = SGDHyper(
-                    lr=float(group["lr"]),
-                    momentum=float(group["momentum"]),
-                    dampening=float(group["dampening"]),
-                    weight_decay=float(group["weight_decay"]),
-                    nesterov=bool(group["nesterov"]),
-                    buf=optimizer.state.get(p, {}).get("momentum_buffer"),
-                )
+        by_id = _sgd_settings(optimizer)
+    elif isinstance(optimizer, torch.optim.Adam) and not any(
+        g.get("amsgrad") for g in optimizer.param_groups
+    ):
+        by_id = _adam_settings(optimizer)
     else:
         if warn:
             rank_zero_warn(
-                f"DistPro search: the student optimizer is {type(optimizer).__name__}, not SGD; "
-                "the virtual step is approximated by a plain gradient step with its lr (no "
-                "momentum, weight decay or adaptive scaling). Use torch.optim.SGD for the exact "
-                "virtual step."
+                f"DistPro search: the student optimizer is {type(optimizer).__name__}; the "
+                "virtual step follows SGD, Adam and AdamW (without amsgrad) exactly and "
+                "approximates others by a plain gradient step with their lr (no momentum, "
+                "weight decay or adaptive scaling). Use one of those for the exact virtual step."
             )
         by_id = {
             id(p): SGDHyper(lr=float(group["lr"]))
@@ -126,6 +122,53 @@ def virtual_step_settings(
             "optimizer: configure_optimizers must optimise the student and the pathway heads."
         )
     return {k: by_id[id(p)] for k, p in params.items()}
+
+
+def _refuse_maximize(optimizer: torch.optim.Optimizer, group: Mapping[str, Any]) -> None:
+    if group.get("maximize"):
+        raise RuntimeError(
+            f"{type(optimizer).__name__}(maximize=True) is not supported by the search: the "
+            "virtual step descends the training loss."
+        )
+
+
+def _sgd_settings(optimizer: torch.optim.Optimizer) -> dict[int, SGDHyper | AdamHyper]:
+    by_id: dict[int, SGDHyper | AdamHyper] = {}
+    for group in optimizer.param_groups:
+        _refuse_maximize(optimizer, group)
+        for p in group["params"]:
+            by_id[id(p)] = SGDHyper(
+                lr=float(group["lr"]),
+                momentum=float(group["momentum"]),
+                dampening=float(group["dampening"]),
+                weight_decay=float(group["weight_decay"]),
+                nesterov=bool(group["nesterov"]),
+                buf=optimizer.state.get(p, {}).get("momentum_buffer"),
+            )
+    return by_id
+
+
+def _adam_settings(optimizer: torch.optim.Optimizer) -> dict[int, SGDHyper | AdamHyper]:
+    decoupled_default = isinstance(optimizer, torch.optim.AdamW)
+    by_id: dict[int, SGDHyper | AdamHyper] = {}
+    for group in optimizer.param_groups:
+        _refuse_maximize(optimizer, group)
+        beta1, beta2 = (float(b) for b in group["betas"])
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            step = state.get("step", 0)
+            by_id[id(p)] = AdamHyper(
+                lr=float(group["lr"]),
+                beta1=beta1,
+                beta2=beta2,
+                eps=float(group["eps"]),
+                weight_decay=float(group["weight_decay"]),
+                decoupled=bool(group.get("decoupled_weight_decay", decoupled_default)),
+                step=int(step.item() if isinstance(step, Tensor) else step),
+                exp_avg=state.get("exp_avg"),
+                exp_avg_sq=state.get("exp_avg_sq"),
+            )
+    return by_id
 
 
 def _without_sharing_if_compiled(

@@ -75,14 +75,28 @@ def test_search_step_without_a_trainer_updates_and_hands_over_the_teacher():
     assert warm.hypergradient is None and torch.equal(warm.logits, record.logits)
 
 
-def test_non_sgd_optimizer_is_warned_once_naming_the_approximation():
+def test_other_optimizers_are_warned_once_naming_the_approximation():
+    class WithRMSprop(DistProModule):
+        def configure_optimizers(self):
+            return torch.optim.RMSprop(self.trainable_parameters(), lr=1e-3)
+
     torch.manual_seed(0)
-    m = make_module(transforms=["conv_bn"], optimizer="adam", lr=1e-3)
+    m = make_module(WithRMSprop, transforms=["conv_bn"])
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         _search(m, steps=3)
-    msgs = [str(r.message) for r in rec if "not SGD" in str(r.message)]
-    assert len(msgs) == 1 and "Adam" in msgs[0] and "momentum" in msgs[0]
+    msgs = [str(r.message) for r in rec if "plain gradient step" in str(r.message)]
+    assert len(msgs) == 1 and "RMSprop" in msgs[0] and "momentum" in msgs[0]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_and_adamw_are_followed_exactly_without_a_warning(optimizer):
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"], optimizer=optimizer, lr=1e-3)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        _search(m, steps=3)
+    assert not [r for r in rec if "plain gradient step" in str(r.message)]
 
 
 def test_unapplied_reused_gradient_stops_the_fit():
