@@ -351,7 +351,10 @@ class DistProMixin(StepContextReader):
         x, y = self.split_batch(batch)
         weights = self.alpha_weights().detach()
         shared = self.take_shared_forward(x)
-        if shared is not None:  # the search's training pass: same theta, same batch
-            task, losses, logits = shared.objective[1:]
+        if shared is not None:  # the search's training pass: same theta, same inputs
+            losses, logits = shared.objective.pathway_losses, shared.objective.logits
+            # the task loss anew from the shared logits: the targets and any state the loss
+            # reads (label smoothing, a relabelled y) are this step's, not the search's
+            task = self.task_loss(logits, y)
             return Objective(task + self.weighted_sum(weights, losses), task, losses, logits)
         return self.objective(x, y, self._teacher_for(x), weights, self.active_pathways())

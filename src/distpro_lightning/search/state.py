@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -150,11 +151,30 @@ def warm_start(module: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     second search pass from the first pass's alpha_T); returns what the new process's
     provenance records of it. The pathways must be the module's, in the same order."""
     source = DistillationProcess.load(path)
-    if list(source.pathway_names) != list(module.pathway_names):
+    if sorted(source.pathway_names) != sorted(module.pathway_names):
         raise ProcessFileError(
             f"init_process {str(path)!r} has other pathways than the module: "
             f"{source.pathway_names} vs {module.pathway_names}. Warm-start from a process "
             "searched on the same search space."
+        )
+    source = source.remap(module.pathway_names)  # the same pathways, in the module's order
+    norm = source.normalization
+    ours = {
+        "name": module.normalization,
+        "bias": float(module.normalization_bias),
+        "scale": float(module.weight_scale),
+    }
+    differ = [
+        f"{k} {norm.get(k)!r} there, {v!r} here"
+        for k, v in ours.items()
+        if (norm.get(k) != v if k == "name" else not math.isclose(float(norm.get(k, 0)), v))
+    ]
+    if differ:
+        raise ProcessFileError(
+            f"init_process {str(path)!r} was searched with another weighting ({'; '.join(differ)}"
+            "): its logits would give other weights here, so the warm start would not start "
+            "from its alpha_T. Configure the module's normalization, normalization_bias, "
+            "kd_weight and scale_by_num_pathways as in that search."
         )
     with torch.no_grad():
         module.alpha_logits.copy_(source.final().to(module.alpha_logits.device))

@@ -78,6 +78,29 @@ def test_warm_start_begins_at_the_files_last_row(tmp_path):
         _search_fit(tmp_path / "c", steps=1, init_process=str(tmp_path / "other.json"))
 
 
+def test_warm_start_remaps_a_reordered_file_and_refuses_another_weighting(tmp_path):
+    first_dir = tmp_path / "a"
+    _, first, _, _ = _search_fit(first_dir, steps=3)
+    source = DistillationProcess.load(first_dir / "process.json")
+    order = list(reversed(range(source.num_pathways)))
+    names = [source.pathway_names[i] for i in order]
+    reordered = DistillationProcess(
+        names, source.normalization, source.logits[:, order], provenance=source.provenance
+    )
+    reordered.save(tmp_path / "reordered.json")
+    _, second, _, _ = _search_fit(
+        tmp_path / "b", steps=1, warmup_steps=1, init_process=str(tmp_path / "reordered.json")
+    )
+    assert torch.equal(second.process.logits[0], source.final())  # by name, not by position
+    for key, value in (("name", "softmax"), ("bias", 3.0), ("scale", 1.0)):
+        other = DistillationProcess(
+            source.pathway_names, {**source.normalization, key: value}, source.logits
+        )
+        other.save(tmp_path / f"{key}.json")
+        with pytest.raises(ProcessFileError, match=f"another weighting \\({key}"):
+            _search_fit(tmp_path / key, steps=1, init_process=str(tmp_path / f"{key}.json"))
+
+
 def test_smoothed_is_a_centred_moving_average():
     rows = torch.arange(12.0).reshape(6, 2) ** 2
     p = DistillationProcess(["a", "b"], {"name": "softmax"}, rows)

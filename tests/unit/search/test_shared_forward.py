@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from conftest import make_module, quiet_trainer
 from own_project import NetModule
 
-from distpro_lightning import ProcessSearchCallback, SearchSettings, SearchStep
+from distpro_lightning import DistProModule, ProcessSearchCallback, SearchSettings, SearchStep
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.modules.contract import Objective
 from distpro_lightning.modules.step_context import SharedForward, StepContext
@@ -274,3 +274,50 @@ def test_forward_differences_are_refused_under_bf16_autocast():
 
     with pytest.raises(ValueError, match="forward_difference needs full precision"):
         HypergradientOptions("forward_difference", autocast=lambda: contextlib.nullcontext(0))
+
+
+def _steps_with(m, share: bool, batch_of_step, steps: int = 3):
+    """Like `_steps`, with the real update's batch made from the search's by
+    ``batch_of_step`` (a training step that relabels y, or sets loss state)."""
+    opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    search = SearchStep(m, opt, SearchSettings(share_training_forward=share))
+    for t in range(steps):
+        train, val = _batches(seed=t)
+        search(train, val, step=m.global_step)
+        m.training_loss(batch_of_step(m, train))[0].backward()
+        opt.step()
+        opt.zero_grad()
+        m.step_context = None
+    return m.state_dict()
+
+
+class Smoothed(DistProModule):
+    """A task loss that reads module state (label smoothing set by the training step)."""
+
+    smoothing = 0.0
+
+    def task_loss(self, student_outputs, targets):
+        return F.cross_entropy(student_outputs, targets, label_smoothing=self.smoothing)
+
+
+def _relabel(m, batch):
+    return batch[0], (batch[1] + 1) % 10
+
+
+def _smooth(m, batch):
+    m.smoothing = 0.3
+    return batch
+
+
+@pytest.mark.parametrize("kind", ["relabelled targets", "loss state set in the step"])
+def test_shared_forward_uses_this_steps_targets_and_loss_state(kind):
+    torch.manual_seed(0)
+    module_class, change = (
+        (DistProModule, _relabel) if kind.startswith("re") else (Smoothed, _smooth)
+    )
+    shared = make_module(module_class, transforms=["conv_bn"]).train()
+    fresh = copy.deepcopy(shared)
+    a = _steps_with(shared, True, change)
+    b = _steps_with(fresh, False, change)
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6), k
