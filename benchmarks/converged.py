@@ -103,21 +103,23 @@ class Task:
 
     @property
     def priority(self) -> float:
-        """Teachers, then the searches (the first passes first), then the runs seed by seed
-        (first pair first), within a seed the methods of the comparison before the controls
-        and the levers: an interrupted run has complete seeds to report."""
+        """Teachers, then pair by pair (first pair first): its searches (the first passes
+        first), then its runs seed by seed, within a seed the methods of the comparison
+        before the controls and the levers: an interrupted run has complete seeds of the
+        first pair to report before the second pair's searches start."""
         pair_rank = list(PAIRS).index(self.pair)
         if self.kind == "teacher":
             return 1e9
+        base = -1e6 * pair_rank
         if self.kind == "search":
-            return 1e8 - 1e6 * pair_rank + (1 if self.method in ("main", "kd", "review") else 0)
+            return base + 1e5 + (1 if self.method in ("main", "kd", "review") else 0)
         if self.method in CORE:
             tier = 3
         elif self.method in ("random", "reversed", "distpro_seed2"):
             tier = 2
         else:
             tier = 1
-        return -1e4 * pair_rank - 10 * self.seed + tier
+        return base - 10 * self.seed + tier
 
 
 CORE = ("student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro")
