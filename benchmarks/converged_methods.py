@@ -35,6 +35,7 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "alpha_T_kd",
     "distpro_review",
     "alpha_T_review",
+    "distpro_cheap",
     "distpro_fast",
     "distpro_avg",
     "distpro_smooth",
@@ -43,8 +44,11 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
 DEFAULT_METHODS = tuple(
     m for m in METHODS if m not in ("fitnet", "distpro_fast", "distpro_avg", "distpro_smooth")
 )
-SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "fast", "avg")
-DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review")
+SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "fast", "avg")
+DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap")
+# the cheap recipe (docs/cost.md): a proxy search over this fraction of the epochs, alpha
+# updated every CHEAP_EVERY-th step, replayed stretched over the whole run
+CHEAP_FRACTION, CHEAP_EVERY = 0.25, 4
 # the search space of a variant beyond the feature pathways: Hinton KD on the logits as a
 # pathway (kd), and in addition ReviewKD's fused review features as one pathway (review)
 SPACE = {"kd": dict(response_kd=True), "review": dict(response_kd=True, review_kd=True)}
@@ -61,6 +65,7 @@ DERIVED = {
     "alpha_T_kd": "kd",
     "distpro_review": "review",
     "alpha_T_review": "review",
+    "distpro_cheap": "cheap",
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
@@ -139,9 +144,10 @@ class Curves(Callback):
         return {"train_loss": self.train_loss, "val_top1": self.val_top1}
 
 
-def val_epochs(args: argparse.Namespace) -> tuple[int, ...]:
+def val_epochs(args: argparse.Namespace, epochs: int | None = None) -> tuple[int, ...]:
     """The epochs (0-based) whose end is validated: two thirds of training and the end."""
-    return tuple(sorted({max(0, round(2 * args.epochs / 3) - 1), args.epochs - 1}))
+    n = args.epochs if epochs is None else epochs
+    return tuple(sorted({max(0, round(2 * n / 3) - 1), n - 1}))
 
 
 def validation_probe(data: Any, device: str) -> Any:
@@ -307,7 +313,7 @@ def build_run(
     }
 
 
-SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0}
+SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
 SEARCH_SEED_OFFSET |= {"fast": 0, "avg": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
@@ -347,10 +353,13 @@ def search_process(
         init_process=None if warm is None else str(warm),  # warm: the first pass's alpha_T
         val_batches_per_step=4 if variant == "avg" else 1,
         diagnostics_every_n_steps=args.diagnostics_every,
+        search_every_n_steps=CHEAP_EVERY if variant == "cheap" else 1,
+        proxy=variant == "cheap",
     )  # fmt: skip
-    curves = Curves(validation_probe(data, args.device), val_epochs(args))
+    epochs = max(1, round(CHEAP_FRACTION * args.epochs)) if variant == "cheap" else args.epochs
+    curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
-    trainer = make_trainer(args, args.epochs, [search, curves], val=True)
+    trainer = make_trainer(args, epochs, [search, curves], val=True)
     trainer.fit(module, datamodule=dm)
     process = DistillationProcess.load(path)
     from distpro_lightning.search.diagnostics import summarize

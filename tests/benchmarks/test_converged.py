@@ -66,8 +66,8 @@ def test_converged_protocol_tiny(tmp_path):
         "--subset", "200", "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1",
         "--max-steps", "2", "--test-batches", "1", "--val-size", "300", "--teacher-dir", "",
         "--methods", "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed",
-        "distpro_review", "alpha_T_review",
-        "--searches", "main", "review", "--grid-seeds", "0", "--reversed-seeds", "0",
+        "distpro_review", "alpha_T_review", "distpro_cheap",
+        "--searches", "main", "review", "cheap", "--grid-seeds", "0", "--reversed-seeds", "0",
     ]  # fmt: skip
     converged.main([*tiny, "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
@@ -78,8 +78,13 @@ def test_converged_protocol_tiny(tmp_path):
     runs = [r for r in data["records"] if r["kind"] == "run"]
     assert {r["method"] for r in runs} == {
         "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_review",
-        "alpha_T_review",
+        "alpha_T_review", "distpro_cheap",
     }  # fmt: skip
+    cheap = json.loads(
+        (tmp_path / "tiny" / "process_resnet20-resnet8_shared_cheap.json").read_text()
+    )
+    assert cheap["provenance"]["run_settings"]["proxy"] is True
+    assert cheap["provenance"]["run_settings"]["search_every_n_steps"] == 4
     review = (tmp_path / "tiny" / "process_resnet20-resnet8_shared_review.json").read_text()
     assert "review->review:abf" in review and "logits->logits:kd" in review
     search = next(r for r in data["records"] if r["kind"] == "search")
