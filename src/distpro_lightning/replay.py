@@ -98,6 +98,7 @@ class ProcessScheduleCallback(Callback):
         self.process: DistillationProcess | None = None
         self._total_steps = 1
         self._resumed_fingerprint: str | None = None
+        self._resumed: dict[str, Any] = {}  # the checkpoint's replay state, applied at fit start
         self._replayed: list[torch.Tensor] = []
 
     def check(self, module: pl.LightningModule) -> DistillationProcess | None:
@@ -123,6 +124,12 @@ class ProcessScheduleCallback(Callback):
             self.source = DistillationProcess.load(self.source)
         process = self.source.remap(module.pathway_names, self.pathway_map)
         if self.smooth_steps > 1:
+            if self.smooth_steps >= len(process):
+                rank_zero_warn(
+                    f"smooth_steps={self.smooth_steps} spans the whole process ({len(process)} "
+                    "rows): the replay is close to a constant (every row averages almost all "
+                    "rows). Use a window well below the process length, or mode='final'."
+                )
             process = process.smoothed(self.smooth_steps)
         norm = process.normalization
         if norm["name"] != module.normalization or float(norm["bias"]) != module.normalization_bias:
@@ -151,13 +158,18 @@ class ProcessScheduleCallback(Callback):
             rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
             return
         fingerprint = self.process.fingerprint()
-        if self._resumed_fingerprint is not None and self._resumed_fingerprint != fingerprint:
-            raise ProcessFileError(
-                f"Resuming with a different process (fingerprint {fingerprint}) than the one the "
-                f"checkpoint was trained with ({self._resumed_fingerprint}). Use the same file."
-            )
+        self._check_resume(fingerprint)
         total = trainer.estimated_stepping_batches
         self._total_steps = int(total) if total != float("inf") else len(self.process)
+        resumed_total = self._resumed.get("total_steps")
+        if resumed_total is not None and resumed_total != self._total_steps:
+            rank_zero_warn(
+                f"DistPro replay resumed with another run length ({self._total_steps} steps now, "
+                f"{resumed_total} when the checkpoint was written): the process keeps the "
+                "checkpoint's stretch, so the steps already trained and the rest follow one "
+                "schedule. Start a new fit to replay it over another length."
+            )
+            self._total_steps = int(resumed_total)
         warn_on_stretch(self.process, self._total_steps)
         self._log_hyperparameters(trainer, pl_module, fingerprint)
         rank_zero_info(
@@ -222,13 +234,36 @@ class ProcessScheduleCallback(Callback):
         replayed = self.process.with_rows(torch.stack(self._replayed))
         log_process_figures(trainer, replayed, "replay/process")
 
+    def _check_resume(self, fingerprint: str) -> None:
+        """A resumed replay continues the checkpoint's: the same mode and smoothing (refused
+        otherwise, naming the setting), the same process (by fingerprint)."""
+        resumed = self._resumed
+        for key, now in (("mode", self.mode), ("smooth_steps", self.smooth_steps)):
+            if key in resumed and resumed[key] != now:
+                raise ProcessFileError(
+                    f"Resuming a replay trained with {key}={resumed[key]!r} with {key}={now!r}: "
+                    f"the schedule would switch mid-run. Resume with {key}={resumed[key]!r}, or "
+                    "start a new fit for the other setting."
+                )
+        if self._resumed_fingerprint is not None and self._resumed_fingerprint != fingerprint:
+            raise ProcessFileError(
+                f"Resuming with a different process (fingerprint {fingerprint}) than the one the "
+                f"checkpoint was trained with ({self._resumed_fingerprint}). Use the same file."
+            )
+
     def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"mode": self.mode, "smooth_steps": self.smooth_steps}
         if self.process is None:
-            return {"mode": self.mode}
-        return {"mode": self.mode, "fingerprint": self.process.fingerprint()}
+            return state
+        return {
+            **state,
+            "fingerprint": self.process.fingerprint(),
+            "total_steps": self._total_steps,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed_fingerprint = state_dict.get("fingerprint")
+        self._resumed = dict(state_dict)
 
 
 def _warn_on_scale(file_scale: float, module_scale: float) -> None:

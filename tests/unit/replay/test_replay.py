@@ -298,7 +298,14 @@ def test_resume_mid_replay_matches_uninterrupted_run(tmp_path: Path) -> None:
     state = torch.load(mid, map_location="cpu", weights_only=False)
     assert state["global_step"] == 6
     saved = [v for k, v in state["callbacks"].items() if "ProcessScheduleCallback" in k]
-    assert saved == [{"mode": "process", "fingerprint": process.fingerprint()}]
+    assert saved == [
+        {
+            "mode": "process",
+            "smooth_steps": 1,
+            "fingerprint": process.fingerprint(),
+            "total_steps": total,
+        }
+    ]
 
     resumed_cb = ProcessScheduleCallback(process=str(f), mode="process")
     trainer, rec = fit(make_module(), [resumed_cb], max_steps=total, ckpt_path=str(mid))
@@ -331,6 +338,43 @@ def test_resume_with_another_process_is_refused(tmp_path: Path) -> None:
             ckpt_path=str(mid),
         )
     assert process.fingerprint() in str(info.value) and other.fingerprint() in str(info.value)
+    assert rec.inside == []
+
+
+def _checkpoint_at_step(tmp_path: Path, module, process, total: int, at: int) -> Path:
+    ckpts = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=at, save_top_k=-1
+    )
+    cb = ProcessScheduleCallback(process=process, mode="process")
+    fit(module, [cb, ckpts], max_steps=total, enable_checkpointing=True)
+    return tmp_path / "ckpt" / f"step={at}.ckpt"
+
+
+def test_resume_with_another_length_keeps_the_checkpoints_stretch(tmp_path: Path) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    mid = _checkpoint_at_step(tmp_path, module, process, total=10, at=6)
+    resumed = ProcessScheduleCallback(process=process, mode="process")
+    with pytest.warns(UserWarning, match="keeps the checkpoint's stretch"):
+        _, rec = fit(make_module(), [resumed], max_steps=20, ckpt_path=str(mid))
+    for step, _, logits in rec.inside:
+        assert torch.equal(logits, process.at(step, 10)), step
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [({"mode": "final"}, "mode='process'"), ({"smooth_steps": 3}, "smooth_steps=1")],
+)
+def test_resume_with_another_mode_or_smoothing_is_refused(tmp_path: Path, change, match) -> None:
+    module = make_module()
+    process = make_process(module.pathway_names)
+    mid = _checkpoint_at_step(tmp_path, module, process, total=4, at=2)
+    rec = Recorder()
+    with pytest.raises(ProcessFileError, match=match):
+        fit(
+            make_module(), [ProcessScheduleCallback(process=process, **{"mode": "process", **change})],
+            recorder=rec, max_steps=4, ckpt_path=str(mid),
+        )  # fmt: skip
     assert rec.inside == []
 
 
