@@ -348,13 +348,13 @@ def search_process(
     module.student.load_state_dict(student_init(pair, search_seed))
     alpha_lr = args.alpha_lr * (10.0 if variant == "fast" else 1.0)
     search = ProcessSearchCallback(
-        save_path=str(path), alpha_lr=alpha_lr, seed=search_seed, plot=False,
-        save_every_n_steps=0,
-        init_process=None if warm is None else str(warm),  # warm: the first pass's alpha_T
-        val_batches_per_step=4 if variant == "avg" else 1,
-        diagnostics_every_n_steps=args.diagnostics_every,
-        search_every_n_steps=CHEAP_EVERY if variant == "cheap" else 1,
-        proxy=variant == "cheap",
+        alpha={"lr": alpha_lr, "init_process": None if warm is None else str(warm)},
+        schedule={
+            "seed": search_seed, "val_batches_per_step": 4 if variant == "avg" else 1,
+            "diagnostics_every_n_steps": args.diagnostics_every,
+            "every_n_steps": CHEAP_EVERY if variant == "cheap" else 1, "proxy": variant == "cheap",
+        },
+        output={"save_path": str(path), "plot": False, "save_every_n_steps": 0},
     )  # fmt: skip
     epochs = max(1, round(CHEAP_FRACTION * args.epochs)) if variant == "cheap" else args.epochs
     curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))

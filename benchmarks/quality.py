@@ -131,7 +131,9 @@ def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, path:
     module = DistProModule(
         **distpro_kwargs(pair[1], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
     )
-    cb = ProcessSearchCallback(save_path=str(path), alpha_lr=args.alpha_lr, plot=True)
+    cb = ProcessSearchCallback(
+        alpha={"lr": args.alpha_lr}, output={"save_path": str(path), "plot": True}
+    )
     trainer(args.search_epochs, [cb], max_steps=args.max_steps).fit(
         module, datamodule=data(args, "search", args.subset, 0)
     )

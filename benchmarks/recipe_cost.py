@@ -47,7 +47,8 @@ def _search(module: Any, held_out: Any, k: int) -> FitMethod:
     def callbacks() -> list[Any]:
         module.alpha_logits.fill_(1.0)
         cb = ProcessSearchCallback(
-            save_path=None, save_every_n_steps=0, plot=False, search_every_n_steps=k
+            schedule={"every_n_steps": k},
+            output={"save_path": None, "save_every_n_steps": 0, "plot": False},
         )
         cb.search_val_loader = held_out
         return [cb]

@@ -345,13 +345,12 @@ def _search(
     def callbacks() -> list[Callback]:
         module.alpha_logits.fill_(1.0)  # every fit starts at a~ = 1 (no drift into pruning)
         cb = ProcessSearchCallback(
-            hypergradient=method,
-            save_path=None,
-            save_every_n_steps=0,
-            log_every_n_steps=0,
-            plot=False,
-            reuse_training_gradient=reuse,
-            share_training_forward=share,
+            hypergradient={
+                "method": method,
+                "reuse_training_gradient": reuse,
+                "share_training_forward": share,
+            },
+            output={"save_path": None, "save_every_n_steps": 0, "plot": False},
         )
         cb.search_val_loader = held_out
         return [cb]

@@ -283,7 +283,7 @@ STRETCH_WARNING_FACTOR = 4.0
 
 def warn_on_stretch(process: DistillationProcess, total_steps: int) -> None:
     """Warn when a replay stretches a process by more than `STRETCH_WARNING_FACTOR` and the
-    search did not record itself as a proxy (``ProcessSearchCallback(proxy=True)``): rows
+    search did not record itself as a proxy (``ProcessSearchCallback(schedule={"proxy": True})``): rows
     chosen for a half-trained student would then drive the end of training."""
     factor = total_steps / max(len(process), 1)
     proxy = bool(process.provenance.get("run_settings", {}).get("proxy", False))
@@ -291,6 +291,7 @@ def warn_on_stretch(process: DistillationProcess, total_steps: int) -> None:
         rank_zero_warn(
             f"DistPro replay stretches a process of {len(process)} steps over {total_steps} "
             f"steps ({factor:.1f}x). If the search was meant as a short proxy of this run, "
-            "search with ProcessSearchCallback(proxy=True) (--search.proxy true), which records "
+            "search with ProcessSearchCallback(schedule={'proxy': True}) (--search.schedule.proxy "
+            "true), which records "
             "it; otherwise search over the same epochs and schedule as this run."
         )

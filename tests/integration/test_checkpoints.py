@@ -30,7 +30,7 @@ def _config(tmp_path: Path, teacher: Path, section: str) -> Path:
         },
     }
     sections = {
-        "search": {"save_path": str(tmp_path / "process.json"), "plot": False},
+        "search": {"output": {"save_path": str(tmp_path / "process.json"), "plot": False}},
         "replay": {"mode": "uniform", "plot": False},
     }
     config = {

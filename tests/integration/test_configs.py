@@ -90,12 +90,12 @@ def test_fashion_mnist_configs_run(tmp_path):
             *_quick(tmp_path),
             *data,
             *_teacher_args("resnet20"),
-            "--search.save_path",
+            "--search.output.save_path",
             str(process),
         ]
     )
     search = [c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback)]
-    assert len(search) == 1 and search[0].alpha_lr == 0.05
+    assert len(search) == 1 and search[0].alpha.lr == 0.05
     assert DistillationProcess.load(process).num_pathways == 27
     cli = _fit(
         [
@@ -137,7 +137,7 @@ def test_cifar100_pairs_search_and_retrain(pair, tmp_path):
             *_quick(tmp_path),
             *data,
             *_teacher_args(teacher),
-            "--search.save_path",
+            "--search.output.save_path",
             str(process),
         ]
     )
@@ -201,7 +201,7 @@ def test_imagenet_configs(pair, tmp_path):
             *_quick(tmp_path),
             *data,
             *_teacher_args(teacher),
-            "--search.save_path",
+            "--search.output.save_path",
             str(process),
         ]
     )
@@ -278,7 +278,7 @@ def test_sweep_arguments_parse(pick, tmp_path, monkeypatch):
             assert value == expected, name
     search = [c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback)]
     assert len(search) == 1 and search[0].enabled
-    assert search[0].alpha_lr == pytest.approx(cfg["search"]["alpha_lr"])
+    assert search[0].alpha.lr == pytest.approx(cfg["search"]["alpha"]["lr"])
 
 
 def test_wandb_offline_run_logs_scalars_and_images(tmp_path, monkeypatch):
@@ -304,10 +304,8 @@ def test_wandb_offline_run_logs_scalars_and_images(tmp_path, monkeypatch):
             "--data.init_args.batch_size",
             "16",
             *_teacher_args("resnet20"),
-            "--search.save_path",
+            "--search.output.save_path",
             str(tmp_path / "p.json"),
-            "--search.log_every_n_steps",
-            "1",
             "--trainer.log_every_n_steps",
             "1",
         ]
@@ -343,14 +341,12 @@ def test_tensorboard_logger_gets_process_figures(tmp_path):
             "false",
             "--trainer.log_every_n_steps",
             "1",
-            "--search.log_every_n_steps",
-            "1",
             "--data.init_args.subset",
             "128",
             "--data.init_args.batch_size",
             "16",
             *_teacher_args("resnet20"),
-            "--search.save_path",
+            "--search.output.save_path",
             str(tmp_path / "p.json"),
         ]
     )
@@ -368,7 +364,7 @@ def test_distpro_help_and_process_subcommand(tmp_path, capsys):
         main(["fit", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "--search.alpha_lr" in out and "--replay.mode" in out
+    assert "--search.alpha.lr" in out and "--replay.mode" in out
     proc = DistillationProcess(["a->b:conv_bn"], {"name": "softmax"}, torch.ones(3, 1))
     proc.save(tmp_path / "p.json")
     with pytest.raises(SystemExit) as exc:
@@ -376,3 +372,48 @@ def test_distpro_help_and_process_subcommand(tmp_path, capsys):
     assert exc.value.code == 0
     assert "a->b:conv_bn" in capsys.readouterr().out
     assert os.path.exists(tmp_path / "p.json")
+
+
+TIMM_PAIRS = {
+    None: ("timm/resnet34", "timm/resnet18", 10),
+    "pair_resnet50_mobilenetv2.yaml": ("timm/resnet50", "timm/mobilenetv2_100", 10),
+    "pair_vit_b_deit_tiny.yaml": (
+        "timm/vit_base_patch16_224?img_size=32,patch_size=8,depth=3",
+        "timm/deit_tiny_patch16_224?img_size=32,patch_size=8,depth=3",
+        9,
+    ),
+}
+
+
+@pytest.mark.parametrize("pair", list(TIMM_PAIRS), ids=lambda p: p or "resnet34-resnet18")
+def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
+    """The paper's ImageNet pairs through timm at a tiny size (32 px, random weights, the
+    ViTs 3 blocks deep): a proxy search, then its replay, through distpro fit."""
+    pytest.importorskip("timm")
+    teacher, student, pathways = TIMM_PAIRS[pair]
+    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=2, size=32)
+    extra = ["--config", str(EX / "imagenet_timm" / pair)] if pair else []
+    common = [
+        *extra, *_quick(tmp_path),
+        "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0", "--data.init_args.image_size", "32",
+        "--model.init_args.input_shape", "[3, 32, 32]",
+        "--model.init_args.teacher", teacher, "--model.init_args.student", student,
+    ]  # fmt: skip
+    process = tmp_path / "p.json"
+    cli = _fit(
+        ["--config", str(EX / "imagenet_timm/search.yaml"), *common,
+         "--search.output.save_path", str(process)]
+    )  # fmt: skip
+    assert cli.model.num_pathways == pathways
+    saved = DistillationProcess.load(process)
+    assert saved.provenance["run_settings"]["proxy"] is True
+    if pair and "vit" in pair:
+        assert cli.model.student_tap_names == ["blocks.0", "blocks.1", "blocks.2"]
+        assert cli.model.student_tap_shapes[0] == (17, 192)  # 4x4 patches + the class token
+    cli = _fit(
+        ["--config", str(EX / "imagenet_timm/retrain.yaml"), *common,
+         "--replay.process", str(process)]
+    )  # fmt: skip
+    replay = [c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback)]
+    assert len(replay) == 1 and replay[0].process.pathway_names == saved.pathway_names

@@ -98,10 +98,9 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     )
     search = ProcessSearchCallback(
         hypergradient="finite_difference",
-        alpha_lr=args.alpha_lr,
-        save_path=str(path),
-        save_every_n_steps=50,
-        seed=args.seed,
+        alpha={"lr": args.alpha_lr},
+        schedule={"seed": args.seed},
+        output={"save_path": str(path), "save_every_n_steps": 50},
     )
     trainer = _trainer(root, "search", args.search_epochs, [search])
     trainer.fit(module, datamodule=_data(args, "search", args.subset))

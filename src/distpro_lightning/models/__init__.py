@@ -21,6 +21,10 @@ sizes given for a 32x32 input):
 Torchvision models (``weights=None``; see `distpro_lightning.models.tv` for stage names):
 ``tv_resnet18, tv_resnet34, tv_resnet50, tv_mobilenet_v2, tv_shufflenet_v2``.
 
+timm models (the ``timm`` extra, ``pretrained=False``): ``timm/<name>``, e.g.
+``timm/resnet18``, ``timm/vit_base_patch16_224?img_size=32,patch_size=8``; stage names
+from timm's ``feature_info`` (`distpro_lightning.models.timm_models`).
+
 Example:
 
 ```python
@@ -44,6 +48,7 @@ from . import mobilenetv2, resnet_cifar, shufflenet, wrn
 from .mobilenetv2 import MobileNetV2
 from .resnet_cifar import CifarResNet
 from .shufflenet import ShuffleNetV1, ShuffleNetV2
+from .timm_models import build_timm, is_timm_name
 from .tv import TORCHVISION_MODELS, TORCHVISION_STAGE_NAMES, build_torchvision
 from .wrn import WideResNet
 
@@ -107,7 +112,8 @@ def create(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> 
     """Build model ``name`` with ``num_classes`` outputs for ``in_channels``-channel images.
 
     Args:
-        name: one of `available_models` (case-insensitive, ``-`` read as ``_``).
+        name: one of `available_models` (case-insensitive, ``-`` read as ``_``), or a timm
+            model as ``timm/<name>[?key=value,...]`` (`timm_models`; the ``timm`` extra).
         num_classes: classifier outputs.
         in_channels: input image channels (1 for Fashion-MNIST, 3 for CIFAR/ImageNet).
         **kwargs: extra constructor arguments, e.g. ``width_mult=1.0`` for ``mobilenet_v2``.
@@ -118,6 +124,8 @@ def create(name: str, num_classes: int, in_channels: int = 3, **kwargs: Any) -> 
     Raises:
         ValueError: for an unknown name; the message suggests the closest names.
     """
+    if is_timm_name(name):
+        return build_timm(name, num_classes, in_channels, **kwargs)
     key = _normalize(name)
     if key in CIFAR_MODELS:
         ctor, _ = CIFAR_MODELS[key]

@@ -75,7 +75,12 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def looks_like_path(name: str) -> bool:
     """Whether a model argument is meant as a file path rather than a registry name: it
-    has a folder separator, starts with ``~`` or ``.``, or ends like a checkpoint."""
+    has a folder separator (a ``timm/<name>`` excepted, unless such a file exists), starts
+    with ``~`` or ``.``, or ends like a checkpoint."""
+    from distpro_lightning.models.timm_models import is_timm_name
+
+    if is_timm_name(name) and not Path(name).expanduser().exists():
+        return False
     return (
         os.sep in name
         or "/" in name

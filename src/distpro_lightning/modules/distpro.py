@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from distpro_lightning.modules.contract import TeacherOutput
@@ -112,8 +112,6 @@ class DistProModule(DistProMixin, StudentModule):
         log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
             per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
             callback's ``alpha_weight/<pathway>``.
-        log_pathways_every_n_steps: deprecated: use ``log_pathway_losses`` (``0`` means
-            ``False``, any other value ``True``); the cadence is the Trainer's.
         **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
             ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
             ``gamma``; see `StudentModule`).
@@ -148,7 +146,6 @@ class DistProModule(DistProMixin, StudentModule):
         fused_heads: bool | None = None,
         compile_heads: bool = False,
         log_pathway_losses: bool = False,
-        log_pathways_every_n_steps: int | None = None,
         **optimizer_settings: Any,
     ) -> None:
         super().__init__(num_classes=num_classes, **optimizer_settings)
@@ -171,14 +168,6 @@ class DistProModule(DistProMixin, StudentModule):
             self._teacher(teacher, num_classes, in_channels, teacher_model), config
         )
         self.num_classes = num_classes
-        if log_pathways_every_n_steps is not None:
-            rank_zero_warn(
-                f"DistProModule(log_pathways_every_n_steps={log_pathways_every_n_steps}) is "
-                "deprecated: per-pathway losses follow Trainer(log_every_n_steps=...); use "
-                f"log_pathway_losses={bool(log_pathways_every_n_steps)} instead.",
-                category=FutureWarning,
-            )
-            log_pathway_losses = bool(log_pathways_every_n_steps)
         self.log_pathway_losses = log_pathway_losses
 
     @staticmethod

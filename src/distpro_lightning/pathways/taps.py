@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from distpro_lightning.errors import DistProError
+from distpro_lightning.models.timm_models import feature_stage_names
 
 
 class TapError(DistProError, RuntimeError):
@@ -245,7 +246,9 @@ def auto_taps(model: nn.Module, example: Tensor, role: str = "model") -> list[st
     """Pick the outputs of the down-sampling stages of a CNN.
 
     If the model declares ``stage_names`` (every model of `distpro_lightning.models`
-    does) they are used. Otherwise one dry-run forward records the 4-D outputs of the
+    does) they are used; a model that describes its stages as timm does (``feature_info``)
+    gets them from there (`models.timm_models.feature_stage_names`: CNN stages without
+    the stem, a transformer's last block of each third). Otherwise one dry-run forward records the 4-D outputs of the
     modules at depth <= 2 that run once; among modules returning the very same tensor the
     shallowest name wins; the outputs are grouped by spatial size, and the last module of
     each group (the end of a stage) is a tap. Groups of spatial size 1x1 (global pooling)
@@ -254,7 +257,7 @@ def auto_taps(model: nn.Module, example: Tensor, role: str = "model") -> list[st
     ``example`` raises `input_error` (``role`` names it).
     """
     model = unwrap_model(model)
-    declared = getattr(model, "stage_names", None)
+    declared = getattr(model, "stage_names", None) or feature_stage_names(model)
     if declared:
         return list(declared)
     order, outputs, calls = _record_all(model, example, role)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
@@ -33,7 +33,6 @@ from distpro_lightning.search.heldout import (
 )
 from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import (
-    AUTO_PATH,
     ProcessWriter,
     finish_search,
     save_on_exception,
@@ -41,7 +40,13 @@ from distpro_lightning.search.output import (
 from distpro_lightning.search.reporting import (
     SearchLogger,
     log_search_hyperparameters,
-    warn_deprecated_log_every,
+)
+from distpro_lightning.search.settings import (
+    AlphaConfig,
+    HypergradientConfig,
+    OutputConfig,
+    ScheduleConfig,
+    SearchConfig,
 )
 from distpro_lightning.search.state import (
     record_run_settings,
@@ -65,61 +70,28 @@ class ProcessSearchCallback(Callback):
     (`SearchLogger`), the files (`ProcessWriter`) and the checkpoint state.
 
     ```python
-    search = ProcessSearchCallback(alpha_lr=0.05)  # process.json in the run's log folder
+    search = ProcessSearchCallback(alpha=AlphaConfig(lr=0.05))  # process.json in the log folder
     Trainer(max_epochs=40, callbacks=[search]).fit(module, datamodule=data)
     ```
 
-    YAML (``distpro fit``): a ``search:`` section with these keys (flat sweep keys such as
-    ``--search.alpha_lr 0.1`` work too).
+    YAML (``distpro fit``): a ``search:`` section with the groups as nested keys
+    (``search.alpha.lr``, ``search.schedule.every_n_steps``, ``search.output.save_path``).
 
     Args:
-        hypergradient: ``"finite_difference"`` (central, paper: two forwards at
-            ``theta +- eps v``), ``"forward_difference"`` (one forward at ``theta + eps v``;
-            ``O(eps)`` error) or ``"exact"`` (one forward-mode JVP).
-        alpha_lr: learning rate of the logits' optimizer.
-        alpha_optimizer: ``"adam"`` (paper; betas ``alpha_betas``) or ``"sgd"``.
-        alpha_betas: Adam betas (the official release uses ``(0.5, 0.999)``).
-        alpha_weight_decay: weight decay on the logits.
-        epsilon: finite-difference radius; ``eps = epsilon / ||v||``.
-        save_path: the process file (JSON, atomic, rank 0). ``"auto"``: ``process.json`` in
-            the run's log folder (as ``ModelCheckpoint`` picks its ``dirpath``); ``{log_dir}``
-            in a path is replaced by that folder; ``None``: not written. Checked at fit start
-            (writable, not another run's file); the PNG plots go beside it.
-        save_every_n_steps: also write it every n steps (0: not by step count).
-        save_every_epoch: also write it at every epoch end (always on an exception).
-        overwrite: replace another run's process file at ``save_path`` (else refused).
-        max_non_finite_steps: stop after this many consecutive non-finite steps (0: never);
-            each one's real update is skipped and its row listed in ``skipped_steps``.
-        log_every_n_steps: deprecated, unused: the Trainer's ``log_every_n_steps`` applies.
-        warmup_steps: optimizer steps before alpha starts moving (rows still recorded).
-        average_virtual_gradient: under DDP, average the virtual step's gradient over ranks.
-        average_val_gradient: under DDP, average ``v`` over ranks (with both averages: a
-            one-process search on the union of the batches, exactly without BatchNorm).
-        reuse_training_gradient: the real update reuses the virtual step's training
-            gradient (one forward+backward fewer, one step of lag: ``w(a~_t)``); needs a
-            module that applies it (``applies_reused_gradient``, e.g. `DistProModule`).
-        share_training_forward: the real update backpropagates ``w(a~_{t+1})`` through the
-            virtual step's training forward (same theta and batch, graph kept): exact, one
-            forward fewer. Via ``training_loss``/``distill``; off under ``16-mixed`` and with
-            ``compile_heads=True`` (said at fit start).
-        seed: seed of the held-out order (cycle ``c`` uses ``seed + c``).
-        init_process: a process file whose last row starts a new search's logits (same
-            pathways); a resume keeps the checkpoint's, with a warning.
-        val_batches_per_step: held-out batches per step, concatenated: ``v`` and the
-            hypergradient are their average (exactly so without BatchNorm).
-        diagnostics_every_n_steps: diagnose every n steps (`diagnostics`; 0: off).
+        hypergradient: how each step's hypergradient is computed (`HypergradientConfig`;
+            a method name such as ``"exact"`` is a shorthand for its ``method``).
+        alpha: how the pathway logits learn (`AlphaConfig`: lr, optimizer, betas, weight
+            decay, a warm start from ``init_process``).
+        schedule: when and on what the search runs (`ScheduleConfig`: warm-up, sparse
+            search every k steps, proxy, held-out batches per step and seed, diagnostics,
+            the non-finite-step limit).
+        output: where the process goes (`OutputConfig`: ``save_path``, save cadence,
+            overwrite, plots, per-pathway logging).
         held_out: ``None`` (the data module's ``search_val_dataloader()``), a method name of
             the data module, or a data module whose ``train_dataloader()`` serves it.
-        plot: write the plots at the end and log them at every epoch end.
-        log_pathways: also log ``alpha_weight/<pathway>``; the summaries are always logged.
         enabled: ``False`` makes the callback inert (the CLI: on when ``search:`` has a key).
-        search_every_n_steps: sparse search: alpha is updated at every k-th optimizer step
-            (after the warm-up) and held in between, where the step costs a replay step
-            (the teacher's outputs still computed once). A row is recorded at every step, so
-            the process keeps the true step axis; ``1`` (default) searches every step.
-        proxy: this search is a proxy (a fraction of the data and/or epochs) meant to be
-            replayed stretched on a longer run; recorded in the provenance, so a replay
-            that stretches it by a large factor does not warn.
+        **flat: the flat keywords of version 0.1 (``alpha_lr``, ``save_path``, ...),
+            applied to their group with a ``FutureWarning`` (`search.settings.FLAT_KEYS`).
 
     A new fit starts a new process with a new ``run_id``; a fit resumed from a checkpoint
     continues the checkpoint's (its rows, skipped steps, run id and provenance). A resume
@@ -129,48 +101,37 @@ class ProcessSearchCallback(Callback):
 
     def __init__(
         self,
-        hypergradient: Method = "finite_difference",
-        alpha_lr: float = 0.05,
-        alpha_optimizer: Literal["adam", "sgd"] = "adam",
-        alpha_betas: tuple[float, float] = (0.5, 0.999),
-        alpha_weight_decay: float = 0.0,
-        epsilon: float = 0.01,
-        save_path: str | None = AUTO_PATH,
-        save_every_n_steps: int = 100,
-        log_every_n_steps: int | None = None,
-        warmup_steps: int = 0,
-        average_virtual_gradient: bool = True,
-        average_val_gradient: bool = True,
-        reuse_training_gradient: bool = False,
-        share_training_forward: bool = True,
-        seed: int = 0,
-        init_process: str | None = None,
-        val_batches_per_step: int = 1,
-        diagnostics_every_n_steps: int = 0,
-        plot: bool = True,
-        enabled: bool = True,
-        log_pathways: bool = True,
+        hypergradient: HypergradientConfig | Method = HypergradientConfig(),  # noqa: B008
+        alpha: AlphaConfig = AlphaConfig(),  # noqa: B008
+        schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008
+        output: OutputConfig = OutputConfig(),  # noqa: B008
         held_out: str | pl.LightningDataModule | None = None,
-        save_every_epoch: bool = True,
-        overwrite: bool = False,
-        max_non_finite_steps: int = 10,
-        search_every_n_steps: int = 1,
-        proxy: bool = False,
+        enabled: bool = True,
+        **flat: Any,
     ) -> None:
+        if isinstance(hypergradient, str):  # the method alone: a documented shorthand
+            hypergradient = HypergradientConfig(method=hypergradient)  # type: ignore[arg-type]
+        config = SearchConfig.of(hypergradient, alpha, schedule, output).with_flat(flat)
+        self.config = config
+        h, a, sc, out = config.hypergradient, config.alpha, config.schedule, config.output
         self.settings = SearchSettings(
-            hypergradient, epsilon, alpha_lr, alpha_optimizer, tuple(alpha_betas),
-            alpha_weight_decay, average_virtual_gradient, average_val_gradient,
-            reuse_training_gradient, share_training_forward,
+            hypergradient=h.method, epsilon=h.epsilon, alpha_lr=a.lr, alpha_optimizer=a.optimizer,
+            alpha_betas=tuple(a.betas), alpha_weight_decay=a.weight_decay,
+            average_virtual_gradient=h.average_virtual_gradient,
+            average_val_gradient=h.average_val_gradient,
+            reuse_training_gradient=h.reuse_training_gradient,
+            share_training_forward=h.share_training_forward,
         )  # fmt: skip
         self.writer = ProcessWriter(
-            save_path, save_every_n_steps, plot, save_every_epoch, overwrite
+            out.save_path, out.save_every_n_steps, out.plot, out.save_every_epoch, out.overwrite
         )
-        warn_deprecated_log_every(log_every_n_steps)
-        self.logger = SearchLogger(log_pathways)
-        self.guard = UpdateGuard(max_non_finite_steps)
+        self.logger = SearchLogger(out.log_pathways)
+        self.guard = UpdateGuard(sc.max_non_finite_steps)
         self.run = SearchRunOptions(
-            warmup_steps, seed, init_process, val_batches_per_step, diagnostics_every_n_steps,
-            held_out, search_every_n_steps, proxy,
+            warmup_steps=sc.warmup_steps, seed=sc.seed, init_process=a.init_process,
+            val_batches_per_step=sc.val_batches_per_step,
+            diagnostics_every_n_steps=sc.diagnostics_every_n_steps, held_out=held_out,
+            search_every_n_steps=sc.every_n_steps, proxy=sc.proxy,
         )  # fmt: skip
         self.enabled = enabled
         self.diagnostics: SearchDiagnostics | None = None
@@ -183,13 +144,25 @@ class ProcessSearchCallback(Callback):
         self._record: SearchRecord | None = None  # this step's row, until its update is known
         self._collapse_warned = False
 
-    def __getattr__(self, name: str) -> Any:
-        # the constructor's arguments read back, e.g. ``callback.alpha_lr``
-        for part in ("settings", "run", "writer", "logger", "guard"):
-            holder = self.__dict__.get(part)
-            if holder is not None and name in vars(holder):
-                return vars(holder)[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    @property
+    def hypergradient(self) -> HypergradientConfig:
+        """The hypergradient settings (``search.hypergradient``)."""
+        return self.config.hypergradient
+
+    @property
+    def alpha(self) -> AlphaConfig:
+        """The logits' optimizer settings (``search.alpha``)."""
+        return self.config.alpha
+
+    @property
+    def schedule(self) -> ScheduleConfig:
+        """When and on what the search runs (``search.schedule``)."""
+        return self.config.schedule
+
+    @property
+    def output(self) -> OutputConfig:
+        """Where the process goes (``search.output``)."""
+        return self.config.output
 
     @property
     def held_out_source(self) -> str | pl.LightningDataModule | None:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
@@ -130,16 +130,3 @@ def log_process_artifact(
         run.log_artifact(artifact)
         names.append(name)
     return names
-
-
-def warn_deprecated_log_every(log_every_n_steps: int | None) -> None:
-    """The deprecation warning of ``ProcessSearchCallback(log_every_n_steps=...)``."""
-    if log_every_n_steps is None:
-        return
-    rank_zero_warn(
-        f"ProcessSearchCallback(log_every_n_steps={log_every_n_steps}) is deprecated and "
-        "ignored: the search metrics follow Trainer(log_every_n_steps=...). Remove the "
-        "argument (search.log_every_n_steps in configs); use log_pathways=False to drop the "
-        "per-pathway series.",
-        category=FutureWarning,
-    )

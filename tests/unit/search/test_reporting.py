@@ -108,16 +108,14 @@ def test_weight_summary_against_hand_computation():
     assert uniform.effective == pytest.approx(5.0) and uniform.active == 5
 
 
-def test_deprecated_interval_arguments_warn_and_name_the_replacement():
-    with pytest.warns(FutureWarning, match="Trainer\\(log_every_n_steps"):
-        cb = ProcessSearchCallback(log_every_n_steps=5)
-    assert cb.log_pathways
-    with pytest.warns(FutureWarning, match="log_pathway_losses=False"):
-        module = make_module(log_pathways_every_n_steps=0, log_pathway_losses=True)
-    assert module.log_pathway_losses is False
+def test_removed_interval_arguments_are_refused_naming_the_replacement():
+    with pytest.raises(TypeError, match=r"Trainer\(log_every_n_steps"):
+        ProcessSearchCallback(log_every_n_steps=5)
+    with pytest.raises(TypeError, match="log_pathways_every_n_steps"):
+        make_module(log_pathways_every_n_steps=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        ProcessSearchCallback()
+        assert ProcessSearchCallback().output.log_pathways
 
 
 def test_csv_figures_keep_one_file_per_epoch_readable_by_others(tmp_path):
