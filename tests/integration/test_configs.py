@@ -391,7 +391,7 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     ViTs 3 blocks deep): a proxy search, then its replay, through distpro fit."""
     pytest.importorskip("timm")
     teacher, student, pathways = TIMM_PAIRS[pair]
-    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=2, size=32)
+    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=5, size=32)
     extra = ["--config", str(EX / "imagenet_timm" / pair)] if pair else []
     common = [
         *extra, *_quick(tmp_path),
