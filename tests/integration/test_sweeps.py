@@ -104,3 +104,34 @@ def test_sweep_best_without_scored_files_says_how(tmp_path, capsys):
         main(["sweep-best", str(tmp_path)])
     assert exc.value.code == 1
     assert "{log_dir}/process.json" in capsys.readouterr().err
+
+
+def test_sweep_best_lists_damaged_and_nan_trials_instead_of_dropping_them(tmp_path, capsys):
+    import torch
+
+    from distpro_lightning import DistillationProcess
+
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 1.0}
+    for name, score in (("good", 0.5), ("nan_loss", 0.25), ("nan_rows", 0.1)):
+        p = DistillationProcess(
+            ["a->b:conv_bn", "a->c:conv_bn"], norm, provenance={"search_val_loss": score}
+        )
+        p.append(torch.tensor([1.0, 2.0]))
+        (tmp_path / name).mkdir()
+        p.save(tmp_path / name / "process.json")
+    loss = tmp_path / "nan_loss" / "process.json"  # a trial whose held-out loss was NaN
+    loss.write_text(loss.read_text().replace("0.25", "NaN"))
+    rows = tmp_path / "nan_rows" / "process.json"  # a file whose rows were damaged to NaN
+    rows.write_text(rows.read_text().replace("2.0", "NaN", 1))
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "process.json").write_text("{not json")
+    with pytest.raises(SystemExit) as done:
+        main(["sweep-best", str(tmp_path)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.count("NOT RANKED") == 3
+    assert "3 trial(s) not ranked" in out and "damaged" in out
+    assert f"best: {tmp_path / 'good' / 'process.json'}" in out  # not the NaN trial's lower score
+    with pytest.raises(SystemExit):
+        main(["sweep-best", str(tmp_path / "missing")])
+    assert "is not a folder" in capsys.readouterr().err

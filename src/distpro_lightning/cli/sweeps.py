@@ -16,31 +16,47 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.search.paths import LOG_DIR_PLACEHOLDER, run_log_dir, with_log_dir  # noqa: F401
 
 
 @dataclass(frozen=True)
 class Trial:
-    """A process file of a sweep and its score (``None``: the file records none)."""
+    """A process file of a sweep and its score (``None``: the file records none), or why
+    it cannot be ranked (``problem``: a damaged file, non-finite weights or score)."""
 
     path: Path
     score: float | None
     steps: int
+    problem: str | None = None
 
 
 def find_trials(root: str | os.PathLike[str], pattern: str = "process.json") -> list[Trial]:
     """Every readable process file named ``pattern`` under ``root``, best (lowest
     ``search_val_loss``) first, unscored ones last."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"distpro sweep-best: {str(root)!r} is not a folder; give the folder that holds the "
+            "trials' log directories (e.g. runs/wandb)."
+        )
     trials = []
-    for path in sorted(Path(root).expanduser().rglob(pattern)):
+    for path in sorted(folder.rglob(pattern)):
         try:
             process = DistillationProcess.load(path)
-        except (ProcessFileError, OSError):
+        except (ProcessFileError, OSError) as exc:
+            trials.append(Trial(path, None, 0, f"damaged: {exc}"))
             continue
         score = process.provenance.get("search_val_loss")
-        ok = isinstance(score, int | float) and math.isfinite(score)
-        trials.append(Trial(path, float(score) if ok else None, len(process)))
+        problem = None
+        if not bool(torch.isfinite(process.logits).all()):
+            problem = "non-finite logits"
+        elif isinstance(score, int | float) and not math.isfinite(score):
+            problem = f"non-finite held-out loss ({score})"
+        ok = problem is None and isinstance(score, int | float)
+        trials.append(Trial(path, float(score) if ok else None, len(process), problem))
     return sorted(trials, key=lambda t: (t.score is None, t.score or 0.0, str(t.path)))
 
 
@@ -78,7 +94,17 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
     trials = find_trials(ns.root, ns.pattern)
     for t in trials:
         score = "no score" if t.score is None else f"search_val_loss {t.score:.5f}"
-        print(f"{score:>24}  {t.steps:>6} steps  {t.path}")
+        if t.problem:
+            score = "NOT RANKED"
+        print(
+            f"{score:>24}  {t.steps:>6} steps  {t.path}" + (f"  ({t.problem})" if t.problem else "")
+        )
+    bad = [t for t in trials if t.problem]
+    if bad:
+        print(
+            f"warning: {len(bad)} trial(s) not ranked (listed above with the reason); the best "
+            "is chosen among the others."
+        )
     scored = [t for t in trials if t.score is not None]
     if not scored:
         raise FileNotFoundError(

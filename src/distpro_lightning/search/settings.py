@@ -16,6 +16,26 @@ from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import AUTO_PATH
 
 
+def _check_types(config: Any) -> None:
+    """Refuse a field of the wrong type, naming it (``overwrite="no"`` is truthy, and a
+    string where a number goes fails only at the first step otherwise)."""
+    group = type(config).__name__
+    for f in fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        ok = True
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise TypeError(
+                f"{group}.{f.name} takes {'an' if kind == 'int' else 'a'} {kind}, got {type(value).__name__} {value!r} (in "
+                f"YAML: {'true/false' if kind == 'bool' else 'a number without quotes'})."
+            )
+
+
 @dataclass(frozen=True)
 class HypergradientConfig:
     """How each step's hypergradient is computed (``search.hypergradient.*``).
@@ -44,6 +64,9 @@ class HypergradientConfig:
     reuse_training_gradient: bool = False
     share_training_forward: bool = True
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+
 
 @dataclass(frozen=True)
 class AlphaConfig:
@@ -63,6 +86,9 @@ class AlphaConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.0
     init_process: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 @dataclass(frozen=True)
@@ -89,6 +115,9 @@ class ScheduleConfig:
     diagnostics_every_n_steps: int = 0
     max_non_finite_steps: int = 10
 
+    def __post_init__(self) -> None:
+        _check_types(self)
+
 
 @dataclass(frozen=True)
 class OutputConfig:
@@ -111,6 +140,9 @@ class OutputConfig:
     overwrite: bool = False
     plot: bool = True
     log_pathways: bool = True
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 #: The flat keywords of earlier versions: ``name -> (group, field)``.

@@ -15,14 +15,14 @@ from distpro_lightning.search.checks import warn_extreme_settings
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"alpha_lr": "0.1"}, "alpha_lr"),
-        ({"epsilon": "0.01"}, "epsilon"),
-        ({"val_batches_per_step": 2.5}, "val_batches_per_step"),
-        ({"warmup_steps": True}, "warmup_steps"),
+        ({"alpha_lr": "0.1"}, "AlphaConfig.lr"),
+        ({"epsilon": "0.01"}, "HypergradientConfig.epsilon"),
+        ({"val_batches_per_step": 2.5}, "ScheduleConfig.val_batches_per_step"),
+        ({"warmup_steps": True}, "ScheduleConfig.warmup_steps"),
     ],
 )
 def test_wrong_types_are_refused_at_construction_naming_the_parameter(kwargs, name):
-    with pytest.raises(TypeError, match=rf"ProcessSearchCallback\({name}=\.\.\.\)"):
+    with pytest.raises(TypeError, match=rf"{name} takes"):
         ProcessSearchCallback(**kwargs)
 
 
@@ -66,3 +66,26 @@ class warnings_none:
         assert not [w for w in self.caught if issubclass(w.category, UserWarning)], [
             str(w.message) for w in self.caught
         ]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"output": {"overwrite": "no"}}, "OutputConfig.overwrite takes a bool"),
+        ({"alpha": {"lr": "0.1"}}, "AlphaConfig.lr takes a float"),
+        ({"schedule": {"every_n_steps": 2.5}}, "ScheduleConfig.every_n_steps takes an int"),
+        ({"hypergradient": {"share_training_forward": 1}}, "share_training_forward takes a bool"),
+        ({"alpha": {"rate": 0.1}}, "unknown keys \\['rate'\\]"),
+    ],
+)
+def test_grouped_settings_refuse_wrong_types_naming_the_key(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        ProcessSearchCallback(**kwargs)
+
+
+def test_flat_keywords_still_work_with_a_deprecation_naming_the_grouped_key():
+    with pytest.warns(FutureWarning, match=r"alpha\.lr"):
+        cb = ProcessSearchCallback(alpha_lr=0.2, save_path=None)
+    assert cb.alpha.lr == 0.2 and cb.output.save_path is None
+    with pytest.raises(TypeError, match="did you mean 'alpha_lr'"):
+        ProcessSearchCallback(alpha_lrr=0.2)

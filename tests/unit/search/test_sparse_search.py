@@ -56,7 +56,7 @@ def test_sparse_search_updates_every_kth_step_and_holds_in_between(tmp_path, mon
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2"])
 def test_search_every_n_steps_is_checked(bad):
-    with pytest.raises((ValueError, TypeError), match="search_every_n_steps"):
+    with pytest.raises((ValueError, TypeError), match="every_n_steps"):
         ProcessSearchCallback(search_every_n_steps=bad)
 
 
