@@ -51,8 +51,11 @@ class DiagnosticRow:
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
-    """Cosine similarity of two vectors (0 when either is zero)."""
+    """Cosine similarity of two vectors (0 when either is zero; NaN when either holds a
+    non-finite value, e.g. a NaN held-out batch: "unknown", never "no agreement")."""
     a, b = a.double().reshape(-1), b.double().reshape(-1)
+    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all())):
+        return float("nan")
     denom = float(a.norm() * b.norm())
     return float(a @ b) / denom if denom > 0 else 0.0
 

@@ -163,6 +163,7 @@ def test_diagnostics_fit_records_rows_in_the_process(tmp_path):
 def test_cosine_and_moving_fraction():
     assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([2.0, 0.0])) == pytest.approx(1.0)
     assert cosine(torch.zeros(2), torch.ones(2)) == 0.0
+    assert math.isnan(cosine(torch.tensor([float("nan"), 1.0]), torch.ones(2)))
     t = torch.arange(50.0).unsqueeze(1)
     drift = torch.cat([t * 0.01, t * -0.02], 1)
     assert moving_fraction(drift) == 1.0
