@@ -207,10 +207,7 @@ class DistProModule(DistProMixin, StudentModule):
                 "teacher checkpoint: teacher='path/to/teacher.ckpt'."
             )
         check_ddp_pruning(self.trainer, self)
-        from lightning.pytorch.callbacks import ModelSummary
-
-        if any(isinstance(cb, ModelSummary) for cb in self.trainer.callbacks):
-            rank_zero_info("DistPro pathways:\n" + self.pathway_summary())
+        super().on_fit_start()  # DistProMixin: the pathway summary and the heads' size
 
     def forward(self, x: Tensor) -> Tensor:
         """The student's logits (inference)."""

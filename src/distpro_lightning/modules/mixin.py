@@ -181,6 +181,16 @@ class DistProMixin(StepContextReader):
         }
         return {**values, "num_pathways": self.num_pathways}
 
+    def on_fit_start(self) -> None:
+        """At fit start, like Lightning's model summary: the pathway table (when the Trainer
+        prints a model summary) and a warning when the pathway heads dwarf the student
+        (`announce_pathways`). A module that overrides ``on_fit_start`` calls
+        ``super().on_fit_start()`` to keep them."""
+        from distpro_lightning.modules.summary import announce_pathways
+
+        announce_pathways(self.trainer, self)
+        super().on_fit_start()  # type: ignore[misc]
+
     def pathway_summary(self) -> str:
         """The pathway table (`pathway_summary`): shapes,
         transform, head parameters and pruned state per pathway, totals beside the

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
 
@@ -113,6 +113,29 @@ def pathway_summary(module: Any) -> str:
         f"{student:,}); teacher {_count(module.teacher):,} (frozen)",
     ]
     return format_pathway_table(rows, totals)
+
+
+#: Head parameters above this multiple of the student's are warned about at fit start.
+HEADS_OVER_STUDENT_WARN = 10.0
+
+
+def announce_pathways(trainer: pl.Trainer, module: Any) -> None:
+    """Print the pathway table when the Trainer prints a model summary, and warn when the
+    pathway heads hold more than `HEADS_OVER_STUDENT_WARN` times the student's parameters
+    (every step and the checkpoints are then mostly heads), naming the fixes."""
+    from lightning.pytorch.callbacks import ModelSummary
+
+    if any(isinstance(cb, ModelSummary) for cb in trainer.callbacks):
+        rank_zero_info("DistPro pathways:\n" + pathway_summary(module))
+    heads = _count(module.distill_heads)
+    student = _count(module.student)
+    if heads > HEADS_OVER_STUDENT_WARN * max(student, 1):
+        rank_zero_warn(
+            f"The {module.num_pathways} pathway heads hold {heads:,} parameters, "
+            f"{heads / max(student, 1):.0f} x the student's {student:,}: the steps and the "
+            "checkpoints are mostly heads. Use fewer transforms (transforms=[conv_bn]), fewer "
+            "connections (connections=lower_to_higher) or pruning (prune_threshold=0.5)."
+        )
 
 
 class PathwaySummary(Callback):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 import torch
 from conftest import make_module, quiet_trainer
 from lightning.pytorch.callbacks import ModelSummary
@@ -63,3 +64,26 @@ def test_process_summary_shows_the_table(tmp_path, capsys):
     assert "head params" in out and "prune threshold 0.9" in out
     line = next(li for li in out.splitlines() if li.split()[1:2] == [m.pathway_names[0]])
     assert line.split()[-1] == "yes"  # logit 0 <= 0.9
+
+
+def test_mixin_modules_get_the_summary_and_a_hint_when_heads_dwarf_the_student(caplog):
+    """The pathway table at fit start for a user's mixin module (not only DistProModule),
+    and a warning naming the fixes when the heads hold > 10x the student's parameters."""
+    import logging
+
+    import torch
+    from conftest import quiet_trainer
+    from own_project import NetModule, PlainData, SmallCNN
+
+    from distpro_lightning import DistProModule
+
+    torch.manual_seed(0)
+    with caplog.at_level(logging.INFO):
+        quiet_trainer(max_steps=1, enable_model_summary=True).fit(NetModule(), PlainData())
+    assert "DistPro pathways:" in caplog.text
+    tiny = DistProModule(
+        student=SmallCNN(width=2), teacher=SmallCNN(width=32), student_taps=["layer1", "layer2", "layer3"],
+        teacher_taps=["layer1", "layer2", "layer3"], input_shape=[1, 8, 8], in_channels=1,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"pathway heads hold .* x the student's"):
+        quiet_trainer(max_steps=1).fit(tiny, PlainData())
