@@ -135,3 +135,33 @@ def test_sweep_best_lists_damaged_and_nan_trials_instead_of_dropping_them(tmp_pa
     with pytest.raises(SystemExit):
         main(["sweep-best", str(tmp_path / "missing")])
     assert "is not a folder" in capsys.readouterr().err
+
+
+@needs_fashion
+def test_offline_grid_runs_two_trials_then_sweep_best_retrains_the_best(
+    tmp_path, monkeypatch, capsys
+):
+    """The tuning path without W&B: distpro sweep-grid (two trials, each with its own log
+    directory and scored process file), then distpro sweep-best retrains the best."""
+    monkeypatch.chdir(tmp_path)
+    _fake_teacher_checkpoint(tmp_path / "runs/fashion_mnist/teacher/teacher.ckpt")
+    fit = ["--config", str(EX / "fashion_mnist/search.yaml"), *SMALL]
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep-grid", "grid", "--param", "search.alpha.lr=0.01,0.5", "--", *fit])
+    assert exc.value.code == 0
+    trials = find_trials(tmp_path / "grid")
+    assert len(trials) == 2 and all(t.score is not None for t in trials)
+    lrs = sorted(DistillationProcess.load(t.path).provenance["alpha_lr"] for t in trials)
+    assert lrs == [0.01, 0.5]
+    configs = sorted((tmp_path / "grid").rglob("config.yaml"))
+    assert len(configs) == 2  # one per trial: no shared config.yaml is overwritten
+    capsys.readouterr()
+    retrain = ["--config", str(EX / "fashion_mnist/retrain.yaml"), *SMALL, "--trainer.max_epochs=1"]
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep-best", "grid", "--", *retrain])
+    assert exc.value.code == 0
+    assert f"best: {trials[0].path.relative_to(tmp_path)} " in capsys.readouterr().out
+    logs = sorted((tmp_path / "runs/fashion_mnist/retrain").rglob("config.yaml"))
+    assert Path(yaml.safe_load(logs[0].read_text())["replay"]["process"]) == trials[
+        0
+    ].path.relative_to(tmp_path)

@@ -3,8 +3,8 @@
 * ``distpro fit|validate|test|predict --config FILE`` — `DistProCLI`, a
   ``LightningCLI`` with subclass mode for the model and the data module and two callback
   sections: ``search:`` (`ProcessSearchCallback`) and ``replay:``
-  (`ProcessScheduleCallback`). Their options are flat keys, e.g.
-  ``--search.alpha_lr 0.1`` (what W&B sweeps pass). A section is on when any of its keys is
+  (`ProcessScheduleCallback`). The search's options are grouped keys, e.g.
+  ``--search.alpha.lr 0.1`` (what W&B sweeps pass), the replay's flat ones. A section is on when any of its keys is
   given (in a config file or on the command line) and off when none is; ``enabled: false``
   turns a given section off (logged with the keys it leaves unused; the paper configs use
   it, as their pair files name both the search and the replay file). Both on at once is
@@ -14,6 +14,9 @@
 * ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
   held-out loss among the trials' process files under ``ROOT``), retrained with
   ``distpro fit FIT ARGS --replay.process BEST`` (see `distpro_lightning.cli.sweeps`).
+* ``distpro sweep-grid ROOT --param KEY=V1,V2 [...] -- FIT ARGS`` — an offline sweep: one
+  ``distpro fit`` trial per combination of the values, each in its own folder under
+  ``ROOT`` with its process file in its log directory; then ``distpro sweep-best ROOT``.
 * ``distpro demo`` — the end-to-end Fashion-MNIST demo (see `distpro_lightning.cli.demo`).
 """
 
@@ -243,6 +246,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = sweep_best_main(argv[1:], cli_main)
         except (FileNotFoundError, ValueError) as exc:
             print(f"distpro sweep-best: error: {exc}", file=sys.stderr)
+            code = 1
+        raise SystemExit(code)
+    if argv and argv[0] == "sweep-grid":
+        from distpro_lightning.cli.sweeps import sweep_grid_main
+
+        try:
+            code = sweep_grid_main(argv[1:], cli_main)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"distpro sweep-grid: error: {exc}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
     if argv and argv[0] == "demo":

@@ -9,6 +9,7 @@ normalisation and prune threshold the best trial searched with)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -118,4 +119,55 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
         args += ["--replay.process", str(best.path)]
         print(f"retraining: distpro fit {' '.join(args)}")
         fit(["fit", *args])
+    return 0
+
+
+def grid_trials(params: Sequence[str]) -> list[list[str]]:
+    """The argument lists of every combination of ``KEY=V1,V2,...`` parameters, e.g.
+    ``["search.alpha.lr=0.01,0.1"]`` -> ``[["--search.alpha.lr=0.01"], [...0.1]]``."""
+    import itertools
+
+    axes = []
+    for spec in params:
+        key, sep, values = spec.partition("=")
+        if not sep or not key or not values:
+            raise ValueError(
+                f"--param {spec!r} is not KEY=V1,V2,...; e.g. --param search.alpha.lr=0.01,0.1"
+            )
+        axes.append([f"--{key.strip().removeprefix('--')}={v.strip()}" for v in values.split(",")])
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def sweep_grid_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int:
+    """``distpro sweep-grid ROOT --param KEY=V1,V2 [--param ...] -- FIT ARGS``: an offline
+    sweep over the search settings (no W&B account needed). Each combination is one
+    ``fit(["fit", *FIT ARGS, *its values, ...])`` trial in ``ROOT/trial_<i>``, logging with
+    a CSV logger there and writing its process (with its held-out loss, the score) to its
+    log directory; ``distpro sweep-best ROOT -- RETRAIN ARGS`` then retrains the best."""
+    argv = list(argv)
+    fit_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    parser = argparse.ArgumentParser(prog="distpro sweep-grid", description=sweep_grid_main.__doc__)
+    parser.add_argument("root", help="folder for the trials")
+    parser.add_argument("--param", action="append", default=[], help="KEY=V1,V2,... (repeat)")
+    ns = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if not ns.param or not fit_args:
+        raise ValueError(
+            "give at least one --param KEY=V1,V2 and the fit arguments after --, e.g. distpro "
+            "sweep-grid runs/grid --param search.alpha.lr=0.01,0.1 -- --config search.yaml"
+        )
+    trials = grid_trials(ns.param)
+    for i, values in enumerate(trials):
+        folder = Path(ns.root).expanduser() / f"trial_{i}"
+        logger = {
+            "class_path": "lightning.pytorch.loggers.CSVLogger",
+            "init_args": {"save_dir": str(folder)},
+        }
+        args = [
+            *fit_args, *values, f"--trainer.default_root_dir={folder}",
+            f"--trainer.logger={json.dumps(logger)}",
+            f"--search.output.save_path={LOG_DIR_PLACEHOLDER}/process.json",
+        ]  # fmt: skip
+        print(f"trial {i + 1}/{len(trials)}: {' '.join(values)}")
+        fit(["fit", *args])
+    print(f"done: distpro sweep-best {ns.root} -- <retrain arguments>")
     return 0
