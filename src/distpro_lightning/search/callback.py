@@ -220,10 +220,15 @@ class ProcessSearchCallback(Callback):
             self.diagnostics.load_record(self.process.provenance.get("diagnostics", {}))
             second = HeldOutStream(loader, self.run.seed + 1_000_003, *ranks)  # independent
             self.diagnostics.draw_held_out = partial(self._draw, trainer, second)
-        log_search_hyperparameters(
-            trainer,
-            self.step.settings,
-            {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed},
+        log_search_hyperparameters(  # the requested settings and what is in force, as the
+            trainer,  # provenance records them (search_settings, ..._in_force)
+            self.step.requested,
+            {
+                "warmup_steps": self.run.warmup_steps,
+                "seed": self.run.seed,
+                "every_n_steps": self.run.search_every_n_steps,
+                "share_training_forward_in_force": self.step.settings.share_training_forward,
+            },
             module,
         )
 

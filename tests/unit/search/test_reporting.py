@@ -94,6 +94,9 @@ def test_summaries_per_pathway_option_progress_bar_and_figures(tmp_path):
         assert (tmp_path / "run" / "version_0" / png).stat().st_size > 1000
     hparams = (tmp_path / "run" / "version_0" / "hparams.yaml").read_text()
     assert "alpha_lr: 0.5" in hparams and "hypergradient: finite_difference" in hparams
+    # the logger and the process file record the same: requested and in force
+    in_force = cb.process.provenance["share_training_forward_in_force"]
+    assert f"share_training_forward_in_force: {str(in_force).lower()}" in hparams
 
 
 def test_weight_summary_against_hand_computation():
