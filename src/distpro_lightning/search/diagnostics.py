@@ -132,20 +132,15 @@ class SearchDiagnostics:
         new_logits = module.alpha_logits.detach().clone()
         xv2, yv2 = second_held_out()
         other = SearchBatches(batches.x, batches.y, batches.teacher, xv2, yv2)
-        with torch.no_grad():
-            module.alpha_logits.copy_(old_logits)
-        try:
-            hg2 = compute_hypergradient(module, other, virtual, self.options).hypergradient
-            row = DiagnosticRow(
-                step=record.step,
-                agreement=cosine(hg, hg2.to(hg.device)),
-                successive=cosine(hg, previous.to(hg.device)) if previous is not None else None,
-                val_loss_old=held_out_loss_after_update(module, batches, virtual, old_logits),
-                val_loss_new=held_out_loss_after_update(module, batches, virtual, new_logits),
-            )
-        finally:
-            with torch.no_grad():
-                module.alpha_logits.copy_(new_logits)
+        # at the step's old logits, given explicitly: the module's are not swapped
+        hg2 = compute_hypergradient(module, other, virtual, self.options, old_logits).hypergradient
+        row = DiagnosticRow(
+            step=record.step,
+            agreement=cosine(hg, hg2.to(hg.device)),
+            successive=cosine(hg, previous.to(hg.device)) if previous is not None else None,
+            val_loss_old=held_out_loss_after_update(module, batches, virtual, old_logits),
+            val_loss_new=held_out_loss_after_update(module, batches, virtual, new_logits),
+        )
         self.rows.append(row)
         return row
 

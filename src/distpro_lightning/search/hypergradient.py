@@ -297,11 +297,11 @@ def _training_gradient(
     batches: SearchBatches,
     theta: ParameterGroups,
     options: HypergradientOptions,
+    logits: Tensor,
 ) -> tuple[Objective, ParameterGroups]:
     """``L_train(theta, a)`` and its gradient (the student's; the heads' too with
     ``keep_full_gradient``), averaged by ``options.reduce_grads``; zeros where unused. The
     objective's graph is kept with ``keep_training_forward``."""
-    logits = module.alpha_logits.detach()
     wrt = theta if options.keep_full_gradient else ParameterGroups(theta.student, {})
     weights = module.alpha_weights(logits).detach()
     with torch.enable_grad(), options.autocast():
@@ -341,6 +341,7 @@ def compute_hypergradient(
     batches: SearchBatches,
     virtual: Mapping[str, SGDHyper | AdamHyper],
     options: HypergradientOptions = HypergradientOptions(),
+    logits: Tensor | None = None,
 ) -> HypergradientResult:
     """One search step's hypergradient for a module with the DistPro mixin.
 
@@ -353,17 +354,20 @@ def compute_hypergradient(
        central ``"finite_difference"`` or ``"forward_difference"``), pruned pathways skipped;
     5. ``-J_w^T`` of it.
 
+    ``logits``: the pathway logits ``a`` to differentiate at (default: the module's
+    ``alpha_logits``); the module's are never read or changed otherwise.
+
     Parameters, ``.grad``, buffers and ``alpha_logits`` are left untouched, except with
     ``keep_full_gradient`` or ``keep_training_forward``: the training pass of step 1 then
     stands for the real update's forward (same ``theta``, same batch), so it updates the
     BatchNorm running statistics exactly as that forward would.
     """
-    logits = module.alpha_logits.detach()
+    logits = (module.alpha_logits if logits is None else logits).detach()
     active = module.active_pathways(logits)
     theta = module.search_parameters()
     parts = (module.student, module.distill_heads)
     with nullcontext() if options.training_pass_is_real else frozen_batchnorm_stats(*parts):
-        training, grads = _training_gradient(module, batches, theta, options)
+        training, grads = _training_gradient(module, batches, theta, options, logits)
     with frozen_batchnorm_stats(*parts):
         # the virtual step moves the student only: L_val does not depend on the heads
         student = {k: p.detach() for k, p in theta.student.items()}

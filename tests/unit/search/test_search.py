@@ -435,3 +435,25 @@ def test_compute_hypergradient_rejects_unknown_method():
             {k: SGDHyper(0.1) for k in m.search_parameters().student},
             HypergradientOptions(method="magic"),
         )
+
+
+def test_compute_hypergradient_takes_the_logits_and_leaves_the_modules_alone():
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"]).double()
+    m.train()
+    (x, y), (xv, yv) = _batches(dtype=torch.float64)
+    teacher = m.teacher_outputs(x)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    virtual = virtual_step_settings(opt, m.search_parameters().student)
+    batches = SearchBatches(x, y, teacher, xv, yv)
+    other = torch.rand(m.num_pathways, dtype=torch.float64) * 2
+    before = m.alpha_logits.clone()
+    options = HypergradientOptions(method="exact")
+    given = compute_hypergradient(m, batches, virtual, options, other).hypergradient
+    assert torch.equal(m.alpha_logits, before)  # never read nor changed
+    m.alpha_logits.copy_(other)
+    expected = compute_hypergradient(m, batches, virtual, options).hypergradient
+    assert torch.allclose(given, expected, rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(
+        given, compute_hypergradient(m, batches, virtual, options, before).hypergradient
+    )
