@@ -417,3 +417,26 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     )  # fmt: skip
     replay = [c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback)]
     assert len(replay) == 1 and replay[0].process.pathway_names == saved.pathway_names
+
+
+def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path):
+    """A constructor's error under distpro fit --config is the library's own message: one
+    line on the console, the exception itself in Python (not a union traceback)."""
+    import subprocess
+    import sys
+
+    bad = [
+        "--config",
+        str(EX / "fashion_mnist/search.yaml"),
+        "--model.init_args.student",
+        "resnet9",
+    ]
+    with pytest.raises(ValueError, match="Unknown model 'resnet9'. Did you mean 'resnet8'"):
+        cli_main(["fit", *bad])
+    proc = subprocess.run(
+        [sys.executable, "-c", "from distpro_lightning.cli.main import main; main()", "fit", *bad],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "distpro: error: Unknown model 'resnet9'" in proc.stderr
+    assert "Union subtypes" not in proc.stderr and "Traceback" not in proc.stderr

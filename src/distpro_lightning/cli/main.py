@@ -32,6 +32,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from distpro_lightning.errors import DistProError
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
 from distpro_lightning.replay import ProcessScheduleCallback
 from distpro_lightning.search.callback import ProcessSearchCallback
@@ -105,6 +106,18 @@ class DistProCLI(LightningCLI):
         argv += [f"--{name}.enabled={str(on).lower()}" for name, on in switches.items()]
         self.config = parser.parse_args(argv)
 
+    def instantiate_classes(self) -> None:
+        """Build the model, data and callbacks; an error raised by the library's own
+        constructors (an unknown model, a bad setting) comes out as itself, not inside
+        jsonargparse's list of union subtypes."""
+        try:
+            super().instantiate_classes()
+        except Exception as exc:
+            cause = library_error(exc)
+            if cause is None or cause is exc:
+                raise
+            raise cause from None
+
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         evaluating = self.subcommand in EVALUATION_SUBCOMMANDS
@@ -116,6 +129,25 @@ class DistProCLI(LightningCLI):
             and not (evaluating and isinstance(cb, SaveConfigCallback))
         ]
         return trainer
+
+
+def library_error(exc: BaseException) -> BaseException | None:
+    """The exception in ``exc``'s chain that this library raised (its raise site is in
+    ``distpro_lightning``), or ``None``."""
+    import distpro_lightning
+
+    root = str(Path(distpro_lightning.__file__).parent)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None and tb.tb_frame.f_code.co_filename.startswith(root):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
@@ -261,7 +293,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         from distpro_lightning.cli.demo import demo_main
 
         raise SystemExit(demo_main(argv[1:]))
-    cli_main(None if from_command_line else argv)
+    if not from_command_line:
+        cli_main(argv)
+        return
+    try:
+        cli_main(None)
+    except (DistProError, ValueError, TypeError, OSError) as exc:
+        # one line for the errors the library raises on purpose, else the traceback
+        cause = library_error(exc)
+        if cause is None:
+            raise
+        print(f"distpro: error: {' '.join(str(cause).split())}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
