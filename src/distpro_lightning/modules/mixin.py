@@ -181,6 +181,30 @@ class DistProMixin(StepContextReader):
         }
         return {**values, "num_pathways": self.num_pathways}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Before the weights load (a resume or ``load_from_checkpoint``): refuse a
+        checkpoint whose pathways differ from this module's with one message naming the
+        settings that make them, instead of a screenful of missing ``state_dict`` keys."""
+        state = checkpoint.get("state_dict") or {}
+        theirs = {k for k in state if k.startswith("distill_heads.")}
+        ours = {f"distill_heads.{k}" for k in self.distill_heads.state_dict()}
+        alpha = state.get("alpha_logits")
+        count = None if alpha is None else int(alpha.numel())
+        if (theirs and theirs != ours) or (count is not None and count != self.num_pathways):
+            hp = checkpoint.get("hyper_parameters") or {}
+            keys = ("transforms", "connections", "student_taps", "teacher_taps", "response_kd")
+            written = ", ".join(f"{k}={hp[k]!r}" for k in (*keys, "review_kd") if k in hp)
+            raise RuntimeError(
+                f"This checkpoint was trained with other pathways than this module: "
+                f"{count if count is not None else '?'} pathway logits there, "
+                f"{self.num_pathways} here; {len(theirs - ours)} of its head tensors are not "
+                f"in this module and {len(ours - theirs)} of this module's are not in it. "
+                "Build the module with the same transforms, connections, taps, response_kd "
+                "and review_kd as the run that wrote it"
+                + (f" (it was written with {written})." if written else ".")
+            )
+        super().on_load_checkpoint(checkpoint)  # type: ignore[misc]
+
     def on_fit_start(self) -> None:
         """At fit start, like Lightning's model summary: the pathway table (when the Trainer
         prints a model summary) and a warning when the pathway heads dwarf the student
