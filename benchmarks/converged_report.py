@@ -152,6 +152,16 @@ def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
     return [*lines, ""]
 
 
+def _at_two_thirds(curve: list[list[float]]) -> float:
+    """Validation top-1 at two thirds of training: the entry at epoch
+    ``round(2 * epochs / 3) - 1`` (or the last one before it), whether the run validated
+    every epoch or only there and at the end."""
+    epochs = int(max(e for e, _ in curve)) + 1
+    target = round(2 * epochs / 3) - 1
+    before = [(e, v) for e, v in curve if e <= target]
+    return float((before[-1] if before else curve[0])[1])
+
+
 def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
     """Is training over? Mean training loss in the last epoch and validation top-1 over the
     last third of training, per method (chosen grid points)."""
@@ -168,7 +178,7 @@ def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
         if not curves:
             continue
         last_loss = statistics.mean(c["train_loss"][-1] for c in curves if c["train_loss"])
-        mid = statistics.mean(c["val_top1"][max(0, len(c["val_top1"]) - 2)][1] for c in curves)
+        mid = statistics.mean(_at_two_thirds(c["val_top1"]) for c in curves)
         end = statistics.mean(c["val_top1"][-1][1] for c in curves)
         lines.append(f"| {LABELS[method]} | {last_loss:.3f} | {100 * mid:.2f} | {100 * end:.2f} |")
     return [*lines, ""]
