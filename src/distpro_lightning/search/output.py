@@ -162,7 +162,10 @@ def search_provenance(
         "student": type(module.student).__name__,
         "teacher": type(getattr(module, "teacher", None)).__name__,
         "dataset": type(dm).__name__ if dm is not None else None,
-        "seed": getattr(dm, "seed", None),
+        # the data module's seed, else Lightning's global one (seed_everything)
+        "seed": getattr(dm, "seed", None)
+        if getattr(dm, "seed", None) is not None
+        else _global_seed(),
         "hypergradient": settings.hypergradient,
         "alpha_lr": settings.alpha_lr,
         "search_settings": settings_record(settings),
@@ -173,6 +176,14 @@ def search_provenance(
         if isinstance(hp.get(key), str):
             provenance[key] = hp[key]
     return provenance
+
+
+def _global_seed() -> int | None:
+    """The seed of ``seed_everything`` (Lightning keeps it in ``PL_GLOBAL_SEED``)."""
+    import os
+
+    value = os.environ.get("PL_GLOBAL_SEED")
+    return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
 def save_on_exception(

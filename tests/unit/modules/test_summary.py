@@ -61,9 +61,16 @@ def test_process_summary_shows_the_table(tmp_path, capsys):
     except SystemExit as exc:
         assert exc.code == 0
     out = capsys.readouterr().out
-    assert "head params" in out and "prune threshold 0.9" in out
-    line = next(li for li in out.splitlines() if li.split()[1:2] == [m.pathway_names[0]])
-    assert line.split()[-1] == "yes"  # logit 0 <= 0.9
+    # the file's own facts: weights sorted heaviest first, no empty shape columns
+    assert "final w" in out and "prune threshold 0.9" in out and "head params" not in out
+    rows = [
+        li.split()
+        for li in out.splitlines()
+        if li.split()[1:2] and li.split()[1] in m.pathway_names
+    ]
+    assert rows[0][1] == m.pathway_names[-1]  # the largest logit, the largest weight
+    line = next(r for r in rows if r[1] == m.pathway_names[0])
+    assert line[-1] == "yes"  # logit 0 <= 0.9
 
 
 def test_mixin_modules_get_the_summary_and_a_hint_when_heads_dwarf_the_student(caplog):

@@ -92,3 +92,16 @@ def test_fast_dev_run_writes_no_process_file_or_figure(tmp_path):
     quiet_trainer(fast_dev_run=2, callbacks=[search], default_root_dir=tmp_path).fit(m, dm)
     assert len(search.process) == 2  # it searched
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.png"))
+
+
+def test_provenance_records_the_global_seed_without_a_seeded_data_module(tmp_path):
+    from lightning.pytorch import seed_everything
+    from torch.utils.data import DataLoader, TensorDataset
+
+    seed_everything(7)
+    m = make_module(transforms=["conv_bn"])
+    data = TensorDataset(torch.randn(32, 1, 8, 8), torch.randint(0, 10, (32,)))
+    cb = ProcessSearchCallback(output={"save_path": None})
+    cb.search_val_loader = DataLoader(data, batch_size=8)
+    quiet_trainer(max_steps=1, callbacks=[cb]).fit(m, DataLoader(data, batch_size=8))
+    assert cb.process.provenance["seed"] == 7
