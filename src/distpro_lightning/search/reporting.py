@@ -61,8 +61,13 @@ class SearchLogger:
         }
         for name, value in scalars.items():
             log(name, value, on_step=True, on_epoch=False)
-        log(
-            "pathways", summary.effective, on_step=True, on_epoch=False, prog_bar=True, logger=False
+        log(  # "eff_paths": the effective (fractional) number of pathways, not a count
+            "eff_paths",
+            summary.effective,
+            on_step=True,
+            on_epoch=False,
+            prog_bar=True,
+            logger=False,
         )
         if self.log_pathways:
             for name, w in zip(module.pathway_names, weights):
@@ -79,12 +84,17 @@ class SearchLogger:
         if summary is not None:
             val = trainer.callback_metrics.get("search/val_loss")
             top = ", ".join(f"{name} {share:.2f}" for name, share in summary.top)
-            rank_zero_info(
+            message = (
                 f"DistPro search, epoch {trainer.current_epoch}: held-out loss "
                 f"{'n/a' if val is None else f'{float(val):.4f}'}, active pathways "
                 f"{summary.active}/{process.num_pathways}, effective {summary.effective:.1f}, "
                 f"top: {top}"
             )
+            bar = trainer.progress_bar_callback
+            if bar is not None and hasattr(bar, "print") and trainer.is_global_zero:
+                bar.print(message)  # above the bars, not into the tqdm line
+            else:
+                rank_zero_info(message)
 
 
 def log_search_hyperparameters(

@@ -87,7 +87,7 @@ def test_summaries_per_pathway_option_progress_bar_and_figures(tmp_path):
     active = int((module.alpha_logits > 0.9).sum())
     assert float(last["search/active_pathways"]) == active
     assert "search_val" in trainer.progress_bar_metrics
-    assert "pathways" in trainer.progress_bar_metrics
+    assert "eff_paths" in trainer.progress_bar_metrics
     assert "search_val" not in keys  # progress bar only
     for kind in ("lines", "heatmap"):  # CSV takes no images: PNGs in its log directory
         png = f"figures/search_process_{kind}_epoch000.png"
