@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import (
     DataLoader,
     DistributedSampler,
@@ -84,10 +85,19 @@ class HeldOutStream:
             and self.sampler is None
             and n // world_size < self.batch_size
         ):
-            raise RuntimeError(
-                f"The held-out split has {n} samples, fewer than one batch of "
-                f"{self.batch_size} per rank ({world_size} ranks)."
+            if n // world_size < 1:
+                raise RuntimeError(
+                    f"The held-out split has {n} samples, fewer than one per rank "
+                    f"({world_size} ranks): give the search held-out data."
+                )
+            # a usual val_dataloader (batch 128 over 64 images): its whole split is the batch
+            rank_zero_warn(
+                f"The held-out loader's batch size {self.batch_size} is larger than its split "
+                f"({n} samples, {world_size} rank(s)): each search step uses all "
+                f"{n // world_size} per rank as its held-out (meta-)batch. The held-out batch "
+                "size is the meta-batch size; give the loader a batch size that fits to set it."
             )
+            self.batch_size = n // world_size
         self.cycle = 0
         self.consumed = 0
         self._iter: Iterator[Any] | None = None

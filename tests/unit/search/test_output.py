@@ -105,3 +105,18 @@ def test_provenance_records_the_global_seed_without_a_seeded_data_module(tmp_pat
     cb.search_val_loader = DataLoader(data, batch_size=8)
     quiet_trainer(max_steps=1, callbacks=[cb]).fit(m, DataLoader(data, batch_size=8))
     assert cb.process.provenance["seed"] == 7
+
+
+def test_a_usual_val_dataloader_larger_than_its_split_is_the_meta_batch(tmp_path):
+    """batch 128 over 64 images: the search uses the 64 as its held-out batch, warned."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    train = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
+    val = TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
+    cb = ProcessSearchCallback(output={"save_path": None})
+    cb.search_val_loader = DataLoader(val, batch_size=128)
+    with pytest.warns(UserWarning, match="uses all 64 per rank as its held-out"):
+        quiet_trainer(max_steps=2, callbacks=[cb]).fit(m, DataLoader(train, batch_size=16))
+    assert len(cb.process) == 2 and cb.held_out.batch_size == 64
