@@ -23,34 +23,70 @@ def plot_paths(save_path: str | os.PathLike[str]) -> dict[str, Path]:
     return {"lines": png, "heatmap": png.with_name(png.stem + "_heatmap.png")}
 
 
+def _title(process: DistillationProcess, kind: str) -> str:
+    """``<run id> · <mode or control> · N steps``: what a figure shows, for a team's folder."""
+    parts = [str(process.run_id or process.provenance.get("run_id") or "process")]
+    for key in ("control", "mode"):
+        if process.provenance.get(key):
+            parts.append(str(process.provenance[key]))
+    parts.append(f"{len(process)} steps, {kind}")
+    return " · ".join(parts)
+
+
+def _epoch_lines(ax: Any, process: DistillationProcess) -> None:
+    """Dotted vertical lines at the epoch boundaries (when the file knows them)."""
+    every = process.steps_per_epoch
+    if every and 0 < every < len(process):
+        for x in range(every, len(process), every):
+            ax.axvline(x - 0.5, color="0.8", lw=0.6, ls=":", zorder=0)
+
+
 def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
     """A matplotlib figure: ``"lines"`` (paper Fig. 6: one panel per teacher tap, one line
-    per pathway, x = step) or ``"heatmap"`` (pathways x steps)."""
+    per pathway, x = step; one y-range for all panels, the legend outside the curves) or
+    ``"heatmap"`` (pathways x steps, a diverging colour map centred on the weight every
+    pathway starts from, so up and down read at a glance). Both carry a title (run, mode,
+    steps) and the epoch boundaries."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib.colors import TwoSlopeNorm
     from matplotlib.figure import Figure
 
     weights = process.weights().numpy()
     if kind == "lines":
         groups = process.teacher_groups()
-        fig = Figure(figsize=(4.5 * len(groups), 3.6), constrained_layout=True)
-        axes = fig.subplots(1, len(groups), squeeze=False)[0]
+        fig = Figure(figsize=(4.8 * len(groups), 4.2), constrained_layout=True)
+        axes = fig.subplots(1, len(groups), squeeze=False, sharey=True)[0]
         for ax, (tap, idx) in zip(axes, groups.items()):
             for i in idx:
                 ax.plot(weights[:, i], label=process.pathway_names[i].split("->", 1)[1], lw=1.2)
-            ax.set_title(f"teacher {tap}")
+            _epoch_lines(ax, process)
+            ax.set_title(f"teacher {tap}", fontsize=9)
             ax.set_xlabel("step")
-            ax.set_ylabel("pathway weight")
-            ax.legend(fontsize=6, ncol=1 + len(idx) // 10)
+            ax.legend(fontsize=7, ncol=1 + len(idx) // 8, loc="upper center",
+                      bbox_to_anchor=(0.5, -0.18), frameon=False)  # fmt: skip
+        axes[0].set_ylabel("pathway weight")
+        fig.suptitle(_title(process, kind), fontsize=9)
         return fig
     if kind == "heatmap":
-        fig = Figure(figsize=(8, 0.25 * process.num_pathways + 1.5), constrained_layout=True)
+        fig = Figure(figsize=(8, 0.3 * process.num_pathways + 1.8), constrained_layout=True)
         ax = fig.subplots()
-        im = ax.imshow(weights.T, aspect="auto", interpolation="nearest", cmap="viridis")
-        ax.set_yticks(range(process.num_pathways), process.pathway_names, fontsize=6)
+        import torch
+
+        start = float(process.weights(torch.ones(1, process.num_pathways))[0].mean())
+        low, high = float(weights.min()), float(weights.max())
+        if not low < start < high:
+            start = (low + high) / 2 if high > low else low
+        norm = TwoSlopeNorm(
+            vcenter=start, vmin=min(low, start - 1e-9), vmax=max(high, start + 1e-9)
+        )
+        im = ax.imshow(weights.T, aspect="auto", interpolation="nearest", cmap="RdBu_r", norm=norm)
+        ax.set_yticks(range(process.num_pathways), process.pathway_names, fontsize=8)
+        _epoch_lines(ax, process)
         ax.set_xlabel("step")
-        fig.colorbar(im, ax=ax, label="weight")
+        ax.set_title(_title(process, kind), fontsize=9)
+        fig.colorbar(im, ax=ax, label="weight (centre: the uniform start)")
         return fig
     raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
 
