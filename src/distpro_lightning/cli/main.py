@@ -272,22 +272,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"distpro process: error: {message}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
-    if argv and argv[0] == "sweep-best":
-        from distpro_lightning.cli.sweeps import sweep_best_main
+    if argv and argv[0] in ("sweep-best", "sweep-grid"):
+        from distpro_lightning.cli import sweeps
 
+        command = sweeps.sweep_best_main if argv[0] == "sweep-best" else sweeps.sweep_grid_main
         try:
-            code = sweep_best_main(argv[1:], cli_main)
+            code = command(argv[1:], cli_main)
         except (FileNotFoundError, ValueError) as exc:
-            print(f"distpro sweep-best: error: {exc}", file=sys.stderr)
-            code = 1
-        raise SystemExit(code)
-    if argv and argv[0] == "sweep-grid":
-        from distpro_lightning.cli.sweeps import sweep_grid_main
-
-        try:
-            code = sweep_grid_main(argv[1:], cli_main)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"distpro sweep-grid: error: {exc}", file=sys.stderr)
+            print(f"distpro {argv[0]}: error: {exc}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
     if argv and argv[0] == "demo":

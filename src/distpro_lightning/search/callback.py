@@ -113,6 +113,11 @@ class ProcessSearchCallback(Callback):
             hypergradient = HypergradientConfig(method=hypergradient)  # type: ignore[arg-type]
         config = SearchConfig.of(hypergradient, alpha, schedule, output).with_flat(flat)
         self.config = config
+        # the groups as given, read back as callback.alpha.lr etc. (never changed at run time)
+        self.hypergradient: HypergradientConfig = config.hypergradient
+        self.alpha: AlphaConfig = config.alpha
+        self.schedule: ScheduleConfig = config.schedule
+        self.output: OutputConfig = config.output
         h, a, sc, out = config.hypergradient, config.alpha, config.schedule, config.output
         self.settings = SearchSettings(
             hypergradient=h.method, epsilon=h.epsilon, alpha_lr=a.lr, alpha_optimizer=a.optimizer,
@@ -143,26 +148,6 @@ class ProcessSearchCallback(Callback):
         self._pending_state: dict[str, Any] | None = None
         self._record: SearchRecord | None = None  # this step's row, until its update is known
         self._collapse_warned = False
-
-    @property
-    def hypergradient(self) -> HypergradientConfig:
-        """The hypergradient settings (``search.hypergradient``)."""
-        return self.config.hypergradient
-
-    @property
-    def alpha(self) -> AlphaConfig:
-        """The logits' optimizer settings (``search.alpha``)."""
-        return self.config.alpha
-
-    @property
-    def schedule(self) -> ScheduleConfig:
-        """When and on what the search runs (``search.schedule``)."""
-        return self.config.schedule
-
-    @property
-    def output(self) -> OutputConfig:
-        """Where the process goes (``search.output``)."""
-        return self.config.output
 
     @property
     def held_out_source(self) -> str | pl.LightningDataModule | None:
