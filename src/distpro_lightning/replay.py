@@ -97,7 +97,6 @@ class ProcessScheduleCallback(Callback):
         self.plot = plot
         self.process: DistillationProcess | None = None
         self._total_steps = 1
-        self._resumed_fingerprint: str | None = None
         self._resumed: dict[str, Any] = {}  # the checkpoint's replay state, applied at fit start
         self._replayed: list[torch.Tensor] = []
 
@@ -245,10 +244,11 @@ class ProcessScheduleCallback(Callback):
                     f"the schedule would switch mid-run. Resume with {key}={resumed[key]!r}, or "
                     "start a new fit for the other setting."
                 )
-        if self._resumed_fingerprint is not None and self._resumed_fingerprint != fingerprint:
+        resumed = self._resumed.get("fingerprint")
+        if resumed is not None and resumed != fingerprint:
             raise ProcessFileError(
                 f"Resuming with a different process (fingerprint {fingerprint}) than the one the "
-                f"checkpoint was trained with ({self._resumed_fingerprint}). Use the same file."
+                f"checkpoint was trained with ({resumed}). Use the same file."
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -262,7 +262,6 @@ class ProcessScheduleCallback(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._resumed_fingerprint = state_dict.get("fingerprint")
         self._resumed = dict(state_dict)
 
 

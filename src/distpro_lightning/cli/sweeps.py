@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
-from distpro_lightning.search.paths import LOG_DIR_PLACEHOLDER, run_log_dir, with_log_dir  # noqa: F401
+from distpro_lightning.search.paths import LOG_DIR_PLACEHOLDER
 
 
 @dataclass(frozen=True)

@@ -129,7 +129,7 @@ class PathwayHeads(nn.Module):
         teacher_shapes: per-sample shape of each teacher tap.
         distance: ``distance(out, target) -> scalar``.
         fused: run the heads of one ``(student tap, teacher tap)`` connection together
-            (`fused_heads`): the same losses, gradients and
+            (`pathways.fused`): the same losses, gradients and
             running statistics, in fewer and larger kernels. ``False``: each head on its
             own, one after another. ``None`` (default): fused, unless ``compiled`` (the
             compiler does better from the per-pathway form: measured, docs/benchmarks.md). A connection with fewer active heads than
@@ -141,7 +141,7 @@ class PathwayHeads(nn.Module):
         compiled: compile the heads' forward with ``torch.compile`` (``nn.Module.compile``);
             parameter names and the state dict are unchanged. Each new pruning pattern
             compiles anew.
-        review: the review pathway (`review_fusion.ReviewPathway`), computed after the
+        review: the review pathway (`pathways.review.ReviewPathway`), computed after the
             feature pathways as the last entry of the loss vector; ``None``: none.
     """
 

@@ -67,13 +67,6 @@ class SearchRunOptions:
     proxy: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("warmup_steps", "seed", "val_batches_per_step", "search_every_n_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(
-                    f"ProcessSearchCallback({name}=...) takes an integer, got "
-                    f"{type(value).__name__} {value!r}."
-                )
         bad = {
             "search_every_n_steps >= 1": self.search_every_n_steps < 1,
             "warmup_steps >= 0": self.warmup_steps < 0,

@@ -1,6 +1,6 @@
 """What the search writes and logs: the process file and its plots
 (`ProcessWriter`) and the record of where a process came from
-(`search_provenance`). The metrics are `search_logging`'s."""
+(`search_provenance`). The metrics are `search.reporting`'s."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
-from distpro_lightning.process.weights import TOP_K, WeightSummary, weight_summary  # noqa: F401
+from distpro_lightning.process.weights import WeightSummary, weight_summary
 from distpro_lightning.search.step import SearchRecord, SearchSettings
 
 

@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from distpro_lightning import ProcessSearchCallback
 from distpro_lightning.data import DigitsDataModule
-from distpro_lightning.search.reporting import weight_summary
+from distpro_lightning.process.weights import weight_summary
 
 
 def _rows(logger: CSVLogger) -> list[dict[str, str]]:
