@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 from torch import Tensor, nn
 
+from benchmarks.build import build_module
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import METHODS as TABLE1_METHODS
 from distpro_lightning.baselines.recipes import RecipeSettings, distpro_kwargs
@@ -219,7 +220,9 @@ def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> 
 
     seed_everything(0)
     name = PAIRS[pair][0]
-    module = ClassifierModule(model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine")
+    module = build_module(
+        ClassifierModule, model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine"
+    )
     dm = TensorDataModule(data, torch.arange(len(data.train_y)), 256, order_seed=0)
     trainer = make_trainer(args, args.teacher_epochs, [], val=False)
     trainer.fit(module, datamodule=dm)
@@ -245,7 +248,7 @@ def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw
     student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
     base = distpro_kwargs(student, teacher, RecipeSettings(lr=args.lr, tau=args.tau))
     base.update(log_pathway_losses=False, transforms=list(args.transforms), **kw)
-    return DistProModule(**base)
+    return build_module(DistProModule, **base)
 
 
 def space_of(method: str) -> dict[str, bool]:
@@ -264,7 +267,7 @@ def build_method(
     w = params.get("w", 1.0)
     if method == "student":
         model = create(PAIRS[pair][1], num_classes=10, in_channels=1)
-        return ClassifierModule(model, 10, 1, lr=args.lr, scheduler="cosine"), []
+        return build_module(ClassifierModule, model, 10, 1, lr=args.lr, scheduler="cosine"), []
     if method == "hinton_kd":
         kw = dict(connections="none", response_kd=True, normalization="uniform")
         kw.update(kd_weight=w, kd_temperature=params["T"], prune_threshold=None)
@@ -275,9 +278,9 @@ def build_method(
         return distpro_module(args, pair, teacher, **kw), []
     if method == "reviewkd":
         student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
-        module = ReviewKDModule(
-            student, teacher, 10, 1, input_shape=SHAPE, review_weight=w, warmup_epochs=0,
-            lr=args.lr, scheduler="cosine",
+        module = build_module(
+            ReviewKDModule, student, teacher, 10, 1, input_shape=SHAPE, review_weight=w,
+            warmup_epochs=0, lr=args.lr, scheduler="cosine",
         )  # fmt: skip
         return module, []
     if method == "equal":

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Trainer
 
+from benchmarks.build import build_module
 from distpro_lightning import (
     DistillationProcess,
     DistProModule,
@@ -33,7 +34,8 @@ from distpro_lightning.data import DigitsDataModule
 
 def module(**kw):
     torch.manual_seed(0)
-    return DistProModule(
+    return build_module(
+        DistProModule,
         student="resnet8",
         teacher="resnet14",
         num_classes=10,

@@ -35,6 +35,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 
+from benchmarks.build import build_module
 from distpro_lightning import DistProModule
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.functional.losses import get_distance
@@ -48,7 +49,8 @@ COMMON = dict(num_classes=10, in_channels=1, input_shape=[1, 28, 28])
 
 def _module(fused: bool, device: torch.device, teacher, compiled: bool = False) -> DistProModule:
     torch.manual_seed(0)
-    return DistProModule(
+    return build_module(
+        DistProModule,
         student="resnet8",
         teacher=teacher,
         transforms=["conv_bn", "attn2", "attn3"],
@@ -120,7 +122,9 @@ def heads_variants(args, device, dp: DistProModule) -> dict[str, Callable[[list[
 def retrain_steps(args, device) -> dict[str, Callable[[], None]]:
     teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
     fused, plain = _module(True, device, teacher), _module(False, device, teacher)
-    rk = ReviewKDModule(student="resnet8", teacher=fused.teacher, warmup_epochs=0, **COMMON)
+    rk = build_module(
+        ReviewKDModule, student="resnet8", teacher=fused.teacher, warmup_epochs=0, **COMMON
+    )
     rk.to(device).train()
     x = torch.randn(args.batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
+from benchmarks.build import build_module
 from benchmarks.jobs import in_subprocess, read_spec, schedule
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import (
@@ -109,7 +110,9 @@ def teacher_file(args: argparse.Namespace, name: str, out: Path) -> Path:
 def train_teacher(args: argparse.Namespace, name: str, path: Path) -> dict[str, Any]:
     print(f"[quality] training teacher {name} ({args.teacher_epochs} epochs)", flush=True)
     seed_everything(0)
-    module = ClassifierModule(model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine")
+    module = build_module(
+        ClassifierModule, model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine"
+    )
     t0 = time.perf_counter()
     t = trainer(args.teacher_epochs, max_steps=args.max_steps)
     t.fit(module, datamodule=data(args, "retrain", None, 0))
@@ -128,8 +131,9 @@ def process_file(out: Path, pair: tuple[str, str]) -> Path:
 def search(args: argparse.Namespace, pair: tuple[str, str], teacher: Path, path: Path) -> None:
     print(f"[quality] searching {pair[0]} -> {pair[1]}", flush=True)
     seed_everything(0)
-    module = DistProModule(
-        **distpro_kwargs(pair[1], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
+    module = build_module(
+        DistProModule,
+        **distpro_kwargs(pair[1], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau)),
     )
     cb = ProcessSearchCallback(
         alpha={"lr": args.alpha_lr}, output={"save_path": str(path), "plot": True}

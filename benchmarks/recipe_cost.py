@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Trainer
 
+from benchmarks.build import build_module
 from benchmarks.step_cost import N_PRUNED, OFFICIAL, FitMethod, StepTimer, _loaders, _retrain
 from distpro_lightning import DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
@@ -86,7 +87,7 @@ def pair_methods(pair: str, loaders: Any) -> dict[str, FitMethod]:
             list,
         ),
     }  # fmt: skip
-    modules = [DistProModule(**dp_kwargs) for _ in range(2 + len(KS))]
+    modules = [build_module(DistProModule, **dp_kwargs) for _ in range(2 + len(KS))]
     methods["replay"] = _retrain(modules[0], torch.ones(modules[0].num_pathways))
     methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
     for k, module in zip(KS, modules[2:]):

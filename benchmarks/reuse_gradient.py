@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.build import build_module
 from distpro_lightning import DistProModule, SearchSettings, SearchStep
 from distpro_lightning.data import DigitsDataModule
 
@@ -81,7 +82,8 @@ def main() -> None:
         except StopIteration:
             it, itv = iter(train), iter(val)
     torch.manual_seed(0)
-    m0 = DistProModule(
+    m0 = build_module(
+        DistProModule,
         student="resnet8",
         teacher="resnet14",
         num_classes=10,

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.build import build_module
 from distpro_lightning import (
     DistProModule,
     ProcessScheduleCallback,
@@ -106,7 +107,8 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
     torch.manual_seed(0)
     teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
     common = dict(num_classes=10, in_channels=1, input_shape=[1, 28, 28])
-    dp = DistProModule(
+    dp = build_module(
+        DistProModule,
         student="resnet8",
         teacher=teacher,
         transforms=["conv_bn", "attn2", "attn3"],
@@ -119,7 +121,9 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         **common,
     ).to(device)
     dp.train()
-    rk = ReviewKDModule(student="resnet8", teacher=dp.teacher, warmup_epochs=0, **common).to(device)
+    rk = build_module(
+        ReviewKDModule, student="resnet8", teacher=dp.teacher, warmup_epochs=0, **common
+    ).to(device)
     rk.train()
     plain = create("resnet8", 10, 1).to(device).train()
     x, y = batch(args.batch, device)
@@ -192,8 +196,9 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
     teacher_out = dp.teacher_outputs(x)
     compiled = {}
     if getattr(args, "compiled_retrain", False):
-        dpc = DistProModule(
-            student="resnet8", teacher=dp.teacher, transforms=["conv_bn", "attn2", "attn3"],
+        dpc = build_module(
+            DistProModule, student="resnet8", teacher=dp.teacher,
+            transforms=["conv_bn", "attn2", "attn3"],
             connections="all", distance="hcl", prune_threshold=0.5, log_pathway_losses=False,
             compile_heads=True, **common,
         ).to(device)  # fmt: skip
@@ -365,7 +370,10 @@ def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> 
         name: FitMethod(build_method(name, "resnet8", teacher, None, settings)[0], list)
         for name in ("hinton_kd", "reviewkd")
     }
-    dp = {k: DistProModule(**distpro_kwargs("resnet8", teacher, settings)) for k in range(7)}
+    dp = {
+        k: build_module(DistProModule, **distpro_kwargs("resnet8", teacher, settings))
+        for k in range(7)
+    }
     ones = torch.ones(dp[0].num_pathways)
     methods["distpro_retrain"] = _retrain(dp[0], ones)
     methods["distpro_retrain_pruned"] = _retrain(dp[1], args.pruned_logits.cpu())
@@ -375,7 +383,7 @@ def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> 
     methods["search_forward_difference"] = _search(dp[6], loaders[1], "forward_difference")
     methods["search_exact"] = _search(dp[3], loaders[1], "exact")
     methods["search_fd_reuse"] = _search(dp[4], loaders[1], fd, reuse=True)
-    dp[7] = DistProModule(**distpro_kwargs("resnet8", teacher, settings))
+    dp[7] = build_module(DistProModule, **distpro_kwargs("resnet8", teacher, settings))
     methods["search_forward_difference_reuse"] = _search(
         dp[7], loaders[1], "forward_difference", reuse=True
     )
@@ -384,7 +392,7 @@ def resnet_fit_methods(args: argparse.Namespace, teacher: str, loaders: Any) -> 
 
 def official_fit_methods(loaders: Any) -> dict:
     """The official release's pair: a DistPro retrain and DistPro searches."""
-    modules = [DistProModule(**OFFICIAL) for _ in range(3)]
+    modules = [build_module(DistProModule, **OFFICIAL) for _ in range(3)]
     return {
         "distpro_retrain": _retrain(modules[0], torch.ones(modules[0].num_pathways)),
         "search_fd": _search(modules[1], loaders[1], "finite_difference"),

@@ -56,20 +56,29 @@ class TinyViT(nn.Module):
 
 
 def make_module(module_class=None, **overrides):
-    """The small test module (``module_class``: a DistProModule subclass to build instead)."""
-    from distpro_lightning import DistProModule
+    """The small test module (``module_class``: a DistProModule subclass to build instead).
+    ``overrides`` may name fields of the ``distillation`` and ``optimizer`` groups directly
+    (``transforms=["conv_bn"]``, ``lr=0.1``): this helper files them into their group."""
+    from dataclasses import fields
 
+    from distpro_lightning import DistillationConfig, DistProModule, OptimizerConfig
+
+    groups = {
+        "distillation": {"input_shape": [1, 8, 8], "transforms": ["conv_bn", "attn2", "attn3"]},
+        "optimizer": {"lr": 0.05},
+    }
     kwargs = dict(
-        student="resnet8",
-        teacher="resnet14",
-        num_classes=10,
-        in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn", "attn2", "attn3"],
-        lr=0.05,
+        student="resnet8", teacher="resnet14", num_classes=10, in_channels=1,
         log_pathway_losses=False,
-    )
+    )  # fmt: skip
+    for group, kind in (("distillation", DistillationConfig), ("optimizer", OptimizerConfig)):
+        names = {f.name for f in fields(kind)}
+        for key in [k for k in overrides if k in names]:
+            groups[group][key] = overrides.pop(key)
+        groups[group].update(overrides.pop(group, {}))
     kwargs.update(overrides)
+    kwargs.update(distillation=DistillationConfig(**groups["distillation"]))
+    kwargs.update(optimizer=OptimizerConfig(**groups["optimizer"]))
     return (module_class or DistProModule)(**kwargs)
 
 

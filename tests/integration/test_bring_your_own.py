@@ -75,8 +75,7 @@ model:
       init_args: {{depth: 14, num_classes: 10, in_channels: 1}}
     num_classes: 10
     in_channels: 1
-    input_shape: [1, 8, 8]
-    transforms: [conv_bn]
+    distillation: {{input_shape: [1, 8, 8], transforms: [conv_bn]}}
 data:
   class_path: distpro_lightning.data.DigitsDataModule
   init_args: {{batch_size: 16, subset: 64}}

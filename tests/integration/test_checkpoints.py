@@ -22,10 +22,12 @@ def _config(tmp_path: Path, teacher: Path, section: str) -> Path:
             "student": {"class_path": "own_project.SmallCNN", "init_args": {"width": 4}},
             "teacher": str(teacher),
             "teacher_model": {"class_path": "own_project.SmallCNN", "init_args": {"width": 8}},
-            "student_taps": ["layer1", "layer2", "layer3"],
-            "teacher_taps": ["layer1", "layer2", "layer3"],
-            "input_shape": [1, 8, 8],
-            "transforms": ["conv_bn"],
+            "distillation": {
+                "student_taps": ["layer1", "layer2", "layer3"],
+                "teacher_taps": ["layer1", "layer2", "layer3"],
+                "input_shape": [1, 8, 8],
+                "transforms": ["conv_bn"],
+            },
             "in_channels": 1,
         },
     }

@@ -156,7 +156,7 @@ def test_cifar100_pairs_search_and_retrain(pair, tmp_path):
             str(process),
         ]
     )
-    assert cli.model.hparams.milestones == [150, 180, 210]
+    assert cli.model.hparams.optimizer["milestones"] == [150, 180, 210]
 
 
 def test_cifar100_teacher_config(tmp_path):
@@ -214,7 +214,7 @@ def test_imagenet_configs(pair, tmp_path):
             *_quick(tmp_path),
             *data,
             *_teacher_args(teacher),
-            "--model.init_args.input_shape",
+            "--model.init_args.distillation.input_shape",
             "[3, 64, 64]",
             "--replay.process",
             str(process),
@@ -397,7 +397,7 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
         *extra, *_quick(tmp_path),
         "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", "2",
         "--data.init_args.num_workers", "0", "--data.init_args.image_size", "32",
-        "--model.init_args.input_shape", "[3, 32, 32]",
+        "--model.init_args.distillation.input_shape", "[3, 32, 32]",
         "--model.init_args.teacher", teacher, "--model.init_args.student", student,
     ]  # fmt: skip
     process = tmp_path / "p.json"

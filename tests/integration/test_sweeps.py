@@ -91,7 +91,7 @@ def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, c
     saved = yaml.safe_load(logs[0].read_text())
     assert Path(saved["replay"]["process"]) == best
     picked = DistillationProcess.load(trials[0].path)
-    assert saved["model"]["init_args"]["transforms"] == picked.transform_kinds
+    assert saved["model"]["init_args"]["distillation"]["transforms"] == picked.transform_kinds
     ckpts = list((logs[0].parent / "checkpoints").glob("student*.ckpt"))
     assert ckpts, "the retrain's checkpoint is in its own log directory"
     assert DistillationProcess.load(trials[0].path).provenance["search_val_loss"] == pytest.approx(

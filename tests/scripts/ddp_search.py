@@ -14,7 +14,12 @@ from lightning.pytorch import Callback, LightningDataModule, Trainer, seed_every
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from distpro_lightning import DistProModule, ProcessSearchCallback
+from distpro_lightning import (
+    DistillationConfig,
+    DistProModule,
+    OptimizerConfig,
+    ProcessSearchCallback,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import TinyViT  # noqa: E402  (the tests' helpers: tests/conftest.py)
@@ -46,12 +51,14 @@ def main() -> None:
             student=TinyViT(16),
             teacher=TinyViT(32),
             num_classes=10,
-            student_taps=["blocks.0", "blocks.1"],
-            teacher_taps=["blocks.0", "blocks.1"],
-            transforms=["token"],
-            distance="mse",
-            input_shape=[1, 8, 8],
-            lr=0.1,
+            distillation=DistillationConfig(
+                student_taps=["blocks.0", "blocks.1"],
+                teacher_taps=["blocks.0", "blocks.1"],
+                transforms=["token"],
+                distance="mse",
+                input_shape=[1, 8, 8],
+            ),
+            optimizer=OptimizerConfig(lr=0.1),
             log_pathway_losses=False,
         )
         # SGD on the logits: Adam's first steps are ~lr*sign(g), which turns rounding-level
@@ -63,9 +70,8 @@ def main() -> None:
             teacher="resnet14",
             num_classes=10,
             in_channels=1,
-            input_shape=[1, 8, 8],
-            transforms=["conv_bn", "attn2"],
-            lr=0.05,
+            distillation=DistillationConfig(input_shape=[1, 8, 8], transforms=["conv_bn", "attn2"]),
+            optimizer=OptimizerConfig(lr=0.05),
             log_pathway_losses=False,
         )
         method, alpha_opt, alpha_lr = "finite_difference", "adam", 0.1

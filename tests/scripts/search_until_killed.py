@@ -10,7 +10,7 @@ torch.set_num_threads(1)
 from lightning.pytorch import Trainer  # noqa: E402
 from lightning.pytorch.callbacks import Callback  # noqa: E402
 
-from distpro_lightning import DistProModule, ProcessSearchCallback  # noqa: E402
+from distpro_lightning import DistillationConfig, DistProModule, ProcessSearchCallback  # noqa: E402
 from distpro_lightning.data import DigitsDataModule  # noqa: E402
 
 
@@ -25,8 +25,7 @@ module = DistProModule(
     teacher="resnet14",
     num_classes=10,
     in_channels=1,
-    input_shape=[1, 8, 8],
-    transforms=["conv_bn"],
+    distillation=DistillationConfig(input_shape=[1, 8, 8], transforms=["conv_bn"]),
     log_pathway_losses=False,
 )
 search = ProcessSearchCallback(save_path=sys.argv[1], save_every_n_steps=0, plot=False)

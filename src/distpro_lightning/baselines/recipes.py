@@ -4,12 +4,14 @@ the benchmarks, so every method is configured one way only."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.modules.classifier import ClassifierModule
+from distpro_lightning.modules.config import DistillationConfig
 from distpro_lightning.modules.distpro import DistProModule
+from distpro_lightning.modules.student import OptimizerConfig
 from distpro_lightning.replay import ProcessScheduleCallback
 
 METHODS: tuple[str, ...] = (
@@ -49,29 +51,34 @@ class RecipeSettings:
         return dict(
             num_classes=self.num_classes,
             in_channels=self.in_channels,
-            lr=self.lr,
-            scheduler="cosine",
+            optimizer=OptimizerConfig(lr=self.lr, scheduler="cosine"),
         )
 
 
 def distpro_kwargs(
     student: str, teacher: str, settings: RecipeSettings = RecipeSettings(), **overrides: Any
 ) -> dict[str, Any]:
-    """The DistPro search space of the paper's CIFAR setting: 3 x 3 connections x 3
-    transforms = 27 pathways, HCL, biased softmax, cosine student schedule."""
-    kwargs: dict[str, Any] = dict(
-        student=student,
-        teacher=teacher,
+    """The `DistProModule` arguments of the paper's CIFAR search space: 3 x 3 connections x
+    3 transforms = 27 pathways, HCL, biased softmax, cosine student schedule. ``overrides``
+    are `DistillationConfig` fields (``transforms=["conv_bn"]``) or module arguments."""
+    names = {f.name for f in fields(DistillationConfig)}
+    distillation = dict(
         input_shape=list(settings.input_shape),
         transforms=["conv_bn", "attn2", "attn3"],
         connections="all",
         distance="hcl",
         normalization="biased_softmax",
         prune_threshold=settings.tau,
+    )
+    distillation.update({k: v for k, v in overrides.items() if k in names})
+    kwargs: dict[str, Any] = dict(
+        student=student,
+        teacher=teacher,
+        distillation=DistillationConfig(**distillation),
         log_pathway_losses=True,
         **settings.module_kwargs(),
     )
-    kwargs.update(overrides)
+    kwargs.update({k: v for k, v in overrides.items() if k not in names})
     return kwargs
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from distpro_lightning.modules.student import StudentModule
+from distpro_lightning.modules.student import OptimizerConfig, StudentModule
 from distpro_lightning.modules.teacher import FrozenTeacher, build_teacher
 from distpro_lightning.pathways.review import build_abfs, review_levels, review_loss
 from distpro_lightning.pathways.taps import FeatureTaps, auto_taps, probe_shapes
@@ -61,8 +61,9 @@ class ReviewKDModule(StudentModule):
         mid_channels: width of the ABF fusion (ReviewKD: 64 on CIFAR, 256 on ImageNet).
         review_weight: weight of the review loss (ReviewKD: 1.0 on CIFAR).
         warmup_epochs: linear ramp of the review weight (ReviewKD: 20 on CIFAR); 0 disables.
-        **optimizer_settings: the student optimizer and schedule (see
-            `StudentModule`).
+        optimizer: the student optimizer and schedule, an `OptimizerConfig` or a dict of its
+            fields.
+        **flat: version 0.1's flat optimizer keywords, with a ``FutureWarning``.
     """
 
     def __init__(
@@ -78,9 +79,10 @@ class ReviewKDModule(StudentModule):
         mid_channels: int = 64,
         review_weight: float = 1.0,
         warmup_epochs: float = 20.0,
-        **optimizer_settings: Any,
+        optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008 - frozen
+        **flat: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, **optimizer_settings)
+        super().__init__(num_classes=num_classes, optimizer=optimizer, **flat)
         from distpro_lightning.models import create
 
         if isinstance(student, str):

@@ -29,6 +29,7 @@ from distpro_lightning.baselines.recipes import (
 from distpro_lightning.data import FashionMNISTDataModule
 from distpro_lightning.modules.classifier import ClassifierModule
 from distpro_lightning.modules.distpro import DistProModule
+from distpro_lightning.modules.student import OptimizerConfig
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.callback import ProcessSearchCallback
 
@@ -78,7 +79,10 @@ def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | N
     print(f"[demo] teacher: training {PAIR['teacher']} for {args.teacher_epochs} epochs")
     seed_everything(args.seed)
     module = ClassifierModule(
-        model=PAIR["teacher"], num_classes=10, in_channels=1, lr=0.05, scheduler="cosine"
+        model=PAIR["teacher"],
+        num_classes=10,
+        in_channels=1,
+        optimizer=OptimizerConfig(lr=0.05, scheduler="cosine"),
     )
     trainer = _trainer(root, "teacher", args.teacher_epochs)
     trainer.fit(module, datamodule=_data(args, "retrain", None))

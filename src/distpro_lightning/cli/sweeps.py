@@ -67,10 +67,10 @@ def search_space_args(process: DistillationProcess) -> list[str]:
     bias, prune threshold."""
     tau = process.prune_threshold
     return [
-        f"--model.init_args.transforms=[{', '.join(process.transform_kinds)}]",
-        f"--model.init_args.normalization={process.normalization['name']}",
-        f"--model.init_args.normalization_bias={process.normalization['bias']}",
-        f"--model.init_args.prune_threshold={'null' if tau is None else tau}",
+        f"--model.init_args.distillation.transforms=[{', '.join(process.transform_kinds)}]",
+        f"--model.init_args.distillation.normalization={process.normalization['name']}",
+        f"--model.init_args.distillation.normalization_bias={process.normalization['bias']}",
+        f"--model.init_args.distillation.prune_threshold={'null' if tau is None else tau}",
     ]
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from distpro_lightning.modules.student import StudentModule
+from distpro_lightning.modules.student import OptimizerConfig, StudentModule
 
 
 class ClassifierModule(StudentModule):
@@ -18,8 +18,8 @@ class ClassifierModule(StudentModule):
 
     ```python
     from distpro_lightning import ClassifierModule
-    module = ClassifierModule(model="resnet20", num_classes=10, in_channels=1, lr=0.1,
-                              milestones=[3, 4])
+    module = ClassifierModule(model="resnet20", num_classes=10, in_channels=1,
+                              optimizer={"lr": 0.1, "milestones": [3, 4]})
     ```
 
     YAML (``distpro fit --config examples/fashion_mnist/teacher.yaml``):
@@ -27,7 +27,11 @@ class ClassifierModule(StudentModule):
     ```yaml
     model:
       class_path: distpro_lightning.ClassifierModule
-      init_args: {model: resnet20, num_classes: 10, in_channels: 1, lr: 0.1}
+      init_args:
+        model: resnet20
+        num_classes: 10
+        in_channels: 1
+        optimizer: {name: sgd, lr: 0.1, scheduler: cosine}
     ```
 
     Args:
@@ -36,10 +40,11 @@ class ClassifierModule(StudentModule):
             `load_teacher` can rebuild it from the checkpoint.
         num_classes: number of classes (used when ``model`` is a name).
         in_channels: input channels (used when ``model`` is a name).
-        lr: learning rate (0.1 here; the other settings as in
-            `StudentModule`).
+        optimizer: the optimizer and schedule, an `OptimizerConfig` or a dict of its fields
+            (``lr`` 0.1 by default here).
         label_smoothing: cross-entropy label smoothing.
-        **optimizer_settings: the rest of the optimizer and schedule settings.
+        **flat: version 0.1's flat optimizer keywords (``lr=0.1``), with a
+            ``FutureWarning``.
     """
 
     def __init__(
@@ -47,11 +52,11 @@ class ClassifierModule(StudentModule):
         model: nn.Module | str = "resnet20",
         num_classes: int = 10,
         in_channels: int = 3,
-        lr: float = 0.1,
+        optimizer: OptimizerConfig = OptimizerConfig(lr=0.1),  # noqa: B008 - frozen
         label_smoothing: float = 0.0,
-        **optimizer_settings: Any,
+        **flat: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, lr=lr, **optimizer_settings)
+        super().__init__(num_classes=num_classes, optimizer=optimizer, **flat)
         from distpro_lightning.models import create
 
         if isinstance(model, str):

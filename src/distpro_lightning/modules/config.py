@@ -5,26 +5,64 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 
 from distpro_lightning.functional.losses import get_distance
 from distpro_lightning.functional.normalization import check_normalization
+from distpro_lightning.grouping import check_field_types
 from distpro_lightning.pathways.transforms import TRANSFORM_KINDS
 
-__all__ = ["DistillationConfig"]
+__all__ = ["DISTILLATION_FLAT_KEYS", "DistillationConfig"]
 
 
 @dataclass(frozen=True)
 class DistillationConfig:
-    """The search space and loss settings of `DistProMixin.configure_distillation`
-    (see `DistProModule` for the meaning of each field)."""
+    """The search space and loss settings of a distillation: `DistProModule`'s
+    ``distillation`` group (YAML: ``distillation: {transforms: [conv_bn], kd_weight: 1.0}``
+    under the module's ``init_args``) and `DistProMixin.configure_distillation`'s ``config``.
+
+    Args:
+        student_taps: dotted module names of the student features, or ``"auto"`` (the
+            down-sampling stage outputs; timm models: their ``feature_info`` stages).
+        teacher_taps: the same for the teacher.
+        transforms: the transform kinds, one pathway per kind and connection
+            (``conv_bn``, ``attn2``, ``attn3``; ``token`` for transformer tokens).
+        connections: ``"all"``, ``"lower_to_higher"``, ``"none"`` (no feature pathways; with
+            ``response_kd`` this is plain Hinton KD) or a list of ``[teacher_idx,
+            student_idx]`` pairs.
+        distance: ``"hcl"``, ``"mse"`` or ``"l1"``.
+        normalization: ``biased_softmax`` (paper), ``softmax``, ``l1_plus_one``, ``l1``,
+            ``sigmoid`` or ``uniform`` (equally weighted).
+        normalization_bias: the ``g`` of ``biased_softmax``.
+        kd_weight: global weight of the distillation term.
+        scale_by_num_pathways: multiply the weights by ``P`` (the official release's
+            ``P * kd_weight`` scale), so uniform weights give each pathway ``kd_weight``.
+        prune_threshold: tau; pathways whose logit is ``<= tau`` are not computed.
+        response_kd: add Hinton KD on the logits as pathway ``logits->logits:kd``.
+        review_kd: add ReviewKD's knowledge review (ABF fusion of the student taps, HCL
+            against the teacher taps, plus the pooled last stage) as one pathway
+            ``review->review:abf``, so that the search can weight what ReviewKD does.
+        kd_temperature: the temperature of ``response_kd``.
+        input_shape: per-sample input shape for the dry run that sizes the heads
+            (`DistProModule` default: ``[in_channels, 32, 32]``).
+        save_teacher: keep the teacher's weights in checkpoints.
+        fused_heads: run the heads of one connection together (same losses and gradients,
+            fewer kernels); ``False``: one head at a time; ``None``: fused unless
+            ``compile_heads`` (`PathwayHeads`).
+        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
+            pruning pattern compiles again).
+        student_attribute: the attribute that holds the student network in a mixin module
+            (default ``student``).
+    """
 
     student_taps: Sequence[str] | str = "auto"
     teacher_taps: Sequence[str] | str = "auto"
     transforms: Sequence[str] = ("conv_bn", "attn2", "attn3")
-    connections: str | Sequence[Sequence[int]] = "all"
-    distance: str = "hcl"
-    normalization: str = "biased_softmax"
+    connections: Literal["all", "lower_to_higher", "none"] | Sequence[Sequence[int]] = "all"
+    distance: Literal["hcl", "mse", "l1"] = "hcl"
+    normalization: Literal[
+        "biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"
+    ] = "biased_softmax"
     normalization_bias: float = 1.0
     kd_weight: float = 1.0
     scale_by_num_pathways: bool = True
@@ -39,6 +77,7 @@ class DistillationConfig:
     student_attribute: str | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_normalization(self.normalization)
         get_distance(self.distance)
         for kind in self.transforms:
@@ -63,3 +102,9 @@ class DistillationConfig:
                 f"configure_distillation() got unknown options {unknown}; valid: {sorted(names)}."
             )
         return replace(base or cls(), **options)
+
+
+#: The flat keywords of version 0.1's ``DistProModule``: ``name -> ("distillation", field)``.
+DISTILLATION_FLAT_KEYS: dict[str, tuple[str, str]] = {
+    f.name: ("distillation", f.name) for f in fields(DistillationConfig)
+}

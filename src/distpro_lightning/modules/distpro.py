@@ -3,20 +3,23 @@ a complete classification LightningModule built on `DistProMixin`."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from distpro_lightning.modules.config import DISTILLATION_FLAT_KEYS
 from distpro_lightning.modules.contract import TeacherOutput
 from distpro_lightning.modules.mixin import DistillationConfig, DistProMixin
-from distpro_lightning.modules.student import StudentModule
+from distpro_lightning.modules.student import OPTIMIZER_FLAT_KEYS, OptimizerConfig, StudentModule
 from distpro_lightning.modules.teacher import build_teacher
 
 __all__ = [
     "DistProMixin",
     "DistProModule",
     "DistillationConfig",
+    "OptimizerConfig",
     "TeacherOutput",
     "check_ddp_pruning",
 ]
@@ -33,7 +36,8 @@ def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
     kwargs = getattr(strategy, "_ddp_kwargs", {}) or {}
     if not kwargs.get("find_unused_parameters", False):
         raise RuntimeError(
-            f"prune_threshold={module.prune_threshold} skips pathway heads, which DDP reports as "
+            f"prune_threshold={module.prune_threshold} (distillation.prune_threshold) skips pathway "
+            "heads, which DDP reports as "
             "unused parameters. Use strategy='ddp_find_unused_parameters_true' (or "
             "DDPStrategy(find_unused_parameters=True)), or set prune_threshold=None."
         )
@@ -45,9 +49,11 @@ class DistProModule(DistProMixin, StudentModule):
     Python:
 
     ```python
-    from distpro_lightning import DistProModule
+    from distpro_lightning import DistillationConfig, DistProModule, ProcessSearchCallback
     module = DistProModule(student="resnet8", teacher="teacher.ckpt", num_classes=10,
-                           in_channels=1, transforms=["conv_bn", "attn2", "attn3"])
+                           in_channels=1,
+                           distillation=DistillationConfig(transforms=["conv_bn", "attn2"]),
+                           optimizer={"lr": 0.05, "scheduler": "cosine"})
     trainer = Trainer(callbacks=[ProcessSearchCallback()])
     ```
 
@@ -61,10 +67,12 @@ class DistProModule(DistProMixin, StudentModule):
         teacher: runs/teacher/teacher.ckpt
         num_classes: 10
         in_channels: 1
-        connections: all
-        transforms: [conv_bn, attn2, attn3]
-        distance: hcl
-        normalization: biased_softmax
+        distillation:
+          transforms: [conv_bn, attn2, attn3]
+          connections: all
+          distance: hcl
+          normalization: biased_softmax
+        optimizer: {name: sgd, lr: 0.05, scheduler: cosine}
     ```
 
     Args:
@@ -80,41 +88,16 @@ class DistProModule(DistProMixin, StudentModule):
             (a state dict, or a checkpoint of your own LightningModule): a registry name or
             an (untrained) module, in YAML ``{class_path: my_pkg.MyNet, init_args: {...}}``;
             its weights are loaded from ``teacher``.
-        student_taps: dotted module names of the student features, or ``"auto"`` (the
-            down-sampling stage outputs).
-        teacher_taps: the same for the teacher.
-        transforms: the transform kinds, one pathway per kind and connection
-            (``conv_bn``, ``attn2``, ``attn3``; ``token`` for transformer tokens).
-        connections: ``"all"``, ``"lower_to_higher"``, ``"none"`` (no feature pathways; with
-            ``response_kd`` this is plain Hinton KD) or a list of ``[teacher_idx,
-            student_idx]`` pairs.
-        distance: ``"hcl"``, ``"mse"`` or ``"l1"``.
-        normalization: ``biased_softmax`` (paper), ``softmax``, ``l1_plus_one``, ``l1``,
-            ``sigmoid`` or ``uniform`` (equally weighted).
-        normalization_bias: the ``g`` of ``biased_softmax``.
-        kd_weight: global weight of the distillation term.
-        scale_by_num_pathways: multiply the weights by ``P`` (the official release's
-            ``P * kd_weight`` scale), so uniform weights give each pathway ``kd_weight``.
-        prune_threshold: tau; pathways whose logit is ``<= tau`` are not computed.
-        response_kd: add Hinton KD on the logits as pathway ``logits->logits:kd``.
-        review_kd: add ReviewKD's knowledge review (ABF fusion of the student taps, HCL
-            against the teacher taps, plus the pooled last stage) as one pathway
-            ``review->review:abf``, so that the search can weight what ReviewKD does.
-        kd_temperature: its temperature.
-        input_shape: per-sample input shape for the dry run that sizes the heads
-            (default: ``[in_channels, 32, 32]``).
-        save_teacher: keep the teacher's weights in checkpoints.
-        fused_heads: run the heads of one connection together (same losses and gradients,
-            fewer kernels); ``False``: one head at a time; ``None``: fused unless
-            ``compile_heads`` (`PathwayHeads`).
-        compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
-            pruning pattern compiles again).
+        distillation: the pathways and the loss, a `DistillationConfig` or a dict of its
+            fields (taps, transforms, connections, distance, normalisation, ``kd_weight``,
+            pruning, ``response_kd``/``review_kd``, heads).
+        optimizer: the student optimizer and schedule, an `OptimizerConfig` or a dict of its
+            fields.
         log_pathway_losses: log every pathway's loss (``pathway_loss/<pathway>``, one series
             per pathway) at the Trainer's ``log_every_n_steps``; the weights are the search
             callback's ``alpha_weight/<pathway>``.
-        **optimizer_settings: the student optimizer and schedule (``optimizer``, ``lr``,
-            ``momentum``, ``weight_decay``, ``nesterov``, ``scheduler``, ``milestones``,
-            ``gamma``; see `StudentModule`).
+        **flat: version 0.1's flat keywords (``transforms=...``, ``lr=...``), applied to
+            their group with a ``FutureWarning`` (Python only; YAML takes the nested keys).
     """
 
     applies_reused_gradient = True
@@ -126,46 +109,27 @@ class DistProModule(DistProMixin, StudentModule):
         num_classes: int = 10,
         in_channels: int = 3,
         teacher_model: nn.Module | str | None = None,
-        student_taps: list[str] | str = "auto",
-        teacher_taps: list[str] | str = "auto",
-        transforms: list[str] = ["conv_bn", "attn2", "attn3"],  # noqa: B006 - jsonargparse default
-        connections: Literal["all", "lower_to_higher", "none"] | list[tuple[int, int]] = "all",
-        distance: Literal["hcl", "mse", "l1"] = "hcl",
-        normalization: Literal[
-            "biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"
-        ] = "biased_softmax",
-        normalization_bias: float = 1.0,
-        kd_weight: float = 1.0,
-        scale_by_num_pathways: bool = True,
-        prune_threshold: float | None = None,
-        response_kd: bool = False,
-        review_kd: bool = False,
-        kd_temperature: float = 4.0,
-        input_shape: list[int] | None = None,
-        save_teacher: bool = False,
-        fused_heads: bool | None = None,
-        compile_heads: bool = False,
+        distillation: DistillationConfig = DistillationConfig(),  # noqa: B008 - frozen
+        optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008 - frozen
         log_pathway_losses: bool = False,
-        **optimizer_settings: Any,
+        **flat: Any,
     ) -> None:
-        super().__init__(num_classes=num_classes, **optimizer_settings)
+        given = {"distillation": (DistillationConfig, distillation)}
+        given["optimizer"] = (OptimizerConfig, optimizer)
+        groups = self.regroup(given, flat, {**DISTILLATION_FLAT_KEYS, **OPTIMIZER_FLAT_KEYS})
+        distillation, optimizer = groups["distillation"], groups["optimizer"]
+        flat.clear()  # applied: the hyper-parameters hold the groups
+        super().__init__(num_classes=num_classes, optimizer=optimizer)
         from distpro_lightning.models import create
 
         if isinstance(student, str):
             student = create(student, num_classes=num_classes, in_channels=in_channels)
         self.student = student
-        config = DistillationConfig(
-            student_taps=student_taps, teacher_taps=teacher_taps, transforms=transforms,
-            connections=connections, distance=distance, normalization=normalization,
-            normalization_bias=normalization_bias, kd_weight=kd_weight,
-            scale_by_num_pathways=scale_by_num_pathways, prune_threshold=prune_threshold,
-            response_kd=response_kd, review_kd=review_kd, kd_temperature=kd_temperature,
-            input_shape=[in_channels, 32, 32] if input_shape is None else input_shape,
-            save_teacher=save_teacher, fused_heads=fused_heads, compile_heads=compile_heads,
-        )  # fmt: skip
+        if distillation.input_shape is None:
+            distillation = replace(distillation, input_shape=[in_channels, 32, 32])
         self.teacher_is_placeholder = teacher is None
         self.configure_distillation(
-            self._teacher(teacher, num_classes, in_channels, teacher_model), config
+            self._teacher(teacher, num_classes, in_channels, teacher_model), distillation
         )
         self.num_classes = num_classes
         self.log_pathway_losses = log_pathway_losses

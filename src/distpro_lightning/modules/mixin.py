@@ -192,6 +192,8 @@ class DistProMixin(StepContextReader):
         count = None if alpha is None else int(alpha.numel())
         if (theirs and theirs != ours) or (count is not None and count != self.num_pathways):
             hp = checkpoint.get("hyper_parameters") or {}
+            if isinstance(hp.get("distillation"), dict):  # DistProModule's group
+                hp = hp["distillation"]
             keys = ("transforms", "connections", "student_taps", "teacher_taps", "response_kd")
             written = ", ".join(f"{k}={hp[k]!r}" for k in (*keys, "review_kd") if k in hp)
             raise RuntimeError(
@@ -200,7 +202,7 @@ class DistProMixin(StepContextReader):
                 f"{self.num_pathways} here; {len(theirs - ours)} of its head tensors are not "
                 f"in this module and {len(ours - theirs)} of this module's are not in it. "
                 "Build the module with the same transforms, connections, taps, response_kd "
-                "and review_kd as the run that wrote it"
+                "and review_kd (distillation.*) as the run that wrote it"
                 + (f" (it was written with {written})." if written else ".")
             )
         super().on_load_checkpoint(checkpoint)  # type: ignore[misc]

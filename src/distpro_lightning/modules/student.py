@@ -17,35 +17,52 @@ from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from distpro_lightning.grouping import check_field_types, coerce_group, flat_to_groups, plain
+
 
 @dataclass(frozen=True)
-class OptimizerSettings:
-    """The student optimizer and its per-epoch schedule; each field is the
-    `StudentModule` argument of the same name."""
+class OptimizerConfig:
+    """The student optimizer and its per-epoch schedule (YAML: ``optimizer: {name: sgd,
+    lr: 0.05, scheduler: cosine}`` under the module's ``init_args``).
 
-    optimizer: str = "sgd"
+    Args:
+        name: ``sgd``, ``adam`` or ``adamw``.
+        lr: learning rate.
+        momentum: SGD momentum.
+        weight_decay: weight decay (decoupled for ``adamw``).
+        nesterov: Nesterov momentum (SGD).
+        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
+        gamma: the ``step`` schedule's factor.
+    """
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    scheduler: str = "step"
+    scheduler: Literal["step", "cosine", "none"] = "step"
     milestones: Sequence[int] = field(default_factory=tuple)
     gamma: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam", "adamw"):
+        check_field_types(self)
+        if self.name not in ("sgd", "adam", "adamw"):
             raise ValueError(
-                f"Unknown optimizer {self.optimizer!r}. Choose one of: sgd, adam, adamw."
+                f"Unknown optimizer {self.name!r} (optimizer.name). Choose one of: sgd, adam, "
+                "adamw."
             )
         if self.scheduler not in ("step", "cosine", "none"):
             raise ValueError(
-                f"Unknown scheduler {self.scheduler!r}. Choose one of: step, cosine, none."
+                f"Unknown scheduler {self.scheduler!r} (optimizer.scheduler). Choose one of: "
+                "step, cosine, none."
             )
+        object.__setattr__(self, "milestones", tuple(self.milestones))
 
     def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """SGD (with momentum, weight decay, optional Nesterov), Adam or AdamW."""
         params = list(params)
-        if self.optimizer == "sgd":
+        if self.name == "sgd":
             return torch.optim.SGD(
                 params,
                 lr=self.lr,
@@ -53,7 +70,7 @@ class OptimizerSettings:
                 weight_decay=self.weight_decay,
                 nesterov=self.nesterov,
             )
-        opt_class = torch.optim.Adam if self.optimizer == "adam" else torch.optim.AdamW
+        opt_class = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
         return opt_class(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def build_scheduler(
@@ -79,26 +96,40 @@ class OptimizerSettings:
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
 
+#: The flat optimizer keywords of earlier versions: ``name -> ("optimizer", field)``.
+OPTIMIZER_FLAT_KEYS: dict[str, tuple[str, str]] = {
+    "optimizer": ("optimizer", "name"),
+    **{
+        name: ("optimizer", name)
+        for name in (
+            "lr",
+            "momentum",
+            "weight_decay",
+            "nesterov",
+            "scheduler",
+            "milestones",
+            "gamma",
+        )
+    },
+}
+
+
 class StudentModule(pl.LightningModule):
-    """Base of the library's LightningModules: a student trained with
-    `OptimizerSettings`, evaluated by top-1 (torchmetrics) and the task loss.
+    """Base of the library's LightningModules: a student trained with an
+    `OptimizerConfig`, evaluated by top-1 (torchmetrics) and the task loss.
 
     Every ``__init__`` argument of the subclass and of this class is saved as a
-    hyper-parameter, except arguments given as ``nn.Module`` objects. Subclasses set
-    ``self.student`` and implement `trainable_parameters`; they pass the optimizer
-    settings through (``**optimizer_settings``), so these are declared here only and stay
-    flat CLI keys (``--model.init_args.lr``).
+    hyper-parameter (grouped settings as plain dicts, so checkpoints load with
+    ``weights_only=True``), except arguments given as ``nn.Module`` objects. Subclasses set
+    ``self.student``, implement `trainable_parameters` and pass ``optimizer`` (and any
+    deprecated flat keywords, ``**flat``) through.
 
     Args:
         num_classes: number of classes (the top-1 metrics).
-        optimizer: ``sgd``, ``adam`` or ``adamw``.
-        lr: learning rate.
-        momentum: SGD momentum.
-        weight_decay: weight decay.
-        nesterov: Nesterov momentum (SGD).
-        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
-        milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
-        gamma: the ``step`` schedule's factor.
+        optimizer: the student optimizer and schedule, an `OptimizerConfig` or a dict of
+            its fields (YAML: ``optimizer: {name: sgd, lr: 0.05}``).
+        **flat: the flat optimizer keywords of version 0.1 (``lr=0.1``, ``optimizer="adam"``
+            ...), applied to ``optimizer`` with a ``FutureWarning``; other names are refused.
     """
 
     student: nn.Module
@@ -106,35 +137,61 @@ class StudentModule(pl.LightningModule):
     def __init__(
         self,
         num_classes: int = 10,
-        optimizer: Literal["sgd", "adam", "adamw"] = "sgd",
-        lr: float = 0.05,
-        momentum: float = 0.9,
-        weight_decay: float = 5e-4,
-        nesterov: bool = False,
-        scheduler: Literal["step", "cosine", "none"] = "step",
-        milestones: list[int] = [],  # noqa: B006 - jsonargparse default
-        gamma: float = 0.1,
+        optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008 - a frozen dataclass
+        **flat: Any,
     ) -> None:
         super().__init__()
-        self.optimizer_settings = OptimizerSettings(
-            optimizer, lr, momentum, weight_decay, nesterov, scheduler, tuple(milestones), gamma
-        )
-        frame = inspect.currentframe()
-        assert frame is not None
+        given = {"optimizer": (OptimizerConfig, optimizer)}
+        optimizer = self.regroup(given, flat, OPTIMIZER_FLAT_KEYS)["optimizer"]
+        self.optimizer_config: OptimizerConfig = optimizer
+        self._save_init_hyperparameters(inspect.currentframe(), set(flat))
+        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def regroup(
+        self,
+        given: Mapping[str, tuple[type, Any]],
+        flat: Mapping[str, Any],
+        keys: Mapping[str, tuple[str, str]],
+    ) -> dict[str, Any]:
+        """The grouped settings ``given`` (``name -> (class, value)``; the value an object,
+        a dict of its fields or ``None`` for the defaults) with the deprecated flat keywords
+        ``flat`` applied through ``keys`` and one ``FutureWarning``; an unknown keyword is
+        refused with the closest name. A string ``optimizer`` is version 0.1's optimizer
+        name."""
+        owner = type(self).__name__
+        flat = dict(flat)
+        groups = {}
+        for name, (kind, value) in given.items():
+            if name == "optimizer" and isinstance(value, str):
+                flat["optimizer"], value = value, None
+            groups[name] = coerce_group(owner, name, kind, kind() if value is None else value)
+        valid = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return flat_to_groups(owner, flat, keys, groups, valid)
+
+    def _save_init_hyperparameters(self, frame: Any, deprecated: set[str]) -> None:
+        """Save the init arguments: the LightningCLI's config as given (so
+        `load_from_checkpoint` rebuilds classes named by ``class_path``), else the
+        arguments with grouped settings as dicts and without modules or flat keywords."""
+        given = _given_hyperparameters.get()
         values: dict[str, Any] = {}
         for args in collect_init_args(frame, [], classes=(HyperparametersMixin,)):
             values.update(args)
-        given = _given_hyperparameters.get() or {}
-        # A module built by the LightningCLI is saved as its config (class_path, init_args),
-        # so load_from_checkpoint rebuilds it; a module passed in Python is not saved.
-        modules = [
-            k
+        if given is not None:
+            modules = [
+                k
+                for k, v in values.items()
+                if isinstance(v, nn.Module) and not isinstance(given.get(k), Mapping)
+            ]
+            self.save_hyperparameters(ignore=modules, frame=frame)
+            return
+        values["optimizer"] = self.optimizer_config
+        kept = {
+            k: plain(v)
             for k, v in values.items()
-            if isinstance(v, nn.Module) and not isinstance(given.get(k), Mapping)
-        ]
-        self.save_hyperparameters(ignore=modules, frame=frame)
-        self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+            if k not in deprecated and not isinstance(v, nn.Module)
+        }
+        self.save_hyperparameters(kept, frame=frame)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimizer trains."""
@@ -142,7 +199,7 @@ class StudentModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        return self.optimizer_settings.configure(self.trainable_parameters(), max_epochs)
+        return self.optimizer_config.configure(self.trainable_parameters(), max_epochs)
 
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
         """``(inputs, targets)`` of a batch; override for other batch layouts."""

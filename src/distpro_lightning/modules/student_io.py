@@ -68,7 +68,8 @@ def _student_state(obj: dict[str, Any], prefix: str) -> tuple[dict[str, Any], di
         return dict(obj["state_dict"]), obj
     hparams = obj.get("hyper_parameters") if isinstance(obj.get("hyper_parameters"), dict) else {}
     state = obj.get("state_dict", {})
-    prefix = f"{hparams.get('student_attribute') or prefix}."
+    group = hparams.get("distillation") if isinstance(hparams.get("distillation"), dict) else {}
+    prefix = f"{hparams.get('student_attribute') or group.get('student_attribute') or prefix}."
     found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not found:
         raise CheckpointError(

@@ -160,8 +160,9 @@ def announce_pathways(trainer: pl.Trainer, module: Any) -> None:
         rank_zero_warn(
             f"The {module.num_pathways} pathway heads hold {heads:,} parameters, "
             f"{heads / max(student, 1):.0f} x the student's {student:,}: the steps and the "
-            "checkpoints are mostly heads. Use fewer transforms (transforms=[conv_bn]), fewer "
-            "connections (connections=lower_to_higher) or pruning (prune_threshold=0.5)."
+            "checkpoints are mostly heads. Use fewer transforms (distillation.transforms=[conv_bn]), "
+            "fewer connections (distillation.connections=lower_to_higher) or pruning "
+            "(distillation.prune_threshold=0.5)."
         )
 
 

@@ -6,34 +6,12 @@ deprecation warning (`from_flat`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_warn
-
+from distpro_lightning.grouping import check_field_types, coerce_group, flat_to_groups
 from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import AUTO_PATH
-
-
-def _check_types(config: Any) -> None:
-    """Refuse a field of the wrong type, naming it (``overwrite="no"`` is truthy, and a
-    string where a number goes fails only at the first step otherwise)."""
-    group = type(config).__name__
-    for f in fields(config):
-        value, kind = getattr(config, f.name), str(f.type)
-        ok = True
-        if kind == "bool":
-            ok = isinstance(value, bool)
-        elif kind == "int":
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif kind == "float":
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if not ok:
-            raise TypeError(
-                f"{group}.{f.name} takes {'an' if kind == 'int' else 'a'} {kind}, got {type(value).__name__} {value!r} (in "
-                f"YAML: {'true/false' if kind == 'bool' else 'a number without quotes'})."
-            )
 
 
 @dataclass(frozen=True)
@@ -65,7 +43,7 @@ class HypergradientConfig:
     share_training_forward: bool = True
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -88,7 +66,7 @@ class AlphaConfig:
     init_process: str | None = None
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -116,7 +94,7 @@ class ScheduleConfig:
     max_non_finite_steps: int = 10
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self)
 
 
 @dataclass(frozen=True)
@@ -142,7 +120,7 @@ class OutputConfig:
     log_pathways: bool = True
 
     def __post_init__(self) -> None:
-        _check_types(self)
+        check_field_types(self)
 
 
 #: The flat keywords of earlier versions: ``name -> (group, field)``.
@@ -187,59 +165,26 @@ class SearchConfig:
         """The four groups in order, each a config object or a mapping of its fields
         (``output={"save_path": "p.json"}``); a field that does not exist is refused with
         the group's fields."""
-        made = []
-        for f, value in zip(fields(cls), groups):
-            kind = f.default_factory  # type: ignore[misc]
-            if isinstance(value, Mapping):
-                names = {g.name for g in fields(kind)}
-                unknown = sorted(set(value) - names)
-                if unknown:
-                    raise TypeError(
-                        f"ProcessSearchCallback({f.name}=...): unknown keys {unknown}; "
-                        f"{kind.__name__} has {sorted(names)}."
-                    )
-                value = kind(**value)
-            if not isinstance(value, kind):
-                raise TypeError(
-                    f"ProcessSearchCallback({f.name}=...) takes a {kind.__name__} or a dict of "
-                    f"its fields, got {type(value).__name__}."
-                )
-            made.append(value)
+        made = [
+            coerce_group("ProcessSearchCallback", f.name, f.default_factory, value)  # type: ignore[misc]
+            for f, value in zip(fields(cls), groups)
+        ]
         return cls(*made)
 
-    def with_flat(self, flat: dict[str, Any], warn: bool = True) -> SearchConfig:
+    def with_flat(self, flat: dict[str, Any]) -> SearchConfig:
         """These groups with earlier versions' flat keywords applied (``alpha_lr=0.1`` ->
         ``alpha.lr``), warning once that they are deprecated; unknown keywords are refused
         with the closest names."""
-        unknown = sorted(set(flat) - set(FLAT_KEYS))
-        if "log_every_n_steps" in unknown:
+        if "log_every_n_steps" in flat:
             raise TypeError(
                 "ProcessSearchCallback(log_every_n_steps=...) was removed: the search logs at "
                 "the Trainer's cadence, Trainer(log_every_n_steps=...); drop the argument "
                 "(search.log_every_n_steps in configs)."
             )
-        if unknown:
-            import difflib
-
-            valid = [*(f.name for f in fields(SearchConfig)), "held_out", "enabled", *FLAT_KEYS]
-            hints = {u: difflib.get_close_matches(u, valid, n=1) for u in unknown}
-            shown = ", ".join(
-                f"{u!r}" + (f" (did you mean {h[0]!r}?)" if h else "") for u, h in hints.items()
-            )
-            raise TypeError(f"ProcessSearchCallback got unknown arguments {shown}.")
-        groups: dict[str, dict[str, Any]] = {}
-        for key, value in flat.items():
-            if key in FLAT_KEYS:
-                group, name = FLAT_KEYS[key]
-                groups.setdefault(group, {})[name] = tuple(value) if name == "betas" else value
-        if warn and groups:
-            new = ", ".join(f"{FLAT_KEYS[k][0]}.{FLAT_KEYS[k][1]}" for k in flat if k in FLAT_KEYS)
-            rank_zero_warn(
-                f"ProcessSearchCallback({', '.join(k for k in flat if k in FLAT_KEYS)}=...): flat "
-                f"keywords are deprecated; use the grouped settings ({new}), e.g. "
-                "ProcessSearchCallback(alpha=AlphaConfig(lr=0.1)) or search.alpha.lr in YAML.",
-                category=FutureWarning,
-            )
-        return replace(
-            self, **{g: replace(getattr(self, g), **values) for g, values in groups.items()}
+        if "alpha_betas" in flat:
+            flat = {**flat, "alpha_betas": tuple(flat["alpha_betas"])}
+        groups = {f.name: getattr(self, f.name) for f in fields(self)}
+        valid = ["held_out", "enabled"]
+        return SearchConfig(
+            **flat_to_groups("ProcessSearchCallback", flat, FLAT_KEYS, groups, valid)
         )

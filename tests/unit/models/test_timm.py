@@ -8,7 +8,13 @@ import torch
 from conftest import quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from distpro_lightning import DistProModule, ProcessScheduleCallback, ProcessSearchCallback
+from distpro_lightning import (
+    DistillationConfig,
+    DistProModule,
+    OptimizerConfig,
+    ProcessScheduleCallback,
+    ProcessSearchCallback,
+)
 from distpro_lightning.models import create
 from distpro_lightning.pathways.taps import auto_taps
 
@@ -55,8 +61,13 @@ def _loader(n=8, size=32, seed=0):
 )
 def test_timm_pair_searches_and_replays(tmp_path, student, teacher, optimizer, pathways):
     torch.manual_seed(0)
-    kw = dict(num_classes=10, in_channels=3, input_shape=[3, 32, 32], transforms=["conv_bn"])
-    m = DistProModule(student=student, teacher=teacher, optimizer=optimizer, lr=1e-3, **kw)
+    kw = dict(
+        num_classes=10,
+        in_channels=3,
+        distillation=DistillationConfig(input_shape=[3, 32, 32], transforms=["conv_bn"]),
+        optimizer=OptimizerConfig(name=optimizer, lr=1e-3),
+    )
+    m = DistProModule(student=student, teacher=teacher, **kw)
     assert m.num_pathways == pathways
     search = ProcessSearchCallback(
         hypergradient="exact", output={"save_path": str(tmp_path / "p.json"), "plot": False}
@@ -65,7 +76,7 @@ def test_timm_pair_searches_and_replays(tmp_path, student, teacher, optimizer, p
     quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[search]).fit(m, _loader())
     rows = search.process.logits
     assert rows.shape == (2, pathways) and not torch.equal(rows[0], torch.ones(pathways))
-    replayed = DistProModule(student=student, teacher=teacher, optimizer=optimizer, lr=1e-3, **kw)
+    replayed = DistProModule(student=student, teacher=teacher, **kw)
     replay = ProcessScheduleCallback(process=str(tmp_path / "p.json"), plot=False)
     quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[replay]).fit(replayed, _loader())
     assert torch.equal(replayed.alpha_logits, rows[-1])

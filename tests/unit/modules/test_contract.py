@@ -92,7 +92,7 @@ def test_other_optimizers_are_warned_once_naming_the_approximation():
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_adam_and_adamw_are_followed_exactly_without_a_warning(optimizer):
     torch.manual_seed(0)
-    m = make_module(transforms=["conv_bn"], optimizer=optimizer, lr=1e-3)
+    m = make_module(transforms=["conv_bn"], name=optimizer, lr=1e-3)
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         _search(m, steps=3)

@@ -11,7 +11,7 @@ from conftest import FASHION_SOURCE, TinyViT, make_module, needs_fashion, quiet_
 from lightning.pytorch import LightningModule
 from torch import nn
 
-from distpro_lightning import DistProMixin, DistProModule, load_teacher
+from distpro_lightning import DistillationConfig, DistProMixin, DistProModule, load_teacher
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.functional.losses import hcl_loss, hinton_kd_loss
 from distpro_lightning.models import create
@@ -283,11 +283,13 @@ def test_token_transform_for_vit_students():
         student=TinyViT(16),
         teacher=TinyViT(32),
         num_classes=10,
-        student_taps=["blocks.0", "blocks.1"],
-        teacher_taps=["blocks.0", "blocks.1"],
-        transforms=["token"],
-        input_shape=[1, 8, 8],
-        distance="mse",
+        distillation=DistillationConfig(
+            student_taps=["blocks.0", "blocks.1"],
+            teacher_taps=["blocks.0", "blocks.1"],
+            transforms=["token"],
+            input_shape=[1, 8, 8],
+            distance="mse",
+        ),
     )
     assert m.num_pathways == 4
     logits, losses = m.distillation_losses(torch.randn(3, 1, 8, 8))

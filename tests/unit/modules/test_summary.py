@@ -88,9 +88,10 @@ def test_mixin_modules_get_the_summary_and_a_hint_when_heads_dwarf_the_student(c
     with caplog.at_level(logging.INFO):
         quiet_trainer(max_steps=1, enable_model_summary=True).fit(NetModule(), PlainData())
     assert "DistPro pathways:" in caplog.text
+    taps = ["layer1", "layer2", "layer3"]
     tiny = DistProModule(
-        student=SmallCNN(width=2), teacher=SmallCNN(width=32), student_taps=["layer1", "layer2", "layer3"],
-        teacher_taps=["layer1", "layer2", "layer3"], input_shape=[1, 8, 8], in_channels=1,
+        student=SmallCNN(width=2), teacher=SmallCNN(width=32), in_channels=1,
+        distillation={"student_taps": taps, "teacher_taps": taps, "input_shape": [1, 8, 8]},
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"pathway heads hold .* x the student's"):
         quiet_trainer(max_steps=1).fit(tiny, PlainData())

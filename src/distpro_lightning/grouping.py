@@ -1,0 +1,111 @@
+"""Grouped settings: the rarely changed knobs of a callback or module gathered in frozen
+dataclasses (``alpha.lr``, ``distillation.transforms``, ``optimizer.lr``), given as an
+object or as a mapping of its fields (YAML's nested keys, hyper-parameters read back from
+a checkpoint), with their scalar types checked, and the flat keywords of earlier versions
+mapped onto the groups with one deprecation warning."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, fields, is_dataclass, replace
+from typing import Any, TypeVar
+
+from lightning.pytorch.utilities import rank_zero_warn
+
+__all__ = ["check_field_types", "coerce_group", "flat_to_groups", "plain"]
+
+T = TypeVar("T")
+
+
+def check_field_types(config: Any) -> None:
+    """Refuse a ``bool``, ``int`` or ``float`` field of the wrong type, naming it
+    (``overwrite="no"`` is truthy, and a string where a number goes fails only at the
+    first step otherwise)."""
+    group = type(config).__name__
+    for f in fields(config):
+        value, kind = getattr(config, f.name), str(f.type)
+        ok = True
+        if kind == "bool":
+            ok = isinstance(value, bool)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif kind == "float":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            raise TypeError(
+                f"{group}.{f.name} takes {'an' if kind == 'int' else 'a'} {kind}, got "
+                f"{type(value).__name__} {value!r} (in YAML: "
+                f"{'true/false' if kind == 'bool' else 'a number without quotes'})."
+            )
+
+
+def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:
+    """``value`` as a ``kind``: the object itself, or built from a mapping of its fields
+    (an unknown field is refused with the closest name); anything else is refused."""
+    if isinstance(value, Mapping):
+        names = [f.name for f in fields(kind)]  # type: ignore[arg-type]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise TypeError(
+                f"{owner}({param}=...): unknown keys {unknown}"
+                f"{''.join(_hint(u, names) for u in unknown)}; "
+                f"{kind.__name__} has {sorted(names)}."
+            )
+        value = kind(**value)
+    if not isinstance(value, kind):
+        raise TypeError(
+            f"{owner}({param}=...) takes a {kind.__name__} or a dict of its fields, got "
+            f"{type(value).__name__}."
+        )
+    return value
+
+
+def flat_to_groups(
+    owner: str,
+    flat: Mapping[str, Any],
+    keys: Mapping[str, tuple[str, str]],
+    groups: Mapping[str, Any],
+    valid: Iterable[str] = (),
+) -> dict[str, Any]:
+    """``groups`` (name -> config object) with the deprecated flat keywords ``flat``
+    applied through ``keys`` (``flat name -> (group, field)``), warning once with the new
+    keys; a keyword that is neither flat nor in ``valid`` is refused with the closest name."""
+    unknown = sorted(set(flat) - set(keys))
+    if unknown:
+        names = [*valid, *groups, *keys]
+        shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in unknown)
+        raise TypeError(f"{owner} got unknown arguments {shown}.")
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in flat.items():
+        group, name = keys[key]
+        changes.setdefault(group, {})[name] = value
+    if changes:
+        old = ", ".join(flat)
+        new = ", ".join(f"{keys[k][0]}.{keys[k][1]}" for k in flat)
+        group, field = keys[next(iter(flat))]
+        rank_zero_warn(
+            f"{owner}({old}=...): flat keywords are deprecated; use the grouped settings "
+            f"({new}): in Python a group object or a dict, e.g. {group}={{{field!r}: ...}}; "
+            "in YAML nested keys.",
+            category=FutureWarning,
+        )
+    return {g: replace(c, **changes.get(g, {})) for g, c in groups.items()}
+
+
+def plain(value: Any) -> Any:
+    """A dataclass, tuple or mapping as plain dicts and lists (hyper-parameters that load
+    with ``weights_only=True`` and write to YAML without Python tags)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _hint(name: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'lr'?)`` when a valid name is close to ``name``."""
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,111 @@
+"""Bad or unusual inputs of the ``distpro`` command: the error each must give (one line, no
+traceback), or the right result, and that nothing was lost (`bad_inputs.check_case`)."""
+
+from __future__ import annotations
+
+import torch
+
+torch.set_num_threads(1)
+
+import contextlib  # noqa: E402
+import io  # noqa: E402
+import json  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from bad_inputs import (  # noqa: E402
+    FASHION,
+    RUN,
+    Case,
+    check_case,
+    distpro,
+    edited,
+)
+
+from distpro_lightning.cli.main import cli_main  # noqa: E402
+
+
+def cli_fit(*extra: str, teacher: str | None = "resnet20") -> Callable[[Path], object]:
+    """``distpro fit`` up to the point where training would start (``run=False``: classes
+    are built, nothing is trained)."""
+
+    def act(tmp: Path) -> object:
+        model = ["--model.init_args.teacher", teacher] if teacher else []
+        return cli_main(
+            [*extra, *model, "--trainer.max_steps", "1", "--trainer.logger", "false"]
+            + ["--trainer.default_root_dir", str(tmp)],
+            run=False,
+        )
+
+    return act
+
+
+def cli_both_sections(tmp: Path) -> None:
+    err = io.StringIO()
+    act = cli_fit("--config", str(FASHION / "search.yaml"), "--replay.mode", "final")
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        act(tmp)
+    assert exc.value.code == 2
+    assert "Both the search: and the replay: sections are on" in err.getvalue()
+    assert "--replay.enabled false" in err.getvalue()
+
+
+def cli_sections(tmp: Path) -> None:
+    cfg = ["--config", str(FASHION / "retrain.yaml"), "--replay.enabled", "false"]
+    on = cli_fit(*cfg, "--config", json.dumps({"replay": {"process": str(tmp / RUN)}}))(tmp)
+    assert on.config["replay"]["enabled"] is False  # an explicit false wins
+    cfg = ["--config", str(FASHION / "teacher.yaml"), "--replay.process", str(tmp / RUN)]
+    on = cli_fit(*cfg, teacher=None)(tmp)
+    assert on.config["replay"]["enabled"] is True and not on.config["search"]["enabled"]
+    assert [type(c).__name__ for c in on.trainer.callbacks].count("ProcessScheduleCallback") == 1
+
+
+def cli_case(argv: list[str], says: tuple[str, ...]) -> Case:
+    def act(tmp: Path) -> None:
+        edited(tmp, version=True)
+        (tmp / "trunc.json").write_text((tmp / RUN).read_text()[:50])
+        code, err = distpro(*[a.replace("TMP", str(tmp)) for a in argv])
+        assert code == 1, err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        for text in says:
+            assert text.replace("TMP", str(tmp)) in err, err
+
+    return Case(f"distpro {' '.join(argv)}", act)
+
+
+CASES = [
+    Case("CLI: a key turns a section on", cli_sections),
+    Case("CLI: search and replay both on", cli_both_sections),
+    Case(
+        "CLI: implicit replay, file missing",
+        cli_fit(
+            "--config",
+            str(FASHION / "teacher.yaml"),
+            "--config",
+            '{"replay": {"process": "nope.json"}}',
+            teacher=None,
+        ),
+        FileNotFoundError,
+        ("No process file", "nope.json"),
+    ),
+    Case(
+        "CLI: replay file missing",
+        cli_fit("--config", str(FASHION / "retrain.yaml"), "--replay.process", "nope.json"),
+        FileNotFoundError,
+        ("No process file", "nope.json"),
+    ),
+    cli_case(["process", "summary", "TMP/bad.json"], ("TMP/bad.json", "'version'")),
+    cli_case(["process", "summary", "TMP/trunc.json"], ("trunc.json", "not valid JSON")),
+    cli_case(["process", "plot", "TMP/missing.json"], ("missing.json",)),
+    cli_case(["process", "summary", "TMP"], ("is a directory",)),
+    cli_case(
+        ["process", "export", "TMP/run.json", "--steps", "4", "-o", "TMP/run.json"],
+        ("exists", "--overwrite"),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case: Case, tmp_path: Path) -> None:
+    check_case(case, tmp_path)

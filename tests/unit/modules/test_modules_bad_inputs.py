@@ -1,0 +1,191 @@
+"""Bad or unusual modules, teachers, checkpoints, taps and batches: the error each must give,
+or the right result, and that nothing was lost (`bad_inputs.check_case`)."""
+
+from __future__ import annotations
+
+import torch
+
+torch.set_num_threads(1)
+
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import search_cases as sc  # noqa: E402
+from bad_inputs import (  # noqa: E402
+    Case,
+    check_case,
+    mlp,
+    module,
+)
+from torch import nn  # noqa: E402
+
+from distpro_lightning.baselines.reviewkd import ReviewKDModule  # noqa: E402
+from distpro_lightning.models import create  # noqa: E402
+from distpro_lightning.modules.checkpoints import load_state_file, resolve_teacher  # noqa: E402
+from distpro_lightning.pathways.taps import TapError, explained_input_errors, probe_shapes  # noqa: E402
+
+TEACHER_TYPO = ("does not exist", "teachr.ckpt")
+
+
+def corrupt(data: bytes, name: str = "t.ckpt") -> Callable[[Path], object]:
+    def act(tmp: Path) -> object:
+        (tmp / name).write_bytes(data)
+        return load_state_file(tmp / name)
+
+    return act
+
+
+def truncated_checkpoint(tmp: Path) -> object:
+    torch.save({"w": torch.ones(64)}, tmp / "full.pt")
+    raw = (tmp / "full.pt").read_bytes()
+    return corrupt(raw[: len(raw) // 2])(tmp)
+
+
+def pickled_object(tmp: Path) -> object:
+    import argparse
+
+    torch.save({"args": argparse.Namespace(lr=0.1)}, tmp / "obj.pt")
+    return load_state_file(tmp / "obj.pt")
+
+
+def mixin_without_input_shape(tmp: Path) -> object:
+    from lightning.pytorch import LightningModule
+
+    from distpro_lightning import DistProMixin
+
+    class User(DistProMixin, LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.student = mlp()
+            self.configure_distillation(mlp(), student_taps=["1"], teacher_taps=["1"])
+
+    return User()
+
+
+def forward_of_other_channels(tmp: Path) -> object:
+    model, x = create("resnet8", 10, in_channels=3), torch.zeros(2, 1, 8, 8)
+    with explained_input_errors("student", model, x):
+        return model(x)
+
+
+class Twice(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(self.block(x))
+
+
+CASES = [
+    Case(
+        "teacher path typo",
+        lambda t: resolve_teacher(str(t / "teachr.ckpt")),
+        FileNotFoundError,
+        ("does not exist", "teachr.ckpt"),
+        ("Unknown model",),
+    ),
+    Case("teacher directory", lambda t: resolve_teacher(str(t)), IsADirectoryError, ("directory",)),
+    Case("garbage checkpoint", corrupt(b"not a checkpoint"), ValueError, ("is not a checkpoint",)),
+    Case("empty checkpoint", corrupt(b""), ValueError, ("is not a checkpoint", "empty")),
+    Case("truncated checkpoint", truncated_checkpoint, ValueError, ("damaged",)),
+    Case("JSON as checkpoint", corrupt(b'{"a": 1}', "t.pt"), ValueError, ("not a checkpoint",)),
+    Case("pickled object", pickled_object, ValueError, ("argparse.Namespace", "never unpickles")),
+    Case(
+        "fc -> fc taps",
+        module(
+            student=mlp(), teacher=mlp(), student_taps=["1"], teacher_taps=["1"], input_shape=[784]
+        ),
+        ValueError,
+        ("'1->1:conv_bn'", "1-D features", "feature maps (C, H, W)", "response_kd=True"),
+        ("matching kinds",),
+    ),
+    Case(
+        "MLP student, default input shape",
+        module(student=mlp(), student_taps=["1"], input_shape=None),
+        ValueError,
+        ("student (Sequential)", "(2, 1, 32, 32)", "no Conv2d", "pass input_shape"),
+    ),
+    Case(
+        "MLP student, automatic taps",
+        module(student=mlp(), input_shape=None),
+        ValueError,
+        ("(Sequential)", "no Conv2d", "pass input_shape"),
+    ),
+    Case(
+        "mixin MLP without input_shape",
+        mixin_without_input_shape,
+        ValueError,
+        ("pass input_shape",),
+    ),
+    Case(
+        "teacher of other channels",
+        module(teacher=create("resnet14", 10, in_channels=3), teacher_taps=["layer1"]),
+        ValueError,
+        ("teacher (", "(2, 1, 8, 8)", "3 channels", "in_channels"),
+    ),
+    Case(
+        "data of other channels in training",
+        forward_of_other_channels,
+        ValueError,
+        ("student (", "(2, 1, 8, 8)", "3 channels"),
+    ),
+    Case(
+        "tap errors are not input errors",
+        lambda t: probe_shapes(Twice(), ["block"], torch.zeros(2, 1, 4, 4), "student"),
+        TapError,
+        ("fired twice",),
+        ("input_shape",),
+    ),
+    Case(
+        "same module as student and teacher",
+        sc.same_student_and_teacher,
+        ValueError,
+        ("the same nn.Module", "freeze the student"),
+    ),
+    Case(
+        "teacher sharing the student's layers",
+        sc.shared_layers,
+        ValueError,
+        ("shares parameters", "conv1"),
+    ),
+    Case(
+        "dict batch",
+        sc.dict_batch,
+        TypeError,
+        ("['image', 'label']", "split_batch(self, batch)", "Override"),
+    ),
+    Case("tensor batch", sc.tensor_batch, TypeError, ("Tensor", "split_batch")),
+    Case(
+        "teacher of other channels in training",
+        sc.training_channels("teacher"),
+        ValueError,
+        ("teacher (CifarResNet)", "(4, 3, 8, 8)", "1 channels", "in_channels"),
+    ),
+    Case(
+        "student of other channels in training",
+        sc.training_channels("student"),
+        ValueError,
+        ("student (CifarResNet)", "(4, 3, 8, 8)", "1 channels", "in_channels"),
+    ),
+    Case(
+        "DistProModule: teacher path typo",
+        lambda t: sc.make_module(teacher=str(t / "teachr.ckpt")),
+        FileNotFoundError,
+        TEACHER_TYPO,
+        ("Unknown model",),
+    ),
+    Case(
+        "ReviewKDModule: teacher path typo",
+        lambda t: ReviewKDModule(student="resnet8", teacher=str(t / "teachr.ckpt")),
+        FileNotFoundError,
+        TEACHER_TYPO,
+        ("Unknown model",),
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_bad_input(case: Case, tmp_path: Path) -> None:
+    check_case(case, tmp_path)
