@@ -11,8 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from distpro_lightning.modules.contract import check_optimized
-from distpro_lightning.modules.distpro import DistProMixin
+from distpro_lightning.modules.contract import ReplayableModule, check_optimized, missing_members
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import log_process_figures
 from distpro_lightning.process.weights import weight_summary
@@ -105,15 +104,17 @@ class ProcessScheduleCallback(Callback):
         process with its columns in the module's pathway order (``None`` for
         ``mode="uniform"``). `on_fit_start` runs the same check.
 
-        Raises ``TypeError`` for a module without `DistProMixin`,
+        Raises ``TypeError`` for a module that is no `ReplayableModule` (one with
+        `DistProMixin` is),
         `ProcessFileError` for pathways that do not match (see ``pathway_map``) or,
         with ``strict=True``, another normalisation or bias. Warns when the file's weight
         scale differs from the module's (the module's is used).
         """
-        if not isinstance(module, DistProMixin):
+        if not isinstance(module, ReplayableModule):
+            missing = ", ".join(missing_members(module, ReplayableModule))
             raise TypeError(
                 "ProcessScheduleCallback needs a module with DistProMixin (e.g. DistProModule); "
-                f"got {type(module).__name__}."
+                f"got {type(module).__name__}, which lacks {missing}."
             )
         if self.mode == "uniform":
             return None
@@ -151,7 +152,7 @@ class ProcessScheduleCallback(Callback):
         self.process = self.check(pl_module)
         check_optimized(pl_module, trainer.optimizers, "ProcessScheduleCallback")  # type: ignore[arg-type]
         if self.process is None:
-            assert isinstance(pl_module, DistProMixin)
+            assert isinstance(pl_module, ReplayableModule)
             pl_module.normalization = "uniform"
             pl_module.alpha_logits.fill_(1.0)
             rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")

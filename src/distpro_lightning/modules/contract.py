@@ -1,5 +1,7 @@
-"""The contract between a distilling module and the search: what the search needs from a
-module (`SearchableModule`), the parameters it differentiates
+"""The contract between a distilling module and the callbacks: the objective the
+hypergradient's math needs (`DistillationObjective`), the search's bookkeeping on top
+(`SearchableModule`), what the replay needs (`ReplayableModule`; both share
+`PathwayWeights`), the parameters the search differentiates
 (`ParameterGroups`) and the training objective's parts (`Objective`). What a search step
 hands to the training step that follows it is in `distpro_lightning.modules.step_context`."""
 
@@ -7,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
@@ -71,27 +73,32 @@ class ParameterGroups:
 
 
 @runtime_checkable
-class SearchableModule(Protocol):
-    """What `ProcessSearchCallback` and
-    `SearchStep` need from a module.
-    `DistProMixin` provides all of it."""
+class PathwayWeights(Protocol):
+    """The pathway weights of a module: its logits, names, normalised weights and active
+    pathways; the part the search and the replay share."""
+
+    alpha_logits: Tensor
+    pathway_names: list[str]
+
+    def alpha_weights(self, logits: Tensor | None = None) -> Tensor: ...
+
+    def active_pathways(self, logits: Tensor | None = None) -> list[bool] | None: ...
+
+
+@runtime_checkable
+class DistillationObjective(PathwayWeights, Protocol):
+    """What the hypergradient's math needs (`compute_hypergradient`): the student, the
+    heads, the teacher outputs and the objective ``L_train``, differentiable with respect
+    to theta (`search_parameters`) at given weights."""
 
     student: nn.Module
     distill_heads: nn.Module
-    alpha_logits: Tensor
-    pathway_names: list[str]
-    step_context: StepContext | None
-    applies_reused_gradient: bool
 
     def split_batch(self, batch: Any) -> tuple[Any, Any]: ...
 
     def task_loss(self, student_outputs: Tensor, targets: Any) -> Tensor: ...
 
     def teacher_outputs(self, x: Tensor) -> TeacherOutput: ...
-
-    def alpha_weights(self, logits: Tensor | None = None) -> Tensor: ...
-
-    def active_pathways(self, logits: Tensor | None = None) -> list[bool] | None: ...
 
     def search_parameters(self) -> ParameterGroups: ...
 
@@ -114,14 +121,46 @@ class SearchableModule(Protocol):
         active: Sequence[bool] | None = None,
     ) -> Objective: ...
 
+
+@runtime_checkable
+class SearchableModule(DistillationObjective, Protocol):
+    """What `ProcessSearchCallback` and `SearchStep` need from a module: the objective
+    (`DistillationObjective`) and the search's bookkeeping: the step context it hands over,
+    whether the training step applies a reused gradient, and a new process file.
+    `DistProMixin` provides all of it."""
+
+    step_context: StepContext | None
+    applies_reused_gradient: bool
+
     def new_process(self, provenance: Mapping[str, Any]) -> Any: ...
 
 
-def missing_members(module: Any) -> list[str]:
-    """The `SearchableModule` members ``module`` lacks (empty: it fits)."""
+@runtime_checkable
+class ReplayableModule(PathwayWeights, Protocol):
+    """What `ProcessScheduleCallback` needs from a module: the pathway weights and their
+    normalisation (to check a process file against), the trained parameters (to check
+    the optimizer holds them) and the distillation settings (for the loggers).
+    `DistProMixin` provides all of it."""
+
+    student: nn.Module
+    distill_heads: nn.Module
+    normalization: str
+    normalization_bias: float
+    weight_scale: float
+    prune_threshold: float | None
+
+    def search_parameters(self) -> ParameterGroups: ...
+
+    def distillation_hparams(self) -> dict[str, Any]: ...
+
+
+def missing_members(module: Any, protocol: type = SearchableModule) -> list[str]:
+    """The members of ``protocol`` (and its bases) ``module`` lacks (empty: it fits)."""
     names = [
         n
-        for n in (*SearchableModule.__annotations__, *SearchableModule.__dict__)
+        for base in protocol.__mro__
+        if base not in (Protocol, object, Generic)
+        for n in (*getattr(base, "__annotations__", {}), *vars(base))
         if not n.startswith("_")
     ]
     return sorted({n for n in names if not hasattr(module, n)})

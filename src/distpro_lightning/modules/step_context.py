@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -103,6 +104,12 @@ class StepContext:
         """The reused gradient (once)."""
         reused, self.reused = self.reused, None
         return reused
+
+
+def release_step_context(module: Any) -> None:
+    """Drop the `StepContext` a module holds (and the graph and outputs it keeps): the one
+    place the search releases what `SearchStep` handed over."""
+    module.step_context = None
 
 
 class StepContextReader:

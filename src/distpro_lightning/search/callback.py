@@ -13,13 +13,13 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from distpro_lightning.modules.contract import SearchableModule
+from distpro_lightning.modules.step_context import release_step_context
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.checks import (
     SearchRunOptions,
     check_context_used,
     check_setup,
     search_autocast,
-    shared_forward_settings,
     warn_extreme_settings,
     warn_if_collapsed,
 )
@@ -186,14 +186,16 @@ class ProcessSearchCallback(Callback):
         self.step = SearchStep(
             module,
             trainer.optimizers[0],
-            shared_forward_settings(trainer, self.settings),
+            self.settings,
             reduce_mean if trainer.world_size > 1 else None,
             search_autocast(trainer, self.settings),
+            str(trainer.precision),
         )
         loader = self.search_val_loader or held_out_loader(trainer, self.held_out_source)
         ranks = (trainer.world_size, trainer.global_rank)
         self.held_out = HeldOutStream(loader, self.run.seed, *ranks)
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
+        self.guard.watch(self.step.buffers_before)  # the step's one snapshot of the buffers
         warn_extreme_settings(module, self.settings)
         self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
         record_run_settings(self.process, self.run.record(self.guard.max_non_finite_steps))
@@ -205,17 +207,19 @@ class ProcessSearchCallback(Callback):
             self.diagnostics.load_record(self.process.provenance.get("diagnostics", {}))
             second = HeldOutStream(loader, self.run.seed + 1_000_003, *ranks)  # independent
             self.diagnostics.draw_held_out = partial(self._draw, trainer, second)
-        log_search_hyperparameters(  # the requested settings and what is in force, as the
-            trainer,  # provenance records them (search_settings, ..._in_force)
-            self.step.requested,
-            {
-                "warmup_steps": self.run.warmup_steps,
-                "seed": self.run.seed,
-                "every_n_steps": self.run.search_every_n_steps,
-                "share_training_forward_in_force": self.step.settings.share_training_forward,
-            },
-            module,
-        )
+        self._record_settings(trainer, module)
+
+    def _record_settings(self, trainer: pl.Trainer, module: Any) -> None:
+        """The requested settings and whether the shared forward is in force, the same in
+        the provenance and in every logger's hyperparameters (at fit start and again when
+        sharing stops)."""
+        assert self.step is not None and self.process is not None
+        in_force = self.step.sharing_forward
+        self.process.provenance["share_training_forward_in_force"] = in_force
+        extra = {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed}
+        extra.update(every_n_steps=self.run.search_every_n_steps)
+        extra.update(share_training_forward_in_force=in_force)
+        log_search_hyperparameters(trainer, self.step.requested, extra, module)
 
     # ------------------------------------------------------------------ the step
     def search_step(
@@ -227,18 +231,13 @@ class ProcessSearchCallback(Callback):
         self._commit(trainer)  # a row whose optimizer step never came
         if self.process.steps_per_epoch is None:
             self.process.steps_per_epoch = steps_per_epoch(trainer)
-        self.guard.snapshot((pl_module.student, pl_module.distill_heads))
         step = trainer.global_step
         held_out = None
         if self.run.searches_at(step):  # else warm-up or a held step: alpha stays
             held_out = self._draw(trainer, self.held_out)
-        diagnostics = self.diagnostics if held_out is not None else None
-        old_logits = pl_module.alpha_logits.detach().clone() if diagnostics else None
         record = self.step(batch, held_out, step, batch_idx)
-        if diagnostics and diagnostics.diagnose_step(
-            pl_module, self.step.optimizer, (batch, held_out), record, old_logits
-        ):
-            self.process.provenance["diagnostics"] = diagnostics.to_record()
+        if self.diagnostics is not None and self.diagnostics.diagnose_step(pl_module, record):
+            self.process.provenance["diagnostics"] = self.diagnostics.to_record()
         self.logger.log(pl_module, record)
         self._record = record
 
@@ -282,11 +281,11 @@ class ProcessSearchCallback(Callback):
         ctx = getattr(pl_module, "step_context", None)
         if not self.enabled or ctx is None or ctx.batch_idx != batch_idx:
             return
-        pl_module.step_context = None
+        release_step_context(pl_module)
         if check_context_used(trainer, pl_module, ctx, outputs) and self.step is not None:
             self.step.stop_sharing_forward()
             if self.process is not None:
-                self.process.provenance["share_training_forward_in_force"] = False
+                self._record_settings(trainer, pl_module)
 
     # ------------------------------------------------------------------ output
     def save(self, trainer: pl.Trainer) -> None:
@@ -300,7 +299,7 @@ class ProcessSearchCallback(Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
-        pl_module.step_context = None  # a batch skipped by returning -1 never ended
+        release_step_context(pl_module)  # a batch skipped by returning -1 never ended
         self._commit(trainer)
         if self.writer.save_every_epoch:
             self.writer.save(trainer, self.process)
@@ -315,13 +314,13 @@ class ProcessSearchCallback(Callback):
     ) -> None:
         if self.enabled and self.process is not None:
             self._record = None  # its optimizer update did not happen
-            pl_module.step_context = None  # frees a kept graph
+            release_step_context(pl_module)  # frees a kept graph
             save_on_exception(trainer, self.writer, self.process, exception)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or self.process is None:
             return
-        pl_module.step_context = None
+        release_step_context(pl_module)
         self._commit(trainer)
         figures_logged = self._figures_at == trainer.global_step
         finish_search(trainer, self.writer, self.process, figures_logged)

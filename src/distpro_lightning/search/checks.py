@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import lightning.pytorch as pl
@@ -225,25 +225,6 @@ def warn_if_collapsed(module: Any, alpha_lr: float) -> bool:
         f"(now {alpha_lr:g})."
     )
     return True
-
-
-def shared_forward_settings(trainer: pl.Trainer, settings: SearchSettings) -> SearchSettings:
-    """``settings`` with ``share_training_forward`` off (said once) where the training step
-    runs in another precision than the search's training pass: ``16-mixed`` (the search
-    runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too)."""
-    precision = str(trainer.precision)
-    other = precision == "16-mixed" or (
-        precision == "bf16-mixed" and settings.hypergradient == "exact"
-    )
-    if not (settings.share_training_forward and other):
-        return settings
-    rank_zero_warn(
-        f"share_training_forward is off under precision={precision!r} with "
-        f"hypergradient={settings.hypergradient!r}: the search's training pass runs in fp32 "
-        "and the training step under autocast, so the real update runs its own forward. Set "
-        "share_training_forward=False to silence this."
-    )
-    return replace(settings, share_training_forward=False)
 
 
 def check_context_used(

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distpro_lightning.modules.contract import SearchableModule
+from distpro_lightning.modules.contract import DistillationObjective
 from distpro_lightning.search.hypergradient import (
     HypergradientOptions,
     SearchBatches,
@@ -61,7 +61,7 @@ def cosine(a: Tensor, b: Tensor) -> float:
 
 
 def held_out_loss_after_update(
-    module: SearchableModule,
+    module: DistillationObjective,
     batches: SearchBatches,
     virtual: Mapping[str, SGDHyper],
     logits: Tensor,
@@ -112,7 +112,7 @@ class SearchDiagnostics:
 
     def observe(
         self,
-        module: SearchableModule,
+        module: DistillationObjective,
         batches: SearchBatches,
         virtual: Mapping[str, SGDHyper],
         second_held_out: Callable[[], tuple[Tensor, Any]],
@@ -144,30 +144,19 @@ class SearchDiagnostics:
         self.rows.append(row)
         return row
 
-    def diagnose_step(
-        self,
-        module: Any,
-        optimizer: torch.optim.Optimizer,
-        batch_and_held_out: tuple[Any, Any],
-        record: Any,
-        old_logits: Tensor,
-    ) -> DiagnosticRow | None:
-        """`observe` for a search step on raw batches (as the callback has them):
-        split, the teacher outputs, and the optimizer's virtual-step settings; logs the
-        row through the module. The independent held-out batch comes from
-        ``draw_held_out`` (set by the caller)."""
+    def diagnose_step(self, module: Any, record: Any) -> DiagnosticRow | None:
+        """`observe` for a search step as the callback has it: the step's own `StepInputs`
+        (``record.inputs``: its batches and teacher outputs, virtual-step settings and old
+        logits, so nothing is computed twice); logs the row through the module. The
+        independent held-out batch comes from ``draw_held_out`` (set by the caller)."""
         draw_held_out = self.draw_held_out
         assert draw_held_out is not None, "set draw_held_out before diagnosing"
-        from distpro_lightning.search.step import virtual_step_settings
-
-        batch, held_out = batch_and_held_out
-        x, y = module.split_batch(batch)
-        xv, yv = module.split_batch(held_out)
-        batches = SearchBatches(x, y, module.teacher_outputs(x), xv, yv)
-        virtual = virtual_step_settings(optimizer, module.search_parameters().student)
+        inputs = record.inputs
+        if inputs is None:  # a warm-up or held step: alpha stayed, nothing to diagnose
+            return None
         row = self.observe(
-            module, batches, virtual, lambda: module.split_batch(draw_held_out()), record,
-            old_logits,
+            module, inputs.batches, inputs.virtual, lambda: module.split_batch(draw_held_out()),
+            record, inputs.old_logits,
         )  # fmt: skip
         if row is not None:
             log_diagnostics(module, row)

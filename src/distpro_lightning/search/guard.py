@@ -4,12 +4,10 @@ run of such steps stops the search with an error."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import nn
 
 from distpro_lightning.errors import DistProError
 from distpro_lightning.modules.step_context import BufferSnapshot
@@ -22,8 +20,8 @@ class NonFiniteStepError(DistProError, RuntimeError):
 class UpdateGuard:
     """Keeps one non-finite step from ruining the student.
 
-    `snapshot` (before the step's forward passes) copies the student's and heads'
-    buffers; `check` (after backward, before the optimizer step: Lightning's
+    It restores the buffers from the step's one `BufferSnapshot` (taken by `SearchStep`
+    before the step's forward passes, shared with the shared forward: `watch`); `check` (after backward, before the optimizer step: Lightning's
     ``on_before_optimizer_step``) looks at the gradients the optimizer is about to apply.
     When any is NaN or inf it sets them all to ``None``, so ``optimizer.step()`` leaves every
     parameter and its optimizer state (momentum, Adam moments, weight decay) as they were,
@@ -46,11 +44,12 @@ class UpdateGuard:
         self.max_non_finite_steps = max_non_finite_steps
         self.consecutive = 0
         self.skipped = 0
-        self._snapshot = BufferSnapshot()
+        self.buffers_before: BufferSnapshot | None = None
 
-    def snapshot(self, modules: Iterable[nn.Module]) -> None:
-        """Copy the buffers of ``modules`` (one fused copy; the storage is reused)."""
-        self._snapshot.take(modules)
+    def watch(self, snapshot: BufferSnapshot) -> None:
+        """Restore the buffers from ``snapshot`` (the step's, retaken at every step) when a
+        step's update is cancelled."""
+        self.buffers_before = snapshot
 
     def check(self, optimizer: torch.optim.Optimizer) -> bool:
         """Whether the gradients about to be applied are non-finite; if so the update is
@@ -65,7 +64,8 @@ class UpdateGuard:
         for group in optimizer.param_groups:
             for p in group["params"]:
                 p.grad = None
-        self._snapshot.restore()
+        if self.buffers_before is not None:
+            self.buffers_before.restore()
         self.skipped += 1
         return True
 

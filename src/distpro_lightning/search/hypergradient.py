@@ -26,9 +26,9 @@ import torch
 from torch import Tensor, nn
 
 from distpro_lightning.modules.contract import (
+    DistillationObjective,
     Objective,
     ParameterGroups,
-    SearchableModule,
     TeacherOutput,
 )
 
@@ -293,7 +293,7 @@ class HypergradientResult:
 
 
 def _training_gradient(
-    module: SearchableModule,
+    module: DistillationObjective,
     batches: SearchBatches,
     theta: ParameterGroups,
     options: HypergradientOptions,
@@ -319,7 +319,7 @@ def _training_gradient(
 
 
 def _held_out_gradient(
-    module: SearchableModule,
+    module: DistillationObjective,
     batches: SearchBatches,
     theta_prime: dict[str, Tensor],
     options: HypergradientOptions,
@@ -337,7 +337,7 @@ def _held_out_gradient(
 
 
 def compute_hypergradient(
-    module: SearchableModule,
+    module: DistillationObjective,
     batches: SearchBatches,
     virtual: Mapping[str, SGDHyper | AdamHyper],
     options: HypergradientOptions = HypergradientOptions(),

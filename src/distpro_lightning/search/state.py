@@ -63,8 +63,7 @@ def start_process(
     warm: Mapping[str, Any] | None,
 ) -> DistillationProcess:
     """The process of this fit: a new one with a new run id and the provenance of the
-    requested settings (``warm``: the warm start's record; ``share_training_forward_in_force``
-    whether the shared forward runs), or, with the checkpoint state
+    requested settings (``warm``: the warm start's record), or, with the checkpoint state
     ``pending``, the checkpoint's continued (`restore_search`)."""
     step, held_out = parts
     fresh = search_provenance(trainer, module, step.requested)
@@ -76,7 +75,6 @@ def start_process(
         process = restore_search(pending, module, step, held_out, fresh)
     if process.run_id is None:  # a new process, or a checkpoint of 0.1
         process.run_id = trainer.strategy.broadcast(new_run_id())
-    process.provenance["share_training_forward_in_force"] = step.settings.share_training_forward
     return process
 
 

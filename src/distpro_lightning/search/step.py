@@ -24,8 +24,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from distpro_lightning.modules.contract import SearchableModule
-from distpro_lightning.modules.step_context import ReusedGradient, SharedForward, StepContext
-from distpro_lightning.search.guard import BufferSnapshot
+from distpro_lightning.modules.step_context import (
+    BufferSnapshot,
+    ReusedGradient,
+    SharedForward,
+    StepContext,
+)
 from distpro_lightning.search.hypergradient import (
     METHODS,
     AdamHyper,
@@ -171,17 +175,30 @@ def _adam_settings(optimizer: torch.optim.Optimizer) -> dict[int, SGDHyper | Ada
     return by_id
 
 
-def _without_sharing_if_compiled(
-    module: SearchableModule, settings: SearchSettings
+def settings_in_force(
+    module: SearchableModule, settings: SearchSettings, precision: str = "32-true"
 ) -> SearchSettings:
-    """``share_training_forward`` off (with a warning) for compiled pathway heads: a
-    compiled graph's backward may run only once (inductor donates its saved buffers)."""
-    if not (settings.share_training_forward and getattr(module.distill_heads, "compiled", False)):
+    """The one rule for whether the shared training forward can be in force: ``settings``
+    with ``share_training_forward`` off (said once, with the reason) where the training step
+    would not reproduce the search's pass: compiled pathway heads (a compiled graph's
+    backward runs only once: inductor donates its saved buffers), ``16-mixed`` precision (the
+    search runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too)."""
+    if not settings.share_training_forward:
+        return settings
+    if getattr(module.distill_heads, "compiled", False):
+        reason = "with compile_heads=True: a compiled graph's backward runs only once (donated "
+        reason += "buffers)"
+    elif precision == "16-mixed" or (
+        precision == "bf16-mixed" and settings.hypergradient == "exact"
+    ):
+        reason = f"under precision={precision!r} with hypergradient={settings.hypergradient!r}: "
+        reason += "the search's training pass runs in fp32 and the training step under autocast"
+    else:
         return settings
     rank_zero_warn(
-        "share_training_forward is off with compile_heads=True: a compiled graph's backward "
-        "runs only once (donated buffers), so the real update runs its own forward. Set "
-        "share_training_forward=False to silence this."
+        f"share_training_forward is off {reason}, so the real update runs its own forward. "
+        "Set share_training_forward=False (search.hypergradient.share_training_forward) to "
+        "silence this."
     )
     return replace(settings, share_training_forward=False)
 
@@ -201,12 +218,23 @@ def mean_over_ranks(reduce: Callable[[Tensor], Tensor]) -> Callable[[list[Tensor
     return average
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """What a search step computed its hypergradient from: the batches with the teacher
+    outputs, the virtual step's settings and the logits before the update (for diagnostics,
+    which measure the same step without redoing its work)."""
+
+    batches: SearchBatches
+    virtual: Mapping[str, SGDHyper | AdamHyper]
+    old_logits: Tensor
+
+
 @dataclass
 class SearchRecord:
     """What one search step did: the logits after it (``[P]``, the row the process
-    records), and, when alpha was updated, the hypergradient (averaged over ranks) and the
-    held-out and training losses. ``skipped``: a non-finite hypergradient left alpha as it
-    was."""
+    records), and, when alpha was updated, the hypergradient (averaged over ranks), the
+    held-out and training losses and the step's `StepInputs`. ``skipped``: a non-finite
+    hypergradient left alpha as it was."""
 
     step: int
     logits: Tensor
@@ -214,6 +242,7 @@ class SearchRecord:
     val_loss: Tensor | None = None
     train_loss: Tensor | None = None
     skipped: bool = False
+    inputs: StepInputs | None = None
 
 
 class SearchStep:
@@ -226,10 +255,17 @@ class SearchStep:
     Args:
         module: a `SearchableModule`.
         optimizer: the student optimizer (read for the virtual step, never stepped here).
-        settings: the search settings (`requested`; `settings` is what is in force: without
-            the shared forward for compiled heads or after `stop_sharing_forward`).
+        settings: the search settings (`requested`; `settings` is what is in force:
+            `settings_in_force`, and without the shared forward after `stop_sharing_forward`).
         reduce_mean: under DDP, the mean of a tensor over ranks; ``None``: one process.
         autocast: the precision context of the search's forward passes.
+        precision: the Trainer's precision (``trainer.precision``), for `settings_in_force`.
+
+    The step owns its state: the logits' master copy ``alpha`` (float32, stepped by the
+    logits' optimizer and copied into ``module.alpha_logits``) and one `BufferSnapshot` of
+    the student's and heads' buffers per step (`buffers_before`, taken before any pass of
+    the step), which the shared forward and the `UpdateGuard` restore from. The context it
+    builds for the training step is handed to the module once (``module.step_context``).
     """
 
     def __init__(
@@ -239,11 +275,12 @@ class SearchStep:
         settings: SearchSettings,
         reduce_mean: Callable[[Tensor], Tensor] | None = None,
         autocast: Callable[[], Any] = nullcontext,
+        precision: str = "32-true",
     ) -> None:
         self.module = module
         self.optimizer = optimizer
         self.requested = settings  # what checkpoints and the provenance record
-        self.settings = settings = _without_sharing_if_compiled(module, settings)
+        self.settings = settings = settings_in_force(module, settings, str(precision))
         self.reduce_mean = reduce_mean
         average = mean_over_ranks(reduce_mean) if reduce_mean is not None else None
         self.options = HypergradientOptions(
@@ -260,7 +297,13 @@ class SearchStep:
         self.alpha_optimizer = settings.alpha_optimizer_for(self.alpha)
         self.skipped_updates = 0
         self._warned = False
-        self._before = BufferSnapshot()  # one copy, its storage reused every step
+        self.buffers_before = BufferSnapshot()  # one copy per step, its storage reused
+
+    @property
+    def sharing_forward(self) -> bool:
+        """Whether the shared training forward is in force now (`settings_in_force`, and
+        not stopped by `stop_sharing_forward`)."""
+        return self.settings.share_training_forward
 
     def __call__(
         self, batch: Any, held_out: Any | None, step: int, batch_idx: int = 0
@@ -269,33 +312,32 @@ class SearchStep:
         module's device). ``held_out=None`` (warm-up): only the teacher outputs are computed
         and alpha stays."""
         module = self.module
+        self.buffers_before.take((module.student, module.distill_heads))  # before any pass
         x, y = module.split_batch(batch)
         teacher = module.teacher_outputs(x)
-        module.step_context = StepContext(step, batch_idx, tuple(x.shape), teacher, inputs=x)
+        context = StepContext(step, batch_idx, tuple(x.shape), teacher, inputs=x)
         if held_out is None:
+            module.step_context = context
             return SearchRecord(step, module.alpha_logits.detach().clone())
         xv, yv = module.split_batch(held_out)
         theta = module.search_parameters()
         virtual = virtual_step_settings(self.optimizer, theta.student, warn=not self._warned)
         self._warned = True
+        old_logits = module.alpha_logits.detach().clone()
         active = module.active_pathways()  # of the logits the training pass runs with
-        before = None
-        if self.options.keep_training_forward:  # the statistics before the pass updates them
-            before = self._before.take((module.student, module.distill_heads))
-        result = compute_hypergradient(
-            module, SearchBatches(x, y, teacher, xv, yv), virtual, self.options
-        )
+        batches = SearchBatches(x, y, teacher, xv, yv)
+        result = compute_hypergradient(module, batches, virtual, self.options)
         if result.training_gradient is not None:
-            module.step_context.reused = ReusedGradient(
-                theta, result.training_gradient, result.train_loss
-            )
+            context.reused = ReusedGradient(theta, result.training_gradient, result.train_loss)
         record = self._update_alpha(step, result)
+        record.inputs = StepInputs(batches, virtual, old_logits)
         if result.training_forward is not None:
-            shared = SharedForward(result.training_forward, active, before)
+            shared = SharedForward(result.training_forward, active, self.buffers_before)
             if module.active_pathways() == active:
-                module.step_context.forward = shared
+                context.forward = shared
             else:  # the update pruned or revived a pathway: the real update runs its own
                 shared.discard()
+        module.step_context = context
         return record
 
     def stop_sharing_forward(self) -> None:

@@ -6,7 +6,6 @@ process rows."""
 from __future__ import annotations
 
 import copy
-import types
 import warnings
 
 import pytest
@@ -19,7 +18,7 @@ from distpro_lightning import DistProModule, ProcessSearchCallback, SearchSettin
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.modules.contract import Objective
 from distpro_lightning.modules.step_context import SharedForward, StepContext
-from distpro_lightning.search.checks import shared_forward_settings
+from distpro_lightning.search.step import settings_in_force
 
 
 def _batches(n=16, seed=3):
@@ -173,11 +172,11 @@ def test_unused_shared_forward_is_warned_once_and_turned_off(tmp_path):
 def test_shared_forward_only_where_the_training_step_runs_the_same_precision(
     precision, method, kept
 ):
-    trainer = types.SimpleNamespace(precision=precision)
     settings = SearchSettings(hypergradient=method)
+    module = make_module(transforms=["conv_bn"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = shared_forward_settings(trainer, settings)
+        out = settings_in_force(module, settings, precision)
     assert out.share_training_forward is kept
     assert bool([w for w in caught if "share_training_forward is off" in str(w.message)]) != kept
 
