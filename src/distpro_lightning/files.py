@@ -11,6 +11,7 @@ versions, ``.<name>.<random>.tmp`` (no process id), is removed on age alone.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -108,6 +109,31 @@ def _file_mode(path: Path) -> int:
     return 0o666 & ~umask
 
 
+def write_error(path: Path, exc: OSError) -> OSError:
+    """``exc`` (of the same class) told about ``path``, the file the caller chose, rather
+    than the temporary file or folder the write failed on, with the fix."""
+    message = f"Cannot write {str(path)!r} ({exc.strerror or exc}): choose a writable location."
+    try:
+        return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+    except TypeError:  # a subclass with another signature
+        return OSError(exc.errno, message)
+
+
+def _check_target(path: Path) -> None:
+    """Refuse a target that a rename would destroy or cannot replace: a folder, a device,
+    a pipe or a socket (``os.replace`` would put a file in place of ``/dev/null``)."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            errno.EISDIR, f"Cannot write {str(path)!r}: it is a folder; give a file path inside it."
+        )
+    if path.exists() and not path.is_file():
+        raise FileExistsError(
+            errno.EEXIST,
+            f"Cannot write {str(path)!r}: it exists and is not a regular file (a device, pipe "
+            "or socket); give a file path.",
+        )
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> Path:
     """Write ``path`` through ``write(binary_file)`` into a temporary file in the same
     folder, then rename it into place: readers see the old file or the new one, never a
@@ -115,12 +141,18 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
 
     The file keeps the permissions an ordinary write would give it (``mkstemp``'s private
     ``0o600`` is not carried over to the result). Temporary files of earlier, interrupted
-    writes to ``path`` are removed first (`remove_stale_temps`)."""
+    writes to ``path`` are removed first (`remove_stale_temps`). A folder, a device or any
+    other file that is not a regular one is refused; an ``OSError`` names ``path``, never
+    the temporary file (`write_error`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    mode = _file_mode(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    _check_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        mode = _file_mode(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -128,9 +160,11 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], objec
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from exc
         raise
     return path
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from distpro_lightning import DistillationProcess
-from distpro_lightning.cli.main import process_main
+from distpro_lightning.cli.main import main, process_main
 
 NORM = {"name": "biased_softmax", "bias": 1.0, "scale": 1.0}
 
@@ -40,3 +43,43 @@ def test_export_onto_a_folder_names_the_fix(tmp_path):
     _process(source)
     with pytest.raises(IsADirectoryError, match="give a file path inside it"):
         process_main(["export", str(source), "--steps", "5", "-o", str(tmp_path)])
+
+
+def _unwritable_folder(tmp_path: Path) -> Path:
+    """A folder nothing can be written in (root writes everywhere but in ``/sys``)."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if os.access("/sys", os.W_OK) and not Path("/sys").is_mount():
+        pytest.skip("no read-only folder for root here")
+    return Path("/sys")
+
+
+OUTPUTS = {
+    "unwritable folder": lambda tmp: str(_unwritable_folder(tmp) / "out.json"),
+    "under a file": lambda tmp: str(tmp / "p.json" / "out.json"),
+    "a folder path with /": lambda tmp: f"{tmp / 'new'}/",
+    "a pipe": lambda tmp: (os.mkfifo(tmp / "pipe"), str(tmp / "pipe"))[1],
+}
+FIXES = {
+    "unwritable folder": "cannot be written: cannot write in the folder",
+    "under a file": "is a file, so the folder",
+    "a folder path with /": "is a directory: give a file path inside it",
+    "a pipe": "exists and is not a regular file: give the path of a file",
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTPUTS))
+def test_export_to_an_unwritable_output_names_that_path_and_the_fix(tmp_path, capsys, case):
+    source = tmp_path / "p.json"
+    before = _process(source)
+    output = OUTPUTS[case](tmp_path)
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(SystemExit) as info:
+        main(["process", "export", str(source), "--steps", "5", "-o", output, "--overwrite"])
+    error = capsys.readouterr().err
+    assert info.value.code == 1 and error.count("\n") == 1
+    assert f"-o {output!r}" in error and FIXES[case] in error and ".tmp" not in error
+    assert source.read_bytes() == before and sorted(os.listdir(tmp_path)) == listing

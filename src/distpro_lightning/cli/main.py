@@ -36,6 +36,7 @@ from distpro_lightning.errors import DistProError
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
 from distpro_lightning.replay import ProcessScheduleCallback
 from distpro_lightning.search.callback import ProcessSearchCallback
+from distpro_lightning.search.paths import check_file_target, check_writable
 
 SECTIONS = ("search", "replay")
 #: Subcommands that never build the search or replay callback (a run's saved config.yaml
@@ -217,8 +218,11 @@ def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
             f"distpro process export: -o {ns.output!r} is a folder; give a file path inside "
             f"it, e.g. {str(out / 'process.json')!r}."
         )
+    what = "distpro process export: -o"
+    out = check_file_target(ns.output, what)
     if out.exists() and not ns.overwrite:
         raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it.")
+    check_writable(ns.output, out, what)
     stretched = proc.interpolate(ns.steps)
     if ns.csv:
         w = stretched.weights()

@@ -25,8 +25,14 @@ class CheckpointError(DistProError, ValueError):
 
 _CKPT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".tar")
 
+#: The files `load_state_file` reads, as its errors name them (a caller may name its own).
+STATE_FILES = (
+    "a Lightning checkpoint (.ckpt) or a state-dict file saved with "
+    "torch.save(model.state_dict(), path)"
+)
 
-def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
+
+def _not_a_checkpoint(path: Path, exc: BaseException, accepted: str) -> CheckpointError:
     """The error for a file ``torch.load(weights_only=True)`` refused. torch's own message
     (which suggests ``weights_only=False``, i.e. running the file's code) is not passed on."""
     text = str(exc)
@@ -34,8 +40,7 @@ def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
     if found:
         return CheckpointError(
             f"{str(path)!r} holds a pickled {found.group(1)} object, which is not loaded: this "
-            "library never unpickles code. Give a Lightning checkpoint or a file saved with "
-            "torch.save(model.state_dict(), path) (tensors and plain values only)."
+            f"library never unpickles code. Give {accepted} (tensors and plain values only)."
         )
     if isinstance(exc, EOFError) or path.stat().st_size == 0:
         reason = "it is empty or truncated"
@@ -43,14 +48,12 @@ def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
         reason = "it is a damaged (truncated or corrupted) PyTorch file"
     else:
         reason = "it is not a PyTorch file (damaged, or another kind of file)"
-    return CheckpointError(
-        f"{str(path)!r} is not a checkpoint: {reason}. Give a Lightning checkpoint (.ckpt) or a "
-        "state-dict file saved with torch.save(model.state_dict(), path)."
-    )
+    return CheckpointError(f"{str(path)!r} is not a checkpoint: {reason}. Give {accepted}.")
 
 
-def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Load a checkpoint or state-dict file with ``weights_only=True``.
+def load_state_file(path: str | os.PathLike[str], accepted: str = STATE_FILES) -> dict[str, Any]:
+    """Load a checkpoint or state-dict file with ``weights_only=True`` (``accepted``: the
+    files the caller reads, as its errors name them).
 
     Raises ``FileNotFoundError`` (no such file), ``IsADirectoryError`` (a directory) or
     `CheckpointError` (not a checkpoint, or one holding objects that would need
@@ -67,9 +70,11 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - replaced by a message without torch's advice
-        raise _not_a_checkpoint(path, exc) from None
+        raise _not_a_checkpoint(path, exc, accepted) from None
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{str(path)!r} holds a {type(obj).__name__}, not a state dict.")
+        raise CheckpointError(
+            f"{str(path)!r} holds a {type(obj).__name__}, not a state dict: give {accepted}."
+        )
     return obj
 
 

@@ -18,6 +18,12 @@ from distpro_lightning.pathways.taps import unwrap_model
 #: The ``format`` entry of an exported student file.
 STUDENT_FORMAT = "distpro-student"
 
+#: The files `load_student` reads, as its errors name them.
+STUDENT_FILES = (
+    "a student file written by export_student() or a Lightning checkpoint (.ckpt) of a "
+    "DistPro module"
+)
+
 
 def export_student(module: Any, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``module.student``'s weights to ``path`` (atomically) with what rebuilds it:
@@ -62,20 +68,35 @@ def check_export_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return out
 
 
-def _student_state(obj: dict[str, Any], prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def _state_dict_of(obj: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's ``state_dict`` entry, refused (naming the file) when it has none."""
+    state = obj.get("state_dict")
+    if isinstance(state, dict):
+        return state
+    if "state_dict" in obj:
+        kind = f"a 'state_dict' entry that is a {type(state).__name__}, not a dict"
+    elif obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        kind = "a bare state dict (load it with model.load_state_dict(torch.load(path)))"
+    else:
+        kind = f"a dict without a 'state_dict' entry (keys {sorted(map(str, obj))[:6]})"
+    raise CheckpointError(f"{str(path)!r} holds {kind}; load_student reads {STUDENT_FILES}.")
+
+
+def _student_state(
+    obj: dict[str, Any], prefix: str, path: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(state_dict, description)`` of an export file or a Lightning checkpoint."""
+    state = _state_dict_of(obj, path)
     if obj.get("format") == STUDENT_FORMAT:
-        return dict(obj["state_dict"]), obj
+        return dict(state), obj
     hparams = obj.get("hyper_parameters") if isinstance(obj.get("hyper_parameters"), dict) else {}
-    state = obj.get("state_dict", {})
     group = hparams.get("distillation") if isinstance(hparams.get("distillation"), dict) else {}
     prefix = f"{hparams.get('student_attribute') or group.get('student_attribute') or prefix}."
     found = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not found:
         raise CheckpointError(
-            f"No student weights (keys under {prefix!r}) in this file: give a file written by "
-            "export_student() or a checkpoint of a DistPro module (prefix: the student's "
-            "attribute, e.g. prefix='net')."
+            f"No student weights (keys under {prefix!r}) in {str(path)!r}: give {STUDENT_FILES} "
+            "(prefix: the student's attribute, e.g. prefix='net')."
         )
     arch = hparams.get("student") if isinstance(hparams.get("student"), str) else None
     description = {
@@ -102,7 +123,7 @@ def load_student(
         CheckpointError: the file holds no student weights, or they do not fit ``model``.
         ValueError: ``model`` is ``None`` and the file names no registry architecture.
     """
-    state, desc = _student_state(load_state_file(path), prefix)
+    state, desc = _student_state(load_state_file(path, STUDENT_FILES), prefix, Path(path))
     if model is None:
         from distpro_lightning.models import create
 

@@ -88,7 +88,9 @@ class ProcessSearchCallback(Callback):
         output: where the process goes (`OutputConfig`: ``save_path``, save cadence,
             overwrite, plots, per-pathway logging).
         held_out: ``None`` (the data module's ``search_val_dataloader()``), a method name of
-            the data module, or a data module whose ``train_dataloader()`` serves it.
+            the data module, or a data module whose ``train_dataloader()`` serves it. It must
+            give one ``DataLoader`` with samples (a list of one is that loader; several, or
+            none, are refused at fit start).
         enabled: ``False`` makes the callback inert (the CLI: on when ``search:`` has a key).
         **flat: the flat keywords of version 0.1 (``alpha_lr``, ``save_path``, ...),
             applied to their group with a ``FutureWarning`` (`search.settings.FLAT_KEYS`).
@@ -191,7 +193,7 @@ class ProcessSearchCallback(Callback):
             search_autocast(trainer, self.settings),
             str(trainer.precision),
         )
-        loader = self.search_val_loader or held_out_loader(trainer, self.held_out_source)
+        loader = held_out_loader(trainer, self.held_out_source, self.search_val_loader)
         ranks = (trainer.world_size, trainer.global_rank)
         self.held_out = HeldOutStream(loader, self.run.seed, *ranks)
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)

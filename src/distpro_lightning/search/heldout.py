@@ -16,6 +16,8 @@ from torch.utils.data import (
     SequentialSampler,
 )
 
+from distpro_lightning.errors import DistProError
+
 #: DataLoader settings carried over from the user's held-out loader.
 _LOADER_SETTINGS = (
     "collate_fn",
@@ -29,6 +31,17 @@ _LOADER_SETTINGS = (
     "pin_memory_device",
     "in_order",
 )
+
+#: How to give the search held-out data, for the messages about missing held-out data.
+_HOW_TO_HOLD_OUT = (
+    "a DistPro data module holds data out in mode='search' (held_out=None uses its "
+    "search_val_dataloader()) or with val_fraction=0.1 (held_out='val_dataloader'); else "
+    "name a method returning one DataLoader of held-out samples"
+)
+
+
+class HeldOutDataError(DistProError, ValueError):
+    """The search's held-out data is missing, empty, or not one loader."""
 
 
 class HeldOutStream:
@@ -86,9 +99,10 @@ class HeldOutStream:
             and n // world_size < self.batch_size
         ):
             if n // world_size < 1:
-                raise RuntimeError(
-                    f"The held-out split has {n} samples, fewer than one per rank "
-                    f"({world_size} ranks): give the search held-out data."
+                raise HeldOutDataError(
+                    f"The held-out loader (held_out) has {n} samples, fewer than one per rank "
+                    f"({world_size} rank(s)): give the search more held-out samples; "
+                    f"{_HOW_TO_HOLD_OUT}."
                 )
             # a usual val_dataloader (batch 128 over 64 images): its whole split is the batch
             rank_zero_warn(
@@ -123,6 +137,8 @@ class HeldOutStream:
         if self.batch_sampler is not None:
             _set_epoch(self.batch_sampler, self.cycle)
             drawn = [list(b) for b in self.batch_sampler]
+            if any(not b for b in drawn):
+                raise HeldOutDataError(_EMPTY_BATCH.format(what="its batch_sampler's"))
             per_rank = len(drawn) // self.world_size
             return drawn[self.rank :: self.world_size][:per_rank]
         idx, b = self.indices(), self.batch_size
@@ -153,6 +169,8 @@ class HeldOutStream:
                 self.consumed = 0
                 continue
             self.consumed += 1
+            if _batch_size(batch) == 0:
+                raise HeldOutDataError(_EMPTY_BATCH.format(what="its collate_fn's output"))
             return batch
 
     def state_dict(self) -> dict[str, int]:
@@ -183,6 +201,23 @@ def concat_batches(batches: list[Any]) -> Any:
     )
 
 
+_EMPTY_BATCH = (
+    "The held-out loader (the search's held_out) gave a batch of 0 samples ({what}): every "
+    "search step needs held-out samples; make its batch_sampler and collate_fn keep at least "
+    "one sample in every batch."
+)
+
+
+def _batch_size(batch: Any) -> int | None:
+    """The first dimension of the batch's first tensor (``None``: no tensor in it)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.shape[0] if batch.dim() else None
+    if isinstance(batch, Mapping):
+        batch = list(batch.values())
+    sizes = (_batch_size(item) for item in batch) if isinstance(batch, tuple | list) else ()
+    return next((size for size in sizes if size is not None), None)
+
+
 def _check_loader(loader: DataLoader) -> None:
     """Refuse a held-out loader the stream cannot shuffle, shard and resume."""
     if isinstance(loader.dataset, IterableDataset):
@@ -209,12 +244,20 @@ def _set_epoch(sampler: Any, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
-def held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | None) -> Any:
-    """The held-out loader the callback was told to use (see its ``held_out``)."""
+def held_out_loader(
+    trainer: pl.Trainer,
+    source: str | pl.LightningDataModule | None,
+    given: DataLoader | None = None,
+) -> DataLoader:
+    """The held-out loader the callback was told to use (see its ``held_out``; ``given``:
+    its ``search_val_loader``), checked to be one loader with samples."""
+    if given is not None:
+        return one_loader(given, "callback.search_val_loader")
     if isinstance(source, pl.LightningDataModule):
         source.prepare_data()
         source.setup("fit")
-        return source.train_dataloader()
+        origin = f"held_out={type(source).__name__}(...), its train_dataloader()"
+        return one_loader(source.train_dataloader(), origin)
     dm = trainer.datamodule
     method = source or "search_val_dataloader"
     if dm is None or not callable(getattr(dm, method, None)):
@@ -224,7 +267,46 @@ def held_out_loader(trainer: pl.Trainer, source: str | pl.LightningDataModule | 
             "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
             "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
         )
-    return getattr(dm, method)()
+    origin = f"held_out={source!r}, the data module's {method}()"
+    return one_loader(getattr(dm, method)(), origin)
+
+
+def one_loader(loaders: Any, origin: str) -> DataLoader:
+    """The one DataLoader in ``loaders`` (a loader, or a list, tuple or dict of one), with
+    samples; ``origin`` says where it came from in the errors."""
+    loader = _the_only(loaders, origin)
+    if not isinstance(loader, DataLoader):
+        raise TypeError(
+            f"The search's held-out data ({origin}) is a {type(loader).__name__}, not a "
+            "DataLoader: give held_out a method that returns a DataLoader of held-out samples."
+        )
+    data = loader.dataset
+    if isinstance(data, Sized) and not isinstance(data, IterableDataset) and not len(data):
+        raise HeldOutDataError(
+            f"The search's held-out data ({origin}) has 0 samples: the held-out split is "
+            f"empty; {_HOW_TO_HOLD_OUT}."
+        )
+    return loader
+
+
+def _the_only(loaders: Any, origin: str) -> Any:
+    """The one loader of a list, tuple or dict of loaders (a loader: itself)."""
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    if not isinstance(loaders, list | tuple):
+        return loaders
+    if not loaders:
+        raise HeldOutDataError(
+            f"The search's held-out data ({origin}) is {loaders!r}, no loader: the held-out "
+            f"split is empty; {_HOW_TO_HOLD_OUT}."
+        )
+    if len(loaders) > 1:
+        raise HeldOutDataError(
+            f"The search's held-out data ({origin}) is {len(loaders)} loaders; the search draws "
+            "its held-out batches from one: give held_out a method that returns one (the "
+            "first, or a DataLoader over a ConcatDataset of their datasets)."
+        )
+    return loaders[0]
 
 
 def steps_per_epoch(trainer: pl.Trainer) -> int | None:

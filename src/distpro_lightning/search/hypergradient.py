@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from distpro_lightning.errors import DistProError
 from distpro_lightning.modules.contract import (
     DistillationObjective,
     Objective,
@@ -156,9 +157,77 @@ def mixed_derivative_exact(
 
     # no_grad: forward-mode AD still runs, but no autograd graph is recorded. The math
     # attention kernel: the fused CPU/GPU attention kernels have no forward-mode derivative.
-    with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
-        _, out = torch.func.jvp(loss_vector, (primals,), (tangents,))
+    try:
+        with torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+            _, out = torch.func.jvp(loss_vector, (primals,), (tangents,))
+    except Exception as exc:  # noqa: BLE001 - re-raised unless forward-mode AD explains it
+        explained = forward_ad_error(loss_vector, primals, exc)
+        if explained is None:
+            raise
+        raise explained from exc
     return out.detach().float()
+
+
+class ForwardModeError(DistProError, RuntimeError):
+    """``hypergradient="exact"`` on a model that forward-mode AD cannot pass through."""
+
+
+def forward_ad_error(
+    loss_vector: Callable[[dict[str, Tensor]], Tensor],
+    primals: Mapping[str, Tensor],
+    exc: BaseException,
+) -> ForwardModeError | None:
+    """The error for a JVP that failed for want of forward-mode AD (``None``: another
+    failure): naming the custom ``torch.autograd.Function`` of the pass without ``jvp`` and
+    ``setup_context`` (found in a backward-mode pass), or the operation torch names."""
+    head = "hypergradient='exact' needs forward-mode AD (a JVP) through the student and heads"
+    fix = "use hypergradient='finite_difference' (or 'forward_difference'), which needs none"
+    names = _functions_without_jvp(loss_vector, primals)
+    if names:
+        return ForwardModeError(
+            f"{head}, but the custom torch.autograd.Function {', '.join(names)} has no "
+            f"forward-mode derivative: {fix}, or give it a jvp and a setup_context staticmethod."
+        )
+    cause = next((str(e) for e in _chain(exc) if isinstance(e, NotImplementedError)), "")
+    if "forward AD" not in cause:
+        return None
+    return ForwardModeError(f"{head}: {cause.strip().splitlines()[0]}; {fix}.")
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """``exc`` and its causes."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _functions_without_jvp(
+    loss_vector: Callable[[dict[str, Tensor]], Tensor], primals: Mapping[str, Tensor]
+) -> list[str]:
+    """Names of the custom autograd Functions in the backward graph of ``loss_vector`` at
+    ``primals`` that ``torch.func.jvp`` cannot pass (no ``jvp`` or no ``setup_context``)."""
+    try:
+        with torch.enable_grad():
+            output = loss_vector({k: p.detach().requires_grad_() for k, p in primals.items()})
+    except Exception:  # noqa: BLE001 - no diagnosis: the JVP's own error stands
+        return []
+    base, names, seen = torch.autograd.Function, [], set()
+    stack = [output.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        cls = getattr(node, "_forward_cls", None)
+        no_jvp = cls is not None and (
+            cls.jvp is base.jvp or cls.setup_context is base.setup_context
+        )
+        if no_jvp and cls.__qualname__ not in names:
+            names.append(cls.__qualname__)
+        stack.extend(n for n, _ in node.next_functions)
+    return names
 
 
 def mixed_derivative_fd(

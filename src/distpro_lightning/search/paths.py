@@ -103,14 +103,7 @@ def check_save_path(save_path: str | os.PathLike[str], plot: bool = True) -> Pat
             f"save_path is empty: give the process file's path ({example}), or save_path=None "
             "to write no file."
         )
-    path = Path(raw).expanduser()
-    if raw.endswith(("/", os.sep)) or path.is_dir():
-        raise OutputPathError(
-            f"save_path {raw!r} is a directory: give a file path inside it, e.g. "
-            f"{str(path / 'process.json')!r}."
-        )
-    if path.exists() and not path.is_file():
-        raise OutputPathError(f"save_path {raw!r} exists and is not a regular file.")
+    path = check_file_target(raw, "save_path")
     if plot:
         for kind, image in plot_paths(path).items():
             if image == path:
@@ -124,12 +117,35 @@ def check_save_path(save_path: str | os.PathLike[str], plot: bool = True) -> Pat
                     f"The {kind} plot of save_path {raw!r} would go to {str(image)!r}, which is a "
                     "directory: choose another save_path or pass plot=False."
                 )
+    check_writable(raw, path, "save_path")
+    return path
+
+
+def check_file_target(raw: str, what: str) -> Path:
+    """``raw`` (``~`` expanded) as the path of a file to write, refused when it names a
+    folder (or ends in ``/``) or something that is not a regular file; ``what`` names it in
+    the message (``"save_path"``, ``"-o"``)."""
+    path = Path(raw).expanduser()
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputPathError(
+            f"{what} {raw!r} is a directory: give a file path inside it, e.g. "
+            f"{str(path / 'process.json')!r}."
+        )
+    if path.exists() and not path.is_file():
+        raise OutputPathError(
+            f"{what} {raw!r} exists and is not a regular file: give the path of a file."
+        )
+    return path
+
+
+def check_writable(raw: str, path: Path, what: str) -> None:
+    """Refuse ``path`` (``raw`` as given) when its folder cannot be made or written in;
+    creates the folder, as the write would."""
     problem = _parent_problem(path)
     if problem:
         raise OutputPathError(
-            f"save_path {raw!r} cannot be written: {problem}. Choose a writable location."
+            f"{what} {raw!r} cannot be written: {problem}. Choose a writable location."
         )
-    return path
 
 
 def check_overwrite(

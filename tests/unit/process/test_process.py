@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,36 @@ def test_failed_write_leaves_existing_file_untouched(
     assert f.read_bytes() == before
     assert os.listdir(tmp_path) == ["process.json"]
     assert torch.equal(DistillationProcess.load(f).logits, torch.tensor(ROWS))
+
+
+@pytest.mark.parametrize("target", ["os.replace", "tempfile.mkstemp"])
+def test_a_failed_write_names_the_file_not_its_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+) -> None:
+    f = tmp_path / "process.json"
+    five_rows().save(f)
+    before = f.read_bytes()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".process.json.1-x.tmp"))
+
+    module_name, attr = target.split(".")
+    monkeypatch.setattr({"os": os, "tempfile": tempfile}[module_name], attr, denied)
+    with pytest.raises(PermissionError) as info:
+        full_process().save(f)
+    monkeypatch.undo()
+    message = str(info.value)
+    assert repr(str(f)) in message and ".tmp" not in message
+    assert "Permission denied" in message and "choose a writable location" in message
+    assert f.read_bytes() == before and os.listdir(tmp_path) == ["process.json"]
+
+
+def test_a_write_never_replaces_a_device_or_pipe(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(FileExistsError, match=r"pipe.* exists and is not a regular file"):
+        full_process().save(fifo)
+    assert fifo.is_fifo() and os.listdir(tmp_path) == ["pipe"]
 
 
 def _valid_dict() -> dict:

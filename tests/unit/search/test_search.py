@@ -12,10 +12,13 @@ import torch.nn.functional as F
 from conftest import make_module, quiet_trainer
 from hypergradient_reference import _batches, _unrolled_hypergradient
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from own_project import SmallCNN
+from search_cases import search
 
 from distpro_lightning import DistillationProcess, ProcessSearchCallback
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.search.hypergradient import (
+    ForwardModeError,
     HypergradientOptions,
     SearchBatches,
     SGDHyper,
@@ -47,6 +50,45 @@ def test_exact_hypergradient_equals_unrolled_autograd(prune):
     assert expected.abs().max() > 0
     rel = (got - expected).norm() / expected.norm()
     assert rel < 1e-4, float(rel)
+
+
+class _Clip(torch.autograd.Function):
+    """A user's activation with a hand-written backward and no forward-mode derivative."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(-3.0, 3.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (x.abs() <= 3.0)
+
+
+class _ClipNet(SmallCNN):
+    def forward(self, x):
+        x = self.layer3(self.layer2(_Clip.apply(self.layer1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_exact_hypergradient_names_a_custom_function_without_jvp_and_the_fix(tmp_path):
+    (tmp_path / "s.json").write_bytes(b"an earlier run's process")
+    m = make_module(student=_ClipNet(), transforms=["conv_bn"])
+    with pytest.raises(ForwardModeError) as info:
+        search(
+            tmp_path,
+            module=m,
+            hypergradient="exact",
+            save_path=str(tmp_path / "s.json"),
+            overwrite=True,
+        )
+    message = str(info.value)
+    assert "\n" not in message and "torch.autograd.Function _Clip has no forward-mode" in message
+    assert "hypergradient='finite_difference'" in message and "the data" not in message
+    assert (tmp_path / "s.json").read_bytes() == b"an earlier run's process"
+    cb, _, _ = search(tmp_path, module=m, hypergradient="finite_difference", save_path=None)
+    assert len(cb.process) == 2  # the fix the message gives
 
 
 def test_finite_difference_agrees_with_exact_on_bn_model():
