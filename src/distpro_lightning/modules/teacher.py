@@ -122,14 +122,20 @@ class FrozenTeacherOwner:
         return self
 
     def on_fit_start(self) -> None:
+        _drop_filter(self._eval_warning_filter)  # one a fit that failed early left behind
         self._eval_warning_filter = _silence_teacher_eval_warning(self)  # type: ignore[arg-type]
         super().on_fit_start()  # type: ignore[misc]
 
     def on_train_start(self) -> None:
-        entry, self._eval_warning_filter = self._eval_warning_filter, None
-        if entry is not None and entry in warnings.filters:
-            warnings.filters.remove(entry)
+        """Lightning has checked the modules' modes: the filter goes."""
+        _drop_filter(self._eval_warning_filter)
+        self._eval_warning_filter = None
         super().on_train_start()  # type: ignore[misc]
+
+
+def _drop_filter(entry: tuple[Any, ...] | None) -> None:
+    if entry is not None and entry in warnings.filters:
+        warnings.filters.remove(entry)
 
 
 def _silence_teacher_eval_warning(owner: nn.Module) -> tuple[Any, ...] | None:
