@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import tempfile
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,7 +40,9 @@ def _fit(args: list[str]):
 
 
 def _quick(tmp: Path) -> list[str]:
-    # one step, no logger or checkpoint (fast_dev_run would write no process file)
+    # one step, no logger or checkpoint (fast_dev_run would write no process file); each fit
+    # in a folder of its own, where it saves its config.yaml
+    root = tempfile.mkdtemp(dir=tmp, prefix="run_")
     return [
         "--trainer.max_steps",
         "1",
@@ -58,7 +63,7 @@ def _quick(tmp: Path) -> list[str]:
         "--trainer.precision",
         "32-true",
         "--trainer.default_root_dir",
-        str(tmp),
+        root,
         "--trainer.enable_progress_bar",
         "false",
     ]
@@ -359,12 +364,51 @@ def test_tensorboard_logger_gets_process_figures(tmp_path):
     assert any(tag.startswith("alpha_weight/") for tag in acc.Tags()["scalars"])
 
 
+def _retrain_args(tmp: Path, *extra: str) -> list[str]:
+    """A short retrain (2 steps, no replay) of the Fashion-MNIST example."""
+    return [
+        "--config", str(EX / "fashion_mnist/retrain.yaml"), "--trainer.max_steps", "2",
+        "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(tmp),
+        "--data.init_args.subset", "64", "--data.init_args.batch_size", "16",
+        *_teacher_args("resnet20"), "--replay.enabled", "false", *extra,
+    ]  # fmt: skip
+
+
+def test_short_retrain_skips_validation_quietly_and_writes_its_metrics(tmp_path):
+    """A retrain has no validation split: no warning about an empty validation loader;
+    shorter than log_every_n_steps, it still writes metrics.csv (the epoch's train loss)."""
+    logger = ["--trainer.logger.init_args.save_dir", str(tmp_path)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = _fit(_retrain_args(tmp_path, *logger))
+    messages = [str(w.message) for w in caught]
+    assert not any("across ranks is zero" in m or "val_dataloader" in m for m in messages)
+    assert cli.trainer.limit_val_batches == 0 and cli.trainer.global_step == 2
+    metrics = Path(cli.trainer.logger.log_dir) / "metrics.csv"
+    rows = list(csv.DictReader(metrics.read_text().splitlines()))
+    assert [r["epoch"] for r in rows if r["train/loss_epoch"]] == ["0"]
+
+
+def test_fits_sharing_a_folder_never_overwrite_each_others_config(tmp_path):
+    """Two fits without a logger in one default_root_dir: the second refuses to replace
+    the first's config.yaml and names the fix."""
+    first = _fit(_retrain_args(tmp_path, "--trainer.logger", "false"))
+    saved = (tmp_path / "config.yaml").read_text()
+    assert yaml.safe_load(saved)["model"]["init_args"]["lr"] == first.model.hparams.lr
+    with pytest.raises(FileExistsError, match="--trainer.default_root_dir") as exc:
+        _fit(_retrain_args(tmp_path, "--trainer.logger", "false", "--model.init_args.lr", "0.5"))
+    assert "config.yaml" in str(exc.value)
+    assert (tmp_path / "config.yaml").read_text() == saved
+
+
 def test_distpro_help_and_process_subcommand(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--search.alpha.lr" in out and "--replay.mode" in out
+    assert "``" not in out  # the docstrings' literals print as `x`
+    assert "`save_path`" in out
     proc = DistillationProcess(["a->b:conv_bn"], {"name": "softmax"}, torch.ones(3, 1))
     proc.save(tmp_path / "p.json")
     with pytest.raises(SystemExit) as exc:

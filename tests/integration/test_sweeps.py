@@ -57,6 +57,17 @@ def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, c
     assert len(trials) == 2 and len({t.path.parent for t in trials}) == 2  # one file each
     assert all(t.score is not None and t.steps == 3 for t in trials)
     assert trials[0].score <= trials[1].score
+    # each trial's config.yaml in its own run folder, with its own settings (W&B's log_dir is
+    # the shared save_dir: one config.yaml there would be overwritten by every trial)
+    configs = sorted((tmp_path / "runs/wandb").rglob("config.yaml"))
+    assert {c.parent for c in configs} == {t.path.parent for t in trials}
+    lrs = set()
+    for config in configs:
+        saved = yaml.safe_load(config.read_text())
+        searched = DistillationProcess.load(config.parent / "process.json").provenance
+        assert saved["search"]["alpha"]["lr"] == pytest.approx(searched["alpha_lr"])
+        lrs.add(saved["search"]["alpha"]["lr"])
+    assert len(lrs) == 2
     # the artifact and the hyperparameters are in each offline run
     runs = sorted(tmp_path.rglob("offline-run-*"))
     assert len(runs) == 2

@@ -20,12 +20,12 @@ import torch
 from torch import Tensor, nn
 
 from distpro_lightning.modules.student import OptimizerConfig, StudentModule
-from distpro_lightning.modules.teacher import FrozenTeacher, build_teacher
+from distpro_lightning.modules.teacher import FrozenTeacher, FrozenTeacherOwner, build_teacher
 from distpro_lightning.pathways.review import build_abfs, review_levels, review_loss
 from distpro_lightning.pathways.taps import FeatureTaps, auto_taps, probe_shapes
 
 
-class ReviewKDModule(StudentModule):
+class ReviewKDModule(FrozenTeacherOwner, StudentModule):
     """ReviewKD: knowledge review with ABF fusion and HCL.
 
     Python:
@@ -123,7 +123,7 @@ class ReviewKDModule(StudentModule):
         warm = self.warmup_epochs
         ramp = 1.0 if warm <= 0 else min(self.current_epoch / warm, 1.0)
         loss = self.task_loss(logits, y) + ramp * self.review_weight * review
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train_loss(loss)
         self.log("train/review_loss", review)
         return loss
 

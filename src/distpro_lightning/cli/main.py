@@ -8,7 +8,9 @@
   given (in a config file or on the command line) and off when none is; ``enabled: false``
   turns a given section off (logged with the keys it leaves unused; the paper configs use
   it, as their pair files name both the search and the replay file). Both on at once is
-  an error.
+  an error. Each fit saves its ``config.yaml`` in its own run folder
+  (`distpro_lightning.cli.run_config`); a retrain without a validation split skips
+  validation (``limit_val_batches=0``).
 * ``distpro process summary|plot|export FILE`` — inspect, plot and interpolate a process
   file; a bad file prints one line naming it and the problem, and exits with status 1.
 * ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
@@ -28,10 +30,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
+from distpro_lightning.cli.run_config import RunConfigCallback
 from distpro_lightning.errors import DistProError
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
 from distpro_lightning.replay import ProcessScheduleCallback
@@ -68,6 +72,29 @@ def section_switches(given: Any, subcommand: str | None) -> dict[str, bool]:
             "--search.enabled false / --replay.enabled false."
         )
     return switches
+
+
+class DocstringHelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help formatter, with the docstrings' reStructuredText literals
+    (````x````) shown as ```x```: ``distpro fit --help`` prints no double backticks."""
+
+    def start_section(self, heading: str | None) -> None:
+        super().start_section(heading.replace("``", "`") if heading else heading)
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(text.replace("``", "`"))
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return super()._expand_help(action).replace("``", "`")
+
+
+class DistProArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser with `DocstringHelpFormatter` (also for ``--model.help CLASS``,
+    whose parser is built of the same class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DocstringHelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 class DistProCLI(LightningCLI):
@@ -120,6 +147,9 @@ class DistProCLI(LightningCLI):
             raise cause from None
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        if self.subcommand == "fit" and getattr(self.datamodule, "has_validation", True) is False:
+            # a retrain without a validation split: skip the loop, not an empty loader
+            kwargs.setdefault("limit_val_batches", 0)
         trainer = super().instantiate_trainer(**kwargs)
         evaluating = self.subcommand in EVALUATION_SUBCOMMANDS
         trainer.callbacks = [
@@ -158,7 +188,8 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         datamodule_class=None,
         subclass_mode_model=True,
         subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
+        save_config_callback=RunConfigCallback,
+        parser_class=DistProArgumentParser,
         args=list(args) if args is not None else None,
         run=run,
         auto_configure_optimizers=False,

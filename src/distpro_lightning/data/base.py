@@ -253,10 +253,17 @@ class SplitDataModule(LightningDataModule):
         """
         return self._loader(self.train_dataset, shuffle=True)
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether there is a validation split: in search mode, or with ``val_fraction``.
+        Without one, fit with ``Trainer(limit_val_batches=0)`` (``distpro fit`` sets it) so
+        Lightning skips validation without warning about an empty loader."""
+        return self.mode == "search" or self.val_fraction is not None
+
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Loader of the validation images, held out from the training set (evaluation
-        transform, not shuffled); ``[]`` (no validation) in retrain mode without
-        ``val_fraction``. Never the test split."""
+        transform, not shuffled); ``[]`` (no validation, `has_validation` is false) in
+        retrain mode without ``val_fraction``. Never the test split."""
         dataset = self.val_dataset
         if dataset is None:
             return []

@@ -78,7 +78,7 @@ class ClassifierModule(StudentModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         x, y = self.split_batch(batch)
         loss = F.cross_entropy(self(x), y, label_smoothing=self.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train_loss(loss)
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

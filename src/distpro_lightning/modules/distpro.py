@@ -182,10 +182,10 @@ class DistProModule(DistProMixin, StudentModule):
         if reused is not None:
             # ProcessSearchCallback(reuse_training_gradient=True): the virtual step's gradient
             # is the update; the surrogate's gradient with respect to theta is exactly it.
-            self.log("train/loss", reused.loss, prog_bar=True)
+            self.log_train_loss(reused.loss)
             return reused.surrogate_loss()
         loss, task, losses, _ = self.training_loss(batch)
-        self.log("train/loss", loss, prog_bar=True)
+        self.log_train_loss(loss)
         self.log("train/task_loss", task)
         if self.log_pathway_losses:
             for name, value in zip(self.pathway_names, losses.detach()):

@@ -18,7 +18,7 @@ from distpro_lightning.functional.normalization import normalize
 from distpro_lightning.modules.config import DistillationConfig
 from distpro_lightning.modules.contract import Objective, ParameterGroups, TeacherOutput
 from distpro_lightning.modules.step_context import StepContext, StepContextReader
-from distpro_lightning.modules.teacher import FrozenTeacher, check_not_shared
+from distpro_lightning.modules.teacher import FrozenTeacher, FrozenTeacherOwner, check_not_shared
 from distpro_lightning.pathways.heads import (
     KD_PATHWAY_NAME,
     PathwayHeads,
@@ -41,7 +41,7 @@ from distpro_lightning.process.core import DistillationProcess
 log = logging.getLogger(__name__)
 
 
-class DistProMixin(StepContextReader):
+class DistProMixin(StepContextReader, FrozenTeacherOwner):
     """The DistPro machinery for any LightningModule that has a ``student``.
 
     Adopt it in an existing module with three additions:
@@ -68,6 +68,9 @@ class DistProMixin(StepContextReader):
     ``training_loss`` take its shared training forward (or its teacher outputs). To use
     ``reuse_training_gradient=True`` too, return ``self.take_reused_gradient().surrogate_loss()``
     from ``training_step`` when there is one, and set ``applies_reused_gradient = True``.
+
+    The teacher stays in eval mode (`FrozenTeacherOwner`): ``self.train()`` leaves it so, the
+    model summary lists it as ``eval``, and Lightning does not warn about it.
     """
 
     teacher: nn.Module
@@ -210,7 +213,8 @@ class DistProMixin(StepContextReader):
     def on_fit_start(self) -> None:
         """At fit start, like Lightning's model summary: the pathway table (when the Trainer
         prints a model summary) and a warning when the pathway heads dwarf the student
-        (`announce_pathways`). A module that overrides ``on_fit_start`` calls
+        (`announce_pathways`); no warning about the frozen teacher's eval mode
+        (`FrozenTeacherOwner`). A module that overrides ``on_fit_start`` calls
         ``super().on_fit_start()`` to keep them."""
         from distpro_lightning.modules.summary import announce_pathways
 

@@ -209,6 +209,14 @@ class StudentModule(pl.LightningModule):
         """The task loss of the student (cross-entropy)."""
         return torch.nn.functional.cross_entropy(student_outputs, targets)
 
+    def log_train_loss(self, loss: Tensor) -> None:
+        """Log the training loss: ``train/loss`` per step (at the Trainer's
+        ``log_every_n_steps``, and in the progress bar) and its epoch mean
+        ``train/loss_epoch`` at every epoch end, so a run shorter than ``log_every_n_steps``
+        (a short retrain, without validation) still writes its metrics (``metrics.csv``)."""
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
+
     def _eval_step(self, batch: Any, metric: Any, stage: str) -> Tensor:
         x, y = self.split_batch(batch)
         logits = self.student(x)

@@ -1,13 +1,16 @@
 """The frozen teacher of a distilling module, written once for every method: built from a
-module, a checkpoint path or a registry name; run in eval mode without grad with its
-feature taps; kept out of the owner's checkpoints."""
+module, a checkpoint path or a registry name; kept in eval mode and run without grad with
+its feature taps; kept out of the owner's checkpoints."""
 
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 
 from distpro_lightning.modules.checkpoints import resolve_teacher
@@ -54,9 +57,10 @@ def check_not_shared(student: nn.Module, teacher: nn.Module) -> None:
 
 
 class FrozenTeacher:
-    """A teacher that never trains: no gradients, eval mode for every forward (its mode is
-    restored afterwards, so Lightning's train/eval bookkeeping never sees it changed), its
-    tapped features returned with its logits.
+    """A teacher that never trains: no gradients, in eval mode from the start (so Lightning's
+    model summary lists it as ``eval`` and its train/eval bookkeeping sees one mode), its
+    tapped features returned with its logits. `FrozenTeacherOwner` keeps it in eval mode
+    when the owner's ``train()`` is called.
 
     `attach` makes it the ``teacher`` submodule of a LightningModule and keeps its
     weights out of that module's ``state_dict`` (unless ``in_checkpoints``); loading a
@@ -73,7 +77,7 @@ class FrozenTeacher:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"teacher must be an nn.Module, got {type(model).__name__}.")
-        self.model = model.requires_grad_(False)
+        self.model = model.requires_grad_(False).eval()
         self.taps = FeatureTaps(model, list(taps), "teacher")
         self.in_checkpoints = in_checkpoints
 
@@ -86,18 +90,67 @@ class FrozenTeacher:
     @torch.no_grad()
     def __call__(self, x: Tensor) -> TeacherOutput:
         """The teacher's logits and tapped features of ``x`` (eval mode, no grad)."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with (
-                self.taps.capture() as store,
-                explained_input_errors("teacher", self.model, x, dry_run=False),
-            ):
-                logits = self.model(x)
-        finally:
-            if was_training:
-                self.model.train()
+        if self.model.training:  # someone called teacher.train(): back to eval, for good
+            self.model.eval()
+        with (
+            self.taps.capture() as store,
+            explained_input_errors("teacher", self.model, x, dry_run=False),
+        ):
+            logits = self.model(x)
         return TeacherOutput(logits, self.taps.ordered(store))
+
+
+#: Lightning's warning at the start of training when a module is in eval mode.
+EVAL_MODE_WARNING = "Found {count} module(s) in eval mode at the start of training."
+
+
+class FrozenTeacherOwner:
+    """For a LightningModule that holds a `FrozenTeacher` (as ``self.frozen_teacher``):
+    ``train()`` leaves the teacher in eval mode, and Lightning's warning about modules in
+    eval mode at the start of training is silenced when the teacher's are the only ones (a
+    student module in eval mode still warns). A subclass that overrides ``on_fit_start`` or
+    ``on_train_start`` calls ``super()``'s."""
+
+    _eval_warning_filter: tuple[Any, ...] | None = None
+
+    def train(self, mode: bool = True) -> Any:
+        """Set the train/eval mode of every submodule but the frozen teacher (always eval)."""
+        super().train(mode)  # type: ignore[misc]
+        frozen = _frozen_of(self)  # type: ignore[arg-type]
+        if frozen is not None:
+            frozen.model.eval()
+        return self
+
+    def on_fit_start(self) -> None:
+        _drop_filter(self._eval_warning_filter)  # one a fit that failed early left behind
+        self._eval_warning_filter = _silence_teacher_eval_warning(self)  # type: ignore[arg-type]
+        super().on_fit_start()  # type: ignore[misc]
+
+    def on_train_start(self) -> None:
+        """Lightning has checked the modules' modes: the filter goes."""
+        _drop_filter(self._eval_warning_filter)
+        self._eval_warning_filter = None
+        super().on_train_start()  # type: ignore[misc]
+
+
+def _drop_filter(entry: tuple[Any, ...] | None) -> None:
+    if entry is not None and entry in warnings.filters:
+        warnings.filters.remove(entry)
+
+
+def _silence_teacher_eval_warning(owner: nn.Module) -> tuple[Any, ...] | None:
+    """A filter for Lightning's eval-mode warning when the frozen teacher's modules are the
+    only ones in eval mode (the filter names their exact count); ``None`` otherwise."""
+    frozen = _frozen_of(owner)
+    if frozen is None:
+        return None
+    teacher = {id(m) for m in frozen.model.modules()}
+    in_eval = [m for _, m in owner.named_modules() if not m.training]
+    if not in_eval or any(id(m) not in teacher for m in in_eval):
+        return None
+    message = re.escape(EVAL_MODE_WARNING.format(count=len(in_eval)))
+    warnings.filterwarnings("ignore", message=message, category=PossibleUserWarning)
+    return warnings.filters[0]
 
 
 def _frozen_of(owner: nn.Module) -> FrozenTeacher | None:

@@ -203,6 +203,7 @@ class ProcessSearchCallback(Callback):
         record_run_settings(self.process, self.run.record(self.guard.max_non_finite_steps))
         record_search_size(self.process, trainer)
         self.writer.prepare(trainer, self.process.run_id)
+        self.logger.attach_progress_bar(trainer)
         if self.run.diagnostics_every_n_steps:
             every = self.run.diagnostics_every_n_steps
             self.diagnostics = SearchDiagnostics(every, self.step.options)
@@ -332,6 +333,9 @@ class ProcessSearchCallback(Callback):
                 f"{self.guard.skipped} non-finite optimizer updates (rows "
                 f"{self.process.skipped_steps[:10]} in skipped_steps)."
             )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.logger.detach_progress_bar()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:

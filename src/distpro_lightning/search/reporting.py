@@ -11,6 +11,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor
 
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
@@ -27,8 +28,12 @@ class SearchLogger:
     ``search/active_pathways``, ``search/weight_entropy``, ``search/effective_pathways``,
     ``search/top{k}_share`` and, with ``log_pathways``, ``alpha_weight/<pathway>``.
     Per epoch (``on_epoch``, mean over the epoch's steps, averaged over ranks):
-    ``search/val_loss``, the metric a sweep optimises. In the progress bar: ``search_val``
-    (the held-out loss) and ``pathways`` (effective number of pathways).
+    ``search/val_loss``, the metric a sweep optimises.
+
+    In the progress bar only (`attach_progress_bar`: through the bar's ``get_metrics``,
+    so neither a logger nor ``trainer.callback_metrics`` sees them): ``search_val`` (this
+    step's held-out loss) and ``eff_paths`` (the effective, fractional, number of
+    pathways ``exp(entropy)``, not a count; ``search/active_pathways`` is the count).
 
     Args:
         log_pathways: also log every pathway's weight (one series per pathway).
@@ -37,6 +42,38 @@ class SearchLogger:
     def __init__(self, log_pathways: bool = True) -> None:
         self.log_pathways = log_pathways
         self.last_summary: WeightSummary | None = None
+        #: The progress-bar-only values (tensors are read when the bar refreshes).
+        self.bar_status: dict[str, Tensor | float] = {}
+        self._bar: tuple[Any, Any] | None = None  # the bar and its own get_metrics attribute
+
+    def attach_progress_bar(self, trainer: pl.Trainer) -> None:
+        """Show `bar_status` in the trainer's progress bar: its ``get_metrics`` (Lightning's
+        hook for what a bar shows) returns them after its own metrics until
+        `detach_progress_bar`."""
+        self.detach_progress_bar()
+        self.bar_status.clear()
+        bar = trainer.progress_bar_callback
+        if bar is None:
+            return
+        own, status = vars(bar).get("get_metrics"), self.bar_status
+        original = bar.get_metrics
+
+        def get_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+            shown = {k: float(v) for k, v in status.items()}
+            return {**original(trainer, pl_module), **shown}
+
+        bar.get_metrics = get_metrics
+        self._bar = (bar, own)
+
+    def detach_progress_bar(self) -> None:
+        """Give the progress bar its own ``get_metrics`` back."""
+        if self._bar is None:
+            return
+        (bar, own), self._bar = self._bar, None
+        if own is None:
+            vars(bar).pop("get_metrics", None)
+        else:
+            bar.get_metrics = own
 
     def log(self, module: Any, record: SearchRecord) -> None:
         """Log the metrics of one search step (``record``) through ``module.log``."""
@@ -50,7 +87,7 @@ class SearchLogger:
             val = record.val_loss.detach().float()
             log("search/val_loss_step", val, on_step=True, on_epoch=False)
             log("search/val_loss", val, on_step=False, on_epoch=True, sync_dist=True)
-            log("search_val", val, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+            self.bar_status["search_val"] = val
             norm = record.hypergradient.detach().float().norm()
             log("search/hypergrad_norm", norm, on_step=True, on_epoch=False)
         scalars = {
@@ -61,14 +98,7 @@ class SearchLogger:
         }
         for name, value in scalars.items():
             log(name, value, on_step=True, on_epoch=False)
-        log(  # "eff_paths": the effective (fractional) number of pathways, not a count
-            "eff_paths",
-            summary.effective,
-            on_step=True,
-            on_epoch=False,
-            prog_bar=True,
-            logger=False,
-        )
+        self.bar_status["eff_paths"] = summary.effective  # fractional: not a count
         if self.log_pathways:
             for name, w in zip(module.pathway_names, weights):
                 log(f"alpha_weight/{name}", w, on_step=True, on_epoch=False)

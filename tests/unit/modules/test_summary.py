@@ -95,3 +95,56 @@ def test_mixin_modules_get_the_summary_and_a_hint_when_heads_dwarf_the_student(c
     )  # fmt: skip
     with pytest.warns(UserWarning, match=r"pathway heads hold .* x the student's"):
         quiet_trainer(max_steps=1).fit(tiny, PlainData())
+
+
+class _RecordedSummary(ModelSummary):
+    """Lightning's model summary, its table kept (column name -> values)."""
+
+    tables: list[dict[str, list[str]]] = []
+
+    @staticmethod
+    def summarize(summary_data, *args, **kwargs):
+        _RecordedSummary.tables.append(dict(summary_data))
+        return ModelSummary.summarize(summary_data, *args, **kwargs)
+
+
+def test_frozen_teacher_is_eval_in_the_model_summary_without_the_eval_mode_warning():
+    """The tutorials' steps (mixin.md, dense.md): a teacher put in eval mode by the user,
+    ``configure_distillation``, a fit with the model summary. Lightning's table lists the
+    teacher as ``eval`` and no warning about modules in eval mode is raised."""
+    import warnings
+
+    from lightning.pytorch import LightningModule
+
+    from distpro_lightning import DistProMixin
+    from distpro_lightning.models import create
+
+    class MyStudent(DistProMixin, LightningModule):
+        def __init__(self, teacher):
+            super().__init__()
+            self.student = create("resnet8", num_classes=10, in_channels=1)
+            self.configure_distillation(teacher, transforms=["conv_bn"], input_shape=[1, 8, 8])
+
+        def training_step(self, batch, batch_idx):
+            logits, kd_loss = self.distill(batch[0])
+            return self.task_loss(logits, batch[1]) + kd_loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    teacher = create("resnet14", num_classes=10, in_channels=1)
+    teacher.eval()  # as the dense tutorial does after training it
+    module = MyStudent(teacher)
+    module.train()  # the module's train() leaves the frozen teacher in eval mode
+    assert not module.teacher.training and module.student.training
+    _RecordedSummary.tables.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_trainer(max_steps=1, callbacks=[_RecordedSummary()]).fit(
+            module, datamodule=DigitsDataModule(batch_size=16, subset=32)
+        )
+    (table,) = _RecordedSummary.tables
+    modes = dict(zip(table["Name"], table["Mode"]))
+    assert modes["teacher"] == "eval" and modes["student"] == "train", modes
+    assert not any("eval mode" in str(w.message) for w in caught), [str(w.message) for w in caught]
+    assert not module.teacher.training

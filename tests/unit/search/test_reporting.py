@@ -86,9 +86,7 @@ def test_summaries_per_pathway_option_progress_bar_and_figures(tmp_path):
     assert float(last["search/weight_entropy"]) == pytest.approx(float(-(p * p.log()).sum()))
     active = int((module.alpha_logits > 0.9).sum())
     assert float(last["search/active_pathways"]) == active
-    assert "search_val" in trainer.progress_bar_metrics
-    assert "eff_paths" in trainer.progress_bar_metrics
-    assert "search_val" not in keys  # progress bar only
+    assert not {"search_val", "eff_paths"} & keys  # progress bar only
     for kind in ("lines", "heatmap"):  # CSV takes no images: PNGs in its log directory
         png = f"figures/search_process_{kind}_epoch000.png"
         assert (tmp_path / "run" / "version_0" / png).stat().st_size > 1000
@@ -151,3 +149,29 @@ def test_csv_figures_keep_one_file_per_epoch_readable_by_others(tmp_path):
     pngs = [*run.rglob("*.png")]
     assert {p.name for p in run.glob("*.png")} == {"process.png", "process_heatmap.png"}
     assert all(p.stat().st_mode & 0o777 == 0o644 for p in [*pngs, run / "process.json"])
+
+
+def test_progress_bar_only_values_stay_out_of_callback_metrics():
+    """``search_val`` and ``eff_paths`` reach the progress bar through its ``get_metrics``
+    during the fit, never ``trainer.callback_metrics`` (nor a logger); the bar gets its own
+    ``get_metrics`` back afterwards."""
+    from lightning.pytorch import Callback
+
+    shown: list[dict] = []
+
+    class Peek(Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            shown.append(trainer.progress_bar_callback.get_metrics(trainer, pl_module))
+
+    search = ProcessSearchCallback(save_path=None, alpha_lr=0.5)
+    trainer = quiet_trainer(
+        max_steps=3, limit_val_batches=0, enable_progress_bar=True, callbacks=[search, Peek()]
+    )
+    trainer.fit(
+        make_module(transforms=["conv_bn"]),
+        datamodule=DigitsDataModule(batch_size=32, mode="search", subset=128),
+    )
+    assert {"search_val", "eff_paths", "train/loss"} <= set(shown[-1])
+    assert 0 < shown[-1]["eff_paths"] <= 9  # the effective number of the 9 pathways
+    assert not {"search_val", "eff_paths"} & set(trainer.callback_metrics)
+    assert "get_metrics" not in vars(trainer.progress_bar_callback)
