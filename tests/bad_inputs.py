@@ -70,7 +70,7 @@ def mlp() -> nn.Module:
 def module(**kw) -> Callable[[Path], object]:
     from conftest import make_module
 
-    args = dict(transforms=["conv_bn"], **kw)
+    args = {"transforms": ["conv_bn"], **kw}
     return lambda tmp: make_module(**args)
 
 

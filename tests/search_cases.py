@@ -36,6 +36,7 @@ from distpro_lightning import (
 )
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.search.heldout import HeldOutStream
+from distpro_lightning.search.settings import FLAT_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "run.json"
@@ -47,6 +48,20 @@ def digits(**kw) -> DigitsDataModule:
     return DigitsDataModule(**args)
 
 
+def callback(**kw) -> ProcessSearchCallback:
+    """The search callback, its grouped settings named by their short names as the cases
+    write them (``alpha_lr=0.1`` is ``alpha={"lr": 0.1}``, see ``FLAT_KEYS``)."""
+    groups: dict[str, dict] = {}
+    for key in [k for k in kw if k in FLAT_KEYS]:
+        group, field = FLAT_KEYS[key]
+        groups.setdefault(group, {})[field] = kw.pop(key)
+    if isinstance(kw.get("hypergradient"), str):  # the method alone
+        kw["hypergradient"] = {"method": kw["hypergradient"]}
+    for group, values in groups.items():
+        kw[group] = {**values, **(kw.get(group) or {})}  # an explicit group entry wins
+    return ProcessSearchCallback(**kw)
+
+
 def search(tmp: Path, steps: int = 2, module=None, dm=None, callbacks=(), before=(), **cb_kw):
     """A small search fit (``before``: callbacks whose hooks run before the search's);
     returns (callback, module, trainer)."""
@@ -55,7 +70,7 @@ def search(tmp: Path, steps: int = 2, module=None, dm=None, callbacks=(), before
     cb_kw.setdefault("plot", False)
     trainer_kw = dict(max_steps=steps, limit_val_batches=0, default_root_dir=tmp)
     trainer_kw.update(cb_kw.pop("trainer", {}))
-    cb = cb_kw.pop("callback", None) or ProcessSearchCallback(**cb_kw)
+    cb = cb_kw.pop("callback", None) or callback(**cb_kw)
     trainer = quiet_trainer(callbacks=[*before, cb, *callbacks], **trainer_kw)
     trainer.fit(module, datamodule=dm if dm is not None else digits())
     return cb, module, trainer
@@ -124,7 +139,9 @@ def ctrl_c_saves(tmp: Path) -> None:
 
 
 def error_saves(tmp: Path) -> None:
-    cb = ProcessSearchCallback(save_path=str(tmp / "s.json"), save_every_n_steps=0, plot=False)
+    cb = ProcessSearchCallback(
+        output={"save_path": str(tmp / "s.json"), "save_every_n_steps": 0, "plot": False}
+    )
     with pytest.raises(RuntimeError, match="boom"):
         search(tmp, steps=8, callback=cb, callbacks=[Interrupt(2, RuntimeError("boom"))])
     assert torch.equal(DistillationProcess.load(tmp / "s.json").logits, cb.process.logits)
@@ -199,7 +216,10 @@ def nan_batch_skipped(tmp: Path) -> None:
 
 
 def nan_run_stops(tmp: Path) -> None:
-    cb = ProcessSearchCallback(save_path=str(tmp / "s.json"), max_non_finite_steps=3, plot=False)
+    cb = ProcessSearchCallback(
+        output={"save_path": str(tmp / "s.json"), "plot": False},
+        schedule={"max_non_finite_steps": 3},
+    )
     try:
         search(tmp, steps=8, dm=nan_data({0, 1, 2, 3}), callback=cb)
     finally:
@@ -209,7 +229,7 @@ def nan_run_stops(tmp: Path) -> None:
 
 # --------------------------------------------------------------------------- fits and resumes
 def reused_callback_new_process(tmp: Path) -> None:
-    cb = ProcessSearchCallback(plot=False)
+    cb = ProcessSearchCallback(output={"plot": False})
     search(tmp, steps=3, callback=cb, trainer={"logger": CSVLogger(tmp)})
     first_id, first_rows = cb.process.run_id, cb.process.logits.clone()
     search(tmp, steps=2, callback=cb, trainer={"logger": CSVLogger(tmp)})
@@ -219,7 +239,7 @@ def reused_callback_new_process(tmp: Path) -> None:
 
 
 def reused_callback_fixed_path(tmp: Path) -> None:
-    cb = ProcessSearchCallback(save_path=str(tmp / "s.json"), plot=False)
+    cb = ProcessSearchCallback(output={"save_path": str(tmp / "s.json"), "plot": False})
     search(tmp, callback=cb)
     search(tmp, callback=cb)  # a new run may not replace the first run's file
 
@@ -230,7 +250,7 @@ def resume_with(tmp: Path, data=digits, **changed) -> tuple[ProcessSearchCallbac
     first, _, _ = search(
         tmp, steps=2, dm=data(), callbacks=[ckpt], trainer={"enable_checkpointing": True}, **kw
     )
-    cb = ProcessSearchCallback(**{**kw, **changed})
+    cb = callback(**{**kw, **changed})
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         torch.manual_seed(0)
@@ -355,7 +375,7 @@ def heads_missing(callback) -> object:
     return act
 
 
-heads_missing_search = heads_missing(lambda: ProcessSearchCallback(save_path=None))
+heads_missing_search = heads_missing(lambda: ProcessSearchCallback(output={"save_path": None}))
 heads_missing_replay = heads_missing(lambda: ProcessScheduleCallback(mode="uniform"))
 
 

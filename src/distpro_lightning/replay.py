@@ -219,12 +219,9 @@ class ProcessScheduleCallback(Callback):
             "smooth_steps": self.smooth_steps,
             "searched_steps": None if self.process is None else len(self.process),
             "replay_steps": self._total_steps,
+            "num_pathways": len(module.pathway_names),
         }
-        extra = (
-            {"distillation": module.distillation_hparams()}
-            if hasattr(module, "distillation_hparams")
-            else {}
-        )
+        extra = module.distillation_group()
         for logger in trainer.loggers:
             logger.log_hyperparams({"replay": values, **extra})
 

@@ -28,7 +28,7 @@ def test_student_attribute_stores_weights_once_and_searches(tmp_path):
     assert any(k.startswith("net.") for k in keys)
     assert not any(k.startswith("student.") for k in keys)
     assert len(keys) == len(set(keys))
-    cb = ProcessSearchCallback(save_path=None, held_out="val_dataloader")
+    cb = ProcessSearchCallback(held_out="val_dataloader", output={"save_path": None})
     quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=PlainData())
     assert len(cb.process) == 2 and not torch.equal(cb.process.logits[1], torch.ones(3))
     # the exported student loads into a fresh network without the teacher
@@ -43,14 +43,14 @@ def test_student_attribute_stores_weights_once_and_searches(tmp_path):
 
 def test_held_out_data_module_from_config_and_missing_method_message():
     torch.manual_seed(0)
-    cb = ProcessSearchCallback(save_path=None, held_out=PlainData())
+    cb = ProcessSearchCallback(held_out=PlainData(), output={"save_path": None})
     m = make_module(transforms=["conv_bn"])
     quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[cb]).fit(
         m,
         datamodule=DigitsDataModule(batch_size=16, subset=64),  # retrain mode: no split
     )
     assert len(cb.held_out.dataset) == 64  # PlainData's train_dataloader served it
-    bad = ProcessSearchCallback(save_path=None, held_out="holdout_loader")
+    bad = ProcessSearchCallback(held_out="holdout_loader", output={"save_path": None})
     with pytest.raises(RuntimeError, match="no holdout_loader"):
         quiet_trainer(max_steps=1, callbacks=[bad]).fit(
             make_module(transforms=["conv_bn"]), datamodule=PlainData()
@@ -135,7 +135,7 @@ class ManualModule(DistProModule):
 
 
 def _search_rows(module, steps=3):
-    cb = ProcessSearchCallback(save_path=None, hypergradient="exact")
+    cb = ProcessSearchCallback(hypergradient="exact", output={"save_path": None})
     dm = DigitsDataModule(batch_size=16, subset=128, mode="search")
     torch.manual_seed(1)
     quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=[cb]).fit(module, datamodule=dm)
@@ -161,7 +161,7 @@ def test_manual_optimization_without_a_step_is_refused():
     torch.manual_seed(0)
     m = NoStep(
         student="resnet8", teacher="resnet14", num_classes=10, in_channels=1,
-        input_shape=[1, 8, 8], transforms=["conv_bn"],
+        distillation={"input_shape": [1, 8, 8], "transforms": ["conv_bn"]},
     )  # fmt: skip
     with pytest.raises(RuntimeError, match="exactly one optimizer step per"):
         _search_rows(m, steps=1)

@@ -394,9 +394,14 @@ def test_fits_sharing_a_folder_never_overwrite_each_others_config(tmp_path):
     the first's config.yaml and names the fix."""
     first = _fit(_retrain_args(tmp_path, "--trainer.logger", "false"))
     saved = (tmp_path / "config.yaml").read_text()
-    assert yaml.safe_load(saved)["model"]["init_args"]["lr"] == first.model.hparams.lr
+    lr = yaml.safe_load(saved)["model"]["init_args"]["optimizer"]["lr"]
+    assert lr == first.model.hparams.optimizer["lr"]
     with pytest.raises(FileExistsError, match="--trainer.default_root_dir") as exc:
-        _fit(_retrain_args(tmp_path, "--trainer.logger", "false", "--model.init_args.lr", "0.5"))
+        _fit(
+            _retrain_args(
+                tmp_path, "--trainer.logger", "false", "--model.init_args.optimizer.lr", "0.5"
+            )
+        )
     assert "config.yaml" in str(exc.value)
     assert (tmp_path / "config.yaml").read_text() == saved
 
@@ -438,7 +443,7 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=5, size=32)
     extra = ["--config", str(EX / "imagenet_timm" / pair)] if pair else []
     common = [
-        *extra, *_quick(tmp_path),
+        *extra,
         "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", "2",
         "--data.init_args.num_workers", "0", "--data.init_args.image_size", "32",
         "--model.init_args.distillation.input_shape", "[3, 32, 32]",
@@ -446,7 +451,7 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     ]  # fmt: skip
     process = tmp_path / "p.json"
     cli = _fit(
-        ["--config", str(EX / "imagenet_timm/search.yaml"), *common,
+        ["--config", str(EX / "imagenet_timm/search.yaml"), *common, *_quick(tmp_path),
          "--search.output.save_path", str(process)]
     )  # fmt: skip
     assert cli.model.num_pathways == pathways
@@ -456,7 +461,7 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
         assert cli.model.student_tap_names == ["blocks.0", "blocks.1", "blocks.2"]
         assert cli.model.student_tap_shapes[0] == (17, 192)  # 4x4 patches + the class token
     cli = _fit(
-        ["--config", str(EX / "imagenet_timm/retrain.yaml"), *common,
+        ["--config", str(EX / "imagenet_timm/retrain.yaml"), *common, *_quick(tmp_path),
          "--replay.process", str(process)]
     )  # fmt: skip
     replay = [c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback)]

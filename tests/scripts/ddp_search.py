@@ -89,10 +89,8 @@ def main() -> None:
 
     search = ProcessSearchCallback(
         hypergradient=method,
-        alpha_lr=alpha_lr,
-        alpha_optimizer=alpha_opt,
-        save_path=str(out / "process.json"),
-        plot=False,
+        alpha={"lr": alpha_lr, "optimizer": alpha_opt},
+        output={"save_path": str(out / "process.json"), "plot": False},
     )
     search.search_val_loader = DataLoader(
         TensorDataset(x[512:768], y[512:768]), batch_size=int(val_batch)

@@ -28,7 +28,9 @@ module = DistProModule(
     distillation=DistillationConfig(input_shape=[1, 8, 8], transforms=["conv_bn"]),
     log_pathway_losses=False,
 )
-search = ProcessSearchCallback(save_path=sys.argv[1], save_every_n_steps=0, plot=False)
+search = ProcessSearchCallback(
+    output={"save_path": sys.argv[1], "save_every_n_steps": 0, "plot": False}
+)
 trainer = Trainer(
     accelerator="cpu",
     max_epochs=1000,

@@ -172,6 +172,15 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
             + ([KD_PATHWAY_NAME] if cfg.response_kd else [])
         )
 
+    def distillation_group(self) -> dict[str, Any]:
+        """``{"distillation": distillation_hparams()}`` for the loggers' hyperparameters
+        when the module's own hyperparameters lack that group (a mixin module); ``{}`` for
+        a `DistProModule`, whose ``distillation`` argument is saved (and logged) already."""
+        own = getattr(self, "hparams", None) or {}
+        return {} if isinstance(own.get("distillation"), dict) else {
+            "distillation": self.distillation_hparams()
+        }
+
     def distillation_hparams(self) -> dict[str, Any]:
         """The distillation settings as plain values, for the loggers' hyperparameters (the
         search and replay callbacks log them under ``distillation``), with the pathway count."""

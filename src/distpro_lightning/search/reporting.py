@@ -134,9 +134,11 @@ def log_search_hyperparameters(
     logger's hyperparameters, under ``search``, the keys of the CLI's ``search:`` section."""
     values = {**asdict(settings), **extra}
     values["alpha_betas"] = list(values["alpha_betas"])
+    if module is not None:
+        values["num_pathways"] = len(module.pathway_names)
     groups: dict[str, Any] = {"search": values}
-    if hasattr(module, "distillation_hparams"):  # a mixin module's own hparams lack them
-        groups["distillation"] = module.distillation_hparams()
+    if hasattr(module, "distillation_group"):
+        groups.update(module.distillation_group())
     for logger in trainer.loggers:
         logger.log_hyperparams(groups)
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import search_cases as sc
 import torch
 from conftest import make_module, quiet_trainer
 from torch.utils.data import DataLoader, TensorDataset
 
-from distpro_lightning import DistProModule, ProcessSearchCallback, SearchSettings, SearchStep
+from distpro_lightning import DistProModule, SearchSettings, SearchStep
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.search.heldout import HeldOutStream
@@ -29,14 +30,13 @@ def _small(cls, teacher="resnet14"):
         student="resnet8",
         teacher=teacher,
         in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn"],
+        distillation={"input_shape": [1, 8, 8], "transforms": ["conv_bn"]},
         log_pathway_losses=False,
     )
 
 
 def _search(module, steps=2, **cb_kwargs):
-    cb = ProcessSearchCallback(save_path=None, plot=False, **cb_kwargs)
+    cb = sc.callback(**cb_kwargs, output={"save_path": None, "plot": False})
     dm = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
     trainer = quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=[cb])
     trainer.fit(module, datamodule=dm)

@@ -437,4 +437,6 @@ def test_resuming_into_other_pathways_names_the_settings(tmp_path):
             other, DigitsDataModule(batch_size=16, subset=64), ckpt_path=str(tmp_path / "last.ckpt")
         )
     with pytest.raises(RuntimeError, match="9 pathway logits there, 18 here"):
-        type(other).load_from_checkpoint(tmp_path / "last.ckpt", transforms=["conv_bn", "attn2"])
+        type(other).load_from_checkpoint(
+            tmp_path / "last.ckpt", distillation={"transforms": ["conv_bn", "attn2"]}
+        )

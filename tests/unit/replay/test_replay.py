@@ -436,7 +436,7 @@ def test_replay_runs_are_comparable_in_the_loggers(tmp_path):
     ).fit(m, datamodule=dm)  # fmt: skip
     run = tmp_path / "lightning_logs" / "version_0"
     saved = yaml.safe_load((run / "hparams.yaml").read_text())
-    assert saved["distillation"]["num_pathways"] == m.num_pathways
+    assert saved["replay"]["num_pathways"] == m.num_pathways
     assert saved["distillation"]["transforms"] == ["conv_bn"]
     hp = saved["replay"]
     assert hp["process"] == str(tmp_path / "p.json") and hp["mode"] == "final"

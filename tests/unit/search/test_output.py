@@ -49,7 +49,9 @@ def _fit(tmp_path, callbacks, steps=4, logger=False):
 
 def test_a_second_fit_on_the_same_save_path_keeps_both_processes(tmp_path):
     path = tmp_path / "process.json"
-    search = ProcessSearchCallback(save_path=str(path), save_every_n_steps=2, plot=False)
+    search = ProcessSearchCallback(
+        output={"save_path": str(path), "save_every_n_steps": 2, "plot": False}
+    )
     m = make_module(transforms=["conv_bn"])
     intruder = Intruder(path, m.pathway_names)
     with pytest.warns(UserWarning, match="two fits share one save_path"):
@@ -62,7 +64,9 @@ def test_a_second_fit_on_the_same_save_path_keeps_both_processes(tmp_path):
 
 
 def test_reused_callback_resolves_log_dir_for_each_fit(tmp_path):
-    search = ProcessSearchCallback(save_path="{log_dir}/p.json", plot=False, overwrite=True)
+    search = ProcessSearchCallback(
+        output={"save_path": "{log_dir}/p.json", "plot": False, "overwrite": True}
+    )
     _fit(tmp_path, [search], logger=CSVLogger(tmp_path, name="runs"))
     first = tmp_path / "runs" / "version_0" / "p.json"
     before = first.read_text()
@@ -74,7 +78,7 @@ def test_reused_callback_resolves_log_dir_for_each_fit(tmp_path):
 
 
 def test_mistyped_placeholder_is_refused_before_anything_is_written(tmp_path):
-    search = ProcessSearchCallback(save_path=str(tmp_path / "{LOG_DIR}" / "p.json"))
+    search = ProcessSearchCallback(output={"save_path": str(tmp_path / "{LOG_DIR}" / "p.json")})
     with (
         pytest.raises(OutputPathError, match=r"\{LOG_DIR\}.*the only placeholder is"),
         warnings.catch_warnings(),
@@ -85,7 +89,7 @@ def test_mistyped_placeholder_is_refused_before_anything_is_written(tmp_path):
 
 
 def test_fast_dev_run_writes_no_process_file_or_figure(tmp_path):
-    search = ProcessSearchCallback(save_path=str(tmp_path / "out" / "p.json"))
+    search = ProcessSearchCallback(output={"save_path": str(tmp_path / "out" / "p.json")})
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"])
     dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)

@@ -9,6 +9,7 @@ import math
 import warnings
 
 import pytest
+import search_cases as sc
 import torch
 from conftest import make_module, quiet_trainer
 from lightning.pytorch.loggers import CSVLogger
@@ -26,7 +27,7 @@ def _rows(logger: CSVLogger) -> list[dict[str, str]]:
 def _fit(tmp_path, every: int, steps: int | None = None, epochs: int = 1, **cb_kwargs):
     torch.manual_seed(0)
     module = make_module(transforms=["conv_bn"], prune_threshold=0.9)
-    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), alpha_lr=0.5, **cb_kwargs)
+    cb = sc.callback(**cb_kwargs, output={"save_path": str(tmp_path / "p.json")}, alpha={"lr": 0.5})
     seen: dict[int, float] = {}
     log = cb.logger.log
 
@@ -133,7 +134,7 @@ def test_csv_figures_keep_one_file_per_epoch_readable_by_others(tmp_path):
     try:
         torch.manual_seed(0)
         m = make_module(transforms=["conv_bn"])
-        cb = ProcessSearchCallback(save_path="{log_dir}/process.json")
+        cb = ProcessSearchCallback(output={"save_path": "{log_dir}/process.json"})
         dm = DigitsDataModule(batch_size=32, mode="search", subset=128, seed=0)
         trainer = quiet_trainer(
             max_epochs=2, limit_val_batches=0, callbacks=[cb], logger=CSVLogger(tmp_path)
@@ -163,7 +164,7 @@ def test_progress_bar_only_values_stay_out_of_callback_metrics():
         def on_train_batch_end(self, trainer, pl_module, *args):
             shown.append(trainer.progress_bar_callback.get_metrics(trainer, pl_module))
 
-    search = ProcessSearchCallback(save_path=None, alpha_lr=0.5)
+    search = ProcessSearchCallback(output={"save_path": None}, alpha={"lr": 0.5})
     trainer = quiet_trainer(
         max_steps=3, limit_val_batches=0, enable_progress_bar=True, callbacks=[search, Peek()]
     )

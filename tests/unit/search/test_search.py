@@ -7,6 +7,7 @@ import json
 import warnings
 
 import pytest
+import search_cases as sc
 import torch
 import torch.nn.functional as F
 from conftest import make_module, quiet_trainer
@@ -115,7 +116,7 @@ def test_forward_difference_agrees_with_exact_on_bn_model():
     train, val = _batches(seed=3)
 
     def hg(method, eps=0.01):
-        cb = ProcessSearchCallback(hypergradient=method, epsilon=eps)
+        cb = ProcessSearchCallback(hypergradient={"method": method, "epsilon": eps})
         return cb.hypergradient_of(m, train, val, lr=0.1)
 
     exact = hg("exact")
@@ -261,8 +262,8 @@ def _search_fit(tmp_path, steps=6, method="finite_difference", accumulate=1, **c
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn", "attn2"])
     cb_kwargs.setdefault("save_path", str(tmp_path / "process.json"))
-    cb = ProcessSearchCallback(
-        hypergradient=method, alpha_lr=0.05, save_every_n_steps=2, **cb_kwargs
+    cb = sc.callback(
+        hypergradient=method, **cb_kwargs, alpha={"lr": 0.05}, output={"save_every_n_steps": 2}
     )
     rows = _Rows()
     dm = DigitsDataModule(batch_size=32, mode="search", subset=512, seed=0)
@@ -316,7 +317,7 @@ def test_warmup_steps_keep_alpha(tmp_path):
 def test_non_finite_hypergradient_skips_update_with_warning(tmp_path):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"])
-    cb = ProcessSearchCallback(save_path=None)
+    cb = ProcessSearchCallback(output={"save_path": None})
     bad = torch.utils.data.TensorDataset(
         torch.full((64, 1, 8, 8), float("nan")), torch.zeros(64, dtype=torch.long)
     )
@@ -347,7 +348,7 @@ def test_resume_gives_the_same_process(tmp_path):
     def run(root, steps, ckpt_path=None, every=None):
         torch.manual_seed(0)
         m = make_module(transforms=["conv_bn"])
-        cb = ProcessSearchCallback(save_path=str(root / "p.json"), plot=False)
+        cb = ProcessSearchCallback(output={"save_path": str(root / "p.json"), "plot": False})
         callbacks = [cb]
         if every:
             callbacks.append(
@@ -391,7 +392,7 @@ def test_resume_gives_the_same_process(tmp_path):
 def test_bf16_mixed_precision_search_runs(tmp_path):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"])
-    cb = ProcessSearchCallback(save_path=None, plot=False)
+    cb = ProcessSearchCallback(output={"save_path": None, "plot": False})
     trainer = quiet_trainer(
         max_steps=2, limit_val_batches=0, callbacks=[cb], precision="bf16-mixed"
     )
@@ -423,8 +424,7 @@ def test_unsupported_setups_fail_at_fit_start(tmp_path):
         student="resnet8",
         teacher="resnet8",
         in_channels=1,
-        input_shape=[1, 8, 8],
-        transforms=["conv_bn"],
+        distillation={"input_shape": [1, 8, 8], "transforms": ["conv_bn"]},
     )
     m.automatic_optimization = True
     with pytest.raises(RuntimeError, match="exactly one optimizer|multiple optimizers"):
@@ -441,13 +441,15 @@ def test_unsupported_setups_fail_at_fit_start(tmp_path):
     with pytest.raises(ValueError, match="hypergradient must be"):
         ProcessSearchCallback(hypergradient="first_order")
     with pytest.raises(ValueError, match="alpha_lr"):
-        ProcessSearchCallback(alpha_lr=-1)
+        ProcessSearchCallback(alpha={"lr": -1})
 
 
 def test_reuse_training_gradient_applies_the_virtual_gradient(tmp_path):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"], momentum=0.0, weight_decay=0.0, lr=0.1)
-    cb = ProcessSearchCallback(save_path=None, plot=False, reuse_training_gradient=True)
+    cb = ProcessSearchCallback(
+        output={"save_path": None, "plot": False}, hypergradient={"reuse_training_gradient": True}
+    )
     dm = DigitsDataModule(batch_size=32, mode="search", subset=128, seed=0)
     dm.setup("fit")
     batch = next(iter(torch.utils.data.DataLoader(dm.train_dataset, batch_size=32)))

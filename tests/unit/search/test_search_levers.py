@@ -57,7 +57,7 @@ def test_search_draws_val_batches_per_step(tmp_path):
     from distpro_lightning import ProcessSearchCallback
 
     with pytest.raises(ValueError, match="val_batches_per_step must be >= 1"):
-        ProcessSearchCallback(val_batches_per_step=0)
+        ProcessSearchCallback(schedule={"val_batches_per_step": 0})
 
 
 def test_warm_start_begins_at_the_files_last_row(tmp_path):

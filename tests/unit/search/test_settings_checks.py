@@ -22,13 +22,14 @@ from distpro_lightning.search.checks import warn_extreme_settings
     ],
 )
 def test_wrong_types_are_refused_at_construction_naming_the_parameter(kwargs, name):
-    with pytest.raises(TypeError, match=rf"{name} takes"):
+    """Also through the deprecated flat keywords."""
+    with pytest.warns(FutureWarning), pytest.raises(TypeError, match=rf"{name} takes"):
         ProcessSearchCallback(**kwargs)
 
 
 def test_a_huge_epsilon_warns():
     m = make_module(transforms=["conv_bn"])
-    cb = ProcessSearchCallback(epsilon=100.0)
+    cb = ProcessSearchCallback(hypergradient={"epsilon": 100.0})
     with pytest.warns(UserWarning, match="epsilon=100 is large"):
         warn_extreme_settings(m, cb.settings)
     with warnings_none():
@@ -38,7 +39,7 @@ def test_a_huge_epsilon_warns():
 def test_sgd_alpha_lr_that_snaps_to_one_pathway_is_warned_before_and_after(tmp_path, recwarn):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"])
-    cb = ProcessSearchCallback(alpha_lr=1e30, alpha_optimizer="sgd", save_path=None)
+    cb = ProcessSearchCallback(alpha={"lr": 1e30, "optimizer": "sgd"}, output={"save_path": None})
     dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)
     quiet_trainer(max_epochs=1, limit_train_batches=4, limit_val_batches=0, callbacks=[cb]).fit(
         m, datamodule=dm

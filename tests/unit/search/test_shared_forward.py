@@ -121,7 +121,8 @@ def test_fit_with_shared_forward_equals_fit_with_its_own_forward(tmp_path):
         torch.manual_seed(0)
         m = make_module(transforms=["conv_bn", "attn2"])
         cb = ProcessSearchCallback(
-            save_path=str(tmp_path / f"{share}.json"), plot=False, share_training_forward=share
+            output={"save_path": str(tmp_path / f"{share}.json"), "plot": False},
+            hypergradient={"share_training_forward": share},
         )
         data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
         quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=data)
@@ -144,7 +145,7 @@ class OwnForward(NetModule):
 
 def test_unused_shared_forward_is_warned_once_and_turned_off(tmp_path):
     torch.manual_seed(0)
-    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False)
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
     data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -242,7 +243,7 @@ class Raises(NetModule):
 
 def test_a_skipped_batch_discards_the_forward_without_a_warning(tmp_path):
     torch.manual_seed(0)
-    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False)
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
     data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
     m = Skips()
     with warnings.catch_warnings(record=True) as caught:
@@ -257,7 +258,7 @@ def test_a_skipped_batch_discards_the_forward_without_a_warning(tmp_path):
 
 def test_an_exception_releases_the_kept_graph(tmp_path):
     torch.manual_seed(0)
-    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False)
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
     data = DigitsDataModule(batch_size=16, mode="search", subset=128, seed=0)
     m = Raises()
     with pytest.raises(ValueError, match="boom"):

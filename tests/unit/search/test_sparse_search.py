@@ -5,6 +5,7 @@ true step axis and records what was searched; a stretched replay warns unless re
 from __future__ import annotations
 
 import pytest
+import search_cases as sc
 import torch
 from conftest import make_module, quiet_trainer
 
@@ -16,7 +17,7 @@ from distpro_lightning.search import step as step_module
 def _search(tmp_path, steps=6, **kw):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn"])
-    cb = ProcessSearchCallback(save_path=str(tmp_path / "p.json"), plot=False, **kw)
+    cb = sc.callback(**kw, output={"save_path": str(tmp_path / "p.json"), "plot": False})
     dm = DigitsDataModule(batch_size=32, mode="search", subset=512, seed=0)
     quiet_trainer(max_steps=steps, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=dm)
     return cb
@@ -57,7 +58,7 @@ def test_sparse_search_updates_every_kth_step_and_holds_in_between(tmp_path, mon
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2"])
 def test_search_every_n_steps_is_checked(bad):
     with pytest.raises((ValueError, TypeError), match="every_n_steps"):
-        ProcessSearchCallback(search_every_n_steps=bad)
+        ProcessSearchCallback(schedule={"every_n_steps": bad})
 
 
 @pytest.mark.parametrize("proxy", [False, True])

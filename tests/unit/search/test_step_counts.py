@@ -132,10 +132,8 @@ def test_search_fit_passes(tmp_path, reuse, share):
     torch.manual_seed(0)
     m = make_module(transforms=["conv_bn", "attn2"])
     cb = ProcessSearchCallback(
-        save_path=str(tmp_path / "p.json"),
-        plot=False,
-        reuse_training_gradient=reuse,
-        share_training_forward=share,
+        output={"save_path": str(tmp_path / "p.json"), "plot": False},
+        hypergradient={"reuse_training_gradient": reuse, "share_training_forward": share},
     )
     for counts in _fit(m, cb):
         assert counts == _expected_search("finite_difference", reuse, share)
