@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from distpro_lightning.functional.losses import get_distance
-from distpro_lightning.functional.normalization import check_normalization
+from distpro_lightning.functional.losses import DistanceName, get_distance
+from distpro_lightning.functional.normalization import NormalizationName, check_normalization
 from distpro_lightning.grouping import check_field_types
 from distpro_lightning.pathways.transforms import TRANSFORM_KINDS
 
@@ -59,10 +59,8 @@ class DistillationConfig:
     teacher_taps: Sequence[str] | str = "auto"
     transforms: Sequence[str] = ("conv_bn", "attn2", "attn3")
     connections: Literal["all", "lower_to_higher", "none"] | Sequence[Sequence[int]] = "all"
-    distance: Literal["hcl", "mse", "l1"] = "hcl"
-    normalization: Literal[
-        "biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"
-    ] = "biased_softmax"
+    distance: DistanceName = "hcl"
+    normalization: NormalizationName = "biased_softmax"
     normalization_bias: float = 1.0
     kd_weight: float = 1.0
     scale_by_num_pathways: bool = True

@@ -177,9 +177,11 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
         when the module's own hyperparameters lack that group (a mixin module); ``{}`` for
         a `DistProModule`, whose ``distillation`` argument is saved (and logged) already."""
         own = getattr(self, "hparams", None) or {}
-        return {} if isinstance(own.get("distillation"), dict) else {
-            "distillation": self.distillation_hparams()
-        }
+        return (
+            {}
+            if isinstance(own.get("distillation"), dict)
+            else {"distillation": self.distillation_hparams()}
+        )
 
     def distillation_hparams(self) -> dict[str, Any]:
         """The distillation settings as plain values, for the loggers' hyperparameters (the
