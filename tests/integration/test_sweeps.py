@@ -176,3 +176,28 @@ def test_offline_grid_runs_two_trials_then_sweep_best_retrains_the_best(
     assert Path(yaml.safe_load(logs[0].read_text())["replay"]["process"]) == trials[
         0
     ].path.relative_to(tmp_path)
+
+
+def test_the_retrain_of_a_trial_gets_its_kd_and_review_pathways(tmp_path):
+    """A trial searched with the KD and review pathways (the recommended space) is
+    retrained with them: ``search_space_args`` switches them on (and off) by its names."""
+    from conftest import make_module
+
+    from distpro_lightning.cli.sweeps import search_space_args
+
+    searched = make_module(transforms=["conv_bn"], response_kd=True, review_kd=True)
+    args = search_space_args(searched.new_process({}))
+    assert "--model.init_args.distillation.response_kd=true" in args
+    assert "--model.init_args.distillation.review_kd=true" in args
+    from distpro_lightning.cli.main import cli_main
+
+    cli = cli_main(
+        ["--config", str(EX / "fashion_mnist/retrain.yaml"), *args,
+         "--model.init_args.teacher", "resnet14", "--model.init_args.student", "resnet8",
+         "--model.init_args.distillation.input_shape", "[1, 8, 8]", "--trainer.logger", "false",
+         "--trainer.default_root_dir", str(tmp_path), "--replay.enabled", "false"],
+        run=False,
+    )  # fmt: skip
+    assert cli.model.pathway_names == searched.pathway_names
+    plain = search_space_args(make_module(transforms=["conv_bn"]).new_process({}))
+    assert "--model.init_args.distillation.response_kd=false" in plain

@@ -25,6 +25,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,6 +90,31 @@ class DocstringHelpFormatter(DefaultHelpFormatter):
         return super()._expand_help(action).replace("``", "`")
 
 
+_GROUP_FIELD = re.compile(r"^--(model\.init_args\.(?:distillation|optimizer))\.(\w+)(?:=(.*))?$")
+
+
+def null_group_fields(argv: list[str]) -> list[str]:
+    """``--model.init_args.distillation.prune_threshold=null`` (or ``... null``) as
+    ``--model.init_args.distillation={"prune_threshold": null}``: jsonargparse 4.53 rejects
+    ``null`` for a field of a dataclass group inside a ``class_path`` section given as a
+    dotted key, while the group's JSON form sets just that field."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        match = _GROUP_FIELD.match(argv[i])
+        value = match.group(3) if match else None
+        spaced = match is not None and value is None and i + 1 < len(argv)
+        if spaced:
+            value = argv[i + 1]
+        if match is not None and value is not None and value.strip().lower() == "null":
+            out.append(f"--{match.group(1)}={json.dumps({match.group(2): None})}")
+            i += 2 if spaced else 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 class DistProArgumentParser(LightningArgumentParser):
     """LightningCLI's parser with `DocstringHelpFormatter` (also for ``--model.help CLASS``,
     whose parser is built of the same class)."""
@@ -114,7 +141,7 @@ class DistProCLI(LightningCLI):
         if isinstance(args, dict):
             super().parse_arguments(parser, args)
             return
-        argv = list(sys.argv[1:] if args is None else args)
+        argv = null_group_fields(list(sys.argv[1:] if args is None else args))
         probe = [a for a in argv if not a.startswith("--print_config")]
         given = parser.parse_args(probe, defaults=False)
         subcommand = given.get("subcommand")

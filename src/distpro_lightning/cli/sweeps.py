@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
+from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.search.paths import LOG_DIR_PLACEHOLDER
 
@@ -63,10 +65,14 @@ def find_trials(root: str | os.PathLike[str], pattern: str = "process.json") -> 
 
 def search_space_args(process: DistillationProcess) -> list[str]:
     """The ``distpro fit`` arguments that give a ``DistProModule`` the search space a process
-    was searched in (a sweep varies them per trial): transforms, normalisation and its
-    bias, prune threshold."""
+    was searched in (a sweep varies them per trial): transforms, the KD and review
+    pathways, normalisation and its bias, prune threshold."""
     tau = process.prune_threshold
+    names = set(process.pathway_names)
+    kd, review = KD_PATHWAY_NAME in names, REVIEW_PATHWAY_NAME in names
     return [
+        f"--model.init_args.distillation.response_kd={str(kd).lower()}",
+        f"--model.init_args.distillation.review_kd={str(review).lower()}",
         f"--model.init_args.distillation.transforms=[{', '.join(process.transform_kinds)}]",
         f"--model.init_args.distillation.normalization={process.normalization['name']}",
         f"--model.init_args.distillation.normalization_bias={process.normalization['bias']}",

@@ -109,3 +109,19 @@ def test_a_second_config_overrides_part_of_a_group(tmp_path, monkeypatch):
     assert list(config.transforms) == ["conv_bn"] and config.prune_threshold == 0.5
     assert list(config.input_shape) == [1, 28, 28] and cli.model.num_pathways == 9
     assert cli.model.optimizer_config.scheduler == "cosine"
+
+
+@pytest.mark.parametrize("given", [["=null"], [" null"]], ids=["equals", "spaced"])
+def test_a_group_field_set_to_null_on_the_command_line(tmp_path, monkeypatch, given):
+    """``--model.init_args.distillation.prune_threshold=null`` (jsonargparse alone refuses
+    ``null`` for a dataclass field under ``class_path``) sets just that field."""
+    monkeypatch.chdir(tmp_path)
+    key = "--model.init_args.distillation.prune_threshold"
+    arg = (key + given[0]).split(" ")
+    cli = cli_main(
+        ["--config", str(ROOT / "examples" / "fashion_mnist" / "search.yaml"), *arg,
+         "--model.init_args.teacher", "resnet20", "--trainer.logger", "false"],
+        run=False,
+    )  # fmt: skip
+    assert cli.model.prune_threshold is None
+    assert list(cli.model.distillation_config.input_shape) == [1, 28, 28]  # the rest kept
