@@ -206,3 +206,58 @@ def test_quoted_fit_costs_match_the_results():
                 assert _rounds_to(cells[1], cpu[FIT_RATIO_ROWS[cells[0]]]), line
                 checked += 1
     assert checked >= 20
+
+
+EVIDENCE = RESULTS / "evidence_fmnist.json"
+#: README's evidence table: its label -> the report's label (benchmarks/converged_report.py)
+README_EVIDENCE = {
+    "**DistPro, search space with the KD and ReviewKD pathways** (recommended)": (
+        "lever: search space with the ReviewKD and KD pathways"
+    ),
+    "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
+    "Hinton KD (tuned: w = 2, T = 4)": "Hinton KD",
+    "ReviewKD (tuned: w = 4)": "ReviewKD",
+    "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
+    "DistPro, 9 feature pathways only": "DistPro (searched process)",
+    "equally weighted (tuned)": "equally weighted",
+    "control: a random process": "control: random process",
+    "cheap recipe of the 9-pathway search (25 % proxy, every 4th step)": (
+        "cheap recipe: 25 % proxy search, alpha every 4th step, stretched"
+    ),
+    "student alone": "student alone (CE)",
+}
+
+
+def test_evidence_report_is_the_json_summary():
+    from benchmarks import converged_report
+
+    payload = json.loads(EVIDENCE.read_text())
+    expected = converged_report.report_text(payload, EVIDENCE.stem)
+    assert EVIDENCE.with_suffix(".md").read_text() == expected
+
+
+def test_readme_evidence_table_quotes_the_report():
+    """Every row of README's evidence table is the report's row for that method (test
+    top-1 and the recommended − method interval), and the recommended recipe is the
+    report's."""
+    report = EVIDENCE.with_suffix(".md").read_text()
+    section = report.split("### resnet20-resnet8")[1].split("###")[0]
+    assert (
+        "Recommended recipe (best mean validation top-1 among our variants): **lever: "
+        "search space with the ReviewKD and KD pathways**" in section
+    )
+    cells = {
+        line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in section.splitlines()
+        if line.startswith("| ") and len(line.split(" | ")) == 8  # the method table
+    }  # fmt: skip
+    quoted = 0
+    for line in (ROOT / "README.md").read_text().splitlines():
+        parts = [p.strip() for p in line.strip("|").split(" | ")]
+        if len(parts) != 3 or parts[0] not in README_EVIDENCE:
+            continue
+        row = cells[README_EVIDENCE[parts[0]]]
+        test, diff = row[3].strip(), row[5].strip()
+        assert parts[1].strip("*") == test, (parts[0], test)
+        assert parts[2].replace("−", "-") == diff, (parts[0], diff)
+        quoted += 1
+    assert quoted == len(README_EVIDENCE)
