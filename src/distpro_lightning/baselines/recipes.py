@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.modules.classifier import ClassifierModule
@@ -37,14 +37,25 @@ LABELS: dict[str, str] = {
 @dataclass(frozen=True)
 class RecipeSettings:
     """What every method of one comparison shares: the data's shape, the student's learning
-    rate (SGD with momentum 0.9, weight decay 5e-4, cosine schedule) and DistPro's pruning
-    threshold ``tau``."""
+    rate (SGD with momentum 0.9, weight decay 5e-4, cosine schedule), DistPro's pruning
+    threshold ``tau`` and its search space: ``paper`` (3 x 3 connections x 3 transforms = 27
+    pathways) or ``recommended`` (the 9 ``conv_bn`` pathways with Hinton KD and ReviewKD's
+    review as pathways: 11, the space that won the paired comparison, docs/quality.md)."""
 
     num_classes: int = 10
     in_channels: int = 1
     input_shape: Sequence[int] = (1, 28, 28)
     lr: float = 0.05
     tau: float | None = 0.5
+    space: Literal["paper", "recommended"] = "paper"
+
+    def space_settings(self) -> dict[str, Any]:
+        """The `DistillationConfig` fields of the search space."""
+        if self.space == "recommended":
+            return {"transforms": ["conv_bn"], "response_kd": True, "review_kd": True}
+        if self.space != "paper":
+            raise ValueError(f"Unknown space {self.space!r}: paper or recommended.")
+        return {"transforms": ["conv_bn", "attn2", "attn3"]}
 
     def module_kwargs(self) -> dict[str, Any]:
         """The keyword arguments every module of the comparison takes."""
@@ -58,13 +69,14 @@ class RecipeSettings:
 def distpro_kwargs(
     student: str, teacher: str, settings: RecipeSettings = RecipeSettings(), **overrides: Any
 ) -> dict[str, Any]:
-    """The `DistProModule` arguments of the paper's CIFAR search space: 3 x 3 connections x
-    3 transforms = 27 pathways, HCL, biased softmax, cosine student schedule. ``overrides``
-    are `DistillationConfig` fields (``transforms=["conv_bn"]``) or module arguments."""
+    """The `DistProModule` arguments of ``settings.space`` (by default the paper's CIFAR
+    search space: 3 x 3 connections x 3 transforms = 27 pathways), HCL, biased softmax,
+    cosine student schedule. ``overrides`` are `DistillationConfig` fields
+    (``transforms=["conv_bn"]``) or module arguments."""
     names = {f.name for f in fields(DistillationConfig)}
     distillation = dict(
         input_shape=list(settings.input_shape),
-        transforms=["conv_bn", "attn2", "attn3"],
+        **settings.space_settings(),
         connections="all",
         distance="hcl",
         normalization="biased_softmax",

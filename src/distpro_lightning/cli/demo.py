@@ -95,10 +95,11 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     if path.is_file() and not args.fresh:
         print(f"[demo] search: reusing {path}")
         return path
-    print(f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, 27 pathways")
     seed_everything(args.seed)
-    module = DistProModule(
-        **distpro_kwargs(PAIR["student"], str(teacher), RecipeSettings(lr=args.lr, tau=args.tau))
+    module = DistProModule(**distpro_kwargs(PAIR["student"], str(teacher), _settings(args)))
+    print(
+        f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, "
+        f"{module.num_pathways} pathways ({args.space} space)"
     )
     search = ProcessSearchCallback(
         hypergradient="finite_difference",
@@ -115,7 +116,7 @@ def run_method(
     args: argparse.Namespace, root: Path, teacher: Path, process: Path, method: str
 ) -> float:
     seed_everything(args.seed)
-    settings = RecipeSettings(lr=args.lr, tau=args.tau)
+    settings = _settings(args)
     module, callbacks = build_method(method, PAIR["student"], str(teacher), str(process), settings)
     trainer = _trainer(root, method, args.epochs, callbacks)
     trainer.fit(module, datamodule=_data(args, "retrain", args.subset))
@@ -123,6 +124,10 @@ def run_method(
 
 
 DEMO_METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
+
+
+def _settings(args: argparse.Namespace) -> RecipeSettings:
+    return RecipeSettings(lr=args.lr, tau=args.tau, space=args.space)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -138,6 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--alpha-lr", type=float, default=0.05)
     p.add_argument("--tau", type=float, default=0.5, help="pruning threshold on the logits")
+    p.add_argument(
+        "--space",
+        choices=["recommended", "paper"],
+        default="recommended",
+        help="DistPro's search space: recommended (9 conv_bn pathways + the KD and ReviewKD "
+        "pathways, the paired comparison's winner) or paper (27 pathways)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEMO_METHODS))
