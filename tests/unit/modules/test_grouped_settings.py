@@ -107,7 +107,8 @@ def test_a_second_config_overrides_part_of_a_group(tmp_path, monkeypatch):
     )  # fmt: skip
     config = cli.model.distillation_config
     assert list(config.transforms) == ["conv_bn"] and config.prune_threshold == 0.5
-    assert list(config.input_shape) == [1, 28, 28] and cli.model.num_pathways == 9
+    assert config.response_kd and config.review_kd  # the base config's, kept
+    assert list(config.input_shape) == [1, 28, 28] and cli.model.num_pathways == 11
     assert cli.model.optimizer_config.scheduler == "cosine"
 
 
