@@ -5,28 +5,29 @@ goes into ``distillation``, one of `OptimizerConfig` into ``optimizer``."""
 from __future__ import annotations
 
 import inspect
-from dataclasses import fields, is_dataclass, replace
+from dataclasses import is_dataclass, replace
 from typing import Any
 
-from distpro_lightning import DistillationConfig, OptimizerConfig
+from distpro_lightning.grouping import split_flat
+from distpro_lightning.modules.config import DISTILLATION_FLAT_KEYS
+from distpro_lightning.modules.student import OPTIMIZER_FLAT_KEYS
 
 
 def build_module(cls: type, *args: Any, **kwargs: Any) -> Any:
     """``cls(*args, **grouped kwargs)`` (see the module docs)."""
     own = set(inspect.signature(cls.__init__).parameters)
-    groups: dict[str, dict[str, Any]] = {"distillation": {}, "optimizer": {}}
-    for group, kind in (("distillation", DistillationConfig), ("optimizer", OptimizerConfig)):
-        names = {f.name for f in fields(kind)} - own
-        for key in [k for k in kwargs if k in names]:
-            groups[group][key] = kwargs.pop(key)
-    if isinstance(kwargs.get("optimizer"), str):
-        groups["optimizer"]["name"] = kwargs.pop("optimizer")
+    keys = {
+        k: v for k, v in {**DISTILLATION_FLAT_KEYS, **OPTIMIZER_FLAT_KEYS}.items() if k not in own
+    }
+    if isinstance(kwargs.get("optimizer"), str):  # the optimizer's name
+        keys["optimizer"] = OPTIMIZER_FLAT_KEYS["optimizer"]
+    kwargs, groups = split_flat(kwargs, keys)
     for group, values in groups.items():
         given = kwargs.get(group)
-        if values and group in own and is_dataclass(given):
+        if group in own and is_dataclass(given):
             kwargs[group] = replace(given, **values)
-        elif values and group in own:
+        elif group in own:
             kwargs[group] = {**(given or {}), **values}
-        elif values:
+        else:
             raise TypeError(f"{cls.__name__} takes no {group} settings {sorted(values)}.")
     return cls(*args, **kwargs)

@@ -59,9 +59,10 @@ def make_module(module_class=None, **overrides):
     """The small test module (``module_class``: a DistProModule subclass to build instead).
     ``overrides`` may name fields of the ``distillation`` and ``optimizer`` groups directly
     (``transforms=["conv_bn"]``, ``lr=0.1``): this helper files them into their group."""
-    from dataclasses import fields
-
     from distpro_lightning import DistillationConfig, DistProModule, OptimizerConfig
+    from distpro_lightning.grouping import split_flat
+    from distpro_lightning.modules.config import DISTILLATION_FLAT_KEYS
+    from distpro_lightning.modules.student import OPTIMIZER_FLAT_KEYS
 
     groups = {
         "distillation": {"input_shape": [1, 8, 8], "transforms": ["conv_bn", "attn2", "attn3"]},
@@ -71,11 +72,11 @@ def make_module(module_class=None, **overrides):
         student="resnet8", teacher="resnet14", num_classes=10, in_channels=1,
         log_pathway_losses=False,
     )  # fmt: skip
-    for group, kind in (("distillation", DistillationConfig), ("optimizer", OptimizerConfig)):
-        names = {f.name for f in fields(kind)}
-        for key in [k for k in overrides if k in names]:
-            groups[group][key] = overrides.pop(key)
-        groups[group].update(overrides.pop(group, {}))
+    keys = {**DISTILLATION_FLAT_KEYS, **OPTIMIZER_FLAT_KEYS}
+    keys["name"] = keys.pop("optimizer")  # "optimizer" is the group itself
+    overrides, changes = split_flat(overrides, keys)
+    for group in groups:
+        groups[group].update(changes.get(group, {}), **overrides.pop(group, {}))
     kwargs.update(overrides)
     kwargs.update(distillation=DistillationConfig(**groups["distillation"]))
     kwargs.update(optimizer=OptimizerConfig(**groups["optimizer"]))

@@ -35,6 +35,7 @@ from distpro_lightning import (
     ProcessSearchCallback,
 )
 from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.grouping import split_flat
 from distpro_lightning.search.heldout import HeldOutStream
 from distpro_lightning.search.settings import FLAT_KEYS
 
@@ -51,10 +52,7 @@ def digits(**kw) -> DigitsDataModule:
 def callback(**kw) -> ProcessSearchCallback:
     """The search callback, its grouped settings named by their short names as the cases
     write them (``alpha_lr=0.1`` is ``alpha={"lr": 0.1}``, see ``FLAT_KEYS``)."""
-    groups: dict[str, dict] = {}
-    for key in [k for k in kw if k in FLAT_KEYS]:
-        group, field = FLAT_KEYS[key]
-        groups.setdefault(group, {})[field] = kw.pop(key)
+    kw, groups = split_flat(kw, FLAT_KEYS)
     if isinstance(kw.get("hypergradient"), str):  # the method alone
         kw["hypergradient"] = {"method": kw["hypergradient"]}
     for group, values in groups.items():

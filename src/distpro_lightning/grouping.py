@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["check_field_types", "coerce_group", "flat_to_groups", "plain"]
+__all__ = ["check_field_types", "coerce_group", "flat_to_groups", "plain", "split_flat"]
 
 T = TypeVar("T")
 
@@ -61,6 +61,23 @@ def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:
     return value
 
 
+def split_flat(
+    kwargs: Mapping[str, Any], keys: Mapping[str, tuple[str, str]]
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """``(rest, changes)``: the keywords of ``kwargs`` that ``keys`` does not name, and the
+    others filed by group (``keys``: ``flat name -> (group, field)``; ``changes``:
+    ``group -> {field: value}``). Pure: it neither warns nor checks names."""
+    rest: dict[str, Any] = {}
+    changes: dict[str, dict[str, Any]] = {}
+    for key, value in kwargs.items():
+        if key in keys:
+            group, name = keys[key]
+            changes.setdefault(group, {})[name] = value
+        else:
+            rest[key] = value
+    return rest, changes
+
+
 def flat_to_groups(
     owner: str,
     flat: Mapping[str, Any],
@@ -71,15 +88,11 @@ def flat_to_groups(
     """``groups`` (name -> config object) with the deprecated flat keywords ``flat``
     applied through ``keys`` (``flat name -> (group, field)``), warning once with the new
     keys; a keyword that is neither flat nor in ``valid`` is refused with the closest name."""
-    unknown = sorted(set(flat) - set(keys))
+    unknown, changes = split_flat(flat, keys)
     if unknown:
         names = [*valid, *groups, *keys]
-        shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in unknown)
+        shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in sorted(unknown))
         raise TypeError(f"{owner} got unknown arguments {shown}.")
-    changes: dict[str, dict[str, Any]] = {}
-    for key, value in flat.items():
-        group, name = keys[key]
-        changes.setdefault(group, {})[name] = value
     if changes:
         old = ", ".join(flat)
         new = ", ".join(f"{keys[k][0]}.{keys[k][1]}" for k in flat)
