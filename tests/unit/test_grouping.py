@@ -1,0 +1,42 @@
+"""The pure helpers of `distpro_lightning.grouping`, against values written out by hand."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from distpro_lightning.grouping import flat_to_groups, split_flat
+
+KEYS = {"alpha_lr": ("alpha", "lr"), "warmup_steps": ("schedule", "warmup_steps")}
+
+
+@dataclass
+class Alpha:
+    lr: float = 0.01
+
+
+@dataclass
+class Schedule:
+    warmup_steps: int = 0
+
+
+def test_split_flat_files_named_keys_by_group_and_keeps_the_rest_in_order():
+    rest, changes = split_flat({"plot": False, "alpha_lr": 0.1, "save_path": "p.json"}, KEYS)
+    assert list(rest.items()) == [("plot", False), ("save_path", "p.json")]
+    assert changes == {"alpha": {"lr": 0.1}}
+    assert split_flat({}, KEYS) == ({}, {})
+
+
+def test_flat_to_groups_applies_the_changes_with_one_warning_naming_the_new_keys():
+    groups = {"alpha": Alpha(), "schedule": Schedule()}
+    with pytest.warns(FutureWarning, match=r"alpha\.lr, schedule\.warmup_steps") as seen:
+        out = flat_to_groups("Owner", {"alpha_lr": 0.5, "warmup_steps": 3}, KEYS, groups)
+    assert len(seen) == 1
+    assert out == {"alpha": Alpha(lr=0.5), "schedule": Schedule(warmup_steps=3)}
+    assert groups["alpha"] == Alpha()  # the given objects are not changed
+
+
+def test_flat_to_groups_refuses_an_unknown_keyword_with_the_closest_name():
+    with pytest.raises(TypeError, match=r"'alpha_rl' \(did you mean 'alpha_lr'\?\)"):
+        flat_to_groups("Owner", {"alpha_rl": 0.5}, KEYS, {"alpha": Alpha()})
