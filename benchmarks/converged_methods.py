@@ -37,6 +37,8 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "distpro_review",
     "alpha_T_review",
     "distpro_cheap",
+    "distpro_proxy_review",
+    "distpro_cheap_review",
     "distpro_fast",
     "distpro_avg",
     "distpro_smooth",
@@ -45,14 +47,21 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
 DEFAULT_METHODS = tuple(
     m for m in METHODS if m not in ("fitnet", "distpro_fast", "distpro_avg", "distpro_smooth")
 )
-SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "fast", "avg")
-DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap")
-# the cheap recipe (docs/cost.md): a proxy search over this fraction of the epochs, alpha
-# updated every CHEAP_EVERY-th step, replayed stretched over the whole run
+SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
+SEARCH_VARIANTS += ("cheap_review", "fast", "avg")
+DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
+DEFAULT_SEARCHES += ("cheap_review",)
+# the cheap recipes (docs/cost.md): a proxy search over this fraction of the epochs, replayed
+# stretched over the whole run, with alpha updated at every step (proxy_review) or every
+# CHEAP_EVERY-th step (cheap, cheap_review)
 CHEAP_FRACTION, CHEAP_EVERY = 0.25, 4
+PROXY = {"cheap": CHEAP_EVERY, "proxy_review": 1, "cheap_review": CHEAP_EVERY}
 # the search space of a variant beyond the feature pathways: Hinton KD on the logits as a
-# pathway (kd), and in addition ReviewKD's fused review features as one pathway (review)
-SPACE = {"kd": dict(response_kd=True), "review": dict(response_kd=True, review_kd=True)}
+# pathway (kd), and in addition ReviewKD's fused review features as one pathway (review,
+# the recommended space, also of its cheap recipes)
+REVIEW_SPACE = dict(response_kd=True, review_kd=True)
+SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
+SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
 # method -> the search whose process it replays
 DERIVED = {
     "alpha_T": "main",
@@ -67,6 +76,8 @@ DERIVED = {
     "distpro_review": "review",
     "alpha_T_review": "review",
     "distpro_cheap": "cheap",
+    "distpro_proxy_review": "proxy_review",
+    "distpro_cheap_review": "cheap_review",
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
@@ -317,7 +328,7 @@ def build_run(
 
 
 SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
-SEARCH_SEED_OFFSET |= {"fast": 0, "avg": 0}
+SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -355,11 +366,11 @@ def search_process(
         schedule={
             "seed": search_seed, "val_batches_per_step": 4 if variant == "avg" else 1,
             "diagnostics_every_n_steps": args.diagnostics_every,
-            "every_n_steps": CHEAP_EVERY if variant == "cheap" else 1, "proxy": variant == "cheap",
+            "every_n_steps": PROXY.get(variant, 1), "proxy": variant in PROXY,
         },
         output={"save_path": str(path), "plot": False, "save_every_n_steps": 0},
     )  # fmt: skip
-    epochs = max(1, round(CHEAP_FRACTION * args.epochs)) if variant == "cheap" else args.epochs
+    epochs = max(1, round(CHEAP_FRACTION * args.epochs)) if variant in PROXY else args.epochs
     curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
     trainer = make_trainer(args, epochs, [search, curves], val=True)

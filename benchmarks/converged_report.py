@@ -32,6 +32,10 @@ LABELS = {
     "distpro_review": "lever: search space with the ReviewKD and KD pathways",
     "alpha_T_review": "lever: alpha_T of the search with the ReviewKD and KD pathways",
     "distpro_cheap": "cheap recipe: 25 % proxy search, alpha every 4th step, stretched",
+    "distpro_proxy_review": "cheap recipe, recommended space: 25 % proxy search, stretched",
+    "distpro_cheap_review": (
+        "cheap recipe, recommended space: 25 % proxy search, alpha every 4th step, stretched"
+    ),
     "distpro_fast": "lever: 10x alpha learning rate",
     "distpro_avg": "lever: 4 held-out batches per step",
     "distpro_smooth": "lever: replay smoothed over 25 search rows",
@@ -61,7 +65,8 @@ def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
 GRID_SEEDS = (0, 1)  # the baselines' grids run on these seeds; the chosen point on all
 # our variants, among which the recommended recipe is chosen on validation
 OURS = ("alpha_T", "distpro", "distpro_warm", "alpha_T_warm", "distpro_kd", "alpha_T_kd")
-OURS += ("distpro_review", "alpha_T_review", "distpro_cheap")
+OURS += ("distpro_review", "alpha_T_review", "distpro_cheap", "distpro_proxy_review")
+OURS += ("distpro_cheap_review",)
 
 
 def chosen_runs(

@@ -16,6 +16,15 @@ search of fraction f runs f times as many steps of the same cost (a fraction of 
 and/or epochs). Pairs: the project's (resnet20 -> resnet8, Fashion-MNIST 1x28x28, 27
 pathways, batch 128) and the official release's (WRN-40-2 -> WRN-16-2, 3x32x32, 100
 classes, 10 pathways, batch 64). Weights are random: timing does not depend on them.
+
+``--pairs recommended`` prices the recommended recipe: the project's pair in the search
+space that won the paired comparison (9 ``conv_bn`` pathways plus the KD and ReviewKD
+pathways, 11). Which pathways tau prunes there depends on the process, and they differ in
+cost (the review pathway's ABF fusion is dear, the KD pathway nearly free), so its pruned
+replay replays a real searched process (``--process``, by default the evidence run's
+search of that space on that pair) through ``ProcessScheduleCallback``, compressed onto the
+timed steps: they sample its rows evenly, and their mean is the mean step of a pruned
+replay of that process.
 """
 
 from __future__ import annotations
@@ -38,8 +47,13 @@ from distpro_lightning import DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.files import atomic_write_text
+from distpro_lightning.replay import ProcessScheduleCallback
 
 KS = (1, 2, 4, 8)
+# the evidence run's search of the recommended space on resnet20 -> resnet8
+RECOMMENDED_PROCESS = (
+    "benchmarks/results/evidence_fmnist/process_resnet20-resnet8_shared_review.json"
+)
 FRACTIONS = (1.0, 0.25, 0.1)
 TAU = 0.5
 
@@ -67,14 +81,16 @@ def _pruned(module: Any) -> torch.Tensor:
     return logits
 
 
-def pair_methods(pair: str, loaders: Any) -> dict[str, FitMethod]:
-    """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k."""
+def pair_methods(pair: str, loaders: Any, process: str = RECOMMENDED_PROCESS) -> dict:
+    """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k
+    (``process``: the process the recommended space's pruned replay replays)."""
     if pair == "official":
         settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
         dp_kwargs = {**OFFICIAL, "prune_threshold": TAU}
         student, teacher = "wrn_16_2", "wrn_40_2"
     else:
-        settings = RecipeSettings(num_classes=10, in_channels=1, input_shape=(1, 28, 28))
+        space = "recommended" if pair == "recommended" else "paper"
+        settings = RecipeSettings(input_shape=(1, 28, 28), space=space)
         dp_kwargs = distpro_kwargs("resnet8", "resnet20", settings, log_pathway_losses=False)
         student, teacher = "resnet8", "resnet20"
     methods = {
@@ -89,7 +105,12 @@ def pair_methods(pair: str, loaders: Any) -> dict[str, FitMethod]:
     }  # fmt: skip
     modules = [build_module(DistProModule, **dp_kwargs) for _ in range(2 + len(KS))]
     methods["replay"] = _retrain(modules[0], torch.ones(modules[0].num_pathways))
-    methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
+    if pair == "recommended":
+        methods["replay_pruned"] = FitMethod(
+            modules[1], lambda: [ProcessScheduleCallback(process=process)]
+        )
+    else:
+        methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
     for k, module in zip(KS, modules[2:]):
         methods[f"search_k{k}"] = _search(module, loaders[1], k)
     return methods
@@ -144,19 +165,26 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--pairs", nargs="+", default=["project", "official"], choices=["project", "official"]
+        "--pairs",
+        nargs="+",
+        choices=["project", "official", "recommended"],
+        help="default: project official (--tiny: project)",
     )
+    p.add_argument("--process", default=RECOMMENDED_PROCESS, help="see --pairs recommended")
     p.add_argument("--batch", type=int, default=128, help="project pair's batch")
     p.add_argument("--official-batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--window", type=int, default=8, help="timed steps per fit (a multiple of 8)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--tiny", action="store_true", help="batch 8, one round of 8 steps, one pair")
+    p.add_argument(
+        "--tiny", action="store_true", help="batch 8, one round of 8 steps (project pair)"
+    )
     p.add_argument("--out", default="benchmarks/results/recipe_cost.json")
     args = p.parse_args(argv)
     if args.tiny:
-        args.batch, args.official_batch, args.rounds, args.pairs = 8, 8, 1, ["project"]
+        args.batch, args.official_batch, args.rounds = 8, 8, 1
+    args.pairs = args.pairs or (["project"] if args.tiny else ["project", "official"])
     torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
         "command": " ".join(
@@ -171,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
         loaders = _loaders(x, y, 1 + args.window)
         t0 = time.perf_counter()
-        step_s = time_pair(args, pair_methods(pair, loaders), loaders[0])
+        step_s = time_pair(args, pair_methods(pair, loaders, args.process), loaders[0])
         result["pairs"][pair] = {
             "step_s": step_s, "recipes": recipes(step_s), "wall_s": time.perf_counter() - t0,
         }  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -203,3 +204,27 @@ def test_recipe_cost_tiny(tmp_path):
     assert len(result["recipes"]) == 4 * 3 * 2
     for row in result["recipes"].values():
         assert row["over_reviewkd"] > 0 and row["over_hinton_kd"] > 0
+
+
+def test_recipe_cost_prices_the_recommended_space_with_a_real_process(tmp_path):
+    """The recommended space (11 pathways) replays the committed searched process for its
+    pruned replay through the real callback, compressed onto the timed steps, so tau prunes
+    what the process's rows say (its last rows keep the KD pathway alone)."""
+    from benchmarks import recipe_cost
+    from benchmarks.step_cost import _loaders
+
+    x, y = recipe_cost.batch_for("recommended", 8)
+    methods = recipe_cost.pair_methods("recommended", _loaders(x, y, 9))
+    pruned = methods["replay_pruned"]
+    assert pruned.module.num_pathways == 11
+    [callback] = pruned.callbacks()
+    assert type(callback).__name__ == "ProcessScheduleCallback"
+    args = argparse.Namespace(rounds=1, window=8, device="cpu")
+    step_s = recipe_cost.time_pair(args, {"replay_pruned": pruned}, _loaders(x, y, 9)[0])
+    assert step_s["replay_pruned"] > 0
+    # the last timed step replays the process's last row: all but the KD pathway pruned
+    assert int((pruned.module.alpha_logits <= recipe_cost.TAU).sum()) == 10
+    out = tmp_path / "rc.json"
+    assert recipe_cost.main(["--tiny", "--pairs", "recommended", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())["pairs"]["recommended"]
+    assert set(result["step_s"]) >= {"replay", "replay_pruned", "reviewkd", "search_k1"}

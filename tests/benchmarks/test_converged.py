@@ -66,8 +66,9 @@ def test_converged_protocol_tiny(tmp_path):
         "--subset", "200", "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1",
         "--max-steps", "2", "--test-batches", "1", "--val-size", "300", "--teacher-dir", "",
         "--methods", "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed",
-        "distpro_review", "alpha_T_review", "distpro_cheap",
-        "--searches", "main", "review", "cheap", "--grid-seeds", "0", "--reversed-seeds", "0",
+        "distpro_review", "alpha_T_review", "distpro_cheap", "distpro_proxy_review",
+        "distpro_cheap_review", "--searches", "main", "review", "cheap", "proxy_review",
+        "cheap_review", "--grid-seeds", "0", "--reversed-seeds", "0",
     ]  # fmt: skip
     converged.main([*tiny, "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
@@ -78,13 +79,19 @@ def test_converged_protocol_tiny(tmp_path):
     runs = [r for r in data["records"] if r["kind"] == "run"]
     assert {r["method"] for r in runs} == {
         "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_review",
-        "alpha_T_review", "distpro_cheap",
+        "alpha_T_review", "distpro_cheap", "distpro_proxy_review", "distpro_cheap_review",
     }  # fmt: skip
     cheap = json.loads(
         (tmp_path / "tiny" / "process_resnet20-resnet8_shared_cheap.json").read_text()
     )
     assert cheap["provenance"]["run_settings"]["proxy"] is True
     assert cheap["provenance"]["run_settings"]["search_every_n_steps"] == 4
+    for variant, every in (("proxy_review", 1), ("cheap_review", 4)):  # the recommended space
+        name = f"process_resnet20-resnet8_shared_{variant}.json"
+        proxy = json.loads((tmp_path / "tiny" / name).read_text())
+        assert proxy["provenance"]["run_settings"]["proxy"] is True
+        assert proxy["provenance"]["run_settings"]["search_every_n_steps"] == every
+        assert {"review->review:abf", "logits->logits:kd"} <= set(proxy["pathway_names"])
     review = (tmp_path / "tiny" / "process_resnet20-resnet8_shared_review.json").read_text()
     assert "review->review:abf" in review and "logits->logits:kd" in review
     search = next(r for r in data["records"] if r["kind"] == "search")
