@@ -214,6 +214,26 @@ def diagnostics_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
     return [*lines, ""]
 
 
+# the core comparison of issue 20: the tuned baselines (with their grids), use alpha_T,
+# DistPro and the search both replay
+CORE = ("student", "hinton_kd", "reviewkd", "equal", "alpha_T", "distpro", "search_main")
+
+
+def time_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
+    """The summed task time of the pair's core comparison and of all its tasks."""
+    tasks = [r for r in records if r.get("pair") == pair and r["kind"] != "teacher"]
+    core = [r for r in tasks if r.get("method") in CORE]
+    hours = [sum(r["wall_s"] for r in rs) / 3600 for rs in (core, tasks)]
+    return [
+        f"Task time ({pair}): the core comparison (student alone, the three tuned baselines "
+        f"with their grids, use alpha_T, DistPro and its search) {len(core)} tasks, "
+        f"{hours[0]:.2f} h; every task of the pair {len(tasks)} tasks, {hours[1]:.2f} h "
+        "(summed one-thread task times, measured while other work shared the 2 cores; with "
+        "`--jobs 2` the wall clock is about half).",
+        "",
+    ]
+
+
 def report_text(payload: dict[str, Any], name: str) -> str:
     records = payload["records"]
     pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
@@ -242,7 +262,7 @@ def report_text(payload: dict[str, Any], name: str) -> str:
     ]
     for pair in pairs:
         lines += pair_table(records, pair) + convergence_lines(records, pair)
-        lines += diagnostics_lines(records, pair)
+        lines += diagnostics_lines(records, pair) + time_lines(records, pair)
     wall = sum(r["wall_s"] for r in records)
     lines.append(f"Total task time: {wall / 3600:.2f} h (summed over tasks, not wall clock).")
     return "\n".join(lines) + "\n"

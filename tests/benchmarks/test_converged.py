@@ -36,6 +36,19 @@ def test_selection_uses_validation_never_test():
     assert {r["params"]["w"] for r in chosen.values()} == {2.0}  # best validation, worse test
 
 
+def test_task_time_sums_the_core_comparison_and_the_whole_pair():
+    def rec(method, wall_s, pair="p", kind="run"):
+        return dict(kind=kind, pair=pair, method=method, wall_s=wall_s)
+
+    records = [
+        rec("hinton_kd", 1800), rec("search_main", 3600, kind="search"), rec("random", 1800),
+        rec("distpro", 3600, pair="q"), dict(kind="teacher", teacher="t", wall_s=9000),
+    ]  # fmt: skip
+    [line, blank] = report.time_lines(records, "p")
+    assert "core comparison" in line and "2 tasks, 1.50 h" in line
+    assert "every task of the pair 3 tasks, 2.00 h" in line and blank == ""
+
+
 def test_random_walk_control_keeps_spread_and_level():
     torch.manual_seed(0)
     rows = 1.0 + torch.randn(50, 9).cumsum(0) * 0.05
