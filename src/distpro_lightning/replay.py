@@ -24,6 +24,11 @@ class ProcessScheduleCallback(Callback):
       ``T = trainer.estimated_stepping_batches`` steps gets ``process.at(t, T)``, the
       linear interpolation of the searched rows.
     * ``mode="final"``: every step gets the last searched row ("use alpha_T" ablation).
+      Prefer ``"process"``: in the paired protocol (docs/quality.md) the searched process
+      beat its own final weights held fixed, and final weights applied from the first step
+      can destabilise a student (on wrn_16_2 -> mobilenet_v2, seed 0, the KD-pathway
+      search's final weights, a KD weight of about 5 from step 0, left a collapsed student
+      at 13 % test top-1, where its process reached 80 %).
     * ``mode="uniform"``: the module's normalisation is switched to ``uniform`` ("equally
       weighted" ablation); no process file is needed.
 
