@@ -1,5 +1,5 @@
 """From a sweep to the retrain: each trial writes its process into its own log directory
-(``--search.save_path '{log_dir}/process.json'``) with its final held-out loss in the
+(``--search.output.save_path '{log_dir}/process.json'``) with its final held-out loss in the
 provenance (``search_val_loss``, the epoch mean of ``search/val_loss``);
 ``distpro sweep-best ROOT -- FIT ARGS`` finds every process file under ``ROOT``, names the
 best and retrains it (``distpro fit FIT ARGS SEARCH SPACE --replay.process BEST``, where
@@ -116,7 +116,7 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
     if not scored:
         raise FileNotFoundError(
             f"No scored process file named {ns.pattern!r} under {ns.root!r}: each trial must "
-            "write its own (--search.save_path '{log_dir}/process.json') and finish its fit."
+            "write its own (--search.output.save_path '{log_dir}/process.json') and finish its fit."
         )
     best = scored[0]
     print(f"best: {best.path} (search_val_loss {best.score:.5f})")

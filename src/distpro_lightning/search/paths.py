@@ -182,7 +182,7 @@ def check_overwrite(
     )
 
 
-#: The placeholder of a run's log directory in ``search.save_path`` (``distpro fit``).
+#: The placeholder of a run's log directory in ``search.output.save_path`` (``distpro fit``).
 LOG_DIR_PLACEHOLDER = "{log_dir}"
 
 
