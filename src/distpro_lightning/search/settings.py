@@ -32,7 +32,9 @@ class HypergradientConfig:
         share_training_forward: the real update backpropagates ``w(a~_{t+1})`` through the
             virtual step's training forward (same theta and inputs, graph kept; the task loss
             is recomputed with the step's targets): exact, one forward fewer. Off under
-            ``16-mixed`` and with ``compile_heads=True`` (said at fit start).
+            ``16-mixed`` and with ``compile_heads=True`` (said at fit start), and with
+            ``reuse_training_gradient`` (no forward of its own to share; the provenance's
+            ``share_training_forward_in_force`` says so).
     """
 
     method: Method = "finite_difference"

@@ -182,9 +182,13 @@ def settings_in_force(
     with ``share_training_forward`` off (said once, with the reason) where the training step
     would not reproduce the search's pass: compiled pathway heads (a compiled graph's
     backward runs only once: inductor donates its saved buffers), ``16-mixed`` precision (the
-    search runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too)."""
+    search runs in fp32) and ``bf16-mixed`` with the exact hypergradient (fp32 too). With
+    ``reuse_training_gradient`` the real update runs no forward of its own (it takes the
+    virtual step's gradient), so there is none to share: off, as documented there."""
     if not settings.share_training_forward:
         return settings
+    if settings.reuse_training_gradient:
+        return replace(settings, share_training_forward=False)
     if getattr(module.distill_heads, "compiled", False):
         reason = "with compile_heads=True: a compiled graph's backward runs only once (donated "
         reason += "buffers)"
@@ -289,8 +293,7 @@ class SearchStep:
             reduce_grads=average if settings.average_virtual_gradient else None,
             reduce_val_grads=average if settings.average_val_gradient else None,
             keep_full_gradient=settings.reuse_training_gradient,
-            keep_training_forward=settings.share_training_forward
-            and not settings.reuse_training_gradient,
+            keep_training_forward=settings.share_training_forward,
             autocast=autocast,
         )
         self.alpha = torch.nn.Parameter(module.alpha_logits.detach().clone().float())

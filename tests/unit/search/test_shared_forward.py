@@ -321,3 +321,15 @@ def test_shared_forward_uses_this_steps_targets_and_loss_state(kind):
     b = _steps_with(fresh, False, change)
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), rtol=1e-5, atol=1e-6), k
+
+
+def test_reuse_has_no_forward_to_share_and_the_record_says_so():
+    """With ``reuse_training_gradient`` the real update takes the virtual step's gradient and
+    runs no forward of its own: sharing is not in force, in the step and in the record."""
+    torch.manual_seed(0)
+    module = make_module(transforms=["conv_bn"])
+    opt = torch.optim.SGD(module.trainable_parameters(), lr=0.05)
+    step = SearchStep(module, opt, SearchSettings(reuse_training_gradient=True))
+    assert step.requested.share_training_forward is True  # the default, as requested
+    assert step.sharing_forward is False and step.options.keep_training_forward is False
+    assert step.options.keep_full_gradient is True
