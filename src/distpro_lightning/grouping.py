@@ -7,13 +7,22 @@ mapped onto the groups with one deprecation warning."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 from lightning.pytorch.utilities import rank_zero_warn
 
-__all__ = ["check_field_types", "coerce_group", "flat_to_groups", "plain", "split_flat"]
+__all__ = [
+    "check_field_types",
+    "check_ranges",
+    "coerce_group",
+    "flat_to_groups",
+    "plain",
+    "positive",
+    "split_flat",
+]
 
 T = TypeVar("T")
 
@@ -38,6 +47,22 @@ def check_field_types(config: Any) -> None:
                 f"{type(value).__name__} {value!r} (in YAML: "
                 f"{'true/false' if kind == 'bool' else 'a number without quotes'})."
             )
+
+
+def positive(value: Any) -> bool:
+    """A finite number above zero."""
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def check_ranges(
+    prefix: str, config: Any, rules: Mapping[str, tuple[Callable[[Any], bool], str]]
+) -> None:
+    """Refuse a field whose value breaks its rule (``name -> (ok, what it must be)``),
+    naming it by its full key: ``search.alpha.lr must be a finite number > 0, got -1.``"""
+    for name, (ok, must) in rules.items():
+        value = getattr(config, name)
+        if not ok(value):
+            raise ValueError(f"{prefix}.{name} must be {must}, got {value!r}.")
 
 
 def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:

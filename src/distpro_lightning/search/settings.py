@@ -6,10 +6,19 @@ deprecation warning (`from_flat`)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from distpro_lightning.grouping import check_field_types, coerce_group, flat_to_groups
+from lightning.pytorch.utilities import rank_zero_warn
+
+from distpro_lightning.grouping import (
+    check_field_types,
+    check_ranges,
+    coerce_group,
+    flat_to_groups,
+    positive,
+)
 from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import AUTO_PATH
 
@@ -46,6 +55,21 @@ class HypergradientConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        methods = get_args(Method)
+        check_ranges(
+            "search.hypergradient",
+            self,
+            {
+                "method": (lambda m: m in methods, f"one of {list(methods)}"),
+                "epsilon": (positive, "a finite number > 0"),
+            },
+        )
+        if self.method == "exact" and self.epsilon != type(self).epsilon:
+            rank_zero_warn(
+                f"search.hypergradient.epsilon={self.epsilon} has no effect with "
+                "method='exact' (no finite differences); drop it or use a finite-difference "
+                "method."
+            )
 
 
 @dataclass(frozen=True)
@@ -69,6 +93,24 @@ class AlphaConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        betas_ok = (  # noqa: E731
+            lambda b: len(b) == 2 and all(isinstance(x, int | float) and 0 <= x < 1 for x in b)
+        )
+        check_ranges(
+            "search.alpha",
+            self,
+            {
+                "lr": (positive, "a finite number > 0"),
+                "optimizer": (lambda o: o in ("adam", "sgd"), "'adam' or 'sgd'"),
+                "betas": (betas_ok, "two numbers in [0, 1)"),
+                "weight_decay": (lambda w: math.isfinite(w) and w >= 0, "a finite number >= 0"),
+            },
+        )
+        if self.optimizer == "sgd" and tuple(self.betas) != type(self).betas:
+            rank_zero_warn(
+                f"search.alpha.betas={tuple(self.betas)} has no effect with "
+                "optimizer='sgd' (Adam's betas); drop it or use optimizer='adam'."
+            )
 
 
 @dataclass(frozen=True)
@@ -97,6 +139,33 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        at_least = {
+            "warmup_steps": 0,
+            "every_n_steps": 1,
+            "val_batches_per_step": 1,
+            "diagnostics_every_n_steps": 0,
+            "max_non_finite_steps": 0,
+        }
+        check_ranges(
+            "search.schedule",
+            self,
+            {name: ((lambda v, n=n: v >= n), f">= {n}") for name, n in at_least.items()},
+        )
+        self._check_diagnostics_meet_searches()
+
+    def _check_diagnostics_meet_searches(self) -> None:
+        """Diagnosed steps are the searched steps (``warmup_steps + j * every_n_steps``)
+        that are multiples of ``diagnostics_every_n_steps``: refuse settings where none is."""
+        d, k, w = self.diagnostics_every_n_steps, self.every_n_steps, self.warmup_steps
+        if d and w % math.gcd(d, k):
+            raise ValueError(
+                f"search.schedule.diagnostics_every_n_steps={d} never meets a searched step "
+                f"(warmup_steps={w}, every_n_steps={k}: alpha is updated at steps {w}, "
+                f"{w + k}, {w + 2 * k}, ...; diagnostics run at multiples of {d}). Use a "
+                f"multiple of every_n_steps with a warm-up that is a multiple of "
+                f"every_n_steps, e.g. diagnostics_every_n_steps={k * max(1, d // k)}, "
+                f"warmup_steps={k * (w // k)}."
+            )
 
 
 @dataclass(frozen=True)
@@ -123,6 +192,7 @@ class OutputConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_ranges("search.output", self, {"save_every_n_steps": (lambda v: v >= 0, ">= 0")})
 
 
 #: The flat keywords of earlier versions: ``name -> (group, field)``.

@@ -438,9 +438,9 @@ def test_unsupported_setups_fail_at_fit_start(tmp_path):
             make_module(transforms=["conv_bn"]),
             train_dataloaders=dm.train_dataloader(),
         )
-    with pytest.raises(ValueError, match="hypergradient must be"):
+    with pytest.raises(ValueError, match=r"search\.hypergradient\.method must be one of"):
         ProcessSearchCallback(hypergradient="first_order")
-    with pytest.raises(ValueError, match="alpha_lr"):
+    with pytest.raises(ValueError, match=r"search\.alpha\.lr must be a finite number > 0"):
         ProcessSearchCallback(alpha={"lr": -1})
 
 
