@@ -137,7 +137,11 @@ class ProcessScheduleCallback(Callback):
                 )
             process = process.smoothed(self.smooth_steps)
         norm = process.normalization
-        if norm["name"] != module.normalization or float(norm["bias"]) != module.normalization_bias:
+        other_bias = (  # only the biased softmax has a bias
+            module.normalization == "biased_softmax"
+            and float(norm["bias"]) != module.normalization_bias
+        )
+        if norm["name"] != module.normalization or other_bias:
             msg = (
                 f"The process was searched with normalization {norm['name']!r} (bias "
                 f"{norm['bias']}) but the module uses {module.normalization!r} (bias "

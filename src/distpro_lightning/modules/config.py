@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
+from lightning.pytorch.utilities import rank_zero_warn
+
 from distpro_lightning.functional.losses import DistanceName, get_distance
 from distpro_lightning.functional.normalization import NormalizationName, check_normalization
-from distpro_lightning.grouping import check_field_types
+from distpro_lightning.grouping import check_field_types, check_ranges, positive
 from distpro_lightning.pathways.transforms import TRANSFORM_KINDS
 
 __all__ = ["DISTILLATION_FLAT_KEYS", "DistillationConfig"]
@@ -83,12 +86,43 @@ class DistillationConfig:
                 raise ValueError(
                     f"Unknown transform kind {kind!r}. Choose from: {', '.join(TRANSFORM_KINDS)}."
                 )
-        if self.kd_temperature <= 0:
-            raise ValueError(f"kd_temperature must be > 0, got {self.kd_temperature}.")
+        self._check_ranges()
         for role in ("student", "teacher"):
             taps = getattr(self, f"{role}_taps")
             if isinstance(taps, str) and taps != "auto":
                 raise ValueError(f"{role}_taps must be 'auto' or a list of names, got {taps!r}.")
+
+    def _check_ranges(self) -> None:
+        """Refuse values out of range by their key; say which given values have no effect."""
+        check_ranges(
+            "distillation",
+            self,
+            {
+                "kd_weight": (positive, "a finite number > 0 (a student alone: ClassifierModule)"),
+                "kd_temperature": (positive, "a finite number > 0"),
+                "prune_threshold": (
+                    lambda t: t is None or (isinstance(t, int | float) and math.isfinite(t)),
+                    "None or a finite number (the paper: 0.5)",
+                ),
+                "input_shape": (
+                    lambda s: s is None or all(isinstance(d, int) and d > 0 for d in s),
+                    "None or positive sizes, e.g. [3, 32, 32]",
+                ),
+            },
+        )
+        unused = {
+            "normalization_bias": self.normalization != "biased_softmax",
+            "kd_temperature": not self.response_kd,
+        }
+        for name, has_no_effect in unused.items():
+            value, default = getattr(self, name), getattr(type(self), name)
+            if has_no_effect and value != default:
+                why = (
+                    f"normalization={self.normalization!r} (only biased_softmax has a bias)"
+                    if name == "normalization_bias"
+                    else "response_kd=False (the KD pathway's temperature)"
+                )
+                rank_zero_warn(f"distillation.{name}={value} has no effect with {why}.")
 
     @classmethod
     def with_options(cls, base: DistillationConfig | None, options: Mapping[str, Any]) -> Any:

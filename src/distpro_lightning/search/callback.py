@@ -18,6 +18,7 @@ from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.checks import (
     SearchRunOptions,
     check_context_used,
+    check_not_all_pruned,
     check_setup,
     search_autocast,
     warn_extreme_settings,
@@ -184,6 +185,8 @@ class ProcessSearchCallback(Callback):
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
         warm = warm_start_new_search(module, self.run.init_process, pending is not None)
+        if pending is None:
+            check_not_all_pruned(module)
         reduce_mean = partial(trainer.strategy.reduce, reduce_op="mean")
         self.step = SearchStep(
             module,

@@ -146,7 +146,28 @@ def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> N
             "reused gradient (DistProModule, or set applies_reused_gradient = True and "
             "return self.take_reused_gradient().surrogate_loss()); otherwise leave it False."
         )
+    if module.normalization == "uniform":
+        raise ValueError(
+            "normalization='uniform' gives every pathway the same weight whatever alpha is, so "
+            "the search has nothing to learn (its hypergradient is 0). Search with another "
+            "normalization (the paper's: distillation.normalization=biased_softmax); for "
+            "equal weights, replay with ProcessScheduleCallback(mode='uniform') instead."
+        )
     check_optimized(module, trainer.optimizers, "ProcessSearchCallback")
+
+
+def check_not_all_pruned(module: SearchableModule) -> None:
+    """Refuse a start where ``prune_threshold`` prunes every pathway: no pathway would be
+    computed, so neither the distillation nor the search could do anything."""
+    tau = module.prune_threshold
+    if tau is not None and not bool((module.alpha_logits > tau).any()):
+        top = float(module.alpha_logits.max())
+        raise ValueError(
+            f"distillation.prune_threshold={tau:g} prunes every pathway from the first step: "
+            f"the logits start at {top:g} or below, and a pathway is computed only while its "
+            f"logit is above the threshold. Use a threshold below {top:g} (the paper: 0.5) "
+            "or none."
+        )
 
 
 def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:

@@ -162,6 +162,8 @@ def warm_start(module: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
         "bias": float(module.normalization_bias),
         "scale": float(module.weight_scale),
     }
+    if module.normalization != "biased_softmax":
+        del ours["bias"]  # only the biased softmax has a bias
     differ = [
         f"{k} {norm.get(k)!r} there, {v!r} here"
         for k, v in ours.items()

@@ -79,11 +79,12 @@ def _expected_weights(name, a, g=1.0):
     "name", ["biased_softmax", "softmax", "l1_plus_one", "l1", "sigmoid", "uniform"]
 )
 def test_alpha_weights_formulas(name):
+    bias = 0.7 if name == "biased_softmax" else 1.0  # only the biased softmax has a bias
     m = make_module(
-        normalization=name, kd_weight=0.5, normalization_bias=0.7, transforms=["conv_bn"]
+        normalization=name, kd_weight=0.5, normalization_bias=bias, transforms=["conv_bn"]
     )
     a = torch.linspace(-1.0, 2.0, 9)
-    expected = _expected_weights(name, a, 0.7) * 0.5 * 9
+    expected = _expected_weights(name, a, bias) * 0.5 * 9
     torch.testing.assert_close(m.alpha_weights(a), expected)
     m.alpha_logits.copy_(a)
     torch.testing.assert_close(m.alpha_weights(), expected)

@@ -268,6 +268,16 @@ def test_normalization_mismatch_strict_raises() -> None:
         fit(module, [cb], max_steps=2)
 
 
+def test_a_bias_is_compared_only_where_it_is_used() -> None:
+    """A softmax process's recorded bias plays no part in its weights: it replays on a softmax
+    module whatever either bias is."""
+    module = make_module(normalization="softmax")
+    process = make_process(module.pathway_names, name="softmax", bias=2.0)
+    cb = ProcessScheduleCallback(process=process, mode="process", strict=True)
+    trainer, rec = fit(module, [cb], max_steps=2)
+    assert rec.steps == [0, 1]
+
+
 def test_normalization_mismatch_not_strict_warns_and_replays() -> None:
     module = make_module()
     process = make_process(module.pathway_names, name="softmax")

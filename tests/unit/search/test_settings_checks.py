@@ -90,3 +90,29 @@ def test_flat_keywords_still_work_with_a_deprecation_naming_the_grouped_key():
     assert cb.alpha.lr == 0.2 and cb.output.save_path is None
     with pytest.raises(TypeError, match="did you mean 'alpha_lr'"):
         ProcessSearchCallback(alpha_lrr=0.2)
+
+
+def _fit_search(module, tmp_path):
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
+    data = DigitsDataModule(batch_size=16, mode="search", subset=64, seed=0)
+    quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[cb]).fit(module, datamodule=data)
+
+
+def test_a_uniform_normalization_is_refused_by_the_search(tmp_path):
+    """Its weights do not depend on alpha: the hypergradient would be 0 at every step."""
+    module = make_module(transforms=["conv_bn"], normalization="uniform")
+    with pytest.raises(ValueError, match="normalization='uniform' gives every pathway") as err:
+        _fit_search(module, tmp_path)
+    assert "ProcessScheduleCallback(mode='uniform')" in str(err.value)
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_a_threshold_that_prunes_every_pathway_at_the_start_is_refused(tmp_path):
+    """The logits start at 1: a threshold of 1 computes no pathway at all."""
+    module = make_module(transforms=["conv_bn"], prune_threshold=1.0)
+    assert not any(module.active_pathways())
+    with pytest.raises(ValueError, match=r"prune_threshold=1 prunes every pathway") as err:
+        _fit_search(module, tmp_path)
+    assert "below 1 (the paper: 0.5)" in str(err.value)
+    torch.manual_seed(0)
+    _fit_search(make_module(transforms=["conv_bn"], prune_threshold=0.5), tmp_path)  # runs
