@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -89,6 +90,22 @@ class ProcessScheduleCallback(Callback):
         if enabled and process is None and mode != "uniform":
             raise ValueError(
                 f"mode={mode!r} needs a process file; only mode='uniform' runs without."
+            )
+        if enabled and process is not None and mode == "uniform":
+            rank_zero_warn(
+                "ProcessScheduleCallback(mode='uniform') gives every pathway the same weight "
+                "and does not use process=...: it is not loaded. Drop it, or replay it with "
+                "mode='process' (or 'final')."
+            )
+            process = None
+        if (
+            pathway_map is not None
+            and pathway_map != "position"
+            and not isinstance(pathway_map, Mapping)
+        ):
+            raise ValueError(
+                "pathway_map must be a dict from the module's pathway names to the process's, "
+                f"'position' or None; got {pathway_map!r}."
             )
         #: the process file's path as given (``None`` for a process object)
         self.process_file = str(process) if isinstance(process, str | os.PathLike) else None

@@ -142,4 +142,5 @@ def build_method(
     if process is None and method != "equal":
         raise ValueError(f"Method {method!r} needs a searched process file.")
     module = DistProModule(**distpro_kwargs(student, teacher, settings))
-    return module, [ProcessScheduleCallback(process=process, mode=modes[method])]
+    used = None if method == "equal" else process  # equal weights use no process
+    return module, [ProcessScheduleCallback(process=used, mode=modes[method])]

@@ -143,6 +143,22 @@ def test_mode_final_uses_last_row_everywhere() -> None:
     assert_never_trained(module, rec)
 
 
+def test_mode_uniform_says_it_does_not_use_a_given_process(tmp_path: Path) -> None:
+    """The CLI's ablation ``--replay.mode uniform`` on a config that names a process: said,
+    and the file is not even read (a missing one does not fail)."""
+    with pytest.warns(UserWarning, match=r"mode='uniform'.*does not use process=\.\.\."):
+        cb = ProcessScheduleCallback(process=str(tmp_path / "gone.json"), mode="uniform")
+    assert cb.source is None
+    module = make_module()
+    fit(module, [cb], max_steps=1)
+    assert module.normalization == "uniform"
+
+
+def test_a_pathway_map_that_is_neither_dict_nor_position_is_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"pathway_map must be a dict .* got 'positions'"):
+        ProcessScheduleCallback(process=make_process(["a", "b"]), pathway_map="positions")
+
+
 def test_mode_uniform_weights_every_pathway_equally() -> None:
     module = make_module(kd_weight=0.5)
     p = module.num_pathways
