@@ -252,6 +252,12 @@ def held_out_loader(
     """The held-out loader the callback was told to use (see its ``held_out``; ``given``:
     its ``search_val_loader``), checked to be one loader with samples."""
     if given is not None:
+        if source is not None:
+            shown = repr(source) if isinstance(source, str) else f"{type(source).__name__}(...)"
+            rank_zero_warn(
+                "ProcessSearchCallback: callback.search_val_loader is set, so it is the "
+                f"held-out data and held_out={shown} is not used. Set only one of them."
+            )
         return one_loader(given, "callback.search_val_loader")
     if isinstance(source, pl.LightningDataModule):
         source.prepare_data()

@@ -98,3 +98,12 @@ def test_a_retrain_data_modules_empty_validation_as_held_out_is_refused(tmp_path
         tmp_path, dm=digits(mode="retrain", val_fraction=0.25), callback=_callback(tmp_path)
     )
     assert len(cb.held_out.dataset) == 16 and len(cb.process) == 2
+
+
+def test_a_loader_set_on_the_callback_says_it_replaces_held_out(tmp_path):
+    """``callback.search_val_loader`` wins over ``held_out=``: said, not silent."""
+    from distpro_lightning.search.heldout import held_out_loader
+
+    loader = DataLoader(TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4).long()), 2)
+    with pytest.warns(UserWarning, match=r"held_out='val_dataloader' is not used"):
+        assert held_out_loader(None, "val_dataloader", loader) is loader
