@@ -117,6 +117,14 @@ def resolve_teacher(
         return load_teacher(path, teacher_model, num_classes, in_channels)
     model = create(teacher, num_classes=num_classes, in_channels=in_channels)
     log.warning("DistPro: teacher %r built by name is untrained.", teacher)
+    if teacher_model is not None:
+        log.warning(
+            "DistPro: teacher_model=%r has no effect with teacher=%r, a model name (the "
+            "name is the architecture); teacher_model names the architecture of a "
+            "checkpoint file.",
+            teacher_model if isinstance(teacher_model, str) else type(teacher_model).__name__,
+            teacher,
+        )
     return model
 
 

@@ -189,3 +189,20 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case: Case, tmp_path: Path) -> None:
     check_case(case, tmp_path)
+
+
+def test_teacher_model_with_a_teacher_name_is_said_to_have_no_effect(caplog):
+    import logging
+
+    from distpro_lightning.models import create
+
+    with caplog.at_level(logging.WARNING, logger="distpro_lightning"):
+        teacher = resolve_teacher("resnet14", "resnet20", num_classes=10, in_channels=1)
+    built = create("resnet14", num_classes=10, in_channels=1)  # the name's architecture
+    assert [p.shape for p in teacher.parameters()] == [p.shape for p in built.parameters()]
+    said = [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()]
+    assert said == [
+        "DistPro: teacher_model='resnet20' has no effect with teacher='resnet14', a model name "
+        "(the name is the architecture); teacher_model names the architecture of a checkpoint "
+        "file."
+    ]
