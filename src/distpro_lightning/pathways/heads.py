@@ -89,9 +89,13 @@ def build_specs(
     pairs: Sequence[tuple[int, int]],
     kinds: Sequence[str],
 ) -> list[PathwaySpec]:
-    """All pathways, ordered by teacher tap, student tap, transform kind."""
-    if not kinds:
-        raise ValueError("At least one transform kind is needed.")
+    """All pathways, ordered by teacher tap, student tap, transform kind (no kinds are
+    needed where there are no feature connections, e.g. ``connections="none"``)."""
+    if not kinds and pairs:
+        raise ValueError(
+            "At least one transform kind is needed for feature pathways (transforms=[...], "
+            "e.g. [conv_bn]); with connections='none' none is."
+        )
     if len(set(kinds)) != len(kinds):
         raise ValueError(f"Duplicate transform kinds in {list(kinds)}.")
     return [
