@@ -78,6 +78,14 @@ class SplitDataModule(LightningDataModule):
             raise ValueError(f"subset must be None or >= 1, got {subset}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        given = {"search_val_fraction": search_val_fraction != 0.2}
+        given["search_val_batch_size"] = search_val_batch_size is not None
+        if mode == "retrain" and any(given.values()):
+            names = ", ".join(name for name, set_ in given.items() if set_)
+            rank_zero_warn(
+                f"{type(self).__name__}({names}=...) has no effect in mode='retrain' (no "
+                "search split is made); drop it, or use mode='search' for a search."
+            )
         self.data_dir = data_dir
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -109,6 +109,17 @@ def test_search_val_dataloader_before_and_after_setup() -> None:
     assert all(len(y) == 16 for _, y in again)  # drop_last: only full batches
 
 
+def test_search_split_settings_in_retrain_mode_are_said_to_have_no_effect(recwarn) -> None:
+    with pytest.warns(UserWarning, match=r"search_val_fraction=\.\.\.\) has no effect in mode"):
+        DigitsDataModule(search_val_fraction=0.5)
+    with pytest.warns(UserWarning, match=r"DigitsDataModule\(search_val_batch_size=\.\.\.\)"):
+        DigitsDataModule(search_val_batch_size=4)
+    recwarn.clear()
+    DigitsDataModule(mode="search", search_val_fraction=0.5, search_val_batch_size=4)
+    DigitsDataModule()
+    assert not [w for w in recwarn if "has no effect" in str(w.message)]
+
+
 def test_search_val_batch_size_option_and_clamping() -> None:
     dm = DigitsDataModule(mode="search", batch_size=8, search_val_batch_size=5)
     assert dm.search_val_dataloader().batch_size == 5
