@@ -51,7 +51,9 @@ class DistillationConfig:
         save_teacher: keep the teacher's weights in checkpoints.
         fused_heads: run the heads of one connection together (same losses and gradients,
             fewer kernels); ``False``: one head at a time; ``None``: fused unless
-            ``compile_heads`` (`PathwayHeads`).
+            ``compile_heads`` (`PathwayHeads`). Even fused, a connection with fewer active
+            heads than ``pathways.heads.MIN_FUSED`` for its device (CUDA: 3; else 2) runs
+            them one by one, which measured faster there.
         compile_heads: ``torch.compile`` the pathway heads (state dict unchanged; each new
             pruning pattern compiles again).
         student_attribute: the attribute that holds the student network in a mixin module
