@@ -261,3 +261,40 @@ def test_readme_evidence_table_quotes_the_report():
         assert parts[2].replace("−", "-") == diff, (parts[0], diff)
         quoted += 1
     assert quoted == len(README_EVIDENCE)
+
+
+#: docs/cost.md's recipe rows: label -> the key in recipe_cost.json's ``recipes``
+COST_ROWS = {
+    "full search (k=1, f=1) + replay (unpruned)": "k1_f1_replay",
+    "full search (k=1, f=1) + pruned replay": "k1_f1_replay_pruned",
+    "k=4, f=1 + pruned replay": "k4_f1_replay_pruned",
+    "k=1, f=0.25 + pruned replay": "k1_f0.25_replay_pruned",
+    "**k=4, f=0.25 + pruned replay** (the cheap recipe)": "k4_f0.25_replay_pruned",
+    "k=1, f=0.1 + pruned replay": "k1_f0.1_replay_pruned",
+    "k=8, f=0.1 + pruned replay": "k8_f0.1_replay_pruned",
+}
+
+
+def _cost_numbers(cell: str) -> tuple[str, str]:
+    """``'**1.39 × (4.7 ×)**'`` or ``'5.11 × ReviewKD (17.2 × KD)'`` -> ``('1.39', '4.7')``."""
+    words = cell.replace("*", "").replace("(", " ").split()
+    numbers = [w for w in words if w[0].isdigit()]
+    return numbers[0], numbers[1]
+
+
+def test_cost_page_recipes_quote_the_recipe_cost_json():
+    """Every recipe row of docs/cost.md is the committed benchmark's ratio to a ReviewKD and
+    a Hinton KD run, rounded as shown, for each pair column."""
+    pairs = json.loads((RESULTS / "recipe_cost.json").read_text())["pairs"]
+    checked = 0
+    for line in (ROOT / "docs" / "cost.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) != 3 or cells[0] not in COST_ROWS:
+            continue
+        for cell, pair in zip(cells[1:], ("project", "official")):
+            row = pairs[pair]["recipes"][COST_ROWS[cells[0]]]
+            over_review, over_kd = _cost_numbers(cell)
+            assert _rounds_to(over_review, row["over_reviewkd"]), (cells[0], pair)
+            assert _rounds_to(over_kd, row["over_hinton_kd"]), (cells[0], pair)
+            checked += 1
+    assert checked == 2 * len(COST_ROWS)
