@@ -112,6 +112,7 @@ def build_method(
             prune_threshold=None,
             connections="none",
             response_kd=True,
+            review_kd=False,  # Hinton KD alone, whatever the DistPro search space
             normalization="uniform",
         )
         return DistProModule(**kw), []
@@ -123,6 +124,8 @@ def build_method(
             prune_threshold=None,
             connections=[(1, 1)],
             transforms=["conv_bn"],
+            response_kd=False,  # the hint alone, whatever the DistPro search space
+            review_kd=False,
             distance="mse",
             normalization="uniform",
         )

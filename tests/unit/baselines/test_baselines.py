@@ -131,3 +131,16 @@ def test_fitnet_hint_configuration():
     )
     assert m.pathway_names == ["layer2->layer2:conv_bn"]
     torch.testing.assert_close(m.alpha_weights(), torch.ones(1))
+
+
+@pytest.mark.parametrize("space", ["paper", "recommended"])
+def test_recipe_baselines_are_themselves_whatever_the_search_space(space):
+    """The recipes' Hinton KD and FitNet baselines keep their single pathway when the
+    DistPro space they sit beside has the KD and review pathways (``space='recommended'``)."""
+    from distpro_lightning.baselines.recipes import RecipeSettings, build_method
+
+    settings = RecipeSettings(input_shape=(1, 28, 28), space=space)
+    kd, _ = build_method("hinton_kd", "resnet8", "resnet14", None, settings)
+    assert kd.pathway_names == ["logits->logits:kd"]
+    hint, _ = build_method("fitnet", "resnet8", "resnet14", None, settings)
+    assert [n.split("->")[1] for n in hint.pathway_names] == ["layer2:conv_bn"]
