@@ -298,3 +298,32 @@ def test_cost_page_recipes_quote_the_recipe_cost_json():
             assert _rounds_to(over_kd, row["over_hinton_kd"]), (cells[0], pair)
             checked += 1
     assert checked == 2 * len(COST_ROWS)
+
+
+#: docs/cost.md's recommended-space rows: label -> the key in recipe_cost_recommended.json
+RECOMMENDED_COST_ROWS = {
+    "full search (k=1, f=1) + replay (unpruned)": "k1_f1_replay",
+    "full search (k=1, f=1) + pruned replay": "k1_f1_replay_pruned",
+    "k=4, f=1 + pruned replay": "k4_f1_replay_pruned",
+    "k=1, f=0.25 + pruned replay (`distpro_proxy_review`)": "k1_f0.25_replay_pruned",
+    "k=4, f=0.25 + pruned replay (`distpro_cheap_review`)": "k4_f0.25_replay_pruned",
+    "k=1, f=0.1 + pruned replay": "k1_f0.1_replay_pruned",
+    "k=8, f=0.1 + pruned replay": "k8_f0.1_replay_pruned",
+}
+
+
+def test_cost_page_recommended_space_quotes_its_json():
+    recipes = json.loads((RESULTS / "recipe_cost_recommended.json").read_text())
+    recipes = recipes["pairs"]["recommended"]["recipes"]
+    text = (ROOT / "docs" / "cost.md").read_text().split("### The recommended space")[1]
+    checked = 0
+    for line in text.split("## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) != 2 or cells[0] not in RECOMMENDED_COST_ROWS:
+            continue
+        row = recipes[RECOMMENDED_COST_ROWS[cells[0]]]
+        over_review, over_kd = _cost_numbers(cells[1])
+        assert _rounds_to(over_review, row["over_reviewkd"]), cells[0]
+        assert _rounds_to(over_kd, row["over_hinton_kd"]), cells[0]
+        checked += 1
+    assert checked == len(RECOMMENDED_COST_ROWS)
