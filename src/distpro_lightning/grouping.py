@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, fields, is_dataclass, replace
+from dataclasses import MISSING, asdict, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
 from lightning.pytorch.utilities import rank_zero_warn
@@ -20,7 +20,9 @@ __all__ = [
     "coerce_group",
     "flat_to_groups",
     "plain",
+    "non_negative",
     "positive",
+    "say_unused",
     "split_flat",
 ]
 
@@ -52,6 +54,26 @@ def check_field_types(config: Any) -> None:
 def positive(value: Any) -> bool:
     """A finite number above zero."""
     return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def non_negative(value: Any) -> bool:
+    """A finite number at or above zero."""
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
+def say_unused(prefix: str, config: Any, cases: Mapping[str, str | None]) -> None:
+    """Warn, by full key, about each field of ``cases`` (``name -> why it has no effect
+    here``, ``None`` where it has one) whose value differs from its default:
+    ``optimizer.momentum=0.5 has no effect with name='adam' (only 'sgd' uses it).``"""
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        for f in fields(config)
+    }
+    for name, why in cases.items():
+        value = getattr(config, name)
+        as_given = tuple(value) if isinstance(value, list) else value
+        if why is not None and as_given != defaults[name]:
+            rank_zero_warn(f"{prefix}.{name}={value} has no effect with {why}.")
 
 
 def check_ranges(

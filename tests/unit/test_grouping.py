@@ -40,3 +40,13 @@ def test_flat_to_groups_applies_the_changes_with_one_warning_naming_the_new_keys
 def test_flat_to_groups_refuses_an_unknown_keyword_with_the_closest_name():
     with pytest.raises(TypeError, match=r"'alpha_rl' \(did you mean 'alpha_lr'\?\)"):
         flat_to_groups("Owner", {"alpha_rl": 0.5}, KEYS, {"alpha": Alpha()})
+
+
+def test_say_unused_warns_only_for_given_values_that_have_no_effect(recwarn):
+    from distpro_lightning.grouping import say_unused
+
+    say_unused("search.alpha", Alpha(lr=0.5), {"lr": "optimizer='x' (unused)"})
+    say_unused("search.alpha", Alpha(), {"lr": "optimizer='x' (unused)"})  # the default: quiet
+    say_unused("search.alpha", Alpha(lr=0.5), {"lr": None})  # in effect: quiet
+    said = [str(w.message) for w in recwarn]
+    assert said == ["search.alpha.lr=0.5 has no effect with optimizer='x' (unused)."]

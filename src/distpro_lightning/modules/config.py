@@ -8,11 +8,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal
 
-from lightning.pytorch.utilities import rank_zero_warn
-
 from distpro_lightning.functional.losses import DistanceName, get_distance
 from distpro_lightning.functional.normalization import NormalizationName, check_normalization
-from distpro_lightning.grouping import check_field_types, check_ranges, positive
+from distpro_lightning.grouping import check_field_types, check_ranges, positive, say_unused
 from distpro_lightning.pathways.transforms import TRANSFORM_KINDS
 
 __all__ = ["DISTILLATION_FLAT_KEYS", "DistillationConfig"]
@@ -112,19 +110,18 @@ class DistillationConfig:
                 ),
             },
         )
-        unused = {
-            "normalization_bias": self.normalization != "biased_softmax",
-            "kd_temperature": not self.response_kd,
-        }
-        for name, has_no_effect in unused.items():
-            value, default = getattr(self, name), getattr(type(self), name)
-            if has_no_effect and value != default:
-                why = (
-                    f"normalization={self.normalization!r} (only biased_softmax has a bias)"
-                    if name == "normalization_bias"
-                    else "response_kd=False (the KD pathway's temperature)"
-                )
-                rank_zero_warn(f"distillation.{name}={value} has no effect with {why}.")
+        say_unused(
+            "distillation",
+            self,
+            {
+                "normalization_bias": None
+                if self.normalization == "biased_softmax"
+                else f"normalization={self.normalization!r} (only biased_softmax has a bias)",
+                "kd_temperature": None
+                if self.response_kd
+                else "response_kd=False (the KD pathway's temperature)",
+            },
+        )
 
     @classmethod
     def with_options(cls, base: DistillationConfig | None, options: Mapping[str, Any]) -> Any:

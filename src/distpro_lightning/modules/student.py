@@ -5,16 +5,14 @@ evaluation of the student)."""
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.parsing import collect_init_args
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
@@ -24,8 +22,10 @@ from distpro_lightning.grouping import (
     check_ranges,
     coerce_group,
     flat_to_groups,
+    non_negative,
     plain,
     positive,
+    say_unused,
 )
 
 
@@ -73,7 +73,7 @@ class OptimizerConfig:
             {
                 "lr": (positive, "a finite number > 0"),
                 "momentum": (lambda m: 0 <= m < 1, "in [0, 1)"),
-                "weight_decay": (lambda w: math.isfinite(w) and w >= 0, "a finite number >= 0"),
+                "weight_decay": (non_negative, "a finite number >= 0"),
                 "gamma": (positive, "a finite number > 0"),
                 "milestones": (
                     lambda ms: all(isinstance(m, int) and m > 0 for m in ms),
@@ -86,25 +86,22 @@ class OptimizerConfig:
                 "optimizer.nesterov=True needs optimizer.name='sgd' with momentum > 0 (got "
                 f"name={self.name!r}, momentum={self.momentum})."
             )
-        self._say_unused()
-
-    def _say_unused(self) -> None:
-        """Warn about given values the chosen optimizer or scheduler does not use."""
-        defaults = {f.name: f.default for f in fields(self) if f.default is not MISSING}
-        defaults["milestones"] = ()
-        unused = {
-            "momentum": ("sgd", self.name != "sgd"),
-            "milestones": ("step", self.scheduler != "step"),
-            "gamma": ("step", self.scheduler != "step"),
-        }
-        for name, (user, has_no_effect) in unused.items():
-            value = getattr(self, name)
-            if has_no_effect and value != defaults[name]:
-                key = "name" if name == "momentum" else "scheduler"
-                rank_zero_warn(
-                    f"optimizer.{name}={value} has no effect with {key}="
-                    f"{getattr(self, key)!r}: only {key}={user!r} uses it."
-                )
+        step_only = (
+            None
+            if self.scheduler == "step"
+            else f"scheduler={self.scheduler!r} (only 'step' uses it)"
+        )
+        say_unused(
+            "optimizer",
+            self,
+            {
+                "momentum": None
+                if self.name == "sgd"
+                else f"name={self.name!r} (only 'sgd' uses it)",
+                "milestones": step_only,
+                "gamma": step_only,
+            },
+        )
 
     def build_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """SGD (with momentum, weight decay, optional Nesterov), Adam or AdamW."""

@@ -10,14 +10,14 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
-from lightning.pytorch.utilities import rank_zero_warn
-
 from distpro_lightning.grouping import (
     check_field_types,
     check_ranges,
     coerce_group,
     flat_to_groups,
+    non_negative,
     positive,
+    say_unused,
 )
 from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import AUTO_PATH
@@ -64,12 +64,8 @@ class HypergradientConfig:
                 "epsilon": (positive, "a finite number > 0"),
             },
         )
-        if self.method == "exact" and self.epsilon != type(self).epsilon:
-            rank_zero_warn(
-                f"search.hypergradient.epsilon={self.epsilon} has no effect with "
-                "method='exact' (no finite differences); drop it or use a finite-difference "
-                "method."
-            )
+        exact = "method='exact' (no finite differences)" if self.method == "exact" else None
+        say_unused("search.hypergradient", self, {"epsilon": exact})
 
 
 @dataclass(frozen=True)
@@ -103,14 +99,11 @@ class AlphaConfig:
                 "lr": (positive, "a finite number > 0"),
                 "optimizer": (lambda o: o in ("adam", "sgd"), "'adam' or 'sgd'"),
                 "betas": (betas_ok, "two numbers in [0, 1)"),
-                "weight_decay": (lambda w: math.isfinite(w) and w >= 0, "a finite number >= 0"),
+                "weight_decay": (non_negative, "a finite number >= 0"),
             },
         )
-        if self.optimizer == "sgd" and tuple(self.betas) != type(self).betas:
-            rank_zero_warn(
-                f"search.alpha.betas={tuple(self.betas)} has no effect with "
-                "optimizer='sgd' (Adam's betas); drop it or use optimizer='adam'."
-            )
+        sgd = "optimizer='sgd' (Adam's betas)" if self.optimizer == "sgd" else None
+        say_unused("search.alpha", self, {"betas": sgd})
 
 
 @dataclass(frozen=True)
