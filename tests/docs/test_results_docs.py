@@ -209,22 +209,25 @@ def test_quoted_fit_costs_match_the_results():
 
 
 EVIDENCE = RESULTS / "evidence_fmnist.json"
-#: README's evidence table: its label -> the report's label (benchmarks/converged_report.py)
+#: README's evidence tables, one per pair, each after a ``<!-- evidence: PAIR -->`` marker:
+#: README label -> the report's label (benchmarks/converged_report.py)
 README_EVIDENCE = {
-    "**DistPro, search space with the KD and ReviewKD pathways** (recommended)": (
-        "lever: search space with the ReviewKD and KD pathways"
-    ),
-    "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
-    "Hinton KD (tuned: w = 2, T = 4)": "Hinton KD",
-    "ReviewKD (tuned: w = 4)": "ReviewKD",
-    "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
-    "DistPro, 9 feature pathways only": "DistPro (searched process)",
-    "equally weighted (tuned)": "equally weighted",
-    "control: a random process": "control: random process",
-    "cheap recipe of the 9-pathway search (25 % proxy, every 4th step)": (
-        "cheap recipe: 25 % proxy search, alpha every 4th step, stretched"
-    ),
-    "student alone": "student alone (CE)",
+    "resnet20-resnet8": {
+        "**DistPro, search space with the KD and ReviewKD pathways** (recommended)": (
+            "lever: search space with the ReviewKD and KD pathways"
+        ),
+        "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
+        "Hinton KD (tuned: w = 2, T = 4)": "Hinton KD",
+        "ReviewKD (tuned: w = 4)": "ReviewKD",
+        "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
+        "DistPro, 9 feature pathways only": "DistPro (searched process)",
+        "equally weighted (tuned)": "equally weighted",
+        "control: a random process": "control: random process",
+        "cheap recipe of the 9-pathway search (25 % proxy, every 4th step)": (
+            "cheap recipe: 25 % proxy search, alpha every 4th step, stretched"
+        ),
+        "student alone": "student alone (CE)",
+    },
 }
 
 
@@ -236,31 +239,50 @@ def test_evidence_report_is_the_json_summary():
     assert EVIDENCE.with_suffix(".md").read_text() == expected
 
 
-def test_readme_evidence_table_quotes_the_report():
-    """Every row of README's evidence table is the report's row for that method (test
-    top-1 and the recommended − method interval), and the recommended recipe is the
-    report's."""
+def _report_rows(pair: str) -> tuple[str, dict[str, list[str]]]:
+    """The report's recommended recipe and method table for ``pair``, by method label."""
     report = EVIDENCE.with_suffix(".md").read_text()
-    section = report.split("### resnet20-resnet8")[1].split("###")[0]
-    assert (
-        "Recommended recipe (best mean validation top-1 among our variants): **lever: "
-        "search space with the ReviewKD and KD pathways**" in section
-    )
+    section = report.split(f"### {pair}")[1].split("###")[0]
+    recommended = re.search(r"among our variants\): \*\*(.+?)\*\*", section)
+    assert recommended, pair
     cells = {
         line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in section.splitlines()
         if line.startswith("| ") and len(line.split(" | ")) == 8  # the method table
     }  # fmt: skip
-    quoted = 0
-    for line in (ROOT / "README.md").read_text().splitlines():
-        parts = [p.strip() for p in line.strip("|").split(" | ")]
-        if len(parts) != 3 or parts[0] not in README_EVIDENCE:
-            continue
-        row = cells[README_EVIDENCE[parts[0]]]
-        test, diff = row[3].strip(), row[5].strip()
-        assert parts[1].strip("*") == test, (parts[0], test)
-        assert parts[2].replace("−", "-") == diff, (parts[0], diff)
-        quoted += 1
-    assert quoted == len(README_EVIDENCE)
+    return recommended.group(1), cells
+
+
+def _readme_table(pair: str) -> list[list[str]]:
+    """The rows of README's evidence table that follows ``<!-- evidence: pair -->``."""
+    text = (ROOT / "README.md").read_text()
+    marker = f"<!-- evidence: {pair} -->"
+    assert marker in text, f"README has no evidence table for {pair}"
+    lines = text.split(marker)[1].lstrip("\n").splitlines()
+    table = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        table.append([p.strip() for p in line.strip().strip("|").split(" | ")])
+    return table[2:]  # past the header and the rule
+
+
+@pytest.mark.parametrize("pair", sorted(README_EVIDENCE))
+def test_readme_evidence_table_quotes_the_report(pair):
+    """Every row of README's evidence table for ``pair`` is the report's row for that
+    method (test top-1, the recommended − method interval, and a tuned setting named in
+    the label), and the row marked recommended is the report's recommended recipe."""
+    recommended, cells = _report_rows(pair)
+    mapping = README_EVIDENCE[pair]
+    rows = _readme_table(pair)
+    assert [r[0] for r in rows] == list(mapping), "README rows differ from the mapping"
+    for label, test, diff in rows:
+        row = cells[mapping[label]]
+        assert test.strip("*") == row[3].strip(), (label, row[3])
+        assert diff.replace("−", "-") == row[5].strip(), (label, row[5])
+        assert ("(recommended)" in label) == (mapping[label] == recommended), label
+        tuned = re.search(r"tuned: (.+?)\)", label)
+        if tuned:
+            assert tuned.group(1).replace(" ", "") == row[1].strip().replace(" ", ""), label
 
 
 #: docs/cost.md's recipe rows: label -> the key in recipe_cost.json's ``recipes``
