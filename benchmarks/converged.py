@@ -37,6 +37,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,14 @@ from typing import Any
 import torch
 
 from benchmarks.converged_data import FashionTensors  # noqa: E402
-from benchmarks.converged_methods import (  # noqa: E402
+from benchmarks.converged_grids import (  # noqa: E402
     CHOSEN,
+    choose_point,
+    final_grid,
+    params_key,
+    stale_chosen,
+)
+from benchmarks.converged_methods import (  # noqa: E402
     DEFAULT_METHODS,
     DEFAULT_SEARCHES,
     DERIVED,
@@ -53,9 +60,7 @@ from benchmarks.converged_methods import (  # noqa: E402
     PAIRS,
     SEARCH_VARIANTS,
     build_run,
-    choose_point,
     derived_process,
-    grid_points,
     search_process,
     train_teacher,
 )
@@ -148,7 +153,22 @@ def search_seed_of(args: argparse.Namespace, seed: int) -> int:
     return SHARED if args.shared_search else seed
 
 
-def plan(args: argparse.Namespace, done: set[str]) -> list[Task]:
+def grid_points(
+    args: argparse.Namespace, records: list[dict[str, Any]], pair: str, method: str, seed: int
+) -> list[str]:
+    """The params keys of ``method``'s runs at ``seed``: its grid (as far as the finished
+    runs widen it, `final_grid`) on the grid seeds; on the other seeds the point chosen on
+    them (resolved when they are done), once the grid is final, else nothing yet."""
+    grid, final = final_grid(method, records, pair, list(args.grid_seeds))
+    if len(grid) == 1 or seed in args.grid_seeds:
+        return [params_key(p) for p in grid]
+    return [CHOSEN] if final else []
+
+
+def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
+    """The tasks not done in ``records``: a pass of them can make more (a widened grid, the
+    runs of its chosen point), so the caller plans again until nothing is left."""
+    done = {r["key"] for r in records}
     tasks: list[Task] = []
     for pair in args.pairs:
         teacher = Task("teacher", pair)
@@ -177,13 +197,13 @@ def plan(args: argparse.Namespace, done: set[str]) -> list[Task]:
                 deps = t_deps if method != "student" else ()
                 if need is not None:
                     deps = deps + (search_keys[(s_seed, need)],)
-                for params in grid_points(method, args, seed):
+                for params in grid_points(args, records, pair, method, seed):
                     extra: tuple[str, ...] = ()
                     if params == CHOSEN:
                         extra = tuple(
                             Task("run", pair, method, g, p).key
                             for g in args.grid_seeds
-                            for p in grid_points(method, args, g)
+                            for p in grid_points(args, records, pair, method, g)
                         )
                     task = Task("run", pair, method, seed, params, deps + extra)
                     if task.key not in done:
@@ -273,6 +293,42 @@ def load_payload(args: argparse.Namespace, path: Path) -> dict[str, Any]:
     return payload
 
 
+def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    """Move the runs of a chosen point that a widened grid no longer chooses from
+    ``payload["records"]`` to ``payload["superseded"]`` (kept, never reported), so that the
+    point now chosen runs on those seeds."""
+    records = payload["records"]
+    stale = stale_chosen(records, list(args.grid_seeds))
+    if not stale:
+        return
+    gone = {id(r) for r in stale}
+    records[:] = [r for r in records if id(r) not in gone]
+    payload.setdefault("superseded", []).extend(stale)
+    for r in stale:
+        print(f"[converged] {r['key']} at {params_key(r['params'])} superseded: its widened "
+              "grid chooses another point", flush=True)  # fmt: skip
+
+
+def run_passes(
+    args: argparse.Namespace, payload: dict[str, Any], path: Path, run: Callable[[list], None]
+) -> None:
+    """Plan and ``run`` the tasks left, pass after pass: a pass can widen a baseline's grid
+    or finish it, which makes new tasks. Stops when a plan holds no task not yet tried by
+    this command (a failed one is left to a later command)."""
+    tried: set[str] = set()
+    while True:
+        supersede(args, payload)
+        tasks = [t for t in plan(args, payload["records"]) if t.key not in tried]
+        print(
+            f"[converged] {len(tasks)} task(s) to do, {len(payload['records'])} done in {path}",
+            flush=True,
+        )
+        if not tasks:
+            return
+        tried |= {t.key for t in tasks}
+        run(tasks)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--protocol", choices=["converged"], default="converged")
@@ -350,8 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python", *sys.argv]) if argv is None else f"converged.main({argv!r})"
     payload["history"] = [*payload["history"], {"command": command, "machine": machine}]
     payload["settings"] = {k: getattr(args, k) for k in SETTINGS}
-    tasks = plan(args, {r["key"] for r in records})
-    print(f"[converged] {len(tasks)} task(s) to do, {len(records)} done in {path}", flush=True)
     start = time.perf_counter()
 
     def save() -> None:
@@ -386,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="converged-") as name:
         tmp = Path(name)
         try:
-            schedule(tasks, args.jobs, run, on_done)
+            run_passes(args, payload, path, lambda tasks: schedule(tasks, args.jobs, run, on_done))
         except TimeoutError as err:
             print(f"[converged] stopped: {err}; a later command resumes the file", flush=True)
         finally:

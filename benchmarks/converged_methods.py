@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 from torch import Tensor, nn
 
 from benchmarks.build import build_module
+from benchmarks.converged_grids import parse_params
 from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import METHODS as TABLE1_METHODS
 from distpro_lightning.baselines.recipes import RecipeSettings, distpro_kwargs
@@ -83,48 +84,7 @@ DERIVED = {
     "distpro_smooth": "main",
 }
 SMOOTH_ROWS = 25  # distpro_smooth: the centred moving average of 25 search rows
-# Each baseline's own small grid, chosen on the validation set (never the test set).
-GRIDS: dict[str, list[dict[str, float]]] = {
-    "hinton_kd": [{"w": w, "T": t} for w in (0.5, 1.0, 2.0) for t in (2.0, 4.0)],
-    "fitnet": [{"w": w} for w in (0.5, 2.0, 8.0)],
-    "reviewkd": [{"w": w} for w in (0.5, 1.0, 4.0)],
-    "equal": [{"w": w} for w in (0.5, 1.0, 2.0)],
-}
 SHAPE = [1, 28, 28]
-
-
-CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
-
-
-def grid_points(method: str, args: argparse.Namespace, seed: int) -> list[str]:
-    """The params keys of ``method``'s runs at ``seed``: its whole grid on the grid seeds,
-    the point chosen on them (resolved when they are done) on the other seeds."""
-    grid = GRIDS.get(method, [{}])
-    if len(grid) == 1 or seed in args.grid_seeds:
-        return [params_key(p) for p in grid]
-    return [CHOSEN]
-
-
-def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]) -> str:
-    """The grid point of ``method`` with the best mean validation top-1 over ``seeds``."""
-    scores: dict[str, list[float]] = {}
-    for r in records:
-        if r.get("pair") == pair and r.get("method") == method and r["seed"] in seeds:
-            scores.setdefault(params_key(r["params"]), []).append(r["val_top1"])
-    full = {k: sum(v) / len(v) for k, v in scores.items() if len(v) == len(seeds)}
-    if not full:
-        raise RuntimeError(f"no complete grid of {method} on seeds {seeds} for {pair}")
-    return max(full, key=full.__getitem__)
-
-
-def params_key(params: dict[str, float]) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in params.items()) or "default"
-
-
-def parse_params(key: str) -> dict[str, float]:
-    if key == "default":
-        return {}
-    return {k: float(v) for k, v in (kv.split("=") for kv in key.split(","))}
 
 
 class Curves(Callback):

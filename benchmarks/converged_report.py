@@ -11,6 +11,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from benchmarks.converged_grids import (
+    GRIDS,
+    WIDEN_ROUNDS,
+    best_point,
+    edges,
+    final_grid,
+    grid_scores,
+)
 from distpro_lightning.files import atomic_write_text
 
 LABELS = {
@@ -124,8 +132,10 @@ def diff_text(a: dict[int, dict], b: dict[int, dict]) -> str:
     return f"{mean:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
-def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
-    runs = chosen_runs(records, pair)
+def pair_table(
+    records: list[dict[str, Any]], pair: str, seeds: tuple[int, ...] = GRID_SEEDS
+) -> list[str]:
+    runs = chosen_runs(records, pair, seeds)
     ours = runs.get("distpro", {})
     final = runs.get("alpha_T", {})
     rec = recommended(runs)
@@ -157,6 +167,53 @@ def pair_table(records: list[dict[str, Any]], pair: str) -> list[str]:
     return [*lines, ""]
 
 
+def grid_lines(
+    records: list[dict[str, Any]], pair: str, grid_seeds: tuple[int, ...] = GRID_SEEDS
+) -> list[str]:
+    """Each baseline's grid on ``pair``: its points, the choice, and whether the choice sits
+    on an edge (`benchmarks.converged_grids`: such a grid widens, at most `WIDEN_ROUNDS`
+    times)."""
+    seeds = list(grid_seeds)
+    lines = []
+    for method, base in GRIDS.items():
+        if len(base) == 1 or not any(
+            r.get("pair") == pair and r.get("method") == method for r in records
+        ):
+            continue
+        grid, final = final_grid(method, records, pair, seeds)
+        ranges = ", ".join(
+            f"{k} {min(p[k] for p in grid):g}–{max(p[k] for p in grid):g}" for k in grid[0]
+        )
+        scores = grid_scores(records, pair, method, seeds)
+        best = best_point(grid, scores, len(seeds))
+        widened = f", widened from {len(base)}" if len(grid) > len(base) else ""
+        head = f"- {LABELS[method]}: {len(grid)} points ({ranges}{widened})"
+        if best is None:
+            done = [p for p in grid if best_point([p], scores, len(seeds))]
+            so_far = best_point(done, scores, len(seeds)) if done else None
+            shown = ", ".join(f"{k}={v:g}" for k, v in (so_far or {}).items())
+            lines.append(f"{head}; " + (f"chosen so far {shown}, " if so_far else "")
+                         + f"runs of {len(grid) - len(done)} point(s) pending.")  # fmt: skip
+            continue
+        chosen = ", ".join(f"{k}={v:g}" for k, v in best.items())
+        edge = edges(grid, best)
+        if not edge:
+            lines.append(f"{head}; chosen {chosen}, inside the grid.")
+        elif final:
+            lines.append(f"{head}; chosen {chosen}, still on the edge of {', '.join(edge)}.")
+        else:
+            lines.append(f"{head}; chosen so far {chosen}, on the edge of {', '.join(edge)}: "
+                         "widening pending.")  # fmt: skip
+    if not lines:
+        return []
+    head = (
+        f"Grids ({pair}): chosen on the mean validation top-1 of seeds "
+        f"{', '.join(map(str, seeds))}; a choice on an edge of its grid widens the grid by a "
+        f"factor 2 beyond it, at most {WIDEN_ROUNDS} times."
+    )
+    return [head, "", *lines, ""]
+
+
 def _at_two_thirds(curve: list[list[float]]) -> float:
     """Validation top-1 at two thirds of training: the entry at epoch
     ``round(2 * epochs / 3) - 1`` (or the last one before it), whether the run validated
@@ -167,10 +224,12 @@ def _at_two_thirds(curve: list[list[float]]) -> float:
     return float((before[-1] if before else curve[0])[1])
 
 
-def convergence_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
+def convergence_lines(
+    records: list[dict[str, Any]], pair: str, seeds: tuple[int, ...] = GRID_SEEDS
+) -> list[str]:
     """Is training over? Mean training loss in the last epoch and validation top-1 over the
     last third of training, per method (chosen grid points)."""
-    runs = chosen_runs(records, pair)
+    runs = chosen_runs(records, pair, seeds)
     lines = [
         f"Convergence ({pair}): mean training loss of the last epoch; validation top-1 at "
         "2/3 of training and at the end (mean over seeds).",
@@ -234,8 +293,14 @@ def time_lines(records: list[dict[str, Any]], pair: str) -> list[str]:
     ]
 
 
+def grid_seeds(payload: dict[str, Any]) -> tuple[int, ...]:
+    """The seeds the results file's grids ran on (its ``--grid-seeds``)."""
+    return tuple(payload.get("settings", {}).get("grid_seeds", GRID_SEEDS))
+
+
 def report_text(payload: dict[str, Any], name: str) -> str:
     records = payload["records"]
+    seeds = grid_seeds(payload)
     pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
     teachers = [r for r in records if r["kind"] == "teacher"]
     lines = [
@@ -255,13 +320,14 @@ def report_text(payload: dict[str, Any], name: str) -> str:
         "",
         "Test top-1 of the final weights; mean ± std over seeds; the difference columns are "
         "paired per-seed differences with their 95 % t-intervals (points). Baselines' grids "
-        f"run on seeds {', '.join(map(str, GRID_SEEDS))}; the point with the best mean "
+        f"run on seeds {', '.join(map(str, seeds))}; the point with the best mean "
         "validation top-1 there runs on the other seeds. Searches are shared: one per "
         "variant on a subset disjoint from every seed's, replayed on every seed.",
         "",
     ]
     for pair in pairs:
-        lines += pair_table(records, pair) + convergence_lines(records, pair)
+        lines += pair_table(records, pair, seeds) + grid_lines(records, pair, seeds)
+        lines += convergence_lines(records, pair, seeds)
         lines += diagnostics_lines(records, pair) + time_lines(records, pair)
     wall = sum(r["wall_s"] for r in records)
     lines.append(f"Total task time: {wall / 3600:.2f} h (summed over tasks, not wall clock).")
@@ -279,7 +345,8 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     axes = fig.subplots(len(pairs), 2, squeeze=False)
     for row, pair in zip(axes, pairs):
         for method, runs in sorted(
-            chosen_runs(records, pair).items(), key=lambda kv: ORDER.index(kv[0])
+            chosen_runs(records, pair, grid_seeds(payload)).items(),
+            key=lambda kv: ORDER.index(kv[0]),
         ):
             curves = [r["curve"] for r in runs.values() if r.get("curve", {}).get("val_top1")]
             if not curves:

@@ -71,8 +71,11 @@ def test_student_init_is_paired_per_seed():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_FASHION, reason="Fashion-MNIST files absent")
-def test_converged_protocol_tiny(tmp_path):
-    from benchmarks import converged
+def test_converged_protocol_tiny(tmp_path, monkeypatch):
+    from benchmarks import converged, converged_grids
+
+    # grids as fixed, not widened (widening: tests/benchmarks/test_converged_grids.py)
+    monkeypatch.setattr(converged_grids, "WIDEN_ROUNDS", 0)
 
     tiny = [
         "--name", "tiny", "--out", str(tmp_path), "--pairs", "resnet20-resnet8",

@@ -1,0 +1,124 @@
+"""The baselines' tuning in the converged protocol: each baseline's grid, run on the grid
+seeds and chosen on validation (never the test set), widened beyond any edge its choice sits
+on, and the chosen point then run on the other seeds.
+
+Widening: when every point of a grid is done on the grid seeds and the best one (mean
+validation top-1) holds the smallest or largest value the grid has of a parameter, the grid
+gains the points one factor of 2 beyond that edge (the best point with that parameter halved
+or doubled; with two parameters on an edge, also the corner), up to `WIDEN_ROUNDS` times. A
+choice still on an edge after that is reported as such (`edges`). Runs of the chosen point
+made before a widening moved the choice are superseded (`stale_chosen`) and run again."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+# Each baseline's own small grid, fixed before any result; widened by the rule above.
+GRIDS: dict[str, list[dict[str, float]]] = {
+    "hinton_kd": [{"w": w, "T": t} for w in (0.5, 1.0, 2.0) for t in (2.0, 4.0)],
+    "fitnet": [{"w": w} for w in (0.5, 2.0, 8.0)],
+    "reviewkd": [{"w": w} for w in (0.5, 1.0, 4.0)],
+    "equal": [{"w": w} for w in (0.5, 1.0, 2.0)],
+}
+WIDEN_ROUNDS = 2  # how often a grid may widen beyond an edge its choice sits on
+CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
+
+
+def params_key(params: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in params.items()) or "default"
+
+
+def parse_params(key: str) -> dict[str, float]:
+    if key == "default":
+        return {}
+    return {k: float(v) for k, v in (kv.split("=") for kv in key.split(","))}
+
+
+def grid_scores(
+    records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]
+) -> dict[str, list[float]]:
+    """Validation top-1 of ``method``'s runs on ``seeds``, by grid point."""
+    scores: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("pair") == pair and r.get("method") == method and r.get("seed") in seeds:
+            scores.setdefault(params_key(r["params"]), []).append(r["val_top1"])
+    return scores
+
+
+def best_point(
+    grid: list[dict[str, float]], scores: dict[str, list[float]], n_seeds: int
+) -> dict[str, float] | None:
+    """The point of ``grid`` with the best mean validation top-1, or ``None`` while any of
+    its points is not done on every grid seed."""
+    means = {}
+    for point in grid:
+        got = scores.get(params_key(point), [])
+        if len(got) < n_seeds:
+            return None
+        means[params_key(point)] = sum(got) / len(got)
+    best = max(means, key=means.__getitem__)
+    return next(p for p in grid if params_key(p) == best)
+
+
+def edges(grid: list[dict[str, float]], point: dict[str, float]) -> dict[str, float]:
+    """The parameters at which ``point`` sits on an edge of ``grid`` -> the value one factor
+    of 2 beyond it (only parameters the grid varies)."""
+    out = {}
+    for name, value in point.items():
+        values = sorted({p[name] for p in grid})
+        if len(values) > 1 and value == values[-1]:
+            out[name] = value * 2
+        elif len(values) > 1 and value == values[0]:
+            out[name] = value / 2
+    return out
+
+
+def final_grid(
+    method: str, records: list[dict[str, Any]], pair: str, seeds: list[int]
+) -> tuple[list[dict[str, float]], bool]:
+    """``method``'s grid on ``pair`` as far as the finished runs widen it, and whether it is
+    final (every point done and the choice off the edges, or `WIDEN_ROUNDS` used)."""
+    grid = list(GRIDS.get(method, [{}]))
+    if len(grid) == 1:
+        return grid, True
+    scores = grid_scores(records, pair, method, seeds)
+    for _ in range(WIDEN_ROUNDS):
+        best = best_point(grid, scores, len(seeds))
+        if best is None:
+            return grid, False
+        beyond = edges(grid, best)
+        if not beyond:
+            return grid, True
+        options = [(best[k], beyond[k]) if k in beyond else (best[k],) for k in best]
+        known = {params_key(p) for p in grid}
+        for values in itertools.product(*options):
+            point = dict(zip(best, values))
+            if params_key(point) not in known:
+                grid.append(point)
+    return grid, best_point(grid, scores, len(seeds)) is not None
+
+
+def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]) -> str:
+    """The params key of the point of ``method``'s final grid with the best mean validation
+    top-1 over ``seeds``."""
+    grid, final = final_grid(method, records, pair, seeds)
+    best = best_point(grid, grid_scores(records, pair, method, seeds), len(seeds))
+    if not final or best is None:
+        raise RuntimeError(f"no complete grid of {method} on seeds {seeds} for {pair}")
+    return params_key(best)
+
+
+def stale_chosen(records: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """The runs of a chosen point (key ``...:chosen``) whose grid is final and now chooses
+    another point: a widening moved the choice after they ran."""
+    stale = []
+    for r in records:
+        if r.get("kind") != "run" or not r["key"].endswith(f":{CHOSEN}"):
+            continue
+        grid, final = final_grid(r["method"], records, r["pair"], seeds)
+        if final and params_key(r["params"]) != choose_point(
+            records, r["pair"], r["method"], seeds
+        ):
+            stale.append(r)
+    return stale
