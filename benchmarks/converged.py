@@ -162,12 +162,21 @@ def grid_points(
     grid, final = final_grid(method, records, pair, list(args.grid_seeds))
     if len(grid) == 1 or seed in args.grid_seeds:
         return [params_key(p) for p in grid]
-    return [CHOSEN] if final else []
+    if final:
+        return [CHOSEN]
+    missing = [g for g in args.grid_seeds if g not in args.seeds]
+    if missing:
+        raise SystemExit(
+            f"{method}'s grid on {pair} is not done on grid seed(s) {missing}, so its point "
+            f"for seed {seed} cannot be chosen: add {missing} to --seeds (or run them first)."
+        )
+    return []
 
 
 def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
-    """The tasks not done in ``records``: a pass of them can make more (a widened grid, the
-    runs of its chosen point), so the caller plans again until nothing is left."""
+    """The tasks not done in ``records`` that can be planned now: finishing them can make
+    more (a widened grid, the runs of its final choice), so the runner plans again as
+    tasks finish (`run_plan`)."""
     done = {r["key"] for r in records}
     tasks: list[Task] = []
     for pair in args.pairs:
@@ -309,24 +318,28 @@ def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
               "grid chooses another point", flush=True)  # fmt: skip
 
 
-def run_passes(
-    args: argparse.Namespace, payload: dict[str, Any], path: Path, run: Callable[[list], None]
+def run_plan(
+    args: argparse.Namespace,
+    payload: dict[str, Any],
+    path: Path,
+    run: Callable[[list[Task], Callable[[], list[Task]]], None],
 ) -> None:
-    """Plan and ``run`` the tasks left, pass after pass: a pass can widen a baseline's grid
-    or finish it, which makes new tasks. Stops when a plan holds no task not yet tried by
-    this command (a failed one is left to a later command)."""
-    tried: set[str] = set()
-    while True:
+    """Plan the tasks left and ``run`` them with a re-planner: a finished task can make new
+    ones (a grid widened beyond an edge, the runs of its final choice, the rerun of a
+    superseded choice), which the scheduler takes from the re-planner as they appear."""
+
+    def replan() -> list[Task]:
         supersede(args, payload)
-        tasks = [t for t in plan(args, payload["records"]) if t.key not in tried]
-        print(
-            f"[converged] {len(tasks)} task(s) to do, {len(payload['records'])} done in {path}",
-            flush=True,
-        )
-        if not tasks:
-            return
-        tried |= {t.key for t in tasks}
-        run(tasks)
+        return plan(args, payload["records"])
+
+    tasks = replan()
+    print(
+        f"[converged] {len(tasks)} task(s) to do, {len(payload['records'])} done in {path}"
+        " (more as grids widen)",
+        flush=True,
+    )
+    if tasks:
+        run(tasks, replan)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -440,7 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="converged-") as name:
         tmp = Path(name)
         try:
-            run_passes(args, payload, path, lambda tasks: schedule(tasks, args.jobs, run, on_done))
+            run_plan(
+                args, payload, path, lambda ts, more: schedule(ts, args.jobs, run, on_done, more)
+            )
         except TimeoutError as err:
             print(f"[converged] stopped: {err}; a later command resumes the file", flush=True)
         finally:

@@ -37,28 +37,28 @@ def parse_params(key: str) -> dict[str, float]:
 
 def grid_scores(
     records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]
-) -> dict[str, list[float]]:
-    """Validation top-1 of ``method``'s runs on ``seeds``, by grid point."""
-    scores: dict[str, list[float]] = {}
+) -> dict[str, dict[int, float]]:
+    """Validation top-1 of ``method``'s runs on ``seeds``, by grid point and seed."""
+    scores: dict[str, dict[int, float]] = {}
     for r in records:
         if r.get("pair") == pair and r.get("method") == method and r.get("seed") in seeds:
-            scores.setdefault(params_key(r["params"]), []).append(r["val_top1"])
+            scores.setdefault(params_key(r["params"]), {})[r["seed"]] = r["val_top1"]
     return scores
 
 
 def best_point(
-    grid: list[dict[str, float]], scores: dict[str, list[float]], n_seeds: int
+    grid: list[dict[str, float]], scores: dict[str, dict[int, float]], seeds: list[int]
 ) -> dict[str, float] | None:
-    """The point of ``grid`` with the best mean validation top-1, or ``None`` while any of
-    its points is not done on every grid seed."""
-    means = {}
+    """The point of ``grid`` with the best mean validation top-1 over ``seeds`` (a tie goes
+    to the point earlier in the grid: the original grid before its widenings), or ``None``
+    while any of its points is not done on every seed."""
+    means = []
     for point in grid:
-        got = scores.get(params_key(point), [])
-        if len(got) < n_seeds:
+        got = scores.get(params_key(point), {})
+        if any(s not in got for s in seeds):
             return None
-        means[params_key(point)] = sum(got) / len(got)
-    best = max(means, key=means.__getitem__)
-    return next(p for p in grid if params_key(p) == best)
+        means.append(sum(got[s] for s in seeds) / len(seeds))
+    return grid[means.index(max(means))]
 
 
 def edges(grid: list[dict[str, float]], point: dict[str, float]) -> dict[str, float]:
@@ -84,7 +84,7 @@ def final_grid(
         return grid, True
     scores = grid_scores(records, pair, method, seeds)
     for _ in range(WIDEN_ROUNDS):
-        best = best_point(grid, scores, len(seeds))
+        best = best_point(grid, scores, seeds)
         if best is None:
             return grid, False
         beyond = edges(grid, best)
@@ -96,17 +96,29 @@ def final_grid(
             point = dict(zip(best, values))
             if params_key(point) not in known:
                 grid.append(point)
-    return grid, best_point(grid, scores, len(seeds)) is not None
+    return grid, best_point(grid, scores, seeds) is not None
 
 
 def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]) -> str:
     """The params key of the point of ``method``'s final grid with the best mean validation
     top-1 over ``seeds``."""
     grid, final = final_grid(method, records, pair, seeds)
-    best = best_point(grid, grid_scores(records, pair, method, seeds), len(seeds))
+    best = best_point(grid, grid_scores(records, pair, method, seeds), seeds)
     if not final or best is None:
         raise RuntimeError(f"no complete grid of {method} on seeds {seeds} for {pair}")
     return params_key(best)
+
+
+def current_choice(
+    records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]
+) -> dict[str, float] | None:
+    """The best point among those of ``method``'s grid done on every seed in ``seeds`` (the
+    final choice once the grid is final), ``None`` before any is done; what the report
+    shows, by the same rule as `choose_point`."""
+    grid, _ = final_grid(method, records, pair, seeds)
+    scores = grid_scores(records, pair, method, seeds)
+    done = [p for p in grid if all(s in scores.get(params_key(p), {}) for s in seeds)]
+    return best_point(done, scores, seeds) if done else None
 
 
 def stale_chosen(records: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:

@@ -11,14 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from benchmarks.converged_grids import (
-    GRIDS,
-    WIDEN_ROUNDS,
-    best_point,
-    edges,
-    final_grid,
-    grid_scores,
-)
+from benchmarks import converged_grids as grids
+from benchmarks.converged_grids import GRIDS, current_choice, params_key
 from distpro_lightning.files import atomic_write_text
 
 LABELS = {
@@ -81,7 +75,8 @@ def chosen_runs(
     records: list[dict[str, Any]], pair: str, grid_seeds: tuple[int, ...] = GRID_SEEDS
 ) -> dict[str, dict[int, dict]]:
     """Per method, the runs (by seed) of the grid point with the best mean validation top-1
-    over the grid seeds (all seeds where a method has no grid seeds)."""
+    over the grid seeds (all seeds where a method has no grid seeds); for a baseline's grid,
+    `converged_grids.current_choice`, the very rule the planner chooses by."""
     groups: dict[tuple[str, str], dict[int, dict]] = {}
     for r in records:
         if r.get("pair") != pair or r["kind"] == "teacher":
@@ -89,7 +84,7 @@ def chosen_runs(
         method = r["method"]
         if method.startswith("search_") and method != "search_main":
             continue
-        key = (method, str(sorted(r.get("params", {}).items())))
+        key = (method, params_key(r.get("params", {})))
         if method == "search_main":
             key = (method, "")
         groups.setdefault(key, {})[r["seed"]] = r
@@ -101,7 +96,13 @@ def chosen_runs(
         score = (len(on_grid), statistics.mean(on_grid), len(runs))
         if method not in best or score > best[method]["score"]:
             best[method] = {"score": score, "runs": runs}
-    return {m: v["runs"] for m, v in best.items()}
+    chosen = {m: v["runs"] for m, v in best.items()}
+    for method in chosen:  # a baseline's grid: the planner's own choice
+        if len(GRIDS.get(method, [])) > 1:
+            choice = current_choice(records, pair, method, list(grid_seeds))
+            if choice is not None and (method, params_key(choice)) in groups:
+                chosen[method] = groups[method, params_key(choice)]
+    return chosen
 
 
 def recommended(runs: dict[str, dict[int, dict]]) -> str | None:
@@ -175,41 +176,36 @@ def grid_lines(
     times)."""
     seeds = list(grid_seeds)
     lines = []
-    for method, base in GRIDS.items():
+    for method, base in grids.GRIDS.items():
         if len(base) == 1 or not any(
             r.get("pair") == pair and r.get("method") == method for r in records
         ):
             continue
-        grid, final = final_grid(method, records, pair, seeds)
+        grid, final = grids.final_grid(method, records, pair, seeds)
         ranges = ", ".join(
             f"{k} {min(p[k] for p in grid):g}–{max(p[k] for p in grid):g}" for k in grid[0]
         )
-        scores = grid_scores(records, pair, method, seeds)
-        best = best_point(grid, scores, len(seeds))
         widened = f", widened from {len(base)}" if len(grid) > len(base) else ""
         head = f"- {LABELS[method]}: {len(grid)} points ({ranges}{widened})"
-        if best is None:
-            done = [p for p in grid if best_point([p], scores, len(seeds))]
-            so_far = best_point(done, scores, len(seeds)) if done else None
-            shown = ", ".join(f"{k}={v:g}" for k, v in (so_far or {}).items())
-            lines.append(f"{head}; " + (f"chosen so far {shown}, " if so_far else "")
-                         + f"runs of {len(grid) - len(done)} point(s) pending.")  # fmt: skip
-            continue
-        chosen = ", ".join(f"{k}={v:g}" for k, v in best.items())
-        edge = edges(grid, best)
-        if not edge:
-            lines.append(f"{head}; chosen {chosen}, inside the grid.")
-        elif final:
-            lines.append(f"{head}; chosen {chosen}, still on the edge of {', '.join(edge)}.")
+        choice = grids.current_choice(records, pair, method, seeds)
+        shown = ", ".join(f"{k}={v:g}" for k, v in (choice or {}).items())
+        scores = grids.grid_scores(records, pair, method, seeds)
+        pending = sum(any(s not in scores.get(params_key(p), {}) for s in seeds) for p in grid)
+        edge = ", ".join(grids.edges(grid, choice)) if choice else ""
+        if choice is None:
+            lines.append(f"{head}; runs of its points pending.")
+        elif not final:
+            lines.append(f"{head}; chosen so far {shown}, runs of {pending} point(s) pending.")
+        elif edge:
+            lines.append(f"{head}; chosen {shown}, still on the edge of {edge}.")
         else:
-            lines.append(f"{head}; chosen so far {chosen}, on the edge of {', '.join(edge)}: "
-                         "widening pending.")  # fmt: skip
+            lines.append(f"{head}; chosen {shown}, inside the grid.")
     if not lines:
         return []
     head = (
         f"Grids ({pair}): chosen on the mean validation top-1 of seeds "
         f"{', '.join(map(str, seeds))}; a choice on an edge of its grid widens the grid by a "
-        f"factor 2 beyond it, at most {WIDEN_ROUNDS} times."
+        f"factor 2 beyond it, at most {grids.WIDEN_ROUNDS} times."
     )
     return [head, "", *lines, ""]
 

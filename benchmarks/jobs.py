@@ -61,14 +61,27 @@ def schedule(
     jobs: int,
     run: Callable[[Any], dict[str, Any]],
     on_done: Callable[[Any, dict[str, Any]], None],
+    more: Callable[[], list[Any]] | None = None,
 ) -> None:
     """Run ``tasks`` respecting their dependencies, ``jobs`` at a time, longest first.
 
-    A failed task stops new submissions; the running ones finish and are recorded (nothing
-    already computed is lost), then the first error is raised."""
+    ``more``, called after each finished task, returns tasks that finishing it made
+    possible; those with a key not seen yet join the queue (a dependency that is not a
+    scheduled task counts as done, as for ``tasks``). A failed task stops new submissions;
+    the running ones finish and are recorded (nothing already computed is lost), then the
+    first error is raised."""
     pending = list(tasks)
-    finished = {d for t in tasks for d in t.deps} - {t.key for t in tasks}
+    known = {t.key for t in tasks}
+    finished = {d for t in tasks for d in t.deps} - known
     failure: BaseException | None = None
+
+    def finish(task: Any, result: dict[str, Any]) -> None:
+        on_done(task, result)
+        finished.add(task.key)
+        new = [t for t in (more() if more else []) if t.key not in known]
+        known.update(t.key for t in new)
+        finished.update(d for t in new for d in t.deps if d not in known)
+        pending.extend(new)
 
     def ready() -> list[Any]:
         return sorted(
@@ -80,8 +93,7 @@ def schedule(
         while pending:
             task = ready()[0]
             pending.remove(task)
-            on_done(task, run(task))
-            finished.add(task.key)
+            finish(task, run(task))
         return
     running: dict[Future[dict[str, Any]], Any] = {}
     with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -100,7 +112,6 @@ def schedule(
                 except Exception as err:  # noqa: BLE001 - re-raised once the others finish
                     failure = failure or err
                     continue
-                on_done(task, result)
-                finished.add(task.key)
+                finish(task, result)
     if failure is not None:
         raise failure

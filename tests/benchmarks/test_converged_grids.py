@@ -1,6 +1,7 @@
 """The baselines' grids in the converged protocol (benchmarks/converged_grids.py): chosen on
 validation, widened beyond an edge the choice sits on, stale chosen runs superseded; and the
-protocol's passes (benchmarks/converged.py) that run a widening to its end."""
+protocol's runner (benchmarks/converged.py), which re-plans as runs finish so that a widening
+runs to its end."""
 
 from __future__ import annotations
 
@@ -52,8 +53,14 @@ def test_widening_stops_after_its_rounds_and_says_the_choice_is_still_on_the_edg
     grid, final = grids.final_grid("reviewkd", records, "p", [0, 1])
     assert [p["w"] for p in grid] == [0.5, 1.0, 4.0, 8.0, 16.0] and final
     assert grids.WIDEN_ROUNDS == 2
-    best = grids.best_point(grid, grids.grid_scores(records, "p", "reviewkd", [0, 1]), 2)
+    best = grids.best_point(grid, grids.grid_scores(records, "p", "reviewkd", [0, 1]), [0, 1])
     assert best == {"w": 16.0} and grids.edges(grid, best) == {"w": 32.0}
+    from benchmarks import converged_report as report
+
+    [line] = [x for x in report.grid_lines(records, "p") if x.startswith("- ReviewKD")]
+    assert line == (
+        "- ReviewKD: 5 points (w 0.5–16, widened from 3); chosen w=16, still on the edge of w."
+    )
 
 
 def test_two_parameters_on_edges_add_both_steps_and_the_corner():
@@ -85,10 +92,45 @@ def test_the_choice_is_the_best_mean_over_the_grid_seeds():
     }
     records = [_rec("reviewkd", {"w": w}, s, v) for (w, s), v in vals.items()]
     assert grids.choose_point(records, "p", "reviewkd", [0, 1]) == "w=1"
-    assert math.isclose(
-        grids.best_point(grids.GRIDS["reviewkd"], grids.grid_scores(records, "p", "reviewkd", [0, 1]), 2)["w"],
-        1.0,
-    )  # fmt: skip
+    scores = grids.grid_scores(records, "p", "reviewkd", [0, 1])
+    assert grids.best_point(grids.GRIDS["reviewkd"], scores, [0, 1]) == {"w": 1.0}
+    # a duplicated record is one seed, not two: w=4 is not done on seed 1 without it
+    partial = [r for r in records if not (r["params"]["w"] == 4.0 and r["seed"] == 1)]
+    partial.append(dict(partial[-1]))
+    scores = grids.grid_scores(partial, "p", "reviewkd", [0, 1])
+    assert grids.best_point(grids.GRIDS["reviewkd"], scores, [0, 1]) is None
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_a_tie_goes_to_the_earlier_grid_point_in_the_planner_and_the_report(reverse):
+    from benchmarks import converged_report as report
+
+    def val(p):
+        return 0.7 if p["w"] in (1.0, 4.0) else 0.1
+
+    records = _grid_records("reviewkd", val, grids.GRIDS["reviewkd"])
+    records = records[::-1] if reverse else records
+    assert grids.choose_point(records, "p", "reviewkd", [0, 1]) == "w=1"
+    chosen = report.chosen_runs(records, "p")["reviewkd"]
+    assert {r["params"]["w"] for r in chosen.values()} == {1.0}
+
+
+def test_the_report_says_which_grids_wait_for_runs():
+    from benchmarks import converged_report as report
+
+    records = _grid_records("reviewkd", lambda p: p["w"], grids.GRIDS["reviewkd"])
+    records += _grid_records("equal", lambda p: p["w"], grids.GRIDS["equal"][:1])
+    lines = report.grid_lines(records, "p")
+    assert lines[0].startswith("Grids (p): chosen on the mean validation top-1 of seeds 0, 1")
+    assert "at most 2 times" in lines[0]
+    assert (
+        "- ReviewKD: 4 points (w 0.5–8, widened from 3); chosen so far w=4, runs of 1 "
+        "point(s) pending." in lines
+    )
+    assert (
+        "- equally weighted: 3 points (w 0.5–2); chosen so far w=0.5, runs of 2 "
+        "point(s) pending." in lines
+    )
 
 
 def test_chosen_runs_of_a_point_no_longer_chosen_are_stale():
@@ -121,9 +163,9 @@ def _fake_execute(args, task):
     return record
 
 
-def test_passes_widen_a_grid_and_rerun_a_superseded_choice(tmp_path, monkeypatch):
+def test_a_resumed_file_widens_a_grid_and_reruns_a_superseded_choice(tmp_path, monkeypatch):
     """A results file whose ReviewKD grid chose its edge (w = 4) before grids widened: the
-    next command widens the grid pass after pass (w = 8, then 16), supersedes the chosen
+    next command widens the grid as its runs finish (w = 8, then 16), supersedes the chosen
     run at w = 4 and runs the point now chosen (w = 8) on that seed."""
     from benchmarks import converged
 
@@ -149,3 +191,30 @@ def test_passes_widen_a_grid_and_rerun_a_superseded_choice(tmp_path, monkeypatch
     assert len({r["key"] for r in after["records"]}) == len(after["records"])
     report = (tmp_path / "g.md").read_text()
     assert "- ReviewKD: 5 points (w 0.5–16, widened from 3); chosen w=8, inside the grid." in report
+
+
+def test_a_failed_widened_point_ends_the_command_and_a_missing_grid_seed_is_refused(
+    tmp_path, monkeypatch
+):
+    """A widened point that fails (--keep-going) is recorded as a failure and tried once;
+    the command ends without choosing. Seeds without their grid seeds are refused."""
+    from benchmarks import converged
+
+    def failing(args, task):
+        if task.kind == "run" and task.params == "w=8":
+            raise RuntimeError("w=8 broke")
+        return _fake_execute(args, task)
+
+    monkeypatch.setattr(converged, "execute", failing)
+    argv = [
+        "--name", "f", "--out", str(tmp_path), "--teacher-dir", "", "--pairs",
+        "resnet20-resnet8", "--methods", "reviewkd", "--searches", "main",
+        "--grid-seeds", "0", "--jobs", "1", "--keep-going",
+    ]  # fmt: skip
+    converged.main([*argv, "--seeds", "0", "1"])
+    data = json.loads((tmp_path / "f.json").read_text())
+    assert [f["key"] for f in data["failures"]] == ["run:resnet20-resnet8:reviewkd:0:w=8"]
+    assert not any(r.get("seed") == 1 for r in data["records"])  # no choice without w=8
+    assert "chosen so far w=4, runs of 1 point(s) pending." in (tmp_path / "f.md").read_text()
+    with pytest.raises(SystemExit, match=r"not done on grid seed\(s\) \[0\].*add \[0\]"):
+        converged.main([*argv, "--seeds", "1"])
