@@ -101,6 +101,7 @@ def test_fashion_mnist_configs_run(tmp_path):
     )
     search = [c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback)]
     assert len(search) == 1 and search[0].alpha.lr == 0.05
+    assert search[0].schedule.every_n_steps == 4 and search[0].schedule.proxy is True
     assert DistillationProcess.load(process).num_pathways == 11  # the recommended space
     cli = _fit(
         [

@@ -1,5 +1,7 @@
 """``distpro demo`` (the README's first command) end to end at a small size: it searches in
-the recommended space, replays the process, runs a baseline, and writes its summary."""
+the recommended space with the recommended cheap recipe, replays the process, runs a
+baseline, writes its summary, and reuses a process only when it was searched with the same
+settings."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from distpro_lightning.data import DigitsDataModule
 
 
 @needs_fashion
-def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypatch):
+def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # its relative defaults (runs/...) stay in here
     root = tmp_path / "demo"
     root.mkdir()
@@ -33,3 +35,19 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     assert set(summary["results"]) == {"hinton_kd", "distpro"}
     assert all(0.0 <= v <= 1.0 for v in summary["results"].values())
     assert summary["args"]["space"] == "recommended"
+    # the recommended cheap recipe: alpha every 4th step, a proxy (recorded as such)
+    run = process.provenance["run_settings"]
+    assert run["search_every_n_steps"] == 4 and run["proxy"] is True
+    assert process.searched_steps() == list(range(0, len(process), 4))
+
+    # a process searched with other settings is not reused; the same settings reuse it
+    capsys.readouterr()
+    again = [*argv[:-2], "student", "--search-every", "1"]
+    assert demo_main(again) == 0
+    out = capsys.readouterr().out
+    assert "not reusing" in out and "every_n_steps 4 there, 1 now" in out
+    assert DistillationProcess.load(root / "process.json").searched_steps() == list(
+        range(len(process))
+    )
+    assert demo_main(again) == 0
+    assert f"search: reusing {root / 'process.json'}" in capsys.readouterr().out
