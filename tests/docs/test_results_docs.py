@@ -217,6 +217,13 @@ README_EVIDENCE = {
             "lever: search space with the ReviewKD and KD pathways"
         ),
         "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
+        "**cheap recipe, recommended space** (25 % proxy, alpha every 4th step; 0.90 × a "
+        "ReviewKD run)": (
+            "cheap recipe, recommended space: 25 % proxy search, alpha every 4th step, stretched"
+        ),
+        "cheap recipe, recommended space, alpha every step (25 % proxy; 1.27 ×)": (
+            "cheap recipe, recommended space: 25 % proxy search, stretched"
+        ),
         "Hinton KD (tuned: w = 2, T = 4)": "Hinton KD",
         "ReviewKD (tuned: w = 4)": "ReviewKD",
         "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
@@ -349,3 +356,63 @@ def test_cost_page_recommended_space_quotes_its_json():
         assert _rounds_to(over_kd, row["over_hinton_kd"]), cells[0]
         checked += 1
     assert checked == len(RECOMMENDED_COST_ROWS)
+
+
+#: docs/cost.md's accuracy table of the recommended space: label -> (method, its recipe cost
+#: key in recipe_cost_recommended.json)
+CHEAP_QUALITY_ROWS = {
+    "full search (k=1, f=1) + pruned replay": ("distpro_review", "k1_f1_replay_pruned"),
+    "25 % proxy, alpha every step (`distpro_proxy_review`)": (
+        "distpro_proxy_review", "k1_f0.25_replay_pruned",
+    ),
+    "25 % proxy, alpha every 4th step (`distpro_cheap_review`)": (
+        "distpro_cheap_review", "k4_f0.25_replay_pruned",
+    ),
+}  # fmt: skip
+
+
+def test_cost_page_cheap_recipes_quote_the_paired_protocol():
+    """The accuracy of each cheap recipe of the recommended space on resnet20 -> resnet8,
+    and its paired difference to the full search, as the results file gives them; its cost
+    as the recipe benchmark gives it."""
+    from benchmarks import converged_report as report
+
+    runs = report.chosen_runs(json.loads(EVIDENCE.read_text())["records"], "resnet20-resnet8")
+    recipes = json.loads((RESULTS / "recipe_cost_recommended.json").read_text())
+    recipes = recipes["pairs"]["recommended"]["recipes"]
+    text = (ROOT / "docs" / "cost.md").read_text().split("## What the cheap recipes lose")[1]
+    checked = 0
+    for line in text.split("## ")[0].splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split(" | ")]
+        if len(cells) != 4 or cells[0] not in CHEAP_QUALITY_ROWS:
+            continue
+        method, cost = CHEAP_QUALITY_ROWS[cells[0]]
+        assert len(runs[method]) == 5, method
+        assert _rounds_to(cells[1].split()[0], recipes[cost]["over_reviewkd"]), cells[0]
+        assert cells[2] == report.pct([r["top1"] for r in runs[method].values()]), cells[0]
+        if method != "distpro_review":
+            diff = report.diff_text(runs[method], runs["distpro_review"])
+            assert cells[3].replace("−", "-") == diff, (cells[0], diff)
+        checked += 1
+    assert checked == len(CHEAP_QUALITY_ROWS)
+
+
+#: paired differences README quotes in its text: (method, baseline) on resnet20 -> resnet8
+README_PAIRED = [
+    ("distpro_cheap_review", "distpro_review"),
+    ("distpro_cheap_review", "hinton_kd"),
+    ("distpro_cheap_review", "reviewkd"),
+]
+
+
+def test_readme_paired_differences_are_the_results():
+    from benchmarks import converged_report as report
+
+    runs = report.chosen_runs(json.loads(EVIDENCE.read_text())["records"], "resnet20-resnet8")
+    text = (ROOT / "README.md").read_text().replace("−", "-")
+    for method, base in README_PAIRED:
+        diff = report.diff_text(runs[method], runs[base])
+        if method == "distpro_cheap_review" and base == "distpro_review":
+            assert f"({diff} against the full search)" in text, diff
+        else:
+            assert f"{report.LABELS[base]} by {diff}" in text.replace("tuned ", ""), diff
