@@ -51,3 +51,25 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     )
     assert demo_main(again) == 0
     assert f"search: reusing {root / 'process.json'}" in capsys.readouterr().out
+
+
+def test_a_demo_process_is_reused_only_when_complete_and_searched_alike(tmp_path):
+    from distpro_lightning.cli.demo import _reusable
+
+    wanted = {"pathways": ["a", "b"], "alpha_lr": 0.05, "every_n_steps": 4, "epochs": 1}
+    provenance = {
+        "alpha_lr": 0.05,
+        "run_settings": {"search_every_n_steps": 4, "proxy": True},
+        "search_size": {"planned_steps": 3, "max_epochs": 1, "train_samples": 8},
+    }
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 3.0}
+    done = DistillationProcess(["a", "b"], norm, [[0.0, 1.0]] * 3, provenance=provenance)
+    done.save(tmp_path / "done.json")
+    assert _reusable(tmp_path / "done.json", wanted) is None
+    cut = DistillationProcess(["a", "b"], norm, [[0.0, 1.0]] * 2, provenance=provenance)
+    cut.save(tmp_path / "cut.json")
+    assert _reusable(tmp_path / "cut.json", wanted) == "an interrupted search: 2 of 3 steps"
+    other = {**wanted, "pathways": ["a", "c"], "alpha_lr": 0.5}
+    assert _reusable(tmp_path / "done.json", other) == (
+        "pathways ['a', 'b'] there, ['a', 'c'] now; alpha_lr 0.05 there, 0.5 now"
+    )
