@@ -46,18 +46,22 @@ def grid_scores(
     return scores
 
 
+def done_points(
+    grid: list[dict[str, float]], scores: dict[str, dict[int, float]], seeds: list[int]
+) -> list[dict[str, float]]:
+    """The points of ``grid`` done on every seed in ``seeds``."""
+    return [p for p in grid if all(s in scores.get(params_key(p), {}) for s in seeds)]
+
+
 def best_point(
     grid: list[dict[str, float]], scores: dict[str, dict[int, float]], seeds: list[int]
 ) -> dict[str, float] | None:
     """The point of ``grid`` with the best mean validation top-1 over ``seeds`` (a tie goes
     to the point earlier in the grid: the original grid before its widenings), or ``None``
     while any of its points is not done on every seed."""
-    means = []
-    for point in grid:
-        got = scores.get(params_key(point), {})
-        if any(s not in got for s in seeds):
-            return None
-        means.append(sum(got[s] for s in seeds) / len(seeds))
+    if not grid or len(done_points(grid, scores, seeds)) < len(grid):
+        return None
+    means = [sum(scores[params_key(p)][s] for s in seeds) / len(seeds) for p in grid]
     return grid[means.index(max(means))]
 
 
@@ -117,8 +121,7 @@ def current_choice(
     shows, by the same rule as `choose_point`."""
     grid, _ = final_grid(method, records, pair, seeds)
     scores = grid_scores(records, pair, method, seeds)
-    done = [p for p in grid if all(s in scores.get(params_key(p), {}) for s in seeds)]
-    return best_point(done, scores, seeds) if done else None
+    return best_point(done_points(grid, scores, seeds), scores, seeds)
 
 
 def stale_chosen(records: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:

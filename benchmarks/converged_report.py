@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import converged_grids as grids
-from benchmarks.converged_grids import GRIDS, current_choice, params_key
+from benchmarks.converged_grids import params_key
 from distpro_lightning.files import atomic_write_text
 
 LABELS = {
@@ -98,8 +98,8 @@ def chosen_runs(
             best[method] = {"score": score, "runs": runs}
     chosen = {m: v["runs"] for m, v in best.items()}
     for method in chosen:  # a baseline's grid: the planner's own choice
-        if len(GRIDS.get(method, [])) > 1:
-            choice = current_choice(records, pair, method, list(grid_seeds))
+        if len(grids.GRIDS.get(method, [])) > 1:
+            choice = grids.current_choice(records, pair, method, list(grid_seeds))
             if choice is not None and (method, params_key(choice)) in groups:
                 chosen[method] = groups[method, params_key(choice)]
     return chosen
@@ -190,7 +190,7 @@ def grid_lines(
         choice = grids.current_choice(records, pair, method, seeds)
         shown = ", ".join(f"{k}={v:g}" for k, v in (choice or {}).items())
         scores = grids.grid_scores(records, pair, method, seeds)
-        pending = sum(any(s not in scores.get(params_key(p), {}) for s in seeds) for p in grid)
+        pending = len(grid) - len(grids.done_points(grid, scores, seeds))
         edge = ", ".join(grids.edges(grid, choice)) if choice else ""
         if choice is None:
             lines.append(f"{head}; runs of its points pending.")
