@@ -206,3 +206,22 @@ def test_teacher_model_with_a_teacher_name_is_said_to_have_no_effect(caplog):
         "(the name is the architecture); teacher_model names the architecture of a checkpoint "
         "file."
     ]
+
+
+def test_teacher_model_with_a_module_teacher_is_said_to_have_no_effect(caplog):
+    import logging
+
+    from distpro_lightning.models import create
+    from distpro_lightning.modules.teacher import build_teacher
+
+    module = create("resnet14", num_classes=10, in_channels=1)
+    with caplog.at_level(logging.WARNING, logger="distpro_lightning"):
+        teacher = build_teacher(module, 10, 1, "resnet20")
+        quiet = build_teacher(module, 10, 1, None)
+    assert teacher is module and quiet is module
+    said = [r.getMessage() for r in caplog.records if "has no effect" in r.getMessage()]
+    assert said == [
+        "DistPro: teacher_model='resnet20' has no effect with teacher=CifarResNet, a module "
+        "(the module is the teacher, weights and all); teacher_model names the architecture "
+        "of a checkpoint file. Drop teacher_model."
+    ]
