@@ -120,7 +120,7 @@ class Task:
             return base + 1e5 + (1 if self.method in ("main", "kd", "review") else 0)
         if self.method in CORE:
             tier = 3
-        elif self.method in ("random", "reversed", "distpro_seed2"):
+        elif self.method in ("random", "reversed", "distpro_seed2", "uniform_review"):
             tier = 2
         else:
             tier = 1

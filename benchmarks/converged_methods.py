@@ -40,6 +40,8 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "distpro_cheap",
     "distpro_proxy_review",
     "distpro_cheap_review",
+    "distpro_cheap10_review",
+    "uniform_review",
     "distpro_fast",
     "distpro_avg",
     "distpro_smooth",
@@ -49,20 +51,27 @@ DEFAULT_METHODS = tuple(
     m for m in METHODS if m not in ("fitnet", "distpro_fast", "distpro_avg", "distpro_smooth")
 )
 SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
-SEARCH_VARIANTS += ("cheap_review", "fast", "avg")
+SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg")
 DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
-DEFAULT_SEARCHES += ("cheap_review",)
-# the cheap recipes (docs/cost.md): a proxy search over this fraction of the epochs, replayed
-# stretched over the whole run, with alpha updated at every step (proxy_review) or every
-# CHEAP_EVERY-th step (cheap, cheap_review)
+DEFAULT_SEARCHES += ("cheap_review", "cheap10_review")
+# the cheap recipes (docs/cost.md): a proxy search over a fraction of the epochs
+# (CHEAP_FRACTION; PROXY_FRACTION where it differs), replayed stretched over the whole run,
+# with alpha updated at every step (proxy_review) or every CHEAP_EVERY-th step (cheap,
+# cheap_review, cheap10_review)
 CHEAP_FRACTION, CHEAP_EVERY = 0.25, 4
 PROXY = {"cheap": CHEAP_EVERY, "proxy_review": 1, "cheap_review": CHEAP_EVERY}
+PROXY |= {"cheap10_review": CHEAP_EVERY}
+PROXY_FRACTION = {"cheap10_review": 0.1}
 # the search space of a variant beyond the feature pathways: Hinton KD on the logits as a
 # pathway (kd), and in addition ReviewKD's fused review features as one pathway (review,
 # the recommended space, also of its cheap recipes)
 REVIEW_SPACE = dict(response_kd=True, review_kd=True)
 SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
 SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
+SPACE |= {"cheap10_review": REVIEW_SPACE}
+# methods without a search that still train in a search variant's space: the recommended
+# space held at the search's uniform start (the control for what its search adds)
+SPACE_ONLY = {"uniform_review": "review"}
 # method -> the search whose process it replays
 DERIVED = {
     "alpha_T": "main",
@@ -79,6 +88,7 @@ DERIVED = {
     "distpro_cheap": "cheap",
     "distpro_proxy_review": "proxy_review",
     "distpro_cheap_review": "cheap_review",
+    "distpro_cheap10_review": "cheap10_review",
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
@@ -224,7 +234,7 @@ def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw
 
 def space_of(method: str) -> dict[str, bool]:
     """The extra pathways of the search whose process ``method`` replays."""
-    return SPACE.get(DERIVED.get(method, ""), {})
+    return SPACE.get(DERIVED.get(method, SPACE_ONLY.get(method, "")), {})
 
 
 def build_method(
@@ -254,8 +264,8 @@ def build_method(
             warmup_epochs=0, lr=args.lr, scheduler="cosine",
         )  # fmt: skip
         return module, []
-    if method == "equal":
-        module = distpro_module(args, pair, teacher, kd_weight=w)
+    if method in ("equal", "uniform_review"):
+        module = distpro_module(args, pair, teacher, kd_weight=w, **space_of(method))
         return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
     mode = "final" if method.startswith("alpha_T") else "process"
     smooth = SMOOTH_ROWS if method == "distpro_smooth" else 1
@@ -289,6 +299,7 @@ def build_run(
 
 SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
 SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
+SEARCH_SEED_OFFSET |= {"cheap10_review": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -330,7 +341,7 @@ def search_process(
         },
         output={"save_path": str(path), "plot": False, "save_every_n_steps": 0},
     )  # fmt: skip
-    epochs = max(1, round(CHEAP_FRACTION * args.epochs)) if variant in PROXY else args.epochs
+    epochs = search_epochs(args, variant)
     curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
     trainer = make_trainer(args, epochs, [search, curves], val=True)
@@ -347,6 +358,13 @@ def search_process(
         "steps": trainer.global_step,
         "rows": len(process),
     }
+
+
+def search_epochs(args: argparse.Namespace, variant: str) -> int:
+    """The epochs a search runs: the retrain's, or a proxy's fraction of them (at least 1)."""
+    if variant not in PROXY:
+        return args.epochs
+    return max(1, round(PROXY_FRACTION.get(variant, CHEAP_FRACTION) * args.epochs))
 
 
 def derived_process(method: str, source: DistillationProcess, seed: int) -> DistillationProcess:

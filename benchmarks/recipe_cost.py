@@ -17,14 +17,17 @@ and/or epochs). Pairs: the project's (resnet20 -> resnet8, Fashion-MNIST 1x28x28
 pathways, batch 128) and the official release's (WRN-40-2 -> WRN-16-2, 3x32x32, 100
 classes, 10 pathways, batch 64). Weights are random: timing does not depend on them.
 
-``--pairs recommended`` prices the recommended recipe: the project's pair in the search
+``--pairs recommended`` prices the recommended recipes: the project's pair in the search
 space that won the paired comparison (9 ``conv_bn`` pathways plus the KD and ReviewKD
 pathways, 11). Which pathways tau prunes there depends on the process, and they differ in
-cost (the review pathway's ABF fusion is dear, the KD pathway nearly free), so its pruned
-replay replays a real searched process (``--process``, by default the evidence run's
-search of that space on that pair) through ``ProcessScheduleCallback``, compressed onto the
-timed steps: they sample its rows evenly, and their mean is the mean step of a pruned
-replay of that process.
+cost (the review pathway's ABF fusion is dear, the KD pathway nearly free), so every
+recipe the paired comparison evaluated is priced with **its own** searched process
+(``--processes``, by default the evidence run's searches of that space on that pair):
+``replay_<name>`` replays it through ``ProcessScheduleCallback``, compressed onto the
+timed steps (they sample its rows evenly, so their mean is the mean step of its pruned
+replay), and its row in ``evaluated`` adds its search at the k and the fraction of the
+replay's steps that the process records (its ``search_every_n_steps``; its rows over
+``--replay-epochs`` epochs of its steps per epoch). ``replay_pruned`` is the full search's.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import platform
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -47,13 +51,16 @@ from distpro_lightning import DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.files import atomic_write_text
+from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.replay import ProcessScheduleCallback
 
 KS = (1, 2, 4, 8)
-# the evidence run's search of the recommended space on resnet20 -> resnet8
-RECOMMENDED_PROCESS = (
-    "benchmarks/results/evidence_fmnist/process_resnet20-resnet8_shared_review.json"
-)
+# the evidence run's searches of the recommended space on resnet20 -> resnet8: the full
+# search (review) and the cheap recipes the paired comparison evaluated
+EVIDENCE = "benchmarks/results/evidence_fmnist/process_resnet20-resnet8_shared_{}.json"
+RECOMMENDED_PROCESS = EVIDENCE.format("review")
+EVALUATED = ("review", "proxy_review", "cheap_review", "cheap10_review")
+REPLAY_EPOCHS = 30  # the evidence protocol's retrain
 FRACTIONS = (1.0, 0.25, 0.1)
 TAU = 0.5
 
@@ -81,9 +88,11 @@ def _pruned(module: Any) -> torch.Tensor:
     return logits
 
 
-def pair_methods(pair: str, loaders: Any, process: str = RECOMMENDED_PROCESS) -> dict:
-    """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k
-    (``process``: the process the recommended space's pruned replay replays)."""
+def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = None) -> dict:
+    """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k;
+    in the recommended space ``replay_<name>`` replays each of ``processes`` (name -> file;
+    default: the full search's), and the pruned replay is the full search's."""
+    processes = processes or {"review": RECOMMENDED_PROCESS}
     if pair == "official":
         settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
         dp_kwargs = {**OFFICIAL, "prune_threshold": TAU}
@@ -106,14 +115,60 @@ def pair_methods(pair: str, loaders: Any, process: str = RECOMMENDED_PROCESS) ->
     modules = [build_module(DistProModule, **dp_kwargs) for _ in range(2 + len(KS))]
     methods["replay"] = _retrain(modules[0], torch.ones(modules[0].num_pathways))
     if pair == "recommended":
-        methods["replay_pruned"] = FitMethod(
-            modules[1], lambda: [ProcessScheduleCallback(process=process)]
-        )
+        methods["replay_pruned"] = _replay(modules[1], processes.get("review", RECOMMENDED_PROCESS))
+        for name, path in processes.items():
+            if name != "review":
+                methods[f"replay_{name}"] = _replay(build_module(DistProModule, **dp_kwargs), path)
     else:
         methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
     for k, module in zip(KS, modules[2:]):
         methods[f"search_k{k}"] = _search(module, loaders[1], k)
     return methods
+
+
+def _replay(module: Any, path: str) -> FitMethod:
+    return FitMethod(module, lambda: [ProcessScheduleCallback(process=path)])
+
+
+def evaluated_recipes(
+    step_s: dict[str, float], processes: dict[str, str], replay_epochs: int = REPLAY_EPOCHS
+) -> dict[str, Any]:
+    """The evaluated recipes' own cost: ``fraction * search_k + replay_<name>``, with k and
+    the fraction (its rows over the replay's steps) read from each process file."""
+    rows = {}
+    for name, path in processes.items():
+        process = DistillationProcess.load(path)
+        settings = process.provenance.get("run_settings") or {}
+        k = int(settings.get("search_every_n_steps", 1))
+        fraction = len(process) / (process.steps_per_epoch * replay_epochs)
+        replay = "replay_pruned" if name == "review" else f"replay_{name}"
+        cost = fraction * step_s[f"search_k{k}"] + step_s[replay]
+        rows[name] = {
+            "process": path, "k": k, "fraction": fraction, "replay": replay,
+            "pruned_pathway_steps": float((process.logits <= TAU).float().mean()),
+            "over_reviewkd": cost / step_s["reviewkd"],
+            "over_hinton_kd": cost / step_s["hinton_kd"],
+        }  # fmt: skip
+    return rows
+
+
+def default_processes() -> dict[str, str]:
+    """The evaluated recipes whose process file exists (the evidence run makes them)."""
+    found = {n: EVIDENCE.format(n) for n in EVALUATED if Path(EVIDENCE.format(n)).is_file()}
+    missing = sorted(set(EVALUATED) - set(found))
+    if missing:
+        print(f"recipe_cost: no process file yet for {', '.join(missing)}", file=sys.stderr)
+    return found
+
+
+def parse_processes(items: list[str] | None) -> dict[str, str]:
+    """``NAME=PATH`` items (``--processes``); none: `default_processes`."""
+    if not items:
+        return default_processes()
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise SystemExit(f"--processes takes NAME=PATH items (e.g. review=process.json): {bad}")
+    return dict(i.split("=", 1) for i in items)
 
 
 def time_pair(args: argparse.Namespace, methods: dict[str, FitMethod], train: Any) -> dict:
@@ -170,7 +225,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["project", "official", "recommended"],
         help="default: project official (--tiny: project)",
     )
-    p.add_argument("--process", default=RECOMMENDED_PROCESS, help="see --pairs recommended")
+    p.add_argument(
+        "--processes", nargs="+", metavar="NAME=PATH",
+        help="--pairs recommended: the evaluated recipes' processes (default: the evidence "
+        "run's; 'review' is the full search's)",
+    )  # fmt: skip
+    p.add_argument("--replay-epochs", type=int, default=REPLAY_EPOCHS)
     p.add_argument("--batch", type=int, default=128, help="project pair's batch")
     p.add_argument("--official-batch", type=int, default=64)
     p.add_argument("--rounds", type=int, default=2)
@@ -194,15 +254,20 @@ def main(argv: list[str] | None = None) -> int:
         "note": __doc__.split("\n\n")[2].replace("\n", " "),
         "pairs": {},
     }
+    processes = parse_processes(args.processes) if "recommended" in args.pairs else {}
     for pair in args.pairs:
         torch.manual_seed(0)
         x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
         loaders = _loaders(x, y, 1 + args.window)
         t0 = time.perf_counter()
-        step_s = time_pair(args, pair_methods(pair, loaders, args.process), loaders[0])
+        step_s = time_pair(args, pair_methods(pair, loaders, processes), loaders[0])
         result["pairs"][pair] = {
             "step_s": step_s, "recipes": recipes(step_s), "wall_s": time.perf_counter() - t0,
         }  # fmt: skip
+        if pair == "recommended":
+            result["pairs"][pair]["evaluated"] = evaluated_recipes(
+                step_s, processes, args.replay_epochs
+            )
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(
         json.dumps(

@@ -249,3 +249,32 @@ def test_recipe_cost_prices_the_recommended_space_with_a_real_process(tmp_path):
     assert recipe_cost.main(["--tiny", "--pairs", "recommended", "--out", str(out)]) == 0
     result = json.loads(out.read_text())["pairs"]["recommended"]
     assert set(result["step_s"]) >= {"replay", "replay_pruned", "reviewkd", "search_k1"}
+
+
+def test_recipe_cost_prices_each_evaluated_recipe_with_its_own_process(tmp_path):
+    """A cheap recipe is priced with the process it replayed in the paired comparison, at the
+    k and proxy fraction that process records, not with the full search's pruned replay."""
+    from benchmarks import recipe_cost
+
+    names = ("review", "proxy_review", "cheap_review")
+    processes = {n: recipe_cost.EVIDENCE.format(n) for n in names}
+    out = tmp_path / "rc.json"
+    items = [f"{n}={p}" for n, p in processes.items()]
+    argv = ["--tiny", "--pairs", "recommended", "--out", str(out), "--processes", *items]
+    assert recipe_cost.main(argv) == 0
+    result = json.loads(out.read_text())["pairs"]["recommended"]
+    step_s, rows = result["step_s"], result["evaluated"]
+    assert {"replay_proxy_review", "replay_cheap_review"} <= set(step_s)
+    assert set(rows) == set(names)
+    # k and the fraction from the files: 64 proxy rows over 30 epochs of 8 steps
+    assert (rows["review"]["k"], rows["review"]["fraction"]) == (1, 1.0)
+    assert (rows["cheap_review"]["k"], rows["cheap_review"]["fraction"]) == (4, 64 / 240)
+    assert (rows["proxy_review"]["k"], rows["proxy_review"]["fraction"]) == (1, 64 / 240)
+    cheap = rows["cheap_review"]
+    expected = (64 / 240 * step_s["search_k4"] + step_s["replay_cheap_review"]) / step_s["reviewkd"]
+    assert cheap["over_reviewkd"] == pytest.approx(expected)
+    assert cheap["replay"] == "replay_cheap_review" and rows["review"]["replay"] == "replay_pruned"
+    # the cheap search barely moved alpha: its process prunes nothing at tau, the full one most
+    assert cheap["pruned_pathway_steps"] == 0.0 and rows["review"]["pruned_pathway_steps"] > 0.7
+    with pytest.raises(SystemExit, match="NAME=PATH"):
+        recipe_cost.parse_processes(["review.json"])

@@ -83,8 +83,8 @@ def test_converged_protocol_tiny(tmp_path, monkeypatch):
         "--max-steps", "2", "--test-batches", "1", "--val-size", "300", "--teacher-dir", "",
         "--methods", "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed",
         "distpro_review", "alpha_T_review", "distpro_cheap", "distpro_proxy_review",
-        "distpro_cheap_review", "--searches", "main", "review", "cheap", "proxy_review",
-        "cheap_review", "--grid-seeds", "0", "--reversed-seeds", "0",
+        "distpro_cheap_review", "distpro_cheap10_review", "uniform_review", "--searches",
+        "main", "review", "cheap", "proxy_review", "cheap_review", "cheap10_review", "--grid-seeds", "0", "--reversed-seeds", "0",
     ]  # fmt: skip
     converged.main([*tiny, "--seeds", "0"])
     data = json.loads((tmp_path / "tiny.json").read_text())
@@ -96,13 +96,14 @@ def test_converged_protocol_tiny(tmp_path, monkeypatch):
     assert {r["method"] for r in runs} == {
         "student", "hinton_kd", "distpro", "alpha_T", "random", "reversed", "distpro_review",
         "alpha_T_review", "distpro_cheap", "distpro_proxy_review", "distpro_cheap_review",
+        "distpro_cheap10_review", "uniform_review",
     }  # fmt: skip
     cheap = json.loads(
         (tmp_path / "tiny" / "process_resnet20-resnet8_shared_cheap.json").read_text()
     )
     assert cheap["provenance"]["run_settings"]["proxy"] is True
     assert cheap["provenance"]["run_settings"]["search_every_n_steps"] == 4
-    for variant, every in (("proxy_review", 1), ("cheap_review", 4)):  # the recommended space
+    for variant, every in (("proxy_review", 1), ("cheap_review", 4), ("cheap10_review", 4)):
         name = f"process_resnet20-resnet8_shared_{variant}.json"
         proxy = json.loads((tmp_path / "tiny" / name).read_text())
         assert proxy["provenance"]["run_settings"]["proxy"] is True
@@ -154,3 +155,32 @@ def test_every_method_of_a_seed_sees_the_same_data(tmp_path):
         for _ in range(2)
     ]
     assert torch.equal(first[0], first[1])
+
+
+def test_proxy_searches_run_their_fraction_of_the_epochs():
+    from benchmarks import converged
+    from benchmarks.converged_methods import search_epochs
+
+    args = converged.parser().parse_args(["--protocol", "converged", "--epochs", "30"])
+    assert search_epochs(args, "main") == 30 and search_epochs(args, "review") == 30
+    assert search_epochs(args, "cheap_review") == 8  # 25 % of 30, rounded
+    assert search_epochs(args, "cheap10_review") == 3  # 10 %
+    args.epochs = 4
+    assert search_epochs(args, "cheap10_review") == 1  # at least one epoch
+
+
+def test_uniform_review_trains_the_recommended_space_held_at_uniform_weights():
+    from benchmarks import converged
+    from benchmarks.converged_methods import build_method, distpro_module, space_of
+    from distpro_lightning.models import create
+    from distpro_lightning.replay import ProcessScheduleCallback
+
+    args = converged.parser().parse_args(["--protocol", "converged"])
+    assert space_of("uniform_review") == space_of("distpro_review")
+    teacher = create("resnet20", num_classes=10, in_channels=1)
+    module, callbacks = build_method(args, "uniform_review", "resnet20-resnet8", teacher, {}, None)
+    searched = distpro_module(args, "resnet20-resnet8", teacher, **space_of("distpro_review"))
+    assert module.pathway_names == searched.pathway_names
+    assert {"review->review:abf", "logits->logits:kd"} <= set(module.pathway_names)
+    assert [type(c) for c in callbacks] == [ProcessScheduleCallback]
+    assert callbacks[0].mode == "uniform"
