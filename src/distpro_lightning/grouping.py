@@ -140,6 +140,7 @@ def flat_to_groups(
         names = [*valid, *groups, *keys]
         shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in sorted(unknown))
         raise TypeError(f"{owner} got unknown arguments {shown}.")
+    _refuse_given_twice(owner, changes, groups, keys)
     if changes:
         old = ", ".join(flat)
         new = ", ".join(f"{keys[k][0]}.{keys[k][1]}" for k in flat)
@@ -151,6 +152,31 @@ def flat_to_groups(
             category=FutureWarning,
         )
     return {g: replace(c, **changes.get(g, {})) for g, c in groups.items()}
+
+
+def _refuse_given_twice(
+    owner: str,
+    changes: Mapping[str, Mapping[str, Any]],
+    groups: Mapping[str, Any],
+    keys: Mapping[str, tuple[str, str]],
+) -> None:
+    """Refuse a field set both in its group (to a value other than its default) and by a
+    flat keyword to another value: one of the two would be silently dropped."""
+    flat_of = {v: k for k, v in keys.items()}
+    clashes = []
+    for group, given in changes.items():
+        defaults = {f.name: f for f in fields(groups[group])}
+        for name, value in given.items():
+            current = getattr(groups[group], name)
+            spec = defaults[name]
+            default = spec.default_factory() if spec.default is MISSING else spec.default
+            if current != default and current != value:
+                clashes.append(f"{group}.{name}={current!r} and {flat_of[(group, name)]}={value!r}")
+    if clashes:
+        raise TypeError(
+            f"{owner} got a setting twice, in its group and as a flat keyword: "
+            f"{'; '.join(clashes)}. Give each once, in its group."
+        )
 
 
 def plain(value: Any) -> Any:

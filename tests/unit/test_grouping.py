@@ -50,3 +50,22 @@ def test_say_unused_warns_only_for_given_values_that_have_no_effect(recwarn):
     say_unused("search.alpha", Alpha(lr=0.5), {"lr": None})  # in effect: quiet
     said = [str(w.message) for w in recwarn]
     assert said == ["search.alpha.lr=0.5 has no effect with optimizer='x' (unused)."]
+
+
+def test_a_field_given_in_its_group_and_as_a_different_flat_keyword_is_refused():
+    from distpro_lightning import DistProModule, ProcessSearchCallback
+
+    with pytest.raises(TypeError) as err:
+        DistProModule("resnet8", "resnet14", in_channels=1, optimizer={"lr": 0.1}, lr=0.2)
+    assert str(err.value) == (
+        "DistProModule got a setting twice, in its group and as a flat keyword: "
+        "optimizer.lr=0.1 and lr=0.2. Give each once, in its group."
+    )
+    with pytest.raises(TypeError, match=r"alpha.lr=0.1 and alpha_lr=0.2"):
+        ProcessSearchCallback(alpha={"lr": 0.1}, alpha_lr=0.2)
+    # the same value twice, or a group left at its default, is not a clash
+    with pytest.warns(FutureWarning):
+        same = DistProModule("resnet8", "resnet14", in_channels=1, optimizer={"lr": 0.2}, lr=0.2)
+    with pytest.warns(FutureWarning):
+        flat = DistProModule("resnet8", "resnet14", in_channels=1, lr=0.3)
+    assert (same.optimizer_config.lr, flat.optimizer_config.lr) == (0.2, 0.3)

@@ -321,8 +321,19 @@ def example_input(
     model: nn.Module, input_shape: Sequence[int] | None, example: Tensor | None
 ) -> Tensor:
     """A 2-sample input for the dry run that sizes the heads: ``example`` (cut to 2), else
-    zeros of ``input_shape``, else 32x32 at the first convolution's channels."""
+    zeros of ``input_shape``, else 32x32 at the first convolution's channels. An
+    ``input_shape`` that disagrees with ``example``'s per-sample shape is said to be unused."""
     if example is not None:
+        if input_shape is not None and example.dim() > 0:
+            given, used = [int(s) for s in input_shape], list(example.shape[1:])
+            if given != used:
+                logging.getLogger(__name__).warning(
+                    "DistPro: input_shape=%s has no effect: example_input_array (per-sample "
+                    "shape %s) sizes the pathway heads. Drop input_shape, or make "
+                    "example_input_array the shape you train on.",
+                    given,
+                    used,
+                )
         return example[:2] if example.dim() > 0 and example.shape[0] > 2 else example
     if input_shape is not None:
         return torch.zeros(2, *[int(s) for s in input_shape])
