@@ -228,7 +228,9 @@ def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw
     (9 pathways with ``conv_bn``, the main CPU grid), HCL, biased softmax, tau."""
     student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
     base = distpro_kwargs(student, teacher, RecipeSettings(lr=args.lr, tau=args.tau))
-    base.update(log_pathway_losses=False, transforms=list(args.transforms), **kw)
+    if kw.get("connections") != "none":  # Hinton KD has no feature pathways to transform
+        base["transforms"] = list(args.transforms)
+    base.update(log_pathway_losses=False, **kw)
     return build_module(DistProModule, **base)
 
 

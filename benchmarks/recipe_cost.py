@@ -11,9 +11,10 @@ Every method runs through ``Trainer.fit`` with the real callbacks (``ProcessSear
 with ``search_every_n_steps=k``, ``ProcessScheduleCallback``) and the recipes' modules, in
 interleaved rounds; a timing callback measures each optimizer step. A search of k is timed
 over windows of whole multiples of k steps (its mean step, since searched and held steps
-alternate). The recipe's cost in replay-length units is ``f * search_k + replay``: a proxy
-search of fraction f runs f times as many steps of the same cost (a fraction of the data
-and/or epochs). Pairs: the project's (resnet20 -> resnet8, Fashion-MNIST 1x28x28, 27
+alternate); a method's step is the median over rounds of its windows' means (files
+without a ``statistic`` field hold the mean over every timed step). The recipe's cost in
+replay-length units is ``f * search_k + replay``: a proxy search of fraction f runs f
+times as many steps of the same cost (a fraction of the data and/or epochs). Pairs: the project's (resnet20 -> resnet8, Fashion-MNIST 1x28x28, 27
 pathways, batch 128) and the official release's (WRN-40-2 -> WRN-16-2, 3x32x32, 100
 classes, 10 pathways, batch 64). Weights are random: timing does not depend on them.
 
@@ -70,7 +71,7 @@ def _search(module: Any, held_out: Any, k: int) -> FitMethod:
         module.alpha_logits.fill_(1.0)
         cb = ProcessSearchCallback(
             schedule={"every_n_steps": k},
-            output={"save_path": None, "save_every_n_steps": 0, "plot": False},
+            output={"save_path": None, "plot": False},
         )
         cb.search_val_loader = held_out
         return [cb]
@@ -171,9 +172,16 @@ def parse_processes(items: list[str] | None) -> dict[str, str]:
     return dict(i.split("=", 1) for i in items)
 
 
-def time_pair(args: argparse.Namespace, methods: dict[str, FitMethod], train: Any) -> dict:
-    """Mean seconds per step of every method, from ``args.rounds`` interleaved rounds of
-    ``args.window`` timed steps (a multiple of every k) after one warm-up step."""
+def time_pair(
+    args: argparse.Namespace,
+    methods: dict[str, FitMethod],
+    train: Any,
+    rounds_s: dict[str, list[float]] | None = None,
+) -> dict:
+    """Seconds per step of every method: the median over ``args.rounds`` interleaved rounds
+    of each fit's mean step over ``args.window`` timed steps (a multiple of every k) after
+    one warm-up step; a round disturbed by the shared machine does not move it. The rounds'
+    means go to ``rounds_s`` when given."""
     times: dict[str, list[float]] = {name: [] for name in methods}
     for r in range(args.rounds):
         for name, method in methods.items():
@@ -186,9 +194,11 @@ def time_pair(args: argparse.Namespace, methods: dict[str, FitMethod], train: An
                 callbacks=[timer, *method.callbacks()],
             )  # fmt: skip
             trainer.fit(method.module, train_dataloaders=train)
-            times[name] += timer.times[1:]
+            times[name].append(statistics.mean(timer.times[1:]))
         print(f"round {r + 1}/{args.rounds}", file=sys.stderr, flush=True)
-    return {name: statistics.mean(v) for name, v in times.items()}
+    if rounds_s is not None:
+        rounds_s.update(times)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def recipes(step_s: dict[str, float]) -> dict[str, Any]:
@@ -252,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} thread(s), {args.device}",
         "note": __doc__.split("\n\n")[2].replace("\n", " "),
+        "statistic": "median over rounds of each fit's mean step",
         "pairs": {},
     }
     processes = parse_processes(args.processes) if "recommended" in args.pairs else {}
@@ -260,9 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
         loaders = _loaders(x, y, 1 + args.window)
         t0 = time.perf_counter()
-        step_s = time_pair(args, pair_methods(pair, loaders, processes), loaders[0])
+        rounds_s: dict[str, list[float]] = {}
+        step_s = time_pair(args, pair_methods(pair, loaders, processes), loaders[0], rounds_s)
         result["pairs"][pair] = {
-            "step_s": step_s, "recipes": recipes(step_s), "wall_s": time.perf_counter() - t0,
+            "step_s": step_s, "rounds_s": rounds_s, "recipes": recipes(step_s),
+            "wall_s": time.perf_counter() - t0,
         }  # fmt: skip
         if pair == "recommended":
             result["pairs"][pair]["evaluated"] = evaluated_recipes(

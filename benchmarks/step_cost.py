@@ -355,7 +355,7 @@ def _search(
                 "reuse_training_gradient": reuse,
                 "share_training_forward": share,
             },
-            output={"save_path": None, "save_every_n_steps": 0, "plot": False},
+            output={"save_path": None, "plot": False},
         )
         cb.search_val_loader = held_out
         return [cb]

@@ -98,6 +98,15 @@ class ProcessScheduleCallback(Callback):
                 "mode='process' (or 'final')."
             )
             process = None
+        if enabled and mode == "uniform":
+            given = {"pathway_map": pathway_map is not None, "strict": strict is not True}
+            given["smooth_steps"] = smooth_steps != 1
+            for name in (n for n, differs in given.items() if differs):
+                rank_zero_warn(
+                    f"ProcessScheduleCallback({name}=...) has no effect with mode='uniform' "
+                    "(it shapes how a process file is replayed; none is). Drop it, or replay "
+                    "a process with mode='process'."
+                )
         if (
             pathway_map is not None
             and pathway_map != "position"
@@ -179,6 +188,7 @@ class ProcessScheduleCallback(Callback):
         check_optimized(pl_module, trainer.optimizers, "ProcessScheduleCallback")  # type: ignore[arg-type]
         if self.process is None:
             assert isinstance(pl_module, ReplayableModule)
+            _check_uniform_pruning(pl_module.prune_threshold)
             pl_module.normalization = "uniform"
             pl_module.alpha_logits.fill_(1.0)
             rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
@@ -302,6 +312,23 @@ def _warn_on_scale(file_scale: float, module_scale: float) -> None:
 
 #: A replay longer than this many times its process warns unless the search was a proxy.
 STRETCH_WARNING_FACTOR = 4.0
+
+
+def _check_uniform_pruning(threshold: float | None) -> None:
+    """Equal weights hold every pathway's logit at 1.0: a threshold below it prunes nothing
+    (said), one at or above it would prune every pathway (refused)."""
+    if threshold is None:
+        return
+    if threshold >= 1.0:
+        raise ValueError(
+            f"prune_threshold={threshold} (distillation.prune_threshold) prunes every pathway "
+            "with mode='uniform', which holds every logit at 1.0: nothing would be distilled. "
+            "Set prune_threshold=None (or below 1.0)."
+        )
+    rank_zero_info(
+        f"DistPro replay: prune_threshold={threshold} prunes nothing with mode='uniform' "
+        "(every logit is 1.0, above it)."
+    )
 
 
 def warn_on_stretch(process: DistillationProcess, total_steps: int) -> None:

@@ -390,6 +390,13 @@ def test_short_retrain_skips_validation_quietly_and_writes_its_metrics(tmp_path)
     assert [r["epoch"] for r in rows if r["train/loss_epoch"]] == ["0"]
 
 
+def test_a_validation_limit_on_a_retrain_without_validation_is_said_to_have_no_effect(tmp_path):
+    args = _retrain_args(tmp_path, "--trainer.logger", "false", "--trainer.limit_val_batches", "3")
+    with pytest.warns(UserWarning, match=r"limit_val_batches=3 has no effect: .*val_fraction"):
+        cli = _fit(args)
+    assert cli.trainer.limit_val_batches == 0
+
+
 def test_fits_sharing_a_folder_never_overwrite_each_others_config(tmp_path):
     """Two fits without a logger in one default_root_dir: the second refuses to replace
     the first's config.yaml and names the fix."""

@@ -25,6 +25,9 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
     trainer.save_checkpoint(root / "teacher.ckpt", weights_only=True)
+    # as the demo records a teacher it trained (the defaults: 3 epochs, seed 0, batch 128)
+    settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
+    (root / "teacher.settings.json").write_text(json.dumps(settings))
     argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
     argv += ["--search-epochs", "1", "--epochs", "1", "--methods", "hinton_kd", "distpro"]
     assert demo_main(argv) == 0
@@ -50,7 +53,33 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
         range(len(process))
     )
     assert demo_main(again) == 0
-    assert f"search: reusing {root / 'process.json'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"search: reusing {root / 'process.json'}" in out
+    assert f"teacher: reusing {root / 'teacher.ckpt'}" in out
+    recorded = json.loads((root / "process.settings.json").read_text())
+    assert recorded["tau"] == 0.5 and recorded["subset"] == 256 and recorded["seed"] == 0
+
+
+def test_a_demo_file_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
+    from distpro_lightning.cli.demo import differing, record_settings
+
+    made = tmp_path / "process.json"
+    assert differing(made, {"tau": 0.5}) == ["no process.settings.json records its settings"]
+    record_settings(made, {"tau": 0.5, "seed": 0, "subset": 6000})
+    assert differing(made, {"tau": 0.5, "seed": 0, "subset": 6000}) == []
+    assert differing(made, {"tau": 0.3, "seed": 0, "subset": None}) == [
+        "tau 0.5 there, 0.3 now",
+        "subset 6000 there, None now",
+    ]
+
+
+def test_the_demo_refuses_a_negative_subset(tmp_path):
+    import pytest
+
+    with pytest.raises(
+        SystemExit, match=r"--subset must be >= 0 \(0: all training images\), got -5"
+    ):
+        demo_main(["--root", str(tmp_path), "--subset", "-5"])
 
 
 def test_a_demo_process_is_reused_only_when_complete_and_searched_alike(tmp_path):

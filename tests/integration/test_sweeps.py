@@ -202,3 +202,23 @@ def test_the_retrain_of_a_trial_gets_its_kd_and_review_pathways(tmp_path):
     assert cli.model.pathway_names == searched.pathway_names
     plain = search_space_args(make_module(transforms=["conv_bn"]).new_process({}))
     assert "--model.init_args.distillation.response_kd=false" in plain
+
+
+def test_sweep_commands_refuse_fit_arguments_they_would_silently_override():
+    from distpro_lightning.cli.sweeps import refuse_set_keys, sweep_grid_main
+
+    ran = []
+    with pytest.raises(ValueError) as err:
+        sweep_grid_main(
+            ["grid", "--param", "search.alpha.lr=0.1", "--", "--trainer.logger", "false"],
+            fit=ran.append,
+        )
+    assert str(err.value) == (
+        "distpro sweep-grid sets --trainer.logger itself (each trial's folder, CSV log and "
+        "process file, which sweep-best reads); drop it from the fit arguments after --."
+    )
+    assert ran == []  # refused before any trial
+    ours = ["--replay.process=best.json", "--model.init_args.distillation.review_kd=true"]
+    with pytest.raises(ValueError, match=r"sets --replay.process itself"):
+        refuse_set_keys("sweep-best", ["--replay.process=mine.json"], ours, "why")
+    refuse_set_keys("sweep-best", ["--config", "retrain.yaml", "--trainer.max_epochs=1"], ours, "")

@@ -83,6 +83,8 @@ def distpro_kwargs(
         prune_threshold=settings.tau,
     )
     distillation.update({k: v for k, v in overrides.items() if k in names})
+    if distillation["connections"] == "none":  # no feature pathways: no transforms to set
+        distillation.pop("transforms", None)
     kwargs: dict[str, Any] = dict(
         student=student,
         teacher=teacher,

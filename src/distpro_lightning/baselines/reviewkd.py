@@ -14,6 +14,7 @@ transforms=[conv_bn], distance=mse, normalization=uniform``; equally weighted / 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -82,6 +83,13 @@ class ReviewKDModule(FrozenTeacherOwner, StudentModule):
         optimizer: OptimizerConfig = OptimizerConfig(),  # noqa: B008 - frozen
         **flat: Any,
     ) -> None:
+        for name, value in (("review_weight", review_weight), ("warmup_epochs", warmup_epochs)):
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"ReviewKDModule: {name} must be a finite number >= 0, got {value!r} "
+                    f"(ReviewKD's CIFAR settings: review_weight=1.0, warmup_epochs=20; "
+                    "warmup_epochs=0 disables the ramp)."
+                )
         super().__init__(num_classes=num_classes, optimizer=optimizer, **flat)
         from distpro_lightning.models import create
 

@@ -7,9 +7,12 @@ It prints a table of test accuracies and phase times and where the files were wr
 The search is the recommended cheap recipe (docs/cost.md): the recommended space, alpha
 updated every ``--search-every`` (4) steps, on a proxy (1 epoch on the 80 % split against a
 4-epoch retrain: 20 % of its steps), replayed stretched with pruning. Rerunning reuses the
-teacher checkpoint, and the process when it was searched with the same space, alpha
-learning rate, ``--search-every`` and ``--search-epochs`` (else it searches again), unless
-``--fresh`` is given.
+teacher checkpoint and the process when they were made with the same settings (recorded
+beside them in ``teacher.settings.json`` and ``process.settings.json``; a process also
+needs the same pathways and a finished search), else it trains or searches again and
+says which setting differs; ``--fresh`` never reuses. The Fashion-MNIST example's teacher
+(``runs/fashion_mnist/teacher/teacher.ckpt``), when present, is reused as it is, and said
+to be.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from distpro_lightning.baselines.recipes import (
     distpro_kwargs,
 )
 from distpro_lightning.data import FashionMNISTDataModule
+from distpro_lightning.files import atomic_write_text
 from distpro_lightning.modules.classifier import ClassifierModule
 from distpro_lightning.modules.distpro import DistProModule
 from distpro_lightning.modules.student import OptimizerConfig
@@ -74,14 +78,53 @@ def _test(trainer: Trainer, module: Any, args: argparse.Namespace) -> float:
     return float(out[0]["test/top1"])
 
 
+EXAMPLE_TEACHER = Path("runs/fashion_mnist/teacher/teacher.ckpt")
+
+
+def settings_file(path: Path) -> Path:
+    """Where the demo records the settings a file was made with: ``X.settings.json``."""
+    return path.with_name(f"{path.stem}.settings.json")
+
+
+def differing(path: Path, wanted: dict[str, Any]) -> list[str]:
+    """The settings of ``wanted`` that differ from those recorded for ``path`` (all of
+    them, said as one, when nothing was recorded)."""
+    recorded = settings_file(path)
+    if not recorded.is_file():
+        return [f"no {recorded.name} records its settings"]
+    had = json.loads(recorded.read_text())
+    return [f"{k} {had.get(k)!r} there, {v!r} now" for k, v in wanted.items() if had.get(k) != v]
+
+
+def record_settings(path: Path, settings: dict[str, Any]) -> None:
+    atomic_write_text(settings_file(path), json.dumps(settings, indent=1) + "\n")
+
+
+def teacher_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "teacher": PAIR["teacher"],
+        "teacher_epochs": args.teacher_epochs,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+    }
+
+
 def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | None]:
     ckpt = root / "teacher.ckpt"
-    candidates = [ckpt, Path("runs/fashion_mnist/teacher/teacher.ckpt")]
-    if not args.fresh:
-        for c in candidates:
-            if c.is_file():
-                print(f"[demo] teacher: reusing {c}")
-                return c, None
+    wanted = teacher_settings(args)
+    if not args.fresh and ckpt.is_file():
+        why = differing(ckpt, wanted)
+        if not why:
+            print(f"[demo] teacher: reusing {ckpt}")
+            return ckpt, None
+        print(f"[demo] teacher: not reusing {ckpt} ({'; '.join(why)}); training again")
+    elif not args.fresh and EXAMPLE_TEACHER.is_file():
+        print(
+            f"[demo] teacher: reusing {EXAMPLE_TEACHER}, the Fashion-MNIST example's teacher "
+            "(its own epochs and seed; --teacher-epochs and --seed do not apply to it; --fresh "
+            "trains the demo's own)"
+        )
+        return EXAMPLE_TEACHER, None
     print(f"[demo] teacher: training {PAIR['teacher']} for {args.teacher_epochs} epochs")
     seed_everything(args.seed)
     module = ClassifierModule(
@@ -93,16 +136,31 @@ def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | N
     trainer = _trainer(root, "teacher", args.teacher_epochs)
     trainer.fit(module, datamodule=_data(args, "retrain", None))
     trainer.save_checkpoint(ckpt)
+    record_settings(ckpt, wanted)
     return ckpt, _test(trainer, module, args)
 
 
 def _searched_with(args: argparse.Namespace, module: DistProModule) -> dict[str, Any]:
-    """What a reusable process must have been searched with: these settings."""
+    """What a reusable process must have been searched with: these settings (as its
+    provenance records them)."""
     return {
         "pathways": list(module.pathway_names),
         "alpha_lr": args.alpha_lr,
         "every_n_steps": args.search_every,
         "epochs": args.search_epochs,
+    }
+
+
+def _search_settings(args: argparse.Namespace, teacher: Path) -> dict[str, Any]:
+    """The demo's settings a search depends on beyond its provenance (`differing`)."""
+    return {
+        "teacher": str(teacher),
+        "seed": args.seed,
+        "subset": args.subset,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "tau": args.tau,
+        "space": args.space,
     }
 
 
@@ -129,12 +187,15 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     path = root / "process.json"
     seed_everything(args.seed)
     module = DistProModule(**distpro_kwargs(PAIR["student"], str(teacher), _settings(args)))
+    wanted = _search_settings(args, teacher)
     if path.is_file() and not args.fresh:
-        why = _reusable(path, _searched_with(args, module))
-        if why is None:
+        why = [_reusable(path, _searched_with(args, module)), *differing(path, wanted)]
+        if not any(why):
             print(f"[demo] search: reusing {path}")
             return path
-        print(f"[demo] search: not reusing {path} ({why}); searching again")
+        print(
+            f"[demo] search: not reusing {path} ({'; '.join(w for w in why if w)}); searching again"
+        )
         path.unlink()
     print(
         f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, alpha every "
@@ -148,6 +209,7 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     )
     trainer = _trainer(root, "search", args.search_epochs, [search])
     trainer.fit(module, datamodule=_data(args, "search", args.subset))
+    record_settings(path, wanted)
     return path
 
 
@@ -228,7 +290,9 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], process: Path, pn
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """``distpro demo``: run the demo and print its table."""
     args = _parser().parse_args(list(argv) if argv is not None else None)
-    if args.subset is not None and args.subset <= 0:
+    if args.subset is not None and args.subset < 0:
+        raise SystemExit(f"--subset must be >= 0 (0: all training images), got {args.subset}.")
+    if args.subset == 0:
         args.subset = None
     torch.set_float32_matmul_precision("high")
     root = Path(args.root)

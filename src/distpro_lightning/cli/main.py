@@ -35,7 +35,7 @@ from typing import Any
 from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning.cli.run_config import RunConfigCallback
 from distpro_lightning.errors import DistProError
@@ -176,6 +176,14 @@ class DistProCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         if self.subcommand == "fit" and getattr(self.datamodule, "has_validation", True) is False:
             # a retrain without a validation split: skip the loop, not an empty loader
+            config = self.config[self.subcommand] if self.subcommand else self.config
+            given = config.get("trainer", {}).get("limit_val_batches")
+            if given not in (None, 0, 0.0):
+                rank_zero_warn(
+                    f"trainer.limit_val_batches={given} has no effect: the data module has no "
+                    "validation split (retrain mode without data.val_fraction), so validation "
+                    "is skipped. Give data.val_fraction (e.g. 0.1) to validate."
+                )
             kwargs.setdefault("limit_val_batches", 0)
         trainer = super().instantiate_trainer(**kwargs)
         evaluating = self.subcommand in EVALUATION_SUBCOMMANDS

@@ -80,6 +80,18 @@ def search_space_args(process: DistillationProcess) -> list[str]:
     ]
 
 
+def refuse_set_keys(command: str, fit_args: Sequence[str], ours: Sequence[str], why: str) -> None:
+    """Refuse fit arguments that name a key ``command`` sets itself (``ours``: its
+    ``--key=value`` arguments): the later one, ours, would silently win."""
+    keys = {a.split("=", 1)[0] for a in ours}
+    given = sorted({a.split("=", 1)[0] for a in fit_args if a.split("=", 1)[0] in keys})
+    if given:
+        raise ValueError(
+            f"distpro {command} sets {', '.join(given)} itself ({why}); drop "
+            f"{'it' if len(given) == 1 else 'them'} from the fit arguments after --."
+        )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="distpro sweep-best",
@@ -121,8 +133,14 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
     best = scored[0]
     print(f"best: {best.path} (search_val_loss {best.score:.5f})")
     if fit_args:
-        args = [*fit_args, *search_space_args(DistillationProcess.load(best.path))]
-        args += ["--replay.process", str(best.path)]
+        ours = [*search_space_args(DistillationProcess.load(best.path))]
+        ours += [f"--replay.process={best.path}"]
+        refuse_set_keys(
+            "sweep-best", fit_args, ours,
+            "the best trial's search space and process; to retrain with others, run distpro "
+            f"fit --replay.process {best.path} with your own settings",
+        )  # fmt: skip
+        args = [*fit_args, *ours]
         print(f"retraining: distpro fit {' '.join(args)}")
         fit(["fit", *args])
     return 0
@@ -168,11 +186,15 @@ def sweep_grid_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
             "class_path": "lightning.pytorch.loggers.CSVLogger",
             "init_args": {"save_dir": str(folder)},
         }
-        args = [
-            *fit_args, *values, f"--trainer.default_root_dir={folder}",
-            f"--trainer.logger={json.dumps(logger)}",
+        ours = [
+            f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(logger)}",
             f"--search.output.save_path={LOG_DIR_PLACEHOLDER}/process.json",
         ]  # fmt: skip
+        refuse_set_keys(
+            "sweep-grid", fit_args, ours,
+            "each trial's folder, CSV log and process file, which sweep-best reads",
+        )  # fmt: skip
+        args = [*fit_args, *values, *ours]
         print(f"trial {i + 1}/{len(trials)}: {' '.join(values)}")
         fit(["fit", *args])
     print(f"done: distpro sweep-best {ns.root} -- <retrain arguments>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset, TensorDataset
 
 from distpro_lightning.data.base import SplitDataModule
@@ -24,7 +25,7 @@ class DigitsDataModule(SplitDataModule):
     """scikit-learn's ``load_digits`` (1,797 images, 10 classes, 1 x 8 x 8), offline.
 
     The data ships inside the scikit-learn wheel (``pip install scikit-learn`` or the
-    ``digits`` extra), so nothing is downloaded and ``data_dir`` is accepted but ignored.
+    ``digits`` extra), so nothing is downloaded; a ``data_dir`` has no effect and is said to.
 
     Digits has no official split. This module uses a fixed, class-stratified split drawn with
     ``sklearn.model_selection.train_test_split(test_size=400, stratify=labels,
@@ -64,6 +65,11 @@ class DigitsDataModule(SplitDataModule):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if self.data_dir:
+            rank_zero_warn(
+                f"DigitsDataModule(data_dir={self.data_dir!r}) has no effect: the digits ship "
+                "inside scikit-learn and are read from it. Drop data_dir."
+            )
         self._arrays: dict[str, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:

@@ -120,8 +120,25 @@ class DistillationConfig:
                 "kd_temperature": None
                 if self.response_kd
                 else "response_kd=False (the KD pathway's temperature)",
+                **self._unused_without_feature_pathways(),
             },
         )
+
+    def _unused_without_feature_pathways(self) -> dict[str, str | None]:
+        """With ``connections='none'`` there are no feature pathways: their transforms and
+        distance have no effect (the review pathway uses HCL), nor do the taps unless the
+        review pathway reads them."""
+        if self.connections != "none":
+            return {}
+        why = "connections='none' (no feature pathways"
+        cases: dict[str, str | None] = {
+            "transforms": why + ")" if self.transforms else None,  # [] says "none" too
+            "distance": why + "; the review pathway uses HCL)",
+        }
+        if not self.review_kd:
+            taps = why + " and review_kd=False: no feature is tapped)"
+            cases |= {"student_taps": taps, "teacher_taps": taps}
+        return cases
 
     @classmethod
     def with_options(cls, base: DistillationConfig | None, options: Mapping[str, Any]) -> Any:

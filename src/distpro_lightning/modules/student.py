@@ -99,7 +99,8 @@ class OptimizerConfig:
                 if self.name == "sgd"
                 else f"name={self.name!r} (only 'sgd' uses it)",
                 "milestones": step_only,
-                "gamma": step_only,
+                "gamma": step_only
+                or (None if self.milestones else "milestones=() (no epoch to apply it at)"),
             },
         )
 

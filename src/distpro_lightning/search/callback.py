@@ -23,6 +23,7 @@ from distpro_lightning.search.checks import (
     search_autocast,
     warn_extreme_settings,
     warn_if_collapsed,
+    warn_if_never_searching,
 )
 from distpro_lightning.search.diagnostics import SearchDiagnostics
 from distpro_lightning.search.guard import UpdateGuard
@@ -202,6 +203,7 @@ class ProcessSearchCallback(Callback):
         self.guard = UpdateGuard(self.guard.max_non_finite_steps)
         self.guard.watch(self.step.buffers_before)  # the step's one snapshot of the buffers
         warn_extreme_settings(module, self.settings)
+        warn_if_never_searching(trainer, self.run)
         self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
         record_run_settings(self.process, self.run.record(self.guard.max_non_finite_steps))
         record_search_size(self.process, trainer)

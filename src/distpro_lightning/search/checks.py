@@ -170,6 +170,18 @@ def check_not_all_pruned(module: SearchableModule) -> None:
         )
 
 
+def warn_if_never_searching(trainer: pl.Trainer, run: SearchRunOptions) -> None:
+    """Warn when the warm-up covers the whole fit: alpha would never move, and the process
+    would be its start held (equal weights) under a search's name."""
+    total = trainer.estimated_stepping_batches
+    if total != float("inf") and run.warmup_steps >= int(total):
+        rank_zero_warn(
+            f"search.schedule.warmup_steps={run.warmup_steps} covers the whole fit "
+            f"({int(total)} optimizer steps): alpha never moves, and the process is its "
+            "start held. Use fewer warm-up steps, or more epochs."
+        )
+
+
 def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:
     """Warn about an ``alpha_lr`` or ``epsilon`` that makes the search meaningless (see
     `ALPHA_LR_WARN` and `EPSILON_RATIO_WARN`)."""

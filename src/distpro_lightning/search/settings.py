@@ -186,6 +186,12 @@ class OutputConfig:
     def __post_init__(self) -> None:
         check_field_types(self)
         check_ranges("search.output", self, {"save_every_n_steps": (lambda v: v >= 0, ">= 0")})
+        no_file = None if self.save_path is not None else "save_path=None (no process file)"
+        say_unused(
+            "search.output",
+            self,
+            {"save_every_n_steps": no_file, "save_every_epoch": no_file, "overwrite": no_file},
+        )
 
 
 #: The flat keywords of earlier versions: ``name -> (group, field)``.

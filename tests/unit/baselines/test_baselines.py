@@ -144,3 +144,10 @@ def test_recipe_baselines_are_themselves_whatever_the_search_space(space):
     assert kd.pathway_names == ["logits->logits:kd"]
     hint, _ = build_method("fitnet", "resnet8", "resnet14", None, settings)
     assert [n.split("->")[1] for n in hint.pathway_names] == ["layer2:conv_bn"]
+
+
+@pytest.mark.parametrize("given", [{"review_weight": -1.0}, {"warmup_epochs": -5}])
+def test_negative_review_settings_are_refused(given):
+    [name] = given
+    with pytest.raises(ValueError, match=rf"{name} must be a finite number >= 0"):
+        ReviewKDModule(student="resnet8", teacher="resnet14", in_channels=1, **given)

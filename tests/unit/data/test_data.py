@@ -180,7 +180,9 @@ def test_invalid_arguments() -> None:
 
 
 def test_digits_offline_batches_and_properties() -> None:
-    dm = DigitsDataModule(data_dir="ignored", batch_size=64)
+    with pytest.warns(UserWarning, match=r"data_dir='ignored'\) has no effect"):
+        DigitsDataModule(data_dir="ignored", batch_size=64)
+    dm = DigitsDataModule(batch_size=64)
     assert (dm.num_classes, dm.in_channels, dm.image_size) == (10, 1, 8)
     assert dm.input_shape == (1, 8, 8)
     dm.prepare_data()

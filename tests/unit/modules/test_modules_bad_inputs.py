@@ -225,3 +225,24 @@ def test_teacher_model_with_a_module_teacher_is_said_to_have_no_effect(caplog):
         "(the module is the teacher, weights and all); teacher_model names the architecture "
         "of a checkpoint file. Drop teacher_model."
     ]
+
+
+def test_feature_settings_without_feature_pathways_are_said_to_have_no_effect(recwarn):
+    from distpro_lightning import DistillationConfig
+
+    DistillationConfig(
+        connections="none", response_kd=True, transforms=["conv_bn"], distance="mse",
+        student_taps=["layer1"],
+    )  # fmt: skip
+    said = sorted(str(w.message) for w in recwarn if "has no effect" in str(w.message))
+    assert said == [
+        "distillation.distance=mse has no effect with connections='none' (no feature "
+        "pathways; the review pathway uses HCL).",
+        "distillation.student_taps=['layer1'] has no effect with connections='none' (no "
+        "feature pathways and review_kd=False: no feature is tapped).",
+        "distillation.transforms=['conv_bn'] has no effect with connections='none' (no "
+        "feature pathways).",
+    ]
+    recwarn.clear()
+    DistillationConfig(connections="none", review_kd=True, student_taps=["layer1"])
+    assert not [w for w in recwarn if "has no effect" in str(w.message)]  # the review reads them

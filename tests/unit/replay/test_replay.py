@@ -178,6 +178,26 @@ def test_mode_uniform_weights_every_pathway_equally() -> None:
     assert_never_trained(module, rec)
 
 
+@pytest.mark.parametrize(
+    "given", [{"pathway_map": "position"}, {"strict": False}, {"smooth_steps": 3}]
+)
+def test_mode_uniform_says_the_replay_settings_it_does_not_use(given) -> None:
+    [name] = given
+    with pytest.warns(UserWarning, match=rf"\({name}=\.\.\.\) has no effect with mode='uniform'"):
+        ProcessScheduleCallback(mode="uniform", **given)
+
+
+def test_mode_uniform_refuses_a_threshold_that_prunes_every_pathway() -> None:
+    """Equal weights hold every logit at 1.0: tau >= 1 would prune them all (the search
+    refuses the same); below 1 it prunes nothing."""
+    module = make_module(prune_threshold=1.0)
+    with pytest.raises(ValueError, match=r"prune_threshold=1.0 .* prunes every pathway"):
+        fit(module, [ProcessScheduleCallback(mode="uniform")], max_steps=1)
+    module = make_module(prune_threshold=0.5)
+    fit(module, [ProcessScheduleCallback(mode="uniform")], max_steps=1)
+    assert module.active_pathways() == [True] * module.num_pathways
+
+
 def test_process_mode_needs_a_process() -> None:
     with pytest.raises(ValueError, match="needs a process file"):
         ProcessScheduleCallback(process=None, mode="process")

@@ -116,3 +116,34 @@ def test_a_threshold_that_prunes_every_pathway_at_the_start_is_refused(tmp_path)
     assert "below 1 (the paper: 0.5)" in str(err.value)
     torch.manual_seed(0)
     _fit_search(make_module(transforms=["conv_bn"], prune_threshold=0.5), tmp_path)  # runs
+
+
+def test_a_warm_up_as_long_as_the_fit_is_warned_about_at_fit_start(recwarn):
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    start = m.alpha_logits.clone()
+    cb = ProcessSearchCallback(schedule={"warmup_steps": 4}, output={"save_path": None})
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)
+    quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[cb]).fit(m, datamodule=dm)
+    messages = [str(w.message) for w in recwarn]
+    assert any(
+        "search.schedule.warmup_steps=4 covers the whole fit (4 optimizer steps)" in t
+        for t in messages
+    )
+    assert torch.equal(m.alpha_logits, start)  # indeed never moved
+
+
+def test_output_settings_without_a_process_file_are_said_to_have_no_effect():
+    with pytest.warns(UserWarning, match=r"save_every_n_steps=5 has no effect with save_path=None"):
+        ProcessSearchCallback(output={"save_path": None, "save_every_n_steps": 5})
+    with warnings_none():
+        ProcessSearchCallback(output={"save_path": None})
+
+
+def test_a_step_factor_without_milestones_is_said_to_have_no_effect():
+    from distpro_lightning import OptimizerConfig
+
+    with pytest.warns(UserWarning, match=r"optimizer.gamma=0.5 has no effect with milestones=\(\)"):
+        OptimizerConfig(gamma=0.5)
+    with warnings_none():
+        OptimizerConfig(gamma=0.5, milestones=[10])
