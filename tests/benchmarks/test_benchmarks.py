@@ -278,3 +278,25 @@ def test_recipe_cost_prices_each_evaluated_recipe_with_its_own_process(tmp_path)
     assert cheap["pruned_pathway_steps"] == 0.0 and rows["review"]["pruned_pathway_steps"] > 0.7
     with pytest.raises(SystemExit, match="NAME=PATH"):
         recipe_cost.parse_processes(["review.json"])
+
+
+def test_recipe_cost_prices_the_unpruned_recipes_with_a_compiled_replay():
+    """--compiled-replay: the unpruned replay built with compile_heads=True, and the recipes
+    whose process prunes nothing (and the replay alone) priced with it (the timing path is
+    the one the other recipe-cost tests run; compiling in a test would take minutes)."""
+    from benchmarks import recipe_cost
+    from benchmarks.step_cost import _loaders
+
+    processes = {n: recipe_cost.EVIDENCE.format(n) for n in ("review", "cheap_review")}
+    x, y = recipe_cost.batch_for("recommended", 8)
+    methods = recipe_cost.compiled_methods(_loaders(x, y, 9), processes)
+    assert set(methods) == {*recipe_cost.COMPILED_METHODS, "replay_compiled"}
+    assert methods["replay_compiled"].module.distill_heads.compiled is True
+    assert methods["replay"].module.distill_heads.compiled is False
+    assert methods["replay_compiled"].module.num_pathways == 11
+    step = {"search_k4": 2.0, "replay_compiled": 1.0, "reviewkd": 1.25, "hinton_kd": 0.5}
+    rows = recipe_cost.compiled_recipes(step, processes)
+    assert set(rows) == {"cheap_review", "uniform"}  # the full search's process prunes
+    assert rows["cheap_review"]["over_reviewkd"] == pytest.approx((64 / 240 * 2.0 + 1.0) / 1.25)
+    assert rows["cheap_review"]["over_hinton_kd"] == pytest.approx((64 / 240 * 2.0 + 1.0) / 0.5)
+    assert rows["uniform"]["over_reviewkd"] == pytest.approx(1.0 / 1.25)
