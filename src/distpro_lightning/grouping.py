@@ -131,16 +131,19 @@ def flat_to_groups(
     keys: Mapping[str, tuple[str, str]],
     groups: Mapping[str, Any],
     valid: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``groups`` (name -> config object) with the deprecated flat keywords ``flat``
     applied through ``keys`` (``flat name -> (group, field)``), warning once with the new
-    keys; a keyword that is neither flat nor in ``valid`` is refused with the closest name."""
+    keys; a keyword that is neither flat nor in ``valid`` is refused with the closest name,
+    and one that contradicts its group's given field (one that differs from the owner's
+    default group in ``defaults``, else the class's) too."""
     unknown, changes = split_flat(flat, keys)
     if unknown:
         names = [*valid, *groups, *keys]
         shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in sorted(unknown))
         raise TypeError(f"{owner} got unknown arguments {shown}.")
-    _refuse_given_twice(owner, changes, groups, keys)
+    _refuse_given_twice(owner, changes, groups, keys, defaults or {})
     if changes:
         old = ", ".join(flat)
         new = ", ".join(f"{keys[k][0]}.{keys[k][1]}" for k in flat)
@@ -159,17 +162,21 @@ def _refuse_given_twice(
     changes: Mapping[str, Mapping[str, Any]],
     groups: Mapping[str, Any],
     keys: Mapping[str, tuple[str, str]],
+    defaults: Mapping[str, Any],
 ) -> None:
-    """Refuse a field set both in its group (to a value other than its default) and by a
-    flat keyword to another value: one of the two would be silently dropped."""
+    """Refuse a field set both in its group (to a value other than its default: the
+    owner's default group's in ``defaults``, else the class's) and by a flat keyword to
+    another value: one of the two would be silently dropped."""
     flat_of = {v: k for k, v in keys.items()}
     clashes = []
     for group, given in changes.items():
-        defaults = {f.name: f for f in fields(groups[group])}
+        specs = {f.name: f for f in fields(groups[group])}
         for name, value in given.items():
             current = getattr(groups[group], name)
-            spec = defaults[name]
+            spec = specs[name]
             default = spec.default_factory() if spec.default is MISSING else spec.default
+            if group in defaults:
+                default = getattr(defaults[group], name)
             if current != default and current != value:
                 clashes.append(f"{group}.{name}={current!r} and {flat_of[(group, name)]}={value!r}")
     if clashes:

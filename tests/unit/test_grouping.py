@@ -63,6 +63,13 @@ def test_a_field_given_in_its_group_and_as_a_different_flat_keyword_is_refused()
     )
     with pytest.raises(TypeError, match=r"alpha.lr=0.1 and alpha_lr=0.2"):
         ProcessSearchCallback(alpha={"lr": 0.1}, alpha_lr=0.2)
+    # a module's own default group (ClassifierModule: lr 0.1) is no given value...
+    from distpro_lightning import ClassifierModule
+
+    with pytest.warns(FutureWarning):
+        assert ClassifierModule("resnet8", 10, 1, lr=0.3).optimizer_config.lr == 0.3
+    with pytest.raises(TypeError, match=r"optimizer.lr=0.2 and lr=0.3"):  # ...a group is
+        ClassifierModule("resnet8", 10, 1, optimizer={"lr": 0.2}, lr=0.3)
     # the same value twice, or a group left at its default, is not a clash
     with pytest.warns(FutureWarning):
         same = DistProModule("resnet8", "resnet14", in_channels=1, optimizer={"lr": 0.2}, lr=0.2)

@@ -206,13 +206,16 @@ class StudentModule(pl.LightningModule):
         name."""
         owner = type(self).__name__
         flat = dict(flat)
-        groups = {}
+        groups, defaults = {}, {}
+        parameters = inspect.signature(type(self).__init__).parameters
         for name, (kind, value) in given.items():
             if name == "optimizer" and isinstance(value, str):
                 flat["optimizer"], value = value, None
             groups[name] = coerce_group(owner, name, kind, kind() if value is None else value)
-        valid = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return flat_to_groups(owner, flat, keys, groups, valid)
+            default = parameters[name].default if name in parameters else None
+            defaults[name] = default if isinstance(default, kind) else kind()
+        valid = [p for p in parameters if p != "self"]
+        return flat_to_groups(owner, flat, keys, groups, valid, defaults)
 
     def _save_init_hyperparameters(self, frame: Any, deprecated: set[str]) -> None:
         """Save the init arguments: the LightningCLI's config as given (so
