@@ -224,6 +224,12 @@ README_EVIDENCE = {
         "cheap recipe, recommended space, alpha every step (25 % proxy; 2.15 ×)": (
             "cheap recipe, recommended space: 25 % proxy search, stretched"
         ),
+        "cheap recipe, recommended space, 10 % proxy (alpha every 4th step; 1.83 ×)": (
+            "cheap recipe, recommended space: 10 % proxy search, alpha every 4th step, stretched"
+        ),
+        "control: the recommended space at its uniform start, no search (1.32 ×)": (
+            "control: recommended space at the search's uniform start, no search"
+        ),
         "Hinton KD (tuned: w = 4, T = 4)": "Hinton KD",
         "ReviewKD (tuned: w = 4)": "ReviewKD",
         "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
@@ -243,6 +249,8 @@ README_COSTS = {
     "**cheap recipe, recommended space** (25 % proxy, alpha every 4th step; 1.91 × a "
     "ReviewKD run)": "cheap_review",
     "cheap recipe, recommended space, alpha every step (25 % proxy; 2.15 ×)": "proxy_review",
+    "cheap recipe, recommended space, 10 % proxy (alpha every 4th step; 1.83 ×)": "cheap10_review",
+    "control: the recommended space at its uniform start, no search (1.32 ×)": None,
 }
 
 
@@ -420,6 +428,10 @@ CHEAP_QUALITY_ROWS = {
     "25 % proxy, alpha every 4th step (`distpro_cheap_review`)": (
         "distpro_cheap_review", "cheap_review",
     ),
+    "10 % proxy, alpha every 4th step (`distpro_cheap10_review`)": (
+        "distpro_cheap10_review", "cheap10_review",
+    ),
+    "no search: the space at its uniform start (`uniform_review`)": ("uniform_review", None),
 }  # fmt: skip
 
 
@@ -451,6 +463,8 @@ def test_cost_page_cheap_recipes_quote_the_paired_protocol():
 #: the phrase around ``{diff}``); a baseline ``"hinton_kd@w=2,T=4"`` is Hinton KD at its
 #: original grid's choice, whose seeds 2-4 the widened grid superseded
 README_PAIRED = [
+    ("distpro_review", "uniform_review", "the full search adds {diff}"),
+    ("distpro_cheap_review", "uniform_review", "the cheap recipe {diff}"),
     ("distpro_cheap_review", "distpro_review", "({diff} against the full search)"),
     ("distpro_cheap_review", "hinton_kd", "beats tuned Hinton KD by {diff}"),
     ("distpro_cheap_review", "hinton_kd@w=2,T=4", "({diff} against the original grid's choice)"),
@@ -472,15 +486,64 @@ def _original_choice(payload: dict, method: str, point: str) -> dict[int, dict]:
     }  # fmt: skip
 
 
-def test_readme_paired_differences_are_the_results():
+#: paired differences docs/cost.md quotes in its text (resnet20 -> resnet8), as README_PAIRED
+COST_PAIRED = [
+    ("distpro_review", "uniform_review", "the full search {diff}"),
+    ("distpro_cheap_review", "uniform_review", "the cheap recipe {diff}"),
+]
+
+
+#: ... and docs/quality.md
+QUALITY_PAIRED = [
+    ("distpro_review", "uniform_review", "The full search adds {diff} to that start"),
+    ("distpro_cheap_review", "uniform_review", "the cheap recipe {diff}"),
+    ("distpro_cheap10_review", "uniform_review", "the 10 % proxy {diff}"),
+    ("distpro_cheap10_review", "distpro_review", "the full search ({diff})"),
+]
+
+
+@pytest.mark.parametrize(
+    "doc, quotes",
+    [
+        ("README.md", README_PAIRED),
+        ("docs/cost.md", COST_PAIRED),
+        ("docs/quality.md", QUALITY_PAIRED),
+    ],
+)
+def test_paired_differences_quoted_in_text_are_the_results(doc, quotes):
     from benchmarks import converged_report as report
 
     payload = json.loads(EVIDENCE.read_text())
     runs = report.chosen_runs(payload["records"], "resnet20-resnet8")
-    text = " ".join((ROOT / "README.md").read_text().replace("−", "-").split())
-    for method, base, phrase in README_PAIRED:
+    text = " ".join((ROOT / doc).read_text().replace("−", "-").split())
+    for method, base, phrase in quotes:
         name, _, point = base.partition("@")
         other = _original_choice(payload, name, point) if point else runs[name]
         assert len(other) == 5, base
         quoted = phrase.format(diff=report.diff_text(runs[method], other))
         assert quoted in text, quoted
+
+
+#: docs/cost.md's compiled-replay rows: label -> the entry in recipe_cost_compiled.json
+COMPILED_COST_ROWS = {
+    "25 % proxy, alpha every 4th step (`distpro_cheap_review`)": "cheap_review",
+    "10 % proxy, alpha every 4th step (`distpro_cheap10_review`)": "cheap10_review",
+    "no search: the space held at uniform weights (`uniform_review`)": "uniform",
+}
+
+
+def test_cost_page_compiled_replay_rows_quote_their_json():
+    rows = json.loads((RESULTS / "recipe_cost_compiled.json").read_text())
+    rows = rows["pairs"]["recommended"]["compiled"]
+    text = (ROOT / "docs" / "cost.md").read_text()
+    table = text.split("| recipe, recommended space, compiled replay |")[1].split("\n\n")[0]
+    checked = 0
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if len(cells) == 2 and cells[0] in COMPILED_COST_ROWS:
+            over_review, over_kd = _cost_numbers(cells[1])
+            row = rows[COMPILED_COST_ROWS[cells[0]]]
+            assert _rounds_to(over_review, row["over_reviewkd"]), cells[0]
+            assert _rounds_to(over_kd, row["over_hinton_kd"]), cells[0]
+            checked += 1
+    assert checked == len(COMPILED_COST_ROWS)
