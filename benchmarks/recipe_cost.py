@@ -159,12 +159,13 @@ def compiled_recipes(
         if bool((process.logits <= TAU).any()):
             continue
         k = int((process.provenance.get("run_settings") or {}).get("search_every_n_steps", 1))
-        if k != 4:
+        if f"search_k{k}" not in step_s:  # only COMPILED_METHODS' search is timed
             continue
         rows[name] = {"k": k, "fraction": len(process) / (process.steps_per_epoch * replay_epochs)}
-    rows["uniform"] = {"k": 4, "fraction": 0.0}
+    rows["uniform"] = {"k": None, "fraction": 0.0}
     for row in rows.values():
-        cost = row["fraction"] * step_s["search_k4"] + step_s["replay_compiled"]
+        search = row["fraction"] * step_s[f"search_k{row['k']}"] if row["k"] else 0.0
+        cost = search + step_s["replay_compiled"]
         row["over_reviewkd"] = cost / step_s["reviewkd"]
         row["over_hinton_kd"] = cost / step_s["hinton_kd"]
     return rows

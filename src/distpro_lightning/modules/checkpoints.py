@@ -118,14 +118,25 @@ def resolve_teacher(
     model = create(teacher, num_classes=num_classes, in_channels=in_channels)
     log.warning("DistPro: teacher %r built by name is untrained.", teacher)
     if teacher_model is not None:
-        log.warning(
-            "DistPro: teacher_model=%r has no effect with teacher=%r, a model name (the "
-            "name is the architecture); teacher_model names the architecture of a "
-            "checkpoint file.",
-            teacher_model if isinstance(teacher_model, str) else type(teacher_model).__name__,
-            teacher,
+        say_teacher_model_unused(
+            teacher_model, repr(teacher), "a model name (the name is the architecture)"
         )
     return model
+
+
+def say_teacher_model_unused(
+    teacher_model: nn.Module | str, teacher: str, why: str, fix: str = ""
+) -> None:
+    """Warn that ``teacher_model`` (the architecture of a checkpoint file) has no effect
+    with this ``teacher`` (``why``: what it is instead)."""
+    log.warning(
+        "DistPro: teacher_model=%r has no effect with teacher=%s, %s; teacher_model names the "
+        "architecture of a checkpoint file.%s",
+        teacher_model if isinstance(teacher_model, str) else type(teacher_model).__name__,
+        teacher,
+        why,
+        fix,
+    )
 
 
 def extract_model_state(obj: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ its feature taps; kept out of the owner's checkpoints."""
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from collections.abc import Sequence
@@ -14,11 +13,9 @@ import torch
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 from torch import Tensor, nn
 
-from distpro_lightning.modules.checkpoints import resolve_teacher
+from distpro_lightning.modules.checkpoints import resolve_teacher, say_teacher_model_unused
 from distpro_lightning.modules.contract import TeacherOutput
 from distpro_lightning.pathways.taps import FeatureTaps, explained_input_errors, unwrap_model
-
-log = logging.getLogger(__name__)
 
 #: The owner's attribute that holds the teacher model (its state-dict prefix).
 TEACHER_ATTRIBUTE = "teacher"
@@ -37,13 +34,10 @@ def build_teacher(
     a warning). An ``architecture`` given with a module teacher has no effect, and says so."""
     if isinstance(teacher, nn.Module):
         if architecture is not None:
-            log.warning(
-                "DistPro: teacher_model=%r has no effect with teacher=%s, a module (the module "
-                "is the teacher, weights and all); teacher_model names the architecture of a "
-                "checkpoint file. Drop teacher_model.",
-                architecture if isinstance(architecture, str) else type(architecture).__name__,
-                type(teacher).__name__,
-            )
+            say_teacher_model_unused(
+                architecture, type(teacher).__name__,
+                "a module (the module is the teacher, weights and all)", " Drop teacher_model.",
+            )  # fmt: skip
         return teacher
     return resolve_teacher(teacher, architecture, num_classes, in_channels)
 
