@@ -213,14 +213,10 @@ def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> 
 
 
 def save_weights(state: dict[str, Tensor], path: Any) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then an atomic rename."""
-    import os
-    from pathlib import Path
+    """``torch.save`` through the library's atomic writer."""
+    from distpro_lightning.files import atomic_write
 
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, target)
+    atomic_write(path, lambda fh: torch.save(state, fh))
 
 
 def distpro_module(args: argparse.Namespace, pair: str, teacher: nn.Module, **kw: Any) -> Any:

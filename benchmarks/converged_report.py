@@ -13,7 +13,7 @@ from typing import Any
 
 from benchmarks import converged_grids as grids
 from benchmarks.converged_grids import params_key
-from distpro_lightning.files import atomic_write_text
+from distpro_lightning.files import atomic_save_figure, atomic_write_text
 
 LABELS = {
     "student": "student alone (CE)",
@@ -361,7 +361,7 @@ def plot(payload: dict[str, Any], path: Path) -> None:
         row[0].set(title=f"{pair}: validation top-1", xlabel="epoch", ylabel="%")
         row[1].set(title=f"{pair}: training loss", xlabel="epoch", yscale="log")
         row[0].legend(fontsize=6)
-    fig.savefig(path, dpi=100)
+    atomic_save_figure(path, fig, dpi=100)
 
 
 def write_report(payload: dict[str, Any], out: Path, name: str) -> str:

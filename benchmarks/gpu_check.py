@@ -30,6 +30,7 @@ from distpro_lightning import (
     ProcessSearchCallback,
 )
 from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.files import atomic_write_text
 
 
 def module(**kw):
@@ -117,7 +118,7 @@ def main() -> int:
         callbacks=[cb],
     ).fit(replay, datamodule=DigitsDataModule(subset=1024, batch_size=64))
     report["replay_bf16_ok"] = True
-    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
     ok = report["exact_vs_unrolled_rel_err"] < 1e-4 and all(
         f["finite"] and f["rows"] == 6 and f["moved"] > 0 for f in fits.values()

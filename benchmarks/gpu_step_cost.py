@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from benchmarks import step_cost  # noqa: E402
+from distpro_lightning.files import atomic_write_text
 
 STEPS = [
     "hinton_kd",
@@ -126,7 +127,7 @@ def main() -> int:
     report["wall_s"] = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(report, indent=1) + "\n")
     print(f"wrote {out} in {report['wall_s']:.0f} s")
     return 0
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from benchmarks.build import build_module
 from distpro_lightning import DistProModule
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.files import atomic_write_text
 from distpro_lightning.functional.losses import get_distance
 from distpro_lightning.pathways.heads import PathwayHeads
 from distpro_lightning.pathways.taps import FeatureTaps
@@ -284,7 +285,7 @@ def main() -> None:
     dp = _module(True, device, "resnet20")
     if args.tf32_sensitivity:
         result = {**tf32_sensitivity(args, dp), "command": " ".join(sys.argv)}
-        Path("benchmarks/results/tf32_sensitivity.json").write_text(json.dumps(result) + "\n")
+        atomic_write_text("benchmarks/results/tf32_sensitivity.json", json.dumps(result) + "\n")
         print(result)
         return
     variants = heads_variants(args, device, dp)
@@ -348,9 +349,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 
 

@@ -13,6 +13,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
+from distpro_lightning.files import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -35,7 +37,7 @@ def in_subprocess(
     safe = key.replace(":", "_").replace("=", "-").replace(",", "_")
     spec = tmp / f"{safe}.json"
     result = spec.with_suffix(".result.json")
-    spec.write_text(json.dumps(payload))
+    atomic_write_text(spec, json.dumps(payload))
     log = spec.with_suffix(".log")
     with log.open("w") as fh:
         proc = subprocess.run(

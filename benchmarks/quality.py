@@ -56,7 +56,7 @@ from distpro_lightning.baselines.recipes import (
     distpro_kwargs,
 )
 from distpro_lightning.data import FashionMNISTDataModule
-from distpro_lightning.files import atomic_write_text
+from distpro_lightning.files import atomic_save_figure, atomic_write_text
 
 PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
@@ -348,7 +348,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("epochs")
         ax.set_ylabel("test top-1 (%)")
         ax.legend()
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(path, fig)
 
 
 # Settings that change what a run measures: a results file is only resumed under the same.

@@ -19,13 +19,13 @@ import argparse
 import copy
 import json
 import statistics
-from pathlib import Path
 
 import torch
 
 from benchmarks.build import build_module
 from distpro_lightning import DistProModule, SearchSettings, SearchStep
 from distpro_lightning.data import DigitsDataModule
+from distpro_lightning.files import atomic_write_text
 
 
 def _student_grad(m: DistProModule, batch) -> torch.Tensor:
@@ -122,7 +122,7 @@ def main() -> None:
         "setup": "Digits 8x8, resnet14 (untrained, by name) -> resnet8, 3 transforms, all "
         f"connections, batch {args.batch}, SGD lr 0.05 momentum 0.9 wd 5e-4, FD, Adam on alpha",
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "gradient_lag_rel"}, indent=1))
     print("lag median/max", result["gradient_lag_rel"]["median"], result["gradient_lag_rel"]["max"])
 

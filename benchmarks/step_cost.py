@@ -61,6 +61,7 @@ from distpro_lightning import (
 )
 from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.files import atomic_write_text
 from distpro_lightning.functional.losses import hinton_kd_loss
 from distpro_lightning.models import create
 from distpro_lightning.search.hypergradient import frozen_batchnorm_stats
@@ -658,7 +659,7 @@ def main() -> None:
         out = Path(args.out)
         result = json.loads(out.read_text())
         result.update(measure_flops(args))
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
         print(json.dumps({k: v for k, v in result.items() if k.startswith("flops")}, indent=1))
         return
     if args.memory_only:
@@ -666,7 +667,7 @@ def main() -> None:
         result = json.loads(out.read_text())
         peaks = measure_memory(args)
         result.update(memory_report(peaks))
-        out.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
         print(json.dumps(peaks, indent=1), result["peak_memory_search_over_kd"])
         return
     device = torch.device(args.device)
@@ -731,7 +732,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"{'method':<32} {'median s':>10} {'IQR s':>8}")
     for m in methods:
         print(f"{m:<32} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 #: A temporary file untouched this long (seconds) is stale whoever wrote it.
 STALE_AFTER_S = 3600.0
@@ -173,3 +173,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """`atomic_write` of UTF-8 ``text``."""
     data = text.encode("utf-8")
     atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_save_figure(path: str | os.PathLike[str], figure: Any, dpi: int = 110) -> Path:
+    """`atomic_write` of a matplotlib ``figure``; the image format comes from the suffix of
+    ``path`` (``.png``, ``.pdf``, ``.svg``, ...; PNG when it has none)."""
+    path = Path(path)
+    image_format = path.suffix[1:].lower() or "png"
+    return atomic_write(path, lambda fh: figure.savefig(fh, dpi=dpi, format=image_format))

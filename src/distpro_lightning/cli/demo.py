@@ -319,5 +319,5 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         teacher_top1 = _test(trainer, teacher_module, args)
     summary = {"teacher_top1": teacher_top1, "results": results, "times_s": times}
     print(_report(args, summary, process, png))
-    (root / "summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=1))
+    atomic_write_text(root / "summary.json", json.dumps({**summary, "args": vars(args)}, indent=1))
     return 0

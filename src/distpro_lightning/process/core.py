@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from distpro_lightning.files import atomic_write_text
+from distpro_lightning.files import atomic_save_figure, atomic_write_text
 from distpro_lightning.functional.normalization import normalize
 from distpro_lightning.process.format import (
     FORMAT_NAME,
@@ -336,12 +336,9 @@ class DistillationProcess:
         return process_figure(self, kind)
 
     def plot(self, path: str | os.PathLike[str], kind: str = "lines") -> Path:
-        """Save `figure` as an image (format from the suffix, e.g. ``.png``)."""
+        """Save `figure` as an image, atomically (format from the suffix, e.g. ``.png``)."""
         require(len(self) > 0, "the process has no rows to plot")
-        path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.figure(kind).savefig(path, dpi=110)
-        return path
+        return atomic_save_figure(Path(path).expanduser(), self.figure(kind))
 
     def summary(self) -> str:
         """A human-readable summary: size, normalisation, skipped steps, first/last weights

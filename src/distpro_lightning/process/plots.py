@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distpro_lightning.files import atomic_write
+from distpro_lightning.files import atomic_save_figure
 
 if TYPE_CHECKING:
     from distpro_lightning.process.core import DistillationProcess
@@ -127,13 +127,9 @@ def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) ->
                     continue
                 name = f"{tag.replace('/', '_')}_{kind}_epoch{trainer.current_epoch:03d}.png"
                 png = Path(folder) / "figures" / name
-                _save_atomically(process_figure(process, kind), png)
+                atomic_save_figure(png, process_figure(process, kind))
                 written.append(png)
     return written
-
-
-def _save_atomically(fig: Any, png: Path) -> None:
-    atomic_write(png, lambda fh: fig.savefig(fh, dpi=110, format="png"))
 
 
 def process_summary(process: DistillationProcess) -> str:

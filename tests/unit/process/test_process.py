@@ -574,3 +574,13 @@ def test_rejects_huge_integer_in_normalization(tmp_path: Path) -> None:
     text = json.dumps(d).replace('"scale": 3.0', '"scale": 1' + "0" * 400, 1)
     assert "0" * 400 in text
     _rejects(_write(tmp_path, text), "'scale' must be a finite number")
+
+
+@pytest.mark.parametrize(
+    ("suffix", "magic"), [(".png", b"\x89PNG"), (".pdf", b"%PDF"), ("", b"\x89PNG")]
+)
+def test_plot_is_written_atomically_in_the_suffix_format(tmp_path: Path, suffix, magic) -> None:
+    f = tmp_path / f"process{suffix}"
+    assert full_process().plot(f) == f
+    assert f.read_bytes().startswith(magic)
+    assert os.listdir(tmp_path) == [f.name]  # no temporary file left behind
