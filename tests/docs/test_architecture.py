@@ -67,3 +67,23 @@ def test_every_file_the_package_and_the_benchmarks_write_is_written_atomically()
     allowed = {"src/distpro_lightning/process/plots.py"}
     assert [h for h in found if h.split(":")[0] not in allowed] == []
     assert len(found) == 1, found  # the rule sees a real in-place write (the W&B one)
+
+
+def test_every_error_class_derives_from_distpro_error_and_is_documented():
+    import importlib
+    import inspect
+    import pkgutil
+
+    import distpro_lightning
+    from distpro_lightning.errors import DistProError
+
+    classes = set()
+    for info in pkgutil.walk_packages(distpro_lightning.__path__, "distpro_lightning."):
+        for _, obj in inspect.getmembers(importlib.import_module(info.name), inspect.isclass):
+            if issubclass(obj, BaseException) and obj.__module__.startswith("distpro_lightning"):
+                classes.add(obj)
+    own = {c.__name__ for c in classes if c is not DistProError}
+    assert {c.__name__ for c in classes if not issubclass(c, DistProError)} == set()
+    assert len(own) >= 8, own
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    assert [n for n in sorted(own) if f"`{n}`" not in text] == []

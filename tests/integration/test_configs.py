@@ -476,6 +476,26 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     assert len(replay) == 1 and replay[0].process.pathway_names == saved.pathway_names
 
 
+def test_vit_pair_file_models_take_the_search_and_the_retrain_image_size():
+    """pair_vit_b_deit_tiny.yaml serves search.yaml (64 px) and retrain.yaml (224 px): its
+    teacher and student names build models that take both, with 17 and 197 tokens."""
+    pytest.importorskip("timm")
+    from distpro_lightning.models import create
+
+    init = yaml.safe_load((EX / "imagenet_timm/pair_vit_b_deit_tiny.yaml").read_text())
+    init = init["model"]["init_args"]
+    for phase, classes in (("search", 200), ("retrain", 1000)):
+        size = yaml.safe_load((EX / f"imagenet_timm/{phase}.yaml").read_text())
+        size = size["model"]["init_args"]["distillation"]["input_shape"][-1]
+        for name in (init["student"], init["teacher_model"]):
+            model = create(name, classes, 3).eval()
+            tokens: list[int] = []
+            model.blocks[0].register_forward_hook(lambda m, i, o, t=tokens: t.append(o.shape[1]))
+            with torch.no_grad():
+                assert model(torch.zeros(1, 3, size, size)).shape == (1, classes)
+            assert tokens == [(size // 16) ** 2 + 1], (phase, name)
+
+
 def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path):
     """A constructor's error under distpro fit --config is the library's own message: one
     line on the console, the exception itself in Python (not a union traceback)."""

@@ -441,3 +441,15 @@ def test_resuming_into_other_pathways_names_the_settings(tmp_path):
         type(other).load_from_checkpoint(
             tmp_path / "last.ckpt", distillation={"transforms": ["conv_bn", "attn2"]}
         )
+
+
+def test_teacher_none_needs_and_takes_teacher_model():
+    # load_from_checkpoint(ckpt, teacher=None) when the teacher file is gone: the message
+    # names the fix, and with teacher_model the heads are sized by the untrained architecture
+    kw = dict(student="resnet8", num_classes=10, in_channels=1)
+    kw["distillation"] = {"input_shape": [1, 8, 8]}
+    with pytest.raises(ValueError, match=r"teacher=None.*teacher_model='resnet20'"):
+        DistProModule(teacher=None, **kw)
+    blind = DistProModule(teacher=None, teacher_model="resnet14", **kw)
+    assert blind.num_pathways == 27
+    assert not any(p.requires_grad for p in blind.teacher.parameters())
