@@ -30,6 +30,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
@@ -239,7 +240,7 @@ def summary(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return {k: {"median_s": statistics.median(v), "iqr_s": iqr(v)} for k, v in times.items()}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -274,7 +275,86 @@ def main() -> None:
     p.add_argument(
         "--out", default=None, help="default: benchmarks/results/heads_cost_<device>.json"
     )
-    args = p.parse_args()
+    return p
+
+
+def first_calls(
+    variants: dict[str, Callable[[list[bool]], None]], n: int, device: torch.device
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Each variant's first call, outside the timings: the compiled ones' seconds (they
+    compile) and every variant's deviation from the per-pathway heads."""
+    compile_s, deviation = {}, {}
+    reference = variants["per_pathway"](_pruned(n, 0))
+    for name, run in variants.items():
+        _sync(device)
+        t0 = time.perf_counter()
+        first = run(_pruned(n, 0))
+        _sync(device)
+        if name.startswith("compiled"):
+            compile_s[name] = time.perf_counter() - t0
+        deviation[name] = _deviation(first, reference)
+    return compile_s, deviation
+
+
+def heads_table(
+    args: argparse.Namespace,
+    variants: dict[str, Callable[[list[bool]], None]],
+    n: int,
+    device: torch.device,
+) -> dict[str, dict]:
+    """The ``heads`` table: every variant at each pruned fraction of the ``n`` pathways."""
+    heads: dict[str, dict] = {}
+    for frac in args.fractions:
+        active = _pruned(n, round(frac * n))
+        fns = {
+            name: (lambda run=run, a=active: run(a))
+            for name, run in variants.items()
+            if not name.startswith("compiled") or frac in args.compile_fractions
+        }
+        stats = summary(interleaved(fns, args, device))
+        base = stats["per_pathway"]["median_s"]
+        for s in stats.values():
+            s["over_per_pathway"] = s["median_s"] / base
+        heads[f"{frac:g}"] = {"pruned": sum(not a for a in active), **stats}
+        print(frac, {k: round(v["over_per_pathway"], 3) for k, v in stats.items()})
+    return heads
+
+
+def step_table(args: argparse.Namespace, device: torch.device) -> dict[str, dict]:
+    """The ``step`` table and its ``ratios`` to the ReviewKD step."""
+    step = summary(interleaved(retrain_steps(args, device), args, device))
+    rk = step["reviewkd"]["median_s"]
+    ratios = {
+        "retrain_unpruned_over_reviewkd_fused": step["retrain_fused"]["median_s"] / rk,
+        "retrain_unpruned_over_reviewkd_per_pathway": step["retrain_per_pathway"]["median_s"] / rk,
+        "retrain_pruned_over_reviewkd_fused": step["retrain_pruned_fused"]["median_s"] / rk,
+        "retrain_pruned_over_reviewkd_per_pathway": step["retrain_pruned_per_pathway"]["median_s"]
+        / rk,
+    }
+    for name in ("retrain_compiled", "retrain_pruned_compiled"):
+        if name in step:
+            ratios[f"{name}_over_reviewkd"] = step[name]["median_s"] / rk
+    return {"step": step, "ratios": ratios}
+
+
+def describe_setup(args: argparse.Namespace, n: int, device: torch.device) -> dict[str, Any]:
+    """The results file's ``setup``: the pair, the settings and the machine."""
+    return {
+        "pair": "resnet20 -> resnet8 (Fashion-MNIST 1x28x28)",
+        "pathways": n,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.compile:  # each (variant, pruning pattern) is one more compiled graph
@@ -289,66 +369,17 @@ def main() -> None:
         print(result)
         return
     variants = heads_variants(args, device, dp)
-    compile_s, deviation = {}, {}
-    reference = variants["per_pathway"](_pruned(dp.num_pathways, 0))
-    for name, run in variants.items():  # first call outside the timings (compiles)
-        _sync(device)
-        t0 = time.perf_counter()
-        first = run(_pruned(dp.num_pathways, 0))
-        _sync(device)
-        if name.startswith("compiled"):
-            compile_s[name] = time.perf_counter() - t0
-        deviation[name] = _deviation(first, reference)
+    compile_s, deviation = first_calls(variants, dp.num_pathways, device)
     print("max relative deviation from per_pathway", deviation)
-    heads: dict[str, dict] = {}
-    for frac in args.fractions:
-        active = _pruned(dp.num_pathways, round(frac * dp.num_pathways))
-        fns = {
-            name: (lambda run=run, a=active: run(a))
-            for name, run in variants.items()
-            if not name.startswith("compiled") or frac in args.compile_fractions
-        }
-        stats = summary(interleaved(fns, args, device))
-        base = stats["per_pathway"]["median_s"]
-        for s in stats.values():
-            s["over_per_pathway"] = s["median_s"] / base
-        heads[f"{frac:g}"] = {"pruned": sum(not a for a in active), **stats}
-        print(frac, {k: round(v["over_per_pathway"], 3) for k, v in stats.items()})
     result = {
-        "heads": heads,
+        "heads": heads_table(args, variants, dp.num_pathways, device),
         "compile_first_call_s": compile_s,
         "max_rel_deviation_from_per_pathway": deviation,
     }
     if not args.skip_step:
-        step = summary(interleaved(retrain_steps(args, device), args, device))
-        rk = step["reviewkd"]["median_s"]
-        result["step"] = step
-        result["ratios"] = {
-            "retrain_unpruned_over_reviewkd_fused": step["retrain_fused"]["median_s"] / rk,
-            "retrain_unpruned_over_reviewkd_per_pathway": step["retrain_per_pathway"]["median_s"]
-            / rk,
-            "retrain_pruned_over_reviewkd_fused": step["retrain_pruned_fused"]["median_s"] / rk,
-            "retrain_pruned_over_reviewkd_per_pathway": step["retrain_pruned_per_pathway"][
-                "median_s"
-            ]
-            / rk,
-        }
-        for name in ("retrain_compiled", "retrain_pruned_compiled"):
-            if name in step:
-                result["ratios"][f"{name}_over_reviewkd"] = step[name]["median_s"] / rk
+        result.update(step_table(args, device))
         print(json.dumps(result["ratios"], indent=1))
-    result["setup"] = {
-        "pair": "resnet20 -> resnet8 (Fashion-MNIST 1x28x28)",
-        "pathways": dp.num_pathways,
-        "batch": args.batch,
-        "repeats": args.repeats,
-        "warmup": args.warmup,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-    }
+    result["setup"] = describe_setup(args, dp.num_pathways, device)
     atomic_write_text(out, json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
 

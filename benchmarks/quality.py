@@ -415,12 +415,7 @@ def run_key(r: dict[str, Any]) -> str:
     return Task("run", r["pair"], r["method"], r["seed"], r["epochs"]).key
 
 
-def main(argv: list[str] | None = None) -> int:
-    cli = sys.argv[1:] if argv is None else argv
-    if "--protocol" in cli and cli[cli.index("--protocol") + 1 :][:1] == ["converged"]:
-        from benchmarks.converged import main as converged_main
-
-        return converged_main(argv)
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -461,6 +456,100 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="rewrite <name>.md and <name>.png from an existing <name>.json",
     )
+    return p
+
+
+@dataclass
+class Results:
+    """The results file a command extends: rewritten (atomically) after every finished task."""
+
+    args: argparse.Namespace
+    path: Path
+    history: list[dict[str, Any]]
+    teachers: dict[str, Any]
+    runs: list[dict[str, Any]]
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "command": self.history[0]["command"],
+            "machine": self.history[0]["machine"],
+            "history": self.history,
+            "settings": {k: getattr(self.args, k) for k in RESULT_SETTINGS},
+            "teachers": self.teachers,
+            "args": vars(self.args),
+            "runs": self.runs,
+        }
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.payload(), indent=1) + "\n")
+
+    def on_done(self, task: Task, result: dict[str, Any]) -> None:
+        if task.kind == "teacher":
+            self.teachers[result["teacher"]] = result
+            self.save()
+            print(
+                f"[quality] teacher {result['teacher']}: {100 * result['top1']:.2f}% "
+                f"({result['wall_s']:.0f} s)",
+                flush=True,
+            )
+        elif task.kind == "run":
+            self.runs.append(result)
+            self.save()
+            print(
+                f"[quality] {task.pair} {task.method:<10} seed {task.seed} epochs {task.epochs}: "
+                f"{100 * result['top1']:.2f}% ({result['wall_s']:.0f} s)",
+                flush=True,
+            )
+
+
+def open_results(args: argparse.Namespace, argv: list[str] | None, out: Path) -> Results:
+    """``<name>.json`` to resume (or a new one), with this command added to its history."""
+    command = (
+        " ".join(["python", *sys.argv]) if argv is None else "quality.main(" + repr(argv) + ")"
+    )
+    threads = args.threads or torch.get_num_threads()
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s) x {threads} torch "
+        f"thread(s), torch {torch.__version__}"
+    )
+    json_path = out / f"{args.name}.json"
+    loaded = load_results(args, json_path)
+    history = [*loaded["history"], {"command": command, "machine": machine}]
+    return Results(args, json_path, history, loaded["teachers"], loaded["runs"])
+
+
+def run_tasks(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Plan the tasks ``<name>.json`` lacks, run them, then write the report."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = open_results(args, argv, out)
+    tasks = plan_tasks(args, out, {run_key(r) for r in results.runs})
+    print(
+        f"[quality] {len(tasks)} task(s) to do, {len(results.runs)} run(s) already in "
+        f"{results.path}"
+    )
+    if args.jobs == 1:
+        schedule(tasks, 1, lambda t: execute(args, t, out), results.on_done)
+    else:
+        with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+            schedule(
+                tasks,
+                args.jobs,
+                lambda t: execute_in_subprocess(args, t, out, Path(tmp)),
+                results.on_done,
+            )
+    results.save()
+    print(write_report(results.payload(), out, args.name))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli = sys.argv[1:] if argv is None else argv
+    if "--protocol" in cli and cli[cli.index("--protocol") + 1 :][:1] == ["converged"]:
+        from benchmarks.converged import main as converged_main
+
+        return converged_main(argv)
+    p = parser()
     args = p.parse_args(argv)
     if args.worker:
         return worker(*args.worker)
@@ -479,66 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.set_float32_matmul_precision("high")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    command = (
-        " ".join(["python", *sys.argv]) if argv is None else "quality.main(" + repr(argv) + ")"
-    )
-    threads = args.threads or torch.get_num_threads()
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s) x {threads} torch "
-        f"thread(s), torch {torch.__version__}"
-    )
-    json_path = out / f"{args.name}.json"
-    results = load_results(args, json_path)
-    runs: list[dict[str, Any]] = results["runs"]
-    history = [*results["history"], {"command": command, "machine": machine}]
-    teachers: dict[str, Any] = results["teachers"]
-    tasks = plan_tasks(args, out, {run_key(r) for r in runs})
-    print(f"[quality] {len(tasks)} task(s) to do, {len(runs)} run(s) already in {json_path}")
-
-    def payload() -> dict[str, Any]:
-        return {
-            "command": history[0]["command"],
-            "machine": history[0]["machine"],
-            "history": history,
-            "settings": {k: getattr(args, k) for k in RESULT_SETTINGS},
-            "teachers": teachers,
-            "args": vars(args),
-            "runs": runs,
-        }
-
-    def save() -> None:
-        atomic_write_text(json_path, json.dumps(payload(), indent=1) + "\n")
-
-    def on_done(task: Task, result: dict[str, Any]) -> None:
-        if task.kind == "teacher":
-            teachers[result["teacher"]] = result
-            save()
-            print(
-                f"[quality] teacher {result['teacher']}: {100 * result['top1']:.2f}% "
-                f"({result['wall_s']:.0f} s)",
-                flush=True,
-            )
-        elif task.kind == "run":
-            runs.append(result)
-            save()
-            print(
-                f"[quality] {task.pair} {task.method:<10} seed {task.seed} epochs {task.epochs}: "
-                f"{100 * result['top1']:.2f}% ({result['wall_s']:.0f} s)",
-                flush=True,
-            )
-
-    if args.jobs == 1:
-        schedule(tasks, 1, lambda t: execute(args, t, out), on_done)
-    else:
-        with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
-            schedule(
-                tasks, args.jobs, lambda t: execute_in_subprocess(args, t, out, Path(tmp)), on_done
-            )
-    save()
-    print(write_report(payload(), out, args.name))
-    return 0
+    return run_tasks(args, argv)
 
 
 if __name__ == "__main__":

@@ -269,7 +269,7 @@ def batch_for(pair: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(size, 1, 28, 28, generator=g), torch.randint(0, 10, (size,), generator=g)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -299,7 +299,47 @@ def main(argv: list[str] | None = None) -> int:
         "--tiny", action="store_true", help="batch 8, one round of 8 steps (project pair)"
     )
     p.add_argument("--out", default="benchmarks/results/recipe_cost.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def price_pair(args: argparse.Namespace, pair: str, processes: dict[str, str]) -> dict[str, Any]:
+    """One pair's entry: its methods' step seconds and its recipes' costs."""
+    torch.manual_seed(0)
+    x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
+    loaders = _loaders(x, y, 1 + args.window)
+    t0 = time.perf_counter()
+    rounds_s: dict[str, list[float]] = {}
+    if args.compiled_replay and pair == "recommended":
+        step_s = time_pair(args, compiled_methods(loaders, processes), loaders[0], rounds_s)
+        return {
+            "step_s": step_s, "rounds_s": rounds_s,
+            "compiled": compiled_recipes(step_s, processes, args.replay_epochs),
+            "wall_s": time.perf_counter() - t0,
+        }  # fmt: skip
+    step_s = time_pair(args, pair_methods(pair, loaders, processes), loaders[0], rounds_s)
+    entry = {
+        "step_s": step_s, "rounds_s": rounds_s, "recipes": recipes(step_s),
+        "wall_s": time.perf_counter() - t0,
+    }  # fmt: skip
+    if pair == "recommended":
+        entry["evaluated"] = evaluated_recipes(step_s, processes, args.replay_epochs)
+    return entry
+
+
+def headline(result: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What ``main`` prints: each pair's pruned (or compiled) recipes over ReviewKD."""
+    return {
+        p: {
+            k: round(v["over_reviewkd"], 2)
+            for k, v in r.get("recipes", r.get("compiled", {})).items()
+            if k.endswith("pruned") or "compiled" in r
+        }
+        for p, r in result["pairs"].items()
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.tiny:
         args.batch, args.official_batch, args.rounds = 8, 8, 1
     args.pairs = args.pairs or (["project"] if args.tiny else ["project", "official"])
@@ -315,42 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     processes = parse_processes(args.processes) if "recommended" in args.pairs else {}
     for pair in args.pairs:
-        torch.manual_seed(0)
-        x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)
-        loaders = _loaders(x, y, 1 + args.window)
-        t0 = time.perf_counter()
-        rounds_s: dict[str, list[float]] = {}
-        if args.compiled_replay and pair == "recommended":
-            step_s = time_pair(args, compiled_methods(loaders, processes), loaders[0], rounds_s)
-            result["pairs"][pair] = {
-                "step_s": step_s, "rounds_s": rounds_s,
-                "compiled": compiled_recipes(step_s, processes, args.replay_epochs),
-                "wall_s": time.perf_counter() - t0,
-            }  # fmt: skip
-            continue
-        step_s = time_pair(args, pair_methods(pair, loaders, processes), loaders[0], rounds_s)
-        result["pairs"][pair] = {
-            "step_s": step_s, "rounds_s": rounds_s, "recipes": recipes(step_s),
-            "wall_s": time.perf_counter() - t0,
-        }  # fmt: skip
-        if pair == "recommended":
-            result["pairs"][pair]["evaluated"] = evaluated_recipes(
-                step_s, processes, args.replay_epochs
-            )
+        result["pairs"][pair] = price_pair(args, pair, processes)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
-    print(
-        json.dumps(
-            {
-                p: {
-                    k: round(v["over_reviewkd"], 2)
-                    for k, v in r.get("recipes", r.get("compiled", {})).items()
-                    if k.endswith("pruned") or "compiled" in r
-                }
-                for p, r in result["pairs"].items()
-            },
-            indent=1,
-        )
-    )
+    print(json.dumps(headline(result), indent=1))
     return 0
 
 

@@ -104,11 +104,42 @@ def batch(size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return x.to(device), y.to(device)
 
 
-def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[], None]]:
-    torch.manual_seed(0)
-    teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
-    common = dict(num_classes=10, in_channels=1, input_shape=[1, 28, 28])
-    dp = build_module(
+COMMON = dict(num_classes=10, in_channels=1, input_shape=[1, 28, 28])
+Step = Callable[[], None]
+
+
+@dataclass
+class StepState:
+    """What the steps of one `build` share: the modules, their optimizers, the training batch
+    ``(x, y)``, the held-out batch ``(xv, yv)`` and the retrain's logits (unpruned, pruned)."""
+
+    dp: DistProModule
+    rk: ReviewKDModule
+    plain: torch.nn.Module
+    opt_dp: torch.optim.Optimizer
+    opt_rk: torch.optim.Optimizer
+    opt_plain: torch.optim.Optimizer
+    x: torch.Tensor
+    y: torch.Tensor
+    xv: torch.Tensor
+    yv: torch.Tensor
+    ones: torch.Tensor
+    pruned: torch.Tensor
+
+
+def _sgd(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def _step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def _distpro(teacher: Any, device: torch.device, **kwargs: Any) -> DistProModule:
+    """The resnet20 -> resnet8 DistPro module of the steps (27 pathways, HCL, tau = 0.5)."""
+    return build_module(
         DistProModule,
         student="resnet8",
         teacher=teacher,
@@ -117,146 +148,177 @@ def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[
         distance="hcl",
         prune_threshold=0.5,
         log_pathway_losses=False,
+        **kwargs,
+        **COMMON,
+    ).to(device)
+
+
+def _pruned_logits(args: argparse.Namespace, dp: DistProModule, device: torch.device) -> Any:
+    """The pruned retrain's logits: ``--process``'s last row, else `N_PRUNED` pathways at 0."""
+    if args.process:
+        from distpro_lightning import DistillationProcess
+
+        return DistillationProcess.load(args.process).remap(dp.pathway_names).final().to(device)
+    pruned = torch.ones(dp.num_pathways, device=device)
+    order = torch.randperm(dp.num_pathways, generator=torch.Generator().manual_seed(0))
+    pruned[order[:N_PRUNED]] = 0.0
+    return pruned
+
+
+def step_state(args: argparse.Namespace, device: torch.device) -> StepState:
+    """The modules (seeded), their optimizers, the batches and the retrain's logits."""
+    torch.manual_seed(0)
+    teacher = args.teacher if args.teacher and Path(args.teacher).is_file() else "resnet20"
+    dp = _distpro(
+        teacher,
+        device,
         fused_heads=getattr(args, "fused_heads", None),
         compile_heads=getattr(args, "compile_heads", False),
-        **common,
-    ).to(device)
+    )
     dp.train()
     rk = build_module(
-        ReviewKDModule, student="resnet8", teacher=dp.teacher, warmup_epochs=0, **common
+        ReviewKDModule, student="resnet8", teacher=dp.teacher, warmup_epochs=0, **COMMON
     ).to(device)
     rk.train()
     plain = create("resnet8", 10, 1).to(device).train()
     x, y = batch(args.batch, device)
     xv, yv = batch(args.batch, device)
-    xv = xv.flip(0)
+    return StepState(
+        dp=dp,
+        rk=rk,
+        plain=plain,
+        opt_dp=_sgd(list(dp.student.parameters()) + list(dp.distill_heads.parameters())),
+        opt_rk=_sgd(list(rk.student.parameters()) + list(rk.abfs.parameters())),
+        opt_plain=_sgd(plain.parameters()),
+        x=x,
+        y=y,
+        xv=xv.flip(0),
+        yv=yv,
+        ones=torch.ones(dp.num_pathways, device=device),
+        pruned=_pruned_logits(args, dp, device),
+    )
 
-    def sgd(params):
-        return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
-    opt_plain = sgd(plain.parameters())
-    opt_dp = sgd(list(dp.student.parameters()) + list(dp.distill_heads.parameters()))
-    opt_rk = sgd(list(rk.student.parameters()) + list(rk.abfs.parameters()))
-    ones = torch.ones(dp.num_pathways, device=device)
-    pruned = ones.clone()
-    if args.process:
-        from distpro_lightning import DistillationProcess
+def baseline_steps(s: StepState) -> dict[str, Step]:
+    """The plain (cross-entropy), Hinton KD and ReviewKD steps."""
 
-        pruned = DistillationProcess.load(args.process).remap(dp.pathway_names).final().to(device)
-    else:
-        order = torch.randperm(dp.num_pathways, generator=torch.Generator().manual_seed(0))
-        pruned[order[:N_PRUNED]] = 0.0
-    args.n_pruned = int((pruned <= 0.5).sum())
-    args.pruned_logits = pruned
+    def plain_step() -> None:
+        _step(s.opt_plain, F.cross_entropy(s.plain(s.x), s.y))
 
-    def step(opt, loss):
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    def plain_step():
-        step(opt_plain, F.cross_entropy(plain(x), y))
-
-    def kd_step():
+    def kd_step() -> None:
         with torch.no_grad():
-            t = dp.teacher.eval()(x)
-        s = plain(x)
-        step(opt_plain, F.cross_entropy(s, y) + hinton_kd_loss(s, t, 4.0))
+            t = s.dp.teacher.eval()(s.x)
+        out = s.plain(s.x)
+        _step(s.opt_plain, F.cross_entropy(out, s.y) + hinton_kd_loss(out, t, 4.0))
 
-    def reviewkd_step():
-        logits, review = rk.review_loss(x)
-        step(opt_rk, F.cross_entropy(logits, y) + review)
+    def reviewkd_step() -> None:
+        logits, review = s.rk.review_loss(s.x)
+        _step(s.opt_rk, F.cross_entropy(logits, s.y) + review)
 
-    def retrain(logits):
-        def run():
-            dp.alpha_logits.copy_(logits)
-            loss, *_ = dp.training_loss((x, y))
-            step(opt_dp, loss)
+    return {"plain": plain_step, "hinton_kd": kd_step, "reviewkd": reviewkd_step}
 
-        return run
 
-    def search(method, reuse=False, share=True):
-        settings = SearchSettings(
-            hypergradient=method, reuse_training_gradient=reuse, share_training_forward=share
-        )
-        search_step = SearchStep(dp, opt_dp, settings)
+def _retrain_step(
+    dp: DistProModule, opt: torch.optim.Optimizer, s: StepState, logits: torch.Tensor
+) -> Step:
+    def run() -> None:
+        dp.alpha_logits.copy_(logits)
+        loss, *_ = dp.training_loss((s.x, s.y))
+        _step(opt, loss)
 
-        def run():
-            dp.alpha_logits.copy_(ones)  # same state every repeat (no drift into pruning)
-            search_step.alpha.data.copy_(ones)
-            search_step((x, y), (xv, yv), step=0)
-            if reuse:
-                step(opt_dp, dp.take_reused_gradient().surrogate_loss())
-            else:
-                loss, *_ = dp.training_loss((x, y))
-                step(opt_dp, loss)
-            dp.step_context = None
+    return run
 
-        return run
 
-    teacher_out = dp.teacher_outputs(x)
-    compiled = {}
-    if getattr(args, "compiled_retrain", False):
-        dpc = build_module(
-            DistProModule, student="resnet8", teacher=dp.teacher,
-            transforms=["conv_bn", "attn2", "attn3"],
-            connections="all", distance="hcl", prune_threshold=0.5, log_pathway_losses=False,
-            compile_heads=True, **common,
-        ).to(device)  # fmt: skip
-        dpc.load_state_dict(dp.state_dict())
-        dpc.train()
-        opt_c = sgd(list(dpc.student.parameters()) + list(dpc.distill_heads.parameters()))
+def _search_step(s: StepState, method: str, reuse: bool = False, share: bool = True) -> Step:
+    settings = SearchSettings(
+        hypergradient=method, reuse_training_gradient=reuse, share_training_forward=share
+    )
+    search_step = SearchStep(s.dp, s.opt_dp, settings)
 
-        def retrain_compiled(logits):
-            def run():
-                dpc.alpha_logits.copy_(logits)
-                step(opt_c, dpc.training_loss((x, y))[0])
+    def run() -> None:
+        s.dp.alpha_logits.copy_(s.ones)  # same state every repeat (no drift into pruning)
+        search_step.alpha.data.copy_(s.ones)
+        search_step((s.x, s.y), (s.xv, s.yv), step=0)
+        if reuse:
+            _step(s.opt_dp, s.dp.take_reused_gradient().surrogate_loss())
+        else:
+            loss, *_ = s.dp.training_loss((s.x, s.y))
+            _step(s.opt_dp, loss)
+        s.dp.step_context = None
 
-            return run
+    return run
 
-        compiled = {
-            "distpro_retrain_compiled": retrain_compiled(ones),
-            "distpro_retrain_pruned_compiled": retrain_compiled(pruned),
-        }
 
-    def floor_virtual():
-        dp.alpha_logits.copy_(ones)
+def distpro_steps(s: StepState) -> dict[str, Step]:
+    """The DistPro retrain steps (unpruned, pruned) and search steps."""
+    fd, fwd = "finite_difference", "forward_difference"
+    return {
+        "distpro_retrain": _retrain_step(s.dp, s.opt_dp, s, s.ones),
+        "distpro_retrain_pruned": _retrain_step(s.dp, s.opt_dp, s, s.pruned),
+        "search_fd": _search_step(s, fd),
+        "search_fd_own_forward": _search_step(s, fd, share=False),
+        "search_forward_difference": _search_step(s, fwd),
+        "search_exact": _search_step(s, "exact"),
+        "search_fd_reuse": _search_step(s, fd, reuse=True),
+        "search_forward_difference_reuse": _search_step(s, fwd, reuse=True),
+    }
+
+
+def floor_steps(s: StepState, teacher_out: Any) -> dict[str, Step]:
+    """The passes a central finite-difference search step cannot avoid (the floor)."""
+    dp, x = s.dp, s.x
+
+    def floor_virtual() -> None:
+        dp.alpha_logits.copy_(s.ones)
         theta = dp.search_parameters().student
         with frozen_batchnorm_stats(dp.student, dp.distill_heads):
-            loss = dp.objective(x, y, teacher_out, dp.alpha_weights()).loss
+            loss = dp.objective(x, s.y, teacher_out, dp.alpha_weights()).loss
             torch.autograd.grad(loss, list(theta.values()))
 
-    def floor_heldout():
+    def floor_heldout() -> None:
         params = {
             k: p.detach().requires_grad_(True) for k, p in dp.search_parameters().student.items()
         }
         with frozen_batchnorm_stats(dp.student):
-            loss = F.cross_entropy(dp.student_forward(xv, params), yv)
+            loss = F.cross_entropy(dp.student_forward(s.xv, params), s.yv)
             torch.autograd.grad(loss, list(params.values()))
 
-    def floor_two_forwards():
+    def floor_two_forwards() -> None:
         params = dp.search_parameters().map(lambda p: p.detach())
         with torch.no_grad(), frozen_batchnorm_stats(dp.student, dp.distill_heads):
             for _ in range(2):
                 dp.pathway_forward(x, teacher_out, None, params)
 
     return {
-        "plain": plain_step,
-        "hinton_kd": kd_step,
-        "reviewkd": reviewkd_step,
-        "distpro_retrain": retrain(ones),
-        "distpro_retrain_pruned": retrain(pruned),
-        "search_fd": search("finite_difference"),
-        "search_fd_own_forward": search("finite_difference", share=False),
-        "search_forward_difference": search("forward_difference"),
-        "search_exact": search("exact"),
-        "search_fd_reuse": search("finite_difference", reuse=True),
-        "search_forward_difference_reuse": search("forward_difference", reuse=True),
         "floor_virtual_fwd_bwd": floor_virtual,
         "floor_heldout_fwd_bwd": floor_heldout,
         "floor_two_forwards": floor_two_forwards,
-        **compiled,
     }
+
+
+def compiled_retrain_steps(s: StepState, device: torch.device) -> dict[str, Step]:
+    """`COMPILED_METHODS`: the retrain steps of a copy of the module with ``compile_heads``."""
+    dpc = _distpro(s.dp.teacher, device, compile_heads=True)
+    dpc.load_state_dict(s.dp.state_dict())
+    dpc.train()
+    opt = _sgd(list(dpc.student.parameters()) + list(dpc.distill_heads.parameters()))
+    return {
+        "distpro_retrain_compiled": _retrain_step(dpc, opt, s, s.ones),
+        "distpro_retrain_pruned_compiled": _retrain_step(dpc, opt, s, s.pruned),
+    }
+
+
+def build(args: argparse.Namespace, device: torch.device) -> dict[str, Callable[[], None]]:
+    """Every step of `METHODS`, and of `COMPILED_METHODS` with ``args.compiled_retrain``;
+    sets ``args.n_pruned`` and ``args.pruned_logits`` (the pruned retrain's)."""
+    s = step_state(args, device)
+    args.n_pruned = int((s.pruned <= 0.5).sum())
+    args.pruned_logits = s.pruned
+    teacher_out = s.dp.teacher_outputs(s.x)
+    compiled = {}
+    if getattr(args, "compiled_retrain", False):
+        compiled = compiled_retrain_steps(s, device)
+    return {**baseline_steps(s), **distpro_steps(s), **floor_steps(s, teacher_out), **compiled}
 
 
 def step_ratios(med: dict[str, float]) -> dict[str, float]:
@@ -607,7 +669,7 @@ def top_level_ratios(fit: dict[str, Any], official: dict[str, Any]) -> dict[str,
     return out
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -647,32 +709,32 @@ def main() -> None:
         help="only (re)count the floating-point operations and update the --out file",
     )
     p.add_argument("--memory-child", choices=METHODS, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.repeats, args.warmup, args.batch, args.no_memory = 3, 1, 32, True
-    if args.memory_child:
-        memory_child(args)
-        return
-    if args.flops_only:
-        out = Path(args.out)
-        result = json.loads(out.read_text())
-        result.update(measure_flops(args))
-        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-        print(json.dumps({k: v for k, v in result.items() if k.startswith("flops")}, indent=1))
-        return
-    if args.memory_only:
-        out = Path(args.out)
-        result = json.loads(out.read_text())
-        peaks = measure_memory(args)
-        result.update(memory_report(peaks))
-        atomic_write_text(out, json.dumps(result, indent=1) + "\n")
-        print(json.dumps(peaks, indent=1), result["peak_memory_search_over_kd"])
-        return
-    device = torch.device(args.device)
-    fns = build(args, device)
-    methods = METHODS + (COMPILED_METHODS if args.compiled_retrain else [])
+    return p
+
+
+def update_flops(args: argparse.Namespace) -> None:
+    """``--flops-only``: recount the FLOPs into the ``--out`` file."""
+    out = Path(args.out)
+    result = json.loads(out.read_text())
+    result.update(measure_flops(args))
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k.startswith("flops")}, indent=1))
+
+
+def update_memory(args: argparse.Namespace) -> None:
+    """``--memory-only``: remeasure the peak memory into the ``--out`` file."""
+    out = Path(args.out)
+    result = json.loads(out.read_text())
+    peaks = measure_memory(args)
+    result.update(memory_report(peaks))
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print(json.dumps(peaks, indent=1), result["peak_memory_search_over_kd"])
+
+
+def time_steps(
+    args: argparse.Namespace, fns: dict[str, Step], methods: list[str], device: torch.device
+) -> dict[str, list[float]]:
+    """Seconds of each method's steps, interleaved, after ``args.warmup`` untimed repeats."""
     times: dict[str, list[float]] = {m: [] for m in methods}
     for rep in range(args.warmup + args.repeats):
         for m in methods:
@@ -680,8 +742,12 @@ def main() -> None:
             if rep >= args.warmup:
                 times[m].append(t)
         print(f"repeat {rep + 1}/{args.warmup + args.repeats}", file=sys.stderr)
-    med = {m: statistics.median(v) for m, v in times.items()}
+    return times
 
+
+def steps_report(args: argparse.Namespace, times: dict[str, list[float]]) -> dict[str, Any]:
+    """The steps' medians, spreads and ratios, the floor's among them."""
+    med = {m: statistics.median(v) for m, v in times.items()}
     # the real update's forward is the virtual step's (shared): a retrain step less one
     # student + heads forward (half of the two perturbed forwards)
     floor = (
@@ -709,14 +775,12 @@ def main() -> None:
         result["retrain_pruned_compiled_over_reviewkd"] = (
             med["distpro_retrain_pruned_compiled"] / med["reviewkd"]
         )
-    if not args.no_fits:
-        result.update(run_fits(args))
-    if not args.no_memory:
-        peaks = measure_memory(args)
-        result.update(memory_report(peaks))
-    if not args.no_flops:
-        result.update(measure_flops(args))
-    result["setup"] = {
+    return result
+
+
+def describe_setup(args: argparse.Namespace) -> dict[str, Any]:
+    """The results file's ``setup``: the pair, the settings and the machine."""
+    return {
         "pair": "resnet20 -> resnet8 (Fashion-MNIST 1x28x28)",
         "pathways": 27,
         "pruned_in_retrain_pruned": args.n_pruned,
@@ -730,9 +794,10 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''} ({platform.node()})",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+
+
+def print_report(result: dict[str, Any], methods: list[str], out: Path) -> None:
+    med = result["median_s"]
     print(f"{'method':<32} {'median s':>10} {'IQR s':>8}")
     for m in methods:
         print(f"{m:<32} {med[m]:>10.4f} {result['iqr_s'][m]:>8.4f}")
@@ -743,6 +808,39 @@ def main() -> None:
         if isinstance(v, float):
             print(f"{k:<48} {v:.3f}")
     print(f"wrote {out}")
+
+
+def main() -> None:
+    args = parser().parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats, args.warmup, args.batch, args.no_memory = 3, 1, 32, True
+    if args.memory_child:
+        memory_child(args)
+        return
+    if args.flops_only:
+        update_flops(args)
+        return
+    if args.memory_only:
+        update_memory(args)
+        return
+    device = torch.device(args.device)
+    fns = build(args, device)
+    methods = METHODS + (COMPILED_METHODS if args.compiled_retrain else [])
+    result = steps_report(args, time_steps(args, fns, methods, device))
+    if not args.no_fits:
+        result.update(run_fits(args))
+    if not args.no_memory:
+        peaks = measure_memory(args)
+        result.update(memory_report(peaks))
+    if not args.no_flops:
+        result.update(measure_flops(args))
+    result["setup"] = describe_setup(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, json.dumps(result, indent=1) + "\n")
+    print_report(result, methods, out)
 
 
 if __name__ == "__main__":
