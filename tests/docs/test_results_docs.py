@@ -241,6 +241,24 @@ README_EVIDENCE = {
         ),
         "student alone": "student alone (CE)",
     },
+    "wrn_16_2-mobilenet_v2": {
+        "**cheap recipe, recommended space, alpha every step (25 % proxy)** (recommended)": "cheap recipe, recommended space: 25 % proxy search, stretched",
+        "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
+        "DistPro, search space with the KD and ReviewKD pathways": "lever: search space with the ReviewKD and KD pathways",
+        "cheap recipe, recommended space (25 % proxy, alpha every 4th step)": "cheap recipe, recommended space: 25 % proxy search, alpha every 4th step, stretched",
+        "cheap recipe, recommended space, 10 % proxy (alpha every 4th step)": "cheap recipe, recommended space: 10 % proxy search, alpha every 4th step, stretched",
+        "ReviewKD (tuned: w = 4)": "ReviewKD",
+        "Hinton KD (tuned: w = 0.5, T = 4)": "Hinton KD",
+        "control: the recommended space at its uniform start, no search": "control: recommended space at the search's uniform start, no search",
+        "DistPro, 9 feature pathways only": "DistPro (searched process)",
+        "control: a random process": "control: random process",
+        "use alpha_T (the 9-pathway search's final weights, fixed)": "use alpha_T",
+        "cheap recipe of the 9-pathway search (25 % proxy, every 4th step)": "cheap recipe: 25 % proxy search, alpha every 4th step, stretched",
+        "equally weighted (tuned: w = 1)": "equally weighted",
+        "student alone": "student alone (CE)",
+        "alpha_T of the search with the KD and ReviewKD pathways (its final weights, fixed)": "lever: alpha_T of the search with the ReviewKD and KD pathways",
+        "alpha_T of the search with the KD pathway (its final weights, fixed)": "lever: alpha_T of the search with the KD pathway",
+    },
 }
 
 
@@ -502,19 +520,43 @@ QUALITY_PAIRED = [
 ]
 
 
+#: ... for wrn_16_2 -> mobilenet_v2 (README and docs/quality.md)
+PAIR2_PAIRED = [
+    ("distpro_review", "hinton_kd", "beats tuned Hinton KD by {diff}"),
+    ("distpro_review", "equal", "equal weights by {diff}"),
+    ("distpro_review", "random", "the random process by {diff}"),
+    ("distpro_review", "uniform_review", "uniform start by {diff}"),
+    ("distpro_review", "reviewkd", "ties tuned ReviewKD ({diff})"),
+    ("distpro_cheap_review", "hinton_kd", "ties Hinton KD and ReviewKD ({diff},"),
+    ("distpro_cheap_review", "reviewkd", "{diff}) and trails the full search"),
+    ("distpro_cheap_review", "distpro_review", "({diff}; the 10 % proxy"),
+    ("distpro_cheap10_review", "distpro_review", "the 10 % proxy {diff})"),
+]
+
+
+COST_PAIRED_2 = [
+    ("distpro_cheap_review", "distpro_review", "full search by 0.77 points ({diff})"),
+    ("distpro_cheap10_review", "distpro_review", "the 10 % proxy by 0.78 ({diff})"),
+    ("distpro_review", "hinton_kd", "the full search beats Hinton KD by {diff}"),
+]
+
+
 @pytest.mark.parametrize(
-    "doc, quotes",
+    "doc, quotes, pair",
     [
-        ("README.md", README_PAIRED),
-        ("docs/cost.md", COST_PAIRED),
-        ("docs/quality.md", QUALITY_PAIRED),
+        ("README.md", README_PAIRED, "resnet20-resnet8"),
+        ("docs/cost.md", COST_PAIRED, "resnet20-resnet8"),
+        ("docs/quality.md", QUALITY_PAIRED, "resnet20-resnet8"),
+        ("README.md", PAIR2_PAIRED, "wrn_16_2-mobilenet_v2"),
+        ("docs/quality.md", PAIR2_PAIRED, "wrn_16_2-mobilenet_v2"),
+        ("docs/cost.md", COST_PAIRED_2, "wrn_16_2-mobilenet_v2"),
     ],
 )
-def test_paired_differences_quoted_in_text_are_the_results(doc, quotes):
+def test_paired_differences_quoted_in_text_are_the_results(doc, quotes, pair):
     from benchmarks import converged_report as report
 
     payload = json.loads(EVIDENCE.read_text())
-    runs = report.chosen_runs(payload["records"], "resnet20-resnet8")
+    runs = report.chosen_runs(payload["records"], pair)
     text = " ".join((ROOT / doc).read_text().replace("−", "-").split())
     for method, base, phrase in quotes:
         name, _, point = base.partition("@")
