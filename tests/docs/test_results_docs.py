@@ -534,6 +534,7 @@ PAIR2_PAIRED = [
 ]
 
 
+#: ... and docs/cost.md, for wrn_16_2 -> mobilenet_v2
 COST_PAIRED_2 = [
     ("distpro_cheap_review", "distpro_review", "full search by 0.77 points ({diff})"),
     ("distpro_cheap10_review", "distpro_review", "the 10 % proxy by 0.78 ({diff})"),
@@ -589,3 +590,22 @@ def test_cost_page_compiled_replay_rows_quote_their_json():
             assert _rounds_to(over_kd, row["over_hinton_kd"]), cells[0]
             checked += 1
     assert checked == len(COMPILED_COST_ROWS)
+
+
+def test_quality_quotes_the_kd_pathway_ramp_of_the_committed_processes():
+    """docs/quality.md's KD-pathway weights at the start and the end of each shared search
+    with the KD pathway are those of the committed process files."""
+    from distpro_lightning import DistillationProcess
+
+    def kd(pair: str, variant: str) -> tuple[str, str]:
+        path = EVIDENCE.parent / "evidence_fmnist" / f"process_{pair}_shared_{variant}.json"
+        process = DistillationProcess.load(path)
+        column = process.weights()[:, process.pathway_names.index("logits->logits:kd")]
+        return f"{float(column[0]):.2f}", f"{float(column[-1]):.2f}"
+
+    text = " ".join((ROOT / "docs" / "quality.md").read_text().split())
+    p2, p2r = kd("wrn_16_2-mobilenet_v2", "kd"), kd("wrn_16_2-mobilenet_v2", "review")
+    p1, p1r = kd("resnet20-resnet8", "kd"), kd("resnet20-resnet8", "review")
+    assert f"weight from {p2[0]} at the start to {p2[1]} at the end" in text
+    assert f"(the ReviewKD+KD search: {p2r[0]} to {p2r[1]};" in text
+    assert f"on the first pair {p1[0]} to {p1[1]} and {p1r[1]})" in text
