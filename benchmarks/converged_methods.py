@@ -41,6 +41,8 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "distpro_proxy_review",
     "distpro_cheap_review",
     "distpro_cheap10_review",
+    "distpro_review_lr3",
+    "distpro_review_lr10",
     "uniform_review",
     "distpro_fast",
     "distpro_avg",
@@ -51,9 +53,13 @@ DEFAULT_METHODS = tuple(
     m for m in METHODS if m not in ("fitnet", "distpro_fast", "distpro_avg", "distpro_smooth")
 )
 SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
-SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg")
+SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg", "review_lr3", "review_lr10")
 DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
-DEFAULT_SEARCHES += ("cheap_review", "cheap10_review")
+DEFAULT_SEARCHES += ("cheap_review", "cheap10_review", "review_lr3", "review_lr10")
+# the alpha learning rate of a variant, as a factor of ``--alpha-lr``: a 10x lever in the
+# main space (fast), and the recommended space's alpha-lr grid {1, 3, 10} x (review,
+# review_lr3, review_lr10), among which validation chooses as among every variant of ours
+ALPHA_LR_FACTOR = {"fast": 10.0, "review_lr3": 3.0, "review_lr10": 10.0}
 # the cheap recipes (docs/cost.md): a proxy search over a fraction of the epochs
 # (CHEAP_FRACTION; PROXY_FRACTION where it differs), replayed stretched over the whole run,
 # with alpha updated at every step (proxy_review) or every CHEAP_EVERY-th step (cheap,
@@ -68,7 +74,7 @@ PROXY_FRACTION = {"cheap10_review": 0.1}
 REVIEW_SPACE = dict(response_kd=True, review_kd=True)
 SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
 SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
-SPACE |= {"cheap10_review": REVIEW_SPACE}
+SPACE |= {"cheap10_review": REVIEW_SPACE, "review_lr3": REVIEW_SPACE, "review_lr10": REVIEW_SPACE}
 # methods without a search that still train in a search variant's space: the recommended
 # space held at the search's uniform start (the control for what its search adds)
 SPACE_ONLY = {"uniform_review": "review"}
@@ -89,6 +95,8 @@ DERIVED = {
     "distpro_proxy_review": "proxy_review",
     "distpro_cheap_review": "cheap_review",
     "distpro_cheap10_review": "cheap10_review",
+    "distpro_review_lr3": "review_lr3",
+    "distpro_review_lr10": "review_lr10",
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
@@ -297,7 +305,7 @@ def build_run(
 
 SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
 SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
-SEARCH_SEED_OFFSET |= {"cheap10_review": 0}
+SEARCH_SEED_OFFSET |= {"cheap10_review": 0, "review_lr3": 0, "review_lr10": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -329,7 +337,7 @@ def search_process(
     seed_everything(search_seed)
     module = distpro_module(args, pair, teacher, **SPACE.get(variant, {}))
     module.student.load_state_dict(student_init(pair, search_seed))
-    alpha_lr = args.alpha_lr * (10.0 if variant == "fast" else 1.0)
+    alpha_lr = args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)
     search = ProcessSearchCallback(
         alpha={"lr": alpha_lr, "init_process": None if warm is None else str(warm)},
         schedule={

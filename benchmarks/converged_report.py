@@ -41,6 +41,8 @@ LABELS = {
     "distpro_cheap10_review": (
         "cheap recipe, recommended space: 10 % proxy search, alpha every 4th step, stretched"
     ),
+    "distpro_review_lr3": "lever: search space with the ReviewKD and KD pathways, 3x alpha lr",
+    "distpro_review_lr10": "lever: search space with the ReviewKD and KD pathways, 10x alpha lr",
     "uniform_review": "control: recommended space at the search's uniform start, no search",
     "distpro_fast": "lever: 10x alpha learning rate",
     "distpro_avg": "lever: 4 held-out batches per step",
@@ -72,7 +74,8 @@ GRID_SEEDS = (0, 1)  # the baselines' grids run on these seeds; the chosen point
 # our variants, among which the recommended recipe is chosen on validation
 OURS = ("alpha_T", "distpro", "distpro_warm", "alpha_T_warm", "distpro_kd", "alpha_T_kd")
 OURS += ("distpro_review", "alpha_T_review", "distpro_cheap", "distpro_proxy_review")
-OURS += ("distpro_cheap_review", "distpro_cheap10_review")
+OURS += ("distpro_cheap_review", "distpro_cheap10_review", "distpro_review_lr3")
+OURS += ("distpro_review_lr10",)
 
 
 def chosen_runs(
