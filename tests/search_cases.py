@@ -396,6 +396,13 @@ def tensor_batch(tmp: Path) -> None:
     make_module().split_batch(torch.zeros(2, 1, 8, 8))
 
 
+def classifier_dict_batch(tmp: Path) -> None:
+    from distpro_lightning import ClassifierModule
+
+    module = ClassifierModule("resnet8", num_classes=10, in_channels=1)
+    module.split_batch({"image": torch.zeros(2, 1, 8, 8), "label": torch.zeros(2)})
+
+
 def training_channels(role: str):
     def act(tmp: Path) -> None:
         m, x = make_module(), torch.zeros(4, 3, 8, 8)

@@ -18,6 +18,23 @@ if TYPE_CHECKING:
     from distpro_lightning.modules.step_context import StepContext
 
 
+def split_inputs_targets(batch: Any, owner: str) -> tuple[Any, Any]:
+    """``(inputs, targets)`` of a batch ``(x, y, ...)``: the one rule behind every module's
+    ``split_batch`` hook. Any other layout is refused with the fix, naming ``owner`` (the
+    module class whose ``split_batch`` to override)."""
+    if not isinstance(batch, Mapping | Tensor | str):
+        try:
+            return batch[0], batch[1]
+        except (KeyError, IndexError, TypeError):
+            pass
+    kind = f"a dict with keys {list(batch)}" if isinstance(batch, Mapping) else type(batch).__name__
+    raise TypeError(
+        f"split_batch cannot split a batch that is {kind}: it takes (inputs, targets, ...). "
+        f"Override the hook {owner}.split_batch(self, batch) to return "
+        "(inputs, targets), e.g. return batch['image'], batch['label']."
+    )
+
+
 @dataclass
 class TeacherOutput:
     """The teacher's logits and tapped features for one batch (computed without grad)."""

@@ -16,7 +16,12 @@ from torch.func import functional_call
 from distpro_lightning.functional.losses import get_distance, hinton_kd_loss
 from distpro_lightning.functional.normalization import normalize
 from distpro_lightning.modules.config import DistillationConfig
-from distpro_lightning.modules.contract import Objective, ParameterGroups, TeacherOutput
+from distpro_lightning.modules.contract import (
+    Objective,
+    ParameterGroups,
+    TeacherOutput,
+    split_inputs_targets,
+)
 from distpro_lightning.modules.step_context import StepContext, StepContextReader
 from distpro_lightning.modules.teacher import FrozenTeacher, FrozenTeacherOwner, check_not_shared
 from distpro_lightning.pathways.heads import (
@@ -97,7 +102,8 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
     def configure_distillation(
         self, teacher: nn.Module, config: DistillationConfig | None = None, **options: Any
     ) -> None:
-        """Set up taps, pathway heads and alpha logits. ``self.student`` must already be set.
+        """Set up taps, pathway heads and alpha logits. The student (the submodule named by
+        `student_attribute`, ``self.student`` by default) must already be set.
 
         Args:
             teacher: the frozen teacher network.
@@ -291,21 +297,7 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
     # ------------------------------------------------------------------ forward passes
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
         """``(inputs, targets)`` of a batch ``(x, y, ...)``; override for other layouts."""
-        if not isinstance(batch, Mapping | Tensor | str):
-            try:
-                return batch[0], batch[1]
-            except (KeyError, IndexError, TypeError):
-                pass
-        kind = (
-            f"a dict with keys {list(batch)}"
-            if isinstance(batch, Mapping)
-            else type(batch).__name__
-        )
-        raise TypeError(
-            f"split_batch cannot split a batch that is {kind}: it takes (inputs, targets, ...). "
-            f"Override the hook {type(self).__name__}.split_batch(self, batch) to return "
-            "(inputs, targets), e.g. return batch['image'], batch['label']."
-        )
+        return split_inputs_targets(batch, type(self).__name__)
 
     def task_loss(self, student_outputs: Tensor, targets: Tensor) -> Tensor:
         """The task loss of the student (cross-entropy); also the search's validation loss."""

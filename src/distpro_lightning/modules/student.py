@@ -27,6 +27,7 @@ from distpro_lightning.grouping import (
     positive,
     say_unused,
 )
+from distpro_lightning.modules.contract import split_inputs_targets
 
 
 @dataclass(frozen=True)
@@ -250,8 +251,8 @@ class StudentModule(pl.LightningModule):
         return self.optimizer_config.configure(self.trainable_parameters(), max_epochs)
 
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
-        """``(inputs, targets)`` of a batch; override for other batch layouts."""
-        return batch[0], batch[1]
+        """``(inputs, targets)`` of a batch ``(x, y, ...)``; override for other layouts."""
+        return split_inputs_targets(batch, type(self).__name__)
 
     def task_loss(self, student_outputs: Tensor, targets: Tensor) -> Tensor:
         """The task loss of the student (cross-entropy)."""

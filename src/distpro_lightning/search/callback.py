@@ -309,6 +309,7 @@ class ProcessSearchCallback(Callback):
             return
         release_step_context(pl_module)  # a batch skipped by returning -1 never ended
         self._commit(trainer)
+        self.logger.log_epoch(pl_module)
         if self.writer.save_every_epoch:
             self.writer.save(trainer, self.process)
         if self.writer.plot:

@@ -12,6 +12,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torchmetrics import MeanMetric
 
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
@@ -27,8 +28,9 @@ class SearchLogger:
     Per step (``on_step``): ``search/val_loss_step`` (held-out loss), ``search/hypergrad_norm``,
     ``search/active_pathways``, ``search/weight_entropy``, ``search/effective_pathways``,
     ``search/top{k}_share`` and, with ``log_pathways``, ``alpha_weight/<pathway>``.
-    Per epoch (``on_epoch``, mean over the epoch's steps, averaged over ranks):
-    ``search/val_loss``, the metric a sweep optimises.
+    Per epoch: ``search/val_loss``, the metric a sweep optimises: the mean held-out loss of
+    the epoch's searched steps over every rank, aggregated by a torchmetrics `MeanMetric`
+    (its ``compute`` does the DDP reduction) and logged at the epoch end (`log_epoch`).
 
     In the progress bar only (`attach_progress_bar`: through the bar's ``get_metrics``,
     so neither a logger nor ``trainer.callback_metrics`` sees them): ``search_val`` (this
@@ -45,6 +47,9 @@ class SearchLogger:
         #: The progress-bar-only values (tensors are read when the bar refreshes).
         self.bar_status: dict[str, Tensor | float] = {}
         self._bar: tuple[Any, Any] | None = None  # the bar and its own get_metrics attribute
+        #: The epoch's held-out losses (``search/val_loss``), reset by `log_epoch`.
+        self.val_loss_mean = MeanMetric(nan_strategy="disable")  # a NaN loss stays NaN
+        self._epoch_val: float | None = None
 
     def attach_progress_bar(self, trainer: pl.Trainer) -> None:
         """Show `bar_status` in the trainer's progress bar: its ``get_metrics`` (Lightning's
@@ -86,7 +91,7 @@ class SearchLogger:
         if record.val_loss is not None and record.hypergradient is not None:
             val = record.val_loss.detach().float()
             log("search/val_loss_step", val, on_step=True, on_epoch=False)
-            log("search/val_loss", val, on_step=False, on_epoch=True, sync_dist=True)
+            self.val_loss_mean.to(val.device).update(val)
             self.bar_status["search_val"] = val
             norm = record.hypergradient.detach().float().norm()
             log("search/hypergrad_norm", norm, on_step=True, on_epoch=False)
@@ -103,6 +108,19 @@ class SearchLogger:
             for name, w in zip(module.pathway_names, weights):
                 log(f"alpha_weight/{name}", w, on_step=True, on_epoch=False)
 
+    def log_epoch(self, module: Any) -> None:
+        """At the end of a training epoch: ``search/val_loss``, the epoch's mean held-out loss
+        over every rank (`MeanMetric`; every rank calls this, as its reduction needs), then a
+        fresh aggregate. An epoch without a searched step logs nothing."""
+        self._epoch_val = None
+        if self.val_loss_mean.update_count == 0:
+            return
+        value = self.val_loss_mean.compute()
+        self.val_loss_mean.reset()
+        self._epoch_val = float(value)
+        # already reduced over ranks: sync_dist only keeps Lightning's epoch-level check quiet
+        module.log("search/val_loss", value, on_step=False, on_epoch=True, sync_dist=True)
+
     def epoch_end(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
         """At the end of a training epoch: the process figures to every logger (images
         where a logger takes them, PNG files in its log directory otherwise) and one status
@@ -112,7 +130,7 @@ class SearchLogger:
         log_process_figures(trainer, process, "search/process")
         summary = self.last_summary
         if summary is not None:
-            val = trainer.callback_metrics.get("search/val_loss")
+            val = self._epoch_val
             top = ", ".join(f"{name} {share:.2f}" for name, share in summary.top)
             message = (
                 f"DistPro search, epoch {trainer.current_epoch}: held-out loss "
@@ -131,7 +149,9 @@ def log_search_hyperparameters(
     trainer: pl.Trainer, settings: SearchSettings, extra: dict[str, Any], module: Any = None
 ) -> None:
     """The search settings (and ``extra``, e.g. ``warmup_steps``, ``seed``) in every
-    logger's hyperparameters, under ``search``, the keys of the CLI's ``search:`` section."""
+    logger's hyperparameters, under ``search``, as flat names of the settings in force
+    (``alpha_lr``, ``every_n_steps``, ...; the CLI's nested ``search.alpha.lr`` is
+    ``alpha_lr`` here)."""
     values = {**asdict(settings), **extra}
     values["alpha_betas"] = list(values["alpha_betas"])
     if module is not None:

@@ -378,7 +378,7 @@ class SearchStep:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> bool:
-        """Restore :meth:`state_dict`. The settings' lr, betas and weight decay apply (not
+        """Restore `state_dict`. The settings' lr, betas and weight decay apply (not
         the checkpoint's); a checkpoint of the other logits optimizer (Adam vs SGD) leaves
         this one's state fresh. Returns whether the optimizer state was loaded."""
         self.skipped_updates = int(state["skipped_updates"])

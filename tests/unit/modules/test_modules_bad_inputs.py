@@ -158,6 +158,12 @@ CASES = [
     ),
     Case("tensor batch", sc.tensor_batch, TypeError, ("Tensor", "split_batch")),
     Case(
+        "dict batch to a classifier (the same rule as the distilling modules)",
+        sc.classifier_dict_batch,
+        TypeError,
+        ("['image', 'label']", "ClassifierModule.split_batch(self, batch)", "Override"),
+    ),
+    Case(
         "teacher of other channels in training",
         sc.training_channels("teacher"),
         ValueError,
