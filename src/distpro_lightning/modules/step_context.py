@@ -106,6 +106,12 @@ class StepContext:
         return reused
 
 
+def install_step_context(module: Any, context: StepContext) -> None:
+    """Hand a search step's `StepContext` to the module for its training step (the one
+    place it is handed over; `release_step_context` takes it back)."""
+    module.step_context = context
+
+
 def release_step_context(module: Any) -> None:
     """Drop the `StepContext` a module holds (and the graph and outputs it keeps): the one
     place the search releases what `SearchStep` handed over."""

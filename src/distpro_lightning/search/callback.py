@@ -12,8 +12,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from distpro_lightning.modules.checkpoints import CheckpointError
 from distpro_lightning.modules.contract import SearchableModule
-from distpro_lightning.modules.step_context import release_step_context
+from distpro_lightning.modules.step_context import (
+    install_step_context,
+    release_step_context,
+)
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.checks import (
     SearchRunOptions,
@@ -150,6 +154,7 @@ class ProcessSearchCallback(Callback):
         self.step: SearchStep | None = None
         self.held_out: HeldOutStream | None = None
         self._pending_state: dict[str, Any] | None = None
+        self._resumed = False  # this fit continues a checkpoint's search
         self._record: SearchRecord | None = None  # this step's row, until its update is known
         self._collapse_warned = False
 
@@ -185,6 +190,7 @@ class ProcessSearchCallback(Callback):
         check_setup(trainer, pl_module, self.settings)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
+        self._resumed = pending is not None
         warm = warm_start_new_search(module, self.run.init_process, pending is not None)
         if pending is None:
             check_not_all_pruned(module)
@@ -243,7 +249,8 @@ class ProcessSearchCallback(Callback):
         held_out = None
         if self.run.searches_at(step):  # else warm-up or a held step: alpha stays
             held_out = self._draw(trainer, self.held_out)
-        record = self.step(batch, held_out, step, batch_idx)
+        record, context = self.step.run(batch, held_out, step, batch_idx)
+        install_step_context(pl_module, context)
         if self.diagnostics is not None and self.diagnostics.diagnose_step(pl_module, record):
             self.process.provenance["diagnostics"] = self.diagnostics.to_record()
         self.logger.log(pl_module, record)
@@ -253,6 +260,18 @@ class ProcessSearchCallback(Callback):
         """The next held-out batch, ``val_batches_per_step`` batches concatenated."""
         batches = [stream.next_batch() for _ in range(self.run.val_batches_per_step)]
         return trainer.strategy.batch_to_device(concat_batches(batches))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.enabled and not self._resumed and trainer.global_step > 0:
+            raise CheckpointError(
+                f"ProcessSearchCallback would start a new search at step {trainer.global_step} "
+                "of a resumed fit: the checkpoint holds no search state (it comes from a fit "
+                "without this callback, e.g. a replay), so the process's rows would not line "
+                "up with the training steps. Start the search at step 0: load the weights "
+                "into the module instead of passing ckpt_path (e.g. "
+                "DistProModule.load_from_checkpoint(path) or load_student), or resume the "
+                "search run's own checkpoint."
+            )
 
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int

@@ -29,6 +29,7 @@ from distpro_lightning.modules.step_context import (
     ReusedGradient,
     SharedForward,
     StepContext,
+    install_step_context,
 )
 from distpro_lightning.search.hypergradient import (
     METHODS,
@@ -269,7 +270,8 @@ class SearchStep:
     logits' optimizer and copied into ``module.alpha_logits``) and one `BufferSnapshot` of
     the student's and heads' buffers per step (`buffers_before`, taken before any pass of
     the step), which the shared forward and the `UpdateGuard` restore from. The context it
-    builds for the training step is handed to the module once (``module.step_context``).
+    builds for the training step is returned by `run` and handed to the module by its
+    caller (`install_step_context`; calling the step does both).
     """
 
     def __init__(
@@ -311,17 +313,26 @@ class SearchStep:
     def __call__(
         self, batch: Any, held_out: Any | None, step: int, batch_idx: int = 0
     ) -> SearchRecord:
+        """`run` the step and hand its context to the module (``module.step_context``), as
+        trainer-free code wants it; the callback runs `run` and hands over itself."""
+        record, context = self.run(batch, held_out, step, batch_idx)
+        install_step_context(self.module, context)
+        return record
+
+    def run(
+        self, batch: Any, held_out: Any | None, step: int, batch_idx: int = 0
+    ) -> tuple[SearchRecord, StepContext]:
         """Run the step on the training ``batch`` and the ``held_out`` batch (both on the
-        module's device). ``held_out=None`` (warm-up): only the teacher outputs are computed
-        and alpha stays."""
+        module's device) and return its row and the `StepContext` it built for the training
+        step (not yet handed over). ``held_out=None`` (warm-up, a held step): only the
+        teacher outputs are computed and alpha stays."""
         module = self.module
         self.buffers_before.take((module.student, module.distill_heads))  # before any pass
         x, y = module.split_batch(batch)
         teacher = module.teacher_outputs(x)
         context = StepContext(step, batch_idx, tuple(x.shape), teacher, inputs=x)
         if held_out is None:
-            module.step_context = context
-            return SearchRecord(step, module.alpha_logits.detach().clone())
+            return SearchRecord(step, module.alpha_logits.detach().clone()), context
         xv, yv = module.split_batch(held_out)
         theta = module.search_parameters()
         virtual = virtual_step_settings(self.optimizer, theta.student, warn=not self._warned)
@@ -340,8 +351,7 @@ class SearchStep:
                 context.forward = shared
             else:  # the update pruned or revived a pathway: the real update runs its own
                 shared.discard()
-        module.step_context = context
-        return record
+        return record, context
 
     def stop_sharing_forward(self) -> None:
         """Turn ``share_training_forward`` off from the next step on (the module's training

@@ -501,3 +501,21 @@ def test_compute_hypergradient_takes_the_logits_and_leaves_the_modules_alone():
     assert not torch.allclose(
         given, compute_hypergradient(m, batches, virtual, options, before).hypergradient
     )
+
+
+def test_a_search_refuses_to_start_mid_run_from_a_checkpoint_without_search_state(tmp_path):
+    """A checkpoint of a fit without the search (a replay, a plain fit) resumed with the
+    search would start the process at row 0 on step 2: refused, naming the fix."""
+    from distpro_lightning.modules.checkpoints import CheckpointError
+
+    dm = DigitsDataModule(batch_size=16, mode="search", subset=64)
+    torch.manual_seed(0)
+    plain = quiet_trainer(max_steps=2, limit_val_batches=0, default_root_dir=tmp_path / "a")
+    plain.fit(make_module(transforms=["conv_bn"]), datamodule=dm)
+    ckpt = tmp_path / "plain.ckpt"
+    plain.save_checkpoint(ckpt)
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[cb])
+    with pytest.raises(CheckpointError, match=r"step 2 .*no search state.*ckpt_path"):
+        trainer.fit(make_module(transforms=["conv_bn"]), datamodule=dm, ckpt_path=str(ckpt))
+    assert not (tmp_path / "p.json").exists() or len(cb.process) == 0
