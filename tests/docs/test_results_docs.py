@@ -536,9 +536,16 @@ PAIR2_PAIRED = [
 
 #: ... and docs/cost.md, for wrn_16_2 -> mobilenet_v2
 COST_PAIRED_2 = [
-    ("distpro_cheap_review", "distpro_review", "full search by 0.77 points ({diff})"),
-    ("distpro_cheap10_review", "distpro_review", "the 10 % proxy by 0.78 ({diff})"),
+    ("distpro_cheap_review", "distpro_review", "interval includes zero ({diff})"),
+    ("distpro_cheap10_review", "distpro_review", "is significantly below ({diff})"),
     ("distpro_review", "hinton_kd", "the full search beats Hinton KD by {diff}"),
+]
+
+#: what docs/cost.md says of each difference it quotes on wrn_16_2 -> mobilenet_v2: the
+#: phrase before the quoted difference, and the verdict its 95 % interval must give
+COST_VERDICTS_2 = [
+    ("distpro_cheap_review", "distpro_review", "interval includes zero", "includes zero"),
+    ("distpro_cheap10_review", "distpro_review", "is significantly below", "below"),
 ]
 
 
@@ -564,6 +571,21 @@ def test_paired_differences_quoted_in_text_are_the_results(doc, quotes, pair):
         other = _original_choice(payload, name, point) if point else runs[name]
         assert len(other) == 5, base
         quoted = phrase.format(diff=report.diff_text(runs[method], other))
+        assert quoted in text, quoted
+
+
+def test_cost_page_calls_a_difference_significant_only_where_its_interval_excludes_zero():
+    from benchmarks import converged_report as report
+
+    payload = json.loads(EVIDENCE.read_text())
+    runs = report.chosen_runs(payload["records"], "wrn_16_2-mobilenet_v2")
+    text = " ".join((ROOT / "docs" / "cost.md").read_text().replace("−", "-").split())
+    for method, base, phrase, verdict in COST_VERDICTS_2:
+        a, b = runs[method], runs[base]
+        seeds = sorted(set(a) & set(b))
+        _, lo, hi = report.paired_interval([100 * (a[s]["top1"] - b[s]["top1"]) for s in seeds])
+        assert verdict == ("below" if hi < 0 else "above" if lo > 0 else "includes zero"), method
+        quoted = f"{phrase} ({report.diff_text(a, b)})"
         assert quoted in text, quoted
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -14,6 +14,24 @@ from .splits import compute_split, test_subset
 __all__ = ["Mode", "SplitDataModule"]
 
 Mode = Literal["search", "retrain"]
+
+
+def check_number(owner: str, name: str, value: Any, kind: str, must: str) -> None:
+    """Refuse ``value`` unless it is a number of ``kind`` (``"int"``, or ``"float"``, which an
+    int is too; a bool is neither) or, where ``must`` starts with ``None``, ``None``; the
+    error names the argument, the value given and what it must be:
+    ``DigitsDataModule(batch_size='4'): batch_size must be a positive int, got a str (in
+    YAML: a number without quotes).`` The rule is `grouping.check_field_types`'s, which
+    ``data/`` may not import (a sibling layer); the range is the caller's to check."""
+    if value is None and must.startswith("None"):
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and (kind == "float" or isinstance(value, int)):
+        return
+    yaml = " (in YAML: a number without quotes)" if isinstance(value, str) else ""
+    raise TypeError(
+        f"{owner}({name}={value!r}): {name} must be {must}, got a {type(value).__name__}{yaml}."
+    )
 
 
 class SplitDataModule(LightningDataModule):
@@ -63,6 +81,16 @@ class SplitDataModule(LightningDataModule):
         super().__init__()
         if mode not in ("search", "retrain"):
             raise ValueError(f"mode must be 'search' or 'retrain', got {mode!r}")
+        owner = type(self).__name__
+        for name, value, kind, must in (
+            ("batch_size", batch_size, "int", "a positive int"),
+            ("num_workers", num_workers, "int", "an int >= 0"),
+            ("search_val_fraction", search_val_fraction, "float", "a number in (0, 1)"),
+            ("subset", subset, "int", "None or a positive int"),
+            ("search_val_batch_size", search_val_batch_size, "int", "None or a positive int"),
+            ("val_fraction", val_fraction, "float", "None or a number in (0, 1)"),
+        ):
+            check_number(owner, name, value, kind, must)
         if not 0.0 < search_val_fraction < 1.0:
             raise ValueError(f"search_val_fraction must lie in (0, 1), got {search_val_fraction}")
         if val_fraction is not None and not 0.0 < val_fraction < 1.0:

@@ -10,7 +10,7 @@ from typing import Any
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
-from distpro_lightning.data.base import SplitDataModule
+from distpro_lightning.data.base import SplitDataModule, check_number
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageFolderDataModule", "prepare_tiny_imagenet_val"]
 
@@ -161,6 +161,7 @@ class ImageFolderDataModule(SplitDataModule):
         self, data_dir: str, image_size: int = 224, augment: bool = True, **kwargs: Any
     ) -> None:
         super().__init__(data_dir=data_dir, **kwargs)
+        check_number(type(self).__name__, "image_size", image_size, "int", "a positive int")
         if image_size < 1:
             raise ValueError(f"image_size must be >= 1, got {image_size}")
         self._image_size = image_size

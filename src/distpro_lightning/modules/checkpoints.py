@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 
 class CheckpointError(DistProError, ValueError):
-    """A file that is not a checkpoint or state dict this library can load safely."""
+    """A file that is not a checkpoint or state dict this library can load safely, or a
+    checkpoint of other pathways than the module it is loaded into."""
 
 
 _CKPT_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".tar")

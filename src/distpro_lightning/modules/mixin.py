@@ -15,6 +15,7 @@ from torch.func import functional_call
 
 from distpro_lightning.functional.losses import get_distance, hinton_kd_loss
 from distpro_lightning.functional.normalization import normalize
+from distpro_lightning.modules.checkpoints import CheckpointError
 from distpro_lightning.modules.config import DistillationConfig
 from distpro_lightning.modules.contract import (
     Objective,
@@ -204,7 +205,8 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Before the weights load (a resume or ``load_from_checkpoint``): refuse a
         checkpoint whose pathways differ from this module's with one message naming the
-        settings that make them, instead of a screenful of missing ``state_dict`` keys."""
+        settings that make them, instead of a screenful of missing ``state_dict`` keys (a
+        `CheckpointError`, which ``distpro fit`` prints as one line)."""
         state = checkpoint.get("state_dict") or {}
         theirs = {k for k in state if k.startswith("distill_heads.")}
         ours = {f"distill_heads.{k}" for k in self.distill_heads.state_dict()}
@@ -216,7 +218,7 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
                 hp = hp["distillation"]
             keys = ("transforms", "connections", "student_taps", "teacher_taps", "response_kd")
             written = ", ".join(f"{k}={hp[k]!r}" for k in (*keys, "review_kd") if k in hp)
-            raise RuntimeError(
+            raise CheckpointError(
                 f"This checkpoint was trained with other pathways than this module: "
                 f"{count if count is not None else '?'} pathway logits there, "
                 f"{self.num_pathways} here; {len(theirs - ours)} of its head tensors are not "

@@ -147,7 +147,11 @@ def warn_settings_changed(changes: Mapping[str, list], step: int, moments_reset:
 def warm_start(module: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Start ``module.alpha_logits`` from the last row of the process file at ``path`` (a
     second search pass from the first pass's alpha_T); returns what the new process's
-    provenance records of it. The pathways must be the module's, in the same order."""
+    provenance records of it (the path, the fingerprint of the file's process with its
+    columns in the module's order, its row count). The file must hold the module's pathways,
+    in any order: its columns are matched to the module's by pathway name
+    (`DistillationProcess.remap`). Other pathways, or another weighting (normalization,
+    bias, scale), raise `ProcessFileError`."""
     source = DistillationProcess.load(path)
     if sorted(source.pathway_names) != sorted(module.pathway_names):
         raise ProcessFileError(

@@ -423,21 +423,28 @@ def test_ddp_with_pruning_requires_find_unused_parameters():
 
 def test_resuming_into_other_pathways_names_the_settings(tmp_path):
     """A checkpoint of a module with other transforms: one message naming the settings,
-    not a screenful of missing state_dict keys."""
+    not a screenful of missing state_dict keys; a `CheckpointError` (a `DistProError`),
+    which ``distpro fit`` prints as one line."""
     from conftest import quiet_trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from distpro_lightning.cli.main import library_error
     from distpro_lightning.data import DigitsDataModule
+    from distpro_lightning.errors import DistProError
+    from distpro_lightning.modules.checkpoints import CheckpointError
 
     ckpts = ModelCheckpoint(dirpath=tmp_path, filename="last")
     trainer = quiet_trainer(max_steps=1, callbacks=[ckpts], enable_checkpointing=True)
     trainer.fit(make_module(transforms=["conv_bn"]), DigitsDataModule(batch_size=16, subset=64))
     other = make_module(transforms=["conv_bn", "attn2"])
-    with pytest.raises(RuntimeError, match=r"other pathways .* transforms=\['conv_bn'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"other pathways .* transforms=\['conv_bn'\]"
+    ) as info:
         quiet_trainer(max_steps=2).fit(
             other, DigitsDataModule(batch_size=16, subset=64), ckpt_path=str(tmp_path / "last.ckpt")
         )
-    with pytest.raises(RuntimeError, match="9 pathway logits there, 18 here"):
+    assert isinstance(info.value, DistProError) and library_error(info.value) is info.value
+    with pytest.raises(CheckpointError, match="9 pathway logits there, 18 here"):
         type(other).load_from_checkpoint(
             tmp_path / "last.ckpt", distillation={"transforms": ["conv_bn", "attn2"]}
         )

@@ -101,6 +101,14 @@ def test_warm_start_remaps_a_reordered_file_and_refuses_another_weighting(tmp_pa
             _search_fit(tmp_path / key, steps=1, init_process=str(tmp_path / f"{key}.json"))
 
 
+def test_warm_start_docs_say_the_file_is_matched_by_name():
+    # the test above: a reordered file starts by name; the docstring must not ask for one order
+    from distpro_lightning.search.state import warm_start
+
+    doc = " ".join(warm_start.__doc__.split())
+    assert "same order" not in doc and "in any order" in doc and "by pathway name" in doc
+
+
 def test_smoothed_is_a_centred_moving_average():
     rows = torch.arange(12.0).reshape(6, 2) ** 2
     p = DistillationProcess(["a", "b"], {"name": "softmax"}, rows)
