@@ -4,6 +4,8 @@ true step axis and records what was searched; a stretched replay warns unless re
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import search_cases as sc
 import torch
@@ -72,3 +74,49 @@ def test_replay_stretching_a_process_warns_unless_it_was_a_proxy(tmp_path, proxy
     quiet_trainer(max_steps=12, limit_val_batches=0, callbacks=[replay]).fit(m, datamodule=dm)
     stretched = [w for w in recwarn if "stretches a process of 2 steps" in str(w.message)]
     assert len(stretched) == (0 if proxy else 1)
+
+
+def test_a_sparse_searched_step_after_held_steps_has_the_dense_steps_hypergradient(
+    tmp_path, monkeypatch
+):
+    """At a searched step t > 0 of a sparse search (k = 3: steps 0 and 3), the hypergradient
+    is the one a dense search step computes from the same state (weights, alpha, BatchNorm
+    statistics, optimizer state) on the same batches: the held steps leave nothing behind
+    that the searched step would see differently."""
+    from distpro_lightning.search.step import SearchStep
+
+    captured = {}
+    real_run = SearchStep.run
+
+    def spy(self, batch, held_out, step, batch_idx=0):
+        if held_out is not None and step == 3:
+            captured.update(
+                module=copy.deepcopy(self.module.state_dict()),
+                optimizer=copy.deepcopy(self.optimizer.state_dict()),
+                batch=copy.deepcopy(batch),
+                held_out=copy.deepcopy(held_out),
+                settings=self.requested,
+            )
+        record, context = real_run(self, batch, held_out, step, batch_idx)
+        if held_out is not None and step == 3:
+            captured["hypergradient"] = record.hypergradient.detach().clone()
+        return record, context
+
+    monkeypatch.setattr(SearchStep, "run", spy)
+    sparse = _search(tmp_path / "sparse", steps=5, search_every_n_steps=3)
+    assert sparse.process.searched_steps() == [0, 3] and "hypergradient" in captured
+    monkeypatch.setattr(SearchStep, "run", real_run)
+
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    m.load_state_dict(captured["module"])
+    m.train()
+    optimizer = m.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    optimizer = optimizer[0][0] if isinstance(optimizer, tuple | list) else optimizer
+    optimizer.load_state_dict(captured["optimizer"])
+    assert optimizer.state  # the momentum buffers of steps 0-2 are part of the state
+    dense = SearchStep(m, optimizer, captured["settings"])  # no sparsity: a dense step
+    record, _ = dense.run(captured["batch"], captured["held_out"], step=3)
+    torch.testing.assert_close(record.hypergradient, captured["hypergradient"])
+    assert captured["hypergradient"].abs().sum() > 0
