@@ -87,3 +87,26 @@ def test_every_error_class_derives_from_distpro_error_and_is_documented():
     assert len(own) >= 8, own
     text = (ROOT / "docs" / "architecture.md").read_text()
     assert [n for n in sorted(own) if f"`{n}`" not in text] == []
+
+
+def test_benchmarks_import_only_the_librarys_public_names():
+    """``benchmarks/`` uses the library as a user would: named, public submodules and
+    names (no ``_private`` module or name), so a benchmark times the code users run."""
+    import ast
+
+    private = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "distpro_lightning"
+            ):
+                parts = node.module.split(".") + [a.name for a in node.names]
+                private += [f"{path.name}: {node.module}" for p in parts if p.startswith("_")]
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("distpro_lightning") and any(
+                        p.startswith("_") for p in alias.name.split(".")
+                    ):
+                        private.append(f"{path.name}: {alias.name}")
+    assert private == []
+    assert list((ROOT / "benchmarks").glob("*.py"))  # the check saw the benchmarks

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Generic, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from distpro_lightning.modules.step_context import StepContext
 
 
 def split_inputs_targets(batch: Any, owner: str) -> tuple[Any, Any]:
@@ -146,7 +143,9 @@ class SearchableModule(DistillationObjective, Protocol):
     whether the training step applies a reused gradient, and a new process file.
     `DistProMixin` provides all of it."""
 
-    step_context: StepContext | None
+    #: The `distpro_lightning.modules.step_context.StepContext` handed over for the
+    #: training step, or ``None`` (typed ``Any``: that module builds on this one).
+    step_context: Any
     applies_reused_gradient: bool
 
     def new_process(self, provenance: Mapping[str, Any]) -> Any: ...

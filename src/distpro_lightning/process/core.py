@@ -51,6 +51,7 @@ from distpro_lightning.process.format import (
     require,
 )
 from distpro_lightning.process.plots import log_process_figures, process_figure, process_summary
+from distpro_lightning.process.transfer import remap_columns
 
 __all__ = [
     "FORMAT_NAME",
@@ -267,9 +268,11 @@ class DistillationProcess:
         identical names. A mismatch raises `ProcessFileError` listing the missing and
         extra pathways.
         """
-        from distpro_lightning.process.transfer import remap_process
-
-        return remap_process(self, target_names, pathway_map)
+        target_names = list(target_names)
+        if pathway_map is None and target_names == self.pathway_names:
+            return self
+        index = remap_columns(self.pathway_names, target_names, pathway_map)
+        return self.like(target_names, self.logits[:, index])
 
     # ------------------------------------------------------------------ files
     def to_dict(self) -> dict[str, Any]:

@@ -5,12 +5,38 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from torch import Tensor
 
 from distpro_lightning.files import atomic_save_figure
 
-if TYPE_CHECKING:
-    from distpro_lightning.process.core import DistillationProcess
+
+class ProcessView(Protocol):
+    """What the figures and the summary read of a `distpro_lightning.process.core.
+    DistillationProcess` (a protocol, so this presentation layer does not import the data
+    class that uses it)."""
+
+    pathway_names: list[str]
+    normalization: Any
+    steps_per_epoch: int | None
+    provenance: dict[str, Any]
+    run_id: str | None
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_pathways(self) -> int: ...
+
+    @property
+    def skipped_steps(self) -> list[int]: ...
+
+    def weights(self, logits: Tensor | None = None) -> Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+    def teacher_groups(self) -> dict[str, list[int]]: ...
+
 
 PLOT_KINDS = ("lines", "heatmap")
 
@@ -23,7 +49,7 @@ def plot_paths(save_path: str | os.PathLike[str]) -> dict[str, Path]:
     return {"lines": png, "heatmap": png.with_name(png.stem + "_heatmap.png")}
 
 
-def _title(process: DistillationProcess, kind: str) -> str:
+def _title(process: ProcessView, kind: str) -> str:
     """``<run id> · <mode or control> · N steps``: what a figure shows, for a team's folder."""
     parts = [str(process.run_id or process.provenance.get("run_id") or "process")]
     for key in ("control", "mode"):
@@ -33,7 +59,7 @@ def _title(process: DistillationProcess, kind: str) -> str:
     return " · ".join(parts)
 
 
-def _epoch_lines(ax: Any, process: DistillationProcess) -> None:
+def _epoch_lines(ax: Any, process: ProcessView) -> None:
     """Dotted vertical lines at the epoch boundaries (when the file knows them)."""
     every = process.steps_per_epoch
     if every and 0 < every < len(process):
@@ -41,7 +67,7 @@ def _epoch_lines(ax: Any, process: DistillationProcess) -> None:
             ax.axvline(x - 0.5, color="0.8", lw=0.6, ls=":", zorder=0)
 
 
-def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
+def process_figure(process: ProcessView, kind: str = "lines") -> Any:
     """A matplotlib figure: ``"lines"`` (paper Fig. 6: one panel per teacher tap, one line
     per pathway, x = step; one y-range for all panels, the legend outside the curves) or
     ``"heatmap"`` (pathways x steps, a diverging colour map centred on the weight every
@@ -91,7 +117,7 @@ def process_figure(process: DistillationProcess, kind: str = "lines") -> Any:
     raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
 
 
-def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) -> list[Path]:
+def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Path]:
     """Log the process plots to every logger of ``trainer``: as images to loggers that take
     them (W&B, TensorBoard: their own step history), as PNG files in ``figures/`` of the log
     directory of the others (CSV), one per epoch so the history is kept:
@@ -132,7 +158,7 @@ def log_process_figures(trainer: Any, process: DistillationProcess, tag: str) ->
     return written
 
 
-def process_summary(process: DistillationProcess) -> str:
+def process_summary(process: ProcessView) -> str:
     """A human-readable summary: size, normalisation, skipped steps, first/last weights per
     pathway, provenance."""
     w = process.weights()
