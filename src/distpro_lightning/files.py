@@ -17,7 +17,8 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -181,3 +182,23 @@ def atomic_save_figure(path: str | os.PathLike[str], figure: Any, dpi: int = 110
     path = Path(path)
     image_format = path.suffix[1:].lower() or "png"
     return atomic_write(path, lambda fh: figure.savefig(fh, dpi=dpi, format=image_format))
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``folder`` while the block runs, so
+    a check of a file in it and the write that depends on the check happen as one step for
+    every writer that takes the same lock (two fits saving to one ``save_path``). The lock
+    is on the folder itself: no lock file is left behind. Where ``fcntl`` does not exist
+    (Windows), the block runs unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Linux/macOS
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning._version import __version__
+from distpro_lightning.files import folder_lock
 from distpro_lightning.modules.contract import SearchableModule
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import plot_paths
@@ -94,9 +96,12 @@ class ProcessWriter:
         if self.path is None or len(process) == 0:
             return
         if trainer.is_global_zero:
-            self._divert_if_taken(process)
-            process.save(self.path)
-            self._written = _stamp(self.path)
+            parent = self.path.parent
+            lock = folder_lock(parent) if parent.is_dir() else nullcontext()
+            with lock:  # a missing folder: the writer makes it, or names the error  # the check and the write as one step
+                self._divert_if_taken(process)
+                process.save(self.path)
+                self._written = _stamp(self.path)
 
     def _divert_if_taken(self, process: DistillationProcess) -> None:
         """The other-run check of `prepare`, again at every save: when another search wrote
