@@ -13,6 +13,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
+from conftest import needs_fashion
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -78,6 +79,9 @@ def test_docs_build_strict(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "site" / "reference" / "callbacks" / "index.html").is_file()
+    raw = re.compile(r":(meth|class|func|attr|mod|obj):`")
+    pages = sorted((tmp_path / "site" / "reference").rglob("*.html"))
+    assert pages and [p.name for p in pages if raw.search(p.read_text())] == []
 
 
 def test_readme_links_resolve():
@@ -87,3 +91,57 @@ def test_readme_links_resolve():
     assert local, "README links to the docs"
     for link in local:
         assert (ROOT / link).exists(), link
+
+
+def _python_blocks(page: Path) -> list[str]:
+    return [code for lang, _, code in _blocks(page) if lang == "python"]
+
+
+DOC_PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_python_snippet_in_the_docs_is_valid_python(page):
+    """Every ``python`` block of the README and the docs compiles (the tutorials' and the
+    README quickstart's also run: `test_tutorial_code_runs`, `test_readme_quickstart_runs`)."""
+    for code in _python_blocks(page):
+        compile(code, f"{page.name} snippet", "exec")
+
+
+@needs_fashion
+def test_readme_quickstart_runs(workdir, monkeypatch):
+    """The README's quickstart as printed, at a tiny size: the Trainer it imports runs 2
+    training batches per epoch; the teacher checkpoint it names is made first, as
+    ``examples/fashion_mnist/teacher.yaml`` would (resnet20, here trained 2 steps)."""
+    import lightning.pytorch as lp
+
+    from distpro_lightning import ClassifierModule, DistillationProcess
+    from distpro_lightning.data import FashionMNISTDataModule
+
+    text = (ROOT / "README.md").read_text()
+    quickstart = text.split("## Quickstart", 1)[1]
+    code = _python_blocks_of(quickstart)[0]
+    real = lp.Trainer
+
+    def tiny(**kw):
+        kw.update(limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0)
+        kw.update(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+        return real(**kw)
+
+    teacher = workdir / "runs" / "fashion_mnist" / "teacher" / "teacher.ckpt"
+    trainer = tiny(max_steps=2)
+    trainer.fit(ClassifierModule("resnet20", 10, 1), datamodule=FashionMNISTDataModule())
+    trainer.save_checkpoint(teacher)
+    monkeypatch.setattr(lp, "Trainer", tiny)
+    runpy.run_path(str(_write(workdir / "quickstart.py", code)), run_name="__main__")
+    process = DistillationProcess.load(workdir / "process.json")
+    assert len(process) == 2 and process.num_pathways == 11  # 9 conv_bn + KD + review
+
+
+def _python_blocks_of(text: str) -> list[str]:
+    return [m.group(3) for m in BLOCK.finditer(text) if m.group(1) == "python"]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
