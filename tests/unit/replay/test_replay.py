@@ -490,3 +490,22 @@ def test_replay_runs_are_comparable_in_the_loggers(tmp_path):
     rows = [r for r in csv.DictReader((run / "metrics.csv").open()) if r["replay/active_pathways"]]
     final = process.final()
     assert float(rows[-1]["replay/active_pathways"]) == int((final > 0.5).sum())
+
+
+@pytest.mark.parametrize("window, warns", [(3, False), (5, True), (7, True)])
+def test_a_smoothing_window_as_long_as_the_process_warns(window, warns, recwarn) -> None:
+    """A centred window that spans the whole 5-row process flattens it to about a
+    constant: said, with the fix; a shorter window replays smoothed, without a word."""
+    module = make_module()
+    process = make_process(module.pathway_names, t_search=5)
+    cb = ProcessScheduleCallback(process=process, smooth_steps=window, plot=False)
+    _, rec = fit(module, [cb], max_steps=5)
+    said = [w for w in recwarn if "spans the whole process" in str(w.message)]
+    assert len(said) == int(warns)
+    if warns:
+        assert f"smooth_steps={window}" in str(said[0].message) and "mode='final'" in str(
+            said[0].message
+        )
+    smoothed = process.smoothed(window)
+    for step, _, logits in rec.inside:  # the smoothed process is what is replayed
+        assert torch.equal(logits, smoothed.at(step, 5))

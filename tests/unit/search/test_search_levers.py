@@ -179,3 +179,37 @@ def test_cosine_and_moving_fraction():
     signs = torch.randint(0, 2, (400, 200), generator=g).float() * 2 - 1
     jitter = (0.01 * signs).cumsum(0)
     assert moving_fraction(jitter) < 0.15  # about 5 % of pure walks clear 2 sigma
+
+
+def test_run_settings_record_every_option_that_shapes_a_search_and_a_change_warns():
+    """The process file tells apart searches that differ only in their run options, and a
+    resume that changes one says so, applies it and records the change."""
+    import warnings as _warnings
+
+    from distpro_lightning.process.core import DistillationProcess
+    from distpro_lightning.search.checks import SearchRunOptions
+    from distpro_lightning.search.state import record_run_settings
+
+    options = SearchRunOptions(
+        warmup_steps=2, search_every_n_steps=3, seed=7, val_batches_per_step=2,
+        held_out="val", proxy=True,
+    )  # fmt: skip
+    record = options.record(max_non_finite_steps=5)
+    assert record == {
+        "warmup_steps": 2, "search_every_n_steps": 3, "held_out_seed": 7,
+        "val_batches_per_step": 2, "held_out": "val", "max_non_finite_steps": 5, "proxy": True,
+    }  # fmt: skip
+    process = DistillationProcess(["a", "b"], {"name": "softmax"}, logits=torch.zeros(4, 2))
+    record_run_settings(process, record)
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        record_run_settings(process, record)  # the same on resume: nothing said
+    assert not caught
+    changed = {**record, "val_batches_per_step": 4, "held_out_seed": 8}
+    with pytest.warns(UserWarning, match=r"val_batches_per_step 2 -> 4.*held_out_seed 7 -> 8|"
+                      r"held_out_seed 7 -> 8.*val_batches_per_step 2 -> 4"):  # fmt: skip
+        record_run_settings(process, changed)
+    assert process.provenance["run_settings"] == changed
+    assert process.provenance["settings_changes"] == [
+        {"step": 4, "changed": {"held_out_seed": [7, 8], "val_batches_per_step": [2, 4]}}
+    ]
