@@ -20,7 +20,6 @@ from distpro_lightning.modules.step_context import (
 )
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.checks import (
-    SearchRunOptions,
     check_context_used,
     check_not_all_pruned,
     check_setup,
@@ -61,7 +60,7 @@ from distpro_lightning.search.state import (
     start_process,
     warm_start_new_search,
 )
-from distpro_lightning.search.step import SearchRecord, SearchSettings, SearchStep, hypergradient_of
+from distpro_lightning.search.step import SearchRecord, SearchStep, hypergradient_of
 
 
 class ProcessSearchCallback(Callback):
@@ -126,26 +125,14 @@ class ProcessSearchCallback(Callback):
         self.alpha: AlphaConfig = config.alpha
         self.schedule: ScheduleConfig = config.schedule
         self.output: OutputConfig = config.output
-        h, a, sc, out = config.hypergradient, config.alpha, config.schedule, config.output
-        self.settings = SearchSettings(
-            hypergradient=h.method, epsilon=h.epsilon, alpha_lr=a.lr, alpha_optimizer=a.optimizer,
-            alpha_betas=tuple(a.betas), alpha_weight_decay=a.weight_decay,
-            average_virtual_gradient=h.average_virtual_gradient,
-            average_val_gradient=h.average_val_gradient,
-            reuse_training_gradient=h.reuse_training_gradient,
-            share_training_forward=h.share_training_forward,
-        )  # fmt: skip
+        out = config.output
+        self.settings = config.search_settings()
         self.writer = ProcessWriter(
             out.save_path, out.save_every_n_steps, out.plot, out.save_every_epoch, out.overwrite
         )
         self.logger = SearchLogger(out.log_pathways)
-        self.guard = UpdateGuard(sc.max_non_finite_steps)
-        self.run = SearchRunOptions(
-            warmup_steps=sc.warmup_steps, seed=sc.seed, init_process=a.init_process,
-            val_batches_per_step=sc.val_batches_per_step,
-            diagnostics_every_n_steps=sc.diagnostics_every_n_steps, held_out=held_out,
-            search_every_n_steps=sc.every_n_steps, proxy=sc.proxy,
-        )  # fmt: skip
+        self.guard = UpdateGuard(config.schedule.max_non_finite_steps)
+        self.run = config.run_options(held_out)
         self.enabled = enabled
         self.diagnostics: SearchDiagnostics | None = None
         self._figures_at: int | None = None

@@ -19,8 +19,10 @@ from distpro_lightning.grouping import (
     positive,
     say_unused,
 )
+from distpro_lightning.search.checks import SearchRunOptions
 from distpro_lightning.search.hypergradient import Method
 from distpro_lightning.search.output import AUTO_PATH
+from distpro_lightning.search.step import SearchSettings
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,38 @@ class SearchConfig:
             for f, value in zip(fields(cls), groups)
         ]
         return cls(*made)
+
+    def search_settings(self) -> SearchSettings:
+        """The settings of one search step (`SearchStep`): the hypergradient and alpha
+        groups' fields under the step's names."""
+        h, a = self.hypergradient, self.alpha
+        return SearchSettings(
+            hypergradient=h.method,
+            epsilon=h.epsilon,
+            alpha_lr=a.lr,
+            alpha_optimizer=a.optimizer,
+            alpha_betas=tuple(a.betas),
+            alpha_weight_decay=a.weight_decay,
+            average_virtual_gradient=h.average_virtual_gradient,
+            average_val_gradient=h.average_val_gradient,
+            reuse_training_gradient=h.reuse_training_gradient,
+            share_training_forward=h.share_training_forward,
+        )
+
+    def run_options(self, held_out: Any = None) -> SearchRunOptions:
+        """When and on what the search runs (`SearchRunOptions`): the schedule group, the
+        alpha group's warm start and the callback's ``held_out`` source."""
+        sc = self.schedule
+        return SearchRunOptions(
+            warmup_steps=sc.warmup_steps,
+            seed=sc.seed,
+            init_process=self.alpha.init_process,
+            val_batches_per_step=sc.val_batches_per_step,
+            diagnostics_every_n_steps=sc.diagnostics_every_n_steps,
+            held_out=held_out,
+            search_every_n_steps=sc.every_n_steps,
+            proxy=sc.proxy,
+        )
 
     def with_flat(self, flat: dict[str, Any]) -> SearchConfig:
         """These groups with earlier versions' flat keywords applied (``alpha_lr=0.1`` ->
