@@ -368,8 +368,8 @@ def parser() -> argparse.ArgumentParser:
         "all seeds; 0: one search per seed on the seed's own subset",
     )  # fmt: skip
     p.add_argument(
-        "--teacher-dir", default="benchmarks/results/converged_fmnist",
-        help="where the committed teacher weights are (reused when present)",
+        "--teacher-dir", default="benchmarks/results/teachers",
+        help="where the committed teacher weights are (reused when present; see its README.md)",
     )  # fmt: skip
     p.add_argument("--subset", type=int, default=1000, help="labelled training images per seed")
     p.add_argument("--epochs", type=int, default=30, help="student epochs (search: the same)")

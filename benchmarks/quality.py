@@ -8,7 +8,8 @@
 This is the short "smoke" protocol (unconverged students, a short search stretched over
 the retrain); ``--protocol converged`` runs the converged, paired low-data protocol instead.
 
-For each teacher/student pair: a teacher (reused if its checkpoint exists, else trained), one
+For each teacher/student pair: a teacher (reused if its checkpoint
+``<out>/teachers/smoke_teacher_<name>.ckpt`` exists, else trained), one
 searched process (seed 0), then every method for every seed at the same epoch budget, and
 ReviewKD and DistPro at each budget of ``--budgets`` (Fig. 5). All methods share the data
 subset, batch size, optimizer (SGD 0.9, wd 5e-4, lr ``--lr``, cosine) and test set (the
@@ -101,10 +102,12 @@ def test_top1(module: Any, args: argparse.Namespace) -> float:
 
 
 def teacher_file(args: argparse.Namespace, name: str, out: Path) -> Path:
-    """Where the teacher of ``name`` is (the foundation teacher for resnet20 when present)."""
+    """Where the teacher of ``name`` is (the foundation teacher for resnet20 when present):
+    ``<out>/teachers/smoke_teacher_<name>.ckpt``, with the default ``--out`` the folder of
+    the committed teachers (``benchmarks/results/teachers/README.md``)."""
     if name == "resnet20" and Path(args.resnet20_teacher).is_file():
         return Path(args.resnet20_teacher)
-    return out / f"teacher_{name}.ckpt"
+    return out / "teachers" / f"smoke_teacher_{name}.ckpt"
 
 
 def train_teacher(args: argparse.Namespace, name: str, path: Path) -> dict[str, Any]:
@@ -117,6 +120,7 @@ def train_teacher(args: argparse.Namespace, name: str, path: Path) -> dict[str, 
     t = trainer(args.teacher_epochs, max_steps=args.max_steps)
     t.fit(module, datamodule=data(args, "retrain", None, 0))
     wall = time.perf_counter() - t0
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     t.save_checkpoint(tmp, weights_only=True)
     tmp.replace(path)

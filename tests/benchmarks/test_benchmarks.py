@@ -115,7 +115,7 @@ def test_quality_tiny(tmp_path):
         quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0", "--lr", "0.1"])
     assert json.loads((tmp_path / "tiny.json").read_text()) == again
     # So would runs of a teacher that is gone (a new one would need a new search too).
-    (tmp_path / "teacher_resnet20.ckpt").unlink()
+    (tmp_path / "teachers" / "smoke_teacher_resnet20.ckpt").unlink()
     with pytest.raises(SystemExit, match="put it back"):
         quality.main([*TINY_QUALITY, "--out", str(tmp_path), "--seeds", "0"])
 

@@ -1,11 +1,15 @@
 """The house rules of docs/architecture.md, checked: the layers and acyclic packages of
-``.importlinter`` (import-linter), and a small top level."""
+``.importlinter`` (import-linter), and a small top level; and the only weights in git: the
+documented teachers of benchmarks/results/teachers/."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "distpro_lightning"
@@ -110,3 +114,22 @@ def test_benchmarks_import_only_the_librarys_public_names():
                         private.append(f"{path.name}: {alias.name}")
     assert private == []
     assert list((ROOT / "benchmarks").glob("*.py"))  # the check saw the benchmarks
+
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".tar", ".safetensors", ".onnx")
+TEACHERS = "benchmarks/results/teachers"
+
+
+def test_every_weight_file_in_git_is_a_documented_teacher():
+    # The only weights kept in git are the quality protocols' teachers, in one folder whose
+    # README.md gives each file's provenance.
+    proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("not a git checkout")
+    weights = [f for f in proc.stdout.splitlines() if f.lower().endswith(WEIGHT_SUFFIXES)]
+    assert weights, "the committed teachers are missing"
+    assert [f for f in weights if Path(f).parent.as_posix() != TEACHERS] == []
+    readme = (ROOT / TEACHERS / "README.md").read_text()
+    assert [f for f in weights if f"| `{Path(f).name}` |" not in readme] == []
+    listed = re.findall(r"^\| `([^`]+)` \|", readme, flags=re.M)
+    assert sorted(listed) == sorted(Path(f).name for f in weights), "README lists a file git lacks"
