@@ -191,6 +191,7 @@ class ProcessScheduleCallback(Callback):
             _check_uniform_pruning(pl_module.prune_threshold)
             pl_module.normalization = "uniform"
             pl_module.alpha_logits.fill_(1.0)
+            self._log_hyperparameters(trainer, pl_module, None)
             rank_zero_info("DistPro replay: equally weighted pathways (normalization='uniform').")
             return
         fingerprint = self.process.fingerprint()
@@ -247,14 +248,15 @@ class ProcessScheduleCallback(Callback):
         self, trainer: pl.Trainer, module: Any, fingerprint: str | None
     ) -> None:
         """The replay's identity in every logger's hyperparameters (``replay``: file, mode,
-        fingerprint, smoothing, stretch), so runs can be told apart in a run table."""
+        fingerprint, smoothing, stretch; ``None`` where ``mode="uniform"`` has none), and a
+        mixin module's ``distillation`` group, so runs can be told apart in a run table."""
         values = {
             "process": self.process_file,
             "mode": self.mode,
             "fingerprint": fingerprint,
             "smooth_steps": self.smooth_steps,
             "searched_steps": None if self.process is None else len(self.process),
-            "replay_steps": self._total_steps,
+            "replay_steps": None if self.process is None else self._total_steps,
             "num_pathways": len(module.pathway_names),
         }
         extra = module.distillation_group()

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
 from conftest import make_module, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger
 from own_project import NetModule, PlainData
 
 from distpro_lightning import (
+    DistillationProcess,
     DistProModule,
+    ProcessScheduleCallback,
     ProcessSearchCallback,
     load_student,
 )
@@ -165,3 +169,74 @@ def test_manual_optimization_without_a_step_is_refused():
     )  # fmt: skip
     with pytest.raises(RuntimeError, match="exactly one optimizer step per"):
         _search_rows(m, steps=1)
+
+
+class HparamsRecorder(Logger):
+    """A logger that keeps every ``log_hyperparams`` call (what a run table would show)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[dict] = []
+
+    @property
+    def name(self) -> str:
+        return "recorder"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self.calls.append(dict(params))
+
+    def log_metrics(self, metrics, step=None) -> None:
+        pass
+
+
+def _fit_own_module_with_loggers(tmp_path, callback_for):
+    """A 2-step fit of the user's mixin module (no save_hyperparameters of its own) under a
+    CSVLogger and a recording logger; returns the module, the calls and hparams.yaml."""
+    torch.manual_seed(0)
+    m = NetModule()
+    assert not m.hparams  # the distillation settings are the mixin's to log
+    recorder, csv = HparamsRecorder(), CSVLogger(tmp_path, name="own")
+    quiet_trainer(
+        max_steps=2, limit_val_batches=0, callbacks=[callback_for(m)], logger=[csv, recorder]
+    ).fit(m, datamodule=PlainData())
+    saved = yaml.safe_load((tmp_path / "own" / "version_0" / "hparams.yaml").read_text())
+    return m, recorder.calls, saved
+
+
+def _assert_distillation_group(group: dict, m: NetModule) -> None:
+    assert group["transforms"] == ["conv_bn"]
+    assert group["input_shape"] == [1, 8, 8]
+    assert group["num_pathways"] == m.num_pathways == len(m.pathway_names) == 9
+    assert group["normalization"] == m.distillation_config.normalization == "biased_softmax"
+    assert "student_attribute" not in group
+
+
+def test_mixin_module_search_logs_its_distillation_settings(tmp_path):
+    search = ProcessSearchCallback(held_out="val_dataloader", output={"save_path": None})
+    m, calls, saved = _fit_own_module_with_loggers(tmp_path, lambda m: search)
+    logged = [c for c in calls if "search" in c]
+    assert logged and all("distillation" in c for c in logged)
+    _assert_distillation_group(logged[-1]["distillation"], m)
+    _assert_distillation_group(saved["distillation"], m)
+    assert saved["search"]["num_pathways"] == 9
+
+
+@pytest.mark.parametrize("mode", ["final", "uniform"])
+def test_mixin_module_replay_logs_its_distillation_settings(tmp_path, mode):
+    def replay(m):
+        if mode == "uniform":
+            return ProcessScheduleCallback(mode="uniform", plot=False)
+        norm = {"name": m.normalization, "bias": m.normalization_bias, "scale": m.weight_scale}
+        process = DistillationProcess(m.pathway_names, norm, logits=torch.randn(4, 9))
+        return ProcessScheduleCallback(process=process, mode=mode, plot=False)
+
+    m, calls, saved = _fit_own_module_with_loggers(tmp_path, replay)
+    logged = [c for c in calls if "replay" in c]
+    assert len(logged) == 1 and logged[0]["replay"]["mode"] == mode
+    _assert_distillation_group(logged[0]["distillation"], m)
+    _assert_distillation_group(saved["distillation"], m)
+    assert saved["replay"]["mode"] == mode and saved["replay"]["num_pathways"] == 9

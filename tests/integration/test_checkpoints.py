@@ -1,5 +1,6 @@
 """A `distpro fit` run's checkpoint, reloaded and used as a Lightning user would: with the
-user's own student and teacher classes, without the teacher file, for test and predict."""
+user's own student and teacher classes, without the teacher file, for validate, test and
+predict."""
 
 from __future__ import annotations
 
@@ -107,3 +108,18 @@ def test_cli_checkpoint_of_own_classes_reloads_tests_and_predicts(tmp_path, sect
     (tmp_path / "moved.pt").rename(teacher)
     for sub in ("test", "predict"):
         cli_main([sub, "--config", str(saved), "--ckpt_path", str(ckpt)])
+
+    # 5. distpro validate on the same pair: no search/replay callback is built, and the
+    # search-mode data's validation split is evaluated with the checkpoint's weights (the
+    # run's config has limit_val_batches: 0, as a fit without validation would)
+    cli = cli_main(
+        ["validate", "--config", str(saved), "--ckpt_path", str(ckpt)]
+        + ["--trainer.limit_val_batches=2"]
+    )
+    built = [type(cb).__name__ for cb in cli.trainer.callbacks]
+    assert not {"ProcessSearchCallback", "ProcessScheduleCallback"} & set(built), built
+    assert cli.config["validate"][section]["enabled"] is False
+    assert torch.allclose(cli.model.eval()(next(iter(_digits()))[0]), expected, atol=1e-6)
+    if section == "search":  # retrain-mode data has no validation split
+        assert {"val/loss", "val/top1"} <= set(cli.trainer.callback_metrics)
+        assert cli.trainer.validate_loop.batch_progress.total.completed == 2

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import warnings
 
 import pytest
@@ -176,3 +177,42 @@ def test_progress_bar_only_values_stay_out_of_callback_metrics():
     assert 0 < shown[-1]["eff_paths"] <= 9  # the effective number of the 9 pathways
     assert not {"search_val", "eff_paths"} & set(trainer.callback_metrics)
     assert "get_metrics" not in vars(trainer.progress_bar_callback)
+
+
+STATUS = re.compile(
+    r"^DistPro search, epoch 0: held-out loss \d+\.\d{4}, active pathways \d+/9, effective "
+    r"\d+\.\d, top: "
+)
+
+
+@pytest.mark.parametrize("with_bar", [True, False])
+def test_epoch_status_line_goes_above_the_bar_or_to_the_log(monkeypatch, with_bar):
+    """The epoch-end status line is printed through the progress bar's ``print`` (above the
+    bars, not into the tqdm line) when there is a bar, through ``rank_zero_info`` (the
+    log) without one; never both."""
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from distpro_lightning.search import reporting
+
+    printed: list[str] = []
+    logged: list[str] = []
+
+    class RecordingBar(TQDMProgressBar):
+        def print(self, *args, **kwargs):
+            printed.append(" ".join(map(str, args)))
+
+    monkeypatch.setattr(reporting, "rank_zero_info", lambda msg, *a, **k: logged.append(msg))
+    search = ProcessSearchCallback(output={"save_path": None}, alpha={"lr": 0.5})
+    callbacks = [search, RecordingBar()] if with_bar else [search]
+    trainer = quiet_trainer(
+        max_epochs=1, limit_val_batches=0, enable_progress_bar=with_bar, callbacks=callbacks
+    )
+    trainer.fit(
+        make_module(transforms=["conv_bn"]),
+        datamodule=DigitsDataModule(batch_size=32, mode="search", subset=96),
+    )
+    assert (trainer.progress_bar_callback is not None) == with_bar
+    status = [m for m in printed + logged if m.startswith("DistPro search, epoch")]
+    assert len(status) == 1 and STATUS.match(status[0]), status
+    assert status[0] in (printed if with_bar else logged)
+    assert status[0] not in (logged if with_bar else printed)
