@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -48,6 +49,14 @@ def test_alpha_bit_identical_across_ranks(tmp_path):
     proc = DistillationProcess.load(tmp_path / "process.json")  # written once, by rank 0
     assert torch.equal(proc.logits, r0)
     assert proc.provenance["world_size"] == 2
+    # search/val_loss: the MeanMetric over the last epoch's steps of both ranks, on both
+    losses = [json.loads((tmp_path / f"val_loss_rank{r}.json").read_text()) for r in (0, 1)]
+    last = max(e for e, _ in losses[0]["steps"])
+    per_rank = [[v for e, v in rec["steps"] if e == last] for rec in losses]
+    assert per_rank[0] and per_rank[0] != per_rank[1]  # the ranks' held-out batches differ
+    both = per_rank[0] + per_rank[1]
+    for rec in losses:
+        assert rec["epoch"] == pytest.approx(sum(both) / len(both), rel=1e-6)
 
 
 def test_two_ranks_match_one_rank_with_the_same_global_batch(tmp_path):

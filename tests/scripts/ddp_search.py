@@ -6,6 +6,7 @@ Writes OUT_DIR/alpha_rank{r}.pt (alpha after every step, per rank) and the proce
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -31,12 +32,23 @@ class Record(Callback):
     def __init__(self, out: Path) -> None:
         self.out = out
         self.rows: list[torch.Tensor] = []
+        self.val_steps: list[list[float]] = []  # [epoch, this rank's held-out loss] per step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.rows.append(pl_module.alpha_logits.detach().clone())
+        step_loss = trainer.callback_metrics.get("search/val_loss_step")  # this rank's
+        if step_loss is not None:
+            self.val_steps.append([trainer.current_epoch, float(step_loss)])
 
     def on_train_end(self, trainer, pl_module):
-        torch.save(torch.stack(self.rows), self.out / f"alpha_rank{trainer.global_rank}.pt")
+        rank = trainer.global_rank
+        torch.save(torch.stack(self.rows), self.out / f"alpha_rank{rank}.pt")
+        epoch_loss = trainer.callback_metrics.get("search/val_loss")  # the last epoch's
+        record = {
+            "steps": self.val_steps,
+            "epoch": None if epoch_loss is None else float(epoch_loss),
+        }
+        (self.out / f"val_loss_rank{rank}.json").write_text(json.dumps(record))
 
 
 def main() -> None:
