@@ -242,9 +242,11 @@ README_EVIDENCE = {
         "student alone": "student alone (CE)",
     },
     "wrn_16_2-mobilenet_v2": {
-        "**cheap recipe, recommended space, alpha every step (25 % proxy)** (recommended)": "cheap recipe, recommended space: 25 % proxy search, stretched",
+        "**DistPro, search space with the KD and ReviewKD pathways, 10× alpha lr** (recommended)": "lever: search space with the ReviewKD and KD pathways, 10x alpha lr",
         "DistPro, search space with the KD pathway": "lever: search space with the KD pathway",
         "DistPro, search space with the KD and ReviewKD pathways": "lever: search space with the ReviewKD and KD pathways",
+        "cheap recipe, recommended space, alpha every step (25 % proxy)": "cheap recipe, recommended space: 25 % proxy search, stretched",
+        "DistPro, search space with the KD and ReviewKD pathways, 3× alpha lr": "lever: search space with the ReviewKD and KD pathways, 3x alpha lr",
         "cheap recipe, recommended space (25 % proxy, alpha every 4th step)": "cheap recipe, recommended space: 25 % proxy search, alpha every 4th step, stretched",
         "cheap recipe, recommended space, 10 % proxy (alpha every 4th step)": "cheap recipe, recommended space: 10 % proxy search, alpha every 4th step, stretched",
         "ReviewKD (tuned: w = 4)": "ReviewKD",
@@ -531,6 +533,10 @@ PAIR2_PAIRED = [
     ("distpro_cheap_review", "reviewkd", "{diff}) and trails the full search"),
     ("distpro_cheap_review", "distpro_review", "({diff}; the 10 % proxy"),
     ("distpro_cheap10_review", "distpro_review", "the 10 % proxy {diff})"),
+    ("distpro_review_lr10", "hinton_kd", "10× alpha lr ties tuned Hinton KD ({diff})"),
+    ("distpro_review_lr10", "reviewkd", "and tuned ReviewKD ({diff})"),
+    ("distpro_review_lr10", "distpro_review", "and the full search at the base alpha lr ({diff})"),
+    ("distpro_review_lr3", "distpro_review", "3× alpha lr trails it ({diff})"),
 ]
 
 
