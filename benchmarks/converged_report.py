@@ -344,6 +344,11 @@ def report_text(payload: dict[str, Any], name: str) -> str:
         "",
     ]
     gset = grids.grid_set(payload.get("settings", {}))
+    if payload.get("settings", {}).get("grids") == "issue34":
+        from benchmarks.converged_headline import headline_lines
+
+        chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
+        lines += headline_lines(chosen, LABELS)
     for pair in pairs:
         lines += pair_table(records, pair, seeds, gset) + grid_lines(records, pair, seeds, gset)
         lines += convergence_lines(records, pair, seeds)

@@ -128,3 +128,37 @@ def test_a_file_before_issue_34_resumes_with_its_own_grids(tmp_path):
     converged.load_payload(converged.parse_args([]), path)  # the issue-20 grids: accepted
     with pytest.raises(SystemExit, match="grids: 'issue20' there, 'issue34' now"):
         converged.load_payload(_args(), path)
+
+
+def test_headline_pools_the_three_searches_and_adjusts_the_family():
+    from benchmarks import converged_headline as headline
+    from distpro_lightning.functional import stats
+
+    def runs(points):
+        return {s: {"top1": p / 100} for s, p in enumerate(points)}
+
+    pair = {
+        "distpro_review": runs([85, 84, 86, 85, 84]),
+        "distpro_review_s2": runs([84, 84, 85, 85, 83]),
+        "distpro_review_s3": runs([86, 85, 86, 84, 85]),
+        "hinton_kd": runs([83, 83, 84, 84, 83]),
+        "reviewkd": runs([84, 84, 85, 83, 84]),
+        "fixed_review": runs([85, 84, 85, 85, 84]),
+        "student": runs([79, 80, 79]),  # three seeds only: compared on those
+    }
+    lines = headline.headline_lines({"p": pair}, {})
+    text = "\n".join(lines)
+    # recipe per seed: mean of the three searches
+    means = [85.0, 84.333333, 85.666667, 84.666667, 84.0]
+    kd = [m - h for m, h in zip(means, [83, 83, 84, 84, 83])]
+    ref = stats.paired_t(kd)
+    row = next(line for line in lines if "| hinton_kd |" in line)
+    assert f"{ref.mean:+.2f}" in row and f"[{ref.low:+.2f}, {ref.high:+.2f}]" in row
+    p_values = [
+        stats.paired_t([m - 100 * pair[r][s]["top1"] for s, m in enumerate(means)]).p_value
+        for r in headline.FAMILY
+    ]
+    assert f"{stats.holm(p_values)[0]:.3f}" in row
+    student = next(line for line in lines if "| student |" in line)
+    assert "| 3 |" in student and student.endswith("| – | – |")  # not in Holm's family
+    assert "3 comparisons so far" in text
