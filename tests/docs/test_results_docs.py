@@ -536,7 +536,8 @@ PAIR2_PAIRED = [
     ("distpro_review_lr10", "hinton_kd", "10× alpha lr ties tuned Hinton KD ({diff})"),
     ("distpro_review_lr10", "reviewkd", "and tuned ReviewKD ({diff})"),
     ("distpro_review_lr10", "distpro_review", "and the full search at the base alpha lr ({diff})"),
-    ("distpro_review_lr3", "distpro_review", "3× alpha lr trails it ({diff})"),
+    ("distpro_review_lr3", "distpro_review", "trails the base-lr search (3× - base: {diff})"),
+    ("distpro_review_lr10", "distpro_review_lr3", "ties the 10× one (10× - 3×: {diff})"),
 ]
 
 
