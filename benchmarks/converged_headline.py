@@ -93,3 +93,56 @@ def _per_seed(runs: dict[str, dict[int, dict]], rival: str, seeds: list[int]) ->
     return [
         statistics.fmean(col) - 100 * runs[rival][s]["top1"] for col, s in zip(zip(*table), seeds)
     ]
+
+
+# the measured step costs that price each row (benchmarks/recipe_cost.py --pairs recommended,
+# resnet20 -> resnet8, this machine); other pairs are priced when measured there
+COST_FILES = {"resnet20-resnet8": "benchmarks/results/recipe_cost_recommended.json"}
+
+
+def run_costs(cost: dict[str, Any]) -> dict[str, float]:
+    """One run of each row in ReviewKD runs of the same length: a replay's step over
+    ReviewKD's; a searched recipe its search (k, fraction of the replay's steps) plus its
+    replay (`benchmarks.recipe_cost`); the half-epoch row its whole search plus half a
+    replay; the transfer row a replay only (the source pair's search is not paid again)."""
+    step, evaluated = cost["step_s"], cost["evaluated"]
+    review = step["reviewkd"]
+    full = evaluated["review"]
+    return {
+        "hinton_kd": step["hinton_kd"] / review,
+        "reviewkd": 1.0,
+        "fixed_review": step["replay"] / review,
+        "uniform_review": step["replay"] / review,
+        "alpha_T_review": full["over_reviewkd"],  # its search is paid to get alpha_T
+        "distpro_review": full["over_reviewkd"],
+        "distpro_cheap_review": evaluated["cheap_review"]["over_reviewkd"],
+        "distpro_review_half": (step["search_k1"] + 0.5 * step[full["replay"]]) / review,
+        "transfer_review": step[full["replay"]] / review,
+    }
+
+
+def cost_lines(
+    pair: str, grid_runs: dict[str, int], labels: dict[str, str], root: Any = "."
+) -> list[str]:
+    """Each row's single-run cost and its total compute with its tuning grid (the grid's
+    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
+    from pathlib import Path
+
+    path = COST_FILES.get(pair)
+    if path is None or not (Path(root) / path).is_file():
+        return [f"Cost ({pair}): not measured on this pair yet.", ""]
+    import json
+
+    costs = run_costs(json.loads((Path(root) / path).read_text())["pairs"]["recommended"])
+    lines = [
+        f"Cost ({pair}; `{path}`): one run, and the total with its tuning grid, in ReviewKD "
+        "runs of the same length (a grid's total: its points × the grid seeds × one run).",
+        "",
+        "| row | one run | tuning runs | total with tuning |",
+        "|---|---|---|---|",
+    ]
+    for method, one in costs.items():
+        n = grid_runs.get(method, 0)
+        total = one * n if n else one
+        lines.append(f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} |")
+    return [*lines, ""]

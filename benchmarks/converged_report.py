@@ -345,10 +345,16 @@ def report_text(payload: dict[str, Any], name: str) -> str:
     ]
     gset = grids.grid_set(payload.get("settings", {}))
     if payload.get("settings", {}).get("grids") == "issue34":
-        from benchmarks.converged_headline import headline_lines
+        from benchmarks.converged_headline import cost_lines, headline_lines
 
         chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
         lines += headline_lines(chosen, LABELS)
+        for pair in pairs:
+            grid_runs = {
+                m: len(grids.final_grid(m, records, pair, list(seeds), gset)[0]) * len(seeds)
+                for m in gset
+            }
+            lines += cost_lines(pair, grid_runs, LABELS)
     for pair in pairs:
         lines += pair_table(records, pair, seeds, gset) + grid_lines(records, pair, seeds, gset)
         lines += convergence_lines(records, pair, seeds)

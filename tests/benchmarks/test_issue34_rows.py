@@ -162,3 +162,29 @@ def test_headline_pools_the_three_searches_and_adjusts_the_family():
     student = next(line for line in lines if "| student |" in line)
     assert "| 3 |" in student and student.endswith("| – | – |")  # not in Holm's family
     assert "3 comparisons so far" in text
+
+
+def test_costs_price_each_row_from_the_measured_steps(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    step["search_k1"] = 3.0
+    evaluated = {
+        "review": {"over_reviewkd": 3.6, "replay": "replay_pruned"},
+        "cheap_review": {"over_reviewkd": 1.9},
+    }
+    costs = headline.run_costs({"step_s": step, "evaluated": evaluated})
+    assert costs["hinton_kd"] == 0.5 and costs["fixed_review"] == 1.5
+    assert costs["distpro_review_half"] == pytest.approx(3.0 + 0.3)
+    assert costs["transfer_review"] == pytest.approx(0.6)
+    path = tmp_path / headline.COST_FILES[PAIR1]
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"pairs": {"recommended": {"step_s": step, "evaluated": evaluated}}})
+    )
+    lines = headline.cost_lines(PAIR1, {"fixed_review": 18}, {}, root=tmp_path)
+    row = next(line for line in lines if line.startswith("| fixed_review |"))
+    assert row == "| fixed_review | 1.50 | 18 | 27.00 |"  # 9 points x 2 seeds x 1.5
+    assert "not measured" in headline.cost_lines(PAIR3, {}, {}, root=tmp_path)[0]
