@@ -97,7 +97,19 @@ def _per_seed(runs: dict[str, dict[int, dict]], rival: str, seeds: list[int]) ->
 
 # the measured step costs that price each row (benchmarks/recipe_cost.py --pairs recommended,
 # resnet20 -> resnet8, this machine); other pairs are priced when measured there
-COST_FILES = {"resnet20-resnet8": "benchmarks/results/recipe_cost_recommended.json"}
+# (file, its entry); pairs 2 and 3: `python -m benchmarks.recipe_cost --pairs
+# wrn_16_2-mobilenet_v2 wrn_40_2-shufflenet_v1 --rounds 5 --out <that file>`
+COST_FILES = {
+    "resnet20-resnet8": ("benchmarks/results/recipe_cost_recommended.json", "recommended"),
+    "wrn_16_2-mobilenet_v2": (
+        "benchmarks/results/recipe_cost_issue34.json",
+        "wrn_16_2-mobilenet_v2",
+    ),
+    "wrn_40_2-shufflenet_v1": (
+        "benchmarks/results/recipe_cost_issue34.json",
+        "wrn_40_2-shufflenet_v1",
+    ),
+}
 
 
 def run_costs(cost: dict[str, Any]) -> dict[str, float]:
@@ -128,12 +140,14 @@ def cost_lines(
     points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
     from pathlib import Path
 
-    path = COST_FILES.get(pair)
-    if path is None or not (Path(root) / path).is_file():
-        return [f"Cost ({pair}): not measured on this pair yet.", ""]
     import json
 
-    costs = run_costs(json.loads((Path(root) / path).read_text())["pairs"]["recommended"])
+    path, key = COST_FILES.get(pair, ("", ""))
+    file = Path(root) / path
+    entry = json.loads(file.read_text())["pairs"].get(key) if path and file.is_file() else None
+    if entry is None:
+        return [f"Cost ({pair}): not measured on this pair yet.", ""]
+    costs = run_costs(entry)
     lines = [
         f"Cost ({pair}; `{path}`): one run, and the total with its tuning grid, in ReviewKD "
         "runs of the same length (a grid's total: its points × the grid seeds × one run).",

@@ -179,7 +179,7 @@ def test_costs_price_each_row_from_the_measured_steps(tmp_path):
     assert costs["hinton_kd"] == 0.5 and costs["fixed_review"] == 1.5
     assert costs["distpro_review_half"] == pytest.approx(3.0 + 0.3)
     assert costs["transfer_review"] == pytest.approx(0.6)
-    path = tmp_path / headline.COST_FILES[PAIR1]
+    path = tmp_path / headline.COST_FILES[PAIR1][0]
     path.parent.mkdir(parents=True)
     path.write_text(
         json.dumps({"pairs": {"recommended": {"step_s": step, "evaluated": evaluated}}})
