@@ -138,9 +138,8 @@ def cost_lines(
 ) -> list[str]:
     """Each row's single-run cost and its total compute with its tuning grid (the grid's
     points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
-    from pathlib import Path
-
     import json
+    from pathlib import Path
 
     path, key = COST_FILES.get(pair, ("", ""))
     file = Path(root) / path
