@@ -168,6 +168,27 @@ def parse_process_dict(data: Any) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any, where: str = "provenance") -> tuple[Any, list[str]]:
+    """``value`` as strict JSON values, and the keys (dotted) of what had to change: a
+    non-finite float becomes ``null``, a value JSON cannot hold its ``str``. The provenance
+    describes the rows; it must never keep them from being written."""
+    changed: list[str] = []
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            out[str(k)], inner = json_safe(v, f"{where}.{k}")
+            changed += inner
+        return out, changed
+    if isinstance(value, list | tuple):
+        items = [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [c for _, inner in items for c in inner]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value, []
+    return str(value), [where]
+
+
 def read_process_json(path: Path) -> Any:
     """The decoded JSON of ``path``; NaN/Infinity and undecodable text are refused."""
     try:
