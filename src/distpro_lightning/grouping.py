@@ -18,6 +18,7 @@ __all__ = [
     "check_field_types",
     "check_ranges",
     "coerce_group",
+    "did_you_mean",
     "flat_to_groups",
     "plain",
     "non_negative",
@@ -96,7 +97,7 @@ def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:
         if unknown:
             raise TypeError(
                 f"{owner}({param}=...): unknown keys {unknown}"
-                f"{''.join(_hint(u, names) for u in unknown)}; "
+                f"{''.join(did_you_mean(u, names) for u in unknown)}; "
                 f"{kind.__name__} has {sorted(names)}."
             )
         value = kind(**value)
@@ -141,7 +142,7 @@ def flat_to_groups(
     unknown, changes = split_flat(flat, keys)
     if unknown:
         names = [*valid, *groups, *keys]
-        shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in sorted(unknown))
+        shown = ", ".join(f"{u!r}{did_you_mean(u, names)}" for u in sorted(unknown))
         raise TypeError(f"{owner} got unknown arguments {shown}.")
     _refuse_given_twice(owner, changes, groups, keys, defaults or {})
     if changes:
@@ -198,7 +199,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _hint(name: str, valid: Iterable[str]) -> str:
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'lr'?)`` when a valid name is close to ``name``."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
