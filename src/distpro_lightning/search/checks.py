@@ -296,3 +296,19 @@ def check_context_used(
         "or self.distill(x) to share it, or set share_training_forward=False."
     )
     return True
+
+
+def check_flag_and_source(enabled: Any, held_out: Any) -> None:
+    """``ProcessSearchCallback``'s arguments outside the groups: ``enabled`` a bool (the
+    string ``"false"`` is truthy), ``held_out`` ``None``, a method name or a data module."""
+    if not isinstance(enabled, bool):
+        raise TypeError(
+            f"ProcessSearchCallback(enabled=...) takes True or False, got "
+            f"{type(enabled).__name__} {enabled!r} (in YAML: search.enabled: false, unquoted)."
+        )
+    if not (held_out is None or isinstance(held_out, str | pl.LightningDataModule)):
+        raise TypeError(
+            f"ProcessSearchCallback(held_out=...) takes None (the data module's "
+            "search_val_dataloader()), the name of a data module method, or a "
+            f"LightningDataModule; got {type(held_out).__name__} {held_out!r}."
+        )

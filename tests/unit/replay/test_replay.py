@@ -556,5 +556,7 @@ def test_a_mistyped_pathway_map_key_is_refused_with_the_closest_name() -> None:
     first = module.pathway_names[0]
     mapping[first.replace("conv_bn", "conv_bm")] = names[0]  # a typo beside the right key
     cb = ProcessScheduleCallback(process=make_process(names), pathway_map=mapping)
-    with pytest.raises(ProcessFileError, match=rf"not pathways of the module: .*did you mean '{first}'"):
+    with pytest.raises(
+        ProcessFileError, match=rf"not pathways of the module: .*did you mean '{first}'"
+    ):
         cb.check(module)
