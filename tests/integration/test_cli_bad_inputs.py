@@ -103,7 +103,29 @@ CASES = [
         ["process", "export", "TMP/run.json", "--steps", "4", "-o", "TMP/run.json"],
         ("exists", "--overwrite"),
     ),
+    # issue 37, case 20: no bound gave a raw std::bad_alloc
+    cli_case(
+        ["process", "export", "TMP/run.json", "--steps", "2000000000", "-o", "TMP/long.json"],
+        ("--steps must be between 1 and 1,000,000", "got 2,000,000,000"),
+    ),
 ]
+
+
+@pytest.mark.parametrize("sub", ["test", "validate", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused_naming_the_fix(tmp_path, sub):
+    """Issue 37, case 14: ``distpro test --config <run>/config.yaml`` tested an untrained
+    student."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "student.ckpt").write_bytes(b"")
+    config = tmp_path / "config.yaml"
+    config.write_text((FASHION / "teacher.yaml").read_text())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        cli_main([sub, "--config", str(config)])  # refused while parsing: nothing runs
+    assert exc.value.code == 2
+    text = " ".join(err.getvalue().split())
+    assert f"distpro {sub} without --ckpt_path would evaluate the model as the config" in text
+    assert str(tmp_path / "checkpoints" / "student.ckpt") in text
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
