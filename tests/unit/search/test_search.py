@@ -519,3 +519,41 @@ def test_a_search_refuses_to_start_mid_run_from_a_checkpoint_without_search_stat
     with pytest.raises(CheckpointError, match=r"step 2 .*no search state.*ckpt_path"):
         trainer.fit(make_module(transforms=["conv_bn"]), datamodule=dm, ckpt_path=str(ckpt))
     assert not (tmp_path / "p.json").exists() or len(cb.process) == 0
+
+
+# ---------------------------------------------------------------- issue 37, case 23
+def test_strategies_the_search_cannot_run_under_are_refused_with_the_supported_list():
+    from lightning.pytorch import strategies as st
+
+    from distpro_lightning.search.checks import check_strategy
+
+    deepspeed = st.DeepSpeedStrategy.__new__(st.DeepSpeedStrategy)  # needs no deepspeed
+    for strategy in (st.FSDPStrategy(), st.ModelParallelStrategy(), deepspeed):
+        with pytest.raises(RuntimeError, match=type(strategy).__name__) as info:
+            check_strategy(strategy)
+        assert "Supported: single device ('auto' on one device), DDP ('ddp', 'ddp_spawn'" in str(
+            info.value
+        )
+    for strategy in (
+        st.SingleDeviceStrategy(torch.device("cpu")),
+        st.DDPStrategy(),
+        st.DDPStrategy(start_method="spawn"),
+        st.DDPStrategy(find_unused_parameters=True),
+    ):
+        check_strategy(strategy)  # the supported ones (DDP runs in tests/integration/test_ddp)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="Lightning runs FSDP on GPUs only")
+def test_a_search_under_fsdp_is_refused_at_fit_start(tmp_path):
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
+    trainer = quiet_trainer(
+        max_steps=1, accelerator="gpu", devices=1, strategy=FSDPStrategy(), callbacks=[cb]
+    )
+    with pytest.raises(RuntimeError, match="does not support the FSDPStrategy"):
+        trainer.fit(
+            make_module(transforms=["conv_bn"]),
+            datamodule=DigitsDataModule(batch_size=16, mode="search", subset=64),
+        )
+    assert not (tmp_path / "p.json").exists()

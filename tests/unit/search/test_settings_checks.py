@@ -156,6 +156,24 @@ def test_a_warm_up_as_long_as_the_fit_is_warned_about_at_fit_start(recwarn):
     assert torch.equal(m.alpha_logits, start)  # indeed never moved
 
 
+@pytest.mark.parametrize(("every", "warns"), [(5, True), (4, True), (3, False)])
+def test_every_n_steps_that_leaves_one_update_in_the_fit_is_warned_about(every, warns, recwarn):
+    """Issue 37, case 24: 4 steps searched every 5 (or 4) update alpha once, at step 0;
+    every 3 updates it at steps 0 and 3."""
+    from types import SimpleNamespace
+
+    from distpro_lightning.search.checks import warn_if_never_searching
+
+    run = ProcessSearchCallback(schedule={"every_n_steps": every}).run
+    warn_if_never_searching(SimpleNamespace(estimated_stepping_batches=4), run)
+    said = [str(w.message) for w in recwarn if "updates alpha once" in str(w.message)]
+    assert bool(said) is warns
+    if warns:
+        assert said[0].startswith(
+            f"search.schedule.every_n_steps={every} with a fit of 4 optimizer steps"
+        )
+
+
 def test_output_settings_without_a_process_file_are_said_to_have_no_effect():
     with pytest.warns(UserWarning, match=r"save_every_n_steps=5 has no effect with save_path=None"):
         ProcessSearchCallback(output={"save_path": None, "save_every_n_steps": 5})
