@@ -37,6 +37,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from distpro_lightning.cli.keys import key_problem
 from distpro_lightning.cli.run_config import RunConfigCallback
 from distpro_lightning.errors import DistProError
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
@@ -157,6 +158,9 @@ class DistProCLI(LightningCLI):
             super().parse_arguments(parser, args)
             return
         argv = null_group_fields(list(sys.argv[1:] if args is None else args))
+        problem = key_problem(argv)
+        if problem is not None:  # before jsonargparse's pages about every model subtype
+            raise ValueError(problem)
         probe = [a for a in argv if not a.startswith("--print_config")]
         given = parser.parse_args(probe, defaults=False)
         subcommand = given.get("subcommand")
