@@ -26,7 +26,6 @@ from distpro_lightning.search.checks import (
     check_flag_and_source,
     check_not_all_pruned,
     check_setup,
-    search_autocast,
     warn_extreme_settings,
     warn_if_collapsed,
     warn_if_never_searching,
@@ -197,8 +196,7 @@ class ProcessSearchCallback(Callback):
             trainer.optimizers[0],
             self.settings,
             reduce_mean if trainer.world_size > 1 else None,
-            search_autocast(trainer, self.settings),
-            str(trainer.precision),
+            precision=str(trainer.precision),  # the search's own passes run in fp32
         )
         loader = held_out_loader(trainer, self.held_out_source, self.search_val_loader)
         ranks = (trainer.world_size, trainer.global_rank)

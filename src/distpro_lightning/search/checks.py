@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,16 +105,6 @@ class SearchRunOptions:
         }
 
 
-def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
-    """The precision context of the search's training and held-out passes: the Trainer's
-    autocast under ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no
-    GradScaler, fp32 throughout; forward-mode AD stays in fp32). The perturbed passes of the
-    finite differences always run in fp32."""
-    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient != "exact":
-        return trainer.precision_plugin.forward_context
-    return nullcontext
-
-
 #: The strategies the search runs under, as said in its refusal.
 SUPPORTED_STRATEGIES = (
     "single device ('auto' on one device), DDP ('ddp', 'ddp_spawn', "
@@ -164,12 +153,6 @@ def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> N
         raise RuntimeError(
             f"precision={precision!r} is not supported by the search (second-order terms "
             "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
-        )
-    if precision == "bf16-mixed" and settings.hypergradient == "forward_difference":
-        raise RuntimeError(
-            "hypergradient='forward_difference' under precision='bf16-mixed' would take the "
-            "difference of a bf16 training pass and an fp32 perturbed pass: use "
-            "'finite_difference' (both perturbed passes in fp32) or 'exact'."
         )
     if settings.reuse_training_gradient and not module.applies_reused_gradient:
         raise RuntimeError(
