@@ -49,7 +49,7 @@ def section_parser(key: str) -> LightningArgumentParser:
 def build_section(key: str, section: dict[str, Any]) -> Any:
     """A fresh instance of the ``model`` or ``data`` section."""
     parser = section_parser(key)
-    return parser.instantiate_classes(parser.parse_object({key: section}))[key]
+    return parser.instantiate(parser.parse_object({key: section}))[key]
 
 
 def data_factory(section: dict[str, Any]) -> Any:
@@ -74,7 +74,7 @@ def trainer_settings(section: dict[str, Any]) -> dict[str, Any]:
     parser = LightningArgumentParser()
     parser.add_class_arguments(Trainer, "trainer", fail_untyped=False, instantiate=False,
                                sub_configs=True)  # fmt: skip
-    init = parser.instantiate_classes(parser.parse_object({"trainer": section}))
+    init = parser.instantiate(parser.parse_object({"trainer": section}))
     return dict(init["trainer"])
 
 
@@ -97,9 +97,9 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], CompareSettings]:
     argv = ["--compare.jobs" if a == "--jobs" else a for a in argv]
     parser = full_parser()
     cfg = parser.parse_args(list(argv))
-    config = yaml.safe_load(parser.dump(cfg, skip_none=False))
+    config = yaml.safe_load(parser.dump(cfg))
     config.pop("config", None)
-    settings = parser.instantiate_classes(cfg)["compare"]
+    settings = parser.instantiate(cfg)["compare"]
     return config, settings
 
 

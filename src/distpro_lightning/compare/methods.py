@@ -15,6 +15,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.compare.pair import teacher_of
 from distpro_lightning.modules.classifier import ClassifierModule
+from distpro_lightning.modules.config import DistillationConfig
 from distpro_lightning.modules.distpro import DistProModule
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
 from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
@@ -85,6 +86,7 @@ def build(method: str, inputs: MethodInputs) -> tuple[LightningModule, list[Call
         return ClassifierModule(t.student, t.num_classes, optimizer=t.optimizer_config), []
     if method == "hinton_kd":
         kd = dict(connections="none", response_kd=True, review_kd=False, prune_threshold=None)
+        kd["transforms"] = DistillationConfig().transforms  # unused without feature pathways
         kd.update(normalization="uniform", kd_weight=p["w"], kd_temperature=p["T"])
         return distpro(inputs, **kd), []
     if method == "reviewkd":

@@ -1,0 +1,160 @@
+"""``distpro compare`` end to end on a user-defined pair (own teacher and student classes,
+own data module, tests/own_project.py), at tiny size: the results file, the report, the
+pairing, the logger, and a resume after ``kill -9`` that loses no finished run and runs
+none twice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distpro_lightning.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def pair_config(tmp_path: Path, **compare) -> Path:
+    """A config of the user's own pair: SmallCNN student and teacher, OwnData."""
+    config = {
+        "model": {
+            "class_path": "distpro_lightning.DistProModule",
+            "init_args": {
+                "student": {"class_path": "own_project.SmallCNN"},
+                "teacher": {"class_path": "own_project.SmallCNN", "init_args": {"width": 12}},
+                "num_classes": 10,
+                "distillation": {
+                    "transforms": ["conv_bn"],
+                    "response_kd": True,
+                    "review_kd": True,
+                    "input_shape": [1, 8, 8],
+                    "prune_threshold": 0.5,
+                },  # fmt: skip
+            },
+        },
+        "data": {"class_path": "own_project.OwnData", "init_args": {"train_size": 48}},
+        "trainer": {
+            "max_epochs": 1,
+            "max_steps": 2,
+            "accelerator": "cpu",
+            "enable_progress_bar": False,
+        },  # fmt: skip
+        "compare": {
+            "results": str(tmp_path / "cmp" / "results.json"),
+            "seeds": [0, 1],
+            "grid_seeds": [0, 1],
+            "widen_rounds": 0,
+            "budget": {"warmup_steps": 2},
+            **compare,
+        },  # fmt: skip
+    }
+    path = tmp_path / "pair.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def run_cli(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", *args])
+    return exit_info.value.code
+
+
+def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_path):
+    logs = tmp_path / "logs"
+    config = pair_config(
+        tmp_path,
+        methods=["student", "hinton_kd", "reviewkd", "distpro"],
+        grids={
+            "hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}],
+            "reviewkd": [{"w": 1.0, "warm": 0.0}],
+        },
+    )
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(logs)},
+    }
+    assert run_cli(["--config", str(config), f"--trainer.logger={json.dumps(logger)}"]) == 0
+    payload = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    runs = [r for r in payload["records"] if r["kind"] == "run"]
+    searches = [r for r in payload["records"] if r["kind"] == "search"]
+    # student 2 + Hinton KD's 2 points x 2 grid seeds + ReviewKD 2 + DistPro 2; one search
+    assert len(runs) == 10 and [s["key"] for s in searches] == ["search:full"]
+    assert (tmp_path / "cmp" / "results" / "process_full.json").is_file()
+    for r in runs:
+        assert 0.0 <= r["val_top1"] <= 1.0 and 0.0 <= r["top1"] <= 1.0 and r["steps"] == 2
+    # pairing: per seed every method starts from the same student and sees the same batches
+    by_seed = {s: {json.dumps(r["pairing"]) for r in runs if r["seed"] == s} for s in (0, 1)}
+    assert len(by_seed[0]) == 1 and len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]
+    fields = [json.loads(next(iter(by_seed[s]))) for s in (0, 1)]
+    assert fields[0]["init"] != fields[1]["init"] and fields[0]["order"] != fields[1]["order"]
+    # the DistPro runs replay the search's process, identified by its fingerprint
+    process = {r["process"] for r in runs if r["method"] == "distpro"}
+    assert process == {searches[0]["fingerprint"]}
+    text = (tmp_path / "cmp" / "results.md").read_text()
+    for label in ("student alone (CE)", "Hinton KD", "ReviewKD", "DistPro, full search"):
+        assert f"| {label}" in text
+    assert "Recommended: **DistPro, full search" in text  # the only DistPro method
+    assert (tmp_path / "cmp" / "results.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = next(logs.rglob("metrics.csv")).read_text()
+    assert "compare/test_top1/Hinton KD" in metrics
+
+
+def test_compare_resumes_after_kill_9_without_losing_or_repeating_a_run(tmp_path):
+    config = pair_config(
+        tmp_path,
+        methods=["student", "hinton_kd"],
+        grids={"hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}]},
+    )
+    results = tmp_path / "cmp" / "results.json"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT / 'tests'}"}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distpro_lightning.cli.main", "compare", "--config", str(config)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        killed_with: list[dict] = []
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.is_file():
+                records = json.loads(results.read_text())["records"]
+                if records:
+                    proc.send_signal(signal.SIGKILL)
+                    killed_with = records
+                    break
+            time.sleep(0.02)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the comparison ended before it was killed"
+    on_disk = json.loads(results.read_text())["records"]
+    assert on_disk[: len(killed_with)] == killed_with  # nothing finished was lost
+    assert 1 <= len(on_disk) < 6
+    assert run_cli(["--config", str(config)]) == 0
+    payload = json.loads(results.read_text())
+    keys = [r["key"] for r in payload["records"]]
+    assert len(keys) == len(set(keys)) == 6  # every run once: 2 student + 2 x 2 Hinton KD
+    assert payload["records"][: len(on_disk)] == on_disk  # kept as they were
+    assert all(r["call"] == 1 for r in payload["records"][len(on_disk) :])
+    assert len(payload["history"]) == 2
+
+
+def test_a_results_file_resumes_only_under_the_same_settings(tmp_path, capsys):
+    config = pair_config(tmp_path, methods=["student"])
+    assert run_cli(["--config", str(config)]) == 0
+    before = json.loads((tmp_path / "cmp" / "results.json").read_text())["records"]
+    assert run_cli(["--config", str(config)]) == 0  # nothing left: no run again
+    after = json.loads((tmp_path / "cmp" / "results.json").read_text())["records"]
+    assert after == before
+    capsys.readouterr()
+    assert run_cli(["--config", str(config), "--trainer.max_steps=3"]) == 1
+    err = capsys.readouterr().err
+    assert "other settings (pair.trainer)" in err and "another compare.results" in err
