@@ -107,6 +107,7 @@ class Runner:
         self.payload = load_payload(self.path, settings, pair)
         self.records: list[Record] = self.payload["records"]
         self.settings = settings
+        self.cost: dict[str, Any] | None = None
         if "effective" in self.payload:  # a budget cut made before: kept as it was
             self.settings = CompareSettings(**self.payload["effective"])
         if settings.jobs > 1 and pair.source is None:
@@ -122,7 +123,7 @@ class Runner:
     def prepare(self) -> None:
         """Measure the step costs, estimate, cut to the budget (first call only), save."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        cost = measure(self.pair, self.settings, self.folder)
+        self.cost = cost = measure(self.pair, self.settings, self.folder)
         if "effective" not in self.payload:
             self.settings, cuts = fit_budget(self.settings, cost, self.records)
             self.payload["effective"] = self.settings.as_dict()
@@ -152,9 +153,10 @@ class Runner:
         self.save()
         left = plan(self.settings, self.records)
         shown = f"val {100 * record['val_top1']:.2f} %" if "val_top1" in record else "done"
+        eta = estimate(self.settings, self.cost, self.records).left_s if self.cost else 0.0
         self.say(
-            f"[compare] {len(self.records)} done, {len(left)} planned: {record['key']} "
-            f"{shown} ({record['wall_s']:.1f} s)"
+            f"[compare] {len(self.records)} done, {len(left)} planned, ~{eta / 60:.1f} min "
+            f"left: {record['key']} {shown} ({record['wall_s']:.1f} s)"
         )
 
     def ready(self, running: set[str]) -> list[Task]:
