@@ -68,12 +68,15 @@ def run_cli(args: list[str]) -> int:
 
 def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_path):
     logs = tmp_path / "logs"
+    methods = ["student", "hinton_kd", "reviewkd", "equal", "fixed", "alpha_T", "distpro"]
     config = pair_config(
         tmp_path,
-        methods=["student", "hinton_kd", "reviewkd", "distpro"],
+        methods=[*methods, "distpro_cheap"],
         grids={
             "hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}],
             "reviewkd": [{"w": 1.0, "warm": 0.0}],
+            "equal": [{"w": 1.0}],
+            "fixed": [{"w": 1.0, "f": 0.8}],
         },
     )
     logger = {
@@ -83,27 +86,44 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     assert run_cli(["--config", str(config), f"--trainer.logger={json.dumps(logger)}"]) == 0
     payload = json.loads((tmp_path / "cmp" / "results.json").read_text())
     runs = [r for r in payload["records"] if r["kind"] == "run"]
-    searches = [r for r in payload["records"] if r["kind"] == "search"]
-    # student 2 + Hinton KD's 2 points x 2 grid seeds + ReviewKD 2 + DistPro 2; one search
-    assert len(runs) == 10 and [s["key"] for s in searches] == ["search:full"]
+    searches = {r["key"]: r for r in payload["records"] if r["kind"] == "search"}
+    # Hinton KD's 2 points x 2 grid seeds, every other method once per seed; two searches
+    assert len(runs) == 4 + 2 * 7 and sorted(searches) == ["search:cheap", "search:full"]
     assert (tmp_path / "cmp" / "results" / "process_full.json").is_file()
     for r in runs:
         assert 0.0 <= r["val_top1"] <= 1.0 and 0.0 <= r["top1"] <= 1.0 and r["steps"] == 2
+    # the cheap recipe's proxy search runs a quarter of the steps (at least one)
+    assert searches["search:full"]["steps"] == 2 and searches["search:cheap"]["steps"] == 1
     # pairing: per seed every method starts from the same student and sees the same batches
     by_seed = {s: {json.dumps(r["pairing"]) for r in runs if r["seed"] == s} for s in (0, 1)}
     assert len(by_seed[0]) == 1 and len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]
     fields = [json.loads(next(iter(by_seed[s]))) for s in (0, 1)]
     assert fields[0]["init"] != fields[1]["init"] and fields[0]["order"] != fields[1]["order"]
-    # the DistPro runs replay the search's process, identified by its fingerprint
-    process = {r["process"] for r in runs if r["method"] == "distpro"}
-    assert process == {searches[0]["fingerprint"]}
+    # the replays use their recipe's shared search, identified by its fingerprint
+    replayed = {m: {r["process"] for r in runs if r["method"] == m} for m in ("alpha_T", "distpro")}
+    assert replayed == {m: {searches["search:full"]["fingerprint"]} for m in replayed}
+    cheap = {r["process"] for r in runs if r["method"] == "distpro_cheap"}
+    assert cheap == {searches["search:cheap"]["fingerprint"]}
     text = (tmp_path / "cmp" / "results.md").read_text()
-    for label in ("student alone (CE)", "Hinton KD", "ReviewKD", "DistPro, full search"):
+    for label in ("student alone (CE)", "Hinton KD", "ReviewKD", "equal weights", "fixed comb"):
         assert f"| {label}" in text
-    assert "Recommended: **DistPro, full search" in text  # the only DistPro method
+    assert "Recommended: **" in text and "Pairing checked: the 18 runs" in text
     assert (tmp_path / "cmp" / "results.png").read_bytes()[:4] == b"\x89PNG"
     metrics = next(logs.rglob("metrics.csv")).read_text()
     assert "compare/test_top1/Hinton KD" in metrics
+    # a second comparison transfers the first one's searched process (no search there)
+    source = tmp_path / "cmp" / "results" / "process_full.json"
+    again = ["--config", str(config), "--compare.methods=[student,transfer]", "--compare.grids={}"]
+    again += [
+        f"--compare.results={tmp_path / 'transfer.json'}",
+        f"--compare.transfer_process={source}",
+    ]
+    assert run_cli(again) == 0
+    records = json.loads((tmp_path / "transfer.json").read_text())["records"]
+    assert [r["kind"] for r in records] == ["run"] * 4
+    assert {r["process"] for r in records if r["method"] == "transfer"} == {
+        searches["search:full"]["fingerprint"]
+    }
 
 
 def test_compare_resumes_after_kill_9_without_losing_or_repeating_a_run(tmp_path):
