@@ -21,6 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
 from distpro_lightning.compare import CompareSettings, Pair, compare
+from distpro_lightning.compare.settings import REPLAYS
 from distpro_lightning.errors import DistProError
 
 #: Trainer keys that do not change what a run measures (a results file resumes across them).
@@ -106,10 +107,17 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], CompareSettings]:
 def compare_main(argv: Sequence[str]) -> int:
     """``distpro compare``: run or resume the comparison; prints the report."""
     config, settings = parse(argv)
-    if config["trainer"].get("callbacks"):
+    takes = set(config["data"].get("init_args") or {})
+    if "seed" not in takes:
         print(
-            "distpro compare: trainer.callbacks are not used: every method runs with its own "
-            "callbacks (a callback that changes training would unpair the runs)."
+            "distpro compare: the data module takes no seed: every seed trains on the same "
+            "data (in the seed's own batch order); give it a seed argument to draw a subset "
+            "per seed."
+        )
+    if "mode" not in takes and any(m in REPLAYS for m in settings.methods):
+        print(
+            "distpro compare: the data module takes no mode: a search uses it as it is, "
+            "holding out the batches of its search_val_dataloader()."
         )
     pair = pair_from_config(config)
     payload = compare(pair, settings, command=" ".join(["distpro compare", *argv]))

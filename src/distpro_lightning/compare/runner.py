@@ -10,6 +10,7 @@ fingerprints and the process it replayed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -109,7 +110,15 @@ class Runner:
         self.settings = settings
         self.cost: dict[str, Any] | None = None
         if "effective" in self.payload:  # a budget cut made before: kept as it was
-            self.settings = CompareSettings(**self.payload["effective"])
+            kept = CompareSettings(**self.payload["effective"])
+            self.settings = dataclasses.replace(
+                kept, results=settings.results, jobs=settings.jobs, budget=settings.budget
+            )
+        if pair.trainer.get("callbacks"):
+            say(
+                "[compare] trainer.callbacks are not used: every method runs with its own "
+                "callbacks (a callback that changes training would unpair the runs)."
+            )
         if settings.jobs > 1 and pair.source is None:
             raise ValueError(
                 "compare: jobs > 1 runs each task in its own process, which rebuilds the pair "
@@ -121,8 +130,13 @@ class Runner:
         atomic_write_text(self.path, json.dumps(self.payload, indent=1) + "\n")
 
     def prepare(self) -> None:
-        """Measure the step costs, estimate, cut to the budget (first call only), save."""
+        """Measure the step costs, estimate, cut to the budget (first call only; a resumed
+        file keeps its cut), save. Nothing is measured when nothing is left to run."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        if self.records and not plan(self.settings, self.records):
+            self.say(f"[compare] nothing left to run in {self.path}; the report is written again")
+            self.save()
+            return
         self.cost = cost = measure(self.pair, self.settings, self.folder)
         if "effective" not in self.payload:
             self.settings, cuts = fit_budget(self.settings, cost, self.records)
@@ -130,6 +144,10 @@ class Runner:
             self.payload["cuts"] = cuts
             if cuts:
                 self.say(f"[compare] over budget: cut {', '.join(cuts)} (in the report too)")
+        elif self.payload.get("cuts"):
+            self.say(
+                f"[compare] resumed with the cut made at its start: {', '.join(self.payload['cuts'])}"
+            )
         found = estimate(self.settings, cost, self.records)
         self.payload["estimate"] = {"text": found.text(), "step_s": cost["step_s"]}
         self.payload["estimate"]["run_steps"] = cost["run_steps"]

@@ -92,6 +92,8 @@ def run_trainer(pair: Pair, folder: Path, callbacks: list[Callback], **over: Any
 def evaluate(pair: Pair, module: LightningModule, data: Any) -> dict[str, float]:
     """Validation and test top-1 of ``module``'s final weights."""
     kwargs = {k: pair.trainer[k] for k in EVAL_TRAINER_KEYS if k in pair.trainer}
+    if not isinstance(kwargs.get("devices"), list | str) or kwargs["devices"] == "auto":
+        kwargs["devices"] = 1  # the final weights are evaluated on one device, no launcher
     kwargs.update(logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = Trainer(**kwargs)
     val = trainer.validate(module, datamodule=data, verbose=False)
