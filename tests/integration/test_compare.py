@@ -178,3 +178,33 @@ def test_a_results_file_resumes_only_under_the_same_settings(tmp_path, capsys):
     assert run_cli(["--config", str(config), "--trainer.max_steps=3"]) == 1
     err = capsys.readouterr().err
     assert "other settings (pair.trainer)" in err and "another compare.results" in err
+
+
+def test_the_library_api_cuts_seeds_to_a_budget_and_a_resume_keeps_the_cut(tmp_path, monkeypatch):
+    from own_project import OwnData, SmallCNN
+
+    from distpro_lightning import DistProModule
+    from distpro_lightning.compare import CompareSettings, Pair, compare
+    from distpro_lightning.compare import runner as runner_module
+    from distpro_lightning.modules.config import DistillationConfig
+
+    # a fixed measurement (a real one is timed; its value would make the cut flaky here)
+    cost = {"step_s": {"student": 0.1}, "run_steps": 100}  # 10 s a run
+    monkeypatch.setattr(runner_module, "measure", lambda pair, settings, folder: cost)
+    space = DistillationConfig(transforms=["conv_bn"], input_shape=[1, 8, 8])
+    pair = Pair(
+        model=lambda: DistProModule(SmallCNN(), SmallCNN(width=12), distillation=space),
+        data=lambda seed, search: OwnData(seed=seed, train_size=32),
+        trainer={"max_epochs": 1, "max_steps": 1, "enable_progress_bar": False},
+    )
+    results = str(tmp_path / "api" / "results.json")
+    settings = CompareSettings(
+        results=results, methods=["student"], seeds=[0, 1, 2], grid_seeds=[0],
+        budget={"wall_s": 25.0},
+    )  # fmt: skip
+    payload = compare(pair, settings)
+    assert payload["cuts"] == ["seed 2"]
+    assert sorted(r["seed"] for r in payload["records"]) == [0, 1]
+    assert "Cut to the budget: seed 2." in (tmp_path / "api" / "results.md").read_text()
+    again = compare(pair, CompareSettings(**{**settings.as_dict(), "budget": {}}))
+    assert again["records"] == payload["records"] and again["cuts"] == ["seed 2"]

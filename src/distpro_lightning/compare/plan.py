@@ -169,7 +169,6 @@ def choice_runs(settings: CompareSettings, records: list[Record], method: str) -
     return {
         r["seed"]: r
         for r in runs
-        if params_key(r["params"]) == key
-        and (r["seed"] in settings.grid_seeds)
+        if (params_key(r["params"]) == key and r["seed"] in settings.grid_seeds)
         or r["key"].endswith(f":{CHOSEN}")
     }

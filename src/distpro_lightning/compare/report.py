@@ -22,7 +22,7 @@ from distpro_lightning.compare.plan import (
 )
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
-from distpro_lightning.functional.stats import holm, holm_levels, paired_t
+from distpro_lightning.functional.stats import PairedResult, holm, holm_levels, paired_t
 
 COLUMNS = ["method", "chosen point", "seeds", "test top-1 %", "val top-1 %"]
 COLUMNS += ["recommended − method, 95 % CI", "Holm-adjusted CI, p", "cost × Hinton KD"]
@@ -50,8 +50,11 @@ def recommended(settings: CompareSettings, runs: dict[str, dict[int, Record]]) -
         r["val_top1"] for r in runs[m].values())))  # fmt: skip
 
 
-def differences(runs: dict[str, dict[int, Record]], best: str | None) -> dict[str, tuple[Any, Any]]:
-    """Per method, the paired result of best − method (points) and its Holm-level one."""
+def differences(
+    runs: dict[str, dict[int, Record]], best: str | None
+) -> dict[str, tuple[PairedResult, PairedResult, float]]:
+    """Per method: the paired result of best − method (points), the same at its Holm level,
+    and its Holm-adjusted p-value."""
     if best is None:
         return {}
     diffs = {}
