@@ -126,9 +126,16 @@ class Estimate:
         runs = ", ".join(f"{m} {n}" for m, n in self.runs.items())
         return (
             f"{sum(self.runs.values())} runs ({runs}) and {sum(self.searches.values())} "
-            f"search(es): about {self.total_s / 60:.1f} min in all, {self.left_s / 60:.1f} min "
+            f"search(es): about {duration(self.total_s)} in all, {duration(self.left_s)} "
             f"left; grid widening can add up to {self.widening} runs."
         )
+
+
+def duration(seconds: float) -> str:
+    """``42 s``, ``12.5 min`` or ``3.2 h``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
 def search_s(settings: CompareSettings, recipe: str, cost: dict[str, Any]) -> float:

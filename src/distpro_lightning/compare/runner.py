@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from distpro_lightning.compare.budget import estimate, fit_budget, measure
+from distpro_lightning.compare.budget import duration, estimate, fit_budget, measure
 from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
@@ -173,8 +173,8 @@ class Runner:
         shown = f"val {100 * record['val_top1']:.2f} %" if "val_top1" in record else "done"
         eta = estimate(self.settings, self.cost, self.records).left_s if self.cost else 0.0
         self.say(
-            f"[compare] {len(self.records)} done, {len(left)} planned, ~{eta / 60:.1f} min "
-            f"left: {record['key']} {shown} ({record['wall_s']:.1f} s)"
+            f"[compare] {len(self.records)} done, {len(left)} planned, ~{duration(eta)} left: "
+            f"{record['key']} {shown} ({record['wall_s']:.1f} s)"
         )
 
     def ready(self, running: set[str]) -> list[Task]:

@@ -239,7 +239,8 @@ class CompareSettings:
         for method in self.methods:
             grid = [dict(p) for p in self.grids.get(method, DEFAULT_GRIDS.get(method, [{}]))]
             check_grid(method, grid)
-            out[method] = [{k: float(v) for k, v in p.items()} for p in grid]
+            order = PARAMETERS.get(method, ())  # one order of the keys: one key per point
+            out[method] = [{k: float(p[k]) for k in order} for p in grid]
         return out
 
     def as_dict(self) -> dict[str, Any]:

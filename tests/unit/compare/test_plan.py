@@ -112,3 +112,10 @@ def test_bad_settings_are_refused_with_the_fix(kw, message):
 def test_a_task_key_names_its_method_seed_and_point():
     assert Task("run", "equal", 3, "w=1").key == "run:equal:3:w=1"
     assert Task("search", "full").key == "search:full"
+
+
+def test_grid_points_take_one_order_of_their_keys_whatever_order_they_are_given_in():
+    # YAML dumps sort keys: {T, w} must be the same point as {w, T}
+    s = CompareSettings(methods=["hinton_kd"], seeds=[0, 1], grid_seeds=[0],
+                        grids={"hinton_kd": [{"T": 4.0, "w": 1.0}, {"w": 2.0, "T": 4.0}]})  # fmt: skip
+    assert [params_key(p) for p in s.grids["hinton_kd"]] == ["w=1,T=4", "w=2,T=4"]
