@@ -181,9 +181,8 @@ def fit_budget(
             cuts.append("grid widening")
             settings = dataclasses.replace(settings, widen_rounds=0)
         elif budget.cut == "grids" and len(settings.grid_seeds) > 1:
-            cuts.append(
-                f"grid seeds {list(settings.grid_seeds[1:])} (grids on seed {settings.grid_seeds[0]} only)"
-            )
+            first, rest = settings.grid_seeds[0], list(settings.grid_seeds[1:])
+            cuts.append(f"grid seeds {rest} (grids on seed {first} only)")
             settings = dataclasses.replace(settings, grid_seeds=settings.grid_seeds[:1])
         else:
             left = estimate(settings, cost, records).left_s

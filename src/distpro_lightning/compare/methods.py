@@ -1,8 +1,9 @@
 """Each method of a comparison as ``(LightningModule, callbacks)``, built from the pair's
 module (its student, teacher, search space and optimizer) with the library's own builders:
-`ClassifierModule`, `DistProModule` (Hinton KD: the logits pathway alone), `ReviewKDModule`,
-and `ProcessScheduleCallback` for equal weights and the replays. The fixed combination
-holds the space's weights constant (`FixedWeights`)."""
+`ClassifierModule`, `DistProModule` (Hinton KD: `baselines.recipes.HINTON_KD`, the logits
+pathway alone), `ReviewKDModule`, and `ProcessScheduleCallback` for equal weights and the
+replays (`baselines.recipes.REPLAY_MODES`). The fixed combination holds the space's
+weights constant (`FixedWeights`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from distpro_lightning.baselines.recipes import HINTON_KD, REPLAY_MODES
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
 from distpro_lightning.compare.pair import teacher_of
 from distpro_lightning.modules.classifier import ClassifierModule
@@ -85,9 +87,8 @@ def build(method: str, inputs: MethodInputs) -> tuple[LightningModule, list[Call
     if method == "student":
         return ClassifierModule(t.student, t.num_classes, optimizer=t.optimizer_config), []
     if method == "hinton_kd":
-        kd = dict(connections="none", response_kd=True, review_kd=False, prune_threshold=None)
+        kd = dict(HINTON_KD, kd_weight=p["w"], kd_temperature=p["T"])
         kd["transforms"] = DistillationConfig().transforms  # unused without feature pathways
-        kd.update(normalization="uniform", kd_weight=p["w"], kd_temperature=p["T"])
         return distpro(inputs, **kd), []
     if method == "reviewkd":
         space = t.distillation_config
@@ -100,12 +101,12 @@ def build(method: str, inputs: MethodInputs) -> tuple[LightningModule, list[Call
         return module, []
     if method == "equal":
         module = distpro(inputs, kd_weight=p["w"])
-        return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
+        return module, [ProcessScheduleCallback(mode=REPLAY_MODES["equal"], plot=False)]
     if method == "fixed":
         module = distpro(inputs, kd_weight=p["w"])
         return module, [FixedWeights(fixed_shares(list(module.pathway_names), p["f"]))]
-    modes = {"alpha_T": "final", "distpro": "process", "distpro_cheap": "process"}
-    modes["transfer"] = "process"
+    modes = {"alpha_T": REPLAY_MODES["alpha_T"], "distpro_cheap": REPLAY_MODES["distpro"]}
+    modes |= {"distpro": REPLAY_MODES["distpro"], "transfer": REPLAY_MODES["distpro"]}
     if method not in modes or inputs.process is None:
         raise ValueError(f"compare: no builder for {method!r} with process {inputs.process!r}")
     replay = ProcessScheduleCallback(

@@ -102,8 +102,9 @@ def table_rows(
                 f"[{level.low:+.2f}, {level.high:+.2f}] at {100 * level.level:.1f} %, p={p:.3g}"
             )
         c = cost(records, method, by_seed)
+        test = mean_std([r["top1"] for r in by_seed.values()])
         rows.append([
-            LABELS[method], shown, str(len(by_seed)), mean_std([r["top1"] for r in by_seed.values()]),
+            LABELS[method], shown, str(len(by_seed)), test,
             mean_std([r["val_top1"] for r in by_seed.values()]), vs, holm_text,
             "–" if c is None else f"{c:.2f}×",
         ])  # fmt: skip

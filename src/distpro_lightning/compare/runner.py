@@ -145,9 +145,8 @@ class Runner:
             if cuts:
                 self.say(f"[compare] over budget: cut {', '.join(cuts)} (in the report too)")
         elif self.payload.get("cuts"):
-            self.say(
-                f"[compare] resumed with the cut made at its start: {', '.join(self.payload['cuts'])}"
-            )
+            cuts = ", ".join(self.payload["cuts"])
+            self.say(f"[compare] resumed with the cut made at its start: {cuts}")
         found = estimate(self.settings, cost, self.records)
         self.payload["estimate"] = {"text": found.text(), "step_s": cost["step_s"]}
         self.payload["estimate"]["run_steps"] = cost["run_steps"]
