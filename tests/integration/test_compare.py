@@ -208,3 +208,47 @@ def test_the_library_api_cuts_seeds_to_a_budget_and_a_resume_keeps_the_cut(tmp_p
     assert "Cut to the budget: seed 2." in (tmp_path / "api" / "results.md").read_text()
     again = compare(pair, CompareSettings(**{**settings.as_dict(), "budget": {}}))
     assert again["records"] == payload["records"] and again["cuts"] == ["seed 2"]
+
+
+def test_a_second_comparison_on_the_same_file_waits_and_then_runs_nothing_twice(tmp_path):
+    import threading
+
+    from own_project import OwnData, SmallCNN
+
+    from distpro_lightning import DistProModule
+    from distpro_lightning.compare import CompareSettings, Pair, Runner
+    from distpro_lightning.modules.config import DistillationConfig
+
+    space = DistillationConfig(transforms=["conv_bn"], input_shape=[1, 8, 8])
+    pair = Pair(
+        model=lambda: DistProModule(SmallCNN(), SmallCNN(width=12), distillation=space),
+        data=lambda seed, search: OwnData(seed=seed, train_size=32),
+        trainer={"max_epochs": 1, "max_steps": 1, "enable_progress_bar": False},
+    )
+    settings = CompareSettings(
+        results=str(tmp_path / "two" / "results.json"), methods=["student"], seeds=[0, 1],
+        grid_seeds=[0], budget={"warmup_steps": 2},
+    )  # fmt: skip
+    first_inside, second_waits = threading.Event(), threading.Event()
+    said: list[str] = []
+
+    def first_says(text: str) -> None:  # the first comparison pauses inside its lock ...
+        if "estimate" in text:
+            first_inside.set()
+            assert second_waits.wait(60)  # ... until the second one waits for it
+
+    def second_says(text: str) -> None:
+        said.append(text)
+        if "another comparison is running" in text:
+            second_waits.set()
+
+    first = threading.Thread(target=Runner(pair, settings, say=first_says).run)
+    first.start()
+    assert first_inside.wait(120)
+    second = Runner(pair, settings, say=second_says)
+    second.run()  # waits for the first, then finds nothing left to run
+    first.join(120)
+    payload = json.loads((tmp_path / "two" / "results.json").read_text())
+    keys = [r["key"] for r in payload["records"]]
+    assert sorted(keys) == ["run:student:0:default", "run:student:1:default"]
+    assert len(payload["history"]) == 2 and any("nothing left to run" in s for s in said)

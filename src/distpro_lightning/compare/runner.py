@@ -29,7 +29,7 @@ from distpro_lightning.compare.report import write_report
 from distpro_lightning.compare.runs import execute
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.errors import DistProError
-from distpro_lightning.files import atomic_write_text
+from distpro_lightning.files import atomic_write_text, folder_lock
 
 RESUME_IGNORES = ("results", "jobs", "budget")  # settings a resumed file may differ in
 
@@ -107,13 +107,8 @@ class Runner:
         self.folder = self.path.with_suffix("")
         self.payload = load_payload(self.path, settings, pair)
         self.records: list[Record] = self.payload["records"]
-        self.settings = settings
+        self.settings = self.effective()
         self.cost: dict[str, Any] | None = None
-        if "effective" in self.payload:  # a budget cut made before: kept as it was
-            kept = CompareSettings(**self.payload["effective"])
-            self.settings = dataclasses.replace(
-                kept, results=settings.results, jobs=settings.jobs, budget=settings.budget
-            )
         if pair.trainer.get("callbacks"):
             say(
                 "[compare] trainer.callbacks are not used: every method runs with its own "
@@ -124,6 +119,17 @@ class Runner:
                 "compare: jobs > 1 runs each task in its own process, which rebuilds the pair "
                 "from Pair.source; give one (distpro compare --config sets it) or use jobs=1."
             )
+
+    def effective(self) -> CompareSettings:
+        """The settings in force: as given, or the file's after a budget cut made when it
+        was started (kept as it was; this call's results path, jobs and budget)."""
+        if "effective" not in self.payload:
+            return self.given
+        kept = CompareSettings(**self.payload["effective"])
+        given = self.given
+        return dataclasses.replace(
+            kept, results=given.results, jobs=given.jobs, budget=given.budget
+        )
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -208,16 +214,28 @@ class Runner:
             raise failure
 
     def run(self, command: str = "") -> dict[str, Any]:
-        """Run every task left, then write the report; the payload."""
-        self.payload["history"].append({"command": command, "started": time.ctime()})
-        self.prepare()
-        if self.settings.jobs > 1:
-            self.run_parallel()
-        else:
-            while tasks := self.ready(set()):
-                self.finish(self.run_one(tasks[0]))
-        write_report(self.payload, self.settings, self.path, self.pair)
+        """Run every task left, then write the report; the payload. The results file's
+        folder is locked meanwhile: a second comparison on the same file waits for this
+        one (and then resumes what it left), so no run is done twice."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with folder_lock(self.path.parent, on_wait=self.say_waiting):
+            self.payload = load_payload(self.path, self.given, self.pair)  # as it is now
+            self.records, self.settings = self.payload["records"], self.effective()
+            self.payload["history"].append({"command": command, "started": time.ctime()})
+            self.prepare()
+            if self.settings.jobs > 1:
+                self.run_parallel()
+            else:
+                while tasks := self.ready(set()):
+                    self.finish(self.run_one(tasks[0]))
+            write_report(self.payload, self.settings, self.path, self.pair)
         return self.payload
+
+    def say_waiting(self) -> None:
+        self.say(
+            f"[compare] another comparison is running on {self.path}: waiting for it to "
+            "finish, then this one resumes what it left"
+        )
 
 
 def compare(pair: Pair, settings: CompareSettings, command: str = "") -> dict[str, Any]:
