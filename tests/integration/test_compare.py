@@ -252,3 +252,12 @@ def test_a_second_comparison_on_the_same_file_waits_and_then_runs_nothing_twice(
     keys = [r["key"] for r in payload["records"]]
     assert sorted(keys) == ["run:student:0:default", "run:student:1:default"]
     assert len(payload["history"]) == 2 and any("nothing left to run" in s for s in said)
+
+
+def test_a_data_module_without_validation_is_refused_before_any_run(tmp_path, capsys):
+    config = pair_config(tmp_path, methods=["student"])
+    data = {"class_path": "distpro_lightning.data.DigitsDataModule", "init_args": {"subset": 64}}
+    assert run_cli(["--config", str(config), f"--data={json.dumps(data)}"]) == 1
+    err = capsys.readouterr().err
+    assert "every grid point is chosen on validation" in err and "val_fraction" in err
+    assert not (tmp_path / "cmp" / "results.json").exists()  # nothing ran, nothing recorded

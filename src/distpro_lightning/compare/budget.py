@@ -17,7 +17,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from distpro_lightning.compare.methods import MethodInputs, build
 from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record
-from distpro_lightning.compare.runs import run_trainer
+from distpro_lightning.compare.runs import evaluate, run_trainer
 from distpro_lightning.compare.settings import REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.search.callback import ProcessSearchCallback
 
@@ -51,9 +51,11 @@ class StepTimer(Callback):
         return statistics.median(self.times[1:] or self.times)
 
 
-def warm_up(pair: Pair, settings: CompareSettings, method: str, folder: Path) -> StepTimer:
+def warm_up(
+    pair: Pair, settings: CompareSettings, method: str, folder: Path
+) -> tuple[StepTimer, Any, Any]:
     """A few steps of ``method`` (a replay: the same module at equal weights; ``search``:
-    a search step) on the first seed, timed."""
+    a search step) on the first seed, timed; the timer, the module and the data module."""
     timer, steps = StepTimer(), settings.budget.warmup_steps
     seed = settings.seeds[0]
     if method == SEARCH:
@@ -70,24 +72,30 @@ def warm_up(pair: Pair, settings: CompareSettings, method: str, folder: Path) ->
         data = pair.data(seed, False)
     trainer = run_trainer(pair, folder, [*callbacks, timer], max_steps=steps, max_epochs=-1)
     trainer.fit(module, datamodule=data)
-    return timer
+    return timer, module, data
 
 
 def measure(pair: Pair, settings: CompareSettings, folder: Path) -> dict[str, Any]:
-    """Step costs of every method (and of a search step, when a recipe is replayed) and the
-    steps of a run."""
+    """Step costs of every method (and of a search step, when a recipe is replayed), the
+    steps of a run and the seconds of evaluating its final weights, which the first
+    warm-up does: a data module without a validation or test split is refused here,
+    before any run."""
     kinds = list(settings.methods) + (
         [SEARCH] if any(m in REPLAYS for m in settings.methods) else []
     )
-    step_s, per_epoch = {}, 0
+    step_s: dict[str, float] = {}
     for kind in kinds:
-        timer = warm_up(pair, settings, kind, folder)
-        step_s[kind], per_epoch = timer.step_s(), timer.per_epoch
+        timer, module, data = warm_up(pair, settings, kind, folder)
+        step_s[kind] = timer.step_s()
+        if kind == kinds[0]:  # a run's module and data module (a search comes last)
+            per_epoch, start = timer.per_epoch, time.perf_counter()
+            evaluate(pair, module, data)
+            eval_s = time.perf_counter() - start
     run_steps = per_epoch * pair.max_epochs
     cap = pair.trainer.get("max_steps", -1)
     if isinstance(cap, int) and cap > 0:
         run_steps = min(run_steps, cap)
-    return {"step_s": step_s, "run_steps": run_steps}
+    return {"step_s": step_s, "run_steps": run_steps, "eval_s": eval_s}
 
 
 def runs_of(settings: CompareSettings) -> dict[str, int]:
@@ -153,7 +161,7 @@ def estimate(settings: CompareSettings, cost: dict[str, Any], records: list[Reco
     what ``records`` hold."""
     runs = runs_of(settings)
     searches = {REPLAYS[m]: 1 for m in settings.methods if m in REPLAYS}
-    run_s = {m: cost["step_s"][m] * cost["run_steps"] for m in runs}
+    run_s = {m: cost["step_s"][m] * cost["run_steps"] + cost.get("eval_s", 0.0) for m in runs}
     seconds = {m: n * run_s[m] for m, n in runs.items()}
     seconds |= {f"search:{r}": search_s(settings, r, cost) for r in searches}
     done = [r for r in records if r["kind"] == "run"]
