@@ -54,8 +54,9 @@ class StepTimer(Callback):
 def warm_up(
     pair: Pair, settings: CompareSettings, method: str, folder: Path
 ) -> tuple[StepTimer, Any, Any]:
-    """A few steps of ``method`` (a replay: the same module at equal weights; ``search``:
-    a search step) on the first seed, timed; the timer, the module and the data module."""
+    """A few steps of ``method`` (a replay of a search: the same module at equal weights;
+    ``search``: a search step) on the first seed, timed; the timer, the module and the
+    data module."""
     timer, steps = StepTimer(), settings.budget.warmup_steps
     seed = settings.seeds[0]
     if method == SEARCH:
@@ -65,10 +66,13 @@ def warm_up(
             ProcessSearchCallback(output={"save_path": None, "plot": False}, enabled=True)
         ]
     else:
-        stand_in = "equal" if method in (*REPLAYS, "transfer") else method
+        stand_in = "equal" if method in REPLAYS else method  # no process searched yet
         point = {**settings.grids.get(stand_in, [{"w": 1.0}])[0]}
-        inputs = MethodInputs(pair.template(seed), point, None, pair.max_epochs)
-        module, callbacks = build(stand_in, inputs)
+        inputs = MethodInputs(
+            pair.template(seed), point, settings.transfer_process, pair.max_epochs,
+            settings.pathway_map,
+        )  # fmt: skip
+        module, callbacks = build(stand_in, inputs)  # a transfer that does not fit: refused
         data = pair.data(seed, False)
     trainer = run_trainer(pair, folder, [*callbacks, timer], max_steps=steps, max_epochs=-1)
     trainer.fit(module, datamodule=data)
