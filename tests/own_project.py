@@ -71,3 +71,33 @@ class SmallCNN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(x.mean((2, 3)))
+
+
+class OwnData(LightningDataModule):
+    """A user's own data module for ``distpro compare``: class-dependent 8 x 8 images, a
+    ``seed`` that draws the training subset, validation and test splits of its own and a
+    ``search_val_dataloader`` (the held-out batches of a search)."""
+
+    def __init__(self, seed: int = 0, train_size: int = 64, batch_size: int = 16) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1234)  # the data set; ``seed`` draws the subset
+        y = torch.arange(320) % 10
+        x = torch.randn(320, 1, 8, 8, generator=g) + (y.float() / 5 - 1).view(-1, 1, 1, 1)
+        pool = torch.randperm(192, generator=torch.Generator().manual_seed(seed))
+        self.train = TensorDataset(x[pool[:train_size]], y[pool[:train_size]])
+        self.search_val = TensorDataset(x[pool[train_size:]], y[pool[train_size:]])
+        self.val = TensorDataset(x[192:256], y[192:256])
+        self.test = TensorDataset(x[256:], y[256:])
+        self.batch_size = batch_size
+
+    def train_dataloader(self):
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def search_val_dataloader(self):
+        return DataLoader(self.search_val, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self):
+        return DataLoader(self.val, batch_size=32)
+
+    def test_dataloader(self):
+        return DataLoader(self.test, batch_size=32)

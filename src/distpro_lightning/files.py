@@ -185,11 +185,14 @@ def atomic_save_figure(path: str | os.PathLike[str], figure: Any, dpi: int = 110
 
 
 @contextmanager
-def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+def folder_lock(
+    folder: str | os.PathLike[str], on_wait: Callable[[], object] | None = None
+) -> Iterator[None]:
     """Hold an exclusive advisory lock (``flock``) on ``folder`` while the block runs, so
     a check of a file in it and the write that depends on the check happen as one step for
     every writer that takes the same lock (two fits saving to one ``save_path``). The lock
-    is on the folder itself: no lock file is left behind. Where ``fcntl`` does not exist
+    is on the folder itself: no lock file is left behind. ``on_wait`` is called once when
+    another process holds the lock (before waiting for it). Where ``fcntl`` does not exist
     (Windows), the block runs unlocked."""
     try:
         import fcntl
@@ -198,7 +201,12 @@ def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock

@@ -29,6 +29,24 @@ def test_a_second_holder_waits_until_the_first_releases_the_folder(tmp_path):
     assert inside.is_set()  # and in once it is released
 
 
+def test_a_holder_that_must_wait_is_told_once_and_one_that_need_not_is_not(tmp_path):
+    waits = []
+    with folder_lock(tmp_path, on_wait=lambda: waits.append("free")):
+        pass
+    inside = threading.Event()
+
+    def second() -> None:
+        with folder_lock(tmp_path, on_wait=lambda: waits.append("held")):
+            inside.set()
+
+    with folder_lock(tmp_path):
+        thread = threading.Thread(target=second)
+        thread.start()
+        assert not inside.wait(0.3)
+    thread.join(10)
+    assert inside.is_set() and waits == ["held"]
+
+
 def test_every_process_save_checks_and_writes_under_the_folder_lock(tmp_path, monkeypatch):
     events = []
 

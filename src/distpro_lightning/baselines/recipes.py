@@ -33,6 +33,18 @@ LABELS: dict[str, str] = {
     "distpro": "DistPro (searched process)",
 }
 
+#: Hinton KD as a `DistProModule`: the logits pathway alone, at a fixed weight
+#: (`DistillationConfig` fields; ``kd_weight`` and ``kd_temperature`` are the method's own).
+HINTON_KD: dict[str, Any] = dict(
+    connections="none",
+    response_kd=True,
+    review_kd=False,  # Hinton KD alone, whatever the DistPro search space
+    normalization="uniform",
+    prune_threshold=None,
+)
+#: The `ProcessScheduleCallback` mode of each method that weights the DistPro space.
+REPLAY_MODES: dict[str, str] = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}
+
 
 @dataclass(frozen=True)
 class RecipeSettings:
@@ -107,17 +119,7 @@ def build_method(
     if method == "student":
         return ClassifierModule(model=student, **settings.module_kwargs()), []
     if method == "hinton_kd":
-        kw = distpro_kwargs(
-            student,
-            teacher,
-            settings,
-            prune_threshold=None,
-            connections="none",
-            response_kd=True,
-            review_kd=False,  # Hinton KD alone, whatever the DistPro search space
-            normalization="uniform",
-        )
-        return DistProModule(**kw), []
+        return DistProModule(**distpro_kwargs(student, teacher, settings, **HINTON_KD)), []
     if method == "fitnet":
         kw = distpro_kwargs(
             student,
@@ -141,7 +143,7 @@ def build_method(
             **settings.module_kwargs(),
         )
         return module, []
-    modes = {"equal": "uniform", "alpha_T": "final", "distpro": "process"}
+    modes = REPLAY_MODES
     if method not in modes:
         raise ValueError(f"Unknown method {method!r}. Choose from: {', '.join(METHODS)}.")
     if process is None and method != "equal":

@@ -19,6 +19,8 @@
 * ``distpro sweep-grid ROOT --param KEY=V1,V2 [...] -- FIT ARGS`` — an offline sweep: one
   ``distpro fit`` trial per combination of the values, each in its own folder under
   ``ROOT`` with its process file in its log directory; then ``distpro sweep-best ROOT``.
+* ``distpro compare --config pair.yaml`` — a paired, validation-tuned comparison of DistPro
+  with the baselines on the user's pair (see `distpro_lightning.cli.compare`).
 * ``distpro demo`` — the end-to-end Fashion-MNIST demo (see `distpro_lightning.cli.demo`).
 """
 
@@ -252,7 +254,8 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         parser_kwargs={
             "description": "DistPro for Lightning. Also: `distpro process summary|plot|export "
             "FILE` (process files), `distpro sweep-best ROOT -- FIT ARGS` (retrain a sweep's best "
-            "process) and `distpro demo` (the Fashion-MNIST demo)."
+            "process), `distpro compare --config pair.yaml` (DistPro against the baselines on "
+            "your pair) and `distpro demo` (the Fashion-MNIST demo)."
         },
     )
 
@@ -383,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"distpro {argv[0]}: error: {exc}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
+    if argv and argv[0] == "compare":
+        from distpro_lightning.cli.compare import main as compare_main
+
+        raise SystemExit(compare_main(argv[1:]))
     if argv and argv[0] == "demo":
         from distpro_lightning.cli.demo import demo_main
 

@@ -1,0 +1,174 @@
+"""The plan of a comparison: its tasks (the shared searches, then every method's runs on
+every paired seed), and the one rule by which a grid point is chosen.
+
+The rule, the same for every method: a grid runs on the grid seeds; the point with the
+best mean *validation* top-1 over them is chosen (ties go to the point earlier in the
+grid); the test set is never read. When that point sits on an edge of the grid in a
+widened parameter, the grid gains the points one factor of 2 beyond it (with two such
+parameters, the corner too), at most ``widen_rounds`` times; once the grid is final, its
+choice runs on the other seeds. Finishing a task can make new ones (a widened grid, the
+runs of a final choice), so the runner plans again after every finished task."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from distpro_lightning.compare.settings import REPLAYS, WIDEN, CompareSettings, Grid
+
+CHOSEN = "chosen"  # the params field of a run at the point chosen on the grid seeds
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A shared search (``kind="search"``, ``method`` = recipe) or one run of a method on a
+    seed at a grid point (``params``: its key, or `CHOSEN`), with the keys it waits for."""
+
+    kind: str
+    method: str
+    seed: int = 0
+    params: str = ""
+    deps: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        if self.kind == "search":
+            return f"search:{self.method}"
+        return f"run:{self.method}:{self.seed}:{self.params}"
+
+
+def params_key(point: dict[str, float]) -> str:
+    """``w=1,T=4`` (the parameters in the grid's order); ``default`` for no parameters."""
+    return ",".join(f"{k}={v:g}" for k, v in point.items()) or "default"
+
+
+def parse_params(key: str) -> dict[str, float]:
+    if key == "default":
+        return {}
+    return {k: float(v) for k, v in (kv.split("=") for kv in key.split(","))}
+
+
+def grid_scores(records: list[Record], method: str, seeds: Sequence[int]) -> dict[str, dict]:
+    """Validation top-1 of ``method``'s runs on ``seeds``: params key -> seed -> score."""
+    scores: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r["kind"] == "run" and r["method"] == method and r["seed"] in seeds:
+            scores.setdefault(params_key(r["params"]), {})[r["seed"]] = r["val_top1"]
+    return scores
+
+
+def best_point(grid: Grid, scores: dict[str, dict], seeds: Sequence[int]) -> dict | None:
+    """The point with the best mean validation top-1 over ``seeds`` (first on a tie), or
+    ``None`` while a point is not done on every seed."""
+    if any(s not in scores.get(params_key(p), {}) for p in grid for s in seeds):
+        return None
+    means = [statistics.fmean(scores[params_key(p)][s] for s in seeds) for p in grid]
+    return grid[means.index(max(means))]
+
+
+def edges(grid: Grid, point: dict[str, float], widen: Sequence[str]) -> dict[str, float]:
+    """The widened parameters at whose smallest or largest grid value ``point`` sits ->
+    the value one factor of 2 beyond (parameters the grid does not vary are no edge)."""
+    out = {}
+    for name in widen:
+        values = sorted({p[name] for p in grid})
+        if len(values) > 1 and point[name] == values[-1]:
+            out[name] = point[name] * 2
+        elif len(values) > 1 and point[name] == values[0]:
+            out[name] = point[name] / 2
+    return out
+
+
+def final_grid(settings: CompareSettings, records: list[Record], method: str) -> tuple[Grid, bool]:
+    """``method``'s grid as far as the finished runs widen it, and whether it is final."""
+    grid = list(settings.grids[method])
+    if len(grid) == 1:
+        return grid, True
+    seeds = settings.grid_seeds
+    scores = grid_scores(records, method, seeds)
+    for _ in range(settings.widen_rounds):
+        best = best_point(grid, scores, seeds)
+        if best is None:
+            return grid, False
+        beyond = edges(grid, best, WIDEN.get(method, ()))
+        if not beyond:
+            return grid, True
+        known = {params_key(p) for p in grid}
+        options = [(v, beyond[k]) if k in beyond else (v,) for k, v in best.items()]
+        grid += [
+            dict(zip(best, values))
+            for values in itertools.product(*options)
+            if params_key(dict(zip(best, values))) not in known
+        ]
+    return grid, best_point(grid, scores, seeds) is not None
+
+
+def chosen_point(settings: CompareSettings, records: list[Record], method: str) -> dict | None:
+    """The point of ``method``'s final grid chosen on validation; ``None`` before it is final."""
+    grid, final = final_grid(settings, records, method)
+    if not final:
+        return None
+    return best_point(grid, grid_scores(records, method, settings.grid_seeds), settings.grid_seeds)
+
+
+def method_tasks(settings: CompareSettings, records: list[Record], method: str) -> list[Task]:
+    """Every run of ``method`` that can be planned now (done or not)."""
+    deps = (Task("search", REPLAYS[method]).key,) if method in REPLAYS else ()
+    grid, final = final_grid(settings, records, method)
+    if len(grid) == 1:
+        return [Task("run", method, s, params_key(grid[0]), deps) for s in settings.seeds]
+    tasks = [Task("run", method, s, params_key(p), deps) for s in settings.grid_seeds for p in grid]
+    if final:
+        waits = tuple(t.key for t in tasks)
+        others = [s for s in settings.seeds if s not in settings.grid_seeds]
+        tasks += [Task("run", method, s, CHOSEN, deps + waits) for s in others]
+    return tasks
+
+
+def plan(settings: CompareSettings, records: list[Record]) -> list[Task]:
+    """The tasks not done in ``records`` that can be planned now: the searches the methods
+    replay, then the runs seed by seed; a dependency already done is dropped."""
+    done = {r["key"] for r in records}
+    recipes = sorted({REPLAYS[m] for m in settings.methods if m in REPLAYS})
+    tasks = [Task("search", r) for r in recipes]
+    for method in settings.methods:
+        tasks += method_tasks(settings, records, method)
+    tasks.sort(key=lambda t: (t.kind != "search", t.seed not in settings.grid_seeds, t.seed))
+    return [
+        Task(t.kind, t.method, t.seed, t.params, tuple(d for d in t.deps if d not in done))
+        for t in tasks
+        if t.key not in done
+    ]
+
+
+def resolve(settings: CompareSettings, records: list[Record], task: Task) -> dict[str, float]:
+    """The grid point ``task`` runs at: its own, or for a `CHOSEN` run the choice."""
+    if task.params != CHOSEN:
+        return parse_params(task.params)
+    point = chosen_point(settings, records, task.method)
+    if point is None:  # the planner makes a chosen run only once its grid is final
+        raise RuntimeError(f"{task.key}: {task.method}'s grid is not final yet")
+    return point
+
+
+def choice_runs(settings: CompareSettings, records: list[Record], method: str) -> dict[int, Record]:
+    """The runs, by seed, that report ``method``: its chosen point on the grid seeds and its
+    chosen runs elsewhere (a single-point method: all its runs)."""
+    runs = [r for r in records if r["kind"] == "run" and r["method"] == method]
+    grid, _ = final_grid(settings, records, method)
+    if len(grid) == 1:
+        return {r["seed"]: r for r in runs}
+    point = chosen_point(settings, records, method)
+    if point is None:
+        return {}
+    key = params_key(point)
+    return {
+        r["seed"]: r
+        for r in runs
+        if (params_key(r["params"]) == key and r["seed"] in settings.grid_seeds)
+        or r["key"].endswith(f":{CHOSEN}")
+    }

@@ -1,0 +1,226 @@
+"""The report of a comparison: a Markdown table (test top-1 mean ± std over the paired
+seeds, recommended − method with its paired 95 % t-interval and, beside it, the interval
+and p-value adjusted by Holm over the family of differences, the chosen grid points, the
+cost per method in units of the Hinton KD run), a plot, and both logged to the loggers of
+the pair's ``trainer`` settings (a table where the logger takes one, else text, metrics
+and the figure). The statistics are `distpro_lightning.functional.stats`."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from distpro_lightning.compare.plan import (
+    Record,
+    choice_runs,
+    chosen_point,
+    edges,
+    final_grid,
+    grid_scores,
+)
+from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
+from distpro_lightning.files import atomic_save_figure, atomic_write_text
+from distpro_lightning.functional.stats import PairedResult, holm, holm_levels, paired_t
+
+COLUMNS = ["method", "chosen point", "seeds", "test top-1 %", "val top-1 %"]
+COLUMNS += ["recommended − method, 95 % CI", "Holm-adjusted CI, p", "cost × Hinton KD"]
+
+
+def point_text(point: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in point.items()) or "–"
+
+
+def mean_std(values: Sequence[float]) -> str:
+    vals = [100 * v for v in values]
+    std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.fmean(vals):.2f} ± {std:.2f}"
+
+
+def recommended(settings: CompareSettings, runs: dict[str, dict[int, Record]]) -> str | None:
+    """``settings.recommended``, or the DistPro method with the best mean validation top-1
+    (never the test set) among those run on the most seeds."""
+    if settings.recommended != "auto":
+        return settings.recommended if runs.get(settings.recommended) else None
+    ours = [m for m in OURS if runs.get(m)]
+    if not ours:
+        return None
+    return max(ours, key=lambda m: (len(runs[m]), statistics.fmean(
+        r["val_top1"] for r in runs[m].values())))  # fmt: skip
+
+
+def differences(
+    runs: dict[str, dict[int, Record]], best: str | None
+) -> dict[str, tuple[PairedResult, PairedResult, float]]:
+    """Per method: the paired result of best − method (points), the same at its Holm level,
+    and its Holm-adjusted p-value."""
+    if best is None:
+        return {}
+    diffs = {}
+    for method, by_seed in runs.items():
+        seeds = sorted(set(by_seed) & set(runs[best]))
+        if method != best and len(seeds) >= 2:
+            diffs[method] = [100 * (runs[best][s]["top1"] - by_seed[s]["top1"]) for s in seeds]
+    names = list(diffs)
+    plain = [paired_t(diffs[m]) for m in names]
+    adjusted = holm([r.p_value for r in plain])
+    levels = holm_levels([r.p_value for r in plain])
+    return {
+        m: (plain[i], paired_t(diffs[m], level=levels[i]), adjusted[i]) for i, m in enumerate(names)
+    }
+
+
+def cost(records: list[Record], method: str, runs: dict[int, Record]) -> float | None:
+    """Mean wall time of ``method``'s run plus the search it replays, over the Hinton KD
+    run's mean wall time."""
+    kd = [r["wall_s"] for r in records if r["kind"] == "run" and r["method"] == "hinton_kd"]
+    if not kd or not runs:
+        return None
+    search = [r["wall_s"] for r in records if r["key"] == f"search:{REPLAYS.get(method)}"]
+    own = statistics.fmean(r["wall_s"] for r in runs.values()) + sum(search)
+    return own / statistics.fmean(kd)
+
+
+def table_rows(
+    payload: dict[str, Any], settings: CompareSettings
+) -> tuple[list[list[str]], str | None]:
+    """The rows of the table (``COLUMNS``) and the recommended method."""
+    records = payload["records"]
+    runs = {m: choice_runs(settings, records, m) for m in settings.methods}
+    runs = {m: r for m, r in runs.items() if r}
+    best = recommended(settings, runs)
+    diffs = differences(runs, best)
+    rows = []
+    for method, by_seed in runs.items():
+        shown = point_text(next(iter(by_seed.values()))["params"])
+        vs, holm_text = "–", "–"
+        if method in diffs:
+            plain, level, p = diffs[method]
+            vs = f"{plain.mean:+.2f} [{plain.low:+.2f}, {plain.high:+.2f}]"
+            holm_text = (
+                f"[{level.low:+.2f}, {level.high:+.2f}] at {100 * level.level:.1f} %, p={p:.3g}"
+            )
+        c = cost(records, method, by_seed)
+        test = mean_std([r["top1"] for r in by_seed.values()])
+        rows.append([
+            LABELS[method], shown, str(len(by_seed)), test,
+            mean_std([r["val_top1"] for r in by_seed.values()]), vs, holm_text,
+            "–" if c is None else f"{c:.2f}×",
+        ])  # fmt: skip
+    return rows, best
+
+
+def grid_lines(payload: dict[str, Any], settings: CompareSettings) -> list[str]:
+    """Each grid: its size, widening, the choice and whether it still sits on an edge."""
+    lines = []
+    for method in settings.methods:
+        base = settings.grids[method]
+        if len(base) == 1:
+            continue
+        grid, final = final_grid(settings, payload["records"], method)
+        point = chosen_point(settings, payload["records"], method)
+        done = grid_scores(payload["records"], method, settings.grid_seeds)
+        widened = f", widened from {len(base)}" if len(grid) > len(base) else ""
+        head = f"- {LABELS[method]}: {len(grid)} points{widened}"
+        if point is None:
+            lines.append(f"{head}; {len(done)} done on the grid seeds, choice pending.")
+            continue
+        edge = ", ".join(edges(grid, point, WIDEN.get(method, ())))
+        where = f"still on the edge of {edge}" if edge else "inside the grid"
+        lines.append(f"{head}; chosen {point_text(point)} ({where}).")
+    return lines
+
+
+def pairing_line(records: list[Record]) -> str:
+    runs = [r for r in records if r["kind"] == "run"]
+    seeds = sorted({r["seed"] for r in runs})
+    return (
+        f"Pairing checked: the {len(runs)} runs share, per seed ({len(seeds)} seeds), the "
+        "initial student and the first batches (fingerprints in the results file)."
+    )
+
+
+def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
+    rows, best = table_rows(payload, settings)
+    lines = [
+        "# Is DistPro worth it on this pair?", "",
+        "Test top-1 of the final weights, mean ± std over the paired seeds "
+        f"{list(settings.seeds)}; grids run on seeds {list(settings.grid_seeds)} and their "
+        "point with the best mean validation top-1 runs on the others (the test set chooses "
+        "nothing). Differences are paired per seed, in points, with 95 % t-intervals; beside "
+        "them the intervals at Holm's step-down levels over the family of differences and "
+        "Holm-adjusted p-values. Cost: a run plus the search it replays, in Hinton KD runs.",
+        "", f"Recommended: **{LABELS.get(best, '–') if best else '–'}** "
+        f"({'chosen on validation' if settings.recommended == 'auto' else 'given'}).", "",
+        "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
+        *["| " + " | ".join(row) + " |" for row in rows], "",
+    ]  # fmt: skip
+    grids = grid_lines(payload, settings)
+    if grids:
+        lines += ["Grids (chosen on validation, widened beyond an edge by a factor 2, at most "
+                  f"{settings.widen_rounds} times):", "", *grids, ""]  # fmt: skip
+    lines += [pairing_line(payload["records"]), ""]
+    if payload.get("cuts"):
+        lines += [f"Cut to the budget: {', '.join(payload['cuts'])}.", ""]
+    if payload.get("estimate"):
+        lines += [f"Estimate before the start: {payload['estimate']['text']}", ""]
+    wall = sum(r["wall_s"] for r in payload["records"])
+    lines += [f"Task time: {wall / 60:.1f} min (summed over tasks). Calls:", ""]
+    lines += [f"- `{h['command']}` ({h['started']})" for h in payload["history"]]
+    return "\n".join(lines) + "\n"
+
+
+def figure(payload: dict[str, Any], settings: CompareSettings) -> Any:
+    """Test top-1 per method: every seed's run and the mean ± std."""
+    from matplotlib.figure import Figure
+
+    runs = {m: choice_runs(settings, payload["records"], m) for m in settings.methods}
+    runs = {m: r for m, r in runs.items() if r}
+    fig = Figure(figsize=(7, 0.6 * len(runs) + 1.5), constrained_layout=True)
+    ax = fig.subplots()
+    for i, by_seed in enumerate(runs.values()):
+        tops = [100 * r["top1"] for r in by_seed.values()]
+        std = statistics.stdev(tops) if len(tops) > 1 else 0.0
+        ax.errorbar([statistics.fmean(tops)], [i], xerr=[std], fmt="o", color="C0", capsize=3)
+        ax.scatter(tops, [i] * len(tops), color="C1", s=10, zorder=3)
+    ax.set_yticks(range(len(runs)), [LABELS[m] for m in runs], fontsize=7)
+    ax.set(xlabel="test top-1 % (dots: seeds; bar: mean ± std)", title="paired comparison")
+    return fig
+
+
+def loggers_of(pair: Any) -> list[Any]:
+    from lightning.pytorch.loggers import Logger
+
+    given = pair.trainer.get("logger") if pair is not None else None
+    given = given if isinstance(given, list | tuple) else [given]
+    return [lg for lg in given if isinstance(lg, Logger)]
+
+
+def log_report(loggers: list[Any], text: str, rows: list[list[str]], fig: Any) -> None:
+    """The table to each logger: ``log_table`` (W&B), else the experiment's ``add_text``
+    and ``add_figure`` (TensorBoard); the mean top-1 per method as metrics to all."""
+    for logger in loggers:
+        if hasattr(logger, "log_table"):
+            logger.log_table("compare/table", columns=COLUMNS, data=rows)
+        elif hasattr(getattr(logger, "experiment", None), "add_text"):
+            logger.experiment.add_text("compare/report", text)
+            logger.experiment.add_figure("compare/top1", fig)
+        metrics = {}
+        for row in rows:
+            metrics[f"compare/test_top1/{row[0]}"] = float(row[3].split(" ± ")[0])
+        logger.log_metrics(metrics)
+        logger.save()
+
+
+def write_report(
+    payload: dict[str, Any], settings: CompareSettings, results: Path, pair: Any = None
+) -> str:
+    """``results`` with ``.md`` (the text) and ``.png`` (the plot); logged where the pair's
+    trainer settings give loggers. Returns the text."""
+    text = report_text(payload, settings)
+    atomic_write_text(results.with_suffix(".md"), text)
+    fig = figure(payload, settings)
+    atomic_save_figure(results.with_suffix(".png"), fig)
+    log_report(loggers_of(pair), text, table_rows(payload, settings)[0], fig)
+    return text

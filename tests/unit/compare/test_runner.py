@@ -1,0 +1,76 @@
+"""The runner's scheduling with ``jobs > 1`` (tasks faked: the real ones run in worker
+processes, tests/integration/test_compare.py runs them in-process): every planned task
+once, the results file saved after each, a failure raised only after the running tasks
+are recorded."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from distpro_lightning.compare.pair import Pair
+from distpro_lightning.compare.plan import resolve
+from distpro_lightning.compare.runner import Runner
+from distpro_lightning.compare.settings import CompareSettings
+
+
+class FakeRunner(Runner):
+    """`Runner` whose tasks return made-up records (validation by grid point)."""
+
+    fail: str | None = None
+
+    def run_one(self, task):
+        point = resolve(self.settings, self.records, task) if task.kind == "run" else {}
+        time.sleep(0.05 if task.key != self.fail else 0.01)
+        if task.key == self.fail:
+            raise RuntimeError(f"{task.key} broke")
+        self.threads.add(threading.get_ident())
+        val = 0.5 + 0.1 * point.get("w", 0.0)
+        return {"kind": task.kind, "key": task.key, "method": task.method, "seed": task.seed,
+                "params": point, "val_top1": val, "top1": val, "wall_s": 0.05,
+                "pairing": {"init": str(task.seed), "order": str(task.seed)}}  # fmt: skip
+
+
+def make(tmp_path, **kw):
+    pair = Pair(model=lambda: None, data=lambda seed, search: None, source=("m:f", []))
+    settings = CompareSettings(
+        results=str(tmp_path / "r.json"), methods=["student", "hinton_kd"], seeds=[0, 1, 2],
+        grid_seeds=[0, 1], grids={"hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}]},
+        widen_rounds=0, jobs=2, **kw,
+    )  # fmt: skip
+    runner = FakeRunner(pair, settings, say=lambda text: None)
+    runner.threads = set()
+    runner.payload["history"].append({"command": "test", "started": "-"})
+    return runner
+
+
+def test_jobs_run_every_task_once_in_parallel_and_the_chosen_point_last(tmp_path):
+    runner = make(tmp_path)
+    runner.run_parallel()
+    keys = [r["key"] for r in runner.records]
+    assert len(keys) == len(set(keys)) == 3 + 2 * 2 + 1
+    assert keys[-1] == "run:hinton_kd:2:chosen" and runner.records[-1]["params"]["w"] == 2.0
+    assert len(runner.threads) == 2
+    saved = json.loads((tmp_path / "r.json").read_text())["records"]
+    assert [r["key"] for r in saved] == keys
+
+
+def test_a_failed_task_is_raised_after_the_running_ones_are_recorded(tmp_path):
+    runner = make(tmp_path)
+    runner.fail = "run:student:0:default"
+    with pytest.raises(RuntimeError, match="broke"):
+        runner.run_parallel()
+    saved = [r["key"] for r in json.loads((tmp_path / "r.json").read_text())["records"]]
+    assert "run:hinton_kd:0:w=1,T=4" in saved and runner.fail not in saved
+    assert len(saved) == 1  # no new task started after the failure
+
+
+def test_jobs_need_a_pair_that_a_fresh_process_can_rebuild(tmp_path):
+    pair = Pair(model=lambda: None, data=lambda seed, search: None)
+    settings = CompareSettings(results=str(tmp_path / "r.json"), methods=["student"], seeds=[0, 1],
+                               grid_seeds=[0], jobs=2)  # fmt: skip
+    with pytest.raises(ValueError, match="rebuilds the pair from Pair.source"):
+        Runner(pair, settings)
