@@ -18,6 +18,7 @@ from distpro_lightning import ClassifierModule, DistProModule, ProcessSearchCall
 from distpro_lightning.baselines.recipes import METHODS as TABLE1_METHODS
 from distpro_lightning.baselines.recipes import RecipeSettings, distpro_kwargs
 from distpro_lightning.baselines.reviewkd import ReviewKDModule
+from distpro_lightning.compare.methods import FixedWeights, fixed_shares
 from distpro_lightning.models import create
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.replay import ProcessScheduleCallback
@@ -309,30 +310,6 @@ def build_method(
     return distpro_module(args, pair, teacher, **space_of(method)), [
         ProcessScheduleCallback(process=process, mode=mode, plot=False, smooth_steps=smooth)
     ]
-
-
-class FixedWeights(Callback):
-    """Holds the pathway weights of a module at ``shares`` (one per pathway, summing to 1)
-    times its weight scale for the whole fit: normalisation ``l1`` of constant logits (the
-    smallest at 1.0, above any pruning threshold below it, so every pathway is computed)."""
-
-    def __init__(self, shares: list[float]) -> None:
-        self.shares = torch.tensor(shares, dtype=torch.float32)
-
-    def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
-        pl_module.normalization = "l1"
-        with torch.no_grad():
-            pl_module.alpha_logits.copy_(self.shares / self.shares.min())
-
-
-def fixed_shares(names: list[str], feature_share: float) -> list[float]:
-    """``feature_share`` split equally over the feature pathways, the rest equally between
-    the KD (``logits->logits:kd``) and the ReviewKD (``review->review:abf``) pathway."""
-    special = [n for n in names if n.startswith(("review->", "logits->"))]
-    if len(special) != 2:
-        raise ValueError(f"the fixed combination needs the KD and ReviewKD pathways: {names}")
-    n_feat = len(names) - 2
-    return [(1 - feature_share) / 2 if n in special else feature_share / n_feat for n in names]
 
 
 def fixed_combination(

@@ -26,7 +26,7 @@ def test_fixed_shares_split_the_total_between_features_kd_and_review():
     shares = methods.fixed_shares(names, 0.5)
     assert math.isclose(sum(shares), 1.0)
     assert shares[-2:] == [0.25, 0.25] and all(math.isclose(s, 0.5 / 9) for s in shares[:9])
-    with pytest.raises(ValueError, match="KD and ReviewKD"):
+    with pytest.raises(ValueError, match="response_kd / review_kd"):
         methods.fixed_shares(names[:9], 0.5)
 
 
