@@ -220,10 +220,8 @@ class ProcessSearchCallback(Callback):
         assert self.step is not None and self.process is not None
         in_force = self.step.sharing_forward
         self.process.provenance["share_training_forward_in_force"] = in_force
-        extra = {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed}
-        extra.update(every_n_steps=self.run.search_every_n_steps)
-        extra.update(share_training_forward_in_force=in_force)
-        log_search_hyperparameters(trainer, self.step.requested, extra, module)
+        extra = {"share_training_forward_in_force": in_force}
+        log_search_hyperparameters(trainer, self.config, extra, module)
 
     # ------------------------------------------------------------------ the step
     def search_step(
