@@ -6,6 +6,7 @@ from distpro_lightning.modules.classifier import ClassifierModule  # noqa: E402
 from distpro_lightning.modules.contract import TeacherOutput  # noqa: E402
 from distpro_lightning.modules.distpro import DistProModule  # noqa: E402
 from distpro_lightning.modules.mixin import DistillationConfig, DistProMixin  # noqa: E402
+from distpro_lightning.modules.predictions import PredictionWriter  # noqa: E402
 from distpro_lightning.modules.student import OptimizerConfig  # noqa: E402
 from distpro_lightning.modules.student_io import export_student, load_student  # noqa: E402
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "HypergradientConfig",
     "OptimizerConfig",
     "OutputConfig",
+    "PredictionWriter",
     "ProcessFileError",
     "ProcessScheduleCallback",
     "ProcessSearchCallback",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -115,6 +116,60 @@ def null_group_fields(argv: list[str]) -> list[str]:
     return out
 
 
+#: LightningCLI's optimizer and scheduler groups, which ``distpro`` does not add: the
+#: student's optimizer is the module's ``optimizer`` group.
+LIGHTNING_OPTIMIZER_GROUPS = ("optimizer", "lr_scheduler")
+
+OPTIMIZER_GROUP_REFUSAL = (
+    "distpro does not take LightningCLI's {key} (given {where}): the student's optimizer and "
+    "schedule are the module's optimizer group, e.g. --model.init_args.optimizer.name adamw "
+    "--model.init_args.optimizer.lr 0.001 --model.init_args.optimizer.scheduler cosine (YAML: "
+    "model.init_args.optimizer: {{name: adamw, lr: 0.001, scheduler: cosine}}; fields: name, "
+    "lr, momentum, weight_decay, nesterov, scheduler, milestones, gamma)."
+)
+
+
+def lightning_optimizer_groups(argv: Sequence[str]) -> str | None:
+    """The refusal of LightningCLI's ``--optimizer`` / ``--lr_scheduler`` (on the command
+    line or as top-level keys of a ``--config`` file), naming the module's optimizer group
+    instead; ``None`` when neither is given."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        key = arg.split("=", 1)[0].removeprefix("--").split(".", 1)[0]
+        if arg.startswith("--") and key in LIGHTNING_OPTIMIZER_GROUPS:
+            return OPTIMIZER_GROUP_REFUSAL.format(key=f"--{key}", where="on the command line")
+        config = arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        if arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        if config and Path(config).is_file():
+            data = yaml.safe_load(Path(config).read_text()) or {}
+            keys = [k for k in LIGHTNING_OPTIMIZER_GROUPS if isinstance(data, dict) and k in data]
+            if keys:
+                return OPTIMIZER_GROUP_REFUSAL.format(key=f"{keys[0]}:", where=f"in {config}")
+    return None
+
+
+#: The logger classes whose run folders are ``save_dir/name/version_N``: an evaluation
+#: subcommand logs under ``name/<subcommand>``, not in a new version beside the fit runs.
+VERSIONED_LOGGERS = ("CSVLogger", "TensorBoardLogger")
+
+
+def evaluation_logger_names(trainer_config: Any, subcommand: str) -> None:
+    """``distpro validate|test|predict`` with the fit's config: its CSV or TensorBoard
+    logger writes to ``<save_dir>/<name>/<subcommand>/version_N`` instead of a new
+    ``version_N`` beside the search and retrain runs (a logger given a ``version`` keeps
+    it)."""
+    loggers = trainer_config.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        class_path = getattr(logger, "class_path", None) or ""
+        init = getattr(logger, "init_args", None)
+        if class_path.rsplit(".", 1)[-1] not in VERSIONED_LOGGERS or init is None:
+            continue
+        if init.get("version") is None:
+            init["name"] = f"{init.get('name') or 'lightning_logs'}/{subcommand}"
+
+
 class DistProArgumentParser(LightningArgumentParser):
     """LightningCLI's parser with `DocstringHelpFormatter` (also for ``--model.help CLASS``,
     whose parser is built of the same class)."""
@@ -142,6 +197,9 @@ class DistProCLI(LightningCLI):
             super().parse_arguments(parser, args)
             return
         argv = null_group_fields(list(sys.argv[1:] if args is None else args))
+        refusal = lightning_optimizer_groups(argv)
+        if refusal is not None:
+            parser.error(refusal)
         probe = [a for a in argv if not a.startswith("--print_config")]
         given = parser.parse_args(probe, defaults=False)
         subcommand = given.get("subcommand")
@@ -160,6 +218,8 @@ class DistProCLI(LightningCLI):
             switches = dict.fromkeys(switches, False)
         argv += [f"--{name}.enabled={str(on).lower()}" for name, on in switches.items()]
         self.config = parser.parse_args(argv)
+        if subcommand in EVALUATION_SUBCOMMANDS:
+            evaluation_logger_names(self.config[subcommand].trainer, subcommand)
 
     def instantiate_classes(self) -> None:
         """Build the model, data and callbacks; an error raised by the library's own
@@ -187,13 +247,26 @@ class DistProCLI(LightningCLI):
             kwargs.setdefault("limit_val_batches", 0)
         trainer = super().instantiate_trainer(**kwargs)
         evaluating = self.subcommand in EVALUATION_SUBCOMMANDS
+        sections = (ProcessSearchCallback, ProcessScheduleCallback)
         trainer.callbacks = [
             cb
             for cb in trainer.callbacks
-            if getattr(cb, "enabled", True)
+            # test/validate/predict keep the sections' callbacks, inert, so that a checkpoint
+            # holding their state loads without Lightning's "add the following callbacks"
+            if (getattr(cb, "enabled", True) or (evaluating and isinstance(cb, sections)))
             # test/validate/predict keep the run's own config.yaml (the fit's) as it is
             and not (evaluating and isinstance(cb, SaveConfigCallback))
         ]
+        if self.subcommand == "predict":
+            from lightning.pytorch.callbacks import BasePredictionWriter
+
+            if not any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks):
+                rank_zero_warn(
+                    "distpro predict writes no file without a prediction writer: add one, e.g. "
+                    "--trainer.callbacks+=distpro_lightning.PredictionWriter "
+                    "--trainer.callbacks.output_path=predictions.pt (or your own "
+                    "lightning.pytorch.callbacks.BasePredictionWriter)."
+                )
         return trainer
 
 
@@ -216,8 +289,19 @@ def library_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def add_working_directory() -> None:
+    """Put the working directory on ``sys.path`` (last), as ``python -m`` and ``python
+    main.py`` do for a LightningCLI script: a YAML's ``class_path: my_models.MyNet`` then
+    imports ``./my_models.py`` without ``PYTHONPATH=.``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
-    """Build (and by default run) the Lightning CLI; ``args`` as on the command line."""
+    """Build (and by default run) the Lightning CLI; ``args`` as on the command line. The
+    working directory is importable (`add_working_directory`)."""
+    add_working_directory()
     return DistProCLI(
         model_class=None,
         datamodule_class=None,

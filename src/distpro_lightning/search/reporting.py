@@ -13,10 +13,10 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from distpro_lightning.grouping import plain
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
 from distpro_lightning.process.weights import WeightSummary, weight_summary
-from distpro_lightning.grouping import plain
 from distpro_lightning.search.step import SearchRecord
 
 
