@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+
 from distpro_lightning.cli.main import main
 from distpro_lightning.data import DigitsDataModule
 
