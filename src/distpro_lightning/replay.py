@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning.modules.contract import ReplayableModule, check_optimized, missing_members
+from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
+from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import log_process_figures
 from distpro_lightning.process.weights import weight_summary
@@ -153,7 +155,13 @@ class ProcessScheduleCallback(Callback):
             raise ValueError(f"mode={self.mode!r} needs a process file; none was given.")
         if isinstance(self.source, str | os.PathLike):
             self.source = DistillationProcess.load(self.source)
-        process = self.source.remap(module.pathway_names, self.pathway_map)
+        try:
+            process = self.source.remap(module.pathway_names, self.pathway_map)
+        except ProcessFileError:
+            fix = None if self.pathway_map is not None else other_space(self.source, module)
+            if fix is None:
+                raise
+            raise ProcessFileError(fix) from None
         if self.smooth_steps > 1:
             if self.smooth_steps >= len(process):
                 rank_zero_warn(
@@ -299,6 +307,40 @@ class ProcessScheduleCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed = dict(state_dict)
+
+
+def other_space(process: DistillationProcess, module: Any) -> str | None:
+    """The refusal of a process searched in another search space than ``module``'s,
+    naming the settings the process file records (transforms, the KD and review pathways,
+    the taps) to build the module with; ``None`` when it records none that differ (a
+    transfer then needs ``pathway_map``)."""
+    names = set(process.pathway_names)
+    theirs = {
+        "transforms": process.transform_kinds,
+        "response_kd": KD_PATHWAY_NAME in names,
+        "review_kd": REVIEW_PATHWAY_NAME in names,
+        "student_taps": process.student_taps,
+        "teacher_taps": process.teacher_taps,
+    }
+    ours = {
+        "transforms": list(module.transform_kinds),
+        "response_kd": bool(module.response_kd),
+        "review_kd": bool(getattr(module, "review_kd", False)),
+        "student_taps": list(module.student_tap_names),
+        "teacher_taps": list(module.teacher_tap_names),
+    }
+    differ = {k: v for k, v in theirs.items() if v is not None and v != ours[k]}
+    if not differ:
+        return None
+    settings = ", ".join(f"distillation.{k}={v!r}" for k, v in differ.items())
+    return (
+        f"The process was searched in another search space than this module's: it has "
+        f"{process.num_pathways} pathways, the module {module.num_pathways}. Build the module "
+        f"with the settings the process file records: {settings} (the module has "
+        + ", ".join(f"{k}={ours[k]!r}" for k in differ)
+        + "). To transfer it to other pathways on purpose, pass pathway_map (a dict from the "
+        "module's names to the process's, or 'position')."
+    )
 
 
 def _warn_on_scale(file_scale: float, module_scale: float) -> None:

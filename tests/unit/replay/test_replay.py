@@ -509,3 +509,25 @@ def test_a_smoothing_window_as_long_as_the_process_warns(window, warns, recwarn)
     smoothed = process.smoothed(window)
     for step, _, logits in rec.inside:  # the smoothed process is what is replayed
         assert torch.equal(logits, smoothed.at(step, 5))
+
+
+def test_a_process_of_another_search_space_names_the_settings_the_file_records() -> None:
+    """Replaying a process of the recommended space in the paper's 27-pathway space: the
+    refusal names the settings the process file records (not only pathway_map)."""
+    from conftest import make_module
+
+    from distpro_lightning.process.format import ProcessFileError
+
+    searched = make_module(transforms=["conv_bn"], response_kd=True, review_kd=True)
+    process = searched.new_process({})
+    process.append(torch.ones(searched.num_pathways))
+    paper = make_module()  # conv_bn, attn2, attn3; no KD, no review
+    cb = ProcessScheduleCallback(process=process)
+    with pytest.raises(ProcessFileError) as exc:
+        cb.check(paper)
+    text = str(exc.value)
+    assert "another search space" in text
+    assert "distillation.transforms=['conv_bn']" in text
+    assert "distillation.response_kd=True" in text and "distillation.review_kd=True" in text
+    assert "taps" not in text.split("(the module has")[0]  # the taps are the same
+    cb.check(make_module(transforms=["conv_bn"], response_kd=True, review_kd=True))  # fits
