@@ -98,3 +98,25 @@ def test_test_and_predict_of_a_search_checkpoint(tmp_path):
     n = len(DigitsDataModule(subset=32).predict_dataloader().dataset)
     assert saved["predictions"].shape == (n, 10)
     assert saved["batch_indices"].tolist() == list(range(n))
+
+
+def test_load_from_checkpoint_without_its_teacher_file_names_teacher_none(tmp_path):
+    """A ``distpro fit`` checkpoint whose teacher file is gone: one FileNotFoundError that
+    names ``teacher=None`` (no jsonargparse list of union subtypes); with it, it loads."""
+    from distpro_lightning import DistProModule
+    from distpro_lightning.models import create
+
+    teacher = tmp_path / "teacher.pt"
+    torch.save(create("resnet14", num_classes=10, in_channels=1).state_dict(), teacher)
+    model = [a for a in MODEL if "init_args.teacher=" not in a]
+    model += [f"--model.init_args.teacher={teacher}", "--model.init_args.teacher_model=resnet14"]
+    main(["fit", *model, "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path}"])
+    (ckpt,) = tmp_path.rglob("*.ckpt")
+    teacher.unlink()
+    with pytest.raises(FileNotFoundError) as exc:
+        DistProModule.load_from_checkpoint(ckpt)
+    text = str(exc.value)
+    assert "load_from_checkpoint(ckpt, teacher=None)" in text and str(teacher) in text
+    assert "Union subtypes" not in text and "Namespace(" not in text
+    module = DistProModule.load_from_checkpoint(ckpt, teacher=None)
+    assert module.teacher_is_placeholder
