@@ -117,12 +117,17 @@ def process_figure(process: ProcessView, kind: str = "lines") -> Any:
     raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
 
 
-def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Path]:
+def log_process_figures(
+    trainer: Any, process: ProcessView, tag: str, epoch: int | None = None
+) -> list[Path]:
     """Log the process plots to every logger of ``trainer``: as images to loggers that take
     them (W&B, TensorBoard: their own step history), as PNG files in ``figures/`` of the log
     directory of the others (CSV), one per epoch so the history is kept:
     ``figures/<tag>_<kind>_epoch<NNN>.png`` with ``/`` in ``tag`` replaced by ``_``, written
-    atomically. Returns the PNG files written (global rank 0 only)."""
+    atomically; ``epoch``: the (0-based) epoch the figures show, by default the Trainer's
+    ``current_epoch`` (right during an epoch and at its end, one past the last epoch once
+    the fit has ended). Returns the PNG files written (global rank 0 only)."""
+    epoch = trainer.current_epoch if epoch is None else epoch
     if len(process) == 0:
         return []
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -151,7 +156,7 @@ def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Pa
                 folder = getattr(logger, "log_dir", None) or logger.save_dir
                 if folder is None:
                     continue
-                name = f"{tag.replace('/', '_')}_{kind}_epoch{trainer.current_epoch:03d}.png"
+                name = f"{tag.replace('/', '_')}_{kind}_epoch{epoch:03d}.png"
                 png = Path(folder) / "figures" / name
                 atomic_save_figure(png, process_figure(process, kind))
                 written.append(png)
