@@ -392,11 +392,7 @@ def process_main(argv: Sequence[str]) -> int:
         parser.error("--steps must be >= 1")
     proc = DistillationProcess.load(ns.file)
     if ns.action == "summary":
-        from distpro_lightning.modules.summary import process_weight_table
-
         print(proc.summary())
-        print(process_weight_table(proc))
-        print(f"prune threshold {proc.prune_threshold}")
     elif ns.action == "plot":
         out = Path(ns.output) if ns.output else Path(ns.file).with_suffix(".png")
         kinds = ["lines", "heatmap"] if ns.kind == "both" else [ns.kind]

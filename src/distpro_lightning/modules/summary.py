@@ -97,33 +97,6 @@ def process_rows(process: DistillationProcess) -> list[PathwayRow]:
     return rows
 
 
-def process_weight_table(process: DistillationProcess) -> str:
-    """The pathways of a process file sorted by their final weight (heaviest first): the
-    weight at the first and the last row, the final share of the total, and whether the
-    last row prunes it (the file holds no shapes or head sizes: those belong to a module,
-    `pathway_summary`)."""
-    if not len(process):
-        return "(no rows)"
-    w = process.weights()
-    first, final = w[0], w[-1]
-    total = float(final.abs().sum()) or 1.0
-    tau = process.prune_threshold
-    last = process.final()
-    order = sorted(range(process.num_pathways), key=lambda i: -float(final[i]))
-    width = max([len("pathway"), *(len(n) for n in process.pathway_names)])
-    header = (
-        f"{'#':>3} {'pathway':<{width}} {'first w':>8} {'final w':>8} {'share':>6} {'pruned':>6}"
-    )
-    lines = [header, "-" * len(header)]
-    for rank, i in enumerate(order):
-        pruned = "-" if tau is None else ("yes" if float(last[i]) <= tau else "no")
-        lines.append(
-            f"{rank + 1:>3} {process.pathway_names[i]:<{width}} {float(first[i]):>8.3f} "
-            f"{float(final[i]):>8.3f} {100 * float(final[i]) / total:>5.1f}% {pruned:>6}"
-        )
-    return "\n".join(lines)
-
-
 def _shape(shape: Sequence[int] | None) -> str:
     return "-" if shape is None else "x".join(str(s) for s in shape)
 

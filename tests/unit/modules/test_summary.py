@@ -62,7 +62,8 @@ def test_process_summary_shows_the_table(tmp_path, capsys):
         assert exc.code == 0
     out = capsys.readouterr().out
     # the file's own facts: weights sorted heaviest first, no empty shape columns
-    assert "final w" in out and "prune threshold 0.9" in out and "head params" not in out
+    assert "w last" in out and "prune threshold 0.9" in out and "head params" not in out
+    assert out.count("w first") == 1  # one weight table
     rows = [
         li.split()
         for li in out.splitlines()

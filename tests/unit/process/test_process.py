@@ -494,8 +494,9 @@ def test_summary_mentions_every_pathway() -> None:
     for name in NAMES:
         assert name in s
     w = p.weights()
-    line = next(ln for ln in s.splitlines() if ln.startswith(NAMES[1]))
-    first, last = (float(v) for v in line.split()[1:3])
+    line = next(ln for ln in s.splitlines() if ln.split()[1:2] == [NAMES[1]])
+    first, last = (float(v) for v in line.split()[2:4])
+    assert s.count("w first") == 1  # one weight table
     assert first == pytest.approx(float(w[0, 1]), abs=1e-4)
     assert last == pytest.approx(float(w[-1, 1]), abs=1e-4)
     assert "seed: 3" in s
