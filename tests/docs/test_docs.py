@@ -151,3 +151,19 @@ def _python_blocks_of(text: str) -> list[str]:
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_the_package_and_the_process_format_are_versioned_as_the_docs_say():
+    """The package is past 0.1, whose flat keywords the README calls the old API; the
+    process-format page's version table names the package's version and the format it
+    writes."""
+    from distpro_lightning import __version__
+    from distpro_lightning.process.format import FORMAT_VERSION
+
+    major_minor = tuple(int(x) for x in __version__.split(".")[:2])
+    assert major_minor > (0, 1)
+    assert "Version 0.1's flat keywords" in (ROOT / "README.md").read_text()
+    page = (DOCS / "process-format.md").read_text()
+    row = next(li for li in page.splitlines() if li.startswith(f"| {__version__} |"))
+    assert row.split("|")[3].strip() == str(FORMAT_VERSION)
+    assert f"| `version` | `{FORMAT_VERSION}`" in page
