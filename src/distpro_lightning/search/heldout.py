@@ -297,7 +297,11 @@ def held_out_loader(
     dm = trainer.datamodule
     method = source or "search_val_dataloader"
     if dm is None or not callable(getattr(dm, method, None)):
-        where = "there is no data module" if dm is None else f"the data module has no {method}()"
+        where = (
+            f"there is no data module (held_out={source!r} reads its {method}())"
+            if dm is None
+            else f"the data module has no {method}()"
+        )
         raise RuntimeError(
             f"ProcessSearchCallback needs held-out batches: {where}. "
             "Use a DistPro data module in mode='search', name your data module's method "
