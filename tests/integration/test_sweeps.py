@@ -76,7 +76,8 @@ def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, c
         assert b"distpro-process" in records  # the artifact's type
         # the config record: key "search", JSON value with the settings
         assert b"search" in records
-        for key in (b'"alpha_lr"', b'"hypergradient"', b'"warmup_steps"', b'"alpha_betas"'):
+        # the grouped names of the docs and the YAML: search.alpha.lr, search.alpha.betas ...
+        for key in (b'"alpha"', b'"lr"', b'"hypergradient"', b'"warmup_steps"', b'"betas"'):
             assert key in records, key
     # retrain the best with the shipped retrain config
     capsys.readouterr()

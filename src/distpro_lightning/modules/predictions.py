@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,4 @@ class PredictionWriter(BasePredictionWriter):
             flat = [int(j) for batch in idx or [] for j in batch]
             if flat:
                 out[f"batch_indices{tag}"] = torch.tensor(flat)
-        buffer = io.BytesIO()
-        torch.save(out, buffer)
-        atomic_write(self.path_for(trainer), lambda fh: fh.write(buffer.getvalue()))
+        atomic_write(self.path_for(trainer), lambda fh: torch.save(out, fh))
