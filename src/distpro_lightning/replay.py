@@ -68,7 +68,12 @@ class ProcessScheduleCallback(Callback):
             ``strict=False`` the module's normalisation is kept and a warning is given.
         smooth_steps: replay the centred moving average of this many search rows (odd;
             1: the rows as searched), see `smoothed`.
-        plot: log the replayed process (interpolated to the run) as images at the end.
+        plot: log the replayed process (interpolated to the run) as figures at every
+            epoch end (``figures/replay_process_<kind>_epoch<NNN>.png`` for a CSV logger,
+            images for W&B and TensorBoard), and at the end of a fit stopped mid-epoch.
+        log_pathways: log every pathway's weight, ``alpha_weight/<pathway>``, at the
+            Trainer's ``log_every_n_steps``, as the search does (the summaries
+            ``replay/...`` are always logged).
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
             ``replay:`` section: on when any key of the section is given).
     """
@@ -82,8 +87,12 @@ class ProcessScheduleCallback(Callback):
         smooth_steps: int = 1,
         plot: bool = True,
         enabled: bool = True,
+        log_pathways: bool = True,
     ) -> None:
         self.enabled = enabled
+        self.log_pathways = log_pathways
+        self._figures_at: int | None = None  # the global step of the last figures
+        self._row_epoch = 0  # the epoch of the last replayed row
         if not (isinstance(smooth_steps, int) and smooth_steps >= 1 and smooth_steps % 2 == 1):
             raise ValueError(f"smooth_steps must be an odd number >= 1, got {smooth_steps!r}.")
         self.smooth_steps = smooth_steps
@@ -155,7 +164,13 @@ class ProcessScheduleCallback(Callback):
             raise ValueError(f"mode={self.mode!r} needs a process file; none was given.")
         if isinstance(self.source, str | os.PathLike):
             self.source = DistillationProcess.load(self.source)
-        process = self.source.remap(module.pathway_names, self.pathway_map)
+        try:
+            process = self.source.remap(module.pathway_names, self.pathway_map)
+        except ProcessFileError:
+            fix = None if self.pathway_map is not None else other_space(self.source, module)
+            if fix is None:
+                raise
+            raise ProcessFileError(fix) from None
         if self.smooth_steps > 1:
             if self.smooth_steps >= len(process):
                 rank_zero_warn(
@@ -241,10 +256,13 @@ class ProcessScheduleCallback(Callback):
             pl_module.alpha_logits.copy_(row.to(pl_module.alpha_logits.device))
         if self.plot:
             self._replayed.append(row)
+            self._row_epoch = trainer.current_epoch
         module: Any = pl_module
-        summary = weight_summary(
-            module.alpha_weights().detach(), module.pathway_names, module.active_pathways()
-        )
+        weights = module.alpha_weights().detach()
+        summary = weight_summary(weights, module.pathway_names, module.active_pathways())
+        if self.log_pathways:
+            for name, w in zip(module.pathway_names, weights.tolist()):
+                pl_module.log(f"alpha_weight/{name}", w, on_step=True, on_epoch=False)
         # scalars a run table compares across process / final / uniform replays
         pl_module.log("replay/active_pathways", float(summary.active))
         pl_module.log("replay/effective_pathways", summary.effective)
@@ -269,11 +287,21 @@ class ProcessScheduleCallback(Callback):
         for logger in trainer.loggers:
             logger.log_hyperparams({"replay": values, **extra})
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log_figures(self, trainer: pl.Trainer, epoch: int) -> None:
+        """The replayed rows so far as figures of ``epoch`` (once per global step)."""
         if not self.enabled or not self.plot or not self._replayed or self.process is None:
             return
+        if self._figures_at == trainer.global_step:
+            return
         replayed = self.process.with_rows(torch.stack(self._replayed))
-        log_process_figures(trainer, replayed, "replay/process")
+        log_process_figures(trainer, replayed, "replay/process", epoch)
+        self._figures_at = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_figures(trainer, trainer.current_epoch)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._log_figures(trainer, self._row_epoch)  # a fit stopped mid-epoch
 
     def _check_resume(self, fingerprint: str) -> None:
         """A resumed replay continues the checkpoint's: the same mode and smoothing (refused
@@ -305,6 +333,40 @@ class ProcessScheduleCallback(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resumed = dict(state_dict)
+
+
+def other_space(process: DistillationProcess, module: Any) -> str | None:
+    """The refusal of a process searched in another search space than ``module``'s,
+    naming the settings the process file records (transforms, the KD and review pathways,
+    the taps) to build the module with; ``None`` when it records none that differ (a
+    transfer then needs ``pathway_map``)."""
+    names = set(process.pathway_names)
+    theirs = {
+        "transforms": process.transform_kinds,
+        "response_kd": KD_PATHWAY_NAME in names,
+        "review_kd": REVIEW_PATHWAY_NAME in names,
+        "student_taps": process.student_taps,
+        "teacher_taps": process.teacher_taps,
+    }
+    ours = {
+        "transforms": list(module.transform_kinds),
+        "response_kd": bool(module.response_kd),
+        "review_kd": bool(getattr(module, "review_kd", False)),
+        "student_taps": list(module.student_tap_names),
+        "teacher_taps": list(module.teacher_tap_names),
+    }
+    differ = {k: v for k, v in theirs.items() if v is not None and v != ours[k]}
+    if not differ:
+        return None
+    settings = ", ".join(f"distillation.{k}={v!r}" for k, v in differ.items())
+    return (
+        f"The process was searched in another search space than this module's: it has "
+        f"{process.num_pathways} pathways, the module {module.num_pathways}. Build the module "
+        f"with the settings the process file records: {settings} (the module has "
+        + ", ".join(f"{k}={ours[k]!r}" for k in differ)
+        + "). To transfer it to other pathways on purpose, pass pathway_map (a dict from the "
+        "module's names to the process's, or 'position')."
+    )
 
 
 def _warn_on_scale(file_scale: float, module_scale: float) -> None:

@@ -31,6 +31,17 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
     argv += ["--search-epochs", "1", "--epochs", "1", "--methods", "hinton_kd", "distpro"]
     assert demo_main(argv) == 0
+    out = capsys.readouterr().out
+    # the committed teacher, said with its provenance; the cached one is not trained or used
+    assert "teacher: the committed resnet20, " in out and "teachers/README.md" in out
+    assert "teacher_resnet20.pt" in out
+    # each row's cost in x the Hinton KD run (DistPro's with the search phase)
+    summary = json.loads((root / "summary.json").read_text())
+    times = summary["times_s"]
+    row = next(li for li in out.splitlines() if li.startswith("DistPro (searched process)"))
+    expected = (times["distpro"] + times["search"]) / times["hinton_kd"]
+    assert row.split()[-2:] == [f"{expected:.2f}", "x"]
+    assert "x Hinton KD" in out and "not a measure" in out
     process = DistillationProcess.load(root / "process.json")
     assert process.num_pathways == 11  # 9 conv_bn + logits->logits:kd + review->review:abf
     assert {"logits->logits:kd", "review->review:abf"} <= set(process.pathway_names)
@@ -45,7 +56,7 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
 
     # a process searched with other settings is not reused; the same settings reuse it
     capsys.readouterr()
-    again = [*argv[:-2], "student", "--search-every", "1"]
+    again = [*argv[:-2], "student", "--search-every", "1", "--train-teacher"]
     assert demo_main(again) == 0
     out = capsys.readouterr().out
     assert "not reusing" in out and "every_n_steps 4 there, 1 now" in out
@@ -154,3 +165,13 @@ def test_a_demo_process_is_reused_only_when_complete_and_searched_alike(tmp_path
     assert _reusable(tmp_path / "done.json", other) == (
         "pathways ['a', 'b'] there, ['a', 'c'] now; alpha_lr 0.05 there, 0.5 now"
     )
+
+
+def test_the_demo_help_shows_no_double_backticks(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        demo_main(["--help"])
+    out = capsys.readouterr().out
+    assert "--train-teacher" in out and "teacher_resnet20.pt" in out
+    assert "``" not in out

@@ -76,7 +76,8 @@ def test_sweep_trials_then_sweep_best_retrains_the_best(tmp_path, monkeypatch, c
         assert b"distpro-process" in records  # the artifact's type
         # the config record: key "search", JSON value with the settings
         assert b"search" in records
-        for key in (b'"alpha_lr"', b'"hypergradient"', b'"warmup_steps"', b'"alpha_betas"'):
+        # the grouped names of the docs and the YAML: search.alpha.lr, search.alpha.betas ...
+        for key in (b'"alpha"', b'"lr"', b'"hypergradient"', b'"warmup_steps"', b'"betas"'):
             assert key in records, key
     # retrain the best with the shipped retrain config
     capsys.readouterr()
@@ -147,6 +148,32 @@ def test_sweep_best_lists_damaged_and_nan_trials_instead_of_dropping_them(tmp_pa
     with pytest.raises(SystemExit):
         main(["sweep-best", str(tmp_path / "missing")])
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_sweep_best_says_ties_and_the_tie_break_and_lists_each_trials_settings(tmp_path, capsys):
+    import torch
+
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 1.0}
+    for name, score, lr in (("b_trial", 0.5, 0.1), ("a_trial", 0.5, 0.5), ("c_trial", 0.7, 1.0)):
+        p = DistillationProcess(
+            ["a->b:conv_bn", "a->c:conv_bn"], norm, transform_kinds=["conv_bn"],
+            provenance={"search_val_loss": score, "alpha_lr": lr, "seed": 3},
+        )  # fmt: skip
+        p.append(torch.tensor([1.0, 2.0]))
+        (tmp_path / name).mkdir()
+        p.save(tmp_path / name / "process.json")
+    with pytest.raises(SystemExit) as done:
+        main(["sweep-best", str(tmp_path)])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    first = tmp_path / "a_trial" / "process.json"
+    assert f"best: {first}" in out  # the tie-break: equal scores, then the path order
+    assert "tie: 2 trials share the best search_val_loss 0.50000 (2 of them exactly)" in out
+    assert "first path in alphabetical order" in out
+    assert f"also tied: {tmp_path / 'b_trial' / 'process.json'}" in out
+    for lr in (0.1, 0.5, 1.0):  # each trial's settings, as its file records them
+        assert f"alpha.lr={lr} " in out
+    assert out.count("transforms=[conv_bn]") == 3 and "seed=3" in out
 
 
 @needs_fashion

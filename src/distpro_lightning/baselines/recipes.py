@@ -52,7 +52,9 @@ class RecipeSettings:
     rate (SGD with momentum 0.9, weight decay 5e-4, cosine schedule), DistPro's pruning
     threshold ``tau`` and its search space: ``paper`` (3 x 3 connections x 3 transforms = 27
     pathways) or ``recommended`` (the 9 ``conv_bn`` pathways with Hinton KD and ReviewKD's
-    review as pathways: 11, the space that won the paired comparison, docs/quality.md)."""
+    review as pathways: 11, the space that won the paired comparison, docs/quality.md).
+    ``teacher_model``: the teacher's architecture when the teacher file is a bare state
+    dict (e.g. ``"resnet20"`` for the committed teachers)."""
 
     num_classes: int = 10
     in_channels: int = 1
@@ -60,6 +62,7 @@ class RecipeSettings:
     lr: float = 0.05
     tau: float | None = 0.5
     space: Literal["paper", "recommended"] = "paper"
+    teacher_model: str | None = None
 
     def space_settings(self) -> dict[str, Any]:
         """The `DistillationConfig` fields of the search space."""
@@ -100,6 +103,7 @@ def distpro_kwargs(
     kwargs: dict[str, Any] = dict(
         student=student,
         teacher=teacher,
+        teacher_model=settings.teacher_model,
         distillation=DistillationConfig(**distillation),
         log_pathway_losses=True,
         **settings.module_kwargs(),
@@ -138,6 +142,7 @@ def build_method(
         module = ReviewKDModule(
             student=student,
             teacher=teacher,
+            teacher_model=settings.teacher_model,
             input_shape=list(settings.input_shape),
             warmup_epochs=0,
             **settings.module_kwargs(),

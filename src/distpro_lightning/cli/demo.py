@@ -1,8 +1,14 @@
 """The end-to-end Fashion-MNIST demo (``distpro demo``).
 
-Phases: teacher (trained or reused) -> search (a process) -> retrain with the process, and
-the baselines at the same budget (student alone, Hinton KD, equally weighted, use alpha_T).
-It prints a table of test accuracies and phase times and where the files were written.
+Phases: teacher (the committed one, reused, or trained) -> search (a process) -> retrain
+with the process, and the baselines at the same budget (student alone, Hinton KD, equally
+weighted, use alpha_T). It prints a table of test accuracies, phase times and each row's
+cost in x the Hinton KD run, and where the files were written.
+
+The teacher is the resnet20 committed in ``benchmarks/results/teachers/teacher_resnet20.pt``
+(93.02 % test top-1; its provenance in that folder's README.md), found from the working
+directory (a clone's root) or beside the installed sources; ``--train-teacher`` trains the
+demo's own instead, as does a checkout without the file.
 
 The search is the recommended cheap recipe (docs/cost.md): the recommended space, alpha
 updated every ``--search-every`` (4) steps, on a proxy (1 epoch on the 80 % split against a
@@ -81,6 +87,23 @@ def _test(trainer: Trainer, module: Any, args: argparse.Namespace) -> float:
 
 EXAMPLE_TEACHER = Path("runs/fashion_mnist/teacher/teacher.ckpt")
 
+#: The committed Fashion-MNIST teacher (a bare resnet20 state dict), relative to a clone.
+COMMITTED_TEACHER = Path("benchmarks/results/teachers/teacher_resnet20.pt")
+COMMITTED_PROVENANCE = (
+    "93.02 % test top-1; 12 epochs on all 60,000 training images, SGD lr 0.1 cosine, batch "
+    "256, seed 0, on one H200; provenance in benchmarks/results/teachers/README.md"
+)
+
+
+def committed_teacher() -> Path | None:
+    """The committed teacher file: under the working directory (a clone's root), else
+    beside the sources of an editable install; ``None`` when neither has it."""
+    source_root = Path(__file__).resolve().parents[3]
+    for path in (COMMITTED_TEACHER, source_root / COMMITTED_TEACHER):
+        if path.is_file():
+            return path
+    return None
+
 
 #: the key under which the demo records, inside a file it made, the settings it made it with
 SETTINGS_KEY = "demo_settings"
@@ -127,15 +150,24 @@ def teacher_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | None]:
+    committed = None if args.train_teacher else committed_teacher()
+    if committed is not None:
+        print(
+            f"[demo] teacher: the committed {PAIR['teacher']}, {committed} ({COMMITTED_PROVENANCE}); "
+            "--train-teacher trains the demo's own"
+        )
+        return committed, None
     ckpt = root / "teacher.ckpt"
     wanted = teacher_settings(args)
+    if not args.train_teacher:
+        print(f"[demo] teacher: {COMMITTED_TEACHER} is not in this checkout")
     if not args.fresh and ckpt.is_file():
         why = differing(ckpt, wanted)
         if not why:
             print(f"[demo] teacher: reusing {ckpt}")
             return ckpt, None
         print(f"[demo] teacher: not reusing {ckpt} ({'; '.join(why)}); training again")
-    elif not args.fresh and EXAMPLE_TEACHER.is_file():
+    elif not args.fresh and not args.train_teacher and EXAMPLE_TEACHER.is_file():
         print(
             f"[demo] teacher: reusing {EXAMPLE_TEACHER}, the Fashion-MNIST example's teacher "
             "(its own epochs and seed; --teacher-epochs and --seed do not apply to it; --fresh "
@@ -205,7 +237,8 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
     once the search has completed: an earlier process is never lost to a failed search."""
     path = root / "process.json"
     seed_everything(args.seed)
-    module = DistProModule(**distpro_kwargs(PAIR["student"], str(teacher), _settings(args)))
+    settings = _settings(args, teacher)
+    module = DistProModule(**distpro_kwargs(PAIR["student"], str(teacher), settings))
     wanted = _search_settings(args, teacher)
     if path.is_file() and not args.fresh:
         why = [_reusable(path, _searched_with(args, module)), *differing(path, wanted)]
@@ -246,7 +279,7 @@ def run_method(
     args: argparse.Namespace, root: Path, teacher: Path, process: Path, method: str
 ) -> float:
     seed_everything(args.seed)
-    settings = _settings(args)
+    settings = _settings(args, teacher)
     module, callbacks = build_method(method, PAIR["student"], str(teacher), str(process), settings)
     trainer = _trainer(root, method, args.epochs, callbacks)
     trainer.fit(module, datamodule=_data(args, "retrain", args.subset))
@@ -256,8 +289,12 @@ def run_method(
 DEMO_METHODS = ("student", "hinton_kd", "equal", "alpha_T", "distpro")
 
 
-def _settings(args: argparse.Namespace) -> RecipeSettings:
-    return RecipeSettings(lr=args.lr, tau=args.tau, space=args.space)
+def _settings(args: argparse.Namespace, teacher: Path | None = None) -> RecipeSettings:
+    """The methods' shared settings; a teacher given as a bare state dict (the committed
+    ``.pt``) is built as ``PAIR["teacher"]``."""
+    bare = teacher is not None and teacher.suffix == ".pt"
+    arch = PAIR["teacher"] if bare else None
+    return RecipeSettings(lr=args.lr, tau=args.tau, space=args.space, teacher_model=arch)
 
 
 def _number(kind: type, lowest: float | None, above: bool = False) -> Any:
@@ -282,10 +319,17 @@ def _number(kind: type, lowest: float | None, above: bool = False) -> Any:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="distpro demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="distpro demo", description=__doc__.replace("``", "`"))
     p.add_argument("--root", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--fresh", action="store_true", help="retrain the teacher, re-search")
+    p.add_argument(
+        "--fresh", action="store_true",
+        help="reuse nothing the demo made before (its trained teacher, its process)",
+    )  # fmt: skip
+    p.add_argument(
+        "--train-teacher", action="store_true",
+        help=f"train the demo's own teacher instead of the committed {COMMITTED_TEACHER}",
+    )  # fmt: skip
     p.add_argument("--teacher-epochs", type=_number(int, 1), default=3)
     p.add_argument(
         "--search-epochs", type=_number(int, 1), default=1,
@@ -328,19 +372,59 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], process: Path, pn
         "",
         f"DistPro demo: Fashion-MNIST, {PAIR['teacher']} -> {PAIR['student']}, "
         f"{args.epochs} epoch(s) on {args.subset or 60000} images, test top-1 on 10,000 images",
-        f"{'method':<34} {'test top-1':>10} {'time (s)':>9}",
+        f"{'method':<34} {'test top-1':>10} {'time (s)':>9} {'x Hinton KD':>11}",
         f"{'teacher ' + PAIR['teacher']:<34} {100 * summary['teacher_top1']:>9.2f}% "
         f"{times['teacher']:>9.1f}",
         f"{'search (process)':<34} {'':>10} {times['search']:>9.1f}",
     ]
-    lines += [f"{LABELS[m]:<34} {100 * results[m]:>9.2f}% {times[m]:>9.1f}" for m in results]
     lines += [
+        f"{LABELS[m]:<34} {100 * results[m]:>9.2f}% {times[m]:>9.1f} {cost_column(m, times):>11}"
+        for m in results
+    ]
+    lines += [
+        "",
+        "x Hinton KD: each row's wall time over the Hinton KD run's; DistPro and use alpha_T "
+        "include this run's search phase (a reused search: only its reuse).",
+        SCALE_NOTE,
         "",
         f"process file: {process}",
         f"process plot: {png}",
         f"logs:         {Path(args.root) / 'logs'} (CSV, one folder per phase)",
     ]
     return "\n".join(lines)
+
+
+def _teacher_module(teacher: Path) -> ClassifierModule:
+    """The teacher as a `ClassifierModule` to test: from its Lightning checkpoint, or the
+    committed bare state dict loaded into ``PAIR["teacher"]``."""
+    if teacher.suffix != ".pt":
+        return ClassifierModule.load_from_checkpoint(teacher, map_location="cpu", weights_only=True)
+    from distpro_lightning.modules.checkpoints import load_state_file
+
+    module = ClassifierModule(model=PAIR["teacher"], num_classes=10, in_channels=1)
+    module.model.load_state_dict(load_state_file(teacher))
+    return module
+
+
+#: The methods whose row replays the demo's search: their cost includes the search phase.
+USES_SEARCH = ("alpha_T", "distpro")
+
+SCALE_NOTE = (
+    "The logged train/loss of the distilled runs is the task loss plus the weighted sum of "
+    "every pathway's loss (11 pathways in the recommended space), so it starts many times "
+    "larger than the cross-entropy (train/task_loss); a run of a few epochs is a smoke run, "
+    "not a measure: the converged, paired comparison is docs/quality.md."
+)
+
+
+def cost_column(method: str, times: dict[str, float]) -> str:
+    """The method's wall time in x the Hinton KD run of this demo (the search phase added
+    for the rows that replay it); empty without a Hinton KD row."""
+    kd = times.get("hinton_kd")
+    if not kd:
+        return ""
+    spent = times[method] + (times.get("search", 0.0) if method in USES_SEARCH else 0.0)
+    return f"{spent / kd:.2f} x"
 
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
@@ -366,9 +450,7 @@ def demo_main(argv: Sequence[str] | None = None) -> int:
         results[method] = run_method(args, root, teacher, process, method)
         times[method] = time.perf_counter() - t0
     if teacher_top1 is None:
-        teacher_module = ClassifierModule.load_from_checkpoint(
-            teacher, map_location="cpu", weights_only=True
-        )
+        teacher_module = _teacher_module(teacher)
         trainer = Trainer(accelerator="cpu", logger=False, enable_model_summary=False)
         teacher_top1 = _test(trainer, teacher_module, args)
     summary = {"teacher_top1": teacher_top1, "results": results, "times_s": times}

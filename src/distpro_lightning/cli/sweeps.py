@@ -35,6 +35,27 @@ class Trial:
     score: float | None
     steps: int
     problem: str | None = None
+    settings: str = ""
+
+
+def trial_settings(process: DistillationProcess) -> str:
+    """A trial's settings as its process file records them, one line: what a sweep varies
+    (alpha lr, hypergradient, sparse search, search space, normalisation, threshold, seed)."""
+    prov = process.provenance
+    names = set(process.pathway_names)
+    every = prov.get("run_settings", {}).get("search_every_n_steps", 1)
+    parts = {
+        "alpha.lr": prov.get("alpha_lr"),
+        "hypergradient": prov.get("hypergradient"),
+        "every_n_steps": every,
+        "transforms": "[" + ", ".join(process.transform_kinds or []) + "]",
+        "response_kd": KD_PATHWAY_NAME in names,
+        "review_kd": REVIEW_PATHWAY_NAME in names,
+        "normalization": process.normalization["name"],
+        "prune_threshold": process.prune_threshold,
+        "seed": prov.get("seed"),
+    }
+    return " ".join(f"{k}={v}" for k, v in parts.items())
 
 
 def find_trials(root: str | os.PathLike[str], pattern: str = "process.json") -> list[Trial]:
@@ -60,7 +81,8 @@ def find_trials(root: str | os.PathLike[str], pattern: str = "process.json") -> 
         elif isinstance(score, int | float) and not math.isfinite(score):
             problem = f"non-finite held-out loss ({score})"
         ok = problem is None and isinstance(score, int | float)
-        trials.append(Trial(path, float(score) if ok else None, len(process), problem))
+        settings = trial_settings(process)
+        trials.append(Trial(path, float(score) if ok else None, len(process), problem, settings))
     return sorted(trials, key=lambda t: (t.score is None, t.score or 0.0, str(t.path)))
 
 
@@ -122,6 +144,8 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
         print(
             f"{score:>24}  {t.steps:>6} steps  {t.path}" + (f"  ({t.problem})" if t.problem else "")
         )
+        if t.settings:
+            print(f"{'':>24}  {t.settings}")
     bad = [t for t in trials if t.problem]
     if bad:
         print(
@@ -136,6 +160,7 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
         )
     best = scored[0]
     print(f"best: {best.path} (search_val_loss {best.score:.5f})")
+    say_ties(scored)
     if fit_args:
         ours = [*search_space_args(DistillationProcess.load(best.path))]
         ours += [f"--replay.process={best.path}"]
@@ -162,6 +187,25 @@ def split_values(values: str) -> list[str]:
         else:
             current += char
     return [v.strip() for v in [*out, current]]
+
+
+def say_ties(scored: Sequence[Trial]) -> None:
+    """Say when several trials share the best score as printed (5 decimals), and how the
+    best was chosen among them: the lowest exact score, then the path order."""
+    best = scored[0]
+    assert best.score is not None
+    tied = [t for t in scored if t.score is not None and round(t.score, 5) == round(best.score, 5)]
+    if len(tied) < 2:
+        return
+    exact = sum(1 for t in tied if t.score == best.score)
+    print(
+        f"tie: {len(tied)} trials share the best search_val_loss {best.score:.5f} "
+        f"({exact} of them exactly); the tie-break takes the lowest exact value, then the "
+        f"first path in alphabetical order: {best.path}. The tied trials differ in the "
+        "settings listed above; to retrain another, run distpro fit --replay.process FILE."
+    )
+    for t in tied[1:]:
+        print(f"  also tied: {t.path}")
 
 
 def grid_trials(params: Sequence[str]) -> list[list[str]]:

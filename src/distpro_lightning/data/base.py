@@ -179,7 +179,24 @@ class SplitDataModule(LightningDataModule):
         """
         if stage in (None, "fit"):
             self._ensure_train()
+            self._skip_missing_validation(stage)
         self._ensure_test()
+
+    def _skip_missing_validation(self, stage: str | None) -> None:
+        """In a fit without a validation split (retrain mode, no ``val_fraction``): set the
+        Trainer's ``limit_val_batches=0``, so Lightning skips validation instead of warning
+        about an empty loader (`has_validation`); a limit the user set is warned about."""
+        trainer = getattr(self, "trainer", None)
+        if stage != "fit" or trainer is None or self.has_validation:
+            return
+        given = trainer.limit_val_batches
+        if given not in (0, 0.0, 1.0):
+            rank_zero_warn(
+                f"Trainer(limit_val_batches={given}) has no effect: {type(self).__name__} has no "
+                "validation split (mode='retrain' without val_fraction), so validation is "
+                "skipped. Give val_fraction (e.g. 0.1) to validate."
+            )
+        trainer.limit_val_batches = 0
 
     def _ensure_train(self) -> tuple[Dataset, torch.Tensor]:
         """Load the training set and compute the splits if not done for the current

@@ -43,6 +43,32 @@ def check_ddp_pruning(trainer: Any, module: DistProMixin) -> None:
         )
 
 
+def check_teacher_file(checkpoint_path: Any, teacher_model: Any = None) -> None:
+    """Refuse to rebuild a module from ``checkpoint_path`` whose hyperparameters name a
+    teacher file that no longer exists, with the two ways on: ``teacher=None`` (with the
+    architecture, ``teacher_model``, when the run gave none) or ``teacher=`` a new path."""
+    import os
+    from pathlib import Path
+
+    from distpro_lightning.modules.checkpoints import load_state_file
+
+    if not isinstance(checkpoint_path, str | os.PathLike) or not Path(checkpoint_path).is_file():
+        return  # Lightning's own loading says what is wrong with it
+    hp = load_state_file(checkpoint_path).get("hyper_parameters") or {}
+    teacher = hp.get("teacher")
+    if not isinstance(teacher, str) or not Path(teacher).suffix or Path(teacher).exists():
+        return  # a module, a registry name, or a file that is there
+    arch = teacher_model or hp.get("teacher_model")
+    needs = "" if arch else ", teacher_model='resnet20'  # the teacher's architecture"
+    raise FileNotFoundError(
+        f"The teacher file {teacher!r} this checkpoint was trained with does not exist (looked "
+        f"for {str(Path(teacher).absolute())!r}); the checkpoint holds no teacher weights. To "
+        "test, predict or export the student without it: DistProModule.load_from_checkpoint("
+        f"ckpt, teacher=None{needs}); to distil again, pass the teacher's new path: "
+        "load_from_checkpoint(ckpt, teacher='path/to/teacher.ckpt')."
+    )
+
+
 class DistProModule(DistProMixin, StudentModule):
     """A student distilled from a frozen teacher through weighted pathways (DistPro).
 
@@ -162,6 +188,18 @@ class DistProModule(DistProMixin, StudentModule):
         from distpro_lightning.models import create
 
         return create(teacher_model, num_classes=num_classes, in_channels=in_channels)
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: Any, map_location: Any = None, **kwargs: Any
+    ) -> DistProModule:
+        """Lightning's ``load_from_checkpoint``; when the teacher file the checkpoint's run
+        used is gone (and no ``teacher=`` is given), one `FileNotFoundError` that says so
+        and names ``teacher=None`` (inference without the teacher) or a new path, instead
+        of the teacher's error inside jsonargparse's list of union subtypes."""
+        if "teacher" not in kwargs:
+            check_teacher_file(checkpoint_path, kwargs.get("teacher_model"))
+        return super().load_from_checkpoint(checkpoint_path, map_location, **kwargs)
 
     def on_fit_start(self) -> None:
         if self.teacher_is_placeholder:

@@ -42,7 +42,9 @@ class OptimizerConfig:
         momentum: SGD momentum.
         weight_decay: weight decay (decoupled for ``adamw``).
         nesterov: Nesterov momentum (SGD).
-        scheduler: per-epoch schedule: ``step`` (multi-step), ``cosine`` or ``none``.
+        scheduler: ``step`` (multi-step, per epoch), ``cosine`` (per epoch over the
+            Trainer's ``max_epochs``; with ``max_steps`` alone, per step over its
+            ``estimated_stepping_batches``) or ``none``.
         milestones: epochs at which ``step`` multiplies the lr by ``gamma``.
         gamma: the ``step`` schedule's factor.
     """
@@ -121,25 +123,43 @@ class OptimizerConfig:
         return opt_class(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def build_scheduler(
-        self, opt: torch.optim.Optimizer, max_epochs: int | None = None
+        self,
+        opt: torch.optim.Optimizer,
+        max_epochs: int | None = None,
+        total_steps: float | None = None,
     ) -> dict[str, Any] | None:
-        """A per-epoch schedule in Lightning's ``lr_scheduler`` dict form (``None``: none)."""
+        """The schedule in Lightning's ``lr_scheduler`` dict form (``None``: none): per
+        epoch; ``cosine`` without ``max_epochs`` (``Trainer(max_steps=...)`` alone) anneals
+        per optimizer step over ``total_steps`` (the Trainer's
+        ``estimated_stepping_batches``)."""
         if self.scheduler == "none":
             return None
         if self.scheduler == "step":
             sched: Any = torch.optim.lr_scheduler.MultiStepLR(
                 opt, milestones=list(self.milestones), gamma=self.gamma
             )
-        else:
-            if not max_epochs or max_epochs < 1:
-                raise ValueError("scheduler='cosine' needs the Trainer's max_epochs to be set.")
+            return {"scheduler": sched, "interval": "epoch"}
+        if max_epochs is not None and max_epochs >= 1:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max_epochs)
-        return {"scheduler": sched, "interval": "epoch"}
+            return {"scheduler": sched, "interval": "epoch"}
+        if total_steps is None or not 1 <= total_steps < float("inf"):
+            raise ValueError(
+                "scheduler='cosine' needs the run's length: set the Trainer's max_epochs (a "
+                "per-epoch cosine) or max_steps (a per-step cosine over "
+                "trainer.estimated_stepping_batches)."
+            )
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=int(total_steps))
+        return {"scheduler": sched, "interval": "step"}
 
-    def configure(self, params: Iterable[nn.Parameter], max_epochs: int | None = None) -> Any:
-        """A ``configure_optimizers`` return value."""
+    def configure(
+        self,
+        params: Iterable[nn.Parameter],
+        max_epochs: int | None = None,
+        total_steps: float | None = None,
+    ) -> Any:
+        """A ``configure_optimizers`` return value (``total_steps``: see `build_scheduler`)."""
         opt = self.build_optimizer(params)
-        sched = self.build_scheduler(opt, max_epochs)
+        sched = self.build_scheduler(opt, max_epochs, total_steps)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
 
 
@@ -249,8 +269,15 @@ class StudentModule(pl.LightningModule):
         raise NotImplementedError
 
     def configure_optimizers(self) -> Any:
-        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
-        return self.optimizer_config.configure(self.trainable_parameters(), max_epochs)
+        """The optimizer group's optimizer and schedule; a cosine schedule runs per epoch
+        over ``max_epochs``, or, when only ``max_steps`` is set, per step over the Trainer's
+        ``estimated_stepping_batches``."""
+        trainer = self._trainer
+        max_epochs = trainer.max_epochs if trainer is not None else None
+        cosine = self.optimizer_config.scheduler == "cosine"
+        by_steps = trainer is not None and cosine and (max_epochs is None or max_epochs < 1)
+        total = trainer.estimated_stepping_batches if by_steps else None
+        return self.optimizer_config.configure(self.trainable_parameters(), max_epochs, total)
 
     def split_batch(self, batch: Any) -> tuple[Any, Any]:
         """``(inputs, targets)`` of a batch ``(x, y, ...)``; override for other layouts."""

@@ -36,11 +36,14 @@ def export_student(module: Any, path: str | os.PathLike[str], overwrite: bool = 
     student = unwrap_model(module.student)
     hparams = dict(getattr(module, "hparams", {}) or {})
     architecture = hparams.get("student") if isinstance(hparams.get("student"), str) else None
+    given = hparams.get("student") if isinstance(hparams.get("student"), dict) else {}
     payload = {
         "format": STUDENT_FORMAT,
         "version": 1,
         "architecture": architecture,
         "class_name": type(student).__name__,
+        "class_path": f"{type(student).__module__}.{type(student).__qualname__}",
+        "init_args": given.get("init_args") if isinstance(given.get("init_args"), dict) else None,
         "num_classes": hparams.get("num_classes"),
         "in_channels": hparams.get("in_channels"),
         "state_dict": {k: v.detach().cpu() for k, v in student.state_dict().items()},
@@ -105,8 +108,11 @@ def _student_state(
             "(prefix: the student's attribute, e.g. prefix='net')."
         )
     arch = hparams.get("student") if isinstance(hparams.get("student"), str) else None
+    given = hparams.get("student") if isinstance(hparams.get("student"), dict) else {}
     description = {
         "architecture": arch,
+        "class_path": given.get("class_path"),
+        "init_args": given.get("init_args") or {},
         "num_classes": hparams.get("num_classes"),
         "in_channels": hparams.get("in_channels"),
     }
@@ -121,8 +127,9 @@ def load_student(
 
     Args:
         path: the file.
-        model: the (untrained) student architecture to load into; ``None``: built from the
-            registry name the file records (modules built by name).
+        model: the (untrained) student architecture to load into; ``None``: built from what
+            the file records (`build_recorded_student`): the registry name, or your own
+            class when it is importable and its arguments are known.
         prefix: the student's attribute in a checkpoint (``student_attribute``).
 
     Raises:
@@ -130,25 +137,60 @@ def load_student(
         ValueError: ``model`` is ``None`` and the file names no registry architecture.
     """
     state, desc = _student_state(load_state_file(path, STUDENT_FILES), prefix, Path(path))
+    built = model is None
     if model is None:
-        from distpro_lightning.models import create
-
-        arch = desc.get("architecture")
-        if not isinstance(arch, str):
-            raise ValueError(
-                f"{str(path)!r} does not name a registry architecture (the student was given "
-                f"as a module, {desc.get('class_name', 'unknown class')}): pass "
-                "model=YourNet(...) to load the weights into."
-            )
-        model = create(
-            arch,
-            num_classes=int(desc.get("num_classes") or 10),
-            in_channels=int(desc.get("in_channels") or 3),
-        )
-    result = model.load_state_dict(state, strict=False)
+        model = build_recorded_student(desc, str(path))
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that differ
+        hint = " (built from the file's record: pass model=YourNet(...))" if built else ""
+        raise CheckpointError(
+            f"The student weights in {str(path)!r} do not fit {type(model).__name__}{hint}: "
+            f"{' '.join(str(exc).split())[:400]}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"The student weights in {str(path)!r} do not fit {type(model).__name__}: missing "
             f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}."
         )
     return model.eval()
+
+
+def build_recorded_student(desc: dict[str, Any], path: str) -> nn.Module:
+    """The untrained student the file describes: the registry architecture it names, else
+    the class it records (``class_path``) built with its recorded ``init_args`` (the CLI
+    records them) or, when none are recorded, with its defaults; a class that cannot be
+    imported (one defined in ``__main__`` or a script not on ``sys.path``) is refused with
+    the fix, ``model=YourNet(...)``."""
+    from distpro_lightning.models import create
+
+    arch = desc.get("architecture")
+    if isinstance(arch, str):
+        num_classes, in_channels = desc.get("num_classes") or 10, desc.get("in_channels") or 3
+        return create(arch, num_classes=int(num_classes), in_channels=int(in_channels))
+    class_path = desc.get("class_path")
+    fix = "pass model=YourNet(...) (the untrained architecture) to load the weights into"
+    if not isinstance(class_path, str) or "." not in class_path:
+        name = desc.get("class_name", "an unknown class")
+        raise ValueError(f"{path!r} names no architecture (the student is {name}): {fix}.")
+    module_name, _, qualname = class_path.rpartition(".")
+    try:
+        if module_name == "__main__" or "<locals>" in qualname:
+            raise ImportError("defined in a script or a function")
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), qualname)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(
+            f"{path!r} records the student's class {class_path}, which cannot be imported "
+            f"here ({exc}): make it importable (a module on sys.path, e.g. my_models.py in "
+            f"the working directory) or {fix}."
+        ) from None
+    init_args = desc.get("init_args") or {}
+    try:
+        return cls(**init_args)
+    except TypeError as exc:
+        raise ValueError(
+            f"{path!r} records the student's class {class_path} but not the arguments it "
+            f"needs ({exc}): {fix}."
+        ) from None

@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
+from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 
 if TYPE_CHECKING:
     from distpro_lightning.process.core import DistillationProcess
@@ -37,19 +38,37 @@ def _count(module: Any) -> int:
 
 
 def pathway_rows(module: Any) -> list[PathwayRow]:
-    """The rows of a module with `DistProMixin`, pruned state from
-    its current logits and ``prune_threshold``."""
+    """The rows of a module with `DistProMixin`, one per entry of ``module.pathway_names``
+    (the feature pathways, ReviewKD's review pathway, Hinton KD), pruned state from its
+    current logits and ``prune_threshold``. The head parameters of a row are those of its
+    submodule of ``distill_heads`` (``heads.<i>``, ``review``), as Lightning's
+    ``ModelSummary`` counts them."""
     active = module.active_pathways()
-    rows = []
-    for i, (spec, head) in enumerate(zip(module.pathway_specs, module.distill_heads.heads)):
+
+    def pruned(i: int) -> bool | None:
+        return None if active is None else not active[i]
+
+    heads = module.distill_heads
+    rows = [
+        PathwayRow(
+            spec.name,
+            module.teacher_tap_shapes[spec.teacher_idx],
+            module.student_tap_shapes[spec.student_idx],
+            spec.kind,
+            _count(head),
+            pruned(i),
+        )
+        for i, (spec, head) in enumerate(zip(module.pathway_specs, heads.heads))
+    ]
+    if getattr(heads, "review", None) is not None:
         rows.append(
             PathwayRow(
-                spec.name,
-                module.teacher_tap_shapes[spec.teacher_idx],
-                module.student_tap_shapes[spec.student_idx],
-                spec.kind,
-                _count(head),
-                None if active is None else not active[i],
+                REVIEW_PATHWAY_NAME,
+                module.teacher_tap_shapes[-1],
+                module.student_tap_shapes[-1],
+                "abf",
+                _count(heads.review),
+                pruned(len(rows)),
             )
         )
     if module.response_kd:
@@ -60,7 +79,7 @@ def pathway_rows(module: Any) -> list[PathwayRow]:
                 module.student_output_shape,
                 "kd",
                 0,
-                None if active is None else not active[-1],
+                pruned(len(rows)),
             )
         )
     return rows
@@ -78,33 +97,6 @@ def process_rows(process: DistillationProcess) -> list[PathwayRow]:
     return rows
 
 
-def process_weight_table(process: DistillationProcess) -> str:
-    """The pathways of a process file sorted by their final weight (heaviest first): the
-    weight at the first and the last row, the final share of the total, and whether the
-    last row prunes it (the file holds no shapes or head sizes: those belong to a module,
-    `pathway_summary`)."""
-    if not len(process):
-        return "(no rows)"
-    w = process.weights()
-    first, final = w[0], w[-1]
-    total = float(final.abs().sum()) or 1.0
-    tau = process.prune_threshold
-    last = process.final()
-    order = sorted(range(process.num_pathways), key=lambda i: -float(final[i]))
-    width = max([len("pathway"), *(len(n) for n in process.pathway_names)])
-    header = (
-        f"{'':>3} {'pathway':<{width}} {'first w':>8} {'final w':>8} {'share':>6} {'pruned':>6}"
-    )
-    lines = [header, "-" * len(header)]
-    for rank, i in enumerate(order):
-        pruned = "-" if tau is None else ("yes" if float(last[i]) <= tau else "no")
-        lines.append(
-            f"{rank:>3} {process.pathway_names[i]:<{width}} {float(first[i]):>8.3f} "
-            f"{float(final[i]):>8.3f} {100 * float(final[i]) / total:>5.1f}% {pruned:>6}"
-        )
-    return "\n".join(lines)
-
-
 def _shape(shape: Sequence[int] | None) -> str:
     return "-" if shape is None else "x".join(str(s) for s in shape)
 
@@ -113,7 +105,7 @@ def format_pathway_table(rows: Sequence[PathwayRow], totals: Sequence[str] = ())
     """The table of ``rows`` followed by the ``totals`` lines."""
     width = max([len("pathway"), *(len(r.name) for r in rows)])
     header = (
-        f"{'':>3} {'pathway':<{width}} {'teacher':>12} {'student':>12} {'transform':>9} "
+        f"{'#':>3} {'pathway':<{width}} {'teacher':>12} {'student':>12} {'transform':>9} "
         f"{'head params':>11} {'pruned':>6}"
     )
     lines = [header, "-" * len(header)]
@@ -121,7 +113,7 @@ def format_pathway_table(rows: Sequence[PathwayRow], totals: Sequence[str] = ())
         params = "-" if r.head_parameters is None else f"{r.head_parameters:,}"
         pruned = "-" if r.pruned is None else ("yes" if r.pruned else "no")
         lines.append(
-            f"{i:>3} {r.name:<{width}} {_shape(r.teacher_shape):>12} "
+            f"{i + 1:>3} {r.name:<{width}} {_shape(r.teacher_shape):>12} "
             f"{_shape(r.student_shape):>12} {r.transform:>9} {params:>11} {pruned:>6}"
         )
     return "\n".join([*lines, "-" * len(header), *totals])
@@ -149,21 +141,49 @@ HEADS_OVER_STUDENT_WARN = 10.0
 def announce_pathways(trainer: pl.Trainer, module: Any) -> None:
     """Print the pathway table when the Trainer prints a model summary, and warn when the
     pathway heads hold more than `HEADS_OVER_STUDENT_WARN` times the student's parameters
-    (every step and the checkpoints are then mostly heads), naming the fixes."""
+    (every step and the checkpoints are then mostly heads), naming the largest head and the
+    fixes not already in force (`heads_size_warning`)."""
     from lightning.pytorch.callbacks import ModelSummary
 
     if any(isinstance(cb, ModelSummary) for cb in trainer.callbacks):
         rank_zero_info("DistPro pathways:\n" + pathway_summary(module))
+    message = heads_size_warning(module)
+    if message is not None:
+        rank_zero_warn(message)
+
+
+def heads_size_warning(module: Any) -> str | None:
+    """The warning about heads of more than `HEADS_OVER_STUDENT_WARN` x the student's
+    parameters (``None`` when they are smaller): their total as Lightning's summary counts
+    ``distill_heads``, the pathway whose head holds the most, and only the fixes whose
+    setting is not already in force."""
     heads = _count(module.distill_heads)
     student = _count(module.student)
-    if heads > HEADS_OVER_STUDENT_WARN * max(student, 1):
-        rank_zero_warn(
-            f"The {module.num_pathways} pathway heads hold {heads:,} parameters, "
-            f"{heads / max(student, 1):.0f} x the student's {student:,}: the steps and the "
-            "checkpoints are mostly heads. Use fewer transforms (distillation.transforms=[conv_bn]), "
-            "fewer connections (distillation.connections=lower_to_higher) or pruning "
-            "(distillation.prune_threshold=0.5)."
-        )
+    if heads <= HEADS_OVER_STUDENT_WARN * max(student, 1):
+        return None
+    top = max(pathway_rows(module), key=lambda r: r.head_parameters or 0)
+    cfg = getattr(module, "distillation_config", None)
+    fixes = []
+    if top.name == REVIEW_PATHWAY_NAME:
+        fixes.append("no review pathway (distillation.review_kd=false)")
+    if len(module.transform_kinds) > 1 or list(module.transform_kinds) not in ([], ["conv_bn"]):
+        fixes.append("fewer transforms (distillation.transforms=[conv_bn])")
+    if cfg is not None and cfg.connections == "all":
+        fixes.append("fewer connections (distillation.connections=lower_to_higher)")
+    if module.prune_threshold is None:
+        fixes.append("pruning (distillation.prune_threshold=0.5)")
+    advice = (
+        "Use " + ", ".join(fixes) + "."
+        if fixes
+        else "The settings that shrink them are in force already; a wider student, or fewer "
+        "taps (distillation.student_taps/teacher_taps), makes the heads a smaller share."
+    )
+    return (
+        f"The {module.num_pathways} pathway heads hold {heads:,} parameters, "
+        f"{heads / max(student, 1):.0f} x the student's {student:,}: the steps and the "
+        f"checkpoints are mostly heads. The largest is {top.name}'s "
+        f"({top.head_parameters:,}). {advice}"
+    )
 
 
 class PathwaySummary(Callback):

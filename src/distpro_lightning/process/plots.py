@@ -31,7 +31,12 @@ class ProcessView(Protocol):
     @property
     def skipped_steps(self) -> list[int]: ...
 
+    @property
+    def prune_threshold(self) -> float | None: ...
+
     def weights(self, logits: Tensor | None = None) -> Tensor: ...
+
+    def final(self) -> Tensor: ...
 
     def fingerprint(self) -> str: ...
 
@@ -117,12 +122,17 @@ def process_figure(process: ProcessView, kind: str = "lines") -> Any:
     raise ValueError(f"Unknown plot kind {kind!r}: use 'lines' or 'heatmap'.")
 
 
-def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Path]:
+def log_process_figures(
+    trainer: Any, process: ProcessView, tag: str, epoch: int | None = None
+) -> list[Path]:
     """Log the process plots to every logger of ``trainer``: as images to loggers that take
     them (W&B, TensorBoard: their own step history), as PNG files in ``figures/`` of the log
     directory of the others (CSV), one per epoch so the history is kept:
     ``figures/<tag>_<kind>_epoch<NNN>.png`` with ``/`` in ``tag`` replaced by ``_``, written
-    atomically. Returns the PNG files written (global rank 0 only)."""
+    atomically; ``epoch``: the (0-based) epoch the figures show, by default the Trainer's
+    ``current_epoch`` (right during an epoch and at its end, one past the last epoch once
+    the fit has ended). Returns the PNG files written (global rank 0 only)."""
+    epoch = trainer.current_epoch if epoch is None else epoch
     if len(process) == 0:
         return []
     from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
@@ -151,7 +161,7 @@ def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Pa
                 folder = getattr(logger, "log_dir", None) or logger.save_dir
                 if folder is None:
                     continue
-                name = f"{tag.replace('/', '_')}_{kind}_epoch{trainer.current_epoch:03d}.png"
+                name = f"{tag.replace('/', '_')}_{kind}_epoch{epoch:03d}.png"
                 png = Path(folder) / "figures" / name
                 atomic_save_figure(png, process_figure(process, kind))
                 written.append(png)
@@ -159,21 +169,45 @@ def log_process_figures(trainer: Any, process: ProcessView, tag: str) -> list[Pa
 
 
 def process_summary(process: ProcessView) -> str:
-    """A human-readable summary: size, normalisation, skipped steps, first/last weights per
-    pathway, provenance."""
-    w = process.weights()
+    """A human-readable summary: size, normalisation, prune threshold, skipped steps, one
+    table of the pathways sorted by their final weight (heaviest first: the weight at the
+    first and the last row, its range, the final share of the total and whether the last
+    row prunes it), then the provenance."""
     skipped = process.skipped_steps
     shown = ", ".join(map(str, skipped[:10])) + (" ..." if len(skipped) > 10 else "")
     lines = [
         f"DistPro process: {len(process)} steps x {process.num_pathways} pathways, normalization "
-        f"{process.normalization}, steps/epoch {process.steps_per_epoch}, fingerprint "
-        f"{process.fingerprint()}, run id {process.run_id}",
+        f"{process.normalization}, prune threshold {process.prune_threshold}, steps/epoch "
+        f"{process.steps_per_epoch}, fingerprint {process.fingerprint()}, run id {process.run_id}",
         f"skipped steps: {len(skipped)}" + (f" ({shown})" if skipped else ""),
-        f"{'pathway':<40} {'w first':>9} {'w last':>9} {'w min':>9} {'w max':>9}",
+        weight_table(process),
     ]
-    for i, name in enumerate(process.pathway_names):
-        col = w[:, i]
-        lines.append(f"{name:<40} {col[0]:9.4f} {col[-1]:9.4f} {col.min():9.4f} {col.max():9.4f}")
-    for key, value in process.provenance.items():
-        lines.append(f"{key}: {value}")
+    lines += [f"{key}: {value}" for key, value in process.provenance.items()]
     return "\n".join(lines)
+
+
+def weight_table(process: ProcessView) -> str:
+    """The pathways sorted by their final weight, numbered from 1 (see `process_summary`)."""
+    if not len(process):
+        return "(no rows)"
+    w = process.weights()
+    final = w[-1]
+    total = float(final.abs().sum()) or 1.0
+    tau = process.prune_threshold
+    last = process.final()
+    order = sorted(range(process.num_pathways), key=lambda i: -float(final[i]))
+    width = max([len("pathway"), *(len(n) for n in process.pathway_names)])
+    header = (
+        f"{'#':>3} {'pathway':<{width}} {'w first':>8} {'w last':>8} {'w min':>8} "
+        f"{'w max':>8} {'share':>6} {'pruned':>6}"
+    )
+    rows = [header, "-" * len(header)]
+    for rank, i in enumerate(order):
+        col = w[:, i]
+        pruned = "-" if tau is None else ("yes" if float(last[i]) <= tau else "no")
+        rows.append(
+            f"{rank + 1:>3} {process.pathway_names[i]:<{width}} {float(col[0]):>8.4f} "
+            f"{float(col[-1]):>8.4f} {float(col.min()):>8.4f} {float(col.max()):>8.4f} "
+            f"{100 * float(final[i]) / total:>5.1f}% {pruned:>6}"
+        )
+    return "\n".join(rows)

@@ -95,7 +95,10 @@ class ProcessSearchCallback(Callback):
         output: where the process goes (`OutputConfig`: ``save_path``, save cadence,
             overwrite, plots, per-pathway logging).
         held_out: ``None`` (the data module's ``search_val_dataloader()``), a method name of
-            the data module, or a data module whose ``train_dataloader()`` serves it. It must
+            the data module, ``"val_dataloaders"`` (the validation loader of the fit: the one
+            passed to ``trainer.fit(model, train_loader, val_loader)``, or the data module's),
+            a ``DataLoader`` of held-out samples, or a data module whose
+            ``train_dataloader()`` serves it. It must
             give one ``DataLoader`` with samples (a list of one is that loader; several, or
             none, are refused at fit start).
         enabled: ``False`` makes the callback inert (the CLI: on when ``search:`` has a key).
@@ -114,7 +117,7 @@ class ProcessSearchCallback(Callback):
         alpha: AlphaConfig = AlphaConfig(),  # noqa: B008
         schedule: ScheduleConfig = ScheduleConfig(),  # noqa: B008
         output: OutputConfig = OutputConfig(),  # noqa: B008
-        held_out: str | pl.LightningDataModule | None = None,
+        held_out: str | pl.LightningDataModule | DataLoader | None = None,
         enabled: bool = True,
         **flat: Any,
     ) -> None:
@@ -155,7 +158,7 @@ class ProcessSearchCallback(Callback):
         self._collapse_warned = False
 
     @property
-    def held_out_source(self) -> str | pl.LightningDataModule | None:
+    def held_out_source(self) -> str | pl.LightningDataModule | DataLoader | None:
         """The ``held_out`` argument (``held_out`` itself is the stream during a fit)."""
         return self.run.held_out
 
@@ -225,10 +228,8 @@ class ProcessSearchCallback(Callback):
         assert self.step is not None and self.process is not None
         in_force = self.step.sharing_forward
         self.process.provenance["share_training_forward_in_force"] = in_force
-        extra = {"warmup_steps": self.run.warmup_steps, "seed": self.run.seed}
-        extra.update(every_n_steps=self.run.search_every_n_steps)
-        extra.update(share_training_forward_in_force=in_force)
-        log_search_hyperparameters(trainer, self.step.requested, extra, module)
+        extra = {"share_training_forward_in_force": in_force}
+        log_search_hyperparameters(trainer, self.config, extra, module)
 
     # ------------------------------------------------------------------ the step
     def search_step(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sized
+from contextlib import suppress
 from typing import Any
 
 import lightning.pytorch as pl
@@ -244,13 +245,42 @@ def _set_epoch(sampler: Any, epoch: int) -> None:
             obj.set_epoch(epoch)
 
 
+#: ``held_out`` naming the validation loader(s) of the fit (those passed to
+#: ``trainer.fit(model, train_loader, val_loader)``, or the data module's).
+FIT_VAL_LOADERS = "val_dataloaders"
+
+
+def fit_val_loaders(trainer: pl.Trainer) -> Any:
+    """The validation loader(s) of this fit, as ``trainer.val_dataloaders`` gives them once
+    the validation loop has loaded them (loaded here, at fit start, as the loop would)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    if trainer.val_dataloaders is None:
+        # no val loader given and no val_dataloader(): Lightning raises; said below
+        with suppress(MisconfigurationException):
+            trainer.fit_loop.epoch_loop.val_loop.setup_data()
+    loaders = trainer.val_dataloaders
+    if loaders is None:
+        raise HeldOutDataError(
+            f"held_out={FIT_VAL_LOADERS!r} names the validation loader of the fit, and this fit "
+            "has none (no val_dataloaders given to trainer.fit, no val_dataloader() in the data "
+            "module, limit_val_batches=0 or no validation_step): pass one, "
+            "trainer.fit(model, train_loader, val_loader), or give held_out=DataLoader(...)."
+        )
+    return loaders
+
+
 def held_out_loader(
     trainer: pl.Trainer,
-    source: str | pl.LightningDataModule | None,
+    source: str | pl.LightningDataModule | DataLoader | None,
     given: DataLoader | None = None,
 ) -> DataLoader:
     """The held-out loader the callback was told to use (see its ``held_out``; ``given``:
     its ``search_val_loader``), checked to be one loader with samples."""
+    if isinstance(source, DataLoader) and given is None:
+        return one_loader(source, "held_out=DataLoader(...)")
+    if source == FIT_VAL_LOADERS and given is None:
+        return one_loader(fit_val_loaders(trainer), f"held_out={FIT_VAL_LOADERS!r}")
     if given is not None:
         if source is not None:
             shown = repr(source) if isinstance(source, str) else f"{type(source).__name__}(...)"
@@ -267,11 +297,17 @@ def held_out_loader(
     dm = trainer.datamodule
     method = source or "search_val_dataloader"
     if dm is None or not callable(getattr(dm, method, None)):
+        where = (
+            f"there is no data module (held_out={source!r} reads its {method}())"
+            if dm is None
+            else f"the data module has no {method}()"
+        )
         raise RuntimeError(
-            f"ProcessSearchCallback needs held-out batches: the data module has no {method}(). "
+            f"ProcessSearchCallback needs held-out batches: {where}. "
             "Use a DistPro data module in mode='search', name your data module's method "
             "(held_out='val_dataloader'), give a data module of held-out data (held_out: "
-            "{class_path: ...}), or set callback.search_val_loader = DataLoader(...)."
+            "{class_path: ...}), give the loader itself (held_out=DataLoader(...)), or use "
+            f"the validation loader passed to trainer.fit (held_out={FIT_VAL_LOADERS!r})."
         )
     origin = f"held_out={source!r}, the data module's {method}()"
     return one_loader(getattr(dm, method)(), origin)

@@ -6,7 +6,6 @@ end, the search settings as hyperparameters and the process file as a W&B artifa
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
@@ -14,10 +13,11 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 from torchmetrics import MeanMetric
 
+from distpro_lightning.grouping import plain
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.process.plots import log_process_figures
 from distpro_lightning.process.weights import WeightSummary, weight_summary
-from distpro_lightning.search.step import SearchRecord, SearchSettings
+from distpro_lightning.search.step import SearchRecord
 
 
 class SearchLogger:
@@ -146,14 +146,13 @@ class SearchLogger:
 
 
 def log_search_hyperparameters(
-    trainer: pl.Trainer, settings: SearchSettings, extra: dict[str, Any], module: Any = None
+    trainer: pl.Trainer, config: Any, extra: dict[str, Any], module: Any = None
 ) -> None:
-    """The search settings (and ``extra``, e.g. ``warmup_steps``, ``seed``) in every
-    logger's hyperparameters, under ``search``, as flat names of the settings in force
-    (``alpha_lr``, ``every_n_steps``, ...; the CLI's nested ``search.alpha.lr`` is
-    ``alpha_lr`` here)."""
-    values = {**asdict(settings), **extra}
-    values["alpha_betas"] = list(values["alpha_betas"])
+    """The search settings in every logger's hyperparameters, under ``search``, by the
+    names the docs, the YAML and W&B sweeps use: the groups of ``config`` (a
+    `SearchConfig`: ``search.alpha.lr``, ``search.schedule.every_n_steps``, ...), plus
+    ``extra`` (e.g. ``share_training_forward_in_force``) and the pathway count."""
+    values = {**plain(config), **extra}
     if module is not None:
         values["num_pathways"] = len(module.pathway_names)
     groups: dict[str, Any] = {"search": values}

@@ -207,9 +207,8 @@ def record_run_settings(process: DistillationProcess, now: Mapping[str, Any]) ->
 
 def record_search_size(process: DistillationProcess, trainer: pl.Trainer) -> None:
     """The search run's size in the provenance (``search_size``: its planned optimizer
-    steps, epochs and training samples), so a replay knows how far it stretches it."""
-    if "search_size" in process.provenance:
-        return
+    steps, epochs and training samples), so a replay knows how far it stretches it; a
+    resumed fit records its own plan (a resume may run longer than the first fit)."""
     total = trainer.estimated_stepping_batches
     loader = getattr(trainer, "train_dataloader", None)
     dataset = getattr(loader, "dataset", None)

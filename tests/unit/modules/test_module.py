@@ -460,3 +460,22 @@ def test_teacher_none_needs_and_takes_teacher_model():
     blind = DistProModule(teacher=None, teacher_model="resnet14", **kw)
     assert blind.num_pathways == 27
     assert not any(p.requires_grad for p in blind.teacher.parameters())
+
+
+def test_cosine_schedule_with_max_steps_alone_anneals_per_step_over_the_estimated_steps():
+    """``Trainer(max_steps=4)`` without ``max_epochs``: the cosine schedule follows
+    Lightning's ``estimated_stepping_batches`` (4), one value per optimizer step."""
+    from lightning.pytorch.callbacks import Callback
+
+    seen: list[float] = []
+
+    class LrAtEachStep(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    m = make_module(transforms=["conv_bn"], lr=0.1, scheduler="cosine")
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[LrAtEachStep()])
+    trainer.fit(m, datamodule=DigitsDataModule(batch_size=16, subset=128))
+    expected = [0.05 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
+    assert seen == pytest.approx(expected)
+    assert trainer.lr_scheduler_configs[0].interval == "step"

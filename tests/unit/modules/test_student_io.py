@@ -62,3 +62,38 @@ def test_load_student_of_a_file_without_student_weights_names_the_file_and_the_k
     assert "\n" not in message and repr(str(path)) in message
     assert "export_student()" in message and "Lightning checkpoint (.ckpt)" in message
     assert path.read_bytes() == before
+
+
+def test_an_exported_student_of_an_own_importable_class_reloads_without_model(tmp_path):
+    """The file records the class (and, from the CLI, its arguments): ``load_student``
+    rebuilds it without ``model=`` when it imports; else it says how."""
+    import torch
+    from own_project import SmallCNN
+
+    from distpro_lightning import DistProModule
+
+    def module(width):
+        return DistProModule(
+            student=SmallCNN(width=width), teacher=SmallCNN(width=16), in_channels=1,
+            distillation={"student_taps": ["layer1"], "teacher_taps": ["layer1"],
+                          "input_shape": [1, 8, 8]},
+        )  # fmt: skip
+
+    m = module(8)  # the class's defaults: no arguments needed
+    m.export_student(tmp_path / "a.pt")
+    back = load_student(tmp_path / "a.pt")
+    assert type(back) is SmallCNN
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(back(x), m.student.eval()(x))
+    m = module(4)  # arguments recorded as the CLI records them
+    m.hparams["student"] = {"class_path": "own_project.SmallCNN", "init_args": {"width": 4}}
+    m.export_student(tmp_path / "b.pt")
+    assert torch.equal(load_student(tmp_path / "b.pt")(x), m.student.eval()(x))
+    module(4).export_student(tmp_path / "c.pt")  # no arguments recorded: defaults do not fit
+    with pytest.raises(CheckpointError, match=r"pass model=YourNet"):
+        load_student(tmp_path / "c.pt")
+    payload = torch.load(tmp_path / "a.pt", weights_only=True)
+    payload["class_path"] = "__main__.SmallCNN"  # a class of a script
+    torch.save(payload, tmp_path / "d.pt")
+    with pytest.raises(ValueError, match=r"cannot be imported here .* model=YourNet"):
+        load_student(tmp_path / "d.pt")

@@ -62,7 +62,8 @@ def test_process_summary_shows_the_table(tmp_path, capsys):
         assert exc.code == 0
     out = capsys.readouterr().out
     # the file's own facts: weights sorted heaviest first, no empty shape columns
-    assert "final w" in out and "prune threshold 0.9" in out and "head params" not in out
+    assert "w last" in out and "prune threshold 0.9" in out and "head params" not in out
+    assert out.count("w first") == 1  # one weight table
     rows = [
         li.split()
         for li in out.splitlines()
@@ -148,3 +149,58 @@ def test_frozen_teacher_is_eval_in_the_model_summary_without_the_eval_mode_warni
     assert modes["teacher"] == "eval" and modes["student"] == "train", modes
     assert not any("eval mode" in str(w.message) for w in caught), [str(w.message) for w in caught]
     assert not module.teacher.training
+
+
+def test_every_pathway_of_the_recommended_space_counts_as_lightnings_model_summary():
+    """The recommended space (conv_bn feature pathways, ReviewKD's review, Hinton KD): one
+    row per pathway, the review row included, numbered 1..P, each row's head parameters
+    and the total equal to the numbers Lightning's own ModelSummary gives the submodules
+    of ``distill_heads``."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary as Summary
+
+    m = make_module(transforms=["conv_bn"], response_kd=True, review_kd=True, prune_threshold=0.5)
+    rows = pathway_rows(m)
+    assert [r.name for r in rows] == m.pathway_names
+    assert "review->review:abf" in [r.name for r in rows]
+    summary = Summary(m, max_depth=-1)
+    counts = dict(zip(summary.layer_names, summary.param_nums))
+    for i, row in enumerate(rows):
+        if row.name == "review->review:abf":
+            assert row.head_parameters == counts["distill_heads.review"]
+        elif row.transform == "kd":
+            assert row.head_parameters == 0
+        else:
+            assert row.head_parameters == counts[f"distill_heads.heads.{i}"], row.name
+    assert sum(r.head_parameters for r in rows) == counts["distill_heads"]
+    text = m.pathway_summary()
+    numbered = [
+        li.split()[:2]
+        for li in text.splitlines()
+        if li.split()[1:2] in [[n] for n in m.pathway_names]
+    ]
+    assert numbered == [[str(i + 1), n] for i, n in enumerate(m.pathway_names)]
+    assert f"{m.num_pathways} pathways" in text
+    assert f"{counts['distill_heads']:,} head parameters" in text
+
+
+def test_head_size_warning_names_the_largest_head_and_only_fixes_not_in_force():
+    from distpro_lightning.modules.summary import heads_size_warning
+
+    m = make_module(
+        transforms=["conv_bn"], response_kd=True, review_kd=True, prune_threshold=0.5,
+        connections="lower_to_higher",
+    )  # fmt: skip
+    rows = pathway_rows(m)
+    largest = max(rows, key=lambda r: r.head_parameters)
+    m.student = torch.nn.Sequential(torch.nn.Linear(2, 2))  # a tiny student: heads dwarf it
+    text = heads_size_warning(m)
+    assert text is not None and f"The largest is {largest.name}'s" in text
+    assert f"({largest.head_parameters:,})" in text
+    # conv_bn, lower_to_higher and pruning are set: none of them is advised again
+    assert "transforms=[conv_bn]" not in text and "prune_threshold=0.5" not in text
+    assert "connections=lower_to_higher" not in text
+    wide = make_module(transforms=["conv_bn", "attn2"])
+    wide.student = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    advice = heads_size_warning(wide)
+    assert "transforms=[conv_bn]" in advice and "prune_threshold=0.5" in advice
+    assert "connections=lower_to_higher" in advice

@@ -494,8 +494,9 @@ def test_summary_mentions_every_pathway() -> None:
     for name in NAMES:
         assert name in s
     w = p.weights()
-    line = next(ln for ln in s.splitlines() if ln.startswith(NAMES[1]))
-    first, last = (float(v) for v in line.split()[1:3])
+    line = next(ln for ln in s.splitlines() if ln.split()[1:2] == [NAMES[1]])
+    first, last = (float(v) for v in line.split()[2:4])
+    assert s.count("w first") == 1  # one weight table
     assert first == pytest.approx(float(w[0, 1]), abs=1e-4)
     assert last == pytest.approx(float(w[-1, 1]), abs=1e-4)
     assert "seed: 3" in s
@@ -584,3 +585,27 @@ def test_plot_is_written_atomically_in_the_suffix_format(tmp_path: Path, suffix,
     assert full_process().plot(f) == f
     assert f.read_bytes().startswith(magic)
     assert os.listdir(tmp_path) == [f.name]  # no temporary file left behind
+
+
+def test_process_summary_does_not_import_lightning(tmp_path: Path) -> None:
+    """``distpro process summary`` loads torch and the process code only (the package's
+    public names are imported on first use): no Lightning, torchmetrics or jsonargparse."""
+    import subprocess
+    import sys
+
+    f = tmp_path / "p.json"
+    full_process().save(f)
+    code = (
+        "import sys\n"
+        "from distpro_lightning.cli.main import main\n"
+        f"try:\n    main(['process', 'summary', {str(f)!r}])\n"
+        "except SystemExit as exc:\n    assert exc.code == 0\n"
+        "heavy = [m for m in ('lightning', 'torchmetrics', 'jsonargparse') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "HEAVY []" in out.stdout and "w first" in out.stdout
+    import distpro_lightning
+
+    assert set(distpro_lightning.__all__) == {*distpro_lightning._PUBLIC, "__version__"}

@@ -560,3 +560,65 @@ def test_a_mistyped_pathway_map_key_is_refused_with_the_closest_name() -> None:
         ProcessFileError, match=rf"not pathways of the module: .*did you mean '{first}'"
     ):
         cb.check(module)
+
+
+def test_a_process_of_another_search_space_names_the_settings_the_file_records() -> None:
+    """Replaying a process of the recommended space in the paper's 27-pathway space: the
+    refusal names the settings the process file records (not only pathway_map)."""
+    from conftest import make_module
+
+    from distpro_lightning.process.format import ProcessFileError
+
+    searched = make_module(transforms=["conv_bn"], response_kd=True, review_kd=True)
+    process = searched.new_process({})
+    process.append(torch.ones(searched.num_pathways))
+    paper = make_module()  # conv_bn, attn2, attn3; no KD, no review
+    cb = ProcessScheduleCallback(process=process)
+    with pytest.raises(ProcessFileError) as exc:
+        cb.check(paper)
+    text = str(exc.value)
+    assert "another search space" in text
+    assert "distillation.transforms=['conv_bn']" in text
+    assert "distillation.response_kd=True" in text and "distillation.review_kd=True" in text
+    assert "taps" not in text.split("(the module has")[0]  # the taps are the same
+    cb.check(make_module(transforms=["conv_bn"], response_kd=True, review_kd=True))  # fits
+
+
+def test_replay_figures_are_named_by_their_epoch_written_per_epoch_and_weights_logged(
+    tmp_path: Path,
+) -> None:
+    """A 2-epoch replay under a CSV logger: figures of epoch 0 and 1 (written at each
+    epoch's end, none named epoch002) and ``alpha_weight/<pathway>`` per pathway, as the
+    search logs them."""
+    import csv
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    module = make_module()
+    process = make_process(module.pathway_names)
+    written: list[set[str]] = []
+
+    class FiguresAtEpochEnd(Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            folder = Path(trainer.logger.log_dir) / "figures"
+            written.append({p.name for p in folder.glob("*.png")} if folder.is_dir() else set())
+
+    replay = ProcessScheduleCallback(process=process)
+    logger = CSVLogger(tmp_path, name="replay")
+    trainer = make_trainer(
+        [replay, FiguresAtEpochEnd()], max_epochs=2, logger=logger, log_every_n_steps=1
+    )
+    trainer.fit(module, datamodule=make_dm())
+    names = {f"replay_process_{k}_epoch{e:03d}.png" for k in ("lines", "heatmap") for e in (0, 1)}
+    folder = Path(logger.log_dir) / "figures"
+    assert {p.name for p in folder.glob("*.png")} == names
+    assert "replay_process_lines_epoch000.png" in written[0]  # at the end of epoch 0 already
+    with open(Path(logger.log_dir) / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for name in module.pathway_names:
+        values = [float(r[f"alpha_weight/{name}"]) for r in rows if r.get(f"alpha_weight/{name}")]
+        assert len(values) == 2 * BATCHES_PER_EPOCH
+    last = [r for r in rows if r.get(f"alpha_weight/{module.pathway_names[0]}")][-1]
+    expected = module.alpha_weights().tolist()
+    got = [float(last[f"alpha_weight/{n}"]) for n in module.pathway_names]
+    assert got == pytest.approx(expected, rel=1e-5)

@@ -107,3 +107,34 @@ def test_a_loader_set_on_the_callback_says_it_replaces_held_out(tmp_path):
     loader = DataLoader(TensorDataset(torch.zeros(4, 1, 8, 8), torch.zeros(4).long()), 2)
     with pytest.warns(UserWarning, match=r"held_out='val_dataloader' is not used"):
         assert held_out_loader(None, "val_dataloader", loader) is loader
+
+
+def _loaders(n: int = 32) -> tuple[DataLoader, DataLoader]:
+    g = torch.Generator().manual_seed(0)
+    train = TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 10)
+    val = TensorDataset(torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 10)
+    return DataLoader(train, batch_size=8), DataLoader(val, batch_size=8)
+
+
+@pytest.mark.parametrize("given", ["loader", "val_dataloaders"])
+def test_plain_trainer_fit_with_loaders_searches_on_the_held_out_loader(given):
+    """``trainer.fit(model, train_loader, val_loader)`` without a data module: ``held_out``
+    takes the loader itself, or ``"val_dataloaders"`` for the loader passed to fit."""
+    from conftest import make_module, quiet_trainer
+
+    train, val = _loaders()
+    held_out = val if given == "loader" else "val_dataloaders"
+    cb = ProcessSearchCallback(held_out=held_out, output={"save_path": None})
+    module = make_module(transforms=["conv_bn"])
+    quiet_trainer(max_steps=2, callbacks=[cb], num_sanity_val_steps=0).fit(module, train, val)
+    assert len(cb.process) == 2
+    assert cb.held_out.dataset is val.dataset  # drawn from the validation loader's samples
+
+
+def test_val_dataloaders_without_a_validation_loader_is_refused_with_the_fix():
+    from conftest import make_module, quiet_trainer
+
+    train, _ = _loaders()
+    cb = ProcessSearchCallback(held_out="val_dataloaders", output={"save_path": None})
+    with pytest.raises(HeldOutDataError, match=r"trainer.fit\(model, train_loader, val_loader\)"):
+        quiet_trainer(max_steps=1, callbacks=[cb]).fit(make_module(transforms=["conv_bn"]), train)

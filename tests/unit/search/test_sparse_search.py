@@ -120,3 +120,21 @@ def test_a_sparse_searched_step_after_held_steps_has_the_dense_steps_hypergradie
     record, _ = dense.run(captured["batch"], captured["held_out"], step=3)
     torch.testing.assert_close(record.hypergradient, captured["hypergradient"])
     assert captured["hypergradient"].abs().sum() > 0
+
+
+def test_a_resumed_search_records_its_own_planned_steps(tmp_path):
+    """A search resumed with a longer plan: ``search_size.planned_steps`` is the resumed
+    fit's plan, not the first fit's (a stale 2 would mark the finished file interrupted)."""
+    torch.manual_seed(0)
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=512, seed=0)
+    first = ProcessSearchCallback(output={"save_path": None})
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[first])
+    module = make_module(transforms=["conv_bn"])
+    trainer.fit(module, datamodule=dm)
+    assert first.process.provenance["search_size"]["planned_steps"] == 2
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    again = ProcessSearchCallback(output={"save_path": None})
+    trainer = quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[again])
+    trainer.fit(make_module(transforms=["conv_bn"]), datamodule=dm, ckpt_path=tmp_path / "s.ckpt")
+    assert len(again.process) == 4
+    assert again.process.provenance["search_size"]["planned_steps"] == 4
