@@ -7,27 +7,42 @@ from __future__ import annotations
 
 import json
 
+import lightning.pytorch as lp
+import pytest
 import torch
 from conftest import needs_fashion, quiet_trainer
 
 from distpro_lightning import ClassifierModule, DistillationProcess
+from distpro_lightning.cli import demo
 from distpro_lightning.cli.demo import demo_main
 from distpro_lightning.data import DigitsDataModule
+
+
+def _cached_teacher(root):
+    """A cached teacher (untrained: fast), recorded as the demo records one it trained."""
+    root.mkdir()
+    torch.manual_seed(0)
+    teacher = ClassifierModule("resnet20", 10, 1)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
+    trainer.save_checkpoint(root / "teacher.ckpt", weights_only=True)
+    # the demo's defaults: 3 epochs, seed 0, batch 128
+    settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
+    (root / "teacher.settings.json").write_text(json.dumps(settings))
+
+
+def _one_test_batch(**kw):
+    """The demo's Trainer, testing on one batch of the 10,000 test images (its full test
+    pass: ``test_the_demo_runs_end_to_end_with_its_full_test_pass``, slow tier)."""
+    return lp.Trainer(**kw, limit_test_batches=1)
 
 
 @needs_fashion
 def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # its relative defaults (runs/...) stay in here
+    monkeypatch.setattr(demo, "Trainer", _one_test_batch)
     root = tmp_path / "demo"
-    root.mkdir()
-    torch.manual_seed(0)
-    teacher = ClassifierModule("resnet20", 10, 1)  # a cached teacher (untrained: fast)
-    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
-    trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
-    trainer.save_checkpoint(root / "teacher.ckpt", weights_only=True)
-    # as the demo records a teacher it trained (the defaults: 3 epochs, seed 0, batch 128)
-    settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
-    (root / "teacher.settings.json").write_text(json.dumps(settings))
+    _cached_teacher(root)
     argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
     argv += ["--search-epochs", "1", "--epochs", "1", "--methods", "hinton_kd", "distpro"]
     assert demo_main(argv) == 0
@@ -58,6 +73,23 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     assert f"teacher: reusing {root / 'teacher.ckpt'}" in out
     recorded = json.loads((root / "process.settings.json").read_text())
     assert recorded["tau"] == 0.5 and recorded["subset"] == 256 and recorded["seed"] == 0
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_the_demo_runs_end_to_end_with_its_full_test_pass(tmp_path, monkeypatch, capsys):
+    """One demo run as a user gets it (the 10,000 test images for the teacher and each
+    method), at a small training size."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "demo"
+    _cached_teacher(root)
+    argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
+    assert demo_main([*argv, "--search-epochs", "1", "--epochs", "1"]) == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary["results"]) == set(demo.DEMO_METHODS)
+    assert all(0.0 <= v <= 1.0 for v in summary["results"].values())
+    assert 0.0 <= summary["teacher_top1"] <= 1.0
+    assert "test top-1 on 10,000 images" in capsys.readouterr().out
 
 
 def test_a_demo_file_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
