@@ -12,12 +12,12 @@ unless the fit resumes from a checkpoint (the same run, continued).
 
 from __future__ import annotations
 
-import inspect
 import os
+import re
+from importlib.metadata import version
 from typing import Any
 
 import lightning.pytorch as pl
-from jsonargparse import ArgumentParser
 from lightning.pytorch.cli import SaveConfigCallback
 
 from distpro_lightning.errors import DistProError
@@ -31,9 +31,10 @@ class ConfigExistsError(DistProError, FileExistsError):
 #: ``save``'s keyword that keeps None values in the file: jsonargparse 4.49 renamed
 #: ``skip_none`` to ``skip_unset`` (the old name warns); older versions know only the old one
 _KEEP_NONE = (
-    "skip_unset" if "skip_unset" in inspect.signature(ArgumentParser.save).parameters
+    "skip_unset"
+    if tuple(int(p) for p in re.findall(r"\d+", version("jsonargparse"))[:2]) >= (4, 49)
     else "skip_none"
-)  # fmt: skip
+)
 
 
 def run_folder(trainer: pl.Trainer) -> str:

@@ -94,7 +94,7 @@ def test_flat_keywords_still_work_with_a_deprecation_naming_the_grouped_key():
 
 def _fit_search(module, tmp_path):
     cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
-    data = DigitsDataModule(batch_size=16, mode="search", subset=64, seed=0)
+    data = DigitsDataModule(batch_size=16, mode="search", subset=80, seed=0)
     quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[cb]).fit(module, datamodule=data)
 
 
