@@ -49,6 +49,7 @@ from benchmarks.converged_grids import (  # noqa: E402
     CHOSEN,
     choose_point,
     final_grid,
+    grid_set,
     params_key,
     stale_chosen,
 )
@@ -58,7 +59,9 @@ from benchmarks.converged_methods import (  # noqa: E402
     DERIVED,
     METHODS,
     PAIRS,
+    RECIPE_SEARCHES,
     SEARCH_VARIANTS,
+    TRANSFER_SOURCE,
     build_run,
     derived_process,
     search_process,
@@ -82,7 +85,9 @@ SETTINGS = (
     "transforms",
     "shared_search",
     "grid_seeds",
+    "grids",
 )
+OLD_DEFAULTS = {"grids": "issue20"}  # settings a results file made before them does not hold
 SHARED = -1  # the seed field of a shared search
 
 
@@ -113,9 +118,11 @@ class Task:
         before the controls and the levers: an interrupted run has complete seeds of the
         first pair to report before the second pair's searches start."""
         pair_rank = list(PAIRS).index(self.pair)
-        if self.kind == "teacher":
-            return 1e9
         base = -1e6 * pair_rank
+        if self.kind == "teacher":  # the first pairs' teachers are committed
+            return 1e9 if pair_rank < 2 else base + 2e5
+        if self.method in LAST:  # issue 34's order: after every pair's comparison
+            return -1e7 - 10 * self.seed - pair_rank
         if self.kind == "search":
             return base + 1e5 + (1 if self.method in ("main", "kd", "review") else 0)
         if self.method in CORE:
@@ -128,7 +135,16 @@ class Task:
 
 
 CORE = ("student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distpro")
-CORE += ("distpro_kd", "alpha_T_kd", "distpro_review", "alpha_T_review")
+CORE += ("distpro_kd", "alpha_T_kd", "distpro_review", "alpha_T_review", "fixed_review")
+CORE += ("distpro_review_s2", "distpro_review_s3")
+LAST = ("distpro_review_half", "transfer_review")  # rows run after the pairs' comparisons
+# issue 34's rows (frozen with the recipe, docs/quality.md): the rivals tuned by one rule,
+# the frozen recipe's three searches, the controls and cost rows; `--rows issue34`
+ISSUE34_METHODS = ("student", "hinton_kd", "reviewkd", "equal", "fixed_review")
+ISSUE34_METHODS += ("uniform_review", "alpha_T_review", "distpro_review", "distpro_review_s2")
+ISSUE34_METHODS += ("distpro_review_s3", "distpro_cheap_review", "distpro_review_half")
+ISSUE34_METHODS += ("transfer_review",)
+ISSUE34_SEARCHES = (*RECIPE_SEARCHES, "cheap_review")
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -149,6 +165,17 @@ def teacher_path(args: argparse.Namespace, pair: str) -> Path:
     return out_dir(args) / name
 
 
+def grids_of(args: argparse.Namespace) -> Any:
+    return grid_set({"grids": args.grids})
+
+
+def search_dep(args: argparse.Namespace, pair: str, method: str, s_seed: int) -> tuple[str, str]:
+    """(pair, search variant) whose process ``method`` on ``pair`` replays."""
+    if method == "transfer_review":
+        return TRANSFER_SOURCE
+    return pair, DERIVED[method]
+
+
 def search_seed_of(args: argparse.Namespace, seed: int) -> int:
     return SHARED if args.shared_search else seed
 
@@ -159,7 +186,7 @@ def grid_points(
     """The params keys of ``method``'s runs at ``seed``: its grid (as far as the finished
     runs widen it, `final_grid`) on the grid seeds; on the other seeds the point chosen on
     them (resolved when they are done), once the grid is final, else nothing yet."""
-    grid, final = final_grid(method, records, pair, list(args.grid_seeds))
+    grid, final = final_grid(method, records, pair, list(args.grid_seeds), grids_of(args))
     if len(grid) == 1 or seed in args.grid_seeds:
         return [params_key(p) for p in grid]
     if final:
@@ -202,10 +229,12 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
             for method in args.methods:
                 if method == "reversed" and seed not in args.reversed_seeds:
                     continue
-                need = DERIVED.get(method)
+                if method == "transfer_review" and pair == TRANSFER_SOURCE[0]:
+                    continue  # transferred to the other pairs only
                 deps = t_deps if method != "student" else ()
-                if need is not None:
-                    deps = deps + (search_keys[(s_seed, need)],)
+                if method in DERIVED:
+                    src_pair, need = search_dep(args, pair, method, s_seed)
+                    deps = deps + (Task("search", src_pair, need, s_seed).key,)
                 for params in grid_points(args, records, pair, method, seed):
                     extra: tuple[str, ...] = ()
                     if params == CHOSEN:
@@ -235,7 +264,7 @@ def resolve(args: argparse.Namespace, task: Task, records: list[dict[str, Any]])
     """A "chosen" run with the grid point chosen on validation over the grid seeds."""
     if task.kind != "run" or task.params != CHOSEN:
         return task
-    point = choose_point(records, task.pair, task.method, list(args.grid_seeds))
+    point = choose_point(records, task.pair, task.method, list(args.grid_seeds), grids_of(args))
     return Task(task.kind, task.pair, task.method, task.seed, task.params, task.deps, point)
 
 
@@ -263,7 +292,8 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         process = None
         if task.method in DERIVED:
             s_seed = search_seed_of(args, task.seed)
-            source = process_path(args, task.pair, s_seed, DERIVED[task.method])
+            src_pair, variant = search_dep(args, task.pair, task.method, s_seed)
+            source = process_path(args, src_pair, s_seed, variant)
             process = derived_process(task.method, DistillationProcess.load(source), task.seed)
         record = build_run(args, task, data, teacher_path(args, task.pair), process)
     record.update(
@@ -292,8 +322,8 @@ def load_payload(args: argparse.Namespace, path: Path) -> dict[str, Any]:
         return {"history": [], "records": []}
     payload = json.loads(path.read_text())
     now = {k: getattr(args, k) for k in SETTINGS}
-    differ = [f"{k}: {payload['settings'].get(k)!r} there, {v!r} now" for k, v in now.items()]
-    differ = [d for d, (k, v) in zip(differ, now.items()) if payload["settings"].get(k) != v]
+    there = {k: payload["settings"].get(k, OLD_DEFAULTS.get(k)) for k in SETTINGS}
+    differ = [f"{k}: {there[k]!r} there, {v!r} now" for k, v in now.items() if there[k] != v]
     if differ:
         raise SystemExit(
             f"{path} holds runs made with other settings ({'; '.join(differ)}). Pass the same "
@@ -307,7 +337,7 @@ def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     ``payload["records"]`` to ``payload["superseded"]`` (kept, never reported), so that the
     point now chosen runs on those seeds."""
     records = payload["records"]
-    stale = stale_chosen(records, list(args.grid_seeds))
+    stale = stale_chosen(records, list(args.grid_seeds), grids_of(args))
     if not stale:
         return
     gone = {id(r) for r in stale}
@@ -346,9 +376,21 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--protocol", choices=["converged"], default="converged")
     p.add_argument("--name", default="converged")
-    p.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=list(PAIRS))
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
-    p.add_argument("--searches", nargs="+", choices=SEARCH_VARIANTS, default=list(DEFAULT_SEARCHES))
+    p.add_argument(
+        "--rows", choices=["issue20", "issue34"], default="issue20",
+        help="the comparison: issue 20's (the first two pairs, its grids) or issue 34's "
+        "(three pairs, ReviewKD's warm-up grid, the fixed combination, three searches of the "
+        "frozen recipe, half-epoch and transfer rows); sets the defaults of --pairs, "
+        "--methods, --searches and the grids",
+    )  # fmt: skip
+    p.add_argument("--pairs", nargs="+", choices=list(PAIRS), default=None)
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=None)
+    p.add_argument("--searches", nargs="+", choices=SEARCH_VARIANTS, default=None)
+    p.add_argument(
+        "--import-records", default=None,
+        help="a new results file starts from this one's runs (same settings; process files "
+        "copied; see `import_records`)",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument(
         "--grid-seeds", type=int, nargs="+", default=[0, 1],
@@ -399,10 +441,56 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+ROW_DEFAULTS = {
+    "issue20": (list(PAIRS)[:2], list(DEFAULT_METHODS), list(DEFAULT_SEARCHES)),
+    "issue34": (list(PAIRS), list(ISSUE34_METHODS), list(ISSUE34_SEARCHES)),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = parser().parse_args(argv)
+    pairs, methods, searches = ROW_DEFAULTS[args.rows]
+    args.pairs = args.pairs or pairs
+    args.methods = args.methods or methods
+    args.searches = args.searches or searches
+    args.grids = args.rows
+    return args
+
+
+def import_records(args: argparse.Namespace, payload: dict[str, Any], source: Path) -> None:
+    """Start ``payload`` (a new results file) from ``source``'s finished runs of the methods
+    and searches of ``args`` (made with the same settings, apart from the grids): the process
+    files they replay are copied beside it, and a ReviewKD run of a file without the warm-up
+    grid gains ``warm=0`` (it ran with ``warmup_epochs=0``)."""
+    import shutil
+
+    old = json.loads(source.read_text())
+    keep = set(args.methods) | {f"search_{v}" for v in args.searches}
+    for r in old["records"]:
+        if r.get("pair") not in args.pairs or r.get("method") not in keep:
+            continue
+        r = dict(r)
+        if r["method"] == "reviewkd" and args.grids == "issue34" and "warm" not in r["params"]:
+            r["params"] = {**r["params"], "warm": 0.0}
+            if not r["key"].endswith(CHOSEN):
+                r["key"] = Task(
+                    "run", r["pair"], "reviewkd", r["seed"], params_key(r["params"])
+                ).key
+        payload["records"].append(r)
+    old_dir = source.parent / source.stem
+    for r in payload["records"]:
+        if r["kind"] == "search":
+            variant = r["method"].removeprefix("search_")
+            src = process_path(argparse.Namespace(out=old_dir.parent, name=old_dir.name),
+                               r["pair"], r["seed"], variant)  # fmt: skip
+            shutil.copyfile(src, process_path(args, r["pair"], r["seed"], variant))
+    payload["history"].append({"command": f"imported from {source}", "machine": "-"})
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.converged_report import write_report
 
-    args = parser().parse_args(argv)
+    args = parse_args(argv)
     if args.worker:
         return run_worker(*args.worker)
     torch.set_num_threads(max(1, args.threads))
@@ -412,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out_dir(args).mkdir(parents=True, exist_ok=True)
     payload = load_payload(args, path)
+    if args.import_records and not payload["records"]:
+        import_records(args, payload, Path(args.import_records))
     records: list[dict[str, Any]] = payload["records"]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s), {args.device}"
     if args.device == "cuda":

@@ -51,13 +51,15 @@ class FashionTensors:
         pick = torch.randperm(len(self.pool_index), generator=g)[:size]
         return self.pool_index[pick].sort().values
 
-    def disjoint_subset(self, size: int, exclude_seeds: list[int]) -> Tensor:
+    def disjoint_subset(self, size: int, exclude_seeds: list[int], draw: int = 0) -> Tensor:
         """``size`` training images outside the validation set and outside the subsets of
-        every seed in ``exclude_seeds`` (the shared search's data)."""
+        every seed in ``exclude_seeds`` (the shared search's data); ``draw`` k > 0 gives the
+        k-th further such set, disjoint from the earlier draws (another search's data)."""
         taken = torch.cat([self.subset(s, size) for s in exclude_seeds])
         free = self.pool_index[~torch.isin(self.pool_index, taken)]
         g = torch.Generator().manual_seed(777)
-        return free[torch.randperm(len(free), generator=g)[:size]].sort().values
+        pick = torch.randperm(len(free), generator=g)[draw * size : (draw + 1) * size]
+        return free[pick].sort().values
 
     @staticmethod
     def search_split(index: Tensor, seed: int, fraction: float = 0.2) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,7 @@ made before a widening moved the choice are superseded (`stale_chosen`) and run 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 # Each baseline's own small grid, fixed before any result; widened by the rule above.
@@ -21,6 +22,22 @@ GRIDS: dict[str, list[dict[str, float]]] = {
     "reviewkd": [{"w": w} for w in (0.5, 1.0, 4.0)],
     "equal": [{"w": w} for w in (0.5, 1.0, 2.0)],
 }
+# Issue 34's grids (frozen with its rows, before any of their runs): ReviewKD also over its
+# warm-up (0, or the paper's 20 of 240 epochs scaled to the 30-epoch run: 2.5 epochs), and
+# the fixed combination of the recipe's own space: the total distillation weight ``w``
+# (centred on 11, the uniform control's total: 11 pathways at weight 1) x the share ``f`` of
+# it on the 9 feature pathways (0.8 ~ the uniform control's 9/11), the rest split equally
+# between the KD and the ReviewKD pathway.
+GRIDS_ISSUE34: dict[str, list[dict[str, float]]] = {
+    "hinton_kd": GRIDS["hinton_kd"],
+    "reviewkd": [{"w": w, "warm": e} for w in (0.5, 1.0, 4.0) for e in (0.0, 2.5)],
+    "equal": GRIDS["equal"],
+    "fixed_review": [{"w": w, "f": f} for w in (5.5, 11.0, 22.0) for f in (0.2, 0.5, 0.8)],
+}
+GRID_SETS = {"issue20": GRIDS, "issue34": GRIDS_ISSUE34}
+# the parameters a grid widens beyond an edge (default: all); a share and a warm-up are not
+# widened (a share is bounded by 1; the warm-up grid is the paper's value and none)
+WIDEN = {"reviewkd": ("w",), "fixed_review": ("w",)}
 WIDEN_ROUNDS = 2  # how often a grid may widen beyond an edge its choice sits on
 CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
 
@@ -65,11 +82,21 @@ def best_point(
     return grid[means.index(max(means))]
 
 
-def edges(grid: list[dict[str, float]], point: dict[str, float]) -> dict[str, float]:
+def grid_set(settings: Mapping[str, Any]) -> Mapping[str, list[dict[str, float]]]:
+    """The grids of a results file: its ``grids`` setting (files before issue 34 have none:
+    the issue-20 grids)."""
+    return GRID_SETS[settings.get("grids") or "issue20"]
+
+
+def edges(
+    grid: list[dict[str, float]], point: dict[str, float], widen: tuple[str, ...] | None = None
+) -> dict[str, float]:
     """The parameters at which ``point`` sits on an edge of ``grid`` -> the value one factor
-    of 2 beyond it (only parameters the grid varies)."""
+    of 2 beyond it (only parameters the grid varies, and among them those in ``widen``)."""
     out = {}
     for name, value in point.items():
+        if widen is not None and name not in widen:
+            continue
         values = sorted({p[name] for p in grid})
         if len(values) > 1 and value == values[-1]:
             out[name] = value * 2
@@ -79,11 +106,15 @@ def edges(grid: list[dict[str, float]], point: dict[str, float]) -> dict[str, fl
 
 
 def final_grid(
-    method: str, records: list[dict[str, Any]], pair: str, seeds: list[int]
+    method: str,
+    records: list[dict[str, Any]],
+    pair: str,
+    seeds: list[int],
+    grids: Mapping[str, list[dict[str, float]]] = GRIDS,
 ) -> tuple[list[dict[str, float]], bool]:
     """``method``'s grid on ``pair`` as far as the finished runs widen it, and whether it is
     final (every point done and the choice off the edges, or `WIDEN_ROUNDS` used)."""
-    grid = list(GRIDS.get(method, [{}]))
+    grid = list(grids.get(method, [{}]))
     if len(grid) == 1:
         return grid, True
     scores = grid_scores(records, pair, method, seeds)
@@ -91,7 +122,7 @@ def final_grid(
         best = best_point(grid, scores, seeds)
         if best is None:
             return grid, False
-        beyond = edges(grid, best)
+        beyond = edges(grid, best, WIDEN.get(method))
         if not beyond:
             return grid, True
         options = [(best[k], beyond[k]) if k in beyond else (best[k],) for k in best]
@@ -103,10 +134,16 @@ def final_grid(
     return grid, best_point(grid, scores, seeds) is not None
 
 
-def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]) -> str:
+def choose_point(
+    records: list[dict[str, Any]],
+    pair: str,
+    method: str,
+    seeds: list[int],
+    grids: Mapping[str, list[dict[str, float]]] = GRIDS,
+) -> str:
     """The params key of the point of ``method``'s final grid with the best mean validation
     top-1 over ``seeds``."""
-    grid, final = final_grid(method, records, pair, seeds)
+    grid, final = final_grid(method, records, pair, seeds, grids)
     best = best_point(grid, grid_scores(records, pair, method, seeds), seeds)
     if not final or best is None:
         raise RuntimeError(f"no complete grid of {method} on seeds {seeds} for {pair}")
@@ -114,26 +151,34 @@ def choose_point(records: list[dict[str, Any]], pair: str, method: str, seeds: l
 
 
 def current_choice(
-    records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]
+    records: list[dict[str, Any]],
+    pair: str,
+    method: str,
+    seeds: list[int],
+    grids: Mapping[str, list[dict[str, float]]] = GRIDS,
 ) -> dict[str, float] | None:
     """The best point among those of ``method``'s grid done on every seed in ``seeds`` (the
     final choice once the grid is final), ``None`` before any is done; what the report
     shows, by the same rule as `choose_point`."""
-    grid, _ = final_grid(method, records, pair, seeds)
+    grid, _ = final_grid(method, records, pair, seeds, grids)
     scores = grid_scores(records, pair, method, seeds)
     return best_point(done_points(grid, scores, seeds), scores, seeds)
 
 
-def stale_chosen(records: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+def stale_chosen(
+    records: list[dict[str, Any]],
+    seeds: list[int],
+    grids: Mapping[str, list[dict[str, float]]] = GRIDS,
+) -> list[dict[str, Any]]:
     """The runs of a chosen point (key ``...:chosen``) whose grid is final and now chooses
     another point: a widening moved the choice after they ran."""
     stale = []
     for r in records:
         if r.get("kind") != "run" or not r["key"].endswith(f":{CHOSEN}"):
             continue
-        grid, final = final_grid(r["method"], records, r["pair"], seeds)
+        grid, final = final_grid(r["method"], records, r["pair"], seeds, grids)
         if final and params_key(r["params"]) != choose_point(
-            records, r["pair"], r["method"], seeds
+            records, r["pair"], r["method"], seeds, grids
         ):
             stale.append(r)
     return stale

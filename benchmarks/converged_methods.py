@@ -25,6 +25,9 @@ from distpro_lightning.replay import ProcessScheduleCallback
 PAIRS = {
     "resnet20-resnet8": ("resnet20", "resnet8"),
     "wrn_16_2-mobilenet_v2": ("wrn_16_2", "mobilenet_v2"),
+    # issue 34's third pair (paper Table 1), named before its first run and used for no
+    # choice at all: it tests the frozen recipe out of sample
+    "wrn_40_2-shufflenet_v1": ("wrn_40_2", "shufflenet_v1"),
 }
 METHODS = (  # the Table 1 methods, then the controls and levers of this protocol
     *TABLE1_METHODS,
@@ -47,6 +50,13 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "distpro_fast",
     "distpro_avg",
     "distpro_smooth",
+    # issue 34: the tuned fixed combination of the recipe's space, the frozen recipe's
+    # second and third searches, its replay over half the epochs, and a transfer from pair 1
+    "fixed_review",
+    "distpro_review_s2",
+    "distpro_review_s3",
+    "distpro_review_half",
+    "transfer_review",
 )
 # the default comparison (issue 20): FitNet and the fast/avg/smooth levers stay selectable
 DEFAULT_METHODS = tuple(
@@ -54,6 +64,7 @@ DEFAULT_METHODS = tuple(
 )
 SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg", "review_lr3", "review_lr10")
+SEARCH_VARIANTS += ("review_s2", "review_s3")
 DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 DEFAULT_SEARCHES += ("cheap_review", "cheap10_review", "review_lr3", "review_lr10")
 # the alpha learning rate of a variant, as a factor of ``--alpha-lr``: a 10x lever in the
@@ -75,9 +86,23 @@ REVIEW_SPACE = dict(response_kd=True, review_kd=True)
 SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
 SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
 SPACE |= {"cheap10_review": REVIEW_SPACE, "review_lr3": REVIEW_SPACE, "review_lr10": REVIEW_SPACE}
+SPACE |= {"review_s2": REVIEW_SPACE, "review_s3": REVIEW_SPACE}
 # methods without a search that still train in a search variant's space: the recommended
-# space held at the search's uniform start (the control for what its search adds)
-SPACE_ONLY = {"uniform_review": "review"}
+# space held at the search's uniform start (the control for what its search adds), and at
+# tuned fixed weights (issue 34's strongest fixed rival)
+SPACE_ONLY = {"uniform_review": "review", "fixed_review": "review"}
+# The frozen recipe of issue 34 (docs/quality.md, "The frozen recipe"): the full search
+# (alpha at every step over the whole run, 80/20 split) in the recommended space at the base
+# alpha lr, replayed stretched with tau 0.5. Its three independent searches: the shared
+# search of issue 20 (``review``) and two more, each with its own search seed and its own
+# subset, disjoint from each other's and from every run's (`SEARCH_DRAW`).
+RECIPE_SEARCHES = ("review", "review_s2", "review_s3")
+SEARCH_DRAW = {"review_s2": 1, "review_s3": 2}
+# a run over a fraction of ``--epochs`` (the paper's Fig. 5: the process in half the epochs)
+EPOCH_FRACTION = {"distpro_review_half": 0.5}
+# the transfer row: the process searched on this pair (the frozen recipe's first search)
+# replayed on the other pairs, no search there (paper Table 3)
+TRANSFER_SOURCE = ("resnet20-resnet8", "review")
 # method -> the search whose process it replays
 DERIVED = {
     "alpha_T": "main",
@@ -100,6 +125,10 @@ DERIVED = {
     "distpro_fast": "fast",
     "distpro_avg": "avg",
     "distpro_smooth": "main",
+    "distpro_review_s2": "review_s2",
+    "distpro_review_s3": "review_s3",
+    "distpro_review_half": "review",
+    "transfer_review": "review",  # of `TRANSFER_SOURCE`'s pair
 }
 SMOOTH_ROWS = 25  # distpro_smooth: the centred moving average of 25 search rows
 SHAPE = [1, 28, 28]
@@ -267,9 +296,11 @@ def build_method(
         student = create(PAIRS[pair][1], num_classes=10, in_channels=1)
         module = build_module(
             ReviewKDModule, student, teacher, 10, 1, input_shape=SHAPE, review_weight=w,
-            warmup_epochs=0, lr=args.lr, scheduler="cosine",
+            warmup_epochs=params.get("warm", 0.0), lr=args.lr, scheduler="cosine",
         )  # fmt: skip
         return module, []
+    if method == "fixed_review":
+        return fixed_combination(args, pair, teacher, w, params["f"])
     if method in ("equal", "uniform_review"):
         module = distpro_module(args, pair, teacher, kd_weight=w, **space_of(method))
         return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
@@ -278,6 +309,69 @@ def build_method(
     return distpro_module(args, pair, teacher, **space_of(method)), [
         ProcessScheduleCallback(process=process, mode=mode, plot=False, smooth_steps=smooth)
     ]
+
+
+class FixedWeights(Callback):
+    """Holds the pathway weights of a module at ``shares`` (one per pathway, summing to 1)
+    times its weight scale for the whole fit: normalisation ``l1`` of constant logits (the
+    smallest at 1.0, above any pruning threshold below it, so every pathway is computed)."""
+
+    def __init__(self, shares: list[float]) -> None:
+        self.shares = torch.tensor(shares, dtype=torch.float32)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: Any) -> None:
+        pl_module.normalization = "l1"
+        with torch.no_grad():
+            pl_module.alpha_logits.copy_(self.shares / self.shares.min())
+
+
+def fixed_shares(names: list[str], feature_share: float) -> list[float]:
+    """``feature_share`` split equally over the feature pathways, the rest equally between
+    the KD (``logits->logits:kd``) and the ReviewKD (``review->review:abf``) pathway."""
+    special = [n for n in names if n.startswith(("review->", "logits->"))]
+    if len(special) != 2:
+        raise ValueError(f"the fixed combination needs the KD and ReviewKD pathways: {names}")
+    n_feat = len(names) - 2
+    return [(1 - feature_share) / 2 if n in special else feature_share / n_feat for n in names]
+
+
+def fixed_combination(
+    args: argparse.Namespace, pair: str, teacher: nn.Module | None, total: float, share: float
+) -> tuple[Any, list[Any]]:
+    """The recommended space at fixed weights: ``total`` distillation weight, ``share`` of it
+    on the feature pathways (issue 34's strongest fixed rival)."""
+    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+    kd_weight = total / probe.weight_scale  # weight_scale is linear in kd_weight (1.0 here)
+    module = distpro_module(args, pair, teacher, kd_weight=kd_weight, **REVIEW_SPACE)
+    callback = FixedWeights(fixed_shares(list(module.pathway_names), share))
+    return module, [callback]
+
+
+def run_epochs(args: argparse.Namespace, method: str) -> int:
+    """The epochs of ``method``'s run: ``--epochs``, or its `EPOCH_FRACTION` of them."""
+    return max(1, round(EPOCH_FRACTION.get(method, 1.0) * args.epochs))
+
+
+def transfer_map(names: list[str]) -> dict[str, str]:
+    """Module pathway -> pathway of `TRANSFER_SOURCE`'s process (resnet20 -> resnet8, taps
+    ``layer1..3`` on both sides): teacher level ``i`` and student level ``j`` of ``L`` student
+    levels take level ``ceil(3 j / L)`` (the last student level takes the process's last),
+    the KD and ReviewKD pathways their namesakes."""
+    import math
+    import re
+
+    students = sorted({n.split("->")[1].split(":")[0] for n in names if ":conv_bn" in n})
+    teachers = sorted({n.split("->")[0] for n in names if ":conv_bn" in n})
+    out = {}
+    for n in names:
+        m = re.fullmatch(r"(.+)->(.+):(\w+)", n)
+        if m is None or m.group(3) != "conv_bn":
+            out[n] = n
+            continue
+        i = teachers.index(m.group(1)) + 1
+        j = math.ceil(3 * (students.index(m.group(2)) + 1) / len(students))
+        out[n] = f"layer{i}->layer{j}:conv_bn"
+    return out
 
 
 def build_run(
@@ -289,10 +383,17 @@ def build_run(
     teacher = None if task.method == "student" else load_teacher_module(task.pair, teacher_file)
     seed_everything(task.seed)
     module, callbacks = build_method(args, task.method, task.pair, teacher, params, process)
+    if task.method == "transfer_review":
+        callbacks = [
+            ProcessScheduleCallback(
+                process=process, plot=False, pathway_map=transfer_map(list(module.pathway_names))
+            )
+        ]
     student_of(module).load_state_dict(student_init(task.pair, task.seed))
-    curves = Curves(validation_probe(data, args.device), val_epochs(args))
+    epochs = run_epochs(args, task.method)
+    curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))
     dm = TensorDataModule(data, data.subset(task.seed, args.subset), args.batch_size, task.seed)
-    trainer = make_trainer(args, args.epochs, [*callbacks, curves], val=True)
+    trainer = make_trainer(args, epochs, [*callbacks, curves], val=True)
     trainer.fit(module, datamodule=dm)
     return {
         "method": task.method,
@@ -306,6 +407,7 @@ def build_run(
 SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
 SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
 SEARCH_SEED_OFFSET |= {"cheap10_review": 0, "review_lr3": 0, "review_lr10": 0}
+SEARCH_SEED_OFFSET |= {"review_s2": 2000, "review_s3": 3000}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -327,7 +429,8 @@ def search_process(
     from benchmarks.converged_data import FashionTensors, TensorDataModule
 
     if seed < 0:
-        index = data.disjoint_subset(args.subset, sorted(set(range(10)) | set(args.seeds)))
+        exclude = sorted(set(range(10)) | set(args.seeds))
+        index = data.disjoint_subset(args.subset, exclude, SEARCH_DRAW.get(variant, 0))
         base_seed = SHARED_SEARCH_SEED
     else:
         index, base_seed = data.subset(seed, args.subset), seed

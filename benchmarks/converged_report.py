@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,11 @@ LABELS = {
     "distpro_fast": "lever: 10x alpha learning rate",
     "distpro_avg": "lever: 4 held-out batches per step",
     "distpro_smooth": "lever: replay smoothed over 25 search rows",
+    "fixed_review": "fixed combination of the recommended space (tuned weights)",
+    "distpro_review_s2": "frozen recipe, second search",
+    "distpro_review_s3": "frozen recipe, third search",
+    "distpro_review_half": "frozen recipe (first search) replayed over half the epochs",
+    "transfer_review": "pair 1's frozen-recipe process transferred, no search here",
 }
 ORDER = list(LABELS)
 # two-sided 95 % quantiles of Student's t, by degrees of freedom
@@ -70,6 +76,7 @@ def paired_interval(diffs: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+FROZEN_RECIPE = "distpro_review"  # issue 34's recipe (benchmarks/freeze_recipe.py)
 GRID_SEEDS = (0, 1)  # the baselines' grids run on these seeds; the chosen point on all
 # our variants, among which the recommended recipe is chosen on validation
 OURS = ("alpha_T", "distpro", "distpro_warm", "alpha_T_warm", "distpro_kd", "alpha_T_kd")
@@ -79,7 +86,10 @@ OURS += ("distpro_review_lr10",)
 
 
 def chosen_runs(
-    records: list[dict[str, Any]], pair: str, grid_seeds: tuple[int, ...] = GRID_SEEDS
+    records: list[dict[str, Any]],
+    pair: str,
+    grid_seeds: tuple[int, ...] = GRID_SEEDS,
+    gset: Mapping[str, list[dict[str, float]]] = grids.GRIDS,
 ) -> dict[str, dict[int, dict]]:
     """Per method, the runs (by seed) of the grid point with the best mean validation top-1
     over the grid seeds (all seeds where a method has no grid seeds); for a baseline's grid,
@@ -105,8 +115,8 @@ def chosen_runs(
             best[method] = {"score": score, "runs": runs}
     chosen = {m: v["runs"] for m, v in best.items()}
     for method in chosen:  # a baseline's grid: the planner's own choice
-        if len(grids.GRIDS.get(method, [])) > 1:
-            choice = grids.current_choice(records, pair, method, list(grid_seeds))
+        if len(gset.get(method, [])) > 1:
+            choice = grids.current_choice(records, pair, method, list(grid_seeds), gset)
             if choice is not None and (method, params_key(choice)) in groups:
                 chosen[method] = groups[method, params_key(choice)]
     return chosen
@@ -141,18 +151,26 @@ def diff_text(a: dict[int, dict], b: dict[int, dict]) -> str:
 
 
 def pair_table(
-    records: list[dict[str, Any]], pair: str, seeds: tuple[int, ...] = GRID_SEEDS
+    records: list[dict[str, Any]],
+    pair: str,
+    seeds: tuple[int, ...] = GRID_SEEDS,
+    gset: Mapping[str, list[dict[str, float]]] = grids.GRIDS,
 ) -> list[str]:
-    runs = chosen_runs(records, pair, seeds)
+    runs = chosen_runs(records, pair, seeds, gset)
     ours = runs.get("distpro", {})
     final = runs.get("alpha_T", {})
-    rec = recommended(runs)
+    frozen = gset is grids.GRID_SETS["issue34"]
+    rec = FROZEN_RECIPE if frozen else recommended(runs)
     best = runs.get(rec, {}) if rec else {}
+    how = (
+        "frozen before issue 34's runs, benchmarks/results/frozen_recipe.md"
+        if frozen
+        else "best mean validation top-1 among our variants"
+    )
     lines = [
         f"### {pair}",
         "",
-        f"Recommended recipe (best mean validation top-1 among our variants): "
-        f"**{LABELS.get(rec, '–') if rec else '–'}**.",
+        f"Recommended recipe ({how}): **{LABELS.get(rec, '–') if rec else '–'}**.",
         "",
         "| method | setting (chosen on validation) | seeds | test top-1 % | validation top-1 % "
         "| recommended − method, 95 % CI | DistPro − method, 95 % CI "
@@ -176,29 +194,32 @@ def pair_table(
 
 
 def grid_lines(
-    records: list[dict[str, Any]], pair: str, grid_seeds: tuple[int, ...] = GRID_SEEDS
+    records: list[dict[str, Any]],
+    pair: str,
+    grid_seeds: tuple[int, ...] = GRID_SEEDS,
+    gset: Mapping[str, list[dict[str, float]]] = grids.GRIDS,
 ) -> list[str]:
     """Each baseline's grid on ``pair``: its points, the choice, and whether the choice sits
     on an edge (`benchmarks.converged_grids`: such a grid widens, at most `WIDEN_ROUNDS`
     times)."""
     seeds = list(grid_seeds)
     lines = []
-    for method, base in grids.GRIDS.items():
+    for method, base in gset.items():
         if len(base) == 1 or not any(
             r.get("pair") == pair and r.get("method") == method for r in records
         ):
             continue
-        grid, final = grids.final_grid(method, records, pair, seeds)
+        grid, final = grids.final_grid(method, records, pair, seeds, gset)
         ranges = ", ".join(
             f"{k} {min(p[k] for p in grid):g}–{max(p[k] for p in grid):g}" for k in grid[0]
         )
         widened = f", widened from {len(base)}" if len(grid) > len(base) else ""
         head = f"- {LABELS[method]}: {len(grid)} points ({ranges}{widened})"
-        choice = grids.current_choice(records, pair, method, seeds)
+        choice = grids.current_choice(records, pair, method, seeds, gset)
         shown = ", ".join(f"{k}={v:g}" for k, v in (choice or {}).items())
         scores = grids.grid_scores(records, pair, method, seeds)
         pending = len(grid) - len(grids.done_points(grid, scores, seeds))
-        edge = ", ".join(grids.edges(grid, choice)) if choice else ""
+        edge = ", ".join(grids.edges(grid, choice, grids.WIDEN.get(method))) if choice else ""
         if choice is None:
             lines.append(f"{head}; runs of its points pending.")
         elif not final:
@@ -328,8 +349,20 @@ def report_text(payload: dict[str, Any], name: str) -> str:
         "variant on a subset disjoint from every seed's, replayed on every seed.",
         "",
     ]
+    gset = grids.grid_set(payload.get("settings", {}))
+    if payload.get("settings", {}).get("grids") == "issue34":
+        from benchmarks.converged_headline import cost_lines, headline_lines
+
+        chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
+        lines += headline_lines(chosen, LABELS)
+        for pair in pairs:
+            grid_runs = {
+                m: len(grids.final_grid(m, records, pair, list(seeds), gset)[0]) * len(seeds)
+                for m in gset
+            }
+            lines += cost_lines(pair, grid_runs, LABELS)
     for pair in pairs:
-        lines += pair_table(records, pair, seeds) + grid_lines(records, pair, seeds)
+        lines += pair_table(records, pair, seeds, gset) + grid_lines(records, pair, seeds, gset)
         lines += convergence_lines(records, pair, seeds)
         lines += diagnostics_lines(records, pair) + time_lines(records, pair)
     wall = sum(r["wall_s"] for r in records)

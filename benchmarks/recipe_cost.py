@@ -105,6 +105,10 @@ def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = Non
         settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
         dp_kwargs = {**OFFICIAL, "prune_threshold": TAU}
         student, teacher = "wrn_16_2", "wrn_40_2"
+    elif pair in EVIDENCE_PAIRS:  # a pair of the converged protocol, recommended space
+        teacher, student = EVIDENCE_PAIRS[pair]
+        settings = RecipeSettings(input_shape=(1, 28, 28), space="recommended")
+        dp_kwargs = distpro_kwargs(student, teacher, settings, log_pathway_losses=False)
     else:
         space = "recommended" if pair == "recommended" else "paper"
         settings = RecipeSettings(input_shape=(1, 28, 28), space=space)
@@ -122,7 +126,7 @@ def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = Non
     }  # fmt: skip
     modules = [build_module(DistProModule, **dp_kwargs) for _ in range(2 + len(KS))]
     methods["replay"] = _retrain(modules[0], torch.ones(modules[0].num_pathways))
-    if pair == "recommended":
+    if recommended_space(pair):
         methods["replay_pruned"] = _replay(modules[1], processes.get("review", RECOMMENDED_PROCESS))
         for name, path in processes.items():
             if name != "review":
@@ -135,6 +139,24 @@ def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = Non
 
 
 COMPILED_METHODS = ("hinton_kd", "reviewkd", "replay", "search_k4")
+# the converged protocol's other pairs (issue 34), priced in the recommended space with their
+# own searched processes (``--processes``; default: the issue-34 run's, `evidence_processes`)
+EVIDENCE_PAIRS = {
+    "wrn_16_2-mobilenet_v2": ("wrn_16_2", "mobilenet_v2"),
+    "wrn_40_2-shufflenet_v1": ("wrn_40_2", "shufflenet_v1"),
+}
+ISSUE34 = "benchmarks/results/reviewer_fmnist/process_{}_shared_{}.json"
+
+
+def recommended_space(pair: str) -> bool:
+    return pair == "recommended" or pair in EVIDENCE_PAIRS
+
+
+def evidence_processes(pair: str) -> dict[str, str]:
+    """The issue-34 run's searches of ``pair`` whose files exist: the frozen recipe's first
+    search (``review``) and the cheap recipe (``cheap_review``)."""
+    found = {n: ISSUE34.format(pair, n) for n in ("review", "cheap_review")}
+    return {n: p for n, p in found.items() if Path(p).is_file()}
 
 
 def compiled_methods(loaders: Any, processes: dict[str, str]) -> dict[str, FitMethod]:
@@ -276,7 +298,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pairs",
         nargs="+",
-        choices=["project", "official", "recommended"],
+        choices=["project", "official", "recommended", *EVIDENCE_PAIRS],
         help="default: project official (--tiny: project)",
     )
     p.add_argument(
@@ -321,7 +343,7 @@ def price_pair(args: argparse.Namespace, pair: str, processes: dict[str, str]) -
         "step_s": step_s, "rounds_s": rounds_s, "recipes": recipes(step_s),
         "wall_s": time.perf_counter() - t0,
     }  # fmt: skip
-    if pair == "recommended":
+    if recommended_space(pair):
         entry["evaluated"] = evaluated_recipes(step_s, processes, args.replay_epochs)
     return entry
 
@@ -355,7 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     }
     processes = parse_processes(args.processes) if "recommended" in args.pairs else {}
     for pair in args.pairs:
-        result["pairs"][pair] = price_pair(args, pair, processes)
+        own = processes
+        if pair in EVIDENCE_PAIRS:
+            own = parse_processes(args.processes) if args.processes else evidence_processes(pair)
+            if "review" not in own:
+                raise SystemExit(f"{pair}: no searched process of the frozen recipe yet "
+                                 f"({ISSUE34.format(pair, 'review')}); pass --processes review=PATH")  # fmt: skip
+        result["pairs"][pair] = price_pair(args, pair, own)
     atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
     print(json.dumps(headline(result), indent=1))
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, asdict, fields, is_dataclass, replace
 from typing import Any, TypeVar
@@ -18,7 +19,9 @@ __all__ = [
     "check_field_types",
     "check_ranges",
     "coerce_group",
+    "did_you_mean",
     "flat_to_groups",
+    "given_fields",
     "plain",
     "non_negative",
     "positive",
@@ -30,24 +33,28 @@ T = TypeVar("T")
 
 
 def check_field_types(config: Any) -> None:
-    """Refuse a ``bool``, ``int`` or ``float`` field of the wrong type, naming it
+    """Refuse a ``bool``, ``int``, ``float`` or ``str`` field of the wrong type, naming it
     (``overwrite="no"`` is truthy, and a string where a number goes fails only at the
     first step otherwise)."""
     group = type(config).__name__
     for f in fields(config):
         value, kind = getattr(config, f.name), str(f.type)
         ok = True
-        if kind == "bool":
-            ok = isinstance(value, bool)
+        if kind in ("bool", "bool | None"):  # "no" is truthy
+            ok = isinstance(value, bool) or (kind != "bool" and value is None)
         elif kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         elif kind == "float":
             ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind in ("str", "str | None"):  # a path may be a PathLike
+            ok = isinstance(value, str | os.PathLike) or (kind != "str" and value is None)
         if not ok:
+            yaml = {"bool": "true/false", "bool | None": "true/false or null", "str": "a string"}
+            yaml["str | None"] = "a string or null"
             raise TypeError(
                 f"{group}.{f.name} takes {'an' if kind == 'int' else 'a'} {kind}, got "
                 f"{type(value).__name__} {value!r} (in YAML: "
-                f"{'true/false' if kind == 'bool' else 'a number without quotes'})."
+                f"{yaml.get(kind, 'a number without quotes')})."
             )
 
 
@@ -96,7 +103,7 @@ def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:
         if unknown:
             raise TypeError(
                 f"{owner}({param}=...): unknown keys {unknown}"
-                f"{''.join(_hint(u, names) for u in unknown)}; "
+                f"{''.join(did_you_mean(u, names) for u in unknown)}; "
                 f"{kind.__name__} has {sorted(names)}."
             )
         value = kind(**value)
@@ -106,6 +113,17 @@ def coerce_group(owner: str, param: str, kind: type[T], value: Any) -> T:
             f"{type(value).__name__}."
         )
     return value
+
+
+def given_fields(value: Any, default: Any = None) -> frozenset[str]:
+    """The fields a group argument sets explicitly: a mapping's keys; every field of an
+    object other than the parameter's own ``default`` (one given equal to the default still
+    says its values); none for ``None`` or the default itself."""
+    if value is None or value is default:
+        return frozenset()
+    if isinstance(value, Mapping):
+        return frozenset(value)
+    return frozenset(f.name for f in fields(value)) if is_dataclass(value) else frozenset()
 
 
 def split_flat(
@@ -132,18 +150,20 @@ def flat_to_groups(
     groups: Mapping[str, Any],
     valid: Iterable[str] = (),
     defaults: Mapping[str, Any] | None = None,
+    explicit: Mapping[str, Iterable[str]] | None = None,
 ) -> dict[str, Any]:
     """``groups`` (name -> config object) with the deprecated flat keywords ``flat``
     applied through ``keys`` (``flat name -> (group, field)``), warning once with the new
     keys; a keyword that is neither flat nor in ``valid`` is refused with the closest name,
-    and one that contradicts its group's given field (one that differs from the owner's
-    default group in ``defaults``, else the class's) too."""
+    and one that contradicts its group's given field (one named in ``explicit``, group ->
+    fields the caller set, `given_fields`; or one that differs from the owner's default
+    group in ``defaults``, else the class's) too."""
     unknown, changes = split_flat(flat, keys)
     if unknown:
         names = [*valid, *groups, *keys]
-        shown = ", ".join(f"{u!r}{_hint(u, names)}" for u in sorted(unknown))
+        shown = ", ".join(f"{u!r}{did_you_mean(u, names)}" for u in sorted(unknown))
         raise TypeError(f"{owner} got unknown arguments {shown}.")
-    _refuse_given_twice(owner, changes, groups, keys, defaults or {})
+    _refuse_given_twice(owner, changes, groups, keys, defaults or {}, explicit or {})
     if changes:
         old = ", ".join(flat)
         new = ", ".join(f"{keys[k][0]}.{keys[k][1]}" for k in flat)
@@ -163,10 +183,11 @@ def _refuse_given_twice(
     groups: Mapping[str, Any],
     keys: Mapping[str, tuple[str, str]],
     defaults: Mapping[str, Any],
+    explicit: Mapping[str, Iterable[str]],
 ) -> None:
-    """Refuse a field set both in its group (to a value other than its default: the
-    owner's default group's in ``defaults``, else the class's) and by a flat keyword to
-    another value: one of the two would be silently dropped."""
+    """Refuse a field set both in its group (named in ``explicit``, or to a value other
+    than its default: the owner's default group's in ``defaults``, else the class's) and by
+    a flat keyword to another value: one of the two would be silently dropped."""
     flat_of = {v: k for k, v in keys.items()}
     clashes = []
     for group, given in changes.items():
@@ -177,7 +198,8 @@ def _refuse_given_twice(
             default = spec.default_factory() if spec.default is MISSING else spec.default
             if group in defaults:
                 default = getattr(defaults[group], name)
-            if current != default and current != value:
+            given = name in set(explicit.get(group, ())) or current != default
+            if given and current != value:
                 clashes.append(f"{group}.{name}={current!r} and {flat_of[(group, name)]}={value!r}")
     if clashes:
         raise TypeError(
@@ -198,7 +220,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _hint(name: str, valid: Iterable[str]) -> str:
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'lr'?)`` when a valid name is close to ``name``."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""

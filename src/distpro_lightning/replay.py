@@ -13,6 +13,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from distpro_lightning.modules.contract import ReplayableModule, check_optimized, missing_members
+from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
+from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.process.plots import log_process_figures
 from distpro_lightning.process.weights import weight_summary
@@ -179,6 +181,10 @@ class ProcessScheduleCallback(Callback):
                 )
             rank_zero_warn(msg + " Keeping the module's normalisation (strict=False).")
         _warn_on_scale(float(norm["scale"]), float(module.weight_scale))
+        _check_replay_pruning(process, module.prune_threshold, self.mode)
+        _warn_on_kd_temperature(process, getattr(module, "kd_temperature", None))
+        if self.mode == "final":
+            _warn_on_final_response_pathways(process)
         return process
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -310,6 +316,56 @@ def _warn_on_scale(file_scale: float, module_scale: float) -> None:
         f" times the searched ones. Set the module's scale_by_num_pathways as in the search, "
         "unless the difference is meant (e.g. a transfer to another number of pathways)."
     )
+
+
+def _check_replay_pruning(process: DistillationProcess, tau: float | None, mode: str) -> None:
+    """Refuse a replay whose ``prune_threshold`` prunes every pathway at every replayed row
+    (nothing would be distilled, as the search and ``mode="uniform"`` refuse); warn when it
+    does so at some rows only."""
+    if tau is None:
+        return
+    rows = process.logits[-1:] if mode == "final" else process.logits
+    empty = int((rows <= tau).all(dim=1).sum())
+    if empty == len(rows):
+        raise ValueError(
+            f"distillation.prune_threshold={tau:g} prunes every pathway at every replayed row "
+            f"(mode={mode!r}; the process's largest logit is {float(rows.max()):.4g}): "
+            "nothing would be distilled. Use a threshold below it, or none."
+        )
+    if empty:
+        rank_zero_warn(
+            f"distillation.prune_threshold={tau:g} prunes every pathway at {empty} of the "
+            f"process's {len(rows)} rows: those stretches of the replay distil nothing (task "
+            "loss only). Lower the threshold if that is not meant."
+        )
+
+
+def _warn_on_kd_temperature(process: DistillationProcess, temperature: float | None) -> None:
+    """Warn when the KD pathway is replayed at another temperature than it was searched at
+    (the provenance's ``kd_temperature``): its searched weights fit the other loss scale."""
+    searched = process.provenance.get("kd_temperature")
+    if KD_PATHWAY_NAME not in process.pathway_names or temperature is None:
+        return
+    if isinstance(searched, int | float) and not math.isclose(searched, temperature):
+        rank_zero_warn(
+            f"The process's KD pathway was searched with kd_temperature={searched:g}, the "
+            f"module replays it with distillation.kd_temperature={temperature:g}: the "
+            "searched weights were chosen for the other temperature's loss. Set "
+            f"distillation.kd_temperature={searched:g} to replay the search as it was."
+        )
+
+
+def _warn_on_final_response_pathways(process: DistillationProcess) -> None:
+    """``mode="final"`` with the KD or ReviewKD pathway: their final weights, from step 0,
+    collapsed a student in the paired protocol (docs/quality.md)."""
+    kinds = [n for n in (KD_PATHWAY_NAME, REVIEW_PATHWAY_NAME) if n in process.pathway_names]
+    if kinds:
+        rank_zero_warn(
+            f"ProcessScheduleCallback(mode='final') with the {' and '.join(kinds)} pathway: "
+            "its final weight applied from the first step can collapse the student (5 seeds, "
+            "wrn_16_2 -> mobilenet_v2: 12.41 % test top-1 against 81.40 % replaying the "
+            "process; docs/quality.md). Prefer mode='process'."
+        )
 
 
 #: A replay longer than this many times its process warns unless the search was a proxy.

@@ -310,3 +310,26 @@ def test_recipe_cost_prices_the_unpruned_recipes_with_a_compiled_replay():
     assert rows["cheap_review"]["over_reviewkd"] == pytest.approx((64 / 240 * 2.0 + 1.0) / 1.25)
     assert rows["cheap_review"]["over_hinton_kd"] == pytest.approx((64 / 240 * 2.0 + 1.0) / 0.5)
     assert rows["uniform"]["over_reviewkd"] == pytest.approx(1.0 / 1.25)
+
+
+@pytest.mark.slow
+def test_recipe_cost_prices_another_pair_of_the_evidence_with_its_own_process(
+    tmp_path, monkeypatch
+):
+    """Issue 34's costs on the other pairs: the recommended space of wrn_16_2 -> mobilenet_v2
+    (14 pathways), replaying that pair's own searched process; a pair without one is refused
+    with the file it needs."""
+    from benchmarks import recipe_cost
+
+    process = "benchmarks/results/evidence_fmnist/process_wrn_16_2-mobilenet_v2_shared_review.json"
+    out = tmp_path / "rc.json"
+    pair = "wrn_16_2-mobilenet_v2"
+    args = ["--tiny", "--pairs", pair, "--processes", f"review={process}", "--out", str(out)]
+    assert recipe_cost.main(args) == 0
+    result = json.loads(out.read_text())["pairs"][pair]
+    assert set(result["step_s"]) >= {"hinton_kd", "reviewkd", "replay", "replay_pruned"}
+    assert result["evaluated"]["review"]["process"] == process
+    assert result["evaluated"]["review"]["over_reviewkd"] > 0
+    monkeypatch.setattr(recipe_cost, "ISSUE34", str(tmp_path / "none_{}_{}.json"))
+    with pytest.raises(SystemExit, match="no searched process of the frozen recipe"):
+        recipe_cost.main(["--tiny", "--pairs", "wrn_40_2-shufflenet_v1", "--out", str(out)])

@@ -483,6 +483,10 @@ def test_cost_page_cheap_recipes_quote_the_paired_protocol():
 #: the phrase around ``{diff}``); a baseline ``"hinton_kd@w=2,T=4"`` is Hinton KD at its
 #: original grid's choice, whose seeds 2-4 the widened grid superseded
 README_PAIRED = [
+    # the three-line answer at the top of the README
+    ("distpro_review", "hinton_kd", "resnet20 → resnet8 {diff} over tuned Hinton KD"),
+    ("distpro_review", "reviewkd", "{diff} over tuned ReviewKD, +0.46"),
+    ("distpro_review", "uniform_review", "{diff} over the space at uniform weights;"),
     ("distpro_review", "uniform_review", "the full search adds {diff}"),
     ("distpro_cheap_review", "uniform_review", "the cheap recipe {diff}"),
     ("distpro_cheap_review", "distpro_review", "({diff} against the full search)"),
@@ -523,6 +527,13 @@ QUALITY_PAIRED = [
 
 
 #: ... for wrn_16_2 -> mobilenet_v2 (README and docs/quality.md)
+#: ... the README's three-line answer, for wrn_16_2 -> mobilenet_v2
+README_TOP_PAIR2 = [
+    ("distpro_review", "hinton_kd", "mobilenet_v2 {diff} over Hinton KD,"),
+    ("distpro_review", "reviewkd", "a tie with ReviewKD ({diff})"),
+    ("distpro_review", "uniform_review", "{diff} over the uniform space."),
+]
+
 PAIR2_PAIRED = [
     ("distpro_review", "hinton_kd", "beats tuned Hinton KD by {diff}"),
     ("distpro_review", "equal", "equal weights by {diff}"),
@@ -536,7 +547,8 @@ PAIR2_PAIRED = [
     ("distpro_review_lr10", "hinton_kd", "10× alpha lr ties tuned Hinton KD ({diff})"),
     ("distpro_review_lr10", "reviewkd", "and tuned ReviewKD ({diff})"),
     ("distpro_review_lr10", "distpro_review", "and the full search at the base alpha lr ({diff})"),
-    ("distpro_review_lr3", "distpro_review", "3× alpha lr trails it ({diff})"),
+    ("distpro_review_lr3", "distpro_review", "trails the base-lr search (3× - base: {diff})"),
+    ("distpro_review_lr10", "distpro_review_lr3", "ties the 10× one (10× - 3×: {diff})"),
 ]
 
 
@@ -562,6 +574,7 @@ COST_VERDICTS_2 = [
         ("docs/cost.md", COST_PAIRED, "resnet20-resnet8"),
         ("docs/quality.md", QUALITY_PAIRED, "resnet20-resnet8"),
         ("README.md", PAIR2_PAIRED, "wrn_16_2-mobilenet_v2"),
+        ("README.md", README_TOP_PAIR2, "wrn_16_2-mobilenet_v2"),
         ("docs/quality.md", PAIR2_PAIRED, "wrn_16_2-mobilenet_v2"),
         ("docs/cost.md", COST_PAIRED_2, "wrn_16_2-mobilenet_v2"),
     ],

@@ -23,7 +23,7 @@ from bad_inputs import (  # noqa: E402
     edited,
 )
 
-from distpro_lightning.cli.main import cli_main  # noqa: E402
+from distpro_lightning.cli.main import cli_main, library_error  # noqa: E402
 
 
 def cli_fit(*extra: str, teacher: str | None = "resnet20") -> Callable[[Path], object]:
@@ -103,9 +103,57 @@ CASES = [
         ["process", "export", "TMP/run.json", "--steps", "4", "-o", "TMP/run.json"],
         ("exists", "--overwrite"),
     ),
+    # issue 37, case 20: no bound gave a raw std::bad_alloc
+    cli_case(
+        ["process", "export", "TMP/run.json", "--steps", "2000000000", "-o", "TMP/long.json"],
+        ("--steps must be between 1 and 1,000,000", "got 2,000,000,000"),
+    ),
 ]
+
+
+@pytest.mark.parametrize("sub", ["test", "validate", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused_naming_the_fix(tmp_path, sub):
+    """Issue 37, case 14: ``distpro test --config <run>/config.yaml`` tested an untrained
+    student."""
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "student.ckpt").write_bytes(b"")
+    config = tmp_path / "config.yaml"
+    config.write_text((FASHION / "teacher.yaml").read_text())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        cli_main([sub, "--config", str(config)])  # refused while parsing: nothing runs
+    assert exc.value.code == 2
+    text = " ".join(err.getvalue().split())
+    assert f"distpro {sub} without --ckpt_path would evaluate the model as the config" in text
+    assert str(tmp_path / "checkpoints" / "student.ckpt") in text
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_bad_input(case: Case, tmp_path: Path) -> None:
     check_case(case, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (
+            ["--model.init_args.distillation.transform=[conv_bn]"],
+            "model.init_args.distillation.transform is not a setting (did you mean 'transforms'?)",
+        ),
+        (
+            ["--config", json.dumps({"model": {"init_args": {"transforms": ["conv_bn"]}}})],
+            "model.init_args.transforms is a flat key of version 0.1: write it in its group, "
+            "model.init_args.distillation.transforms",
+        ),
+        (
+            ["--model.init_args.studnet=resnet8"],
+            "model.init_args.studnet is not an argument of DistProModule (did you mean 'student'?)",
+        ),
+    ],
+)
+def test_a_mistyped_or_flat_model_key_is_named_with_its_fix(tmp_path, extra, says):
+    """Issue 37, case 18: jsonargparse's ~88 lines about the model union, no suggestion."""
+    with pytest.raises(ValueError) as info:
+        cli_fit("--config", str(FASHION / "search.yaml"), *extra)(tmp_path)
+    assert says in str(info.value)
+    assert library_error(info.value) is info.value  # the console script prints it as one line

@@ -538,3 +538,32 @@ def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path, monke
     err = capsys.readouterr().err
     assert "distpro: error: Unknown model 'resnet9'" in err
     assert "Union subtypes" not in err and "Traceback" not in err
+
+
+def test_fashion_mnist_recipe_overlays_apply_what_they_name(tmp_path):
+    """The README's recipes as config overlays: the full search (alpha at every step, no
+    proxy, the retrain's length) on search.yaml, and the space at uniform weights (no
+    process) on retrain.yaml."""
+    # 80 images: the search-validation split (a fifth) holds a whole batch of 16
+    data = ["--data.init_args.subset", "80", "--data.init_args.batch_size", "16"]
+    base = str(EX / "fashion_mnist/search.yaml")
+    full = str(EX / "fashion_mnist/recipe_full_search.yaml")
+    process = tmp_path / "process.json"
+    cli = _fit(
+        ["--config", base, "--config", full, *_quick(tmp_path), *data,
+         *_teacher_args("resnet20"), "--search.output.save_path", str(process)]
+    )  # fmt: skip
+    search = next(c for c in cli.trainer.callbacks if isinstance(c, ProcessSearchCallback))
+    assert search.schedule.every_n_steps == 1 and search.schedule.proxy is False
+    assert search.alpha.lr == 0.05  # the rest of search.yaml is kept
+    assert yaml.safe_load(Path(full).read_text())["trainer"]["max_epochs"] == 5
+    retrain = str(EX / "fashion_mnist/retrain.yaml")
+    uniform = str(EX / "fashion_mnist/recipe_uniform.yaml")
+    cli = _fit(
+        ["--config", retrain, "--config", uniform, *_quick(tmp_path, validates=False), *data,
+         *_teacher_args("resnet20")]
+    )  # fmt: skip
+    replay = next(c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback))
+    assert replay.mode == "uniform" and replay.process is None
+    weights = cli.model.alpha_weights().detach()
+    assert len(weights) == 11 and torch.allclose(weights, torch.ones(11))

@@ -14,7 +14,7 @@ from conftest import needs_fashion, quiet_trainer
 
 from distpro_lightning import ClassifierModule, DistillationProcess
 from distpro_lightning.cli import demo
-from distpro_lightning.cli.demo import demo_main
+from distpro_lightning.cli.demo import demo_main, save_teacher
 from distpro_lightning.data import DigitsDataModule
 
 
@@ -25,10 +25,9 @@ def _cached_teacher(root):
     teacher = ClassifierModule("resnet20", 10, 1)
     trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
     trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
-    trainer.save_checkpoint(root / "teacher.ckpt", weights_only=True)
     # the demo's defaults: 3 epochs, seed 0, batch 128
     settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
-    (root / "teacher.settings.json").write_text(json.dumps(settings))
+    save_teacher(trainer, root / "teacher.ckpt", settings)
 
 
 def _one_test_batch(**kw):
@@ -79,7 +78,8 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert f"search: reusing {root / 'process.json'}" in out
     assert f"teacher: reusing {root / 'teacher.ckpt'}" in out
-    recorded = json.loads((root / "process.settings.json").read_text())
+    recorded = DistillationProcess.load(root / "process.json").provenance["demo_settings"]
+    assert not (root / "process.searching.json").exists()
     assert recorded["tau"] == 0.5 and recorded["subset"] == 256 and recorded["seed"] == 0
 
 
@@ -101,26 +101,77 @@ def test_the_demo_runs_end_to_end_with_its_full_test_pass(tmp_path, monkeypatch,
     assert "test top-1 on 10,000 images" in capsys.readouterr().out
 
 
+def _process(settings=None) -> DistillationProcess:
+    provenance = {"demo_settings": settings} if settings is not None else {}
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 2.0}
+    return DistillationProcess(["a", "b"], norm, [[0.0, 1.0]], provenance=provenance)
+
+
 def test_a_demo_file_is_reused_only_with_the_settings_it_was_made_with(tmp_path):
-    from distpro_lightning.cli.demo import differing, record_settings
+    from distpro_lightning.cli.demo import differing
 
     made = tmp_path / "process.json"
-    assert differing(made, {"tau": 0.5}) == ["no process.settings.json records its settings"]
-    record_settings(made, {"tau": 0.5, "seed": 0, "subset": 6000})
+    _process().save(made)
+    assert differing(made, {"tau": 0.5}) == ["process.json records no demo settings inside it"]
+    _process({"tau": 0.5, "seed": 0, "subset": 6000}).save(made)
     assert differing(made, {"tau": 0.5, "seed": 0, "subset": 6000}) == []
     assert differing(made, {"tau": 0.3, "seed": 0, "subset": None}) == [
         "tau 0.5 there, 0.3 now",
         "subset 6000 there, None now",
     ]
+    # a sidecar file beside it is no record: the settings live inside the file (case 4)
+    (tmp_path / "process.settings.json").write_text(json.dumps({"tau": 0.3}))
+    assert differing(made, {"tau": 0.3}) == ["tau 0.5 there, 0.3 now"]
 
 
-def test_the_demo_refuses_a_negative_subset(tmp_path):
-    import pytest
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--subset", "-5", "--subset: must be >= 0, got -5"),
+        ("--search-every", "0", "--search-every: must be >= 1, got 0"),
+        ("--lr", "0", "--lr: must be > 0, got 0"),
+        ("--tau", "nan", "--tau: must be finite, got nan"),
+        ("--epochs", "two", "--epochs: 'two' is not int"),
+    ],
+)
+def test_the_demo_refuses_bad_settings_before_touching_anything(
+    tmp_path, capsys, flag, value, says
+):
+    """Issue 37, case 2: ``--search-every 0`` deleted the earlier process, then failed."""
+    _process({"lr": 0.05}).save(tmp_path / "process.json")
+    before = (tmp_path / "process.json").read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        demo_main(["--root", str(tmp_path), flag, value])
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+    assert (tmp_path / "process.json").read_bytes() == before
 
-    with pytest.raises(
-        SystemExit, match=r"--subset must be >= 0 \(0: all training images\), got -5"
-    ):
-        demo_main(["--root", str(tmp_path), "--subset", "-5"])
+
+def test_a_failed_demo_search_keeps_the_earlier_process_and_its_settings(tmp_path, monkeypatch):
+    """Issue 37, cases 2 and 4: a new search (other ``--lr``) that dies, even after its
+    rows are written, leaves ``process.json`` and the settings inside it as they were."""
+    from distpro_lightning.cli import demo
+
+    torch.manual_seed(0)
+    teacher = ClassifierModule("resnet20", 10, 1)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
+    ckpt = tmp_path / "teacher.ckpt"
+    trainer.save_checkpoint(ckpt, weights_only=True)
+    old = demo._parser().parse_args(["--root", str(tmp_path)])
+    _process(demo._search_settings(old, ckpt)).save(tmp_path / "process.json")
+    before = (tmp_path / "process.json").read_bytes()
+
+    class Killed:  # the search writes its rows, then the run dies
+        def fit(self, *args, **kwargs):
+            _process().save(tmp_path / "process.searching.json")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_trainer", lambda *a, **k: Killed())
+    new = demo._parser().parse_args(["--root", str(tmp_path), "--lr", "0.1"])
+    with pytest.raises(KeyboardInterrupt):
+        demo.phase_search(new, tmp_path, ckpt)
+    assert (tmp_path / "process.json").read_bytes() == before
+    assert demo.differing(tmp_path / "process.json", demo._search_settings(old, ckpt)) == []
 
 
 def test_a_demo_process_is_reused_only_when_complete_and_searched_alike(tmp_path):

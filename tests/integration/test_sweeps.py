@@ -210,7 +210,16 @@ def test_sweep_commands_refuse_fit_arguments_they_would_silently_override():
     ran = []
     with pytest.raises(ValueError) as err:
         sweep_grid_main(
-            ["grid", "--param", "search.alpha.lr=0.1", "--", "--trainer.logger", "false"],
+            [
+                "grid",
+                "--param",
+                "search.alpha.lr=0.1",
+                "--",
+                "-c",
+                "x.yaml",
+                "--trainer.logger",
+                "f",
+            ],
             fit=ran.append,
         )
     assert str(err.value) == (
@@ -222,3 +231,60 @@ def test_sweep_commands_refuse_fit_arguments_they_would_silently_override():
     with pytest.raises(ValueError, match=r"sets --replay.process itself"):
         refuse_set_keys("sweep-best", ["--replay.process=mine.json"], ours, "why")
     refuse_set_keys("sweep-best", ["--config", "retrain.yaml", "--trainer.max_epochs=1"], ours, "")
+
+
+# ---------------------------------------------------------------- issue 37, cases 12, 13, 19
+def test_a_grid_key_given_twice_is_refused_and_list_values_stay_whole():
+    from distpro_lightning.cli.sweeps import grid_trials
+
+    with pytest.raises(ValueError, match=r"--param search.alpha.lr is given twice; give all"):
+        grid_trials(["search.alpha.lr=0.01", "search.alpha.lr=0.3"])
+    trials = grid_trials(["transforms=[conv_bn,attn2],[conv_bn]", "search.alpha.lr=0.1"])
+    assert trials == [
+        ["--transforms=[conv_bn,attn2]", "--search.alpha.lr=0.1"],
+        ["--transforms=[conv_bn]", "--search.alpha.lr=0.1"],
+    ]
+
+
+def test_sweep_commands_without_a_model_say_so(tmp_path, capsys):
+    for command in ("sweep-grid", "sweep-best"):
+        argv = [
+            command,
+            str(tmp_path),
+            "--param",
+            "search.alpha.lr=0.1",
+            "--",
+            "--trainer.max_steps=1",
+        ]
+        if command == "sweep-best":
+            argv.remove("--param"), argv.remove("search.alpha.lr=0.1")
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 1
+        err = capsys.readouterr().err
+        assert f"distpro {command}: the fit arguments after -- give no model" in err
+        assert err.count("\n") == 1
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_sweep_best_says_when_it_ranks_two_sweeps_together(tmp_path, capsys):
+    from distpro_lightning.cli.sweeps import sweep_grid_main
+
+    fit = ["--config", "search.yaml"]
+    sweep_grid_main([str(tmp_path / "a"), "--param", "search.alpha.lr=0.1", "--", *fit], list)
+    sweep_grid_main([str(tmp_path / "a"), "--param", "search.alpha.lr=0.1", "--", *fit], list)
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 1.0}
+    trial = tmp_path / "a" / "trial_0"
+    trial.mkdir(parents=True)
+    DistillationProcess(["a", "b"], norm, [[0.0, 1.0]], provenance={"search_val_loss": 0.5}).save(
+        trial / "process.json"
+    )
+    with pytest.raises(SystemExit):
+        main(["sweep-best", str(tmp_path)])
+    assert "sweeps, ranked together" not in capsys.readouterr().out  # one sweep, run twice
+    sweep_grid_main([str(tmp_path / "b"), "--param", "search.alpha.lr=0.3", "--", *fit], list)
+    with pytest.raises(SystemExit):
+        main(["sweep-best", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert f"warning: {tmp_path} holds the trials of 2 sweeps, ranked together" in out
+    assert "search.alpha.lr=0.3" in out and "search.alpha.lr=0.1" in out

@@ -8,7 +8,7 @@ The search is the recommended cheap recipe (docs/cost.md): the recommended space
 updated every ``--search-every`` (4) steps, on a proxy (1 epoch on the 80 % split against a
 4-epoch retrain: 20 % of its steps), replayed stretched with pruning. Rerunning reuses the
 teacher checkpoint and the process when they were made with the same settings (recorded
-beside them in ``teacher.settings.json`` and ``process.settings.json``; a process also
+inside them: the checkpoint's ``demo_settings``, the process provenance's; a process also
 needs the same pathways and a finished search), else it trains or searches again and
 says which setting differs; ``--fresh`` never reuses. The Fashion-MNIST example's teacher
 (``runs/fashion_mnist/teacher/teacher.ckpt``), when present, is reused as it is, and said
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from distpro_lightning.baselines.recipes import (
     distpro_kwargs,
 )
 from distpro_lightning.data import FashionMNISTDataModule
-from distpro_lightning.files import atomic_write_text
+from distpro_lightning.files import atomic_write, atomic_write_text
 from distpro_lightning.modules.classifier import ClassifierModule
 from distpro_lightning.modules.distpro import DistProModule
 from distpro_lightning.modules.student import OptimizerConfig
@@ -81,23 +82,39 @@ def _test(trainer: Trainer, module: Any, args: argparse.Namespace) -> float:
 EXAMPLE_TEACHER = Path("runs/fashion_mnist/teacher/teacher.ckpt")
 
 
-def settings_file(path: Path) -> Path:
-    """Where the demo records the settings a file was made with: ``X.settings.json``."""
-    return path.with_name(f"{path.stem}.settings.json")
+#: the key under which the demo records, inside a file it made, the settings it made it with
+SETTINGS_KEY = "demo_settings"
+
+
+def recorded_settings(path: Path) -> dict[str, Any] | None:
+    """The settings the demo recorded inside ``path`` (a process file's provenance, a
+    checkpoint's ``demo_settings`` entry); ``None`` when it holds none. The settings live in
+    the file they describe, written with it in one atomic rename: a file and its settings
+    can never come from two runs."""
+    if path.suffix == ".json":
+        had = DistillationProcess.load(path).provenance.get(SETTINGS_KEY)
+    else:
+        had = torch.load(path, map_location="cpu", weights_only=True).get(SETTINGS_KEY)
+    return had if isinstance(had, dict) else None
 
 
 def differing(path: Path, wanted: dict[str, Any]) -> list[str]:
-    """The settings of ``wanted`` that differ from those recorded for ``path`` (all of
+    """The settings of ``wanted`` that differ from those recorded inside ``path`` (all of
     them, said as one, when nothing was recorded)."""
-    recorded = settings_file(path)
-    if not recorded.is_file():
-        return [f"no {recorded.name} records its settings"]
-    had = json.loads(recorded.read_text())
+    had = recorded_settings(path)
+    if had is None:
+        return [f"{path.name} records no demo settings inside it"]
     return [f"{k} {had.get(k)!r} there, {v!r} now" for k, v in wanted.items() if had.get(k) != v]
 
 
-def record_settings(path: Path, settings: dict[str, Any]) -> None:
-    atomic_write_text(settings_file(path), json.dumps(settings, indent=1) + "\n")
+def save_teacher(trainer: Trainer, ckpt: Path, settings: dict[str, Any]) -> None:
+    """The trained teacher's checkpoint with its settings inside, written atomically."""
+    partial = ckpt.with_name(f"{ckpt.stem}.training{ckpt.suffix}")
+    trainer.save_checkpoint(partial)
+    state = torch.load(partial, map_location="cpu", weights_only=True)
+    state[SETTINGS_KEY] = settings
+    atomic_write(ckpt, lambda fh: torch.save(state, fh))
+    partial.unlink()
 
 
 def teacher_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -135,8 +152,7 @@ def phase_teacher(args: argparse.Namespace, root: Path) -> tuple[Path, float | N
     )
     trainer = _trainer(root, "teacher", args.teacher_epochs)
     trainer.fit(module, datamodule=_data(args, "retrain", None))
-    trainer.save_checkpoint(ckpt)
-    record_settings(ckpt, wanted)
+    save_teacher(trainer, ckpt, wanted)
     return ckpt, _test(trainer, module, args)
 
 
@@ -184,6 +200,9 @@ def _reusable(path: Path, wanted: dict[str, Any]) -> str | None:
 
 
 def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
+    """The demo's process: reused when searched alike, else searched anew into
+    ``process.searching.json``, which replaces ``process.json`` (settings inside) only
+    once the search has completed: an earlier process is never lost to a failed search."""
     path = root / "process.json"
     seed_everything(args.seed)
     module = DistProModule(**distpro_kwargs(PAIR["student"], str(teacher), _settings(args)))
@@ -194,9 +213,11 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
             print(f"[demo] search: reusing {path}")
             return path
         print(
-            f"[demo] search: not reusing {path} ({'; '.join(w for w in why if w)}); searching again"
+            f"[demo] search: not reusing {path} ({'; '.join(w for w in why if w)}); searching "
+            "again (it is replaced only when the new search completes)"
         )
-        path.unlink()
+    searching = path.with_name("process.searching.json")
+    searching.unlink(missing_ok=True)  # an interrupted demo search: never reused
     print(
         f"[demo] search: {args.search_epochs} epoch(s) on the 80 % split, alpha every "
         f"{args.search_every} step(s), {module.num_pathways} pathways ({args.space} space)"
@@ -205,11 +226,19 @@ def phase_search(args: argparse.Namespace, root: Path, teacher: Path) -> Path:
         hypergradient="finite_difference",
         alpha={"lr": args.alpha_lr},
         schedule={"seed": args.seed, "every_n_steps": args.search_every, "proxy": True},
-        output={"save_path": str(path), "save_every_n_steps": 50},
+        output={"save_path": str(searching), "save_every_n_steps": 50, "plot": False},
     )
     trainer = _trainer(root, "search", args.search_epochs, [search])
     trainer.fit(module, datamodule=_data(args, "search", args.subset))
-    record_settings(path, wanted)
+    if trainer.interrupted:
+        raise SystemExit(
+            f"distpro demo: the search was interrupted; its rows are in {searching}, and "
+            f"{path} (if any) is unchanged. Rerun the demo to search again."
+        )
+    process = DistillationProcess.load(searching)
+    process.provenance[SETTINGS_KEY] = wanted
+    process.save(path)
+    searching.unlink()
     return path
 
 
@@ -231,28 +260,55 @@ def _settings(args: argparse.Namespace) -> RecipeSettings:
     return RecipeSettings(lr=args.lr, tau=args.tau, space=args.space)
 
 
+def _number(kind: type, lowest: float | None, above: bool = False) -> Any:
+    """An argparse ``type`` that refuses, at parse time, a value below ``lowest`` (or at it
+    when ``above``) or a non-finite one: nothing is deleted or trained before the
+    arguments are known good."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind.__name__}") from None
+        if not math.isfinite(value) or (
+            lowest is not None and (value <= lowest if above else value < lowest)
+        ):
+            bound = f"{'>' if above else '>='} {lowest}" if lowest is not None else "finite"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="distpro demo", description=__doc__)
     p.add_argument("--root", default="runs/demo", help="output folder")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--fresh", action="store_true", help="retrain the teacher, re-search")
-    p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--teacher-epochs", type=_number(int, 1), default=3)
     p.add_argument(
-        "--search-epochs", type=int, default=1,
+        "--search-epochs", type=_number(int, 1), default=1,
         help="the proxy search's epochs on the 80 %% split (a proxy of the retrain: recorded "
         "as such in the process file, so its stretched replay does not warn)",
     )  # fmt: skip
     p.add_argument(
-        "--search-every", type=int, default=4,
+        "--search-every", type=_number(int, 1), default=4,
         help="update alpha every N-th step of the search (1: every step, the full search; "
         "4: the recommended cheap recipe, docs/cost.md)",
     )  # fmt: skip
-    p.add_argument("--epochs", type=int, default=4, help="budget of the retrain and baselines")
-    p.add_argument("--subset", type=int, default=6000, help="training images used (0: all)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--alpha-lr", type=float, default=0.05)
-    p.add_argument("--tau", type=float, default=0.5, help="pruning threshold on the logits")
+    p.add_argument(
+        "--epochs", type=_number(int, 1), default=4, help="budget of the retrain and baselines"
+    )
+    p.add_argument(
+        "--subset", type=_number(int, 0), default=6000, help="training images used (0: all)"
+    )
+    p.add_argument("--batch-size", type=_number(int, 1), default=128)
+    p.add_argument("--lr", type=_number(float, 0, above=True), default=0.05)
+    p.add_argument("--alpha-lr", type=_number(float, 0, above=True), default=0.05)
+    p.add_argument(
+        "--tau", type=_number(float, None), default=0.5, help="pruning threshold on the logits"
+    )
     p.add_argument(
         "--space",
         choices=["recommended", "paper"],
@@ -261,7 +317,7 @@ def _parser() -> argparse.ArgumentParser:
         "pathways, the paired comparison's winner) or paper (27 pathways)",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=_number(int, 0), default=0)
     p.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEMO_METHODS))
     return p
 
@@ -290,8 +346,6 @@ def _report(args: argparse.Namespace, summary: dict[str, Any], process: Path, pn
 def demo_main(argv: Sequence[str] | None = None) -> int:
     """``distpro demo``: run the demo and print its table."""
     args = _parser().parse_args(list(argv) if argv is not None else None)
-    if args.subset is not None and args.subset < 0:
-        raise SystemExit(f"--subset must be >= 0 (0: all training images), got {args.subset}.")
     if args.subset == 0:
         args.subset = None
     torch.set_float32_matmul_precision("high")

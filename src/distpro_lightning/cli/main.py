@@ -37,6 +37,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from distpro_lightning.cli.keys import key_problem
 from distpro_lightning.cli.run_config import RunConfigCallback
 from distpro_lightning.errors import DistProError
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError, atomic_write_text
@@ -74,6 +75,21 @@ def section_switches(given: Any, subcommand: str | None) -> dict[str, bool]:
             "--search.enabled false / --replay.enabled false."
         )
     return switches
+
+
+def untrained_evaluation(subcommand: str, configs: Any) -> str:
+    """Why ``distpro test|validate|predict`` without ``--ckpt_path`` is refused, naming the
+    checkpoints found beside the given config files (a run's folder)."""
+    found: list[str] = []
+    for config in configs or []:
+        folder = Path(str(getattr(config, "absolute", config))).parent
+        found += sorted(str(c) for c in folder.glob("**/*.ckpt"))[:3]
+    where = f" Checkpoints beside the config: {', '.join(found)}." if found else ""
+    return (
+        f"distpro {subcommand} without --ckpt_path would evaluate the model as the config "
+        "builds it: an untrained student, not the run's. Pass --ckpt_path with the run's "
+        f"checkpoint, e.g. --ckpt_path <run dir>/checkpoints/student.ckpt.{where}"
+    )
 
 
 class DocstringHelpFormatter(DefaultHelpFormatter):
@@ -142,6 +158,9 @@ class DistProCLI(LightningCLI):
             super().parse_arguments(parser, args)
             return
         argv = null_group_fields(list(sys.argv[1:] if args is None else args))
+        problem = key_problem(argv)
+        if problem is not None:  # before jsonargparse's pages about every model subtype
+            raise ValueError(problem)
         probe = [a for a in argv if not a.startswith("--print_config")]
         given = parser.parse_args(probe, defaults=False)
         subcommand = given.get("subcommand")
@@ -150,6 +169,8 @@ class DistProCLI(LightningCLI):
         except ValueError as exc:
             parser.error(str(exc))
         if subcommand in EVALUATION_SUBCOMMANDS:
+            if not given.get(f"{subcommand}.ckpt_path"):
+                parser.error(untrained_evaluation(subcommand, given.get(f"{subcommand}.config")))
             on = [name for name, active in switches.items() if active]
             if on:
                 rank_zero_info(
@@ -277,7 +298,17 @@ def _plot_target(path: Path, source: Path) -> Path:
     return path
 
 
+#: The most rows ``distpro process export`` writes (a run's optimizer steps; the file of a
+#: million rows of 27 pathways is about 300 MB of JSON).
+MAX_EXPORT_STEPS = 1_000_000
+
+
 def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
+    if not 1 <= ns.steps <= MAX_EXPORT_STEPS:
+        raise ValueError(
+            f"distpro process export: --steps must be between 1 and {MAX_EXPORT_STEPS:,} (the "
+            f"optimizer steps of the run that replays it), got {ns.steps:,}."
+        )
     out = Path(ns.output).expanduser()
     if out.is_dir():
         raise IsADirectoryError(

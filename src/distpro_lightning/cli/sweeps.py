@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from distpro_lightning.files import atomic_write_text
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
 from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
@@ -110,7 +111,10 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
     argv = list(argv)
     fit_args = argv[argv.index("--") + 1 :] if "--" in argv else []
     ns = _parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if fit_args:
+        refuse_no_model("sweep-best", fit_args)
     trials = find_trials(ns.root, ns.pattern)
+    say_mixed_sweeps(Path(ns.root).expanduser())
     for t in trials:
         score = "no score" if t.score is None else f"search_val_loss {t.score:.5f}"
         if t.problem:
@@ -146,20 +150,105 @@ def sweep_best_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
     return 0
 
 
+def split_values(values: str) -> list[str]:
+    """``V1,V2,...`` split at the commas outside brackets and braces: a list value such as
+    ``[conv_bn,attn2]`` stays one value."""
+    out, depth, current = [], 0, ""
+    for char in values:
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            out.append(current)
+            current = ""
+        else:
+            current += char
+    return [v.strip() for v in [*out, current]]
+
+
 def grid_trials(params: Sequence[str]) -> list[list[str]]:
     """The argument lists of every combination of ``KEY=V1,V2,...`` parameters, e.g.
-    ``["search.alpha.lr=0.01,0.1"]`` -> ``[["--search.alpha.lr=0.01"], [...0.1]]``."""
+    ``["search.alpha.lr=0.01,0.1"]`` -> ``[["--search.alpha.lr=0.01"], [...0.1]]``; a list
+    value is written in brackets (``transforms=[conv_bn,attn2],[conv_bn]``). A key given
+    twice is refused (the later value would silently win in every trial)."""
     import itertools
 
-    axes = []
+    axes, keys = [], []
     for spec in params:
         key, sep, values = spec.partition("=")
+        key = key.strip().removeprefix("--")
         if not sep or not key or not values:
             raise ValueError(
                 f"--param {spec!r} is not KEY=V1,V2,...; e.g. --param search.alpha.lr=0.01,0.1"
             )
-        axes.append([f"--{key.strip().removeprefix('--')}={v.strip()}" for v in values.split(",")])
+        if key in keys:
+            raise ValueError(
+                f"--param {key} is given twice; give all its values in one: --param "
+                f"{key}=V1,V2,... (each trial takes one value of each key)."
+            )
+        keys.append(key)
+        axes.append([f"--{key}={v}" for v in split_values(values)])
     return [list(combo) for combo in itertools.product(*axes)]
+
+
+def refuse_no_model(command: str, fit_args: Sequence[str]) -> None:
+    """Refuse fit arguments that give no model (no ``--config`` and no ``--model``): the
+    fit would fail on the first required key, deep inside jsonargparse."""
+    if not any(a.split("=", 1)[0] in ("--config", "-c", "--model") for a in fit_args):
+        raise ValueError(
+            f"distpro {command}: the fit arguments after -- give no model; start them with "
+            "--config FILE.yaml (e.g. -- --config examples/fashion_mnist/retrain.yaml)."
+        )
+
+
+#: The file in a sweep-grid folder that records the sweeps run into it.
+SWEEP_RECORD = "sweep.json"
+
+
+def record_sweep(root: Path, sweep: dict[str, Any]) -> None:
+    """Add ``sweep`` (its parameters and fit arguments) to ``root``'s `SWEEP_RECORD`, once."""
+    path = root / SWEEP_RECORD
+    known = json.loads(path.read_text()).get("sweeps", []) if path.is_file() else []
+    if sweep not in known:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"sweeps": [*known, sweep]}, indent=1) + "\n")
+
+
+def sweeps_under(root: Path) -> list[dict[str, Any]]:
+    """Every sweep recorded under ``root`` (`record_sweep`), with the folder it ran in."""
+    found = []
+    for path in sorted(root.rglob(SWEEP_RECORD)):
+        try:
+            sweeps = json.loads(path.read_text()).get("sweeps", [])
+        except (ValueError, AttributeError, OSError):
+            continue
+        found += [{**s, "folder": str(path.parent)} for s in sweeps if isinstance(s, dict)]
+    return found
+
+
+def say_mixed_sweeps(root: Path) -> None:
+    """Say so when the trials under ``root`` come from more than one sweep."""
+    sweeps = sweeps_under(root)
+    if len(sweeps) > 1:
+        listed = "; ".join(
+            f"{s['folder']}: --param {' --param '.join(s.get('params', []))}" for s in sweeps
+        )
+        print(
+            f"warning: {root} holds the trials of {len(sweeps)} sweeps, ranked together here "
+            f"({listed}). Give one sweep's folder to rank it alone, and run each new grid "
+            "into a folder of its own."
+        )
+
+
+def _trial_args(folder: Path) -> list[str]:
+    """The fit arguments sweep-grid sets for the trial in ``folder``: its root, CSV log and
+    process file."""
+    logger = {
+        "class_path": "lightning.pytorch.loggers.CSVLogger",
+        "init_args": {"save_dir": str(folder)},
+    }
+    return [
+        f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(logger)}",
+        f"--search.output.save_path={LOG_DIR_PLACEHOLDER}/process.json",
+    ]  # fmt: skip
 
 
 def sweep_grid_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int:
@@ -180,22 +269,16 @@ def sweep_grid_main(argv: Sequence[str], fit: Callable[[list[str]], Any]) -> int
             "sweep-grid runs/grid --param search.alpha.lr=0.01,0.1 -- --config search.yaml"
         )
     trials = grid_trials(ns.param)
-    for i, values in enumerate(trials):
-        folder = Path(ns.root).expanduser() / f"trial_{i}"
-        logger = {
-            "class_path": "lightning.pytorch.loggers.CSVLogger",
-            "init_args": {"save_dir": str(folder)},
-        }
-        ours = [
-            f"--trainer.default_root_dir={folder}", f"--trainer.logger={json.dumps(logger)}",
-            f"--search.output.save_path={LOG_DIR_PLACEHOLDER}/process.json",
-        ]  # fmt: skip
-        refuse_set_keys(
-            "sweep-grid", fit_args, ours,
-            "each trial's folder, CSV log and process file, which sweep-best reads",
-        )  # fmt: skip
-        args = [*fit_args, *values, *ours]
+    root = Path(ns.root).expanduser()
+    runs = [(values, _trial_args(root / f"trial_{i}")) for i, values in enumerate(trials)]
+    refuse_set_keys(
+        "sweep-grid", fit_args, runs[0][1],
+        "each trial's folder, CSV log and process file, which sweep-best reads",
+    )  # fmt: skip
+    refuse_no_model("sweep-grid", fit_args)
+    record_sweep(root, {"params": list(ns.param), "fit_args": fit_args})
+    for i, (values, ours) in enumerate(runs):
         print(f"trial {i + 1}/{len(trials)}: {' '.join(values)}")
-        fit(["fit", *args])
+        fit(["fit", *fit_args, *values, *ours])
     print(f"done: distpro sweep-best {ns.root} -- <retrain arguments>")
     return 0

@@ -54,8 +54,20 @@ def build_timm(spec: str, num_classes: int, in_channels: int, **kwargs: Any) -> 
     except ImportError as exc:
         raise ImportError(f"{spec!r} needs timm: pip install 'distpro-lightning[timm]'.") from exc
     name, query = _parse(spec)
+    ours = {"pretrained", "num_classes", "in_chans"} & set(query)
+    if ours:
+        raise ValueError(
+            f"timm model {spec!r}: {', '.join(sorted(ours))} is set by the library "
+            "(pretrained=False: weights are never downloaded; num_classes and in_chans come "
+            "from the module's num_classes and in_channels). Drop it from the name; for "
+            "trained weights pass a local checkpoint (teacher: PATH with teacher_model: "
+            f"{TIMM_PREFIX}<name>)."
+        )
     if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        models = timm.list_models()
+        lower = {m.lower(): m for m in models}
+        close = [lower[name.lower()]] if name.lower() in lower else []
+        close = close or difflib.get_close_matches(name.lower(), models, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(TIMM_PREFIX + c) for c in close)}?" if close else ""
         raise ValueError(f"Unknown timm model {name!r}.{hint} (timm.list_models() lists them.)")
     model = timm.create_model(

@@ -81,6 +81,12 @@ class DistillationConfig:
         check_field_types(self)
         check_normalization(self.normalization)
         get_distance(self.distance)
+        if isinstance(self.transforms, str):
+            raise TypeError(
+                f"distillation.transforms takes a list of transform kinds, got the string "
+                f"{self.transforms!r}: write transforms=[{self.transforms!r}] (in YAML: "
+                f"transforms: [{self.transforms}]). Kinds: {', '.join(TRANSFORM_KINDS)}."
+            )
         for kind in self.transforms:
             if kind not in TRANSFORM_KINDS:
                 raise ValueError(

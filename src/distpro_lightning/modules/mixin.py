@@ -281,7 +281,10 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
         return (logits > self.prune_threshold).tolist()
 
     def new_process(self, provenance: Mapping[str, Any]) -> DistillationProcess:
-        """An empty process for this module's pathways and normalisation."""
+        """An empty process for this module's pathways and normalisation; with the KD
+        pathway, its ``kd_temperature`` is recorded in the provenance (a replay compares)."""
+        if KD_PATHWAY_NAME in self.pathway_names:
+            provenance = {**provenance, "kd_temperature": self.kd_temperature}
         return DistillationProcess(
             self.pathway_names,
             {

@@ -22,6 +22,7 @@ from distpro_lightning.grouping import (
     check_ranges,
     coerce_group,
     flat_to_groups,
+    given_fields,
     non_negative,
     plain,
     positive,
@@ -207,7 +208,7 @@ class StudentModule(pl.LightningModule):
         name."""
         owner = type(self).__name__
         flat = dict(flat)
-        groups, defaults = {}, {}
+        groups, defaults, explicit = {}, {}, {}
         parameters = inspect.signature(type(self).__init__).parameters
         for name, (kind, value) in given.items():
             if name == "optimizer" and isinstance(value, str):
@@ -215,8 +216,9 @@ class StudentModule(pl.LightningModule):
             groups[name] = coerce_group(owner, name, kind, kind() if value is None else value)
             default = parameters[name].default if name in parameters else None
             defaults[name] = default if isinstance(default, kind) else kind()
+            explicit[name] = given_fields(value, default)
         valid = [p for p in parameters if p != "self"]
-        return flat_to_groups(owner, flat, keys, groups, valid, defaults)
+        return flat_to_groups(owner, flat, keys, groups, valid, defaults, explicit)
 
     def _save_init_hyperparameters(self, frame: Any, deprecated: set[str]) -> None:
         """Save the init arguments: the LightningCLI's config as given (so

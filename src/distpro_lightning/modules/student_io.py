@@ -50,7 +50,13 @@ def export_student(module: Any, path: str | os.PathLike[str], overwrite: bool = 
 
 def check_export_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     """The export's file path, refused (with the fix) when it is empty, a folder, or an
-    existing file that ``overwrite`` does not allow replacing."""
+    existing file that ``overwrite`` does not allow replacing; ``overwrite`` must be a bool
+    (``overwrite="no"`` is truthy)."""
+    if not isinstance(overwrite, bool):
+        raise TypeError(
+            f"export_student(overwrite=...) takes True or False, got {type(overwrite).__name__} "
+            f"{overwrite!r}."
+        )
     if not str(path).strip():
         raise ValueError("export_student needs a file path, e.g. 'student.pt'; got ''.")
     out = Path(path).expanduser()

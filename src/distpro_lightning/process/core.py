@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from distpro_lightning.process.format import (
     check_record,
     checked_normalization,
     checked_skipped,
+    json_safe,
     parse_process_dict,
     read_process_json,
     require,
@@ -295,7 +297,16 @@ class DistillationProcess:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the process as JSON, atomically (temporary file + rename); temporary files
         of earlier writes that were killed are removed first."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n"
+        data = self.to_dict()
+        data["provenance"], changed = json_safe(self.provenance)
+        if changed:
+            warnings.warn(
+                f"Process file {str(path)!r}: {', '.join(changed[:5])}"
+                f"{' ...' if len(changed) > 5 else ''} held a non-finite number or a value "
+                "JSON cannot hold; written as null (or as text). The rows are unaffected.",
+                stacklevel=2,
+            )
+        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
         atomic_write_text(Path(path).expanduser(), text)
 
     @classmethod

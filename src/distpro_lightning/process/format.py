@@ -112,6 +112,45 @@ def checked_skipped(steps: Any, num_rows: int) -> list[int]:
     return [int(s) for s in steps]
 
 
+#: The provenance's objects the library reads back, and the types of their fields it reads.
+PROVENANCE_FIELDS: dict[str, dict[str, str]] = {
+    "run_settings": {
+        "warmup_steps": "int",
+        "search_every_n_steps": "int",
+        "held_out_seed": "int",
+        "val_batches_per_step": "int",
+        "max_non_finite_steps": "int",
+        "proxy": "bool",
+    },
+    "search_size": {"planned_steps": "int", "max_epochs": "int", "train_samples": "int"},
+    "diagnostics": {"every_n_steps": "int", "rows": "list"},
+    "demo_settings": {},
+}
+_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "bool": (bool,), "list": (list,)}
+
+
+def check_provenance(prov: Mapping[str, Any]) -> None:
+    """Type-check the provenance entries the library reads back (`PROVENANCE_FIELDS`, a
+    number ``kd_temperature`` and ``search_val_loss``): a hand-edited ``"proxy": "false"``
+    is a string, and a string is truthy. ``null`` stands for "not recorded"."""
+    for key, spec in PROVENANCE_FIELDS.items():
+        value = prov.get(key)
+        require(
+            value is None or isinstance(value, dict),
+            f"provenance.{key} must be an object, got {value!r}",
+        )
+        for name, kind in spec.items():
+            item = (value or {}).get(name)
+            ok = item is None or (
+                isinstance(item, _TYPES[kind]) and (kind == "bool") == isinstance(item, bool)
+            )
+            shown = {"bool": "true or false", "int": "an integer", "list": "a list"}[kind]
+            require(ok, f"provenance.{key}.{name} must be {shown}, got {item!r}")
+    for key in ("kd_temperature", "search_val_loss"):
+        if prov.get(key) is not None:
+            check_number(prov[key], f"provenance.{key}")
+
+
 def parse_process_dict(data: Any) -> dict[str, Any]:
     """Validate a decoded process file; the keyword arguments of ``DistillationProcess``
     (which validates the rest: normalisation, record fields, skipped steps)."""
@@ -152,6 +191,7 @@ def parse_process_dict(data: Any) -> dict[str, Any]:
     require(isinstance(norm, dict), "field 'normalization' must be an object")
     prov = data.get("provenance", {})
     require(isinstance(prov, dict), "'provenance' must be an object")
+    check_provenance(prov)
     skipped = data.get("skipped_steps")
     return {
         "pathway_names": names,
@@ -166,6 +206,27 @@ def parse_process_dict(data: Any) -> dict[str, Any]:
         "run_id": data.get("run_id"),
         "skipped_steps": skipped if skipped is not None else [],
     }
+
+
+def json_safe(value: Any, where: str = "provenance") -> tuple[Any, list[str]]:
+    """``value`` as strict JSON values, and the keys (dotted) of what had to change: a
+    non-finite float becomes ``null``, a value JSON cannot hold its ``str``. The provenance
+    describes the rows; it must never keep them from being written."""
+    changed: list[str] = []
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            out[str(k)], inner = json_safe(v, f"{where}.{k}")
+            changed += inner
+        return out, changed
+    if isinstance(value, list | tuple):
+        items = [json_safe(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [v for v, _ in items], [c for _, inner in items for c in inner]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [where]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value, []
+    return str(value), [where]
 
 
 def read_process_json(path: Path) -> Any:

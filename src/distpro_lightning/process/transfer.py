@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from distpro_lightning.grouping import did_you_mean
 from distpro_lightning.process.format import ProcessFileError
 
 
@@ -39,6 +40,13 @@ def remap_columns(
         return list(range(len(target)))
     if isinstance(pathway_map, str):
         raise ProcessFileError(f"pathway_map must be a mapping or 'position', got {pathway_map!r}")
+    stray = sorted(k for k in pathway_map if k not in target)
+    if stray:
+        shown = ", ".join(f"{k!r}{did_you_mean(k, target)}" for k in stray)
+        raise ProcessFileError(
+            f"pathway_map has keys that are not pathways of the module: {shown} (its keys are "
+            f"the module's pathway names, its values the process's). Module pathways: {target}."
+        )
     unmapped = [n for n in target if n not in pathway_map]
     unknown = sorted({v for v in pathway_map.values() if v not in source})
     if unmapped or unknown:

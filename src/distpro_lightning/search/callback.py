@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from distpro_lightning.grouping import given_fields
 from distpro_lightning.modules.checkpoints import CheckpointError
 from distpro_lightning.modules.contract import SearchableModule
 from distpro_lightning.modules.step_context import (
@@ -21,9 +23,9 @@ from distpro_lightning.modules.step_context import (
 from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.search.checks import (
     check_context_used,
+    check_flag_and_source,
     check_not_all_pruned,
     check_setup,
-    search_autocast,
     warn_extreme_settings,
     warn_if_collapsed,
     warn_if_never_searching,
@@ -116,9 +118,16 @@ class ProcessSearchCallback(Callback):
         enabled: bool = True,
         **flat: Any,
     ) -> None:
+        check_flag_and_source(enabled, held_out)
+        defaults = inspect.signature(ProcessSearchCallback.__init__).parameters
+        given = {"hypergradient": hypergradient, "alpha": alpha, "schedule": schedule}
+        given["output"] = output
+        explicit = {k: given_fields(v, defaults[k].default) for k, v in given.items()}
         if isinstance(hypergradient, str):  # the method alone: a documented shorthand
             hypergradient = HypergradientConfig(method=hypergradient)  # type: ignore[arg-type]
-        config = SearchConfig.of(hypergradient, alpha, schedule, output).with_flat(flat)
+            explicit["hypergradient"] = frozenset({"method"})
+        groups = SearchConfig.of(hypergradient, alpha, schedule, output)
+        config = groups.with_flat(flat, explicit)
         self.config = config
         # the groups as given, read back as callback.alpha.lr etc. (never changed at run time)
         self.hypergradient: HypergradientConfig = config.hypergradient
@@ -187,8 +196,7 @@ class ProcessSearchCallback(Callback):
             trainer.optimizers[0],
             self.settings,
             reduce_mean if trainer.world_size > 1 else None,
-            search_autocast(trainer, self.settings),
-            str(trainer.precision),
+            precision=str(trainer.precision),  # the search's own passes run in fp32
         )
         loader = held_out_loader(trainer, self.held_out_source, self.search_val_loader)
         ranks = (trainer.world_size, trainer.global_rank)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,18 +105,39 @@ class SearchRunOptions:
         }
 
 
-def search_autocast(trainer: pl.Trainer, settings: SearchSettings) -> Any:
-    """The precision context of the search's training and held-out passes: the Trainer's
-    autocast under ``bf16-mixed`` with finite differences, else fp32 (``16-mixed``: no
-    GradScaler, fp32 throughout; forward-mode AD stays in fp32). The perturbed passes of the
-    finite differences always run in fp32."""
-    if str(trainer.precision) == "bf16-mixed" and settings.hypergradient != "exact":
-        return trainer.precision_plugin.forward_context
-    return nullcontext
+#: The strategies the search runs under, as said in its refusal.
+SUPPORTED_STRATEGIES = (
+    "single device ('auto' on one device), DDP ('ddp', 'ddp_spawn', "
+    "'ddp_find_unused_parameters_true' for pruning)"
+)
+
+
+def check_strategy(strategy: Any) -> None:
+    """Refuse a strategy the search does not support: it needs every rank to hold the whole
+    student (its virtual step and perturbed passes read and write the full parameters) and
+    one process per device. FSDP and DeepSpeed shard the parameters, model parallelism
+    splits them, XLA is untested; DeepSpeed is a subclass of DDP, so it is looked at
+    first."""
+    from lightning.pytorch import strategies as st
+
+    refused = (st.FSDPStrategy, st.DeepSpeedStrategy, st.ModelParallelStrategy, st.XLAStrategy)
+    refused += (st.SingleDeviceXLAStrategy,)
+    if isinstance(strategy, refused) or not isinstance(
+        strategy, st.DDPStrategy | st.SingleDeviceStrategy
+    ):
+        raise RuntimeError(
+            f"ProcessSearchCallback does not support the {type(strategy).__name__}: the search "
+            "step reads and writes the student's whole parameters on every rank (a virtual "
+            "step, perturbed passes), which sharded (FSDP, DeepSpeed) or split "
+            "(model-parallel) parameters do not allow. Supported: "
+            f"{SUPPORTED_STRATEGIES}. Search under one of them; the replay "
+            "(ProcessScheduleCallback) runs under any strategy."
+        )
 
 
 def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> None:
-    """Refuse a module, optimizer or precision the search cannot run with."""
+    """Refuse a strategy, module, optimizer or precision the search cannot run with."""
+    check_strategy(trainer.strategy)
     if not isinstance(module, SearchableModule):
         raise TypeError(
             "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "
@@ -133,12 +153,6 @@ def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> N
         raise RuntimeError(
             f"precision={precision!r} is not supported by the search (second-order terms "
             "in half precision are unreliable). Use '32-true', 'bf16-mixed' or '16-mixed'."
-        )
-    if precision == "bf16-mixed" and settings.hypergradient == "forward_difference":
-        raise RuntimeError(
-            "hypergradient='forward_difference' under precision='bf16-mixed' would take the "
-            "difference of a bf16 training pass and an fp32 perturbed pass: use "
-            "'finite_difference' (both perturbed passes in fp32) or 'exact'."
         )
     if settings.reuse_training_gradient and not module.applies_reused_gradient:
         raise RuntimeError(
@@ -171,14 +185,25 @@ def check_not_all_pruned(module: SearchableModule) -> None:
 
 
 def warn_if_never_searching(trainer: pl.Trainer, run: SearchRunOptions) -> None:
-    """Warn when the warm-up covers the whole fit: alpha would never move, and the process
-    would be its start held (equal weights) under a search's name."""
+    """Warn when the warm-up covers the whole fit (alpha would never move, and the process
+    would be its start held under a search's name), or when ``every_n_steps`` leaves one
+    alpha update in the whole fit."""
     total = trainer.estimated_stepping_batches
-    if total != float("inf") and run.warmup_steps >= int(total):
+    if total == float("inf"):
+        return
+    total, w, k = int(total), run.warmup_steps, run.search_every_n_steps
+    if w >= total:
         rank_zero_warn(
-            f"search.schedule.warmup_steps={run.warmup_steps} covers the whole fit "
-            f"({int(total)} optimizer steps): alpha never moves, and the process is its "
+            f"search.schedule.warmup_steps={w} covers the whole fit "
+            f"({total} optimizer steps): alpha never moves, and the process is its "
             "start held. Use fewer warm-up steps, or more epochs."
+        )
+    elif k > 1 and 1 + (total - 1 - w) // k < 2:
+        rank_zero_warn(
+            f"search.schedule.every_n_steps={k} with a fit of {total} optimizer steps (after "
+            f"{w} warm-up steps) updates alpha once, at step {w}: the process is that one "
+            f"update held. Use every_n_steps={max(1, (total - w) // 4)} or below, or more "
+            "epochs."
         )
 
 
@@ -296,3 +321,19 @@ def check_context_used(
         "or self.distill(x) to share it, or set share_training_forward=False."
     )
     return True
+
+
+def check_flag_and_source(enabled: Any, held_out: Any) -> None:
+    """``ProcessSearchCallback``'s arguments outside the groups: ``enabled`` a bool (the
+    string ``"false"`` is truthy), ``held_out`` ``None``, a method name or a data module."""
+    if not isinstance(enabled, bool):
+        raise TypeError(
+            f"ProcessSearchCallback(enabled=...) takes True or False, got "
+            f"{type(enabled).__name__} {enabled!r} (in YAML: search.enabled: false, unquoted)."
+        )
+    if not (held_out is None or isinstance(held_out, str | pl.LightningDataModule)):
+        raise TypeError(
+            f"ProcessSearchCallback(held_out=...) takes None (the data module's "
+            "search_val_dataloader()), the name of a data module method, or a "
+            f"LightningDataModule; got {type(held_out).__name__} {held_out!r}."
+        )

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from distpro_lightning.modules.contract import DistillationObjective
@@ -41,13 +42,31 @@ from distpro_lightning.search.hypergradient import (
 
 @dataclass
 class DiagnosticRow:
-    """The measures of one diagnosed step (see the module docstring)."""
+    """The measures of one diagnosed step (see the module docstring). A measure that came
+    out non-finite (a NaN or Inf in a held-out batch) is ``None`` and named in
+    ``non_finite``: JSON has no NaN, and one bad batch must not cost the file."""
 
     step: int
-    agreement: float
+    agreement: float | None
     successive: float | None
-    val_loss_old: float
-    val_loss_new: float
+    val_loss_old: float | None
+    val_loss_new: float | None
+    non_finite: list[str] = field(default_factory=list)
+
+    @classmethod
+    def finite(cls, step: int, **measures: float | None) -> DiagnosticRow:
+        """The row of these measures, each non-finite one stored as ``None`` and named in
+        ``non_finite``, with a warning that names the held-out step."""
+        bad = [k for k, v in measures.items() if v is not None and not math.isfinite(v)]
+        if bad:
+            rank_zero_warn(
+                f"Search diagnostics of step {step}: {', '.join(bad)} came out non-finite "
+                "(a NaN or Inf in the step's held-out batch or in the independent one drawn "
+                "for the diagnostics?). Stored as null with the row's 'non_finite' flag; the "
+                "search goes on. Check the held-out data (its samples must be finite)."
+            )
+        kept = {k: None if k in bad else v for k, v in measures.items()}
+        return cls(step=step, non_finite=bad, **kept)  # type: ignore[arg-type]
 
 
 def cosine(a: Tensor, b: Tensor) -> float:
@@ -134,8 +153,8 @@ class SearchDiagnostics:
         other = SearchBatches(batches.x, batches.y, batches.teacher, xv2, yv2)
         # at the step's old logits, given explicitly: the module's are not swapped
         hg2 = compute_hypergradient(module, other, virtual, self.options, old_logits).hypergradient
-        row = DiagnosticRow(
-            step=record.step,
+        row = DiagnosticRow.finite(
+            record.step,
             agreement=cosine(hg, hg2.to(hg.device)),
             successive=cosine(hg, previous.to(hg.device)) if previous is not None else None,
             val_loss_old=held_out_loss_after_update(module, batches, virtual, old_logits),
@@ -172,13 +191,17 @@ class SearchDiagnostics:
 
 def log_diagnostics(module: Any, row: DiagnosticRow) -> None:
     """Log a row as ``search/diag_*`` metrics through the module (Lightning's cadence)."""
+    gain = None
+    if row.val_loss_old is not None and row.val_loss_new is not None:
+        gain = row.val_loss_old - row.val_loss_new
     values = {
         "search/diag_agreement": row.agreement,
-        "search/diag_val_loss_gain": row.val_loss_old - row.val_loss_new,
+        "search/diag_val_loss_gain": gain,
+        "search/diag_successive_cos": row.successive,
     }
-    if row.successive is not None:
-        values["search/diag_successive_cos"] = row.successive
-    module.log_dict(values)
+    kept = {k: v for k, v in values.items() if v is not None}
+    if kept:
+        module.log_dict(kept)
 
 
 def moving_fraction(weights: Tensor, z: float = 2.0) -> float:
@@ -197,18 +220,28 @@ def moving_fraction(weights: Tensor, z: float = 2.0) -> float:
 
 
 def summarize(process: Any) -> dict[str, float]:
-    """Means of the diagnosed rows of a process file, and its moving fraction."""
+    """Means of the diagnosed rows of a process file, and its moving fraction (a measure
+    stored as ``null``, non-finite, is left out of its mean; NaN when none is left)."""
     rows = process.provenance.get("diagnostics", {}).get("rows", [])
     out: dict[str, float] = {"moving_fraction": moving_fraction(process.weights())}
     if not rows:
         return out
-    succ = [r["successive"] for r in rows if r["successive"] is not None]
-    gains = [r["val_loss_old"] - r["val_loss_new"] for r in rows]
+    agree = [r["agreement"] for r in rows if r.get("agreement") is not None]
+    succ = [r["successive"] for r in rows if r.get("successive") is not None]
+    gains = [
+        r["val_loss_old"] - r["val_loss_new"]
+        for r in rows
+        if r.get("val_loss_old") is not None and r.get("val_loss_new") is not None
+    ]
     out.update(
         diagnosed_steps=float(len(rows)),
-        agreement=sum(r["agreement"] for r in rows) / len(rows),
-        successive=sum(succ) / len(succ) if succ else math.nan,
-        helps_fraction=sum(g > 0 for g in gains) / len(gains),
-        mean_val_loss_gain=sum(gains) / len(gains),
+        agreement=_mean(agree),
+        successive=_mean(succ),
+        helps_fraction=_mean([float(g > 0) for g in gains]),
+        mean_val_loss_gain=_mean(gains),
     )
     return out
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else math.nan

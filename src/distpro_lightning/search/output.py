@@ -81,6 +81,8 @@ class ProcessWriter:
         else:  # the template stays as given: a second fit resolves it for its own run
             raw = trainer.strategy.broadcast(with_log_dir(self.save_path, trainer))
         path = check_save_path(raw, self.plot)
+        if not self.overwrite:
+            path = _continue_diverted(path, run_id)
         check_overwrite(path, run_id, self.overwrite)
         self.path = path
 
@@ -116,15 +118,13 @@ class ProcessWriter:
             owner = "unreadable"
         if owner == process.run_id:
             return
-        taken, self.path = (
-            self.path,
-            self.path.with_name(f"{self.path.stem}.{process.run_id}{self.path.suffix}"),
-        )
+        taken, self.path = self.path, diverted_path(self.path, str(process.run_id))
         rank_zero_warn(
             f"Another search (run {owner}) wrote {str(taken)!r} after this run (run "
             f"{process.run_id}) checked it at fit start: two fits share one save_path. Its "
-            f"file is kept; this run's process is saved to {str(self.path)!r} instead. Give "
-            "each fit its own save_path (e.g. '{log_dir}/process.json')."
+            f"file is kept; this run's process is saved to {str(self.path)!r} instead (a "
+            "resume of this run from its checkpoint continues there). Give each fit its own "
+            "save_path (e.g. '{log_dir}/process.json')."
         )
 
     def finish(self, trainer: pl.Trainer, process: DistillationProcess) -> None:
@@ -136,6 +136,29 @@ class ProcessWriter:
         if self.path is not None:
             for kind, image in plot_paths(self.path).items():
                 process.plot(image, kind=kind)
+
+
+def diverted_path(path: Path, run_id: str) -> Path:
+    """Where a run's process goes when another search took its file: ``<stem>.<run id>``."""
+    return path.with_name(f"{path.stem}.{run_id}{path.suffix}")
+
+
+def _continue_diverted(path: Path, run_id: str) -> Path:
+    """The file a resumed run continues in: its diverted file (`diverted_path`), when
+    another search took ``path`` and this run's rows went there; else ``path``."""
+    diverted = diverted_path(path, run_id)
+    if not (path.exists() and diverted.is_file()):
+        return path
+    try:
+        ours = DistillationProcess.load(diverted).run_id == run_id
+    except (ProcessFileError, OSError):
+        return path
+    if ours:
+        rank_zero_info(
+            f"DistPro search: run {run_id} continues in {str(diverted)!r}, where its process "
+            f"went when another search took {str(path)!r}."
+        )
+    return diverted if ours else path
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:

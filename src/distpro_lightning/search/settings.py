@@ -7,6 +7,7 @@ deprecation warning (`from_flat`)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -276,10 +277,13 @@ class SearchConfig:
             proxy=sc.proxy,
         )
 
-    def with_flat(self, flat: dict[str, Any]) -> SearchConfig:
+    def with_flat(
+        self, flat: dict[str, Any], explicit: Mapping[str, Iterable[str]] | None = None
+    ) -> SearchConfig:
         """These groups with earlier versions' flat keywords applied (``alpha_lr=0.1`` ->
         ``alpha.lr``), warning once that they are deprecated; unknown keywords are refused
-        with the closest names."""
+        with the closest names, and one that contradicts a field its group sets
+        (``explicit``: group -> fields given, `given_fields`) too."""
         if "log_every_n_steps" in flat:
             raise TypeError(
                 "ProcessSearchCallback(log_every_n_steps=...) was removed: the search logs at "
@@ -291,5 +295,7 @@ class SearchConfig:
         groups = {f.name: getattr(self, f.name) for f in fields(self)}
         valid = ["held_out", "enabled"]
         return SearchConfig(
-            **flat_to_groups("ProcessSearchCallback", flat, FLAT_KEYS, groups, valid)
+            **flat_to_groups(
+                "ProcessSearchCallback", flat, FLAT_KEYS, groups, valid, explicit=explicit
+            )
         )

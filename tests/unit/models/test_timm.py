@@ -44,6 +44,11 @@ def test_unknown_or_malformed_timm_names_say_what_to_write():
         create("timm/resnet18x", num_classes=10)
     with pytest.raises(ValueError, match="is not key=value"):
         create("timm/resnet18?img_size", num_classes=10)
+    # issue 37, case 21: the case of a name, and weights asked for in the name
+    with pytest.raises(ValueError, match="Did you mean 'timm/resnet10t'"):
+        create("timm/RESNET10T", num_classes=10)
+    with pytest.raises(ValueError, match="pretrained is set by the library .* never downloaded"):
+        create("timm/resnet18?pretrained=true", num_classes=10)
 
 
 def _loader(n=8, size=32, seed=0):

@@ -73,6 +73,17 @@ def test_classifier_flat_lr_is_its_optimizer_group():
         ({"optimizer": {"lr": "0.1"}}, "OptimizerConfig.lr takes a float"),
         ({"optimizer": {"name": "lion"}}, "Unknown optimizer 'lion' (optimizer.name)"),
         ({"distillation": 3}, "takes a DistillationConfig or a dict of its fields"),
+        # issue 37: case 11 ("no" is truthy), case 16 (a string is a sequence of letters)
+        ({"distillation": {"fused_heads": "no"}}, "fused_heads takes a bool | None, got str"),
+        (
+            {"distillation": {"transforms": "conv_bn"}},
+            "takes a list of transform kinds, got the string 'conv_bn': write "
+            "transforms=['conv_bn']",
+        ),
+        (
+            {"distillation": {"kd_weight": 1.0}, "kd_weight": 2.0},
+            "distillation.kd_weight=1.0 and kd_weight=2.0",
+        ),
     ],
 )
 def test_unknown_and_mistyped_settings_are_refused_by_name(kwargs, message):

@@ -20,6 +20,9 @@ def test_export_refuses_an_existing_file_unless_told(tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         m.export_student(str(teacher))
     assert teacher.read_bytes() == b"a teacher checkpoint"
+    with pytest.raises(TypeError, match=r"overwrite=...\) takes True or False, got str 'no'"):
+        m.export_student(str(teacher), overwrite="no")  # issue 37, case 3: truthy string
+    assert teacher.read_bytes() == b"a teacher checkpoint"
     m.export_student(str(teacher), overwrite=True)
     assert load_student(teacher).state_dict().keys() == m.student.state_dict().keys()
 

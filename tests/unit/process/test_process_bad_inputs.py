@@ -103,6 +103,31 @@ CASES = [
         ("is a directory", RUN),
     ),
     Case("killed writes cleaned", dead_writers_temps_are_removed),
+    # issue 37, case 9: a string "false" is truthy (it counted as a proxy); case 17: raw errors
+    Case(
+        "proxy a string",
+        load_edited(provenance={"run_settings": {"proxy": "false"}}),
+        ValueError,
+        ("provenance.run_settings.proxy must be true or false, got 'false'",),
+    ),
+    Case(
+        "planned steps a string",
+        load_edited(provenance={"search_size": {"planned_steps": "30"}}),
+        ValueError,
+        ("provenance.search_size.planned_steps must be an integer, got '30'",),
+    ),
+    Case(
+        "run_settings not an object",
+        load_edited(provenance={"run_settings": [1, 2]}),
+        ValueError,
+        ("provenance.run_settings must be an object, got [1, 2]",),
+    ),
+    Case(
+        "kd_temperature a string",
+        load_edited(provenance={"kd_temperature": "4"}),
+        ValueError,
+        ("provenance.kd_temperature must be a finite number, got '4'",),
+    ),
 ]
 
 

@@ -509,3 +509,54 @@ def test_a_smoothing_window_as_long_as_the_process_warns(window, warns, recwarn)
     smoothed = process.smoothed(window)
     for step, _, logits in rec.inside:  # the smoothed process is what is replayed
         assert torch.equal(logits, smoothed.at(step, 5))
+
+
+# ---------------------------------------------------------------- issue 37, cases 5 to 8
+def test_mode_final_with_the_kd_pathway_warns_of_the_collapse(recwarn) -> None:
+    module = make_module(response_kd=True)
+    process = make_process(module.pathway_names)
+    with pytest.warns(UserWarning, match=r"mode='final'\) with the logits->logits:kd pathway"):
+        ProcessScheduleCallback(process=process, mode="final").check(module)
+    recwarn.clear()
+    ProcessScheduleCallback(process=process, mode="process").check(module)
+    assert not [w for w in recwarn if "collapse" in str(w.message)]
+
+
+def test_a_replay_that_prunes_every_pathway_is_refused_and_partly_pruned_rows_are_said():
+    module = make_module(prune_threshold=10.0)  # above every logit of the process
+    process = make_process(module.pathway_names)
+    with pytest.raises(ValueError, match=r"prune_threshold=10 prunes every pathway at every"):
+        ProcessScheduleCallback(process=process).check(module)
+    rows = process.logits.clone()
+    rows[1:3] = -5.0  # two rows below any threshold >= -5
+    partly = process.with_rows(rows)
+    module = make_module(prune_threshold=-4.0)
+    with pytest.warns(UserWarning, match=r"prune_threshold=-4 prunes every pathway at 2 of"):
+        ProcessScheduleCallback(process=partly).check(module)
+
+
+def test_a_replay_at_another_kd_temperature_warns_and_the_search_records_it(recwarn) -> None:
+    module = make_module(response_kd=True, kd_temperature=2.0)
+    made = module.new_process({"created": "now"})
+    assert made.provenance["kd_temperature"] == 2.0  # recorded by the search
+    process = make_process(module.pathway_names)
+    process.provenance["kd_temperature"] = 4.0
+    with pytest.warns(UserWarning, match=r"searched with kd_temperature=4, the module replays"):
+        ProcessScheduleCallback(process=process).check(module)
+    process.provenance["kd_temperature"] = 2.0
+    recwarn.clear()
+    ProcessScheduleCallback(process=process).check(module)
+    assert not [w for w in recwarn if "kd_temperature" in str(w.message)]
+
+
+def test_a_mistyped_pathway_map_key_is_refused_with_the_closest_name() -> None:
+    module = make_module()
+    names = [f"t{i}->s{i}:conv_bn" for i in range(module.num_pathways)]
+    mapping = {n: names[j] for j, n in enumerate(module.pathway_names)}
+    first = module.pathway_names[0]
+    mapping[first.replace("conv_bn", "conv_bm")] = names[0]  # a typo beside the right key
+    cb = ProcessScheduleCallback(process=make_process(names), pathway_map=mapping)
+    with pytest.raises(
+        ProcessFileError, match=rf"not pathways of the module: .*did you mean '{first}'"
+    ):
+        cb.check(module)

@@ -63,6 +63,33 @@ def test_a_second_fit_on_the_same_save_path_keeps_both_processes(tmp_path):
     assert len(saved) == 4 and saved.run_id == search.process.run_id
 
 
+def test_a_diverted_run_resumes_in_its_own_file(tmp_path):
+    """Issue 37, case 22: resuming the diverted run with its unchanged config was refused
+    ("resume it from its checkpoint", which it was); it continues in its own file."""
+    path = tmp_path / "process.json"
+    output = {"save_path": str(path), "save_every_n_steps": 2, "plot": False}
+    search = ProcessSearchCallback(output=output)
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"])
+    intruder = Intruder(path, m.pathway_names)
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=256, seed=0)
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[search, intruder])
+    with pytest.warns(UserWarning, match="a resume of this run from its checkpoint continues"):
+        trainer.fit(m, datamodule=dm)
+    trainer.save_checkpoint(tmp_path / "a.ckpt")
+    ours, run_id = search.process_path, search.process.run_id
+    assert ours == path.with_name(f"process.{run_id}.json")
+    before = path.read_text()
+    resumed = ProcessSearchCallback(output=output)  # the run's unchanged config
+    quiet_trainer(max_steps=4, limit_val_batches=0, callbacks=[resumed]).fit(
+        m, datamodule=dm, ckpt_path=tmp_path / "a.ckpt"
+    )
+    assert resumed.process_path == ours and resumed.process.run_id == run_id
+    saved = DistillationProcess.load(ours)
+    assert saved.run_id == run_id and len(saved) == 4
+    assert path.read_text() == before  # the other search's file is still untouched
+
+
 def test_reused_callback_resolves_log_dir_for_each_fit(tmp_path):
     search = ProcessSearchCallback(
         output={"save_path": "{log_dir}/p.json", "plot": False, "overwrite": True}

@@ -214,3 +214,38 @@ def test_run_settings_record_every_option_that_shapes_a_search_and_a_change_warn
     assert process.provenance["settings_changes"] == [
         {"step": 4, "changed": {"held_out_seed": [7, 8], "val_batches_per_step": [2, 4]}}
     ]
+
+
+def test_a_non_finite_held_out_sample_with_diagnostics_never_loses_the_search(tmp_path):
+    """Issue 37, case 1: one NaN held-out sample made a diagnostic NaN, and the file (strict
+    JSON) could not be written, neither by the periodic save nor by the save on exception."""
+    from search_cases import digits, search
+    from torch.utils.data import DataLoader, TensorDataset
+
+    dm = digits(subset=128)
+    dm.setup("fit")
+    xv, yv = next(iter(DataLoader(dm.search_val_dataset, batch_size=32)))
+    xv[3] = float("nan")  # one bad held-out sample: one of the two held-out batches
+    dm.search_val_dataloader = lambda: DataLoader(TensorDataset(xv, yv), batch_size=16)
+    with pytest.warns(UserWarning, match=r"Search diagnostics of step \d+: .*non-finite"):
+        cb, _, _ = search(
+            tmp_path, steps=6, dm=dm, save_path=str(tmp_path / "s.json"),
+            diagnostics_every_n_steps=1, save_every_n_steps=1,
+        )  # fmt: skip
+    saved = DistillationProcess.load(tmp_path / "s.json")
+    assert len(saved) == 6  # every row written
+    rows = saved.provenance["diagnostics"]["rows"]
+    flagged = [r for r in rows if r["non_finite"]]
+    assert flagged and all(r[k] is None for r in flagged for k in r["non_finite"])
+    assert summarize(saved)["diagnosed_steps"] == len(rows)  # nulls are left out of means
+
+
+def test_provenance_never_blocks_saving_rows(tmp_path):
+    process = DistillationProcess(
+        ["a", "b"], {"name": "softmax"}, [[0.0, 1.0]],
+        provenance={"search_val_loss": float("nan"), "odd": {1, 2}},
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match=r"provenance.search_val_loss, provenance.odd held"):
+        process.save(tmp_path / "p.json")
+    saved = DistillationProcess.load(tmp_path / "p.json")
+    assert saved.provenance["search_val_loss"] is None and len(saved) == 1

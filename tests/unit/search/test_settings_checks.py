@@ -10,6 +10,7 @@ from conftest import make_module, quiet_trainer
 from distpro_lightning import ProcessSearchCallback
 from distpro_lightning.data import DigitsDataModule
 from distpro_lightning.search.checks import warn_extreme_settings
+from distpro_lightning.search.settings import AlphaConfig
 
 
 @pytest.mark.parametrize(
@@ -77,6 +78,10 @@ class warnings_none:
         ({"schedule": {"every_n_steps": 2.5}}, "ScheduleConfig.every_n_steps takes an int"),
         ({"hypergradient": {"share_training_forward": 1}}, "share_training_forward takes a bool"),
         ({"alpha": {"rate": 0.1}}, "unknown keys \\['rate'\\]"),
+        # issue 37, cases 11 and 15: flags outside the groups, sources of the wrong type
+        ({"enabled": "false"}, r"enabled=...\) takes True or False, got str 'false'"),
+        ({"held_out": 123}, r"held_out=...\) takes None .* got int 123"),
+        ({"alpha": {"init_process": 5}}, r"AlphaConfig.init_process takes a str \| None, got int"),
     ],
 )
 def test_grouped_settings_refuse_wrong_types_naming_the_key(kwargs, message):
@@ -90,6 +95,24 @@ def test_flat_keywords_still_work_with_a_deprecation_naming_the_grouped_key():
     assert cb.alpha.lr == 0.2 and cb.output.save_path is None
     with pytest.raises(TypeError, match="did you mean 'alpha_lr'"):
         ProcessSearchCallback(alpha_lrr=0.2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, clash",
+    [
+        ({"alpha": {"lr": 0.05}, "alpha_lr": 0.1}, "alpha.lr=0.05 and alpha_lr=0.1"),
+        ({"alpha": AlphaConfig(lr=0.05), "alpha_lr": 0.1}, "alpha.lr=0.05 and alpha_lr=0.1"),
+        (
+            {"output": {"save_path": "auto"}, "save_path": "x.json"},
+            "output.save_path='auto' and save_path='x.json'",
+        ),
+    ],
+)
+def test_a_setting_given_in_its_group_and_flat_is_refused_even_at_its_default(kwargs, clash):
+    """Issue 37, case 10: a group's value equal to the default was dropped for the flat one."""
+    with pytest.raises(TypeError, match="got a setting twice") as info:
+        ProcessSearchCallback(**kwargs)
+    assert clash in str(info.value)
 
 
 def _fit_search(module, tmp_path):
@@ -131,6 +154,24 @@ def test_a_warm_up_as_long_as_the_fit_is_warned_about_at_fit_start(recwarn):
         for t in messages
     )
     assert torch.equal(m.alpha_logits, start)  # indeed never moved
+
+
+@pytest.mark.parametrize(("every", "warns"), [(5, True), (4, True), (3, False)])
+def test_every_n_steps_that_leaves_one_update_in_the_fit_is_warned_about(every, warns, recwarn):
+    """Issue 37, case 24: 4 steps searched every 5 (or 4) update alpha once, at step 0;
+    every 3 updates it at steps 0 and 3."""
+    from types import SimpleNamespace
+
+    from distpro_lightning.search.checks import warn_if_never_searching
+
+    run = ProcessSearchCallback(schedule={"every_n_steps": every}).run
+    warn_if_never_searching(SimpleNamespace(estimated_stepping_batches=4), run)
+    said = [str(w.message) for w in recwarn if "updates alpha once" in str(w.message)]
+    assert bool(said) is warns
+    if warns:
+        assert said[0].startswith(
+            f"search.schedule.every_n_steps={every} with a fit of 4 optimizer steps"
+        )
 
 
 def test_output_settings_without_a_process_file_are_said_to_have_no_effect():

@@ -1,0 +1,161 @@
+"""Issue 34's headline of the converged protocol: the frozen recipe pooled over its three
+independent searches against the tuned rivals, on every pair, with paired intervals, a
+cluster bootstrap over searches and seeds, and Holm's adjustment over the headline family
+(recipe - tuned Hinton KD, - tuned ReviewKD, - tuned fixed combination, on every pair).
+
+The recipe's score on a seed is the mean over its searches' replays on that seed; a
+difference to a rival is that minus the rival's run on the same seed (paired), with a
+t-interval over the seeds; the bootstrap resamples searches and seeds (both sources of
+variance). Statistics: `distpro_lightning.functional.stats`."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from distpro_lightning.functional import stats
+
+RECIPE = ("distpro_review", "distpro_review_s2", "distpro_review_s3")
+FAMILY = ("hinton_kd", "reviewkd", "fixed_review")  # Holm's family, on every pair
+OTHERS = ("student", "equal", "uniform_review", "alpha_T_review", "distpro_cheap_review")
+OTHERS += ("distpro_review_half", "transfer_review")
+
+
+def recipe_table(runs: dict[str, dict[int, dict]], seeds: list[int]) -> list[list[float]]:
+    """``[search][seed]`` test top-1 (points) of the frozen recipe's replays."""
+    return [[100 * runs[m][s]["top1"] for s in seeds] for m in RECIPE]
+
+
+def complete_seeds(runs: dict[str, dict[int, dict]], rival: str) -> list[int]:
+    """The seeds on which all three searches' replays and ``rival`` ran."""
+    common = set(runs.get(rival, {}))
+    for m in RECIPE:
+        common &= set(runs.get(m, {}))
+    return sorted(common)
+
+
+def comparison(runs: dict[str, dict[int, dict]], rival: str) -> dict[str, Any] | None:
+    seeds = complete_seeds(runs, rival)
+    if len(seeds) < 2:
+        return None
+    table = recipe_table(runs, seeds)
+    rival_pts = [100 * runs[rival][s]["top1"] for s in seeds]
+    per_seed = [statistics.fmean(col) - r for col, r in zip(zip(*table), rival_pts)]
+    boot = stats.cluster_bootstrap([[x - r for x, r in zip(row, rival_pts)] for row in table])
+    return {"seeds": seeds, "t": stats.paired_t(per_seed), "boot": boot}
+
+
+def headline_lines(
+    chosen: dict[str, dict[str, dict[int, dict]]], labels: dict[str, str]
+) -> list[str]:
+    """The headline table over every pair in ``chosen`` (pair -> method -> seed -> run)."""
+    rows = []
+    for pair, runs in chosen.items():
+        for rival in (*FAMILY, *OTHERS):
+            if rival in runs and (result := comparison(runs, rival)) is not None:
+                rows.append((pair, rival, result))
+    if not rows:
+        return ["Issue 34 headline: the frozen recipe's three searches have not all been "
+                "replayed yet.", ""]  # fmt: skip
+    family = [i for i, (_, rival, _) in enumerate(rows) if rival in FAMILY]
+    p_adj = stats.holm([rows[i][2]["t"].p_value for i in family])
+    levels = stats.holm_levels([rows[i][2]["t"].p_value for i in family])
+    adjusted = {i: (p, lv) for i, p, lv in zip(family, p_adj, levels)}
+    lines = [
+        "### Issue 34 headline: the frozen recipe (3 searches pooled) − each rival",
+        "",
+        "Per seed, the mean test top-1 of the three searches' replays minus the rival's run "
+        "(points); paired 95 % t-interval over the seeds; a cluster bootstrap over searches "
+        "and seeds (10,000 draws); for the headline family (tuned Hinton KD, ReviewKD and "
+        f"fixed combination on every pair, {len(family)} comparisons so far) Holm's adjusted "
+        "p-value and the interval at the level Holm tests it at.",
+        "",
+        "| pair | rival | seeds | recipe − rival | 95 % t-interval | bootstrap 95 % | Holm p | Holm-adjusted interval |",
+        "|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for i, (pair, rival, r) in enumerate(rows):
+        t, (_, blo, bhi) = r["t"], r["boot"]
+        holm_p, holm_iv = "–", "–"
+        if i in adjusted:
+            p, level = adjusted[i]
+            per_seed_t = stats.paired_t(_per_seed(chosen[pair], rival, r["seeds"]), level)
+            holm_p = f"{p:.3f}"
+            holm_iv = f"[{per_seed_t.low:+.2f}, {per_seed_t.high:+.2f}] ({100 * level:.2f} %)"
+        lines.append(
+            f"| {pair} | {labels.get(rival, rival)} | {len(r['seeds'])} | {t.mean:+.2f} "
+            f"| [{t.low:+.2f}, {t.high:+.2f}] | [{blo:+.2f}, {bhi:+.2f}] | {holm_p} | {holm_iv} |"
+        )
+    return [*lines, ""]
+
+
+def _per_seed(runs: dict[str, dict[int, dict]], rival: str, seeds: list[int]) -> list[float]:
+    table = recipe_table(runs, seeds)
+    return [
+        statistics.fmean(col) - 100 * runs[rival][s]["top1"] for col, s in zip(zip(*table), seeds)
+    ]
+
+
+# the measured step costs that price each row (benchmarks/recipe_cost.py --pairs recommended,
+# resnet20 -> resnet8, this machine); other pairs are priced when measured there
+# (file, its entry); pairs 2 and 3: `python -m benchmarks.recipe_cost --pairs
+# wrn_16_2-mobilenet_v2 wrn_40_2-shufflenet_v1 --rounds 5 --out <that file>`
+COST_FILES = {
+    "resnet20-resnet8": ("benchmarks/results/recipe_cost_recommended.json", "recommended"),
+    "wrn_16_2-mobilenet_v2": (
+        "benchmarks/results/recipe_cost_issue34.json",
+        "wrn_16_2-mobilenet_v2",
+    ),
+    "wrn_40_2-shufflenet_v1": (
+        "benchmarks/results/recipe_cost_issue34.json",
+        "wrn_40_2-shufflenet_v1",
+    ),
+}
+
+
+def run_costs(cost: dict[str, Any]) -> dict[str, float]:
+    """One run of each row in ReviewKD runs of the same length: a replay's step over
+    ReviewKD's; a searched recipe its search (k, fraction of the replay's steps) plus its
+    replay (`benchmarks.recipe_cost`); the half-epoch row its whole search plus half a
+    replay; the transfer row a replay only (the source pair's search is not paid again)."""
+    step, evaluated = cost["step_s"], cost["evaluated"]
+    review = step["reviewkd"]
+    full = evaluated["review"]
+    return {
+        "hinton_kd": step["hinton_kd"] / review,
+        "reviewkd": 1.0,
+        "fixed_review": step["replay"] / review,
+        "uniform_review": step["replay"] / review,
+        "alpha_T_review": full["over_reviewkd"],  # its search is paid to get alpha_T
+        "distpro_review": full["over_reviewkd"],
+        "distpro_cheap_review": evaluated["cheap_review"]["over_reviewkd"],
+        "distpro_review_half": (step["search_k1"] + 0.5 * step[full["replay"]]) / review,
+        "transfer_review": step[full["replay"]] / review,
+    }
+
+
+def cost_lines(
+    pair: str, grid_runs: dict[str, int], labels: dict[str, str], root: Any = "."
+) -> list[str]:
+    """Each row's single-run cost and its total compute with its tuning grid (the grid's
+    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
+    import json
+    from pathlib import Path
+
+    path, key = COST_FILES.get(pair, ("", ""))
+    file = Path(root) / path
+    entry = json.loads(file.read_text())["pairs"].get(key) if path and file.is_file() else None
+    if entry is None:
+        return [f"Cost ({pair}): not measured on this pair yet.", ""]
+    costs = run_costs(entry)
+    lines = [
+        f"Cost ({pair}; `{path}`): one run, and the total with its tuning grid, in ReviewKD "
+        "runs of the same length (a grid's total: its points × the grid seeds × one run).",
+        "",
+        "| row | one run | tuning runs | total with tuning |",
+        "|---|---|---|---|",
+    ]
+    for method, one in costs.items():
+        n = grid_runs.get(method, 0)
+        total = one * n if n else one
+        lines.append(f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} |")
+    return [*lines, ""]

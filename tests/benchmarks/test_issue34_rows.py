@@ -1,0 +1,190 @@
+"""Issue 34's rows of the converged protocol (benchmarks/converged*.py, ``--rows issue34``):
+the fixed combination of the recipe's space, ReviewKD's warm-up grid, the frozen recipe's
+three independent searches, the half-epoch and transfer rows, and the planner's order."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmarks import converged, converged_grids
+from benchmarks import converged_methods as methods
+from distpro_lightning.models import create
+
+PAIR1, PAIR3 = "resnet20-resnet8", "wrn_40_2-shufflenet_v1"
+
+
+def _args(*extra: str):
+    return converged.parse_args(["--rows", "issue34", *extra])
+
+
+def test_fixed_shares_split_the_total_between_features_kd_and_review():
+    names = [f"layer{i}->layer{j}:conv_bn" for i in (1, 2, 3) for j in (1, 2, 3)]
+    names += ["review->review:abf", "logits->logits:kd"]
+    shares = methods.fixed_shares(names, 0.5)
+    assert math.isclose(sum(shares), 1.0)
+    assert shares[-2:] == [0.25, 0.25] and all(math.isclose(s, 0.5 / 9) for s in shares[:9])
+    with pytest.raises(ValueError, match="KD and ReviewKD"):
+        methods.fixed_shares(names[:9], 0.5)
+
+
+def test_fixed_combination_holds_the_weights_at_the_grid_point_for_the_whole_fit():
+    args = _args()
+    teacher = create("resnet20", num_classes=10, in_channels=1)
+    module, callbacks = methods.build_method(
+        args, "fixed_review", PAIR1, teacher, {"w": 11.0, "f": 0.2}, None
+    )
+    assert len(module.pathway_names) == 11
+    callbacks[0].on_fit_start(None, module)  # what Trainer.fit calls
+    weights = module.alpha_weights().detach()
+    # the total is w; the feature pathways carry f of it, KD and ReviewKD (1 - f) / 2 each
+    assert math.isclose(float(weights.sum()), 11.0, rel_tol=1e-5)
+    by_name = dict(zip(module.pathway_names, weights.tolist()))
+    assert math.isclose(by_name["logits->logits:kd"], 11.0 * 0.4, rel_tol=1e-5)
+    assert math.isclose(by_name["review->review:abf"], 11.0 * 0.4, rel_tol=1e-5)
+    assert math.isclose(by_name["layer1->layer1:conv_bn"], 11.0 * 0.2 / 9, rel_tol=1e-5)
+    assert all(module.active_pathways())  # nothing pruned at tau 0.5
+
+
+def test_reviewkd_grid_runs_the_warm_up_it_names():
+    args = _args()
+    teacher = create("resnet20", num_classes=10, in_channels=1)
+    for warm in (0.0, 2.5):
+        module, _ = methods.build_method(
+            args, "reviewkd", PAIR1, teacher, {"w": 1.0, "warm": warm}, None
+        )
+        assert module.warmup_epochs == warm
+    grid = converged_grids.GRIDS_ISSUE34["reviewkd"]
+    assert {p["warm"] for p in grid} == {0.0, 2.5}  # the paper's 20 of 240 epochs x 30
+
+
+def test_widening_moves_only_the_total_weight_and_the_kd_weight():
+    grid = converged_grids.GRIDS_ISSUE34["fixed_review"]
+    best = {"w": 22.0, "f": 0.8}  # on the edge of both parameters
+    assert converged_grids.edges(grid, best, converged_grids.WIDEN["fixed_review"]) == {"w": 44.0}
+    review = converged_grids.GRIDS_ISSUE34["reviewkd"]
+    assert converged_grids.edges(review, {"w": 4.0, "warm": 2.5}, ("w",)) == {"w": 8.0}
+
+
+def test_transfer_map_takes_the_source_levels_by_relative_depth():
+    names = [f"block{i}->stage{j}:conv_bn" for i in (1, 2, 3) for j in (1, 2, 3, 4)]
+    names += ["review->review:abf", "logits->logits:kd"]
+    mapping = methods.transfer_map(names)
+    assert mapping["block1->stage1:conv_bn"] == "layer1->layer1:conv_bn"
+    assert mapping["block2->stage2:conv_bn"] == "layer2->layer2:conv_bn"
+    assert mapping["block3->stage3:conv_bn"] == "layer3->layer3:conv_bn"
+    assert mapping["block3->stage4:conv_bn"] == "layer3->layer3:conv_bn"  # last -> last
+    assert mapping["review->review:abf"] == "review->review:abf"
+
+
+def test_the_three_searches_draw_disjoint_subsets():
+    from benchmarks.converged_data import FashionTensors
+
+    n = 3000
+    data = FashionTensors(
+        torch.zeros(n, 1, 2, 2), torch.zeros(n, dtype=torch.long), torch.zeros(1, 1, 2, 2),
+        torch.zeros(1, dtype=torch.long), torch.arange(100), torch.arange(100, n),
+    )  # fmt: skip
+    exclude = list(range(10))
+    draws = [set(data.disjoint_subset(100, exclude, k).tolist()) for k in range(3)]
+    runs = set().union(*(data.subset(s, 100).tolist() for s in exclude))
+    assert all(len(d) == 100 for d in draws)
+    assert not (draws[0] & draws[1]) and not (draws[0] & draws[2]) and not (draws[1] & draws[2])
+    assert not (set().union(*draws) & runs)
+    # draw 0 is the shared search's subset of the issue-20 protocol, unchanged
+    assert torch.equal(data.disjoint_subset(100, exclude), data.disjoint_subset(100, exclude, 0))
+    seeds = {v: methods.SEARCH_SEED_OFFSET[v] for v in methods.RECIPE_SEARCHES}
+    assert len(set(seeds.values())) == 3
+
+
+def test_plan_orders_the_decisive_rows_first_and_transfers_from_pair_one():
+    args = _args("--seeds", "0", "--teacher-dir", "benchmarks/results/teachers")
+    tasks = converged.plan(args, [])
+    keys = [t.key for t in sorted(tasks, key=lambda t: -t.priority)]
+    # the first two pairs' teachers are committed; pair 3's teacher comes after their rows
+    assert "teacher:wrn_16_2" not in keys and "teacher:resnet20" not in keys
+    last_pair2 = max(i for i, k in enumerate(keys) if "wrn_16_2-mobilenet_v2" in k
+                     and "half" not in k and "transfer" not in k)  # fmt: skip
+    assert keys.index("teacher:wrn_40_2") > last_pair2
+    # half-epoch and transfer rows come last of all
+    tail = [k for k in keys if "half" in k or "transfer" in k]
+    assert keys[-len(tail) :] == tail
+    transfer = [t for t in tasks if t.method == "transfer_review"]
+    assert {t.pair for t in transfer} == {"wrn_16_2-mobilenet_v2", PAIR3}  # not its source
+    assert all("search:resnet20-resnet8:-1:review" in t.deps for t in transfer)
+    assert methods.run_epochs(args, "distpro_review_half") == 15
+    assert methods.run_epochs(args, "distpro_review") == 30
+
+
+def test_a_file_before_issue_34_resumes_with_its_own_grids(tmp_path):
+    import json
+
+    path = tmp_path / "old.json"
+    settings = {k: getattr(converged.parse_args([]), k) for k in converged.SETTINGS}
+    settings.pop("grids")  # made before the setting existed
+    path.write_text(json.dumps({"settings": settings, "history": [], "records": []}))
+    converged.load_payload(converged.parse_args([]), path)  # the issue-20 grids: accepted
+    with pytest.raises(SystemExit, match="grids: 'issue20' there, 'issue34' now"):
+        converged.load_payload(_args(), path)
+
+
+def test_headline_pools_the_three_searches_and_adjusts_the_family():
+    from benchmarks import converged_headline as headline
+    from distpro_lightning.functional import stats
+
+    def runs(points):
+        return {s: {"top1": p / 100} for s, p in enumerate(points)}
+
+    pair = {
+        "distpro_review": runs([85, 84, 86, 85, 84]),
+        "distpro_review_s2": runs([84, 84, 85, 85, 83]),
+        "distpro_review_s3": runs([86, 85, 86, 84, 85]),
+        "hinton_kd": runs([83, 83, 84, 84, 83]),
+        "reviewkd": runs([84, 84, 85, 83, 84]),
+        "fixed_review": runs([85, 84, 85, 85, 84]),
+        "student": runs([79, 80, 79]),  # three seeds only: compared on those
+    }
+    lines = headline.headline_lines({"p": pair}, {})
+    text = "\n".join(lines)
+    # recipe per seed: mean of the three searches
+    means = [85.0, 84.333333, 85.666667, 84.666667, 84.0]
+    kd = [m - h for m, h in zip(means, [83, 83, 84, 84, 83])]
+    ref = stats.paired_t(kd)
+    row = next(line for line in lines if "| hinton_kd |" in line)
+    assert f"{ref.mean:+.2f}" in row and f"[{ref.low:+.2f}, {ref.high:+.2f}]" in row
+    p_values = [
+        stats.paired_t([m - 100 * pair[r][s]["top1"] for s, m in enumerate(means)]).p_value
+        for r in headline.FAMILY
+    ]
+    assert f"{stats.holm(p_values)[0]:.3f}" in row
+    student = next(line for line in lines if "| student |" in line)
+    assert "| 3 |" in student and student.endswith("| – | – |")  # not in Holm's family
+    assert "3 comparisons so far" in text
+
+
+def test_costs_price_each_row_from_the_measured_steps(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    step["search_k1"] = 3.0
+    evaluated = {
+        "review": {"over_reviewkd": 3.6, "replay": "replay_pruned"},
+        "cheap_review": {"over_reviewkd": 1.9},
+    }
+    costs = headline.run_costs({"step_s": step, "evaluated": evaluated})
+    assert costs["hinton_kd"] == 0.5 and costs["fixed_review"] == 1.5
+    assert costs["distpro_review_half"] == pytest.approx(3.0 + 0.3)
+    assert costs["transfer_review"] == pytest.approx(0.6)
+    path = tmp_path / headline.COST_FILES[PAIR1][0]
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        json.dumps({"pairs": {"recommended": {"step_s": step, "evaluated": evaluated}}})
+    )
+    lines = headline.cost_lines(PAIR1, {"fixed_review": 18}, {}, root=tmp_path)
+    row = next(line for line in lines if line.startswith("| fixed_review |"))
+    assert row == "| fixed_review | 1.50 | 18 | 27.00 |"  # 9 points x 2 seeds x 1.5
+    assert "not measured" in headline.cost_lines(PAIR3, {}, {}, root=tmp_path)[0]

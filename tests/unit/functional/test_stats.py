@@ -1,0 +1,79 @@
+"""distpro_lightning.functional.stats against SciPy and independent computations."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+
+import pytest
+
+from distpro_lightning.functional import stats
+
+scipy_stats = pytest.importorskip("scipy.stats")
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 14, 30, 120])
+@pytest.mark.parametrize("p", [0.005, 0.025, 0.5, 0.8, 0.975, 0.99375])
+def test_t_quantile_matches_scipy(p, df):
+    assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), abs=1e-8)
+
+
+@pytest.mark.parametrize("df", [1, 4, 9])
+@pytest.mark.parametrize("t", [-6.0, -1.3, 0.0, 0.4, 2.776, 9.0])
+def test_t_cdf_matches_scipy(t, df):
+    assert stats.t_cdf(t, df) == pytest.approx(scipy_stats.t.cdf(t, df), abs=1e-10)
+
+
+def test_t_quantile_refuses_a_probability_outside_the_open_interval():
+    with pytest.raises(ValueError, match="0 < p < 1"):
+        stats.t_quantile(1.0, 4)
+
+
+def test_paired_t_matches_scipy_ttest_and_the_interval_formula():
+    diffs = [0.8, 1.9, -0.3, 1.1, 0.6]
+    res = stats.paired_t(diffs)
+    ref = scipy_stats.ttest_1samp(diffs, 0.0)
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-8)
+    half = scipy_stats.t.ppf(0.975, 4) * statistics.stdev(diffs) / math.sqrt(5)
+    assert (res.low, res.high) == pytest.approx((res.mean - half, res.mean + half), rel=1e-9)
+    wider = stats.paired_t(diffs, level=0.99)
+    assert wider.low < res.low and wider.high > res.high
+    assert math.isnan(stats.paired_t([1.0]).low)
+
+
+def test_holm_matches_the_step_down_definition():
+    p = [0.01, 0.04, 0.03, 0.005]
+    # by hand: sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 with a running max
+    assert stats.holm(p) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    # statsmodels-free cross-check by brute force: reject at 0.05 iff Holm's procedure does
+    for pv in itertools.product([0.001, 0.013, 0.02, 0.3], repeat=3):
+        m, reject, order = len(pv), [False] * 3, sorted(range(3), key=lambda i: pv[i])
+        for rank, i in enumerate(order):
+            if pv[i] > 0.05 / (m - rank):
+                break
+            reject[i] = True
+        assert [a <= 0.05 for a in stats.holm(pv)] == reject
+
+
+def test_holm_levels_agree_with_holm_decisions():
+    p = [0.001, 0.02, 0.2, 0.011]
+    levels = stats.holm_levels(p)
+    # sorted: 0.001 at 0.05/4, 0.011 at 0.05/3, 0.02 at 0.05/2 (rejected: 0.02 <= 0.025),
+    # 0.2 at 0.05/1 (not rejected; last)
+    assert levels == pytest.approx([1 - 0.05 / 4, 1 - 0.05 / 2, 1 - 0.05, 1 - 0.05 / 3])
+    stopped = stats.holm_levels([0.001, 0.04, 0.045])  # 0.04 > 0.05/2: stops there
+    assert stopped == pytest.approx([1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2])
+
+
+def test_cluster_bootstrap_counts_the_spread_of_searches():
+    seeds_only = [[1.0, 2.0, 3.0, 2.0, 1.0]] * 3  # three identical searches
+    spread = [[x + d for x in seeds_only[0]] for d in (-2.0, 0.0, 2.0)]
+    m0, lo0, hi0 = stats.cluster_bootstrap(seeds_only, draws=4000)
+    m1, lo1, hi1 = stats.cluster_bootstrap(spread, draws=4000)
+    assert m0 == pytest.approx(1.8) and m1 == pytest.approx(1.8)
+    assert hi1 - lo1 > hi0 - lo0  # the search variance widens the interval
+    # the percentile interval of the seed-only case lies inside the range of seed means
+    assert 1.0 <= lo0 <= m0 <= hi0 <= 3.0
+    with pytest.raises(ValueError, match="full searches x seeds"):
+        stats.cluster_bootstrap([[1.0, 2.0], [1.0]])
