@@ -1,13 +1,16 @@
 """nox sessions. All reuse the project's `.venv` (created by scripts/setup.sh), so nothing is
-installed twice:  `nox -s tests`, `nox -s lint`, `nox -s docs`, `nox -s demo`."""
+installed twice:  `nox -s tests`, `nox -s slow`, `nox -s lint`, `nox -s docs`, `nox -s demo`."""
 
 from __future__ import annotations
 
 import nox
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["lint", "tests", "docs"]
+nox.options.sessions = ["lint", "tests", "slow", "docs"]
 PY = ".venv/bin/python"
+# worksteal: a worker that runs out of tests takes queued ones from the other, so both cores
+# stay busy to the end (the default `load` leaves one idle while the other runs the tail)
+PYTEST = [PY, "-m", "pytest", "-q", "-n", "2", "--dist", "worksteal"]
 
 
 def _setup(session: nox.Session) -> None:
@@ -16,9 +19,16 @@ def _setup(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (what .ci/run runs)."""
+    """The default test tier: the README's command, which .ci/run runs first."""
     _setup(session)
-    session.run(PY, "-m", "pytest", "-q", "-n", "2", *session.posargs, external=True)
+    session.run(*PYTEST, *session.posargs, external=True)
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    """The slow tier (`@pytest.mark.slow`), which .ci/run runs second."""
+    _setup(session)
+    session.run(*PYTEST, "-m", "slow", *session.posargs, external=True)
 
 
 @nox.session

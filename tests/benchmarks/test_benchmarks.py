@@ -1,4 +1,5 @@
-"""The benchmark scripts in a tiny form, so they cannot rot (timings are not asserted)."""
+"""The benchmark scripts in a tiny form, so they cannot rot (timings are not asserted): the
+runs of the scripts are in the slow tier; their planning and pricing logic in the default."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 
 
+@pytest.mark.slow
 def test_step_cost_tiny(tmp_path):
     out = tmp_path / "step_cost.json"
     proc = subprocess.run(
@@ -32,6 +33,10 @@ def test_step_cost_tiny(tmp_path):
             "--teacher",
             "none",
             "--threads",
+            "1",
+            "--official-batch",  # the official pair's fits at batch 4 (64 by default)
+            "4",
+            "--rounds",  # one round of fits (the same code as three)
             "1",
         ],
         capture_output=True,
@@ -82,6 +87,7 @@ TINY_QUALITY = [
 ]
 
 
+@pytest.mark.slow
 def test_quality_tiny(tmp_path):
     from benchmarks import quality
 
@@ -194,6 +200,7 @@ def test_every_quality_pair_trains_every_method(pair):
         assert torch.isfinite(trainer.callback_metrics["train/loss"]), method
 
 
+@pytest.mark.slow
 def test_gpu_step_cost_tiny_on_cpu(tmp_path):
     """The prepared GPU script, in its CPU smoke form (fused and per-pathway heads)."""
     out = tmp_path / "gpu.json"
@@ -210,6 +217,7 @@ def test_gpu_step_cost_tiny_on_cpu(tmp_path):
         assert config["peak_memory_search_over_retrain"] > 0
 
 
+@pytest.mark.slow
 def test_recipe_cost_tiny(tmp_path):
     """The end-to-end cost benchmark in its smoke form: every recipe priced against both
     baselines (timings are not asserted)."""
@@ -227,6 +235,7 @@ def test_recipe_cost_tiny(tmp_path):
         assert row["over_reviewkd"] > 0 and row["over_hinton_kd"] > 0
 
 
+@pytest.mark.slow
 def test_recipe_cost_prices_the_recommended_space_with_a_real_process(tmp_path):
     """The recommended space (11 pathways) replays the committed searched process for its
     pruned replay through the real callback, compressed onto the timed steps, so tau prunes
@@ -251,6 +260,7 @@ def test_recipe_cost_prices_the_recommended_space_with_a_real_process(tmp_path):
     assert set(result["step_s"]) >= {"replay", "replay_pruned", "reviewkd", "search_k1"}
 
 
+@pytest.mark.slow
 def test_recipe_cost_prices_each_evaluated_recipe_with_its_own_process(tmp_path):
     """A cheap recipe is priced with the process it replayed in the paired comparison, at the
     k and proxy fraction that process records, not with the full search's pruned replay."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import tempfile
@@ -18,6 +19,10 @@ from distpro_lightning.data.fake import make_fake_cifar100, make_fake_image_fold
 
 ROOT = Path(__file__).resolve().parents[2]
 EX = ROOT / "examples"
+# The shipped configs are written for long runs; run here for 1-3 steps, a sparse search's
+# (every_n_steps=4) alpha moves once, which the search says: expected of every such smoke run.
+SMOKE_RUN_WARNING = "ignore:search.schedule.every_n_steps=.* updates alpha once:UserWarning"
+pytestmark = pytest.mark.filterwarnings(SMOKE_RUN_WARNING)
 RUNNABLE = sorted(
     p
     for p in EX.rglob("*.yaml")
@@ -25,6 +30,9 @@ RUNNABLE = sorted(
     and "pairs" not in p.parts
     and not p.name.startswith("wandb")
     and not p.name.startswith("pair_")
+    # an overlay on search.yaml or retrain.yaml, not a whole config: tested as one in
+    # test_fashion_mnist_recipe_overlays_apply_what_they_name
+    and not p.name.startswith("recipe_")
 )
 
 
@@ -39,15 +47,16 @@ def _fit(args: list[str]):
     return cli_main(["fit", *args])
 
 
-def _quick(tmp: Path) -> list[str]:
+def _quick(tmp: Path, validates: bool = True) -> list[str]:
     # one step, no logger or checkpoint (fast_dev_run would write no process file); each fit
-    # in a folder of its own, where it saves its config.yaml
+    # in a folder of its own, where it saves its config.yaml. A teacher or retrain config has
+    # no validation split (validates=False): a validation limit would only be warned about.
     root = tempfile.mkdtemp(dir=tmp, prefix="run_")
+    validation = ["--trainer.limit_val_batches", "1"] if validates else []
     return [
         "--trainer.max_steps",
         "1",
-        "--trainer.limit_val_batches",
-        "1",
+        *validation,
         "--trainer.limit_test_batches",
         "1",
         "--trainer.num_sanity_val_steps",
@@ -84,8 +93,10 @@ def _teacher_args(name: str) -> list[str]:
 
 
 def test_fashion_mnist_configs_run(tmp_path):
-    data = ["--data.init_args.subset", "64", "--data.init_args.batch_size", "16"]
-    cli = _fit(["--config", str(EX / "fashion_mnist/teacher.yaml"), *_quick(tmp_path), *data])
+    # 128 images: the search-validation split (a fifth) holds a whole batch of 16
+    data = ["--data.init_args.subset", "128", "--data.init_args.batch_size", "16"]
+    teacher = EX / "fashion_mnist/teacher.yaml"
+    cli = _fit(["--config", str(teacher), *_quick(tmp_path, validates=False), *data])
     assert cli.trainer.global_step == 1
     process = tmp_path / "process.json"
     cli = _fit(
@@ -107,7 +118,7 @@ def test_fashion_mnist_configs_run(tmp_path):
         [
             "--config",
             str(EX / "fashion_mnist/retrain.yaml"),
-            *_quick(tmp_path),
+            *_quick(tmp_path, validates=False),
             *data,
             *_teacher_args("resnet20"),
             "--replay.process",
@@ -119,8 +130,32 @@ def test_fashion_mnist_configs_run(tmp_path):
     assert not any(isinstance(c, ProcessSearchCallback) for c in cli.trainer.callbacks)
 
 
+CIFAR100_PAIRS = sorted((EX / "cifar100/pairs").glob("*.yaml"))
+#: the pair whose search and retrain run in the default tier (the smallest models); the
+#: other pairs' runs are in the slow tier, and every pair is built in the default tier
+#: (test_every_cifar100_pair_builds_its_27_pathways)
+QUICK_CIFAR100_PAIR = "resnet110-resnet32"
+
+
+@pytest.mark.parametrize("pair", CIFAR100_PAIRS, ids=lambda p: p.stem)
+def test_every_cifar100_pair_builds_its_27_pathways(pair):
+    """Each pair file, with the search config, parses and builds its module (teacher,
+    student, and the 27 heads from the models' probed shapes); the retrain config builds the
+    same pair (test_cifar100_pairs_search_and_retrain)."""
+    teacher, student = pair.stem.split("-")
+    args = ["--config", str(EX / "cifar100/search.yaml"), "--config", str(pair)]
+    cli = cli_main([*args, *_teacher_args(teacher)], run=False)
+    assert cli.model.num_pathways == 27  # 3 transforms x 9 connections
+    assert cli.model.hparams.student == student
+
+
 @pytest.mark.parametrize(
-    "pair", sorted((EX / "cifar100/pairs").glob("*.yaml")), ids=lambda p: p.stem
+    "pair",
+    [
+        p if p.stem == QUICK_CIFAR100_PAIR else pytest.param(p, marks=pytest.mark.slow)
+        for p in CIFAR100_PAIRS
+    ],
+    ids=lambda p: p.stem,
 )
 def test_cifar100_pairs_search_and_retrain(pair, tmp_path):
     data_dir = make_fake_cifar100(tmp_path / "data", n_train=20, n_test=8)
@@ -155,7 +190,7 @@ def test_cifar100_pairs_search_and_retrain(pair, tmp_path):
             str(EX / "cifar100/retrain.yaml"),
             "--config",
             str(pair),
-            *_quick(tmp_path),
+            *_quick(tmp_path, validates=False),
             *data,
             *_teacher_args(teacher),
             "--replay.process",
@@ -171,7 +206,7 @@ def test_cifar100_teacher_config(tmp_path):
         [
             "--config",
             str(EX / "cifar100/teacher.yaml"),
-            *_quick(tmp_path),
+            *_quick(tmp_path, validates=False),
             "--data.init_args.data_dir",
             str(data_dir),
             "--data.init_args.batch_size",
@@ -183,50 +218,40 @@ def test_cifar100_teacher_config(tmp_path):
     assert cli.trainer.global_step == 1
 
 
+@pytest.mark.slow  # the ImageNet models (ResNet-50's 15 heads hold 71 M parameters)
 @pytest.mark.parametrize("pair", [None, "pair_resnet50_mobilenet_v2.yaml"])
 def test_imagenet_configs(pair, tmp_path):
-    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=2, size=40)
+    # 4 images a class: the search-validation split holds a whole batch of 2
+    data_dir = make_fake_image_folder(tmp_path / "imgs", num_classes=3, per_class=4, size=40)
     extra = ["--config", str(EX / "imagenet" / pair)] if pair else []
     teacher = "tv_resnet50" if pair else "tv_resnet34"
     data = [
-        "--data.init_args.data_dir",
-        str(data_dir),
-        "--data.init_args.batch_size",
-        "2",
-        "--data.init_args.num_workers",
-        "0",
-        "--data.init_args.image_size",
-        "64",
-    ]
+        "--data.init_args.data_dir", str(data_dir), "--data.init_args.batch_size", "2",
+        "--data.init_args.num_workers", "0", "--data.init_args.image_size", "64",
+    ]  # fmt: skip
     process = tmp_path / "p.json"
-    cli = _fit(
-        [
-            "--config",
-            str(EX / "imagenet/search.yaml"),
-            *extra,
-            *_quick(tmp_path),
-            *data,
-            *_teacher_args(teacher),
-            "--search.output.save_path",
-            str(process),
-        ]
-    )
+    with _big_heads_warned(pair):
+        cli = _fit(
+            ["--config", str(EX / "imagenet/search.yaml"), *extra, *_quick(tmp_path), *data,
+             *_teacher_args(teacher), "--search.output.save_path", str(process)]
+        )  # fmt: skip
     assert cli.model.num_pathways == 15  # 5 taps, lower-to-higher, 1 transform
-    _fit(
-        [
-            "--config",
-            str(EX / "imagenet/retrain.yaml"),
-            *extra,
-            *_quick(tmp_path),
-            *data,
-            *_teacher_args(teacher),
-            "--model.init_args.distillation.input_shape",
-            "[3, 64, 64]",
-            "--replay.process",
-            str(process),
-        ]
-    )
-    _fit(["--config", str(EX / "imagenet/teacher_tiny.yaml"), *_quick(tmp_path), *data])
+    with _big_heads_warned(pair):
+        _fit(
+            ["--config", str(EX / "imagenet/retrain.yaml"), *extra,
+             *_quick(tmp_path, validates=False), *data, *_teacher_args(teacher),
+             "--model.init_args.distillation.input_shape", "[3, 64, 64]",
+             "--replay.process", str(process)]
+        )  # fmt: skip
+    teacher_tiny = ["--config", str(EX / "imagenet/teacher_tiny.yaml")]
+    _fit([*teacher_tiny, *_quick(tmp_path, validates=False), *data])
+
+
+def _big_heads_warned(pair: str | None):
+    """ResNet-50's pairs: the module says that their heads outweigh the student."""
+    if pair is None or "resnet50" not in pair:
+        return contextlib.nullcontext()
+    return pytest.warns(UserWarning, match=r"pathway heads hold [\d,]+ parameters")
 
 
 def _fake_teacher_checkpoint(path: Path) -> None:
@@ -442,6 +467,7 @@ TIMM_PAIRS = {
 }
 
 
+@pytest.mark.slow  # the ImageNet models through timm (ResNet-50's heads: 68 M parameters)
 @pytest.mark.parametrize("pair", list(TIMM_PAIRS), ids=lambda p: p or "resnet34-resnet18")
 def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
     """The paper's ImageNet pairs through timm at a tiny size (32 px, random weights, the
@@ -458,20 +484,22 @@ def test_imagenet_timm_configs_search_then_replay(pair, tmp_path):
         "--model.init_args.teacher", teacher, "--model.init_args.student", student,
     ]  # fmt: skip
     process = tmp_path / "p.json"
-    cli = _fit(
-        ["--config", str(EX / "imagenet_timm/search.yaml"), *common, *_quick(tmp_path),
-         "--search.output.save_path", str(process)]
-    )  # fmt: skip
+    with _big_heads_warned(pair):
+        cli = _fit(
+            ["--config", str(EX / "imagenet_timm/search.yaml"), *common, *_quick(tmp_path),
+             "--search.output.save_path", str(process)]
+        )  # fmt: skip
     assert cli.model.num_pathways == pathways
     saved = DistillationProcess.load(process)
     assert saved.provenance["run_settings"]["proxy"] is True
     if pair and "vit" in pair:
         assert cli.model.student_tap_names == ["blocks.0", "blocks.1", "blocks.2"]
         assert cli.model.student_tap_shapes[0] == (17, 192)  # 4x4 patches + the class token
-    cli = _fit(
-        ["--config", str(EX / "imagenet_timm/retrain.yaml"), *common, *_quick(tmp_path),
-         "--replay.process", str(process)]
-    )  # fmt: skip
+    with _big_heads_warned(pair):
+        cli = _fit(
+            ["--config", str(EX / "imagenet_timm/retrain.yaml"), *common,
+             *_quick(tmp_path, validates=False), "--replay.process", str(process)]
+        )  # fmt: skip
     replay = [c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback)]
     assert len(replay) == 1 and replay[0].process.pathway_names == saved.pathway_names
 
@@ -496,12 +524,9 @@ def test_vit_pair_file_models_take_the_search_and_the_retrain_image_size():
             assert tokens == [(size // 16) ** 2 + 1], (phase, name)
 
 
-def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path):
+def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path, monkeypatch, capsys):
     """A constructor's error under distpro fit --config is the library's own message: one
     line on the console, the exception itself in Python (not a union traceback)."""
-    import subprocess
-    import sys
-
     bad = [
         "--config",
         str(EX / "fashion_mnist/search.yaml"),
@@ -510,20 +535,24 @@ def test_library_errors_under_distpro_fit_come_out_as_themselves(tmp_path):
     ]
     with pytest.raises(ValueError, match="Unknown model 'resnet9'. Did you mean 'resnet8'"):
         cli_main(["fit", *bad])
-    proc = subprocess.run(
-        [sys.executable, "-c", "from distpro_lightning.cli.main import main; main()", "fit", *bad],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )  # fmt: skip
-    assert proc.returncode == 1
-    assert "distpro: error: Unknown model 'resnet9'" in proc.stderr
-    assert "Union subtypes" not in proc.stderr and "Traceback" not in proc.stderr
+    capsys.readouterr()
+    # the console script as the shell runs it: main() reads sys.argv (an uncaught exception
+    # would end the process with a traceback: here it would escape pytest.raises(SystemExit))
+    monkeypatch.setattr("sys.argv", ["distpro", "fit", *bad])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "distpro: error: Unknown model 'resnet9'" in err
+    assert "Union subtypes" not in err and "Traceback" not in err
 
 
 def test_fashion_mnist_recipe_overlays_apply_what_they_name(tmp_path):
     """The README's recipes as config overlays: the full search (alpha at every step, no
     proxy, the retrain's length) on search.yaml, and the space at uniform weights (no
     process) on retrain.yaml."""
-    data = ["--data.init_args.subset", "32", "--data.init_args.batch_size", "16"]
+    # 80 images: the search-validation split (a fifth) holds a whole batch of 16
+    data = ["--data.init_args.subset", "80", "--data.init_args.batch_size", "16"]
     base = str(EX / "fashion_mnist/search.yaml")
     full = str(EX / "fashion_mnist/recipe_full_search.yaml")
     process = tmp_path / "process.json"
@@ -538,7 +567,7 @@ def test_fashion_mnist_recipe_overlays_apply_what_they_name(tmp_path):
     retrain = str(EX / "fashion_mnist/retrain.yaml")
     uniform = str(EX / "fashion_mnist/recipe_uniform.yaml")
     cli = _fit(
-        ["--config", retrain, "--config", uniform, *_quick(tmp_path), *data,
+        ["--config", retrain, "--config", uniform, *_quick(tmp_path, validates=False), *data,
          *_teacher_args("resnet20")]
     )  # fmt: skip
     replay = next(c for c in cli.trainer.callbacks if isinstance(c, ProcessScheduleCallback))

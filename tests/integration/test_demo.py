@@ -7,30 +7,51 @@ from __future__ import annotations
 
 import json
 
+import lightning.pytorch as lp
 import pytest
 import torch
 from conftest import needs_fashion, quiet_trainer
 
 from distpro_lightning import ClassifierModule, DistillationProcess
+from distpro_lightning.cli import demo
 from distpro_lightning.cli.demo import demo_main, save_teacher
 from distpro_lightning.data import DigitsDataModule
+
+
+def _cached_teacher(root):
+    """A cached teacher (untrained: fast), recorded as the demo records one it trained."""
+    root.mkdir()
+    torch.manual_seed(0)
+    teacher = ClassifierModule("resnet20", 10, 1)
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
+    # the demo's defaults: 3 epochs, seed 0, batch 128
+    settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
+    save_teacher(trainer, root / "teacher.ckpt", settings)
+
+
+def _one_test_batch(**kw):
+    """The demo's Trainer, testing on one batch of the 10,000 test images (its full test
+    pass: ``test_the_demo_runs_end_to_end_with_its_full_test_pass``, slow tier)."""
+    return lp.Trainer(**kw, limit_test_batches=1)
+
+
+def _small_split_warned():
+    """A search on 256 images: its search-validation split (51 images) is smaller than the
+    demo's batch of 128, which the data module says as it shrinks that batch."""
+    return pytest.warns(UserWarning, match="search-validation split has only 51 samples")
 
 
 @needs_fashion
 def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # its relative defaults (runs/...) stay in here
+    monkeypatch.setattr(demo, "Trainer", _one_test_batch)
     root = tmp_path / "demo"
-    root.mkdir()
-    torch.manual_seed(0)
-    teacher = ClassifierModule("resnet20", 10, 1)  # a cached teacher (untrained: fast)
-    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
-    trainer.fit(teacher, DigitsDataModule(batch_size=16, subset=64))
-    # as the demo records a teacher it trained (the defaults: 3 epochs, seed 0, batch 128)
-    settings = {"teacher": "resnet20", "teacher_epochs": 3, "seed": 0, "batch_size": 128}
-    save_teacher(trainer, root / "teacher.ckpt", settings)
+    _cached_teacher(root)
     argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
     argv += ["--search-epochs", "1", "--epochs", "1", "--methods", "hinton_kd", "distpro"]
-    assert demo_main(argv) == 0
+    with _small_split_warned():
+        assert demo_main(argv) == 0
     out = capsys.readouterr().out
     # the committed teacher, said with its provenance; the cached one is not trained or used
     assert "teacher: the committed resnet20, " in out and "teachers/README.md" in out
@@ -57,7 +78,8 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     # a process searched with other settings is not reused; the same settings reuse it
     capsys.readouterr()
     again = [*argv[:-2], "student", "--search-every", "1", "--train-teacher"]
-    assert demo_main(again) == 0
+    with _small_split_warned():
+        assert demo_main(again) == 0
     out = capsys.readouterr().out
     assert "not reusing" in out and "every_n_steps 4 there, 1 now" in out
     assert DistillationProcess.load(root / "process.json").searched_steps() == list(
@@ -70,6 +92,24 @@ def test_the_demo_searches_the_recommended_space_and_reports(tmp_path, monkeypat
     recorded = DistillationProcess.load(root / "process.json").provenance["demo_settings"]
     assert not (root / "process.searching.json").exists()
     assert recorded["tau"] == 0.5 and recorded["subset"] == 256 and recorded["seed"] == 0
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_the_demo_runs_end_to_end_with_its_full_test_pass(tmp_path, monkeypatch, capsys):
+    """One demo run as a user gets it (the 10,000 test images for the teacher and each
+    method), at a small training size."""
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "demo"
+    _cached_teacher(root)
+    argv = ["--root", str(root), "--data-dir", str(tmp_path / "data"), "--subset", "256"]
+    with _small_split_warned():
+        assert demo_main([*argv, "--search-epochs", "1", "--epochs", "1"]) == 0
+    summary = json.loads((root / "summary.json").read_text())
+    assert set(summary["results"]) == set(demo.DEMO_METHODS)
+    assert all(0.0 <= v <= 1.0 for v in summary["results"].values())
+    assert 0.0 <= summary["teacher_top1"] <= 1.0
+    assert "test top-1 on 10,000 images" in capsys.readouterr().out
 
 
 def _process(settings=None) -> DistillationProcess:

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import needs_fashion
-from test_configs import EX, ROOT, _fake_teacher_checkpoint, _sweep_args
+from test_configs import EX, ROOT, SMOKE_RUN_WARNING, _fake_teacher_checkpoint, _sweep_args
 
 from distpro_lightning import DistillationProcess
 from distpro_lightning.cli.main import main
 from distpro_lightning.cli.sweeps import find_trials
 
+pytestmark = pytest.mark.filterwarnings(SMOKE_RUN_WARNING)  # 3-step runs of the sweep config
 SMALL = [
     "--trainer.max_steps=3",
     "--trainer.enable_progress_bar=false",

@@ -65,7 +65,7 @@ def test_every_process_save_checks_and_writes_under_the_folder_lock(tmp_path, mo
     )
     path = tmp_path / "out" / "p.json"
     cb = ProcessSearchCallback(output={"save_path": str(path), "plot": False})
-    dm = DigitsDataModule(batch_size=32, mode="search", subset=128, seed=0)
+    dm = DigitsDataModule(batch_size=32, mode="search", subset=160, seed=0)
     quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[cb]).fit(
         make_module(transforms=["conv_bn"]), datamodule=dm
     )

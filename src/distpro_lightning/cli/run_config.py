@@ -13,6 +13,8 @@ unless the fit resumes from a checkpoint (the same run, continued).
 from __future__ import annotations
 
 import os
+import re
+from importlib.metadata import version
 from typing import Any
 
 import lightning.pytorch as pl
@@ -24,6 +26,15 @@ from distpro_lightning.search.paths import run_log_dir
 
 class ConfigExistsError(DistProError, FileExistsError):
     """A run's ``config.yaml`` would replace another run's."""
+
+
+#: ``save``'s keyword that keeps None values in the file: jsonargparse 4.49 renamed
+#: ``skip_none`` to ``skip_unset`` (the old name warns); older versions know only the old one
+_KEEP_NONE = (
+    "skip_unset"
+    if tuple(int(p) for p in re.findall(r"\d+", version("jsonargparse"))[:2]) >= (4, 49)
+    else "skip_none"
+)
 
 
 def run_folder(trainer: pl.Trainer) -> str:
@@ -52,7 +63,7 @@ class RunConfigCallback(SaveConfigCallback):
         if trainer.is_global_zero:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             self.parser.save(
-                self.config, path, skip_none=False, overwrite=True, multifile=self.multifile
+                self.config, path, **{_KEEP_NONE: False}, overwrite=True, multifile=self.multifile
             )
             self.save_config(trainer, pl_module, stage)
             self.already_saved = True

@@ -142,7 +142,7 @@ def test_csv_figures_keep_one_file_per_epoch_readable_by_others(tmp_path):
         torch.manual_seed(0)
         m = make_module(transforms=["conv_bn"])
         cb = ProcessSearchCallback(output={"save_path": "{log_dir}/process.json"})
-        dm = DigitsDataModule(batch_size=32, mode="search", subset=128, seed=0)
+        dm = DigitsDataModule(batch_size=32, mode="search", subset=160, seed=0)
         trainer = quiet_trainer(
             max_epochs=2, limit_val_batches=0, callbacks=[cb], logger=CSVLogger(tmp_path)
         )
@@ -177,7 +177,7 @@ def test_progress_bar_only_values_stay_out_of_callback_metrics():
     )
     trainer.fit(
         make_module(transforms=["conv_bn"]),
-        datamodule=DigitsDataModule(batch_size=32, mode="search", subset=128),
+        datamodule=DigitsDataModule(batch_size=32, mode="search", subset=160),
     )
     assert {"search_val", "eff_paths", "train/loss"} <= set(shown[-1])
     assert 0 < shown[-1]["eff_paths"] <= 9  # the effective number of the 9 pathways
@@ -215,7 +215,9 @@ def test_epoch_status_line_goes_above_the_bar_or_to_the_log(monkeypatch, with_ba
     )
     trainer.fit(
         make_module(transforms=["conv_bn"]),
-        datamodule=DigitsDataModule(batch_size=32, mode="search", subset=96),
+        datamodule=DigitsDataModule(
+            batch_size=32, mode="search", subset=128, search_val_fraction=0.25
+        ),
     )
     assert (trainer.progress_bar_callback is not None) == with_bar
     status = [m for m in printed + logged if m.startswith("DistPro search, epoch")]

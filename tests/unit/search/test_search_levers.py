@@ -88,9 +88,10 @@ def test_warm_start_remaps_a_reordered_file_and_refuses_another_weighting(tmp_pa
         names, source.normalization, source.logits[:, order], provenance=source.provenance
     )
     reordered.save(tmp_path / "reordered.json")
-    _, second, _, _ = _search_fit(
-        tmp_path / "b", steps=1, warmup_steps=1, init_process=str(tmp_path / "reordered.json")
-    )
+    with pytest.warns(UserWarning, match="warmup_steps=1 covers the whole fit"):
+        _, second, _, _ = _search_fit(
+            tmp_path / "b", steps=1, warmup_steps=1, init_process=str(tmp_path / "reordered.json")
+        )
     assert torch.equal(second.process.logits[0], source.final())  # by name, not by position
     for key, value in (("name", "softmax"), ("bias", 3.0), ("scale", 1.0)):
         other = DistillationProcess(

@@ -117,7 +117,7 @@ def test_a_setting_given_in_its_group_and_flat_is_refused_even_at_its_default(kw
 
 def _fit_search(module, tmp_path):
     cb = ProcessSearchCallback(output={"save_path": str(tmp_path / "p.json"), "plot": False})
-    data = DigitsDataModule(batch_size=16, mode="search", subset=64, seed=0)
+    data = DigitsDataModule(batch_size=16, mode="search", subset=80, seed=0)
     quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=[cb]).fit(module, datamodule=data)
 
 

@@ -74,16 +74,30 @@ def test_shared_forward_uses_the_updated_weights():
     assert m.step_context.teacher is None and m.step_context.forward is None  # handed out once
 
 
-def test_compiled_heads_turn_sharing_off_with_a_warning():
-    """A compiled graph's backward runs once (inductor donates its saved buffers), so
-    ``compile_heads=True`` runs the real update's own forward, and says so."""
+def _compiled_search_step():
     torch.manual_seed(0)
-    m = make_module(transforms=["conv_bn", "attn2"], compile_heads=True).train()
+    # 4 pathways (2 connections x 2 transforms): each pathway's head is a graph to compile
+    connections = [[0, 0], [2, 2]]
+    m = make_module(transforms=["conv_bn", "attn2"], connections=connections, compile_heads=True)
+    m.train()
     opt = torch.optim.SGD(m.parameters(), lr=0.05)
     with pytest.warns(UserWarning, match="share_training_forward is off with compile_heads"):
         step = SearchStep(m, opt, SearchSettings())
+    return m, step
+
+
+def test_compiled_heads_turn_sharing_off_with_a_warning():
+    """A compiled graph's backward runs once (inductor donates its saved buffers), so
+    ``compile_heads=True`` runs the real update's own forward, and says so (nothing is
+    compiled until a step runs: test_a_compiled_search_step_runs_the_updates_own_forward)."""
+    _, step = _compiled_search_step()
     assert step.settings.share_training_forward is False
     assert step.options.keep_training_forward is False
+
+
+@pytest.mark.slow  # torch.compile compiles the heads' graphs on the first step
+def test_a_compiled_search_step_runs_the_updates_own_forward():
+    m, step = _compiled_search_step()
     train, val = _batches()
     step(train, val, step=0)
     assert m.step_context.forward is None
