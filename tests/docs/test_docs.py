@@ -131,7 +131,6 @@ def test_readme_quickstart_runs(workdir, monkeypatch):
     the two commands: the teacher it names is the committed file (nothing is made first),
     at a tiny size (the Trainer it imports runs 2 training batches per epoch). The retrain
     raises no warning about a missing validation loader."""
-    import warnings
 
     import lightning.pytorch as lp
 
@@ -152,7 +151,9 @@ def test_readme_quickstart_runs(workdir, monkeypatch):
 
     monkeypatch.setattr(lp, "Trainer", tiny)
     # 2 batches: the cheap recipe's alpha (every 4th step) moves once, which the search says
-    with pytest.warns(UserWarning, match="every_n_steps=4 with a fit of 2 optimizer steps") as caught:
+    with pytest.warns(
+        UserWarning, match="every_n_steps=4 with a fit of 2 optimizer steps"
+    ) as caught:
         runpy.run_path(str(_write(workdir / "quickstart.py", code)), run_name="__main__")
     process = DistillationProcess.load(workdir / "process.json")
     assert len(process) == 2 and process.num_pathways == 11  # 9 conv_bn + KD + review
