@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, asdict, fields, is_dataclass, replace
 from typing import Any, TypeVar
 
-from lightning.pytorch.utilities import rank_zero_warn
+
+def rank_zero_warn(message: str, **kwargs: Any) -> None:
+    """Lightning's ``rank_zero_warn``, imported when a warning is due: the pure helpers of
+    this module (``did_you_mean``, used by the process commands) load no Lightning."""
+    from lightning.pytorch.utilities import rank_zero_warn as warn
+
+    warn(message, stacklevel=kwargs.pop("stacklevel", 5), **kwargs)
+
 
 __all__ = [
     "check_field_types",

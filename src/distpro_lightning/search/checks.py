@@ -325,15 +325,18 @@ def check_context_used(
 
 def check_flag_and_source(enabled: Any, held_out: Any) -> None:
     """``ProcessSearchCallback``'s arguments outside the groups: ``enabled`` a bool (the
-    string ``"false"`` is truthy), ``held_out`` ``None``, a method name or a data module."""
+    string ``"false"`` is truthy), ``held_out`` ``None``, a method name, a DataLoader or a
+    data module."""
     if not isinstance(enabled, bool):
         raise TypeError(
             f"ProcessSearchCallback(enabled=...) takes True or False, got "
             f"{type(enabled).__name__} {enabled!r} (in YAML: search.enabled: false, unquoted)."
         )
-    if not (held_out is None or isinstance(held_out, str | pl.LightningDataModule)):
+    allowed = str | pl.LightningDataModule | torch.utils.data.DataLoader
+    if not (held_out is None or isinstance(held_out, allowed)):
         raise TypeError(
             f"ProcessSearchCallback(held_out=...) takes None (the data module's "
-            "search_val_dataloader()), the name of a data module method, or a "
-            f"LightningDataModule; got {type(held_out).__name__} {held_out!r}."
+            "search_val_dataloader()), the name of a data module method, 'val_dataloaders' "
+            "(the validation loader given to trainer.fit), a DataLoader of held-out samples, "
+            f"or a LightningDataModule; got {type(held_out).__name__} {held_out!r}."
         )
