@@ -14,6 +14,19 @@ from benchmarks import converged_methods as methods
 from benchmarks import converged_report as report
 from distpro_lightning.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
 
+# The benchmarks' smoke runs are tiny on purpose, and the library says what such runs do:
+# a process of a few steps stretched over the timed steps, "use alpha_T" replayed with the
+# KD pathway (a method measured on purpose), and a sparse search of a 1-3-step fit that
+# updates alpha once. Each message is tested where it is raised (tests/unit/replay,
+# tests/unit/search).
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:DistPro replay stretches a process:UserWarning"),
+    pytest.mark.filterwarnings("ignore:ProcessScheduleCallback.mode='final'. with the:UserWarning"),
+    pytest.mark.filterwarnings(
+        "ignore:search.schedule.every_n_steps=.* updates alpha once:UserWarning"
+    ),
+]
+
 HAVE_FASHION = Path(DEBIAN_FASHION_MNIST_DIR).is_dir() or Path("data/FashionMNIST/raw").is_dir()
 
 
