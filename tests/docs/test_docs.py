@@ -42,6 +42,10 @@ PAGE_WARNINGS = {
 }
 
 
+# the CLI tutorial's "use alpha_T" run replays final weights with the KD pathway on purpose
+@pytest.mark.filterwarnings("ignore:ProcessScheduleCallback.mode='final'. with the:UserWarning")
+# ... and its 2-step cheap-recipe search updates alpha once, which the search says
+@pytest.mark.filterwarnings("ignore:search.schedule.every_n_steps=4 with a fit of:UserWarning")
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.stem)
 def test_tutorial_code_runs(page, workdir):
     expected = PAGE_WARNINGS.get(page.stem)

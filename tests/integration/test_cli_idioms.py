@@ -64,6 +64,9 @@ def test_a_class_of_the_working_directory_imports_without_pythonpath(tmp_path, m
     assert type(cli.datamodule).__name__ == "MyDigits"
 
 
+# Lightning's ModelCheckpoint notes that a test run's log folder differs from the fit's
+# (issue 36: evaluation logs go under <name>/<subcommand>/), which is the point here
+@pytest.mark.filterwarnings("ignore:The dirpath has changed from:UserWarning")
 def test_test_and_predict_of_a_search_checkpoint(tmp_path):
     """``distpro test`` of a search run's checkpoint, with the run's config (its search:
     section and CSV logger): no "add the following callbacks" warning, the logs under

@@ -216,6 +216,11 @@ def test_run_settings_record_every_option_that_shapes_a_search_and_a_change_warn
     ]
 
 
+# A NaN fed on purpose makes the search say several things at once; each case asserts its
+# own message, and every message here is asserted where it is tested alone (test_guard,
+# test_search_levers, test_search_bad_inputs' other cases)
+@pytest.mark.filterwarnings("ignore:DistPro search. non-finite hypergradient:UserWarning")
+@pytest.mark.filterwarnings("ignore:DistPro search skipped:UserWarning")
 def test_a_non_finite_held_out_sample_with_diagnostics_never_loses_the_search(tmp_path):
     """Issue 37, case 1: one NaN held-out sample made a diagnostic NaN, and the file (strict
     JSON) could not be written, neither by the periodic save nor by the save on exception."""
