@@ -15,6 +15,9 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
+# the grid-point keys are the library's (``w=1,T=4``; ``default``), one definition
+from distpro_lightning.compare.plan import params_key, parse_params  # noqa: F401
+
 # Each baseline's own small grid, fixed before any result; widened by the rule above.
 GRIDS: dict[str, list[dict[str, float]]] = {
     "hinton_kd": [{"w": w, "T": t} for w in (0.5, 1.0, 2.0) for t in (2.0, 4.0)],
@@ -40,16 +43,6 @@ GRID_SETS = {"issue20": GRIDS, "issue34": GRIDS_ISSUE34}
 WIDEN = {"reviewkd": ("w",), "fixed_review": ("w",)}
 WIDEN_ROUNDS = 2  # how often a grid may widen beyond an edge its choice sits on
 CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
-
-
-def params_key(params: dict[str, float]) -> str:
-    return ",".join(f"{k}={v:g}" for k, v in params.items()) or "default"
-
-
-def parse_params(key: str) -> dict[str, float]:
-    if key == "default":
-        return {}
-    return {k: float(v) for k, v in (kv.split("=") for kv in key.split(","))}
 
 
 def grid_scores(
