@@ -11,12 +11,19 @@ made before a widening moved the choice are superseded (`stale_chosen`) and run 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Mapping
 from typing import Any
 
-# the grid-point keys are the library's (``w=1,T=4``; ``default``), one definition
-from distpro_lightning.compare.plan import params_key, parse_params  # noqa: F401
+# the rule is the library's (`distpro_lightning.compare.plan`: ``distpro compare`` chooses
+# and widens by the very same functions); this module holds the project's grids and the
+# adapters from its records (which name their pair) to the rule
+from distpro_lightning.compare import plan as rule
+from distpro_lightning.compare.plan import (  # noqa: F401
+    CHOSEN,
+    best_point,
+    params_key,
+    parse_params,
+)
 
 # Each baseline's own small grid, fixed before any result; widened by the rule above.
 GRIDS: dict[str, list[dict[str, float]]] = {
@@ -42,18 +49,13 @@ GRID_SETS = {"issue20": GRIDS, "issue34": GRIDS_ISSUE34}
 # widened (a share is bounded by 1; the warm-up grid is the paper's value and none)
 WIDEN = {"reviewkd": ("w",), "fixed_review": ("w",)}
 WIDEN_ROUNDS = 2  # how often a grid may widen beyond an edge its choice sits on
-CHOSEN = "chosen"  # the params key of a run at the grid point chosen on the grid seeds
 
 
 def grid_scores(
     records: list[dict[str, Any]], pair: str, method: str, seeds: list[int]
 ) -> dict[str, dict[int, float]]:
-    """Validation top-1 of ``method``'s runs on ``seeds``, by grid point and seed."""
-    scores: dict[str, dict[int, float]] = {}
-    for r in records:
-        if r.get("pair") == pair and r.get("method") == method and r.get("seed") in seeds:
-            scores.setdefault(params_key(r["params"]), {})[r["seed"]] = r["val_top1"]
-    return scores
+    """Validation top-1 of ``method``'s runs on ``pair`` and ``seeds``, by point and seed."""
+    return rule.grid_scores([r for r in records if r.get("pair") == pair], method, seeds)
 
 
 def done_points(
@@ -61,18 +63,6 @@ def done_points(
 ) -> list[dict[str, float]]:
     """The points of ``grid`` done on every seed in ``seeds``."""
     return [p for p in grid if all(s in scores.get(params_key(p), {}) for s in seeds)]
-
-
-def best_point(
-    grid: list[dict[str, float]], scores: dict[str, dict[int, float]], seeds: list[int]
-) -> dict[str, float] | None:
-    """The point of ``grid`` with the best mean validation top-1 over ``seeds`` (a tie goes
-    to the point earlier in the grid: the original grid before its widenings), or ``None``
-    while any of its points is not done on every seed."""
-    if not grid or len(done_points(grid, scores, seeds)) < len(grid):
-        return None
-    means = [sum(scores[params_key(p)][s] for s in seeds) / len(seeds) for p in grid]
-    return grid[means.index(max(means))]
 
 
 def grid_set(settings: Mapping[str, Any]) -> Mapping[str, list[dict[str, float]]]:
@@ -85,17 +75,9 @@ def edges(
     grid: list[dict[str, float]], point: dict[str, float], widen: tuple[str, ...] | None = None
 ) -> dict[str, float]:
     """The parameters at which ``point`` sits on an edge of ``grid`` -> the value one factor
-    of 2 beyond it (only parameters the grid varies, and among them those in ``widen``)."""
-    out = {}
-    for name, value in point.items():
-        if widen is not None and name not in widen:
-            continue
-        values = sorted({p[name] for p in grid})
-        if len(values) > 1 and value == values[-1]:
-            out[name] = value * 2
-        elif len(values) > 1 and value == values[0]:
-            out[name] = value / 2
-    return out
+    of 2 beyond it (only parameters the grid varies; among them those in ``widen``, default
+    all)."""
+    return rule.edges(grid, point, tuple(point) if widen is None else widen)
 
 
 def final_grid(
@@ -108,23 +90,9 @@ def final_grid(
     """``method``'s grid on ``pair`` as far as the finished runs widen it, and whether it is
     final (every point done and the choice off the edges, or `WIDEN_ROUNDS` used)."""
     grid = list(grids.get(method, [{}]))
-    if len(grid) == 1:
-        return grid, True
+    widen = WIDEN.get(method, tuple(grid[0]))
     scores = grid_scores(records, pair, method, seeds)
-    for _ in range(WIDEN_ROUNDS):
-        best = best_point(grid, scores, seeds)
-        if best is None:
-            return grid, False
-        beyond = edges(grid, best, WIDEN.get(method))
-        if not beyond:
-            return grid, True
-        options = [(best[k], beyond[k]) if k in beyond else (best[k],) for k in best]
-        known = {params_key(p) for p in grid}
-        for values in itertools.product(*options):
-            point = dict(zip(best, values))
-            if params_key(point) not in known:
-                grid.append(point)
-    return grid, best_point(grid, scores, seeds) is not None
+    return rule.widened(grid, scores, seeds, widen, WIDEN_ROUNDS)
 
 
 def choose_point(

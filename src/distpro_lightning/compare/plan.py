@@ -62,9 +62,10 @@ def grid_scores(records: list[Record], method: str, seeds: Sequence[int]) -> dic
 
 
 def best_point(grid: Grid, scores: dict[str, dict], seeds: Sequence[int]) -> dict | None:
-    """The point with the best mean validation top-1 over ``seeds`` (first on a tie), or
-    ``None`` while a point is not done on every seed."""
-    if any(s not in scores.get(params_key(p), {}) for p in grid for s in seeds):
+    """The point with the best mean validation top-1 over ``seeds`` (first on a tie: the
+    original grid before its widenings), or ``None`` while a point is not done on every
+    seed (or the grid is empty)."""
+    if not grid or any(s not in scores.get(params_key(p), {}) for p in grid for s in seeds):
         return None
     means = [statistics.fmean(scores[params_key(p)][s] for s in seeds) for p in grid]
     return grid[means.index(max(means))]
@@ -83,18 +84,20 @@ def edges(grid: Grid, point: dict[str, float], widen: Sequence[str]) -> dict[str
     return out
 
 
-def final_grid(settings: CompareSettings, records: list[Record], method: str) -> tuple[Grid, bool]:
-    """``method``'s grid as far as the finished runs widen it, and whether it is final."""
-    grid = list(settings.grids[method])
+def widened(
+    grid: Grid, scores: dict[str, dict], seeds: Sequence[int], widen: Sequence[str], rounds: int
+) -> tuple[Grid, bool]:
+    """The rule of the module docs, pure: ``grid`` as far as ``scores`` (validation top-1 by
+    params key and seed) widen it in the parameters ``widen``, at most ``rounds`` times, and
+    whether it is final (every point done, the choice off the edges or the rounds used)."""
+    grid = list(grid)
     if len(grid) == 1:
         return grid, True
-    seeds = settings.grid_seeds
-    scores = grid_scores(records, method, seeds)
-    for _ in range(settings.widen_rounds):
+    for _ in range(rounds):
         best = best_point(grid, scores, seeds)
         if best is None:
             return grid, False
-        beyond = edges(grid, best, WIDEN.get(method, ()))
+        beyond = edges(grid, best, widen)
         if not beyond:
             return grid, True
         known = {params_key(p) for p in grid}
@@ -105,6 +108,14 @@ def final_grid(settings: CompareSettings, records: list[Record], method: str) ->
             if params_key(dict(zip(best, values))) not in known
         ]
     return grid, best_point(grid, scores, seeds) is not None
+
+
+def final_grid(settings: CompareSettings, records: list[Record], method: str) -> tuple[Grid, bool]:
+    """``method``'s grid as far as the finished runs widen it, and whether it is final."""
+    seeds = settings.grid_seeds
+    scores = grid_scores(records, method, seeds)
+    widen = WIDEN.get(method, ())
+    return widened(settings.grids[method], scores, seeds, widen, settings.widen_rounds)
 
 
 def chosen_point(settings: CompareSettings, records: list[Record], method: str) -> dict | None:
