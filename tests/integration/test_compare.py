@@ -79,6 +79,7 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     config = pair_config(
         tmp_path,
         methods=[*methods, "distpro_cheap"],
+        search_seeds=[100, 200],
         grids={
             "hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}],
             "reviewkd": [{"w": 1.0, "warm": 0.0}],
@@ -94,32 +95,41 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     payload = json.loads((tmp_path / "cmp" / "results.json").read_text())
     runs = [r for r in payload["records"] if r["kind"] == "run"]
     searches = {r["key"]: r for r in payload["records"] if r["kind"] == "search"}
-    # Hinton KD's 2 points x 2 grid seeds, every other method once per seed; two searches
-    assert len(runs) == 4 + 2 * 7 and sorted(searches) == ["search:cheap", "search:full"]
-    assert (tmp_path / "cmp" / "results" / "process_full.json").is_file()
+    # Hinton KD's 2 points x 2 grid seeds, 4 other methods once per seed, the 3 replays
+    # once per seed and search; two searches of each recipe
+    assert len(runs) == 4 + 2 * 4 + 2 * 2 * 3
+    assert sorted(searches) == [f"search:{r}:s{x}" for r in ("cheap", "full") for x in (100, 200)]
+    assert (tmp_path / "cmp" / "results" / "process_full_s200.json").is_file()
     for r in runs:
         assert 0.0 <= r["val_top1"] <= 1.0 and 0.0 <= r["top1"] <= 1.0 and r["steps"] == 2
     # the cheap recipe's proxy search runs a quarter of the steps (at least one)
-    assert searches["search:full"]["steps"] == 2 and searches["search:cheap"]["steps"] == 1
+    assert searches["search:full:s100"]["steps"] == 2
+    assert searches["search:cheap:s200"]["steps"] == 1
     # pairing: per seed every method starts from the same student and sees the same batches
     by_seed = {s: {json.dumps(r["pairing"]) for r in runs if r["seed"] == s} for s in (0, 1)}
     assert len(by_seed[0]) == 1 and len(by_seed[1]) == 1 and by_seed[0] != by_seed[1]
     fields = [json.loads(next(iter(by_seed[s]))) for s in (0, 1)]
     assert fields[0]["init"] != fields[1]["init"] and fields[0]["order"] != fields[1]["order"]
-    # the replays use their recipe's shared search, identified by its fingerprint
-    replayed = {m: {r["process"] for r in runs if r["method"] == m} for m in ("alpha_T", "distpro")}
-    assert replayed == {m: {searches["search:full"]["fingerprint"]} for m in replayed}
-    cheap = {r["process"] for r in runs if r["method"] == "distpro_cheap"}
-    assert cheap == {searches["search:cheap"]["fingerprint"]}
+    # each replay uses its recipe's search of its search seed, identified by its fingerprint
+    # (two searches of one recipe, on different subsets, are different processes)
+    recipe = {"alpha_T": "full", "distpro": "full", "distpro_cheap": "cheap"}
+    for r in runs:
+        if r["method"] in recipe:
+            key = f"search:{recipe[r['method']]}:s{r['search_seed']}"
+            assert r["process"] == searches[key]["fingerprint"]
+    assert (
+        searches["search:full:s100"]["fingerprint"] != searches["search:full:s200"]["fingerprint"]
+    )
     text = (tmp_path / "cmp" / "results.md").read_text()
     for label in ("student alone (CE)", "Hinton KD", "ReviewKD", "equal weights", "fixed comb"):
         assert f"| {label}" in text
-    assert "Recommended: **" in text and "Pairing checked: the 18 runs" in text
+    assert "| DistPro, full search (the frozen recipe) | – | 2 × 2 searches |" in text
+    assert "Recommended: **" in text and "Pairing checked: the 24 runs" in text
     assert (tmp_path / "cmp" / "results.png").read_bytes()[:4] == b"\x89PNG"
     metrics = next(logs.rglob("metrics.csv")).read_text()
     assert "compare/test_top1/Hinton KD" in metrics
     # a second comparison transfers the first one's searched process (no search there)
-    source = tmp_path / "cmp" / "results" / "process_full.json"
+    source = tmp_path / "cmp" / "results" / "process_full_s100.json"
     again = ["--config", str(config), "--compare.methods=[student,transfer]", "--compare.grids={}"]
     again += [
         f"--compare.results={tmp_path / 'transfer.json'}",
@@ -129,7 +139,7 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     records = json.loads((tmp_path / "transfer.json").read_text())["records"]
     assert [r["kind"] for r in records] == ["run"] * 4
     assert {r["process"] for r in records if r["method"] == "transfer"} == {
-        searches["search:full"]["fingerprint"]
+        searches["search:full:s100"]["fingerprint"]
     }
 
 

@@ -16,7 +16,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from distpro_lightning.compare.methods import MethodInputs, build
 from distpro_lightning.compare.pair import Pair
-from distpro_lightning.compare.plan import Record
+from distpro_lightning.compare.plan import Record, search_key
 from distpro_lightning.compare.runs import evaluate, run_trainer
 from distpro_lightning.compare.settings import REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.search.callback import ProcessSearchCallback
@@ -61,7 +61,7 @@ def warm_up(
     seed = settings.seeds[0]
     if method == SEARCH:
         module: Any = pair.template(seed)
-        data = pair.data(settings.search_seed, True)
+        data = pair.data(settings.search_seeds[0], True)
         callbacks: list[Callback] = [
             ProcessSearchCallback(output={"save_path": None, "plot": False}, enabled=True)
         ]
@@ -103,10 +103,12 @@ def measure(pair: Pair, settings: CompareSettings, folder: Path) -> dict[str, An
 
 
 def runs_of(settings: CompareSettings) -> dict[str, int]:
-    """The runs each method makes before any widening."""
+    """The runs each method makes before any widening (a replay: one per seed and search)."""
     others = len(settings.seeds) - len(settings.grid_seeds)
     return {
-        m: len(settings.seeds)
+        m: len(settings.seeds) * len(settings.search_seeds)
+        if m in REPLAYS
+        else len(settings.seeds)
         if len(settings.grids[m]) == 1
         else len(settings.grids[m]) * len(settings.grid_seeds) + others
         for m in settings.methods
@@ -164,10 +166,15 @@ def estimate(settings: CompareSettings, cost: dict[str, Any], records: list[Reco
     """The comparison's cost from the measured ``cost`` (`measure`); ``left_s`` leaves out
     what ``records`` hold."""
     runs = runs_of(settings)
-    searches = {REPLAYS[m]: 1 for m in settings.methods if m in REPLAYS}
+    n_searches = len(settings.search_seeds)
+    searches = {REPLAYS[m]: n_searches for m in settings.methods if m in REPLAYS}
     run_s = {m: cost["step_s"][m] * cost["run_steps"] + cost.get("eval_s", 0.0) for m in runs}
     seconds = {m: n * run_s[m] for m, n in runs.items()}
-    seconds |= {f"search:{r}": search_s(settings, r, cost) for r in searches}
+    seconds |= {
+        search_key(r, x): search_s(settings, r, cost)
+        for r in searches
+        for x in settings.search_seeds
+    }
     done = [r for r in records if r["kind"] == "run"]
     spent = sum(run_s.get(r["method"], 0.0) for r in done)
     spent += sum(seconds.get(r["key"], 0.0) for r in records if r["kind"] == "search")

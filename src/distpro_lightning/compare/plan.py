@@ -25,20 +25,28 @@ Record = dict[str, Any]
 
 @dataclass(frozen=True)
 class Task:
-    """A shared search (``kind="search"``, ``method`` = recipe) or one run of a method on a
-    seed at a grid point (``params``: its key, or `CHOSEN`), with the keys it waits for."""
+    """A shared search (``kind="search"``, ``method`` = recipe, ``search`` = its seed) or
+    one run of a method on a seed at a grid point (``params``: its key, or `CHOSEN`;
+    ``search``: the search it replays, if any), with the keys it waits for."""
 
     kind: str
     method: str
     seed: int = 0
     params: str = ""
     deps: tuple[str, ...] = ()
+    search: int | None = None
 
     @property
     def key(self) -> str:
         if self.kind == "search":
-            return f"search:{self.method}"
-        return f"run:{self.method}:{self.seed}:{self.params}"
+            return search_key(self.method, self.search)
+        tail = "" if self.search is None else f":s{self.search}"
+        return f"run:{self.method}:{self.seed}:{self.params}{tail}"
+
+
+def search_key(recipe: str, search_seed: int | None) -> str:
+    """``search:full:s100``: the task key of ``recipe``'s search of ``search_seed``."""
+    return f"search:{recipe}:s{search_seed}"
 
 
 def params_key(point: dict[str, float]) -> str:
@@ -128,7 +136,13 @@ def chosen_point(settings: CompareSettings, records: list[Record], method: str) 
 
 def method_tasks(settings: CompareSettings, records: list[Record], method: str) -> list[Task]:
     """Every run of ``method`` that can be planned now (done or not)."""
-    deps = (Task("search", REPLAYS[method]).key,) if method in REPLAYS else ()
+    if method in REPLAYS:  # one run per seed and search, after the search
+        return [
+            Task("run", method, s, "default", (search_key(REPLAYS[method], x),), search=x)
+            for s in settings.seeds
+            for x in settings.search_seeds
+        ]
+    deps: tuple[str, ...] = ()
     grid, final = final_grid(settings, records, method)
     if len(grid) == 1:
         return [Task("run", method, s, params_key(grid[0]), deps) for s in settings.seeds]
@@ -145,12 +159,14 @@ def plan(settings: CompareSettings, records: list[Record]) -> list[Task]:
     replay, then the runs seed by seed; a dependency already done is dropped."""
     done = {r["key"] for r in records}
     recipes = sorted({REPLAYS[m] for m in settings.methods if m in REPLAYS})
-    tasks = [Task("search", r) for r in recipes]
+    tasks = [Task("search", r, search=x) for r in recipes for x in settings.search_seeds]
     for method in settings.methods:
         tasks += method_tasks(settings, records, method)
     tasks.sort(key=lambda t: (t.kind != "search", t.seed not in settings.grid_seeds, t.seed))
     return [
-        Task(t.kind, t.method, t.seed, t.params, tuple(d for d in t.deps if d not in done))
+        Task(
+            t.kind, t.method, t.seed, t.params, tuple(d for d in t.deps if d not in done), t.search
+        )
         for t in tasks
         if t.key not in done
     ]
@@ -168,8 +184,11 @@ def resolve(settings: CompareSettings, records: list[Record], task: Task) -> dic
 
 def choice_runs(settings: CompareSettings, records: list[Record], method: str) -> dict[int, Record]:
     """The runs, by seed, that report ``method``: its chosen point on the grid seeds and its
-    chosen runs elsewhere (a single-point method: all its runs)."""
+    chosen runs elsewhere (a single-point method: all its runs; a method that replays the
+    searches: per seed, its runs pooled over the searches, `pooled`)."""
     runs = [r for r in records if r["kind"] == "run" and r["method"] == method]
+    if method in REPLAYS:
+        return pooled(runs)
     grid, _ = final_grid(settings, records, method)
     if len(grid) == 1:
         return {r["seed"]: r for r in runs}
@@ -183,3 +202,16 @@ def choice_runs(settings: CompareSettings, records: list[Record], method: str) -
         if (params_key(r["params"]) == key and r["seed"] in settings.grid_seeds)
         or r["key"].endswith(f":{CHOSEN}")
     }
+
+
+def pooled(runs: list[Record]) -> dict[int, Record]:
+    """Per seed, one record for the runs of that seed over the searches they replay: the
+    mean of their top-1, validation top-1 and wall time, and ``searches``, how many."""
+    by_seed: dict[int, list[Record]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(r)
+    out = {}
+    for seed, group in sorted(by_seed.items()):
+        mean = {k: statistics.fmean(r[k] for r in group) for k in ("top1", "val_top1", "wall_s")}
+        out[seed] = {**group[0], **mean, "searches": len(group)}
+    return out

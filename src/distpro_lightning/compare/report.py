@@ -77,9 +77,21 @@ def cost(records: list[Record], method: str, runs: dict[int, Record]) -> float |
     kd = [r["wall_s"] for r in records if r["kind"] == "run" and r["method"] == "hinton_kd"]
     if not kd or not runs:
         return None
-    search = [r["wall_s"] for r in records if r["key"] == f"search:{REPLAYS.get(method)}"]
-    own = statistics.fmean(r["wall_s"] for r in runs.values()) + sum(search)
+    recipe = REPLAYS.get(method)
+    search = [r["wall_s"] for r in records if r["kind"] == "search" and r["method"] == recipe]
+    own = statistics.fmean(r["wall_s"] for r in runs.values())
+    own += statistics.fmean(search) if search else 0.0  # one search serves a deployment
     return own / statistics.fmean(kd)
+
+
+def seeds_text(by_seed: dict[int, Record]) -> str:
+    """``5``, or for a method pooled over searches ``5 × 3 searches`` (``5 × 1–3
+    searches`` while some seed lacks one)."""
+    counts = sorted({r.get("searches", 1) for r in by_seed.values()})
+    if "searches" not in next(iter(by_seed.values())):
+        return str(len(by_seed))
+    many = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
+    return f"{len(by_seed)} × {many} search{'es' if counts[-1] > 1 else ''}"
 
 
 def table_rows(
@@ -104,7 +116,7 @@ def table_rows(
         c = cost(records, method, by_seed)
         test = mean_std([r["top1"] for r in by_seed.values()])
         rows.append([
-            LABELS[method], shown, str(len(by_seed)), test,
+            LABELS[method], shown, seeds_text(by_seed), test,
             mean_std([r["val_top1"] for r in by_seed.values()]), vs, holm_text,
             "–" if c is None else f"{c:.2f}×",
         ])  # fmt: skip
@@ -150,7 +162,9 @@ def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
         "point with the best mean validation top-1 runs on the others (the test set chooses "
         "nothing). Differences are paired per seed, in points, with 95 % t-intervals; beside "
         "them the intervals at Holm's step-down levels over the family of differences and "
-        "Holm-adjusted p-values. Cost: a run plus the search it replays, in Hinton KD runs.",
+        "Holm-adjusted p-values. A method that replays searches is pooled: per seed, the "
+        "mean over its searches (the search's own variance stays in its interval). Cost: "
+        "a run plus one search it replays, in Hinton KD runs.",
         "", f"Recommended: **{LABELS.get(best, '–') if best else '–'}** "
         f"({'chosen on validation' if settings.recommended == 'auto' else 'given'}).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),

@@ -107,8 +107,9 @@ def evaluate(pair: Pair, module: LightningModule, data: Any) -> dict[str, float]
     return {"val_top1": float(val[0]["val/top1"]), "top1": float(test[0]["test/top1"])}
 
 
-def process_path(folder: Path, recipe: str) -> Path:
-    return folder / f"process_{recipe}.json"
+def process_path(folder: Path, recipe: str, search_seed: int | None) -> Path:
+    """``process_full_s100.json``: where ``recipe``'s search of ``search_seed`` is written."""
+    return folder / f"process_{recipe}_s{search_seed}.json"
 
 
 def search_epochs(pair: Pair, fraction: float) -> dict[str, int]:
@@ -121,11 +122,11 @@ def search_epochs(pair: Pair, fraction: float) -> dict[str, int]:
     return out
 
 
-def run_search(pair: Pair, settings: CompareSettings, recipe: str, folder: Path) -> dict:
-    """The shared search of ``recipe`` on the data module of the search seed; its process
-    is written beside the results."""
-    spec, seed = settings.recipes[recipe], settings.search_seed
-    path = process_path(folder, recipe)
+def run_search(pair: Pair, settings: CompareSettings, task: Task, folder: Path) -> dict:
+    """The shared search ``task`` (its recipe, on the data module of its search seed); its
+    process is written beside the results."""
+    recipe, seed = task.method, int(task.search or 0)
+    spec, path = settings.recipes[recipe], process_path(folder, recipe, task.search)
     module = pair.template(seed)
     data = pair.data(seed, True)
     search = ProcessSearchCallback(
@@ -139,6 +140,7 @@ def run_search(pair: Pair, settings: CompareSettings, recipe: str, folder: Path)
     process = DistillationProcess.load(path)
     return {
         "method": recipe,
+        "search_seed": seed,
         "process": path.name,
         "fingerprint": process.fingerprint(),
         "rows": len(process),
@@ -146,17 +148,20 @@ def run_search(pair: Pair, settings: CompareSettings, recipe: str, folder: Path)
     }
 
 
-def replayed(settings: CompareSettings, method: str, folder: Path) -> str | None:
-    if method == "transfer":
+def replayed(settings: CompareSettings, task: Task, folder: Path) -> str | None:
+    """The process file ``task`` replays (its search's, or the transferred one), if any."""
+    if task.method == "transfer":
         return settings.transfer_process
-    return str(process_path(folder, REPLAYS[method])) if method in REPLAYS else None
+    if task.method not in REPLAYS:
+        return None
+    return str(process_path(folder, REPLAYS[task.method], task.search))
 
 
 def run_method(
     pair: Pair, settings: CompareSettings, task: Task, point: dict[str, float], folder: Path
 ) -> dict:
     """One method's run on ``task.seed`` at ``point``, paired (see the module docs)."""
-    process = replayed(settings, task.method, folder)
+    process = replayed(settings, task, folder)
     inputs = MethodInputs(
         pair.template(task.seed), point, process, pair.max_epochs, settings.pathway_map
     )
@@ -170,6 +175,8 @@ def run_method(
     record.update(steps=trainer.global_step, pairing=pairing.record())
     if process is not None:
         record["process"] = DistillationProcess.load(process).fingerprint()
+    if task.search is not None:
+        record["search_seed"] = task.search
     return record
 
 
@@ -179,7 +186,7 @@ def execute(
     """Run ``task`` in this process; its JSON-able record."""
     start = time.perf_counter()
     if task.kind == "search":
-        record = run_search(pair, settings, task.method, folder)
+        record = run_search(pair, settings, task, folder)
     else:
         record = run_method(pair, settings, task, point, folder)
     record.update(kind=task.kind, key=task.key, seed=task.seed)

@@ -152,7 +152,11 @@ class CompareSettings:
         widen_rounds: how often a grid whose choice sits on an edge gains the points one
             factor of 2 beyond it.
         recipes: the search recipes ``full`` and ``cheap`` (`SearchRecipe`).
-        search_seed: the seed of the shared searches (each replayed on every seed).
+        search_seeds: the seeds of each recipe's searches: one search per seed (on the
+            data module of that seed, a subset of its own where it takes a seed), each
+            replayed on every paired seed. A method that replays them is reported pooled:
+            per paired seed, the mean over its searches, so that its intervals hold the
+            variance of the search as well (the evidence protocol's three searches).
         transfer_process: the process file the ``transfer`` method replays.
         pathway_map: ``transfer``'s map from this module's pathway names to the file's
             (``"position"``, a dict, or ``None``: the same names).
@@ -169,7 +173,7 @@ class CompareSettings:
     grids: Mapping[str, Grid] = field(default_factory=dict)
     widen_rounds: int = 2
     recipes: Mapping[str, SearchRecipe] = field(default_factory=dict)
-    search_seed: int = 100
+    search_seeds: Sequence[int] = (100, 2100, 3100)
     transfer_process: str | None = None
     pathway_map: dict[str, str] | str | None = None
     recommended: str = "auto"
@@ -180,6 +184,7 @@ class CompareSettings:
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "grid_seeds", tuple(int(s) for s in self.grid_seeds))
+        object.__setattr__(self, "search_seeds", tuple(int(s) for s in self.search_seeds))
         object.__setattr__(self, "recipes", {**DEFAULT_RECIPES, **_recipes(self.recipes)})
         if isinstance(self.budget, Mapping):
             object.__setattr__(self, "budget", Budget(**self.budget))
@@ -227,6 +232,11 @@ class CompareSettings:
                 f"compare.grid_seeds {list(self.grid_seeds)}: must be a non-empty subset of "
                 f"compare.seeds {list(self.seeds)} (missing {missing})."
             )
+        if not self.search_seeds or len(set(self.search_seeds)) < len(self.search_seeds):
+            raise ValueError(
+                f"compare.search_seeds: {list(self.search_seeds)}; give one or more distinct "
+                "seeds (three searches let the intervals hold the search's variance)."
+            )
 
     def _full_grids(self) -> dict[str, Grid]:
         unused = [m for m in self.grids if m not in self.methods]
@@ -250,6 +260,7 @@ class CompareSettings:
         out["budget"] = vars(self.budget)
         out["methods"], out["seeds"] = list(self.methods), list(self.seeds)
         out["grid_seeds"] = list(self.grid_seeds)
+        out["search_seeds"] = list(self.search_seeds)
         return out
 
 

@@ -78,16 +78,20 @@ def test_widening_stops_after_its_rounds_and_a_tie_goes_to_the_earlier_point():
 
 def test_searches_come_first_and_their_replays_wait_for_them():
     s = CompareSettings(methods=["student", "alpha_T", "distpro", "distpro_cheap"], seeds=[0, 1],
-                        grid_seeds=[0])  # fmt: skip
+                        grid_seeds=[0], search_seeds=[100, 200])  # fmt: skip
     tasks = plan(s, [])
-    assert [t.key for t in tasks[:2]] == ["search:cheap", "search:full"]
+    searches = ["search:cheap:s100", "search:cheap:s200", "search:full:s100", "search:full:s200"]
+    assert [t.key for t in tasks[:4]] == searches
     by_key = {t.key: t for t in tasks}
-    assert by_key["run:distpro:1:default"].deps == ("search:full",)
-    assert by_key["run:distpro_cheap:0:default"].deps == ("search:cheap",)
+    # every replay runs once per paired seed and search, after its own search
+    assert len(by_key) == 4 + 2 + 3 * 2 * 2
+    assert by_key["run:distpro:1:default:s200"].deps == ("search:full:s200",)
+    assert by_key["run:distpro_cheap:0:default:s100"].deps == ("search:cheap:s100",)
     assert by_key["run:student:0:default"].deps == ()
-    done = [{"kind": "search", "key": "search:full"}]
+    done = [{"kind": "search", "key": "search:full:s200"}]
     after = {t.key: t for t in plan(s, done)}
-    assert "search:full" not in after and after["run:distpro:1:default"].deps == ()
+    assert "search:full:s200" not in after and after["run:distpro:1:default:s200"].deps == ()
+    assert after["run:distpro:1:default:s100"].deps == ("search:full:s100",)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +100,8 @@ def test_searches_come_first_and_their_replays_wait_for_them():
         ({"methods": ["hinton_kd", "nope"]}, "unknown or repeated names"),
         ({"grid_seeds": [7]}, "must be a non-empty subset"),
         ({"seeds": [0]}, "at least two distinct seeds"),
+        ({"search_seeds": [1, 1]}, "compare.search_seeds"),
+        ({"search_seeds": []}, "compare.search_seeds"),
         ({"methods": ["transfer"]}, "compare.transfer_process is not set"),
         ({"grids": {"hinton_kd": [{"w": 1.0}]}}, "does not name exactly the method's parameters"),
         ({"grids": {"reviewkd": [{"w": 1.0, "warm": 0.0}]}}, "not in compare.methods"),
@@ -111,7 +117,8 @@ def test_bad_settings_are_refused_with_the_fix(kw, message):
 
 def test_a_task_key_names_its_method_seed_and_point():
     assert Task("run", "equal", 3, "w=1").key == "run:equal:3:w=1"
-    assert Task("search", "full").key == "search:full"
+    assert Task("search", "full", search=100).key == "search:full:s100"
+    assert Task("run", "distpro", 2, "default", search=7).key == "run:distpro:2:default:s7"
 
 
 def test_grid_points_take_one_order_of_their_keys_whatever_order_they_are_given_in():

@@ -111,7 +111,7 @@ COST = {"step_s": {"student": 0.01, "hinton_kd": 0.02, "distpro": 0.03, "search"
 def test_the_estimate_counts_runs_by_the_plan_and_a_budget_cuts_seeds_and_says_so():
     s = CompareSettings(methods=["student", "hinton_kd", "distpro"], seeds=[0, 1, 2, 3], grid_seeds=[0, 1],
                         grids={"hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}]},
-                        budget={"wall_s": 26.0})  # fmt: skip
+                        budget={"wall_s": 26.0}, search_seeds=[100])  # fmt: skip
     assert runs_of(s) == {"student": 4, "hinton_kd": 2 * 2 + 2, "distpro": 4}
     found = estimate(s, COST, [])
     # runs: 4 x 1 s + 6 x 2 s + 4 x 3 s; the full search: 100 steps x 0.1 s
@@ -119,6 +119,47 @@ def test_the_estimate_counts_runs_by_the_plan_and_a_budget_cuts_seeds_and_says_s
     cut, cuts = fit_budget(s, COST, [])
     assert cuts == ["seed 3", "seed 2"] and list(cut.seeds) == [0, 1]
     assert estimate(cut, COST, []).total_s == pytest.approx(2 + 8 + 6 + 10)
+
+
+def test_several_searches_multiply_the_replays_and_the_searches_in_the_estimate():
+    s = CompareSettings(methods=["student", "distpro"], seeds=[0, 1], grid_seeds=[0],
+                        search_seeds=[100, 200, 300])  # fmt: skip
+    assert runs_of(s) == {"student": 2, "distpro": 2 * 3}
+    found = estimate(s, COST, [])
+    assert found.searches == {"full": 3}
+    # runs: 2 x 1 s + 6 x 3 s; three full searches of 100 steps x 0.1 s
+    assert found.total_s == pytest.approx(2 + 18 + 30)
+    done = [{"kind": "search", "key": "search:full:s200", "method": "full"}]
+    assert estimate(s, COST, done).left_s == pytest.approx(2 + 18 + 20)
+
+
+def test_a_replay_is_pooled_per_seed_over_its_searches_before_the_paired_interval():
+    from distpro_lightning.compare.plan import choice_runs
+
+    s = CompareSettings(methods=["student", "distpro"], seeds=[0, 1, 2], grid_seeds=[0],
+                        search_seeds=[100, 200])  # fmt: skip
+    tops = {(0, 100): 0.80, (0, 200): 0.84, (1, 100): 0.78, (1, 200): 0.79, (2, 100): 0.83,
+            (2, 200): 0.86}  # fmt: skip
+    student = [0.75, 0.77, 0.76]
+    records = [
+        {"kind": "run", "method": "distpro", "seed": seed, "params": {}, "search_seed": x,
+         "key": f"run:distpro:{seed}:default:s{x}", "top1": t, "val_top1": t, "wall_s": 2.0}
+        for (seed, x), t in tops.items()
+    ] + [
+        {"kind": "run", "method": "student", "seed": seed, "params": {}, "top1": t,
+         "key": f"run:student:{seed}:default", "val_top1": t, "wall_s": 1.0}
+        for seed, t in enumerate(student)
+    ]  # fmt: skip
+    runs = {m: choice_runs(s, records, m) for m in s.methods}
+    means = [(tops[(k, 100)] + tops[(k, 200)]) / 2 for k in range(3)]
+    assert [runs["distpro"][k]["top1"] for k in range(3)] == pytest.approx(means)
+    assert {r["searches"] for r in runs["distpro"].values()} == {2}
+    plain, _, _ = differences(runs, "distpro")["student"]
+    test = scipy_stats.ttest_rel([100 * m for m in means], [100 * t for t in student])
+    assert plain.mean == pytest.approx(100 * (sum(means) - sum(student)) / 3)
+    assert plain.p_value == pytest.approx(test.pvalue, rel=1e-6)
+    text = report_text({"records": records, "history": []}, s)
+    assert "| 3 × 2 searches |" in text
 
 
 def test_a_grid_cut_drops_widening_then_grid_seeds_and_an_impossible_budget_is_refused():
