@@ -355,6 +355,14 @@ def report_text(payload: dict[str, Any], name: str) -> str:
 
         chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
         lines += headline_lines(chosen, LABELS)
+        lines += [
+            "The same records through `distpro compare` (its grid rule, the recipe pooled "
+            "over its searches per seed, paired intervals with Holm over every row of a "
+            f"pair): `benchmarks/results/{name}/compare_<pair>.md`, from "
+            "`compare_<pair>.json` (`python -m benchmarks.evidence_compare --name "
+            f"{name}`; `distpro compare --report` renders it again).",
+            "",
+        ]
         for pair in pairs:
             grid_runs = {
                 m: len(grids.final_grid(m, records, pair, list(seeds), gset)[0]) * len(seeds)

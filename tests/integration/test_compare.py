@@ -126,6 +126,10 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     assert "| DistPro, full search (the frozen recipe) | – | 2 × 2 searches |" in text
     assert "Recommended: **" in text and "Pairing checked: the 24 runs" in text
     assert (tmp_path / "cmp" / "results.png").read_bytes()[:4] == b"\x89PNG"
+    # --report writes the same report again from the records alone
+    (tmp_path / "cmp" / "results.md").unlink()
+    assert run_cli(["--report", str(tmp_path / "cmp" / "results.json")]) == 0
+    assert (tmp_path / "cmp" / "results.md").read_text() == text
     metrics = next(logs.rglob("metrics.csv")).read_text()
     assert "compare/test_top1/Hinton KD" in metrics
     # a second comparison transfers the first one's searched process (no search there)

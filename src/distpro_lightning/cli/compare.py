@@ -7,7 +7,10 @@ where it takes ``seed`` and ``mode``, each run gets its seed and each search
 ``mode: search``), ``trainer:`` (the settings of every run; a ``logger`` there receives the
 report), plus ``compare:`` (`CompareSettings`). Every key can be given on the command line
 as in LightningCLI (``--compare.seeds [0,1,2]``, ``--trainer.max_epochs 30``);
-``--jobs N`` is ``--compare.jobs N``."""
+``--jobs N`` is ``--compare.jobs N``.
+
+``distpro compare --report RESULTS.json`` writes a results file's report and plot again
+from its records alone (no config, no model, no data): what a run writes at its end."""
 
 from __future__ import annotations
 
@@ -105,7 +108,18 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], CompareSettings]:
 
 
 def compare_main(argv: Sequence[str]) -> int:
-    """``distpro compare``: run or resume the comparison; prints the report."""
+    """``distpro compare``: run or resume the comparison; prints the report. With
+    ``--report RESULTS.json``: the report of a results file, written again."""
+    if argv and argv[0] == "--report":
+        if len(argv) != 2:
+            raise ValueError(
+                "--report takes one results file and nothing else: distpro compare --report "
+                "runs/compare/results.json"
+            )
+        from distpro_lightning.compare.report import render
+
+        print(render(argv[1]))
+        return 0
     config, settings = parse(argv)
     takes = set(config["data"].get("init_args") or {})
     if "seed" not in takes:

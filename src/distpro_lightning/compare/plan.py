@@ -182,10 +182,23 @@ def resolve(settings: CompareSettings, records: list[Record], task: Task) -> dic
     return point
 
 
-def choice_runs(settings: CompareSettings, records: list[Record], method: str) -> dict[int, Record]:
+def current_point(settings: CompareSettings, records: list[Record], method: str) -> dict | None:
+    """While a grid is not final: the best of its points done on every grid seed so far, by
+    the same rule (what a report of a comparison in progress shows, marked as such)."""
+    grid, _ = final_grid(settings, records, method)
+    seeds = settings.grid_seeds
+    scores = grid_scores(records, method, seeds)
+    done = [p for p in grid if all(s in scores.get(params_key(p), {}) for s in seeds)]
+    return best_point(done, scores, seeds)
+
+
+def choice_runs(
+    settings: CompareSettings, records: list[Record], method: str, provisional: bool = False
+) -> dict[int, Record]:
     """The runs, by seed, that report ``method``: its chosen point on the grid seeds and its
     chosen runs elsewhere (a single-point method: all its runs; a method that replays the
-    searches: per seed, its runs pooled over the searches, `pooled`)."""
+    searches: per seed, its runs pooled over the searches, `pooled`). ``provisional``: while
+    the grid is not final, the runs of its `current_point` instead of none."""
     runs = [r for r in records if r["kind"] == "run" and r["method"] == method]
     if method in REPLAYS:
         return pooled(runs)
@@ -193,14 +206,16 @@ def choice_runs(settings: CompareSettings, records: list[Record], method: str) -
     if len(grid) == 1:
         return {r["seed"]: r for r in runs}
     point = chosen_point(settings, records, method)
+    if point is None and provisional:
+        point = current_point(settings, records, method)
     if point is None:
         return {}
-    key = params_key(point)
+    key = params_key(point)  # a chosen run made at another point (superseded) is not it
     return {
         r["seed"]: r
         for r in runs
-        if (params_key(r["params"]) == key and r["seed"] in settings.grid_seeds)
-        or r["key"].endswith(f":{CHOSEN}")
+        if params_key(r["params"]) == key
+        and (r["seed"] in settings.grid_seeds or r["key"].endswith(f":{CHOSEN}"))
     }
 
 

@@ -7,6 +7,7 @@ and the figure). The statistics are `distpro_lightning.functional.stats`."""
 
 from __future__ import annotations
 
+import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +17,11 @@ from distpro_lightning.compare.plan import (
     Record,
     choice_runs,
     chosen_point,
+    current_point,
     edges,
     final_grid,
     grid_scores,
+    params_key,
 )
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
@@ -99,13 +102,15 @@ def table_rows(
 ) -> tuple[list[list[str]], str | None]:
     """The rows of the table (``COLUMNS``) and the recommended method."""
     records = payload["records"]
-    runs = {m: choice_runs(settings, records, m) for m in settings.methods}
+    runs = {m: choice_runs(settings, records, m, provisional=True) for m in settings.methods}
     runs = {m: r for m, r in runs.items() if r}
     best = recommended(settings, runs)
     diffs = differences(runs, best)
     rows = []
     for method, by_seed in runs.items():
         shown = point_text(next(iter(by_seed.values()))["params"])
+        if len(settings.grids[method]) > 1 and not final_grid(settings, records, method)[1]:
+            shown += " (so far: grid not done)"
         vs, holm_text = "–", "–"
         if method in diffs:
             plain, level, p = diffs[method]
@@ -132,11 +137,14 @@ def grid_lines(payload: dict[str, Any], settings: CompareSettings) -> list[str]:
             continue
         grid, final = final_grid(settings, payload["records"], method)
         point = chosen_point(settings, payload["records"], method)
-        done = grid_scores(payload["records"], method, settings.grid_seeds)
+        scores = grid_scores(payload["records"], method, settings.grid_seeds)
+        done = [p for p in grid if len(scores.get(params_key(p), {})) == len(settings.grid_seeds)]
         widened = f", widened from {len(base)}" if len(grid) > len(base) else ""
         head = f"- {LABELS[method]}: {len(grid)} points{widened}"
         if point is None:
-            lines.append(f"{head}; {len(done)} done on the grid seeds, choice pending.")
+            so_far = current_point(settings, payload["records"], method)
+            pending = f"; so far {point_text(so_far)}" if so_far else ""
+            lines.append(f"{head}; {len(done)} done on the grid seeds, choice pending{pending}.")
             continue
         edge = ", ".join(edges(grid, point, WIDEN.get(method, ())))
         where = f"still on the edge of {edge}" if edge else "inside the grid"
@@ -145,12 +153,22 @@ def grid_lines(payload: dict[str, Any], settings: CompareSettings) -> list[str]:
 
 
 def pairing_line(records: list[Record]) -> str:
+    """What the pairing check covered: the runs whose fingerprints it compared per seed."""
     runs = [r for r in records if r["kind"] == "run"]
-    seeds = sorted({r["seed"] for r in runs})
-    return (
-        f"Pairing checked: the {len(runs)} runs share, per seed ({len(seeds)} seeds), the "
+    checked = [r for r in runs if "pairing" in r]
+    seeds = sorted({r["seed"] for r in checked})
+    line = (
+        f"Pairing checked: the {len(checked)} runs share, per seed ({len(seeds)} seeds), the "
         "initial student and the first batches (fingerprints in the results file)."
     )
+    if not checked and runs:
+        line = "Pairing not checked here:"
+    if len(checked) < len(runs):
+        line += (
+            f" {len(runs) - len(checked)} runs carry no fingerprints (made by another "
+            "runner, see the calls below): their pairing is that runner's."
+        )
+    return line
 
 
 def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
@@ -189,7 +207,7 @@ def figure(payload: dict[str, Any], settings: CompareSettings) -> Any:
     """Test top-1 per method: every seed's run and the mean ± std."""
     from matplotlib.figure import Figure
 
-    runs = {m: choice_runs(settings, payload["records"], m) for m in settings.methods}
+    runs = {m: choice_runs(settings, payload["records"], m, True) for m in settings.methods}
     runs = {m: r for m, r in runs.items() if r}
     fig = Figure(figsize=(7, 0.6 * len(runs) + 1.5), constrained_layout=True)
     ax = fig.subplots()
@@ -238,3 +256,33 @@ def write_report(
     atomic_save_figure(results.with_suffix(".png"), fig)
     log_report(loggers_of(pair), text, table_rows(payload, settings)[0], fig)
     return text
+
+
+def settings_of(payload: dict[str, Any], results: Path) -> CompareSettings:
+    """The settings a results file was run under (after any budget cut), at ``results``."""
+    if "effective" in payload:
+        given = dict(payload["effective"])
+    else:
+        given = dict(payload.get("settings", {}).get("compare", {}))
+    given["results"] = str(results)
+    return CompareSettings(**given)
+
+
+def render(results: str | Path) -> str:
+    """Write a results file's report (``.md``) and plot (``.png``) again from its records
+    and the settings it holds, with no model or data (``distpro compare --report``);
+    returns the text. The same functions write them after a run, so a re-render of an
+    unchanged file reproduces its report byte for byte."""
+    path = Path(results)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"compare --report: no results file at {path}; give the compare.results of a "
+            "comparison (a .json file)."
+        )
+    payload = json.loads(path.read_text())
+    if "records" not in payload:
+        raise ValueError(
+            f"compare --report: {path} is not a results file of distpro compare (it has no "
+            "records)."
+        )
+    return write_report(payload, settings_of(payload, path), path)

@@ -10,6 +10,7 @@ import pytest
 
 from distpro_lightning.compare.budget import estimate, fit_budget, runs_of
 from distpro_lightning.compare.methods import fixed_shares
+from distpro_lightning.compare.plan import params_key
 from distpro_lightning.compare.report import differences, recommended, report_text
 from distpro_lightning.compare.runner import PairingError, check_pairing
 from distpro_lightning.compare.settings import CompareSettings
@@ -172,3 +173,30 @@ def test_a_grid_cut_drops_widening_then_grid_seeds_and_an_impossible_budget_is_r
     tight = CompareSettings(**{**s.as_dict(), "budget": {"wall_s": 1.0, "cut": "grids"}})
     with pytest.raises(ValueError, match="over the budget of"):
         fit_budget(tight, COST, [])
+
+
+def _kd_run(seed, w, val, chosen=False):
+    params = {"w": w, "T": 4.0}
+    key = f"run:hinton_kd:{seed}:{'chosen' if chosen else params_key(params)}"
+    return {"kind": "run", "method": "hinton_kd", "seed": seed, "params": params, "key": key,
+            "top1": val, "val_top1": val, "wall_s": 1.0}  # fmt: skip
+
+
+def test_a_grid_in_progress_is_reported_so_far_and_a_superseded_choice_never():
+    from distpro_lightning.compare.plan import choice_runs
+
+    s = CompareSettings(methods=["hinton_kd"], seeds=[0, 1, 2], grid_seeds=[0, 1], widen_rounds=0,
+                        grids={"hinton_kd": [{"w": 1.0, "T": 4.0}, {"w": 2.0, "T": 4.0}]})  # fmt: skip
+    partial = [_kd_run(0, 1.0, 0.7), _kd_run(1, 1.0, 0.72), _kd_run(0, 2.0, 0.9)]
+    assert choice_runs(s, partial, "hinton_kd") == {}  # w=2 is not done on seed 1
+    so_far = choice_runs(s, partial, "hinton_kd", provisional=True)
+    assert sorted(so_far) == [0, 1] and {r["params"]["w"] for r in so_far.values()} == {1.0}
+    text = report_text({"records": partial, "history": []}, s)
+    assert "| w=1, T=4 (so far: grid not done) | 2 |" in text
+    assert "1 done on the grid seeds, choice pending; so far w=1, T=4." in text
+    # done: w=2 wins; a chosen run at w=1 (made before, e.g. by an earlier grid) is not it
+    done = [*partial, _kd_run(1, 2.0, 0.88), _kd_run(2, 1.0, 0.5, chosen=True)]
+    final = choice_runs(s, done, "hinton_kd")
+    assert sorted(final) == [0, 1] and {r["params"]["w"] for r in final.values()} == {2.0}
+    done.append(_kd_run(2, 2.0, 0.86, chosen=True))
+    assert sorted(choice_runs(s, done, "hinton_kd")) == [0, 1, 2]
