@@ -166,27 +166,6 @@ def test_quality_schedule_respects_dependencies():
     assert teacher.key in done and runs[2].key not in done
 
 
-@pytest.mark.parametrize("jobs", [1, 2])
-def test_schedule_takes_the_tasks_that_finished_ones_make_possible(jobs):
-    """``more`` is asked after every finished task; a task it returns runs once, after its
-    dependencies, even when ``more`` returns it again; a dependency that is not a
-    scheduled task counts as done."""
-    from benchmarks.jobs import schedule
-    from benchmarks.quality import Task
-
-    a, b = Task("teacher", "resnet20-resnet8"), Task("search", "resnet20-resnet8", deps=("x",))
-    c = Task("run", "resnet20-resnet8", "distpro", 0, 2, deps=(b.key,))
-    d = Task("run", "resnet20-resnet8", "student", 0, 2, deps=("done-before",))
-    order: list[str] = []
-
-    def more():
-        return [c, d] if a.key in order else []  # c waits for b, which is still to run
-
-    schedule([a, b], jobs, lambda t: {}, lambda t, r: order.append(t.key), more)
-    assert sorted(order) == sorted([a.key, b.key, c.key, d.key]) and len(order) == 4
-    assert order.index(c.key) > order.index(b.key)
-
-
 @pytest.mark.parametrize("pair", ["resnet20-resnet8", "wrn_16_2-mobilenet_v2"])
 def test_every_quality_pair_trains_every_method(pair):
     # One optimizer step of each method on each pair of quality.py (random weights, random

@@ -7,7 +7,8 @@ baselines on the user's own teacher, student and data.
 * `methods`: each method as ``(module, callbacks)`` from the library's builders;
 * `runs`: one search or run through ``Trainer.fit``, paired;
 * `budget`: the estimate from a measured warm-up, the cut to a wall-time budget;
-* `runner`: scheduling, ``jobs`` processes, the resumable results file;
+* `schedule`: tasks with dependencies, ``jobs`` at a time (the benchmarks' scheduler too);
+* `runner`: ``jobs`` processes, the resumable results file;
 * `report`: the Markdown table, the plot, the loggers.
 """
 

@@ -37,6 +37,11 @@ class Task:
     search: int | None = None
 
     @property
+    def priority(self) -> float:
+        """Searches before runs (their replays wait for them); runs in the plan's order."""
+        return 1.0 if self.kind == "search" else 0.0
+
+    @property
     def key(self) -> str:
         if self.kind == "search":
             return search_key(self.method, self.search)

@@ -18,7 +18,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
 from distpro_lightning.compare.runs import execute
+from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.errors import DistProError
 from distpro_lightning.files import atomic_write_text, folder_lock
@@ -182,36 +182,17 @@ class Runner:
             f"{record['key']} {shown} ({record['wall_s']:.1f} s)"
         )
 
-    def ready(self, running: set[str]) -> list[Task]:
-        """The planned tasks whose dependencies are done, not running yet."""
-        done = {r["key"] for r in self.records}
-        return [
-            t for t in plan(self.settings, self.records)
-            if t.key not in running and all(d in done for d in t.deps)
-        ]  # fmt: skip
-
-    def run_parallel(self) -> None:
-        """``jobs`` tasks at a time; a failed task stops new ones, the running ones finish
-        and are recorded, then its error is raised."""
-        running: dict[Future[Record], str] = {}
-        failure: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.settings.jobs) as pool:
-            while True:
-                if failure is None:
-                    free = self.settings.jobs - len(running)
-                    for task in self.ready(set(running.values()))[:free]:
-                        running[pool.submit(self.run_one, task)] = task.key
-                if not running:
-                    break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    del running[future]
-                    try:
-                        self.finish(future.result())
-                    except Exception as err:  # noqa: BLE001 - raised once the others finish
-                        failure = failure or err
-        if failure is not None:
-            raise failure
+    def run_tasks(self) -> None:
+        """Every task left, ``jobs`` at a time (`schedule`: a failed task stops new ones,
+        the running ones finish and are recorded, then its error is raised); finishing a
+        task plans again (a widened grid, the runs of a final choice)."""
+        schedule(
+            plan(self.settings, self.records),
+            self.settings.jobs,
+            self.run_one,
+            lambda task, record: self.finish(record),
+            more=lambda: plan(self.settings, self.records),
+        )
 
     def run(self, command: str = "") -> dict[str, Any]:
         """Run every task left, then write the report; the payload. The results file's
@@ -223,11 +204,7 @@ class Runner:
             self.records, self.settings = self.payload["records"], self.effective()
             self.payload["history"].append({"command": command, "started": time.ctime()})
             self.prepare()
-            if self.settings.jobs > 1:
-                self.run_parallel()
-            else:
-                while tasks := self.ready(set()):
-                    self.finish(self.run_one(tasks[0]))
+            self.run_tasks()
             write_report(self.payload, self.settings, self.path, self.pair)
         return self.payload
 

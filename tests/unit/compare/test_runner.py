@@ -49,7 +49,7 @@ def make(tmp_path, **kw):
 
 def test_jobs_run_every_task_once_in_parallel_and_the_chosen_point_last(tmp_path):
     runner = make(tmp_path)
-    runner.run_parallel()
+    runner.run_tasks()
     keys = [r["key"] for r in runner.records]
     assert len(keys) == len(set(keys)) == 3 + 2 * 2 + 1
     assert keys[-1] == "run:hinton_kd:2:chosen" and runner.records[-1]["params"]["w"] == 2.0
@@ -62,7 +62,7 @@ def test_a_failed_task_is_raised_after_the_running_ones_are_recorded(tmp_path):
     runner = make(tmp_path)
     runner.fail = "run:student:0:default"
     with pytest.raises(RuntimeError, match="broke"):
-        runner.run_parallel()
+        runner.run_tasks()
     saved = [r["key"] for r in json.loads((tmp_path / "r.json").read_text())["records"]]
     assert "run:hinton_kd:0:w=1,T=4" in saved and runner.fail not in saved
     assert len(saved) == 1  # no new task started after the failure
