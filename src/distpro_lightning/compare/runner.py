@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,16 @@ def in_subprocess(pair: Pair, spec: dict[str, Any], folder: Path) -> Record:
                 f"with:\n{log.read_text()[-4000:]}"
             )
         return json.loads(result.read_text())
+
+
+def remove_stale_workspaces(folder: Path) -> list[Path]:
+    """Remove the ``compare-*`` workspaces of worker processes that a killed comparison
+    left in ``folder`` (called under the folder's lock: no comparison is running there, and
+    its workers stop when it is gone); the paths removed."""
+    stale = sorted(folder.glob("compare-*")) if folder.is_dir() else []
+    for path in stale:
+        shutil.rmtree(path, ignore_errors=True)
+    return stale
 
 
 class Runner:
@@ -203,6 +214,7 @@ class Runner:
             self.payload = load_payload(self.path, self.given, self.pair)  # as it is now
             self.records, self.settings = self.payload["records"], self.effective()
             self.payload["history"].append({"command": command, "started": time.ctime()})
+            remove_stale_workspaces(self.folder)
             self.prepare()
             self.run_tasks()
             write_report(self.payload, self.settings, self.path, self.pair)

@@ -1,11 +1,16 @@
 """``python -m distpro_lightning.compare.worker SPEC RESULT``: one task of a comparison in a
 fresh process (``jobs > 1``): the pair rebuilt from its source, the record written
-atomically to ``RESULT``."""
+atomically to ``RESULT``. A worker whose comparison is gone (killed, ``kill -9`` included)
+stops within a second (`exit_with_parent`): the comparison resumed later runs its task
+again, and two searches must never write one process file side by side."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 from distpro_lightning.compare.pair import rebuild
@@ -15,7 +20,23 @@ from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.files import atomic_write_text
 
 
+def exit_with_parent(interval_s: float = 0.5) -> threading.Thread:
+    """Watch the parent process; when it is gone (this process is handed to another
+    parent), end this one at once. Returns the (daemon) watcher thread."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os._exit(3)  # the comparison that would record this task's result is gone
+
+    thread = threading.Thread(target=watch, name="compare-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str]) -> int:
+    exit_with_parent()
     spec = json.loads(Path(argv[0]).read_text())
     target, args = spec["source"]
     pair = rebuild((target, args))

@@ -6,8 +6,13 @@ are recorded."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +79,58 @@ def test_jobs_need_a_pair_that_a_fresh_process_can_rebuild(tmp_path):
                                grid_seeds=[0], jobs=2)  # fmt: skip
     with pytest.raises(ValueError, match="rebuilds the pair from Pair.source"):
         Runner(pair, settings)
+
+
+def test_a_resumed_comparison_removes_the_workspaces_a_killed_one_left(tmp_path):
+    runner = make(tmp_path)
+    stale = runner.folder / "compare-k1ll3d"
+    stale.mkdir(parents=True)
+    (stale / "spec.json").write_text("{}")
+    runner.prepare = lambda: None  # no warm-up to measure: the tasks are faked
+    runner.run("test")
+    assert not stale.exists() and len(runner.records) == 3 + 2 * 2 + 1
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from distpro_lightning.compare.worker import exit_with_parent
+exit_with_parent(0.05)
+Path(sys.argv[1]).write_text("ready")
+time.sleep(120)
+"""
+PARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")  # a zombie has exited (nobody reaped it yet)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_a_worker_stops_when_its_comparison_is_killed(tmp_path):
+    ready = tmp_path / "ready"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, CHILD, str(ready)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        child = int(parent.stdout.readline())
+        deadline = time.monotonic() + 120
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ready.exists() and _running(child)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while _running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(child), "the worker outlived its comparison"
+    finally:
+        parent.kill()
