@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distpro_lightning.compare.schedule import Job, schedule  # noqa: F401 - the benchmarks' own
+from distpro_lightning.compare.worker import exit_with_parent
 from distpro_lightning.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,5 +45,7 @@ def in_subprocess(
 
 
 def read_spec(spec_path: str) -> dict[str, Any]:
-    """The payload `in_subprocess` wrote for a worker."""
+    """The payload `in_subprocess` wrote for a worker; from here on the worker stops when
+    its runner is gone (`kill -9` included: `exit_with_parent`), as ``distpro compare``'s."""
+    exit_with_parent()
     return json.loads(Path(spec_path).read_text())
