@@ -83,7 +83,9 @@ def main() -> int:
         for method in ("finite_difference", "exact"):
             m = module()
             path = tmp / f"{precision}-{method}.json"
-            cb = ProcessSearchCallback(hypergradient=method, save_path=str(path), plot=False)
+            cb = ProcessSearchCallback(
+                hypergradient=method, output={"save_path": str(path), "plot": False}
+            )
             t = Trainer(
                 accelerator="gpu",
                 devices=1,

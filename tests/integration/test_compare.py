@@ -282,3 +282,9 @@ def test_a_data_module_without_validation_is_refused_before_any_run(tmp_path, ca
     err = capsys.readouterr().err
     assert "every grid point is chosen on validation" in err and "val_fraction" in err
     assert not (tmp_path / "cmp" / "results.json").exists()  # nothing ran, nothing recorded
+
+
+def test_compare_help_names_the_report_command_in_plain_text(capsys):
+    assert run_cli(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "`distpro compare --report RESULTS.json`" in out and "``" not in out.split("options:")[0]

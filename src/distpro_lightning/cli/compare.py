@@ -33,7 +33,8 @@ UNMEASURED = ("logger", "callbacks", "enable_progress_bar", "default_root_dir")
 
 def full_parser() -> LightningArgumentParser:
     """The parser of the whole config: model, data, trainer and compare."""
-    parser = LightningArgumentParser(prog="distpro compare", description=__doc__)
+    help_text = (__doc__ or "").replace("``", "`")  # the module's reST, as plain help
+    parser = LightningArgumentParser(prog="distpro compare", description=help_text)
     parser.add_argument("--config", action="config", help="the pair's YAML config")
     parser.add_subclass_arguments(LightningModule, "model", required=True)
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
