@@ -31,6 +31,12 @@ class Queue:
     def __init__(self, tasks: list[Any], more: Callable[[], list[Any]] | None) -> None:
         self.pending, self.more = list(tasks), more
         self.known = {t.key for t in tasks}
+        if len(self.known) < len(tasks):
+            keys = [t.key for t in tasks]
+            raise ValueError(
+                f"schedule: tasks share a key ({sorted({k for k in keys if keys.count(k) > 1})}): "
+                "each would run twice; give every task its own key."
+            )
         self.finished = {d for t in tasks for d in t.deps} - self.known
 
     def ready(self) -> list[Any]:

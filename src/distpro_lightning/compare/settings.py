@@ -227,10 +227,10 @@ class CompareSettings:
                 "paired interval needs two)."
             )
         missing = [s for s in self.grid_seeds if s not in self.seeds]
-        if not self.grid_seeds or missing:
+        if not self.grid_seeds or missing or len(set(self.grid_seeds)) < len(self.grid_seeds):
             raise ValueError(
                 f"compare.grid_seeds {list(self.grid_seeds)}: must be a non-empty subset of "
-                f"compare.seeds {list(self.seeds)} (missing {missing})."
+                f"compare.seeds {list(self.seeds)} without repeats (missing {missing})."
             )
         if not self.search_seeds or len(set(self.search_seeds)) < len(self.search_seeds):
             raise ValueError(
@@ -277,6 +277,13 @@ def check_grid(method: str, grid: Grid) -> None:
     wanted = set(PARAMETERS.get(method, ()))
     if not grid:
         raise ValueError(f"compare.grids.{method} is empty; give at least one point.")
+    keys = [",".join(f"{k}={float(point[k]):g}" for k in sorted(point)) for point in grid]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(
+            f"compare.grids.{method}: the points {repeated} are given more than once (points "
+            "are told apart to 6 significant digits); give each point once."
+        )
     for point in grid:
         if set(point) != wanted:
             takes = ", ".join(sorted(wanted)) or "no parameters (its grid is [{}])"

@@ -101,6 +101,11 @@ def test_searches_come_first_and_their_replays_wait_for_them():
         ({"grid_seeds": [7]}, "must be a non-empty subset"),
         ({"seeds": [0]}, "at least two distinct seeds"),
         ({"search_seeds": [1, 1]}, "compare.search_seeds"),
+        ({"grid_seeds": [0, 0]}, "without repeats"),
+        (
+            {"grids": {"hinton_kd": [{"w": 1.0, "T": 4.0}, {"T": 4.0, "w": 1.0000001}]}},
+            "given more than once",
+        ),
         ({"search_seeds": []}, "compare.search_seeds"),
         ({"methods": ["transfer"]}, "compare.transfer_process is not set"),
         ({"grids": {"hinton_kd": [{"w": 1.0}]}}, "does not name exactly the method's parameters"),

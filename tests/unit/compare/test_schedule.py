@@ -79,3 +79,10 @@ def test_tasks_that_can_never_start_are_named(jobs):
     a, b = Job("a", deps=("b",)), Job("b", deps=("a",))
     with pytest.raises(RuntimeError, match="no task can start"):
         schedule([a, b], jobs, lambda t: {}, lambda t, r: None)
+
+
+def test_two_tasks_with_one_key_are_refused_not_run_twice():
+    ran: list[str] = []
+    with pytest.raises(ValueError, match="share a key"):
+        schedule([Job("a"), Job("a")], 1, lambda t: ran.append(t.key) or {}, lambda t, r: None)
+    assert ran == []
