@@ -10,26 +10,23 @@ writes ``benchmarks/results/<name>/compare_<pair>.{json,md,png}`` from
 ``benchmarks/results/<name>.json``. What is specific to the evidence is only the mapping
 (`METHOD_MAP`, `to_compare_params`): the evidence's method names, its three searches of the
 frozen recipe (search draws 100, 2100, 3100), its units (the fixed combination's total
-weight, ReviewKD's warm-up in epochs) and its settings (five seeds, grids on seeds 0-1,
+weight, in compare's ``kd_weight`` per pair: `weight_unit`; ReviewKD's warm-up in epochs) and its settings (five seeds, grids on seeds 0-1,
 widened twice; the frozen recipe named in advance as the reference)."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.converged_grids import CHOSEN
+from benchmarks.converged_grids import CHOSEN, GRIDS_ISSUE34
 from distpro_lightning.compare.plan import params_key, search_key
 from distpro_lightning.compare.report import render
-from distpro_lightning.compare.settings import DEFAULT_GRIDS, CompareSettings
+from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.files import atomic_write_text
 
-#: The recommended space's pathways: 9 conv_bn feature pathways, Hinton KD and ReviewKD.
-#: The evidence's fixed combination gives its total weight ``w``; ``distpro compare``'s
-#: ``w`` is the module's ``kd_weight``, multiplied by this count (``scale_by_num_pathways``).
-PATHWAYS = 11
 #: evidence method -> (compare method, the search seed it replays or ``None``)
 METHOD_MAP: dict[str, tuple[str, int | None]] = {
     "student": ("student", None),
@@ -55,14 +52,34 @@ METHODS = ["student", "hinton_kd", "reviewkd", "equal", "fixed", "alpha_T", "dis
 METHODS += ["distpro_cheap", "transfer"]
 
 
-def to_compare_params(method: str, params: dict[str, float], epochs: int) -> dict[str, float]:
+@functools.cache
+def weight_unit(pair: str) -> float:
+    """The total weight of ``kd_weight=1`` in ``pair``'s recommended space: its number of
+    pathways (``scale_by_num_pathways``; 11 on most pairs, 14 on wrn_16_2 -> mobilenet_v2,
+    whose taps give more feature pathways). The evidence's fixed combination gives its
+    total weight; ``distpro compare``'s ``w`` is the ``kd_weight``: the evidence's
+    ``fixed_combination`` divides by this very number (a probe of the same module)."""
+    from benchmarks.converged import parse_args
+    from benchmarks.converged_methods import PAIRS, REVIEW_SPACE, distpro_module
+    from distpro_lightning.models import create
+
+    teacher = create(PAIRS[pair][0], num_classes=10, in_channels=1)
+    probe = distpro_module(parse_args(["--rows", "issue34"]), pair, teacher, **REVIEW_SPACE)
+    return float(probe.weight_scale)
+
+
+def to_compare_params(
+    method: str, params: dict[str, float], epochs: int, pair: str
+) -> dict[str, float]:
     """An evidence grid point in ``distpro compare``'s units and key order."""
     if method == "fixed_review":
-        return {"w": params["w"] / PATHWAYS, "f": params["f"]}
+        return {"w": params["w"] / weight_unit(pair), "f": params["f"]}
     if method == "reviewkd":
         return {"w": params["w"], "warm": params["warm"] / epochs}
     if method == "hinton_kd":
         return {"w": params["w"], "T": params["T"]}
+    if method == "uniform_review":  # the space at weight 1 per pathway: compare's equal, w=1
+        return {"w": 1.0}
     return {}
 
 
@@ -70,7 +87,13 @@ def settings_for(pair: str, evidence: dict[str, Any], methods: list[str]) -> Com
     """The comparison the evidence run is: its seeds and grid seeds, the issue-34 grids in
     compare's units (the space at uniform weights untuned: one point), the three searches,
     the frozen recipe as the reference."""
-    grids = {m: DEFAULT_GRIDS[m] for m in ("hinton_kd", "reviewkd", "fixed") if m in methods}
+    epochs = evidence["settings"]["epochs"]
+    grids = {
+        name: [to_compare_params(ours, p, epochs, pair) for p in GRIDS_ISSUE34[ours]]
+        for ours, name in (("hinton_kd", "hinton_kd"), ("reviewkd", "reviewkd"))
+        + (("fixed_review", "fixed"),)
+        if name in methods
+    }
     if "equal" in methods:
         grids["equal"] = [{"w": 1.0}]
     seeds = sorted({r["seed"] for r in evidence["records"] if r["kind"] == "run"})
@@ -94,7 +117,7 @@ def to_record(r: dict[str, Any], epochs: int) -> dict[str, Any]:
         out = {"kind": "search", "method": recipe, "key": search_key(recipe, seed)}
         return out | {"seed": 0, "search_seed": seed, "wall_s": r["wall_s"], "steps": r["steps"]}
     method, search = METHOD_MAP[r["method"]]
-    params = to_compare_params(r["method"], r["params"], epochs)
+    params = to_compare_params(r["method"], r["params"], epochs, r["pair"])
     chosen = r["key"].endswith(f":{CHOSEN}")
     key = f"run:{method}:{r['seed']}:{CHOSEN if chosen else params_key(params)}"
     key += "" if search is None else f":s{search}"

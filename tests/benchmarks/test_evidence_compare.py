@@ -58,14 +58,35 @@ def test_distpro_compare_report_reproduces_the_committed_report(path, tmp_path, 
     assert "# Is DistPro worth it on this pair?" in capsys.readouterr().out
 
 
-def test_the_evidence_grids_are_compares_default_grids_in_compares_units():
+def test_the_evidence_grids_map_into_compares_units_pair_by_pair():
+    from benchmarks.converged import parse_args
+    from benchmarks.converged_methods import PAIRS, REVIEW_SPACE, distpro_module
+    from distpro_lightning.models import create
+
     epochs = json.loads(EVIDENCE.read_text())["settings"]["epochs"]
-    for ours, theirs in (("fixed_review", "fixed"), ("reviewkd", "reviewkd")):
+    units = {}
+    for pair in PAIRS:
+        teacher = create(PAIRS[pair][0], num_classes=10, in_channels=1)
+        module = distpro_module(parse_args(["--rows", "issue34"]), pair, teacher, **REVIEW_SPACE)
+        units[pair] = evidence_compare.weight_unit(pair)
+        assert units[pair] == len(module.pathway_names)  # kd_weight 1 = one per pathway
+    assert units == {"resnet20-resnet8": 11, "wrn_16_2-mobilenet_v2": 14,
+                     "wrn_40_2-shufflenet_v1": 11}  # fmt: skip
+    for pair, unit in units.items():
+        fixed = converged_grids.GRIDS_ISSUE34["fixed_review"]
         mapped = [
-            evidence_compare.to_compare_params(ours, p, epochs)
-            for p in converged_grids.GRIDS_ISSUE34[ours]
+            evidence_compare.to_compare_params("fixed_review", p, epochs, pair) for p in fixed
         ]
-        assert [params_key(p) for p in mapped] == [params_key(p) for p in DEFAULT_GRIDS[theirs]]
+        assert [m["w"] * unit for m in mapped] == pytest.approx([p["w"] for p in fixed])
+        if unit == 11:  # total 11 = kd_weight 1 there: compare's default grid
+            assert [params_key(p) for p in mapped] == [
+                params_key(p) for p in DEFAULT_GRIDS["fixed"]
+            ]
+    review = [
+        evidence_compare.to_compare_params("reviewkd", p, epochs, "resnet20-resnet8")
+        for p in converged_grids.GRIDS_ISSUE34["reviewkd"]
+    ]
+    assert [params_key(p) for p in review] == [params_key(p) for p in DEFAULT_GRIDS["reviewkd"]]
     assert converged_grids.GRIDS_ISSUE34["hinton_kd"] == DEFAULT_GRIDS["hinton_kd"]
 
 
