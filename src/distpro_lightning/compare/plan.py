@@ -224,14 +224,38 @@ def choice_runs(
     }
 
 
+def complete_block(cells: dict[int, set[int]]) -> tuple[list[int], list[int]]:
+    """The searches and seeds of the largest complete table (every search on every seed)
+    with at least two seeds, from ``cells`` (search -> the seeds it ran on); more searches
+    win a tie. ``([], [])`` when no search ran on two seeds."""
+    searches = sorted(cells)
+    subsets = [
+        list(chosen)
+        for size in range(len(searches), 0, -1)
+        for chosen in itertools.combinations(searches, size)
+    ] if len(searches) <= 8 else [searches]  # fmt: skip
+    best: tuple[int, int, list[int], list[int]] = (0, 0, [], [])
+    for chosen in subsets:
+        seeds = sorted(set.intersection(*(cells[x] for x in chosen)))
+        if len(seeds) >= 2 and (len(chosen) * len(seeds), len(chosen)) > best[:2]:
+            best = (len(chosen) * len(seeds), len(chosen), chosen, seeds)
+    return best[2], best[3]
+
+
 def pooled(runs: list[Record]) -> dict[int, Record]:
-    """Per seed, one record for the runs of that seed over the searches they replay: the
-    mean of their top-1, validation top-1 and wall time, and ``searches``, how many."""
-    by_seed: dict[int, list[Record]] = {}
+    """Per seed, one record for a replay's runs over the searches it replays, on the
+    largest complete table of searches x seeds (`complete_block`): the mean of their
+    top-1, validation top-1 and wall time; ``cells`` (search -> top-1, for the crossed
+    interval), ``searches`` (how many) and ``of_searches`` (how many have runs at all)."""
+    by_search: dict[int, dict[int, Record]] = {}
     for r in runs:
-        by_seed.setdefault(r["seed"], []).append(r)
+        by_search.setdefault(r.get("search_seed", 0), {})[r["seed"]] = r
+    searches, seeds = complete_block({x: set(v) for x, v in by_search.items()})
     out = {}
-    for seed, group in sorted(by_seed.items()):
+    for seed in seeds:
+        group = [by_search[x][seed] for x in searches]
         mean = {k: statistics.fmean(r[k] for r in group) for k in ("top1", "val_top1", "wall_s")}
-        out[seed] = {**group[0], **mean, "searches": len(group)}
+        cells = {x: by_search[x][seed]["top1"] for x in searches}
+        out[seed] = {**group[0], **mean, "cells": cells, "searches": len(searches),
+                     "of_searches": len(by_search)}  # fmt: skip
     return out

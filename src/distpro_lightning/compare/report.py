@@ -25,7 +25,7 @@ from distpro_lightning.compare.plan import (
 )
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
-from distpro_lightning.functional.stats import PairedResult, holm, holm_levels, paired_t
+from distpro_lightning.functional.stats import PairedResult, crossed_t, holm, holm_levels
 
 COLUMNS = ["method", "chosen point", "seeds", "test top-1 %", "val top-1 %"]
 COLUMNS += ["recommended − method, 95 % CI", "Holm-adjusted CI, p", "cost × Hinton KD"]
@@ -53,24 +53,45 @@ def recommended(settings: CompareSettings, runs: dict[str, dict[int, Record]]) -
         r["val_top1"] for r in runs[m].values())))  # fmt: skip
 
 
+def difference_table(best: dict[int, Record], other: dict[int, Record]) -> list[list[float]] | None:
+    """best − other in points, as a searches x seeds table over their common seeds: one
+    row where neither replays searches; else a row per search of the one that does (both
+    do: per common search; none in common: one row of their pooled means). ``None`` under
+    two common seeds."""
+    seeds = sorted(set(best) & set(other))
+    if len(seeds) < 2:
+        return None
+    b = set(best[seeds[0]].get("cells") or ())
+    o = set(other[seeds[0]].get("cells") or ())
+    rows: list[int | None] = sorted(b & o if b and o else b | o) or [None]
+
+    def value(run: Record, search: int | None) -> float:
+        cells = run.get("cells") or {}
+        return cells[search] if search in cells else run["top1"]
+
+    return [[100 * (value(best[k], s) - value(other[k], s)) for k in seeds] for s in rows]
+
+
 def differences(
     runs: dict[str, dict[int, Record]], best: str | None
 ) -> dict[str, tuple[PairedResult, PairedResult, float]]:
-    """Per method: the paired result of best − method (points), the same at its Holm level,
+    """Per method: the result of best − method (points; `crossed_t`: paired over the seeds,
+    and over the searches where one of them replays searches), the same at its Holm level,
     and its Holm-adjusted p-value."""
     if best is None:
         return {}
-    diffs = {}
+    tables = {}
     for method, by_seed in runs.items():
-        seeds = sorted(set(by_seed) & set(runs[best]))
-        if method != best and len(seeds) >= 2:
-            diffs[method] = [100 * (runs[best][s]["top1"] - by_seed[s]["top1"]) for s in seeds]
-    names = list(diffs)
-    plain = [paired_t(diffs[m]) for m in names]
+        table = difference_table(runs[best], by_seed) if method != best else None
+        if table is not None:
+            tables[method] = table
+    names = list(tables)
+    plain = [crossed_t(tables[m]) for m in names]
     adjusted = holm([r.p_value for r in plain])
     levels = holm_levels([r.p_value for r in plain])
     return {
-        m: (plain[i], paired_t(diffs[m], level=levels[i]), adjusted[i]) for i, m in enumerate(names)
+        m: (plain[i], crossed_t(tables[m], level=levels[i]), adjusted[i])
+        for i, m in enumerate(names)
     }
 
 
@@ -88,13 +109,14 @@ def cost(records: list[Record], method: str, runs: dict[int, Record]) -> float |
 
 
 def seeds_text(by_seed: dict[int, Record]) -> str:
-    """``5``, or for a method pooled over searches ``5 × 3 searches`` (``5 × 1–3
-    searches`` while some seed lacks one)."""
-    counts = sorted({r.get("searches", 1) for r in by_seed.values()})
-    if "searches" not in next(iter(by_seed.values())):
+    """``5``, or for a method pooled over searches ``5 × 3 searches`` (``5 × 1 search, of
+    3 so far`` while the other searches lack seeds for a complete table)."""
+    first = next(iter(by_seed.values()))
+    if "searches" not in first:
         return str(len(by_seed))
-    many = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
-    return f"{len(by_seed)} × {many} search{'es' if counts[-1] > 1 else ''}"
+    n, of = first["searches"], first.get("of_searches", first["searches"])
+    text = f"{len(by_seed)} × {n} search{'es' if n > 1 else ''}"
+    return text if of == n else f"{text}, of {of} so far"
 
 
 def table_rows(
@@ -181,8 +203,10 @@ def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
         "nothing). Differences are paired per seed, in points, with 95 % t-intervals; beside "
         "them the intervals at Holm's step-down levels over the family of differences and "
         "Holm-adjusted p-values. A method that replays searches is pooled: per seed, the "
-        "mean over its searches (the search's own variance stays in its interval). Cost: "
-        "a run plus one search it replays, in Hinton KD runs.",
+        "mean over its searches (on the largest table of searches x seeds where each search "
+        "ran on each seed); its differences are crossed intervals over searches and seeds "
+        "(the spread of the searches counts, not only the seeds'). Cost: a run plus one "
+        "search it replays, in Hinton KD runs.",
         "", f"Recommended: **{LABELS.get(best, '–') if best else '–'}** "
         f"({'chosen on validation' if settings.recommended == 'auto' else 'given'}).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),

@@ -154,9 +154,11 @@ class CompareSettings:
         recipes: the search recipes ``full`` and ``cheap`` (`SearchRecipe`).
         search_seeds: the seeds of each recipe's searches: one search per seed (on the
             data module of that seed, a subset of its own where it takes a seed), each
-            replayed on every paired seed. A method that replays them is reported pooled:
-            per paired seed, the mean over its searches, so that its intervals hold the
-            variance of the search as well (the evidence protocol's three searches).
+            replayed on every paired seed. A method that replays them is reported pooled
+            (per paired seed, the mean over its searches) with crossed intervals over
+            searches and seeds, which hold the search's variance (the evidence protocol's
+            three searches). A budget cut never drops a search: it would change what the
+            intervals mean.
         transfer_process: the process file the ``transfer`` method replays.
         pathway_map: ``transfer``'s map from this module's pathway names to the file's
             (``"position"``, a dict, or ``None``: the same names).

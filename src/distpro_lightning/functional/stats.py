@@ -1,5 +1,6 @@
-"""Statistics of paired comparisons: Student-t quantiles, paired t-intervals and tests,
-Holm's step-down adjustment, and a two-way cluster bootstrap (searches x seeds).
+"""Statistics of paired comparisons: Student-t quantiles, paired t-intervals and tests, the
+crossed (searches x seeds) interval, Holm's step-down adjustment, and a two-way cluster
+bootstrap (searches x seeds).
 
 Pure Python (no SciPy at run time): the t distribution through the regularised incomplete
 beta function (Lentz's continued fraction) and its quantile by bisection, exact to about
@@ -7,6 +8,7 @@ beta function (Lentz's continued fraction) and its quantile by bisection, exact 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
@@ -108,6 +110,33 @@ def paired_t(diffs: Sequence[float], level: float = 0.95) -> PairedResult:
         return PairedResult(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, n, level)
     p = 2.0 * (1.0 - t_cdf(abs(mean) / se, n - 1))
     return PairedResult(mean, mean - half, mean + half, p, n, level)
+
+
+def crossed_t(diffs: Sequence[Sequence[float]], level: float = 0.95) -> PairedResult:
+    """The interval and test of the mean of ``diffs[s][k]`` (search ``s`` x paired seed
+    ``k``, every cell given) when both the searches and the seeds are draws: every search
+    replayed on every seed shifts all seeds alike, so the spread over seeds alone misses
+    the search's variance. The variance of the mean is estimated as
+    ``var(search means) / S + var(seed means) / K`` (two-way random effects; this
+    over-counts the interaction by ``sigma_e^2 / (S K)``, so it errs wide), with
+    Satterthwaite's degrees of freedom. With one search it is `paired_t` over the seeds;
+    with one seed, over the searches. ``n`` is the number of cells."""
+    n_s, n_k = len(diffs), len(diffs[0]) if diffs else 0
+    if n_s == 0 or n_k == 0 or any(len(row) != n_k for row in diffs):
+        raise ValueError("crossed_t needs a full searches x seeds table")
+    if n_s == 1 or n_k == 1:
+        flat = [x for row in diffs for x in row]
+        return dataclasses.replace(paired_t(flat, level), n=len(flat))
+    mean = statistics.fmean(x for row in diffs for x in row)
+    a = statistics.variance([statistics.fmean(row) for row in diffs]) / n_s
+    b = statistics.variance([statistics.fmean(col) for col in zip(*diffs)]) / n_k
+    se = math.sqrt(a + b)
+    if se == 0.0:
+        return PairedResult(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, n_s * n_k, level)
+    df = (a + b) ** 2 / (a * a / (n_s - 1) + b * b / (n_k - 1))
+    half = t_quantile(0.5 + level / 2.0, df) * se
+    p = 2.0 * (1.0 - t_cdf(abs(mean) / se, df))
+    return PairedResult(mean, mean - half, mean + half, p, n_s * n_k, level)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -5,6 +5,7 @@ check, the fixed combination's shares, and the cut to a wall-time budget."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
@@ -134,7 +135,7 @@ def test_several_searches_multiply_the_replays_and_the_searches_in_the_estimate(
     assert estimate(s, COST, done).left_s == pytest.approx(2 + 18 + 20)
 
 
-def test_a_replay_is_pooled_per_seed_over_its_searches_before_the_paired_interval():
+def test_a_replay_is_pooled_per_seed_and_its_interval_is_crossed_over_searches_and_seeds():
     from distpro_lightning.compare.plan import choice_runs
 
     s = CompareSettings(methods=["student", "distpro"], seeds=[0, 1, 2], grid_seeds=[0],
@@ -156,11 +157,23 @@ def test_a_replay_is_pooled_per_seed_over_its_searches_before_the_paired_interva
     assert [runs["distpro"][k]["top1"] for k in range(3)] == pytest.approx(means)
     assert {r["searches"] for r in runs["distpro"].values()} == {2}
     plain, _, _ = differences(runs, "distpro")["student"]
-    test = scipy_stats.ttest_rel([100 * m for m in means], [100 * t for t in student])
-    assert plain.mean == pytest.approx(100 * (sum(means) - sum(student)) / 3)
-    assert plain.p_value == pytest.approx(test.pvalue, rel=1e-6)
+    # the crossed interval: rows = searches, columns = seeds (by hand: the variance of the
+    # search means over 2 plus that of the seed means over 3, Satterthwaite's df)
+    table = [[100 * (tops[(k, x)] - student[k]) for k in range(3)] for x in (100, 200)]
+    rows = [sum(r) / 3 for r in table]
+    cols = [sum(c) / 2 for c in zip(*table)]
+    a, b = statistics.variance(rows) / 2, statistics.variance(cols) / 3
+    df = (a + b) ** 2 / (a * a / 1 + b * b / 2)
+    mean = sum(rows) / 2
+    assert plain.mean == pytest.approx(100 * (sum(means) - sum(student)) / 3) == pytest.approx(mean)
+    p_value = 2 * scipy_stats.t.sf(abs(mean) / math.sqrt(a + b), df)
+    assert plain.p_value == pytest.approx(p_value, rel=1e-6)
     text = report_text({"records": records, "history": []}, s)
     assert "| 3 × 2 searches |" in text
+    # a third search on one seed only: the table keeps the complete 2 x 3 block, says so
+    extra = {**records[0], "search_seed": 300, "key": "run:distpro:0:default:s300", "top1": 0.1}
+    text = report_text({"records": [*records, extra], "history": []}, s)
+    assert "| 3 × 2 searches, of 3 so far |" in text
 
 
 def test_a_grid_cut_drops_widening_then_grid_seeds_and_an_impossible_budget_is_refused():

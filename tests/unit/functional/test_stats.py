@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 import statistics
 
 import pytest
 
 from distpro_lightning.functional import stats
+from distpro_lightning.functional.stats import crossed_t, paired_t
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -77,3 +79,49 @@ def test_cluster_bootstrap_counts_the_spread_of_searches():
     assert 1.0 <= lo0 <= m0 <= hi0 <= 3.0
     with pytest.raises(ValueError, match="full searches x seeds"):
         stats.cluster_bootstrap([[1.0, 2.0], [1.0]])
+
+
+def test_crossed_t_with_one_search_is_the_paired_t_over_the_seeds():
+    diffs = [0.4, 1.1, -0.2, 0.9, 0.5]
+    one = crossed_t([diffs])
+    plain = paired_t(diffs)
+    assert (one.mean, one.low, one.high, one.p_value) == (
+        plain.mean,
+        plain.low,
+        plain.high,
+        plain.p_value,
+    )
+
+
+def test_crossed_t_matches_the_two_way_mean_squares_and_satterthwaite():
+    diffs = [[0.9, 1.4, 0.2, 1.1, 0.8], [0.1, 0.6, -0.4, 0.2, 0.3], [1.5, 1.9, 0.9, 1.6, 1.0]]
+    n_s, n_k = len(diffs), len(diffs[0])
+    grand = sum(map(sum, diffs)) / (n_s * n_k)
+    rows = [sum(r) / n_k for r in diffs]
+    cols = [sum(diffs[s][k] for s in range(n_s)) / n_s for k in range(n_k)]
+    ms_s = n_k * sum((r - grand) ** 2 for r in rows) / (n_s - 1)  # ANOVA mean squares
+    ms_k = n_s * sum((c - grand) ** 2 for c in cols) / (n_k - 1)
+    var = (ms_s + ms_k) / (n_s * n_k)
+    df = (ms_s + ms_k) ** 2 / (ms_s**2 / (n_s - 1) + ms_k**2 / (n_k - 1))
+    half = scipy_stats.t.ppf(0.975, df) * var**0.5
+    got = crossed_t(diffs)
+    assert got.mean == pytest.approx(grand) and got.n == 15
+    assert (got.low, got.high) == pytest.approx((grand - half, grand + half), rel=1e-8)
+    assert got.p_value == pytest.approx(2 * scipy_stats.t.sf(abs(grand) / var**0.5, df), rel=1e-6)
+
+
+def test_crossed_t_covers_when_searches_vary_and_the_seeds_alone_do_not():
+    # 3 searches, each replayed on the same 5 seeds; no true difference. The search's
+    # effect shifts every seed alike: an interval over the per-seed means misses it.
+    rng = random.Random(7)
+    covered = naive = 0
+    draws = 400
+    for _ in range(draws):
+        search = [rng.gauss(0, 0.6) for _ in range(3)]
+        seed = [rng.gauss(0, 0.3) for _ in range(5)]
+        table = [[a + b + rng.gauss(0, 0.2) for b in seed] for a in search]
+        got = crossed_t(table)
+        covered += got.low <= 0.0 <= got.high
+        pooled = paired_t([sum(col) / 3 for col in zip(*table)])
+        naive += pooled.low <= 0.0 <= pooled.high
+    assert covered / draws >= 0.93 and naive / draws <= 0.8
