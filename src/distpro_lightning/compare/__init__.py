@@ -8,6 +8,7 @@ baselines on the user's own teacher, student and data.
 * `runs`: one search or run through ``Trainer.fit``, paired;
 * `budget`: the estimate from a measured warm-up, the cut to a wall-time budget;
 * `schedule`: tasks with dependencies, ``jobs`` at a time (the benchmarks' scheduler too);
+* `results_file`: the results file across versions (`upgrade`);
 * `runner`: ``jobs`` processes, the resumable results file;
 * `report`: the Markdown table, the plot, the loggers.
 """

@@ -23,6 +23,7 @@ from distpro_lightning.compare.plan import (
     grid_scores,
     params_key,
 )
+from distpro_lightning.compare.results_file import upgrade
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
 from distpro_lightning.functional.stats import PairedResult, crossed_t, holm, holm_levels
@@ -309,4 +310,5 @@ def render(results: str | Path) -> str:
             f"compare --report: {path} is not a results file of distpro compare (it has no "
             "records)."
         )
+    payload = upgrade(payload)  # in memory: the file and its processes stay as they are
     return write_report(payload, settings_of(payload, path), path)

@@ -26,6 +26,7 @@ from distpro_lightning.compare.budget import duration, estimate, fit_budget, mea
 from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
+from distpro_lightning.compare.results_file import VERSION, upgrade
 from distpro_lightning.compare.runs import execute
 from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
@@ -48,8 +49,8 @@ def load_payload(path: Path, settings: CompareSettings, pair: Pair) -> dict[str,
     """The results file to resume (refused when made under other settings), or a new one."""
     given = given_settings(settings, pair)
     if not path.is_file():
-        return {"version": 1, "settings": given, "history": [], "records": []}
-    payload = json.loads(path.read_text())
+        return {"version": VERSION, "settings": given, "history": [], "records": []}
+    payload = upgrade(json.loads(path.read_text()), path.with_suffix(""))
     if payload.get("settings") != given:
         there = payload.get("settings", {})
         differ = [
