@@ -15,7 +15,7 @@ File format (JSON, UTF-8, no pickle, nothing executed on load):
   "steps_per_epoch": 375,
   "run_id": "3f2a...",          # version 2: the run that wrote the file (or null)
   "skipped_steps": [17, 18],    # version 2: rows whose search step was skipped
-  "provenance": {"library_version": "0.2.0", "created": "...", ...}
+  "provenance": {"library_version": "0.3.0", "created": "...", ...}
 }
 ```
 
