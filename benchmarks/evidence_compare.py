@@ -144,6 +144,13 @@ def export_pair(evidence: dict[str, Any], pair: str, source: str) -> dict[str, A
         "settings": {"compare": effective, "pair": {"evidence": source, "pair": pair}},
         "effective": effective,
         "history": [{"command": command, "started": "-"}],
+        "notes": [
+            "the evidence run's records. Its pairing is by construction (one initial student "
+            "and one batch order per seed, docs/quality.md). Its wall times are one-thread "
+            "task times on a 2-core machine shared with other work, so the cost column is "
+            "rough; the measured costs are benchmarks/results/recipe_cost*.json "
+            "(docs/cost.md)."
+        ],
         "records": records,
     }
 

@@ -220,6 +220,8 @@ def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
     lines += [pairing_line(payload["records"]), ""]
     if payload.get("cuts"):
         lines += [f"Cut to the budget: {', '.join(payload['cuts'])}.", ""]
+    for note in payload.get("notes", []):  # what the file's maker says of its records
+        lines += [f"Note: {note}", ""]
     if payload.get("estimate"):
         lines += [f"Estimate before the start: {payload['estimate']['text']}", ""]
     wall = sum(r["wall_s"] for r in payload["records"])

@@ -213,3 +213,9 @@ def test_a_grid_in_progress_is_reported_so_far_and_a_superseded_choice_never():
     assert sorted(final) == [0, 1] and {r["params"]["w"] for r in final.values()} == {2.0}
     done.append(_kd_run(2, 2.0, 0.86, chosen=True))
     assert sorted(choice_runs(s, done, "hinton_kd")) == [0, 1, 2]
+
+
+def test_a_results_files_notes_are_in_its_report():
+    s = CompareSettings(methods=["student"], seeds=[0, 1], grid_seeds=[0])
+    payload = {"records": [], "history": [], "notes": ["made elsewhere; costs are rough."]}
+    assert "\nNote: made elsewhere; costs are rough.\n" in report_text(payload, s)
