@@ -479,3 +479,10 @@ def test_cosine_schedule_with_max_steps_alone_anneals_per_step_over_the_estimate
     expected = [0.05 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert seen == pytest.approx(expected)
     assert trainer.lr_scheduler_configs[0].interval == "step"
+
+
+def test_a_checkpoint_path_that_is_no_file_is_left_to_lightnings_own_message(tmp_path):
+    from distpro_lightning.modules.distpro import check_teacher_file
+
+    assert check_teacher_file(tmp_path / "nowhere.ckpt") is None
+    assert check_teacher_file(object()) is None  # a file object: Lightning reads it
