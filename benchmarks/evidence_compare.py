@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks.converged_grids import CHOSEN, GRIDS_ISSUE34
 from distpro_lightning.compare.plan import params_key, search_key
 from distpro_lightning.compare.report import render
+from distpro_lightning.compare.results_file import VERSION
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.files import atomic_write_text
 
@@ -140,7 +141,7 @@ def export_pair(evidence: dict[str, Any], pair: str, source: str) -> dict[str, A
     effective = settings.as_dict()
     command = f"python -m benchmarks.evidence_compare (the records of {source}, pair {pair})"
     return {
-        "version": 1,
+        "version": VERSION,
         "settings": {"compare": effective, "pair": {"evidence": source, "pair": pair}},
         "effective": effective,
         "history": [{"command": command, "started": "-"}],

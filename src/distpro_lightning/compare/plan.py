@@ -225,21 +225,30 @@ def choice_runs(
 
 
 def complete_block(cells: dict[int, set[int]]) -> tuple[list[int], list[int]]:
-    """The searches and seeds of the largest complete table (every search on every seed)
-    with at least two seeds, from ``cells`` (search -> the seeds it ran on); more searches
-    win a tie. ``([], [])`` when no search ran on two seeds."""
+    """The searches and seeds of the complete table (every search on every seed, at least
+    two seeds) that keeps the most of the search's variance: two or more searches where
+    any such table exists, then the most cells, then the most searches (then the smallest
+    search seeds). ``([], [])`` when no search ran on two seeds. Past 8 searches, the
+    search on the fewest seeds is dropped until two seeds are shared."""
     searches = sorted(cells)
-    subsets = [
-        list(chosen)
-        for size in range(len(searches), 0, -1)
-        for chosen in itertools.combinations(searches, size)
-    ] if len(searches) <= 8 else [searches]  # fmt: skip
-    best: tuple[int, int, list[int], list[int]] = (0, 0, [], [])
+    if len(searches) > 8:
+        kept = sorted(searches, key=lambda x: (-len(cells[x]), x))
+        while len(kept) > 1 and len(set.intersection(*(cells[x] for x in kept))) < 2:
+            kept.pop()
+        subsets = [sorted(kept)]
+    else:
+        subsets = [
+            list(chosen)
+            for size in range(len(searches), 0, -1)
+            for chosen in itertools.combinations(searches, size)
+        ]
+    best: tuple[tuple[bool, int, int], list[int], list[int]] = ((False, 0, 0), [], [])
     for chosen in subsets:
         seeds = sorted(set.intersection(*(cells[x] for x in chosen)))
-        if len(seeds) >= 2 and (len(chosen) * len(seeds), len(chosen)) > best[:2]:
-            best = (len(chosen) * len(seeds), len(chosen), chosen, seeds)
-    return best[2], best[3]
+        rank = (len(chosen) >= 2, len(chosen) * len(seeds), len(chosen))
+        if len(seeds) >= 2 and rank > best[0]:
+            best = (rank, chosen, seeds)
+    return best[1], best[2]
 
 
 def pooled(runs: list[Record]) -> dict[int, Record]:

@@ -26,7 +26,13 @@ from distpro_lightning.compare.plan import (
 from distpro_lightning.compare.results_file import upgrade
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
-from distpro_lightning.functional.stats import PairedResult, crossed_t, holm, holm_levels
+from distpro_lightning.functional.stats import (
+    PairedResult,
+    crossed_t,
+    holm,
+    holm_levels,
+    two_table_t,
+)
 
 COLUMNS = ["method", "chosen point", "seeds", "test top-1 %", "val top-1 %"]
 COLUMNS += ["recommended − method, 95 % CI", "Holm-adjusted CI, p", "cost × Hinton KD"]
@@ -54,44 +60,42 @@ def recommended(settings: CompareSettings, runs: dict[str, dict[int, Record]]) -
         r["val_top1"] for r in runs[m].values())))  # fmt: skip
 
 
-def difference_table(best: dict[int, Record], other: dict[int, Record]) -> list[list[float]] | None:
-    """best − other in points, as a searches x seeds table over their common seeds: one
-    row where neither replays searches; else a row per search of the one that does (both
-    do: per common search; none in common: one row of their pooled means). ``None`` under
-    two common seeds."""
+def difference(
+    best: dict[int, Record], other: dict[int, Record], level: float = 0.95
+) -> PairedResult | None:
+    """best − other in points over their common seeds (``None`` under two). Where both
+    replay the same searches, paired by search and seed (`crossed_t`); else each as a
+    table of its own searches x the seeds (one row without searches), their searches
+    independent (`two_table_t`; two methods without searches: the paired t)."""
     seeds = sorted(set(best) & set(other))
     if len(seeds) < 2:
         return None
-    b = set(best[seeds[0]].get("cells") or ())
-    o = set(other[seeds[0]].get("cells") or ())
-    rows: list[int | None] = sorted(b & o if b and o else b | o) or [None]
 
-    def value(run: Record, search: int | None) -> float:
-        cells = run.get("cells") or {}
-        return cells[search] if search in cells else run["top1"]
+    def table(runs: dict[int, Record]) -> list[list[float]]:
+        cells = runs[seeds[0]].get("cells")
+        if not cells:
+            return [[100 * runs[k]["top1"] for k in seeds]]
+        return [[100 * runs[k]["cells"][x] for k in seeds] for x in sorted(cells)]
 
-    return [[100 * (value(best[k], s) - value(other[k], s)) for k in seeds] for s in rows]
+    a, b = table(best), table(other)
+    if len(a) > 1 and set(best[seeds[0]]["cells"]) == set(other[seeds[0]].get("cells") or {}):
+        return crossed_t([[x - y for x, y in zip(ra, rb)] for ra, rb in zip(a, b)], level)
+    return two_table_t(a, b, level)
 
 
 def differences(
     runs: dict[str, dict[int, Record]], best: str | None
 ) -> dict[str, tuple[PairedResult, PairedResult, float]]:
-    """Per method: the result of best − method (points; `crossed_t`: paired over the seeds,
-    and over the searches where one of them replays searches), the same at its Holm level,
-    and its Holm-adjusted p-value."""
+    """Per method: the result of best − method (points, `difference`), the same at its
+    Holm level, and its Holm-adjusted p-value (Holm over every method compared)."""
     if best is None:
         return {}
-    tables = {}
-    for method, by_seed in runs.items():
-        table = difference_table(runs[best], by_seed) if method != best else None
-        if table is not None:
-            tables[method] = table
-    names = list(tables)
-    plain = [crossed_t(tables[m]) for m in names]
-    adjusted = holm([r.p_value for r in plain])
-    levels = holm_levels([r.p_value for r in plain])
+    plain = {m: difference(runs[best], r) for m, r in runs.items() if m != best}
+    names = [m for m, result in plain.items() if result is not None]
+    p_values = [plain[m].p_value for m in names]  # type: ignore[union-attr]
+    adjusted, levels = holm(p_values), holm_levels(p_values)
     return {
-        m: (plain[i], crossed_t(tables[m], level=levels[i]), adjusted[i])
+        m: (plain[m], difference(runs[best], runs[m], levels[i]), adjusted[i])  # type: ignore[misc]
         for i, m in enumerate(names)
     }
 

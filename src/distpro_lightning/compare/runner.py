@@ -26,7 +26,7 @@ from distpro_lightning.compare.budget import duration, estimate, fit_budget, mea
 from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
-from distpro_lightning.compare.results_file import VERSION, upgrade
+from distpro_lightning.compare.results_file import VERSION, adopt_processes, upgrade
 from distpro_lightning.compare.runs import execute
 from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
@@ -50,7 +50,7 @@ def load_payload(path: Path, settings: CompareSettings, pair: Pair) -> dict[str,
     given = given_settings(settings, pair)
     if not path.is_file():
         return {"version": VERSION, "settings": given, "history": [], "records": []}
-    payload = upgrade(json.loads(path.read_text()), path.with_suffix(""))
+    payload = upgrade(json.loads(path.read_text()))
     if payload.get("settings") != given:
         there = payload.get("settings", {})
         differ = [
@@ -59,9 +59,15 @@ def load_payload(path: Path, settings: CompareSettings, pair: Pair) -> dict[str,
             for k in set(given[part]) | set(there.get(part, {}))
             if given[part].get(k) != there.get(part, {}).get(k)
         ]
+        values = [
+            f"{k}: {there.get('compare', {}).get(k)!r} there, {given['compare'].get(k)!r} now"
+            for k in sorted(set(given["compare"]) | set(there.get("compare", {})))
+            if f"compare.{k}" in differ
+        ]
+        shown = f" ({'; '.join(values)})" if values else ""
         raise ValueError(
             f"compare: {path} holds runs made under other settings ({', '.join(sorted(differ))}"
-            "). Give the same settings to resume it, or another compare.results file."
+            f"){shown}. Give the same settings to resume it, or another compare.results file."
         )
     return payload
 
@@ -215,6 +221,9 @@ class Runner:
             self.payload = load_payload(self.path, self.given, self.pair)  # as it is now
             self.records, self.settings = self.payload["records"], self.effective()
             self.payload["history"].append({"command": command, "started": time.ctime()})
+            if self.path.is_file():  # a version-1 file's processes, now that it resumes
+                adopt_processes(self.payload, self.folder)
+                self.save()  # the renamed processes and the upgraded records, together
             remove_stale_workspaces(self.folder)
             self.prepare()
             self.run_tasks()

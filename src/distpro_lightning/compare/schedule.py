@@ -24,19 +24,25 @@ class Job(Protocol):
     def priority(self) -> float: ...
 
 
+def unique(tasks: list[Any]) -> list[Any]:
+    """``tasks``, refused when two share a key (each would run twice)."""
+    keys = [t.key for t in tasks]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ValueError(
+            f"schedule: tasks share a key ({repeated}): each would run twice; give every "
+            "task its own key."
+        )
+    return tasks
+
+
 class Queue:
     """The tasks not started yet and the keys finished; a dependency that is not a task of
     the queue counts as done (done before the call)."""
 
     def __init__(self, tasks: list[Any], more: Callable[[], list[Any]] | None) -> None:
-        self.pending, self.more = list(tasks), more
+        self.pending, self.more = list(unique(tasks)), more
         self.known = {t.key for t in tasks}
-        if len(self.known) < len(tasks):
-            keys = [t.key for t in tasks]
-            raise ValueError(
-                f"schedule: tasks share a key ({sorted({k for k in keys if keys.count(k) > 1})}): "
-                "each would run twice; give every task its own key."
-            )
         self.finished = {d for t in tasks for d in t.deps} - self.known
 
     def ready(self) -> list[Any]:
@@ -49,7 +55,7 @@ class Queue:
 
     def done(self, task: Any) -> None:
         self.finished.add(task.key)
-        new = [t for t in (self.more() if self.more else []) if t.key not in self.known]
+        new = [t for t in unique(self.more() if self.more else []) if t.key not in self.known]
         self.known.update(t.key for t in new)
         self.finished.update(d for t in new for d in t.deps if d not in self.known)
         self.pending.extend(new)

@@ -1,5 +1,5 @@
 """Statistics of paired comparisons: Student-t quantiles, paired t-intervals and tests, the
-crossed (searches x seeds) interval, Holm's step-down adjustment, and a two-way cluster
+crossed (searches x seeds) interval and its two-table form, Holm's step-down adjustment, and a two-way cluster
 bootstrap (searches x seeds).
 
 Pure Python (no SciPy at run time): the t distribution through the regularised incomplete
@@ -137,6 +137,40 @@ def crossed_t(diffs: Sequence[Sequence[float]], level: float = 0.95) -> PairedRe
     half = t_quantile(0.5 + level / 2.0, df) * se
     p = 2.0 * (1.0 - t_cdf(abs(mean) / se, df))
     return PairedResult(mean, mean - half, mean + half, p, n_s * n_k, level)
+
+
+def two_table_t(
+    a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], level: float = 0.95
+) -> PairedResult:
+    """The interval and test of ``mean(a) - mean(b)`` for two methods on the same paired
+    seeds, each a table of its own searches x the seeds (one row: a method without
+    searches), whose searches are independent draws (not shared). The variance of the
+    difference is ``var(a's search means) / S_a + var(b's search means) / S_b +
+    var(per-seed differences of the pooled means) / K`` (a term is left out where its
+    table has one row), with Satterthwaite's degrees of freedom; like `crossed_t` it errs
+    wide. Two one-row tables give `paired_t` over the seeds; ``b`` of one row gives
+    `crossed_t` of ``a - b``."""
+    n_k = len(a[0]) if a and b else 0
+    if n_k < 2 or any(len(row) != n_k for row in (*a, *b)):
+        raise ValueError("two_table_t needs two full tables on the same two or more seeds")
+    mean = statistics.fmean(x for row in a for x in row) - statistics.fmean(
+        x for row in b for x in row
+    )
+    per_seed = [statistics.fmean(ca) - statistics.fmean(cb) for ca, cb in zip(zip(*a), zip(*b))]
+    terms = [(statistics.variance(per_seed) / n_k, n_k - 1)]
+    for table in (a, b):
+        if len(table) > 1:
+            means = [statistics.fmean(row) for row in table]
+            terms.append((statistics.variance(means) / len(table), len(table) - 1))
+    var = sum(t for t, _ in terms)
+    cells = (len(a) + len(b)) * n_k
+    if var == 0.0:
+        return PairedResult(mean, mean, mean, 1.0 if mean == 0.0 else 0.0, cells, level)
+    df = var**2 / sum(t * t / d for t, d in terms if t > 0)
+    se = math.sqrt(var)
+    half = t_quantile(0.5 + level / 2.0, df) * se
+    p = 2.0 * (1.0 - t_cdf(abs(mean) / se, df))
+    return PairedResult(mean, mean - half, mean + half, p, cells, level)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -131,3 +131,16 @@ def test_grid_points_take_one_order_of_their_keys_whatever_order_they_are_given_
     s = CompareSettings(methods=["hinton_kd"], seeds=[0, 1], grid_seeds=[0],
                         grids={"hinton_kd": [{"T": 4.0, "w": 1.0}, {"w": 2.0, "T": 4.0}]})  # fmt: skip
     assert [params_key(p) for p in s.grids["hinton_kd"]] == ["w=1,T=4", "w=2,T=4"]
+
+
+def test_the_complete_block_keeps_several_searches_before_more_cells():
+    from distpro_lightning.compare.plan import complete_block
+
+    # one search on 5 seeds (5 cells) or two on 2 seeds (4 cells): the two, whose spread
+    # the interval needs
+    assert complete_block({100: {0, 1, 2, 3, 4}, 2100: {0, 1}}) == ([100, 2100], [0, 1])
+    assert complete_block({100: {0, 1, 2}, 2100: {0}}) == ([100], [0, 1, 2])
+    assert complete_block({100: {0}, 2100: {1}}) == ([], [])
+    # past 8 searches: the one on the fewest seeds goes
+    many = {x: {0, 1, 2} for x in range(9)} | {9: {0}}
+    assert complete_block(many) == (list(range(9)), [0, 1, 2])

@@ -10,7 +10,7 @@ import pytest
 
 from distpro_lightning.compare.plan import plan
 from distpro_lightning.compare.report import render, settings_of
-from distpro_lightning.compare.results_file import VERSION, upgrade
+from distpro_lightning.compare.results_file import VERSION, adopt_processes, upgrade
 from distpro_lightning.compare.settings import CompareSettings
 
 
@@ -39,16 +39,30 @@ def version_1(tmp_path):
 
 
 def test_a_version_1_file_is_upgraded_with_every_run_kept(tmp_path):
-    payload = upgrade(version_1(tmp_path), tmp_path / "r")
+    payload = upgrade(version_1(tmp_path))
     assert payload["version"] == VERSION == 2
     keys = [r["key"] for r in payload["records"]]
     assert keys == ["search:full:s7", "run:student:0:default", "run:student:1:default",
                     "run:distpro:0:default:s7", "run:distpro:1:default:s7"]  # fmt: skip
-    assert (tmp_path / "r" / "process_full_s7.json").is_file()
+    assert payload["records"][0]["process"] == "process_full_s7.json"
+    # in memory only: the process keeps its name until a resume is accepted
+    assert (tmp_path / "r" / "process_full.json").is_file()
+    adopt_processes(payload, tmp_path / "r")
+    assert (tmp_path / "r" / "process_full_s7.json").read_text() == "{}"
     assert not (tmp_path / "r" / "process_full.json").exists()
+    assert "v1_process" not in payload["records"][0]
     settings = settings_of(payload, tmp_path / "r.json")
     assert settings.search_seeds == (7,)
     assert plan(settings, payload["records"]) == []  # nothing runs again
+    assert upgrade(json.loads(json.dumps(payload))) == payload  # a second upgrade: no change
+
+
+def test_two_different_processes_under_both_names_are_refused(tmp_path):
+    payload = upgrade(version_1(tmp_path))
+    (tmp_path / "r" / "process_full_s7.json").write_text('{"other": 1}')
+    with pytest.raises(ValueError, match="both exist and differ"):
+        adopt_processes(payload, tmp_path / "r")
+    assert (tmp_path / "r" / "process_full.json").is_file()
 
 
 def test_compare_report_renders_a_version_1_file_and_leaves_it_as_it_is(tmp_path):
@@ -65,17 +79,27 @@ def test_a_file_of_a_newer_version_is_refused():
         upgrade({"version": VERSION + 1, "records": []})
 
 
-def test_a_comparison_resumes_a_version_1_file(tmp_path):
+def test_a_comparison_resumes_a_version_1_file_and_renames_its_process_only_then(tmp_path):
     from distpro_lightning.compare.pair import Pair
     from distpro_lightning.compare.runner import Runner
 
     version_1(tmp_path)
+    before = (tmp_path / "r.json").read_text()
     pair = Pair(model=lambda: None, data=lambda seed, search: None)
     settings = CompareSettings(results=str(tmp_path / "r.json"), methods=["student", "distpro"],
                                seeds=[0, 1], grid_seeds=[0], search_seeds=[7])  # fmt: skip
+    # under the new default of three searches it is refused, naming the values, and
+    # nothing on disk changes
+    with pytest.raises(ValueError, match=r"search_seeds: \[7\] there, \[7, 8, 9\] now"):
+        Runner(pair, CompareSettings(**{**settings.as_dict(), "search_seeds": [7, 8, 9]}))
+    assert (tmp_path / "r.json").read_text() == before
+    assert (tmp_path / "r" / "process_full.json").is_file()
     runner = Runner(pair, settings, say=lambda text: None)
     assert [r["key"] for r in runner.records][0] == "search:full:s7"
-    assert plan(runner.settings, runner.records) == []
-    # under the new default of three searches it is refused, naming the setting to give
-    with pytest.raises(ValueError, match="compare.search_seeds"):
-        Runner(pair, CompareSettings(**{**settings.as_dict(), "search_seeds": [7, 8, 9]}))
+    runner.prepare = lambda: None  # nothing left to run: no warm-up to measure
+    runner.run("resume")
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["version"] == 2 and saved["records"][0]["process"] == "process_full_s7.json"
+    assert "v1_process" not in saved["records"][0]
+    assert (tmp_path / "r" / "process_full_s7.json").is_file()
+    assert len(saved["records"]) == 5 and len(saved["history"]) == 1

@@ -86,3 +86,12 @@ def test_two_tasks_with_one_key_are_refused_not_run_twice():
     with pytest.raises(ValueError, match="share a key"):
         schedule([Job("a"), Job("a")], 1, lambda t: ran.append(t.key) or {}, lambda t, r: None)
     assert ran == []
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_tasks_of_one_key_that_more_returns_are_refused_too(jobs):
+    ran: list[str] = []
+    with pytest.raises(ValueError, match="share a key"):
+        schedule([Job("a")], jobs, lambda t: ran.append(t.key) or {}, lambda t, r: None,
+                 more=lambda: [Job("b"), Job("b")])  # fmt: skip
+    assert ran == ["a"]

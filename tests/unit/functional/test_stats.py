@@ -125,3 +125,47 @@ def test_crossed_t_covers_when_searches_vary_and_the_seeds_alone_do_not():
         pooled = paired_t([sum(col) / 3 for col in zip(*table)])
         naive += pooled.low <= 0.0 <= pooled.high
     assert covered / draws >= 0.93 and naive / draws <= 0.8
+
+
+def test_two_table_t_matches_its_variance_terms_by_hand_and_reduces_to_the_others():
+    a = [[85.1, 84.2, 86.0, 84.9], [84.0, 83.6, 85.1, 84.2], [85.9, 84.8, 86.3, 85.5]]
+    b = [[83.0, 82.9, 84.1, 83.3], [84.1, 83.0, 84.9, 83.9]]
+    k = 4
+    seed_diff = [sum(ca) / 3 - sum(cb) / 2 for ca, cb in zip(zip(*a), zip(*b))]
+    terms = [
+        (statistics.variance(seed_diff) / k, k - 1),
+        (statistics.variance([sum(r) / k for r in a]) / 3, 2),
+        (statistics.variance([sum(r) / k for r in b]) / 2, 1),
+    ]
+    var = sum(t for t, _ in terms)
+    df = var**2 / sum(t * t / d for t, d in terms)
+    mean = sum(map(sum, a)) / 12 - sum(map(sum, b)) / 8
+    got = stats.two_table_t(a, b)
+    half = scipy_stats.t.ppf(0.975, df) * math.sqrt(var)
+    assert got.mean == pytest.approx(mean)
+    assert (got.low, got.high) == pytest.approx((mean - half, mean + half), rel=1e-8)
+    # one row each: the paired t over the seeds; b of one row: crossed_t of a - b
+    one = stats.two_table_t([a[0]], [b[0]])
+    assert one.p_value == pytest.approx(paired_t([x - y for x, y in zip(a[0], b[0])]).p_value)
+    crossed = crossed_t([[x - y for x, y in zip(row, b[0])] for row in a])
+    assert stats.two_table_t(a, [b[0]]).high == pytest.approx(crossed.high)
+
+
+def test_two_table_t_covers_when_both_methods_have_searches_of_their_own():
+    # no true difference; each method's own searches shift every seed alike
+    rng = random.Random(11)
+    covered = naive = 0
+    draws = 300
+    for _ in range(draws):
+        seed = [rng.gauss(0, 0.3) for _ in range(5)]
+        a = [
+            [s + b + rng.gauss(0, 0.2) for b in seed] for s in (rng.gauss(0, 0.6) for _ in range(2))
+        ]
+        b = [
+            [s + b + rng.gauss(0, 0.2) for b in seed] for s in (rng.gauss(0, 0.6) for _ in range(2))
+        ]
+        got = stats.two_table_t(a, b)
+        covered += got.low <= 0.0 <= got.high
+        pooled = paired_t([sum(x) / 2 - sum(y) / 2 for x, y in zip(zip(*a), zip(*b))])
+        naive += pooled.low <= 0.0 <= pooled.high
+    assert covered / draws >= 0.93 and naive / draws <= 0.8
