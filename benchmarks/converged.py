@@ -348,6 +348,39 @@ def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
               "grid chooses another point", flush=True)  # fmt: skip
 
 
+def set_aside_interrupted(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Path]:
+    """Move the process files of searches that have no record (a killed run's, written
+    part-way) to ``<name>.interrupted.json``, so that the search runs again from the start
+    and no replay reads a half search; kept, and said, never deleted."""
+    done = {r["key"] for r in records if r.get("kind") == "search"}
+    moved = []
+    for path in sorted(out_dir(args).glob("process_*.json")):
+        stem = path.stem.removeprefix("process_")
+        pair = next((p for p in PAIRS if stem.startswith(f"{p}_")), None)
+        if pair is None or path.name.endswith(".interrupted.json"):
+            continue
+        tag, _, variant = stem.removeprefix(f"{pair}_").partition("_")
+        if not variant or not (tag == "shared" or tag.removeprefix("s").isdigit()):
+            continue
+        seed = SHARED if tag == "shared" else int(tag.removeprefix("s"))
+        if Task("search", pair, variant, seed).key not in done:
+            target = path.with_name(f"{path.stem}.interrupted.json")
+            os.replace(path, target)
+            moved.append(target)
+            print(f"[converged] {path.name}: a search with no record (interrupted); set "
+                  f"aside as {target.name}, it runs again", flush=True)  # fmt: skip
+    return moved
+
+
+def failed_dependency(task: Task, failed: set[str]) -> dict[str, Any] | None:
+    """The failure record of a task whose dependency failed in this call (``--keep-going``):
+    it is not run, so a replay never reads the process of a search that did not finish."""
+    missing = [d for d in task.deps if d in failed]
+    if not missing:
+        return None
+    return {"failed": f"not run: its dependency {missing[0]} failed", "key": task.key}
+
+
 def run_plan(
     args: argparse.Namespace,
     payload: dict[str, Any],
@@ -500,6 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out_dir(args).mkdir(parents=True, exist_ok=True)
     payload = load_payload(args, path)
+    set_aside_interrupted(args, payload["records"])
     if args.import_records and not payload["records"]:
         import_records(args, payload, Path(args.import_records))
     records: list[dict[str, Any]] = payload["records"]
@@ -514,8 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     def save() -> None:
         atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
 
+    failed: set[str] = set()
+
     def on_done(task: Task, record: dict[str, Any]) -> None:
         if "failed" in record:  # kept apart: a later command runs the task again
+            failed.add(task.key)
             payload.setdefault("failures", []).append(record)
             save()
             print(f"[converged] {task.key} FAILED: {record['failed'][-600:]}", flush=True)
@@ -529,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     def run(task: Task) -> dict[str, Any]:
         if args.deadline and time.perf_counter() - start > args.deadline:
             raise TimeoutError(f"--deadline {args.deadline:.0f} s passed before {task.key}")
+        skipped = failed_dependency(task, failed)
+        if skipped is not None:
+            return skipped
         try:
             task = resolve(args, task, records)
             if args.jobs == 1:

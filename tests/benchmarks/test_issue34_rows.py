@@ -188,3 +188,30 @@ def test_costs_price_each_row_from_the_measured_steps(tmp_path):
     row = next(line for line in lines if line.startswith("| fixed_review |"))
     assert row == "| fixed_review | 1.50 | 18 | 27.00 |"  # 9 points x 2 seeds x 1.5
     assert "not measured" in headline.cost_lines(PAIR3, {}, {}, root=tmp_path)[0]
+
+
+def test_a_process_of_a_search_with_no_record_is_set_aside_not_replayed(tmp_path, capsys):
+    args = _args("--out", str(tmp_path), "--name", "run")
+    folder = converged.out_dir(args)
+    folder.mkdir(parents=True)
+    done = converged.process_path(args, PAIR1, converged.SHARED, "review")
+    half = converged.process_path(args, PAIR1, converged.SHARED, "review_s2")
+    per_seed = converged.process_path(args, PAIR1, 3, "main")
+    for path in (done, half, per_seed):
+        path.write_text("{}")
+    records = [{"kind": "search", "key": converged.Task("search", PAIR1, "review", -1).key}]
+    moved = converged.set_aside_interrupted(args, records)
+    assert sorted(p.name for p in moved) == sorted(
+        f"{p.stem}.interrupted.json" for p in (half, per_seed)
+    )
+    assert done.is_file() and not half.exists() and all(p.is_file() for p in moved)
+    assert "runs again" in capsys.readouterr().out
+    assert converged.set_aside_interrupted(args, records) == []  # kept, never moved twice
+
+
+def test_a_task_whose_dependency_failed_is_not_run():
+    search = converged.Task("search", PAIR1, "review_s2", -1)
+    replay = converged.Task("run", PAIR1, "distpro_review_s2", 0, "default", (search.key,))
+    record = converged.failed_dependency(replay, {search.key})
+    assert record == {"failed": f"not run: its dependency {search.key} failed", "key": replay.key}
+    assert converged.failed_dependency(replay, set()) is None
