@@ -150,7 +150,10 @@ def export_pair(evidence: dict[str, Any], pair: str, source: str) -> dict[str, A
             "and one batch order per seed, docs/quality.md). Its wall times are one-thread "
             "task times on a 2-core machine shared with other work, so the cost column is "
             "rough; the measured costs are benchmarks/results/recipe_cost*.json "
-            "(docs/cost.md)."
+            "(docs/cost.md).",
+            "the evidence's rows replay the second and third searches with the frozen "
+            "recipe only: compare's plan counts use alpha_T's and the cheap recipe's runs of "
+            "them as planned, which the evidence run never makes.",
         ],
         "records": records,
     }

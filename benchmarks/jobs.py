@@ -6,14 +6,13 @@ in this process or in a fresh interpreter (`in_subprocess`, which runs ``python 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from distpro_lightning.compare.schedule import Job, schedule  # noqa: F401 - the benchmarks' own
-from distpro_lightning.compare.worker import exit_with_parent
+from distpro_lightning.compare.worker import exit_with_parent, parent_env
 from distpro_lightning.files import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +35,7 @@ def in_subprocess(
             stdout=fh,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "OMP_NUM_THREADS": str(threads)},
+            env={**parent_env(), "OMP_NUM_THREADS": str(threads)},
         )
     if proc.returncode != 0:
         tail = log.read_text()[-4000:]

@@ -124,7 +124,8 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
     for label in ("student alone (CE)", "Hinton KD", "ReviewKD", "equal weights", "fixed comb"):
         assert f"| {label}" in text
     assert "| DistPro, full search (the frozen recipe) | – | 2 × 2 searches |" in text
-    assert "Recommended: **" in text and "Pairing checked: the 24 runs" in text
+    assert "DistPro method compared: **" in text and "Pairing checked: the 24 runs" in text
+    assert "Verdict: " in text and "In progress" not in text  # everything ran
     assert (tmp_path / "cmp" / "results.png").read_bytes()[:4] == b"\x89PNG"
     # --report writes the same report again from the records alone
     (tmp_path / "cmp" / "results.md").unlink()
@@ -288,3 +289,21 @@ def test_compare_help_names_the_report_command_in_plain_text(capsys):
     assert run_cli(["--help"]) == 0
     out = " ".join(capsys.readouterr().out.split())  # the help wraps to the terminal's width
     assert "`distpro compare --report RESULTS.json`" in out and "``" not in out.split("options:")[0]
+
+
+def test_a_results_file_resumes_only_with_the_same_teacher_file_not_just_its_path(tmp_path):
+    from distpro_lightning.cli.compare import pair_from_config
+
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"first teacher")
+    config = {
+        "model": {"class_path": "distpro_lightning.DistProModule",
+                  "init_args": {"student": "resnet8", "teacher": str(teacher),
+                                "teacher_model": "resnet14"}},
+        "data": {"class_path": "own_project.OwnData"},
+        "trainer": {"max_epochs": 1},
+    }  # fmt: skip
+    first = pair_from_config(config).description
+    assert set(first["files"]) == {"teacher"} and len(first["files"]["teacher"]) == 64
+    teacher.write_bytes(b"a retrained teacher at the same path")
+    assert pair_from_config(config).description["files"] != first["files"]

@@ -15,8 +15,10 @@ from its records alone (no config, no model, no data): what a run writes at its 
 from __future__ import annotations
 
 import copy
+import hashlib
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -93,8 +95,22 @@ def pair_from_config(config: dict[str, Any]) -> Pair:
         data=data_factory(config["data"]),
         trainer=trainer,
         source=("distpro_lightning.cli.compare:pair_from_config", [config]),
-        description={"model": model_section, "data": config["data"], "trainer": measured},
-    )
+        description={
+            "model": model_section, "data": config["data"], "trainer": measured,
+            "files": file_digests(model_section),
+        },
+    )  # fmt: skip
+
+
+def file_digests(section: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of every file the model section names (a teacher checkpoint, a student's
+    weights): a results file is resumed only with the same files, not just the same
+    paths (a retrained teacher at the same path would mix two teachers' runs)."""
+    out: dict[str, str] = {}
+    for key, value in sorted((section.get("init_args") or {}).items()):
+        if isinstance(value, str) and Path(value).is_file():
+            out[key] = hashlib.sha256(Path(value).read_bytes()).hexdigest()
+    return out
 
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, Any], CompareSettings]:

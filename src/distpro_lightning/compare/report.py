@@ -22,6 +22,7 @@ from distpro_lightning.compare.plan import (
     final_grid,
     grid_scores,
     params_key,
+    plan,
 )
 from distpro_lightning.compare.results_file import upgrade
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
@@ -100,10 +101,14 @@ def differences(
     }
 
 
-def cost(records: list[Record], method: str, runs: dict[int, Record]) -> float | None:
-    """Mean wall time of ``method``'s run plus the search it replays, over the Hinton KD
-    run's mean wall time."""
-    kd = [r["wall_s"] for r in records if r["kind"] == "run" and r["method"] == "hinton_kd"]
+def cost(
+    records: list[Record], method: str, runs: dict[int, Record], kd_runs: dict[int, Record]
+) -> float | None:
+    """Mean wall time of ``method``'s run plus the search it replays, over the mean wall
+    time of the Hinton KD runs the table reports (``kd_runs``; else all of them)."""
+    kd = [r["wall_s"] for r in kd_runs.values()] or [
+        r["wall_s"] for r in records if r["kind"] == "run" and r["method"] == "hinton_kd"
+    ]
     if not kd or not runs:
         return None
     recipe = REPLAYS.get(method)
@@ -124,13 +129,19 @@ def seeds_text(by_seed: dict[int, Record]) -> str:
     return text if of == n else f"{text}, of {of} so far"
 
 
+def reported_runs(payload: dict[str, Any], settings: CompareSettings) -> dict[str, dict]:
+    """Per method with runs, the runs (by seed) its row reports."""
+    records = payload["records"]
+    runs = {m: choice_runs(settings, records, m, provisional=True) for m in settings.methods}
+    return {m: r for m, r in runs.items() if r}
+
+
 def table_rows(
     payload: dict[str, Any], settings: CompareSettings
 ) -> tuple[list[list[str]], str | None]:
     """The rows of the table (``COLUMNS``) and the recommended method."""
     records = payload["records"]
-    runs = {m: choice_runs(settings, records, m, provisional=True) for m in settings.methods}
-    runs = {m: r for m, r in runs.items() if r}
+    runs = reported_runs(payload, settings)
     best = recommended(settings, runs)
     diffs = differences(runs, best)
     rows = []
@@ -145,7 +156,7 @@ def table_rows(
             holm_text = (
                 f"[{level.low:+.2f}, {level.high:+.2f}] at {100 * level.level:.1f} %, p={p:.3g}"
             )
-        c = cost(records, method, by_seed)
+        c = cost(records, method, by_seed, runs.get("hinton_kd", {}))
         test = mean_std([r["top1"] for r in by_seed.values()])
         rows.append([
             LABELS[method], shown, seeds_text(by_seed), test,
@@ -198,10 +209,53 @@ def pairing_line(records: list[Record]) -> str:
     return line
 
 
+def verdict_line(runs: dict[str, dict], best: str | None) -> str:
+    """Whether the DistPro method compared is also the best of every method on validation,
+    or which method beats it there (then DistPro is not what this pair should use)."""
+    if best is None:
+        return "Verdict: – (no DistPro method has runs yet)."
+
+    def val(m: str) -> float:
+        return 100 * statistics.fmean(r["val_top1"] for r in runs[m].values())
+
+    top = max(runs, key=val)
+    if top == best or val(top) <= val(best):
+        return (
+            f"Verdict: {LABELS[best]} has the best mean validation top-1 of every method "
+            f"({val(best):.2f} %)."
+        )
+    return (
+        f"Verdict: on validation **{LABELS[top]}** ({val(top):.2f} %) beats the DistPro "
+        f"method compared ({val(best):.2f} %): on this pair, use {LABELS[top]}; DistPro is "
+        "not recommended over it."
+    )
+
+
+def caveat_lines(payload: dict[str, Any], settings: CompareSettings, runs: dict) -> list[str]:
+    """A comparison still under way, and replays whose interval holds one search only."""
+    lines = []
+    left = plan(settings, payload["records"])
+    if left:
+        done = sum(r["kind"] in ("run", "search") for r in payload["records"])
+        lines.append(
+            f"**In progress:** {done} tasks done, {len(left)} planned (more as grids widen); "
+            "rows marked 'so far' and the intervals will change."
+        )
+    for method, by_seed in runs.items():
+        if next(iter(by_seed.values())).get("searches") == 1:
+            lines.append(
+                f"{LABELS[method]} replays one search: its intervals hold the seeds' "
+                "variance only, conditional on that search."
+            )
+    return [line for text in lines for line in (text, "")]
+
+
 def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
     rows, best = table_rows(payload, settings)
+    runs = reported_runs(payload, settings)
     lines = [
         "# Is DistPro worth it on this pair?", "",
+        *caveat_lines(payload, settings, runs),
         "Test top-1 of the final weights, mean ± std over the paired seeds "
         f"{list(settings.seeds)}; grids run on seeds {list(settings.grid_seeds)} and their "
         "point with the best mean validation top-1 runs on the others (the test set chooses "
@@ -212,8 +266,9 @@ def report_text(payload: dict[str, Any], settings: CompareSettings) -> str:
         "ran on each seed); its differences are crossed intervals over searches and seeds "
         "(the spread of the searches counts, not only the seeds'). Cost: a run plus one "
         "search it replays, in Hinton KD runs.",
-        "", f"Recommended: **{LABELS.get(best, '–') if best else '–'}** "
-        f"({'chosen on validation' if settings.recommended == 'auto' else 'given'}).", "",
+        "", f"DistPro method compared: **{LABELS.get(best, '–') if best else '–'}** "
+        f"({'the best DistPro method on validation' if settings.recommended == 'auto' else 'given'}"
+        ").", "", verdict_line(runs, best), "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),
         *["| " + " | ".join(row) + " |" for row in rows], "",
     ]  # fmt: skip

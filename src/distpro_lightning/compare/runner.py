@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from distpro_lightning.compare.results_file import VERSION, adopt_processes, upg
 from distpro_lightning.compare.runs import execute
 from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
+from distpro_lightning.compare.worker import parent_env
 from distpro_lightning.errors import DistProError
 from distpro_lightning.files import atomic_write_text, folder_lock
 
@@ -51,6 +51,8 @@ def load_payload(path: Path, settings: CompareSettings, pair: Pair) -> dict[str,
     if not path.is_file():
         return {"version": VERSION, "settings": given, "history": [], "records": []}
     payload = upgrade(json.loads(path.read_text()))
+    if "files" not in payload.get("settings", {}).get("pair", {"files": None}):
+        given["pair"].pop("files", None)  # a file from before files were recorded (0.2)
     if payload.get("settings") != given:
         there = payload.get("settings", {})
         differ = [
@@ -96,7 +98,7 @@ def in_subprocess(pair: Pair, spec: dict[str, Any], folder: Path) -> Record:
         with log.open("w") as fh:
             proc = subprocess.run(
                 [sys.executable, "-m", "distpro_lightning.compare.worker", str(spec_path),
-                 str(result)], stdout=fh, stderr=subprocess.STDOUT, env=dict(os.environ),
+                 str(result)], stdout=fh, stderr=subprocess.STDOUT, env=parent_env(),
             )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(
@@ -174,7 +176,13 @@ class Runner:
         found = estimate(self.settings, cost, self.records)
         self.payload["estimate"] = {"text": found.text(), "step_s": cost["step_s"]}
         self.payload["estimate"]["run_steps"] = cost["run_steps"]
-        self.say(f"[compare] estimate: {found.text()}")
+        starts = (
+            f" With jobs={self.settings.jobs}, each task also starts a fresh Python process "
+            "(seconds, not in the estimate): for tiny runs jobs=1 is faster."
+            if self.settings.jobs > 1
+            else ""
+        )
+        self.say(f"[compare] estimate: {found.text()}{starts}")
         self.save()
 
     def run_one(self, task: Task) -> Record:

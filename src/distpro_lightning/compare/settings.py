@@ -106,11 +106,18 @@ DEFAULT_RECIPES: dict[str, SearchRecipe] = {
 
 @dataclass(frozen=True)
 class Budget:
-    """The wall-time budget: ``wall_s`` (``None``: no limit) against the estimate made
-    before the first run (runs x a step cost measured over ``warmup_steps`` steps). Over
-    budget, ``cut`` says what goes: ``seeds`` (the last non-grid seeds, down to
-    ``min_seeds``) or ``grids`` (widening off, then the grids on the first grid seed
-    only); what was cut is printed and kept in the report."""
+    """The wall-time budget, against the estimate made before the first run; what was cut
+    is printed and kept in the report. Searches are never cut.
+
+    Args:
+        wall_s: seconds the comparison may take (``None``: no limit).
+        cut: what goes when over budget: ``seeds`` (the last non-grid seeds, down to
+            ``min_seeds``), ``grids`` (widening off, then the grids on the first grid seed
+            only) or ``none`` (no cut).
+        warmup_steps: the steps of each method timed for the estimate (the first is not
+            counted).
+        min_seeds: the fewest seeds a ``seeds`` cut leaves.
+    """
 
     wall_s: float | None = None
     cut: Literal["seeds", "grids", "none"] = "seeds"
@@ -141,14 +148,17 @@ class CompareSettings:
     Args:
         results: the results file (JSON); its folder also holds the searched processes,
             the report (``.md``) and the plot (``.png``). A later command resumes it.
-        methods: names from `METHODS`.
+        methods: any of student, hinton_kd, reviewkd, equal, fixed, alpha_T, distpro,
+            distpro_cheap, transfer (docs/tutorials/compare.md says what each is).
         seeds: the paired seeds: per seed every method starts from the same student
             weights and sees the same data order (and subset, where the data module takes
             a ``seed``).
         grid_seeds: the seeds on which the grids run (a subset of ``seeds``); the point
             with the best mean validation top-1 there runs on the other seeds.
         grids: per method, its grid (a list of points such as ``{w: 1.0, T: 4.0}``);
-            methods not given keep `DEFAULT_GRIDS`.
+            methods not given keep the evidence protocol's: hinton_kd w in {0.5, 1, 2} x T
+            in {2, 4}; reviewkd w in {0.5, 1, 4} x warm in {0, 1/12}; equal w in {0.5, 1,
+            2}; fixed w in {0.5, 1, 2} x f in {0.2, 0.5, 0.8}.
         widen_rounds: how often a grid whose choice sits on an edge gains the points one
             factor of 2 beyond it.
         recipes: the search recipes ``full`` and ``cheap`` (`SearchRecipe`).
@@ -164,7 +174,8 @@ class CompareSettings:
             (``"position"``, a dict, or ``None``: the same names).
         recommended: the method the differences are taken from: ``auto`` (the DistPro
             method with the best mean validation top-1) or a method name.
-        jobs: runs at a time, each in its own process (needs the config file).
+        jobs: runs at a time, each in its own process (needs the config file); a
+            process starts in seconds, so tiny runs are faster with 1 (``--jobs N``).
         budget: `Budget`.
     """
 
@@ -230,9 +241,10 @@ class CompareSettings:
             )
         missing = [s for s in self.grid_seeds if s not in self.seeds]
         if not self.grid_seeds or missing or len(set(self.grid_seeds)) < len(self.grid_seeds):
+            extra = f"; {missing} not in compare.seeds: add them there or drop them here"
             raise ValueError(
                 f"compare.grid_seeds {list(self.grid_seeds)}: must be a non-empty subset of "
-                f"compare.seeds {list(self.seeds)} without repeats (missing {missing})."
+                f"compare.seeds {list(self.seeds)} without repeats{extra if missing else ''}."
             )
         if not self.search_seeds or len(set(self.search_seeds)) < len(self.search_seeds):
             raise ValueError(

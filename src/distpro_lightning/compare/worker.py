@@ -19,11 +19,21 @@ from distpro_lightning.compare.runs import execute
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.files import atomic_write_text
 
+#: The environment variable through which a runner gives its workers its process id.
+PARENT_ENV = "DISTPRO_COMPARE_PARENT"
+
+
+def parent_env() -> dict[str, str]:
+    """The environment of a worker of this process: ours, and our pid as its parent."""
+    return {**os.environ, PARENT_ENV: str(os.getpid())}
+
 
 def exit_with_parent(interval_s: float = 0.5) -> threading.Thread:
-    """Watch the parent process; when it is gone (this process is handed to another
-    parent), end this one at once. Returns the (daemon) watcher thread."""
-    parent = os.getppid()
+    """Watch the parent process (the pid in `PARENT_ENV`, given before this process
+    started, else the parent now); when it is gone (this process has another parent), end
+    this one at once, also when it died while this one was still importing. Returns the
+    (daemon) watcher thread."""
+    parent = int(os.environ.get(PARENT_ENV) or os.getppid())
 
     def watch() -> None:
         while os.getppid() == parent:

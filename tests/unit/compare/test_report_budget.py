@@ -76,7 +76,17 @@ def test_the_report_table_holds_every_method_with_its_interval(tmp_path):
                             "wall_s": 2.0, "pairing": {}})  # fmt: skip
     text = report_text({"records": records, "history": []}, s)
     assert "| student alone (CE) | – | 3 | 71.00 ± 1.00 |" in text
-    assert "| +5.33 [" in text and "Recommended: **DistPro, full search" in text
+    assert "| +5.33 [" in text and "DistPro method compared: **DistPro, full search" in text
+    assert "Verdict: DistPro, full search (the frozen recipe) has the best mean validation" in text
+    # the same runs with the student best on validation: the report says to use it
+    for r in records:
+        if r["method"] == "student":
+            r["val_top1"] = 0.9
+    text = report_text({"records": records, "history": []}, s)
+    assert "Verdict: on validation **student alone (CE)** (90.00 %) beats the DistPro" in text
+    assert "DistPro is not recommended over it." in text
+    # under way (the searches of search seeds 2100 and 3100 are planned, not done)
+    assert "**In progress:**" in text and "replays one search" in text
 
 
 def test_a_run_that_is_not_paired_with_its_seed_is_refused():

@@ -134,3 +134,34 @@ def test_a_worker_stops_when_its_comparison_is_killed(tmp_path):
         assert not _running(child), "the worker outlived its comparison"
     finally:
         parent.kill()
+
+
+LATE_CHILD = """
+import sys, time
+from pathlib import Path
+time.sleep(1.0)  # still importing when its parent dies
+from distpro_lightning.compare.worker import exit_with_parent
+exit_with_parent(0.05)
+Path(sys.argv[1]).write_text("watching")
+time.sleep(120)
+"""
+DYING_PARENT = """
+import os, subprocess, sys
+from distpro_lightning.compare.worker import parent_env
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]], env=parent_env())
+print(child.pid, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads /proc (Linux)")
+def test_a_worker_whose_comparison_died_while_it_was_starting_stops_too(tmp_path):
+    mark = tmp_path / "watching"
+    parent = subprocess.Popen([sys.executable, "-c", DYING_PARENT, LATE_CHILD, str(mark)],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    child = int(parent.stdout.readline())
+    parent.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(child), "the worker outlived its comparison"
