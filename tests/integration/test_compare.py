@@ -73,7 +73,7 @@ def run_cli(args: list[str]) -> int:
 @pytest.mark.filterwarnings("ignore:ProcessScheduleCallback.mode='final'. with the:UserWarning")
 # the cheap recipe's proxy search of one step updates alpha once, which the search says
 @pytest.mark.filterwarnings("ignore:search.schedule.every_n_steps=4 with a fit of:UserWarning")
-def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_path):
+def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_path, capfd):
     logs = tmp_path / "logs"
     methods = ["student", "hinton_kd", "reviewkd", "equal", "fixed", "alpha_T", "distpro"]
     config = pair_config(
@@ -92,6 +92,10 @@ def test_compare_runs_end_to_end_on_a_users_own_pair_and_pairs_the_seeds(tmp_pat
         "init_args": {"save_dir": str(logs)},
     }
     assert run_cli(["--config", str(config), f"--trainer.logger={json.dumps(logger)}"]) == 0
+    printed = capfd.readouterr()
+    # its own progress lines, not Lightning's info on each of its dozens of Trainers
+    assert "[compare] estimate:" in printed.out and "done," in printed.out
+    assert "GPU available" not in printed.out + printed.err
     payload = json.loads((tmp_path / "cmp" / "results.json").read_text())
     runs = [r for r in payload["records"] if r["kind"] == "run"]
     searches = {r["key"]: r for r in payload["records"] if r["kind"] == "search"}

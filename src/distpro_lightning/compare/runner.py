@@ -26,7 +26,7 @@ from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
 from distpro_lightning.compare.results_file import VERSION, adopt_processes, upgrade
-from distpro_lightning.compare.runs import execute
+from distpro_lightning.compare.runs import execute, lightning_info_off
 from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.compare.worker import parent_env
@@ -233,9 +233,10 @@ class Runner:
                 adopt_processes(self.payload, self.folder)
                 self.save()  # the renamed processes and the upgraded records, together
             remove_stale_workspaces(self.folder)
-            self.prepare()
-            self.run_tasks()
-            write_report(self.payload, self.settings, self.path, self.pair)
+            with lightning_info_off():
+                self.prepare()
+                self.run_tasks()
+                write_report(self.payload, self.settings, self.path, self.pair)
         return self.payload
 
     def say_waiting(self) -> None:

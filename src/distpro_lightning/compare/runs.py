@@ -11,9 +11,11 @@ methods of a seed."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,22 @@ OWN_TRAINER_KEYS = ("logger", "callbacks", "enable_checkpointing", "default_root
 #: Trainer arguments the evaluation of the final weights keeps from the user's.
 EVAL_TRAINER_KEYS = ("accelerator", "devices", "precision", "limit_val_batches")
 EVAL_TRAINER_KEYS += ("limit_test_batches",)
+
+
+@contextlib.contextmanager
+def lightning_info_off() -> Iterator[None]:
+    """Lightning's info lines (devices found, tips, batch limits) off while the block runs,
+    its warnings kept: a comparison makes dozens of Trainers, and its own progress lines
+    are what a user reads. The levels are restored after."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def digest(value: Any, h: Any = None) -> Any:

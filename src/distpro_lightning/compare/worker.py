@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distpro_lightning.compare.pair import rebuild
 from distpro_lightning.compare.plan import Task
-from distpro_lightning.compare.runs import execute
+from distpro_lightning.compare.runs import execute, lightning_info_off
 from distpro_lightning.compare.settings import CompareSettings
 from distpro_lightning.files import atomic_write_text
 
@@ -52,8 +52,9 @@ def main(argv: list[str]) -> int:
     pair = rebuild((target, args))
     fields = {k: v for k, v in spec["task"].items() if k != "key"}
     task = Task(**{**fields, "deps": tuple(fields["deps"])})
-    record = execute(pair, CompareSettings(**spec["settings"]), task, spec["point"],
-                     Path(spec["folder"]))  # fmt: skip
+    with lightning_info_off():
+        record = execute(pair, CompareSettings(**spec["settings"]), task, spec["point"],
+                         Path(spec["folder"]))  # fmt: skip
     atomic_write_text(argv[1], json.dumps(record))
     return 0
 

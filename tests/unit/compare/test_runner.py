@@ -165,3 +165,16 @@ def test_a_worker_whose_comparison_died_while_it_was_starting_stops_too(tmp_path
     while _running(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _running(child), "the worker outlived its comparison"
+
+
+def test_lightnings_info_lines_are_off_in_a_comparison_and_restored_after():
+    import logging
+
+    from distpro_lightning.compare.runs import lightning_info_off
+
+    lightning = logging.getLogger("lightning.pytorch")
+    before = lightning.level
+    with lightning_info_off():
+        assert not lightning.isEnabledFor(logging.INFO)
+        assert lightning.isEnabledFor(logging.WARNING)
+    assert lightning.level == before
