@@ -360,6 +360,15 @@ def headline(result: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
+def merged(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the pairs an existing ``path`` prices and this call does not (each
+    entry names the command that measured it), so pricing one pair keeps the others."""
+    if not path.is_file():
+        return result
+    kept = json.loads(path.read_text()).get("pairs", {})
+    return {**result, "pairs": {**kept, **result["pairs"]}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.tiny:
@@ -384,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{pair}: no searched process of the frozen recipe yet "
                                  f"({ISSUE34.format(pair, 'review')}); pass --processes review=PATH")  # fmt: skip
         result["pairs"][pair] = price_pair(args, pair, own)
-    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+        result["pairs"][pair]["command"] = result["command"]
+    atomic_write_text(args.out, json.dumps(merged(Path(args.out), result), indent=1) + "\n")
     print(json.dumps(headline(result), indent=1))
     return 0
 

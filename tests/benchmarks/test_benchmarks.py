@@ -325,3 +325,13 @@ def test_recipe_cost_prices_another_pair_of_the_evidence_with_its_own_process(
     monkeypatch.setattr(recipe_cost, "ISSUE34", str(tmp_path / "none_{}_{}.json"))
     with pytest.raises(SystemExit, match="no searched process of the frozen recipe"):
         recipe_cost.main(["--tiny", "--pairs", "wrn_40_2-shufflenet_v1", "--out", str(out)])
+
+
+def test_recipe_cost_keeps_the_pairs_an_earlier_call_priced(tmp_path):
+    from benchmarks.recipe_cost import merged
+
+    out = tmp_path / "cost.json"
+    assert merged(out, {"pairs": {"b": {"x": 1}}}) == {"pairs": {"b": {"x": 1}}}
+    out.write_text(json.dumps({"command": "first", "pairs": {"a": {"x": 0}, "b": {"x": 9}}}))
+    new = merged(out, {"command": "second", "pairs": {"b": {"x": 1}}})
+    assert new == {"command": "second", "pairs": {"a": {"x": 0}, "b": {"x": 1}}}
