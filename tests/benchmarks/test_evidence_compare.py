@@ -103,6 +103,15 @@ def test_compares_rule_picks_the_runs_the_evidence_report_shows(path):
     for method, (name, search) in evidence_compare.METHOD_MAP.items():
         if method not in theirs or name == "distpro":  # the recipe is pooled over searches
             continue
+        grid = converged_grids.GRIDS_ISSUE34.get(method, [{}])
+        if (
+            len(grid) > 1
+            and converged_grids.current_choice(
+                evidence["records"], pair, method, [0, 1], converged_grids.GRIDS_ISSUE34
+            )
+            is None
+        ):  # no point done on both grid seeds yet: neither rule has chosen
+            continue
         ours = choice_runs(settings, payload["records"], name, provisional=True)
         if search is not None:  # a replay of one search: pooled over that one
             assert {r["searches"] for r in ours.values()} == {1}
