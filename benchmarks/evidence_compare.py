@@ -163,7 +163,7 @@ def export(name: str, out: Path) -> list[Path]:
     """Every pair's results file of ``out/<name>.json``, written and rendered; the paths."""
     source = out / f"{name}.json"
     evidence = json.loads(source.read_text())
-    pairs = sorted({r["pair"] for r in evidence["records"] if "pair" in r})
+    pairs = sorted({r["pair"] for r in evidence["records"] if r["kind"] == "run"})
     written = []
     for pair in pairs:
         path = out / name / f"compare_{pair}.json"
