@@ -650,3 +650,31 @@ def test_quality_quotes_the_kd_pathway_ramp_of_the_committed_processes():
     assert f"weight from {p2[0]} at the start to {p2[1]} at the end" in text
     assert f"(the ReviewKD+KD search: {p2r[0]} to {p2r[1]};" in text
     assert f"on the first pair {p1[0]} to {p1[1]} and {p1r[1]})" in text
+
+
+def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
+    """The README's issue-34 sentence: each rival's difference and interval as the
+    frozen headline table of benchmarks/results/reviewer_fmnist.md gives them, and the
+    costs from its cost table."""
+    report = (ROOT / "benchmarks" / "results" / "reviewer_fmnist.md").read_text()
+    readme = " ".join((ROOT / "README.md").read_text().replace("−", "-").split())
+    rows = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[0] == "resnet20-resnet8" and cells[2] == "5":
+            rows[cells[1]] = f"{cells[3]} {cells[4]}"
+    for rival, phrase in (
+        ("Hinton KD", "recipe - tuned Hinton KD {}"),
+        ("ReviewKD", "- tuned ReviewKD {}"),
+        ("fixed combination of the recommended space (tuned weights)",
+         "combination of its own space {}, a tie"),
+    ):  # fmt: skip
+        assert phrase.format(rows[rival]) in readme, (rival, rows[rival])
+    costs = {}
+    for line in report.split("Cost (resnet20-resnet8;")[1].splitlines()[3:12]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4:
+            costs[cells[0]] = cells
+    fixed = costs["fixed combination of the recommended space (tuned weights)"][3]
+    search = costs["lever: search space with the ReviewKD and KD pathways"][3]
+    assert f"grid costs {fixed} ReviewKD runs in all, the search and its replay {search}" in readme
