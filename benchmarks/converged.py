@@ -54,6 +54,7 @@ from benchmarks.converged_grids import (  # noqa: E402
     stale_chosen,
 )
 from benchmarks.converged_methods import (  # noqa: E402
+    AVERAGED,
     DEFAULT_METHODS,
     DEFAULT_SEARCHES,
     DERIVED,
@@ -121,6 +122,8 @@ class Task:
         base = -1e6 * pair_rank
         if self.kind == "teacher":  # the first pairs' teachers are committed
             return 1e9 if pair_rank < 2 else base + 2e5
+        if self.method in LEVERS:  # issue 34's levers: after every frozen row
+            return -2e7 - 10 * self.seed - pair_rank + (1 if self.kind == "search" else 0)
         if self.method in LAST:  # issue 34's order: after every pair's comparison
             return -1e7 - 10 * self.seed - pair_rank
         if self.kind == "search":
@@ -138,13 +141,15 @@ CORE = ("student", "hinton_kd", "fitnet", "reviewkd", "equal", "alpha_T", "distp
 CORE += ("distpro_kd", "alpha_T_kd", "distpro_review", "alpha_T_review", "fixed_review")
 CORE += ("distpro_review_s2", "distpro_review_s3")
 LAST = ("distpro_review_half", "transfer_review")  # rows run after the pairs' comparisons
+# issue 34's levers, registered once its frozen rows ran (docs/quality.md), run after them
+LEVERS = ("distpro_review_mean", "distpro_review_val4", "review_val4")
 # issue 34's rows (frozen with the recipe, docs/quality.md): the rivals tuned by one rule,
 # the frozen recipe's three searches, the controls and cost rows; `--rows issue34`
 ISSUE34_METHODS = ("student", "hinton_kd", "reviewkd", "equal", "fixed_review")
 ISSUE34_METHODS += ("uniform_review", "alpha_T_review", "distpro_review", "distpro_review_s2")
 ISSUE34_METHODS += ("distpro_review_s3", "distpro_cheap_review", "distpro_review_half")
-ISSUE34_METHODS += ("transfer_review",)
-ISSUE34_SEARCHES = (*RECIPE_SEARCHES, "cheap_review")
+ISSUE34_METHODS += ("transfer_review", "distpro_review_mean", "distpro_review_val4")
+ISSUE34_SEARCHES = (*RECIPE_SEARCHES, "cheap_review", "review_val4")
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -169,11 +174,12 @@ def grids_of(args: argparse.Namespace) -> Any:
     return grid_set({"grids": args.grids})
 
 
-def search_dep(args: argparse.Namespace, pair: str, method: str, s_seed: int) -> tuple[str, str]:
-    """(pair, search variant) whose process ``method`` on ``pair`` replays."""
+def search_deps(args: argparse.Namespace, pair: str, method: str) -> list[tuple[str, str]]:
+    """The (pair, search variant)s whose process ``method`` on ``pair`` replays: one, or
+    the searches an `AVERAGED` method averages."""
     if method == "transfer_review":
-        return TRANSFER_SOURCE
-    return pair, DERIVED[method]
+        return [TRANSFER_SOURCE]
+    return [(pair, variant) for variant in AVERAGED.get(method, (DERIVED[method],))]
 
 
 def search_seed_of(args: argparse.Namespace, seed: int) -> int:
@@ -233,8 +239,10 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
                     continue  # transferred to the other pairs only
                 deps = t_deps if method != "student" else ()
                 if method in DERIVED:
-                    src_pair, need = search_dep(args, pair, method, s_seed)
-                    deps = deps + (Task("search", src_pair, need, s_seed).key,)
+                    deps += tuple(
+                        Task("search", src_pair, need, s_seed).key
+                        for src_pair, need in search_deps(args, pair, method)
+                    )
                 for params in grid_points(args, records, pair, method, seed):
                     extra: tuple[str, ...] = ()
                     if params == CHOSEN:
@@ -292,9 +300,12 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         process = None
         if task.method in DERIVED:
             s_seed = search_seed_of(args, task.seed)
-            src_pair, variant = search_dep(args, task.pair, task.method, s_seed)
-            source = process_path(args, src_pair, s_seed, variant)
-            process = derived_process(task.method, DistillationProcess.load(source), task.seed)
+            sources = [
+                DistillationProcess.load(process_path(args, src_pair, s_seed, variant))
+                for src_pair, variant in search_deps(args, task.pair, task.method)
+            ]
+            source = sources[0] if len(sources) == 1 else DistillationProcess.average(sources)
+            process = derived_process(task.method, source, task.seed)
         record = build_run(args, task, data, teacher_path(args, task.pair), process)
     record.update(
         kind=task.kind,

@@ -58,6 +58,11 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     "distpro_review_s3",
     "distpro_review_half",
     "transfer_review",
+    # issue 34's levers (registered after the frozen rows, before their own runs): the
+    # average of the frozen recipe's three searches, and its search with 4 held-out batches
+    # per step
+    "distpro_review_mean",
+    "distpro_review_val4",
 )
 # the default comparison (issue 20): FitNet and the fast/avg/smooth levers stay selectable
 DEFAULT_METHODS = tuple(
@@ -65,7 +70,7 @@ DEFAULT_METHODS = tuple(
 )
 SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg", "review_lr3", "review_lr10")
-SEARCH_VARIANTS += ("review_s2", "review_s3")
+SEARCH_VARIANTS += ("review_s2", "review_s3", "review_val4")
 DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 DEFAULT_SEARCHES += ("cheap_review", "cheap10_review", "review_lr3", "review_lr10")
 # the alpha learning rate of a variant, as a factor of ``--alpha-lr``: a 10x lever in the
@@ -87,7 +92,11 @@ REVIEW_SPACE = dict(response_kd=True, review_kd=True)
 SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
 SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
 SPACE |= {"cheap10_review": REVIEW_SPACE, "review_lr3": REVIEW_SPACE, "review_lr10": REVIEW_SPACE}
-SPACE |= {"review_s2": REVIEW_SPACE, "review_s3": REVIEW_SPACE}
+SPACE |= {"review_s2": REVIEW_SPACE, "review_s3": REVIEW_SPACE, "review_val4": REVIEW_SPACE}
+# held-out batches per search step (1 unless named): the mean of 4 held-out batches' gradients
+# (`avg`, and `review_val4`, issue 34's lever: the frozen recipe's first search with a less
+# noisy hypergradient, same seed and subset)
+VAL_BATCHES = {"avg": 4, "review_val4": 4}
 # methods without a search that still train in a search variant's space: the recommended
 # space held at the search's uniform start (the control for what its search adds), and at
 # tuned fixed weights (issue 34's strongest fixed rival)
@@ -130,7 +139,12 @@ DERIVED = {
     "distpro_review_s3": "review_s3",
     "distpro_review_half": "review",
     "transfer_review": "review",  # of `TRANSFER_SOURCE`'s pair
+    "distpro_review_mean": "review",  # and the others of `AVERAGED`
+    "distpro_review_val4": "review_val4",
 }
+# a method that replays the average of several searches' processes (weights averaged at every
+# step, `DistillationProcess.average`): issue 34's lever over the frozen recipe's searches
+AVERAGED = {"distpro_review_mean": RECIPE_SEARCHES}
 SMOOTH_ROWS = 25  # distpro_smooth: the centred moving average of 25 search rows
 SHAPE = [1, 28, 28]
 
@@ -384,7 +398,7 @@ def build_run(
 SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0, "cheap": 0}
 SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
 SEARCH_SEED_OFFSET |= {"cheap10_review": 0, "review_lr3": 0, "review_lr10": 0}
-SEARCH_SEED_OFFSET |= {"review_s2": 2000, "review_s3": 3000}
+SEARCH_SEED_OFFSET |= {"review_s2": 2000, "review_s3": 3000, "review_val4": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -421,7 +435,7 @@ def search_process(
     search = ProcessSearchCallback(
         alpha={"lr": alpha_lr, "init_process": None if warm is None else str(warm)},
         schedule={
-            "seed": search_seed, "val_batches_per_step": 4 if variant == "avg" else 1,
+            "seed": search_seed, "val_batches_per_step": VAL_BATCHES.get(variant, 1),
             "diagnostics_every_n_steps": args.diagnostics_every,
             "every_n_steps": PROXY.get(variant, 1), "proxy": variant in PROXY,
         },

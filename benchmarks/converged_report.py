@@ -53,6 +53,8 @@ LABELS = {
     "distpro_review_s3": "frozen recipe, third search",
     "distpro_review_half": "frozen recipe (first search) replayed over half the epochs",
     "transfer_review": "pair 1's frozen-recipe process transferred, no search here",
+    "distpro_review_mean": "lever: the frozen recipe's three searches averaged into one process",
+    "distpro_review_val4": "lever: the frozen recipe's first search with 4 held-out batches a step",
 }
 ORDER = list(LABELS)
 # two-sided 95 % quantiles of Student's t, by degrees of freedom

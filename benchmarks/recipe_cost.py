@@ -63,6 +63,8 @@ from distpro_lightning.process.core import DistillationProcess
 from distpro_lightning.replay import ProcessScheduleCallback
 
 KS = (1, 2, 4, 8)
+# recipe name -> its process: a file, or a process made here (the average of searches)
+Processes = dict[str, "str | DistillationProcess"]
 # the evidence run's searches of the recommended space on resnet20 -> resnet8: the full
 # search (review) and the cheap recipes the paired comparison evaluated
 EVIDENCE = "benchmarks/results/evidence_fmnist/process_resnet20-resnet8_shared_{}.json"
@@ -73,11 +75,11 @@ FRACTIONS = (1.0, 0.25, 0.1)
 TAU = 0.5
 
 
-def _search(module: Any, held_out: Any, k: int) -> FitMethod:
+def _search(module: Any, held_out: Any, k: int, val_batches: int = 1) -> FitMethod:
     def callbacks() -> list[Any]:
         module.alpha_logits.fill_(1.0)
         cb = ProcessSearchCallback(
-            schedule={"every_n_steps": k},
+            schedule={"every_n_steps": k, "val_batches_per_step": val_batches},
             output={"save_path": None, "plot": False},
         )
         cb.search_val_loader = held_out
@@ -96,7 +98,7 @@ def _pruned(module: Any) -> torch.Tensor:
     return logits
 
 
-def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = None) -> dict:
+def pair_methods(pair: str, loaders: Any, processes: Processes | None = None) -> dict:
     """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k;
     in the recommended space ``replay_<name>`` replays each of ``processes`` (name -> file;
     default: the full search's), and the pruned replay is the full search's."""
@@ -135,6 +137,9 @@ def pair_methods(pair: str, loaders: Any, processes: dict[str, str] | None = Non
         methods["replay_pruned"] = _retrain(modules[1], _pruned(modules[1]))
     for k, module in zip(KS, modules[2:]):
         methods[f"search_k{k}"] = _search(module, loaders[1], k)
+    if pair in EVIDENCE_PAIRS:  # issue 34's lever: the search with 4 held-out batches a step
+        module = build_module(DistProModule, **dp_kwargs)
+        methods[LEVER_SEARCH["review_val4"]] = _search(module, loaders[1], 1, val_batches=4)
     return methods
 
 
@@ -142,6 +147,7 @@ COMPILED_METHODS = ("hinton_kd", "reviewkd", "replay", "search_k4")
 # the converged protocol's other pairs (issue 34), priced in the recommended space with their
 # own searched processes (``--processes``; default: the issue-34 run's, `evidence_processes`)
 EVIDENCE_PAIRS = {
+    "resnet20-resnet8": ("resnet20", "resnet8"),
     "wrn_16_2-mobilenet_v2": ("wrn_16_2", "mobilenet_v2"),
     "wrn_40_2-shufflenet_v1": ("wrn_40_2", "shufflenet_v1"),
 }
@@ -152,14 +158,37 @@ def recommended_space(pair: str) -> bool:
     return pair == "recommended" or pair in EVIDENCE_PAIRS
 
 
-def evidence_processes(pair: str) -> dict[str, str]:
+# a lever's own search step where it differs from ``search_k<k>``
+LEVER_SEARCH = {"review_val4": "search_k1_val4"}
+RECIPE_SEARCHES = ("review", "review_s2", "review_s3")  # the frozen recipe's three searches
+
+
+def evidence_processes(pair: str) -> Processes:
     """The issue-34 run's searches of ``pair`` whose files exist: the frozen recipe's first
-    search (``review``) and the cheap recipe (``cheap_review``)."""
-    found = {n: ISSUE34.format(pair, n) for n in ("review", "cheap_review")}
-    return {n: p for n, p in found.items() if Path(p).is_file()}
+    search (``review``), the cheap recipe (``cheap_review``) and the lever with 4 held-out
+    batches per step (``review_val4``); and ``review_mean``, the average of the frozen
+    recipe's three searches (`DistillationProcess.average`), once all three exist."""
+    found = {n: ISSUE34.format(pair, n) for n in ("review", "cheap_review", "review_val4")}
+    out: Processes = {n: p for n, p in found.items() if Path(p).is_file()}
+    three = [ISSUE34.format(pair, n) for n in RECIPE_SEARCHES]
+    if all(Path(p).is_file() for p in three):
+        out["review_mean"] = DistillationProcess.average(
+            [DistillationProcess.load(p) for p in three]
+        )
+    return out
 
 
-def compiled_methods(loaders: Any, processes: dict[str, str]) -> dict[str, FitMethod]:
+def _as_process(source: str | DistillationProcess) -> DistillationProcess:
+    return source if isinstance(source, DistillationProcess) else DistillationProcess.load(source)
+
+
+def _describe(source: str | DistillationProcess) -> str:
+    if isinstance(source, str):
+        return source
+    return f"average of {len(source.provenance['averaged_from'])} searches"
+
+
+def compiled_methods(loaders: Any, processes: Processes) -> dict[str, FitMethod]:
     """`COMPILED_METHODS` of the recommended space and its unpruned replay compiled."""
     methods = pair_methods("recommended", loaders, processes)
     methods = {name: methods[name] for name in COMPILED_METHODS}
@@ -171,13 +200,13 @@ def compiled_methods(loaders: Any, processes: dict[str, str]) -> dict[str, FitMe
 
 
 def compiled_recipes(
-    step_s: dict[str, float], processes: dict[str, str], replay_epochs: int = REPLAY_EPOCHS
+    step_s: dict[str, float], processes: Processes, replay_epochs: int = REPLAY_EPOCHS
 ) -> dict[str, Any]:
     """The evaluated recipes whose process prunes nothing, and the replay alone
     (``uniform``), priced with the compiled replay."""
     rows: dict[str, Any] = {}
     for name, path in processes.items():
-        process = DistillationProcess.load(path)
+        process = _as_process(path)
         if bool((process.logits <= TAU).any()):
             continue
         k = int((process.provenance.get("run_settings") or {}).get("search_every_n_steps", 1))
@@ -193,25 +222,30 @@ def compiled_recipes(
     return rows
 
 
-def _replay(module: Any, path: str) -> FitMethod:
+def _replay(module: Any, path: str | DistillationProcess) -> FitMethod:
     return FitMethod(module, lambda: [ProcessScheduleCallback(process=path)])
 
 
 def evaluated_recipes(
-    step_s: dict[str, float], processes: dict[str, str], replay_epochs: int = REPLAY_EPOCHS
+    step_s: dict[str, float], processes: Processes, replay_epochs: int = REPLAY_EPOCHS
 ) -> dict[str, Any]:
-    """The evaluated recipes' own cost: ``fraction * search_k + replay_<name>``, with k and
-    the fraction (its rows over the replay's steps) read from each process file."""
+    """The evaluated recipes' own cost: ``searches * fraction * search + replay_<name>``,
+    with k and the fraction (its rows over the replay's steps) read from each process file,
+    the search step ``search_k<k>`` (a lever's own, `LEVER_SEARCH`), and the number of
+    searches an averaged process paid for (1 otherwise)."""
     rows = {}
     for name, path in processes.items():
-        process = DistillationProcess.load(path)
+        process = _as_process(path)
         settings = process.provenance.get("run_settings") or {}
         k = int(settings.get("search_every_n_steps", 1))
         fraction = len(process) / (process.steps_per_epoch * replay_epochs)
         replay = "replay_pruned" if name == "review" else f"replay_{name}"
-        cost = fraction * step_s[f"search_k{k}"] + step_s[replay]
+        searches = len(process.provenance.get("averaged_from") or [None])
+        search = LEVER_SEARCH.get(name, f"search_k{k}")
+        cost = searches * fraction * step_s[search] + step_s[replay]
         rows[name] = {
-            "process": path, "k": k, "fraction": fraction, "replay": replay,
+            "process": _describe(path), "k": k, "fraction": fraction, "replay": replay,
+            "searches": searches, "search": search,
             "pruned_pathway_steps": float((process.logits <= TAU).float().mean()),
             "over_reviewkd": cost / step_s["reviewkd"],
             "over_hinton_kd": cost / step_s["hinton_kd"],
@@ -228,7 +262,7 @@ def default_processes() -> dict[str, str]:
     return found
 
 
-def parse_processes(items: list[str] | None) -> dict[str, str]:
+def parse_processes(items: list[str] | None) -> Processes:
     """``NAME=PATH`` items (``--processes``); none: `default_processes`."""
     if not items:
         return default_processes()
@@ -324,7 +358,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def price_pair(args: argparse.Namespace, pair: str, processes: dict[str, str]) -> dict[str, Any]:
+def price_pair(args: argparse.Namespace, pair: str, processes: Processes) -> dict[str, Any]:
     """One pair's entry: its methods' step seconds and its recipes' costs."""
     torch.manual_seed(0)
     x, y = batch_for(pair, args.official_batch if pair == "official" else args.batch)

@@ -106,11 +106,13 @@ def test_plan_orders_the_decisive_rows_first_and_transfers_from_pair_one():
     # the first two pairs' teachers are committed; pair 3's teacher comes after their rows
     assert "teacher:wrn_16_2" not in keys and "teacher:resnet20" not in keys
     last_pair2 = max(i for i, k in enumerate(keys) if "wrn_16_2-mobilenet_v2" in k
-                     and "half" not in k and "transfer" not in k)  # fmt: skip
+                     and "half" not in k and "transfer" not in k
+                     and "_mean:" not in k and "val4" not in k)  # fmt: skip
     assert keys.index("teacher:wrn_40_2") > last_pair2
-    # half-epoch and transfer rows come last of all
+    # half-epoch and transfer rows come after every pair's comparison, the levers last of all
+    levers = [k for k in keys if "_mean:" in k or "val4" in k]
     tail = [k for k in keys if "half" in k or "transfer" in k]
-    assert keys[-len(tail) :] == tail
+    assert keys[-len(levers) :] == levers and keys[-len(levers) - len(tail) : -len(levers)] == tail
     transfer = [t for t in tasks if t.method == "transfer_review"]
     assert {t.pair for t in transfer} == {"wrn_16_2-mobilenet_v2", PAIR3}  # not its source
     assert all("search:resnet20-resnet8:-1:review" in t.deps for t in transfer)
@@ -215,3 +217,94 @@ def test_a_task_whose_dependency_failed_is_not_run():
     record = converged.failed_dependency(replay, {search.key})
     assert record == {"failed": f"not run: its dependency {search.key} failed", "key": replay.key}
     assert converged.failed_dependency(replay, set()) is None
+
+
+def test_the_mean_lever_waits_for_all_three_searches_and_replays_their_average(
+    tmp_path, monkeypatch
+):
+    from distpro_lightning.process import DistillationProcess
+
+    args = _args("--seeds", "0", "--out", str(tmp_path), "--name", "run")
+    [mean] = [
+        t for t in converged.plan(args, []) if t.key.startswith(f"run:{PAIR1}:distpro_review_mean")
+    ]
+    assert {f"search:{PAIR1}:-1:{v}" for v in methods.RECIPE_SEARCHES} <= set(mean.deps)
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 11.0}
+    names = [f"p{i}" for i in range(3)]
+    converged.out_dir(args).mkdir(parents=True)
+    sources = []
+    for i, variant in enumerate(methods.RECIPE_SEARCHES):
+        p = DistillationProcess(names, norm, logits=[[float(i), 0.0, -float(i)]] * 4)
+        p.save(converged.process_path(args, PAIR1, converged.SHARED, variant))
+        sources.append(p)
+    seen = {}
+    monkeypatch.setattr(converged.FashionTensors, "load", staticmethod(lambda *a: None))
+    monkeypatch.setattr(
+        converged, "build_run", lambda a, task, d, t, process: seen.setdefault("p", process) and {}
+    )
+    converged.execute(args, mean)
+    want = sum(p.weights() for p in sources) / 3
+    torch.testing.assert_close(seen["p"].weights(), want)
+    assert len(seen["p"].provenance["averaged_from"]) == 3
+
+
+def test_the_val4_lever_searches_with_four_held_out_batches_on_the_first_search_draw():
+    assert methods.VAL_BATCHES["review_val4"] == 4
+    assert methods.SPACE["review_val4"] == methods.REVIEW_SPACE
+    # the first search's seed and subset: only the held-out batches per step differ
+    assert methods.SEARCH_SEED_OFFSET["review_val4"] == methods.SEARCH_SEED_OFFSET["review"]
+    assert methods.SEARCH_DRAW.get("review_val4", 0) == methods.SEARCH_DRAW.get("review", 0)
+    assert methods.DERIVED["distpro_review_val4"] == "review_val4"
+    args = _args("--seeds", "0")
+    tasks = converged.plan(args, [])
+    searches = [t for t in tasks if t.key.endswith(":review_val4")]
+    assert sorted(t.pair for t in searches) == sorted(methods.PAIRS)  # one search per pair
+    frozen = [t for t in tasks if t.method not in converged.LEVERS]
+    assert max(t.priority for t in searches) < min(t.priority for t in frozen)
+
+
+def test_lever_costs_pay_their_own_searches(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+    from benchmarks import recipe_cost
+
+    found = recipe_cost.evidence_processes(PAIR1)
+    assert "review_mean" in found  # pair 1's three searches are committed
+    mean = found["review_mean"]
+    step = {"search_k1": 3.0, "search_k1_val4": 4.0, "reviewkd": 1.0, "hinton_kd": 0.5}
+    step |= {"replay_review_mean": 1.2, "replay_review_val4": 1.1}
+    processes = {"review_mean": mean, "review_val4": found["review"]}  # a stand-in file
+    rows = recipe_cost.evaluated_recipes(step, processes)
+    assert rows["review_mean"]["searches"] == 3 and rows["review_mean"]["fraction"] == 1.0
+    assert rows["review_mean"]["over_reviewkd"] == pytest.approx(3 * 3.0 + 1.2)
+    assert rows["review_val4"]["over_reviewkd"] == pytest.approx(4.0 + 1.1)
+    assert rows["review_mean"]["process"] == "average of 3 searches"
+    base = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
+    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    entry = {"step_s": {**base, "search_k1": 3.0}, "evaluated": evaluated}
+    assert "distpro_review_mean" not in headline.run_costs(entry)
+    path = tmp_path / headline.COST_FILES[PAIR1][0]
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pairs": {"recommended": entry}}))
+    text = "\n".join(headline.cost_lines(PAIR1, {}, {}, root=tmp_path))
+    assert "Not priced yet: distpro_review_mean; distpro_review_val4" in text
+    evaluated |= {n: rows[n] for n in rows}
+    costs = headline.run_costs(entry)
+    assert costs["distpro_review_mean"] == pytest.approx(10.2)
+    assert costs["distpro_review_val4"] == pytest.approx(5.1)
+
+
+def test_pair_one_is_priced_from_the_issue_34_file_once_it_holds_pair_one(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+
+    assert headline.cost_source(PAIR1, tmp_path) == headline.COST_FILES[PAIR1]
+    path = tmp_path / headline.ISSUE34_COST
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pairs": {"wrn_16_2-mobilenet_v2": {}}}))
+    assert headline.cost_source(PAIR1, tmp_path) == headline.COST_FILES[PAIR1]
+    path.write_text(json.dumps({"pairs": {PAIR1: {}}}))
+    assert headline.cost_source(PAIR1, tmp_path) == (headline.ISSUE34_COST, PAIR1)

@@ -83,3 +83,28 @@ def test_export_to_an_unwritable_output_names_that_path_and_the_fix(tmp_path, ca
     assert info.value.code == 1 and error.count("\n") == 1
     assert f"-o {output!r}" in error and FIXES[case] in error and ".tmp" not in error
     assert source.read_bytes() == before and sorted(os.listdir(tmp_path)) == listing
+
+
+@pytest.mark.parametrize("action", ["export", "average"])
+def test_export_and_average_name_the_problem_with_an_unwritable_output(tmp_path, capsys, action):
+    source = tmp_path / "p.json"
+    _process(source)
+    output = OUTPUTS["under a file"](tmp_path)
+    extra = ["--steps", "5"] if action == "export" else []
+    with pytest.raises(SystemExit) as info:
+        main(["process", action, str(source), *extra, "-o", output])
+    error = capsys.readouterr().err
+    assert info.value.code == 1 and error.count("\n") == 1
+    assert f"distpro process {action}: -o {output!r}" in error and FIXES["under a file"] in error
+
+
+def test_average_of_processes_of_two_spaces_says_which_differs_and_writes_nothing(tmp_path, capsys):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    _process(a)
+    other = DistillationProcess(["a->b:conv_bn", "a->d:conv_bn"], NORM, logits=[[0.0, 1.0]] * 3)
+    other.save(b)
+    with pytest.raises(SystemExit) as info:
+        main(["process", "average", str(a), str(b), "-o", str(tmp_path / "mean.json")])
+    error = capsys.readouterr().err
+    assert info.value.code == 1 and "process 1 differs from process 0 in its pathways" in error
+    assert not (tmp_path / "mean.json").exists()

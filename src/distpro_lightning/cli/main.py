@@ -61,6 +61,14 @@ def _process_parser() -> argparse.ArgumentParser:
     p_plot.add_argument("file")
     p_plot.add_argument("-o", "--output", help="output PNG (default: FILE with .png)")
     p_plot.add_argument("--kind", choices=["lines", "heatmap", "both"], default="both")
+    p_avg = sub.add_parser(
+        "average", help="average the weights of processes of one space and length into a new file"
+    )
+    p_avg.add_argument("files", nargs="+", metavar="FILE")
+    p_avg.add_argument("-o", "--output", required=True)
+    p_avg.add_argument(
+        "--overwrite", action="store_true", help="replace OUTPUT if it exists (refused otherwise)"
+    )
     p_exp = sub.add_parser("export", help="interpolate to a number of steps and write a new file")
     p_exp.add_argument("file")
     p_exp.add_argument("--steps", type=int, required=True, help="length of the new process")
@@ -98,23 +106,30 @@ def _plot_target(path: Path, source: Path) -> Path:
 MAX_EXPORT_STEPS = 1_000_000
 
 
+def _output_file(ns: argparse.Namespace) -> Path:
+    """``-o`` of ``export`` and ``average``: a writable file, refused when it exists unless
+    ``--overwrite``."""
+    out = Path(ns.output).expanduser()
+    if out.is_dir():
+        raise IsADirectoryError(
+            f"distpro process {ns.action}: -o {ns.output!r} is a folder; give a file path "
+            f"inside it, e.g. {str(out / 'process.json')!r}."
+        )
+    what = f"distpro process {ns.action}: -o"
+    out = check_file_target(ns.output, what)
+    if out.exists() and not ns.overwrite:
+        raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it.")
+    check_writable(ns.output, out, what)
+    return out
+
+
 def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
     if not 1 <= ns.steps <= MAX_EXPORT_STEPS:
         raise ValueError(
             f"distpro process export: --steps must be between 1 and {MAX_EXPORT_STEPS:,} (the "
             f"optimizer steps of the run that replays it), got {ns.steps:,}."
         )
-    out = Path(ns.output).expanduser()
-    if out.is_dir():
-        raise IsADirectoryError(
-            f"distpro process export: -o {ns.output!r} is a folder; give a file path inside "
-            f"it, e.g. {str(out / 'process.json')!r}."
-        )
-    what = "distpro process export: -o"
-    out = check_file_target(ns.output, what)
-    if out.exists() and not ns.overwrite:
-        raise FileExistsError(f"{str(out)!r} exists; pass --overwrite to replace it.")
-    check_writable(ns.output, out, what)
+    out = _output_file(ns)
     stretched = proc.interpolate(ns.steps)
     if ns.csv:
         w = stretched.weights()
@@ -127,11 +142,17 @@ def _export(proc: DistillationProcess, ns: argparse.Namespace) -> None:
 
 
 def process_main(argv: Sequence[str]) -> int:
-    """``distpro process summary|plot|export``."""
+    """``distpro process summary|plot|export|average``."""
     parser = _process_parser()
     ns = parser.parse_args(list(argv))
     if ns.action == "export" and ns.steps < 1:
         parser.error("--steps must be >= 1")
+    if ns.action == "average":
+        out = _output_file(ns)
+        mean = DistillationProcess.average([DistillationProcess.load(f) for f in ns.files])
+        mean.save(out)
+        print(f"wrote {ns.output} (the mean weights of {len(ns.files)} processes)")
+        return 0
     proc = DistillationProcess.load(ns.file)
     if ns.action == "summary":
         print(proc.summary())

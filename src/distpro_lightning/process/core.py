@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
-from distpro_lightning.functional.normalization import normalize
+from distpro_lightning.functional.normalization import logits_for, normalize
 from distpro_lightning.process.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -225,6 +225,40 @@ class DistillationProcess:
         padded = torch.nn.functional.pad(rows, (half, half), mode="replicate")
         kernel = torch.full((1, 1, window), 1.0 / window)
         return self.with_rows(torch.nn.functional.conv1d(padded, kernel).squeeze(1).T)
+
+    @classmethod
+    def average(cls, processes: Sequence[DistillationProcess]) -> DistillationProcess:
+        """The process whose weights at every row are the mean of these processes' weights
+        (e.g. several searches of one recipe, replayed as one process that averages out
+        each search's draw), stored as logits of the same normalisation (`logits_for`).
+
+        The processes must share their pathways (in order), normalisation, number of rows
+        and steps per epoch; ``interpolate`` them to one length first if they differ. The
+        result records its sources (``provenance["averaged_from"]``: run id and
+        fingerprint of each) and, like every new process, has no run id of its own."""
+        require(len(processes) >= 1, "average() needs at least one process")
+        first = processes[0]
+        for i, p in enumerate(processes[1:], start=1):
+            for what, mine, theirs in (
+                ("pathways", first.pathway_names, p.pathway_names),
+                ("normalization", first.normalization, p.normalization),
+                ("number of rows", len(first), len(p)),
+                ("steps per epoch", first.steps_per_epoch, p.steps_per_epoch),
+            ):
+                require(
+                    mine == theirs,
+                    f"average(): process {i} differs from process 0 in its {what} ({theirs!r} "
+                    f"against {mine!r}); average processes of one search space and length "
+                    "(remap() or interpolate() them first)",
+                )
+        require(len(first) > 0, "average(): the processes have no rows")
+        n = first.normalization
+        mean = torch.stack([normalize(p.logits, n["name"], float(n["bias"])) for p in processes])
+        rows = logits_for(mean.mean(dim=0), n["name"], float(n["bias"]))
+        sources = [{"run_id": p.run_id, "fingerprint": p.fingerprint()} for p in processes]
+        out = first.with_rows(rows)
+        out.provenance = {**first.provenance, "averaged_from": sources}
+        return out
 
     def with_rows(self, rows: Tensor) -> DistillationProcess:
         """A new process with these rows and this one's pathways and record. Its

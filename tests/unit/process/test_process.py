@@ -609,3 +609,63 @@ def test_process_summary_does_not_import_lightning(tmp_path: Path) -> None:
     import distpro_lightning
 
     assert set(distpro_lightning.__all__) == {*distpro_lightning._PUBLIC, "__version__"}
+
+
+# ---------------------------------------------------------------- average
+def test_average_has_the_mean_weights_of_its_processes_at_every_row() -> None:
+    a = five_rows()
+    b = DistillationProcess(NAMES, NORM, logits=[[r[2], r[0], r[1]] for r in ROWS])
+    mean = DistillationProcess.average([a, b])
+    torch.testing.assert_close(mean.weights(), (a.weights() + b.weights()) / 2)
+    assert len(mean) == 5 and mean.pathway_names == NAMES and mean.run_id is None
+    fingerprints = [s["fingerprint"] for s in mean.provenance["averaged_from"]]
+    assert fingerprints == [a.fingerprint(), b.fingerprint()]
+
+
+def test_average_of_a_hand_computed_pair_of_rows() -> None:
+    # biased softmax, bias 0: logits (0, 0) give weights (1/3, 1/3); logits (ln 2, 0) give
+    # (2/4, 1/4); their mean (5/12, 7/24) is what the averaged row must normalise to
+    norm = {"name": "biased_softmax", "bias": 0.0, "scale": 1.0}
+    a = DistillationProcess(["x", "y"], norm, logits=[[0.0, 0.0]])
+    b = DistillationProcess(["x", "y"], norm, logits=[[math.log(2), 0.0]])
+    got = DistillationProcess.average([a, b]).weights()
+    torch.testing.assert_close(got, torch.tensor([[5 / 12, 7 / 24]]))
+
+
+def test_average_round_trips_through_its_file(tmp_path: Path) -> None:
+    mean = DistillationProcess.average([five_rows(), five_rows()])
+    mean.save(tmp_path / "mean.json")
+    back = DistillationProcess.load(tmp_path / "mean.json")
+    torch.testing.assert_close(back.weights(), five_rows().weights())
+    assert back.provenance["averaged_from"] == mean.provenance["averaged_from"]
+
+
+@pytest.mark.parametrize(
+    ("other", "what"),
+    [
+        (DistillationProcess(list(reversed(NAMES)), NORM, logits=ROWS), "pathways"),
+        (DistillationProcess(NAMES, {**NORM, "scale": 2.0}, logits=ROWS), "normalization"),
+        (DistillationProcess(NAMES, NORM, logits=ROWS[:4]), "number of rows"),
+        (DistillationProcess(NAMES, NORM, logits=ROWS, steps_per_epoch=7), "steps per epoch"),
+    ],
+)
+def test_average_refuses_processes_of_another_space_or_length(other, what) -> None:
+    with pytest.raises(ProcessFileError, match=f"differs from process 0 in its {what}"):
+        DistillationProcess.average([five_rows(), other])
+
+
+def test_distpro_process_average_writes_the_mean_and_refuses_an_existing_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    five_rows().save(a)
+    DistillationProcess(NAMES, NORM, logits=[[-x for x in r] for r in ROWS]).save(b)
+    out = tmp_path / "mean.json"
+    assert process_main(["average", str(a), str(b), "-o", str(out)]) == 0
+    want = (DistillationProcess.load(a).weights() + DistillationProcess.load(b).weights()) / 2
+    torch.testing.assert_close(DistillationProcess.load(out).weights(), want)
+    assert "mean weights of 2 processes" in capsys.readouterr().out
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        process_main(["average", str(a), "-o", str(out)])
+    assert process_main(["average", str(a), "-o", str(out), "--overwrite"]) == 0
+    torch.testing.assert_close(DistillationProcess.load(out).weights(), five_rows().weights())
