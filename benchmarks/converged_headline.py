@@ -47,22 +47,38 @@ def comparison(runs: dict[str, dict[int, dict]], rival: str) -> dict[str, Any] |
     return {"seeds": seeds, "t": stats.paired_t(per_seed), "boot": boot}
 
 
-def headline_lines(
-    chosen: dict[str, dict[str, dict[int, dict]]], labels: dict[str, str]
-) -> list[str]:
-    """The headline table over every pair in ``chosen`` (pair -> method -> seed -> run)."""
+Chosen = dict[str, dict[str, dict[int, dict]]]  # pair -> method -> seed -> run
+
+
+def comparisons(chosen: Chosen) -> list[tuple[str, str, dict[str, Any]]]:
+    """(pair, rival, `comparison`) of every rival with at least two common seeds."""
     rows = []
     for pair, runs in chosen.items():
         for rival in (*FAMILY, *OTHERS):
             if rival in runs and (result := comparison(runs, rival)) is not None:
                 rows.append((pair, rival, result))
+    return rows
+
+
+def holm_family(chosen: Chosen) -> dict[tuple[str, str], tuple[float, stats.PairedResult]]:
+    """(pair, rival) of the headline family -> Holm's adjusted p-value and the paired
+    interval at the level Holm tests it at."""
+    rows = [(pair, rival, r) for pair, rival, r in comparisons(chosen) if rival in FAMILY]
+    p_values = [r["t"].p_value for _, _, r in rows]
+    out = {}
+    for (pair, rival, r), p, level in zip(rows, stats.holm(p_values), stats.holm_levels(p_values)):
+        out[(pair, rival)] = (p, stats.paired_t(_per_seed(chosen[pair], rival, r["seeds"]), level))
+    return out
+
+
+def headline_lines(chosen: Chosen, labels: dict[str, str]) -> list[str]:
+    """The headline table over every pair in ``chosen`` (pair -> method -> seed -> run)."""
+    rows = comparisons(chosen)
     if not rows:
         return ["Issue 34 headline: the frozen recipe's three searches have not all been "
                 "replayed yet.", ""]  # fmt: skip
-    family = [i for i, (_, rival, _) in enumerate(rows) if rival in FAMILY]
-    p_adj = stats.holm([rows[i][2]["t"].p_value for i in family])
-    levels = stats.holm_levels([rows[i][2]["t"].p_value for i in family])
-    adjusted = {i: (p, lv) for i, p, lv in zip(family, p_adj, levels)}
+    adjusted = holm_family(chosen)
+    family = [r for r in rows if r[1] in FAMILY]
     lines = [
         "### Issue 34 headline: the frozen recipe (3 searches pooled) − each rival",
         "",
@@ -75,14 +91,13 @@ def headline_lines(
         "| pair | rival | seeds | recipe − rival | 95 % t-interval | bootstrap 95 % | Holm p | Holm-adjusted interval |",
         "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
-    for i, (pair, rival, r) in enumerate(rows):
+    for pair, rival, r in rows:
         t, (_, blo, bhi) = r["t"], r["boot"]
         holm_p, holm_iv = "–", "–"
-        if i in adjusted:
-            p, level = adjusted[i]
-            per_seed_t = stats.paired_t(_per_seed(chosen[pair], rival, r["seeds"]), level)
+        if (pair, rival) in adjusted:
+            p, at = adjusted[(pair, rival)]
             holm_p = f"{p:.3f}"
-            holm_iv = f"[{per_seed_t.low:+.2f}, {per_seed_t.high:+.2f}] ({100 * level:.2f} %)"
+            holm_iv = f"[{at.low:+.2f}, {at.high:+.2f}] ({100 * at.level:.2f} %)"
         lines.append(
             f"| {pair} | {labels.get(rival, rival)} | {len(r['seeds'])} | {t.mean:+.2f} "
             f"| [{t.low:+.2f}, {t.high:+.2f}] | [{blo:+.2f}, {bhi:+.2f}] | {holm_p} | {holm_iv} |"
@@ -154,20 +169,26 @@ def cost_source(pair: str, root: Any = ".") -> tuple[str, str]:
     return COST_FILES.get(pair, ("", ""))
 
 
-def cost_lines(
-    pair: str, grid_runs: dict[str, int], labels: dict[str, str], root: Any = "."
-) -> list[str]:
-    """Each row's single-run cost and its total compute with its tuning grid (the grid's
-    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
+def pair_costs(pair: str, root: Any = ".") -> dict[str, float] | None:
+    """`run_costs` of ``pair``'s measured entry (`cost_source`), or ``None`` if unmeasured."""
     import json
     from pathlib import Path
 
     path, key = cost_source(pair, root)
     file = Path(root) / path
     entry = json.loads(file.read_text())["pairs"].get(key) if path and file.is_file() else None
-    if entry is None:
+    return None if entry is None else run_costs(entry)
+
+
+def cost_lines(
+    pair: str, grid_runs: dict[str, int], labels: dict[str, str], root: Any = "."
+) -> list[str]:
+    """Each row's single-run cost and its total compute with its tuning grid (the grid's
+    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
+    path, _ = cost_source(pair, root)
+    costs = pair_costs(pair, root)
+    if costs is None:
         return [f"Cost ({pair}): not measured on this pair yet.", ""]
-    costs = run_costs(entry)
     lines = [
         f"Cost ({pair}; `{path}`): one run, and the total with its tuning grid, in ReviewKD "
         "runs of the same length (a grid's total: its points × the grid seeds × one run).",

@@ -1,0 +1,148 @@
+"""Issue 34's verdict and the product's recommendation, computed from the final tables by the
+rules registered before the runs (docs/quality.md, "Target" and "What the product then
+recommends"), so that the README quotes a computation, not a reading.
+
+* **Target**: on every pair, the frozen recipe (its three searches pooled per seed) beats
+  tuned Hinton KD and tuned ReviewKD with a Holm-adjusted interval above zero, and beats the
+  tuned fixed combination of its own space with one above zero on at least two pairs (the
+  nine comparisons of the headline family, `converged_headline.holm_family`). A pair with
+  fewer than every seed leaves it open, unless the complete pairs already decide it: Holm's
+  levels only tighten as the family fills, so a complete pair's miss stays a miss.
+* **Recommendation**: among the rule's rows (`RULE_ROWS`), the one with the lowest one-run
+  cost in ReviewKD runs (the mean over the priced pairs) whose paired difference to the
+  pair's best row (best mean test top-1) has a 95 % interval reaching zero or above on every
+  pair. If the target is met, the frozen recipe comes first and that row is the budget
+  option.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+from benchmarks.converged_headline import FAMILY, RECIPE, Chosen, holm_family, pair_costs
+from distpro_lightning.functional import stats
+
+RECIPE_ROW = "distpro_review"  # the frozen recipe's row (its three searches pooled)
+RULE_ROWS = (RECIPE_ROW, "distpro_cheap_review", "uniform_review", "fixed_review")
+RULE_ROWS += ("reviewkd", "hinton_kd")
+SEEDS = 5  # every row's seeds (docs/quality.md)
+
+
+def scores(runs: dict[str, dict[int, dict]], row: str, seeds: list[int]) -> list[float]:
+    """Test top-1 (points) of ``row`` per seed: the recipe's mean over its three searches."""
+    if row == RECIPE_ROW:
+        return [statistics.fmean(100 * runs[m][s]["top1"] for m in RECIPE) for s in seeds]
+    return [100 * runs[row][s]["top1"] for s in seeds]
+
+
+def rule_seeds(runs: dict[str, dict[int, dict]]) -> list[int]:
+    """The seeds on which every row of the rule ran (the recipe: all three searches)."""
+    methods = [m for m in RULE_ROWS if m != RECIPE_ROW] + list(RECIPE)
+    common = set(runs.get(methods[0], {}))
+    for m in methods[1:]:
+        common &= set(runs.get(m, {}))
+    return sorted(common)
+
+
+def target(
+    chosen: Chosen, pairs: list[str], labels: dict[str, str] | None = None
+) -> tuple[str, list[str]]:
+    """("met" | "missed" | "open", one line per pair saying what its family shows)."""
+    family = holm_family(chosen)
+    lines, complete, kd_miss, fixed_wins, fixed_miss = [], 0, False, 0, 0
+    for pair in pairs:
+        got = {rival: family.get((pair, rival)) for rival in FAMILY}
+        done = all(g is not None and g[1].n == SEEDS for g in got.values())
+        above = {r: g is not None and g[1].low > 0 for r, g in got.items()}
+        shown = ", ".join(
+            f"{(labels or {}).get(r, r)} [{g[1].low:+.2f}, {g[1].high:+.2f}]"
+            if g
+            else f"{(labels or {}).get(r, r)} not yet"
+            for r, g in got.items()
+        )
+        lines.append(f"- {pair} ({'complete' if done else 'so far'}): Holm-adjusted {shown}")
+        if done:
+            complete += 1
+            kd_miss |= not (above["hinton_kd"] and above["reviewkd"])
+            fixed_wins += above["fixed_review"]
+            fixed_miss += not above["fixed_review"]
+    if kd_miss or fixed_miss > len(pairs) - 2:
+        return "missed", lines
+    if complete == len(pairs) and fixed_wins >= 2:
+        return "met", lines
+    return "open", lines
+
+
+def candidates(chosen: Chosen) -> dict[str, dict[str, stats.PairedResult]]:
+    """pair -> row -> the paired 95 % interval of (row − the pair's best row), on the seeds
+    where every row of the rule ran (pairs without two such seeds are left out)."""
+    out = {}
+    for pair, runs in chosen.items():
+        seeds = rule_seeds(runs)
+        if len(seeds) < 2:
+            continue
+        table = {row: scores(runs, row, seeds) for row in RULE_ROWS}
+        best = max(RULE_ROWS, key=lambda row: statistics.fmean(table[row]))
+        out[pair] = {
+            row: stats.paired_t([a - b for a, b in zip(table[row], table[best])])
+            for row in RULE_ROWS
+        }
+    return out
+
+
+def recommended(
+    diffs: dict[str, dict[str, stats.PairedResult]], costs: dict[str, dict[str, float]]
+) -> str | None:
+    """The cheapest row (mean one-run cost over the priced pairs) whose interval to the best
+    row reaches zero or above on every pair of ``diffs``."""
+    ok = [row for row in RULE_ROWS if all(d[row].high >= 0 for d in diffs.values())]
+    priced = [c for c in costs.values() if c]
+
+    def cost(row: str) -> float:
+        return statistics.fmean(c[row] for c in priced) if priced else 0.0
+
+    return min(ok, key=cost) if ok and priced else None
+
+
+def verdict_lines(
+    chosen: Chosen, pairs: list[str], labels: dict[str, str], root: Any = "."
+) -> list[str]:
+    """The report's section: the target's verdict, the rule's table and its choice."""
+    labels = {**labels, RECIPE_ROW: "frozen recipe (3 searches pooled)"}
+    status, per_pair = target(chosen, pairs, labels)
+    diffs = candidates(chosen)
+    costs = {pair: pair_costs(pair, root) or {} for pair in pairs}
+    word = {"met": "**met**", "missed": "**missed**", "open": "not decided yet"}[status]
+    lines = [
+        "### Issue 34's verdict and recommendation (the registered rules, computed)",
+        "",
+        f"Target (docs/quality.md): {word}.",
+        "",
+        *per_pair,
+        "",
+        "The recommendation rule: per pair, each row − the row with the best mean test top-1 "
+        "(paired 95 % t-interval over the seeds where every row ran); a row qualifies where "
+        "the interval reaches zero or above on every pair; the cheapest qualifying row (mean "
+        "one-run cost in ReviewKD runs over the priced pairs) is recommended.",
+        "",
+        "| row | one run (ReviewKD runs) | " + " | ".join(diffs) + " | qualifies |",
+        "|---|---|" + "---|" * len(diffs) + "---|",
+    ]
+    priced = [c for c in costs.values() if c]
+    for row in RULE_ROWS:
+        one = f"{statistics.fmean(c[row] for c in priced):.2f}" if priced else "–"
+        cells = [
+            f"{d[row].mean:+.2f} [{d[row].low:+.2f}, {d[row].high:+.2f}]" for d in diffs.values()
+        ]
+        ok = "yes" if diffs and all(d[row].high >= 0 for d in diffs.values()) else "no"
+        lines.append(f"| {labels.get(row, row)} | {one} | " + " | ".join(cells) + f" | {ok} |")
+    choice = recommended(diffs, costs)
+    missing = [p for p in pairs if p not in diffs]
+    so_far = f" (so far: {', '.join(missing)} without every row yet)" if missing else ""
+    name = labels.get(choice, choice) if choice else "none yet"
+    if status == "met":
+        lines += ["", f"Recommendation{so_far}: the frozen recipe first; budget option: {name}."]
+    else:
+        lines += ["", f"Recommendation by the rule{so_far}: **{name}**."]
+    return [*lines, ""]

@@ -1,0 +1,105 @@
+"""Issue 34's verdict and recommendation (benchmarks/converged_verdict.py): the registered
+rules applied to hand-made tables whose answers are known."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import converged_headline as headline
+from benchmarks import converged_verdict as verdict
+
+PAIRS = ["p1", "p2", "p3"]
+# one-run costs in ReviewKD runs: Hinton < ReviewKD < uniform = fixed < cheap < recipe
+COSTS = {"hinton_kd": 0.5, "reviewkd": 1.0, "uniform_review": 1.3, "fixed_review": 1.3}
+COSTS |= {"distpro_cheap_review": 2.0, "distpro_review": 4.0}
+NOISE = [0.3, -0.2, 0.1, -0.4, 0.2]  # per-seed wobble, so intervals have width
+
+
+def runs(mean: float, wobble: float = 1.0, seeds: int = 5) -> dict[int, dict]:
+    return {s: {"top1": (mean + wobble * NOISE[s]) / 100} for s in range(seeds)}
+
+
+def pair(recipe: float, **others: float) -> dict[str, dict[int, dict]]:
+    """The recipe's three searches at ``recipe`` (+-0.1), every other row at its value."""
+    table = {m: runs(recipe + d) for m, d in zip(headline.RECIPE, (-0.1, 0.0, 0.1))}
+    rows = {"hinton_kd": 80.0, "reviewkd": 81.0, "fixed_review": 82.0}
+    rows |= {"uniform_review": 81.5, "distpro_cheap_review": 82.5}
+    rows |= others
+    return table | {m: runs(v, wobble=0.5) for m, v in rows.items()}
+
+
+def test_a_recipe_far_above_every_rival_on_every_pair_meets_the_target():
+    chosen = {p: pair(90.0) for p in PAIRS}
+    status, lines = verdict.target(chosen, PAIRS)
+    assert status == "met" and all("(complete)" in line for line in lines)
+
+
+def test_a_complete_pair_tied_with_hinton_kd_misses_the_target_before_the_others_finish():
+    chosen = {"p1": pair(90.0, hinton_kd=90.0)}  # pairs 2 and 3: nothing yet
+    status, lines = verdict.target(chosen, PAIRS)
+    assert status == "missed"
+    assert "p3 (so far): Holm-adjusted hinton_kd not yet" in lines[2]
+
+
+def test_the_fixed_combination_may_tie_on_one_pair_but_not_on_two():
+    one = {"p1": pair(90.0, fixed_review=90.0), "p2": pair(90.0), "p3": pair(90.0)}
+    assert verdict.target(one, PAIRS)[0] == "met"
+    two = {**one, "p2": pair(90.0, fixed_review=90.0)}
+    assert verdict.target(two, PAIRS)[0] == "missed"
+    # one complete pair good, the others incomplete: not decided
+    partial = {
+        "p1": pair(90.0),
+        "p2": {m: dict(list(r.items())[:3]) for m, r in pair(90.0).items()},
+    }
+    assert verdict.target(partial, PAIRS)[0] == "open"
+
+
+def test_the_rule_recommends_the_cheapest_row_not_worse_than_the_best_on_every_pair():
+    # recipe best (85); cheap recipe 0.1 behind with the same wobble: within its interval;
+    # the fixed combination 2 behind: out; so the cheap recipe (2.0) beats the recipe (4.0)
+    chosen = {p: pair(85.0, distpro_cheap_review=84.9, fixed_review=83.0) for p in PAIRS}
+    diffs = verdict.candidates(chosen)
+    assert set(diffs) == set(PAIRS)
+    d = diffs["p1"]["distpro_cheap_review"]
+    per_seed = [
+        (84.9 + 0.5 * NOISE[s]) - (85.0 + NOISE[s]) for s in range(5)
+    ]  # the recipe's mean over its three searches is 85 + wobble
+    assert d.mean == pytest.approx(sum(per_seed) / 5)
+    assert diffs["p1"]["distpro_review"].mean == 0.0 and d.high >= 0
+    assert diffs["p1"]["fixed_review"].high < 0
+    costs = {p: COSTS for p in PAIRS}
+    assert verdict.recommended(diffs, costs) == "distpro_cheap_review"
+    # if Hinton KD were as good everywhere, the cheapest row wins: no search at all
+    tie = {p: pair(85.0, hinton_kd=85.0) for p in PAIRS}
+    assert verdict.recommended(verdict.candidates(tie), costs) == "hinton_kd"
+
+
+def test_a_row_worse_on_one_pair_does_not_qualify():
+    chosen = {p: pair(85.0, hinton_kd=85.0) for p in PAIRS}
+    chosen["p3"] = pair(85.0, hinton_kd=80.0)
+    diffs = verdict.candidates(chosen)
+    assert diffs["p3"]["hinton_kd"].high < 0
+    # every other row is points behind the recipe somewhere: the full search it is
+    assert verdict.recommended(diffs, {p: COSTS for p in PAIRS}) == "distpro_review"
+
+
+def test_the_section_names_the_verdict_and_the_choice(tmp_path):
+    path = tmp_path / headline.ISSUE34_COST
+    path.parent.mkdir(parents=True)
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.3, "replay_pruned": 1.2}
+    step["search_k1"] = 2.8
+    evaluated = {"review": {"over_reviewkd": 4.0, "replay": "replay_pruned"}}
+    evaluated["cheap_review"] = {"over_reviewkd": 2.0}
+    entry = {"step_s": step, "evaluated": evaluated}
+    path.write_text(json.dumps({"pairs": {p: entry for p in PAIRS}}))
+    chosen = {p: pair(85.0, distpro_cheap_review=84.9, fixed_review=83.0) for p in PAIRS}
+    text = "\n".join(verdict.verdict_lines(chosen, PAIRS, {}, root=tmp_path))
+    assert "Target (docs/quality.md): **met**." in text  # 5 points over Hinton KD, 2 over fixed
+    assert "Recommendation: the frozen recipe first; budget option: distpro_cheap_review." in text
+    tie = {**chosen, "p1": pair(85.0, hinton_kd=85.0, distpro_cheap_review=84.9)}
+    text = "\n".join(verdict.verdict_lines(tie, PAIRS, {}, root=tmp_path))
+    assert "**missed**" in text  # Hinton KD ties on p1, not on p2 and p3: the cheap recipe
+    assert "Recommendation by the rule: **distpro_cheap_review**." in text
+    assert "| frozen recipe (3 searches pooled) | 4.00 |" in text
