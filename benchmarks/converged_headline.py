@@ -19,8 +19,11 @@ RECIPE = ("distpro_review", "distpro_review_s2", "distpro_review_s3")
 FAMILY = ("hinton_kd", "reviewkd", "fixed_review")  # Holm's family, on every pair
 OTHERS = ("student", "equal", "uniform_review", "alpha_T_review", "distpro_cheap_review")
 OTHERS += ("distpro_review_half", "transfer_review")
+# issue 34's levers -> their recipe in recipe_cost's `evaluated` (priced in `ISSUE34_COST`);
+# rows of their own table (`lever_lines`), never of the headline
 LEVERS = {"distpro_review_mean": "review_mean", "distpro_review_val4": "review_val4"}
-OTHERS += tuple(LEVERS)  # issue 34's levers (rows of `evaluated` once priced)
+LEVER_RIVALS = ("fixed_review", "reviewkd", "hinton_kd", "uniform_review")
+POOLED = "frozen recipe (3 searches pooled)"
 
 
 def recipe_table(runs: dict[str, dict[int, dict]], seeds: list[int]) -> list[list[float]]:
@@ -134,9 +137,8 @@ def run_costs(cost: dict[str, Any]) -> dict[str, float]:
     """One run of each row in ReviewKD runs of the same length: a replay's step over
     ReviewKD's; a searched recipe its search (k, fraction of the replay's steps) plus its
     replay (`benchmarks.recipe_cost`); the half-epoch row its whole search plus half a
-    replay; the transfer row a replay only (the source pair's search is not paid again);
-    a lever its own recipe (`LEVERS`: the mean of three searches pays the three), once
-    ``evaluated`` prices it."""
+    replay; the transfer row a replay only (the source pair's search is not paid again).
+    The levers: `lever_costs`."""
     step, evaluated = cost["step_s"], cost["evaluated"]
     review = step["reviewkd"]
     full = evaluated["review"]
@@ -150,34 +152,31 @@ def run_costs(cost: dict[str, Any]) -> dict[str, float]:
         "distpro_cheap_review": evaluated["cheap_review"]["over_reviewkd"],
         "distpro_review_half": (step["search_k1"] + 0.5 * step[full["replay"]]) / review,
         "transfer_review": step[full["replay"]] / review,
-    } | {
-        method: evaluated[name]["over_reviewkd"]
-        for method, name in LEVERS.items()
-        if name in evaluated
     }
 
 
-def cost_source(pair: str, root: Any = ".") -> tuple[str, str]:
-    """(file, entry) pricing ``pair``: `COST_FILES`, or `ISSUE34_COST`'s own entry for the
-    pair once it holds one (pair 1 is re-priced there with the levers, beside the others)."""
+def _entry(path: str, key: str, root: Any) -> dict[str, Any] | None:
     import json
     from pathlib import Path
 
-    file = Path(root) / ISSUE34_COST
-    if file.is_file() and pair in json.loads(file.read_text()).get("pairs", {}):
-        return ISSUE34_COST, pair
-    return COST_FILES.get(pair, ("", ""))
+    file = Path(root) / path
+    return json.loads(file.read_text())["pairs"].get(key) if path and file.is_file() else None
+
+
+def lever_costs(pair: str, root: Any = ".") -> dict[str, float]:
+    """The levers' one-run costs on ``pair`` (each its own recipe: the mean of three
+    searches pays the three), from `ISSUE34_COST`'s entry for the pair where it prices
+    them; the frozen rows keep their own measurement (`COST_FILES`)."""
+    entry = _entry(ISSUE34_COST, pair, root) or {}
+    evaluated = entry.get("evaluated", {})
+    return {m: evaluated[n]["over_reviewkd"] for m, n in LEVERS.items() if n in evaluated}
 
 
 def pair_costs(pair: str, root: Any = ".") -> dict[str, float] | None:
-    """`run_costs` of ``pair``'s measured entry (`cost_source`), or ``None`` if unmeasured."""
-    import json
-    from pathlib import Path
-
-    path, key = cost_source(pair, root)
-    file = Path(root) / path
-    entry = json.loads(file.read_text())["pairs"].get(key) if path and file.is_file() else None
-    return None if entry is None else run_costs(entry)
+    """Every row's one-run cost on ``pair`` (`run_costs` of its `COST_FILES` entry and the
+    `lever_costs`), or ``None`` if the pair is unmeasured."""
+    entry = _entry(*COST_FILES.get(pair, ("", "")), root)
+    return None if entry is None else run_costs(entry) | lever_costs(pair, root)
 
 
 def cost_lines(
@@ -185,7 +184,7 @@ def cost_lines(
 ) -> list[str]:
     """Each row's single-run cost and its total compute with its tuning grid (the grid's
     points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
-    path, _ = cost_source(pair, root)
+    path = COST_FILES.get(pair, ("", ""))[0]
     costs = pair_costs(pair, root)
     if costs is None:
         return [f"Cost ({pair}): not measured on this pair yet.", ""]
@@ -205,3 +204,39 @@ def cost_lines(
         lines += ["", f"Not priced yet: {'; '.join(missing)} (`python -m benchmarks.recipe_cost "
                   f"--pairs {pair} --rounds 5 --out {ISSUE34_COST}` once their processes exist)."]  # fmt: skip
     return [*lines, ""]
+
+
+def lever_lines(chosen: Chosen, labels: dict[str, str]) -> list[str]:
+    """Issue 34's levers against the rivals the target names and against the frozen recipe
+    (pooled): lever − row per seed, paired 95 % t-intervals, unadjusted (exploratory rows,
+    registered after the frozen rows; never the headline)."""
+    rows = []
+    for pair, runs in chosen.items():
+        for lever in LEVERS:
+            for rival in (*LEVER_RIVALS, "recipe"):
+                seeds = sorted(set(runs.get(lever, {})) & set(complete_seeds(runs, lever)))
+                if rival != "recipe":
+                    seeds = [s for s in seeds if s in runs.get(rival, {})]
+                if len(seeds) < 2:
+                    continue
+                mine = [100 * runs[lever][s]["top1"] for s in seeds]
+                if rival == "recipe":
+                    theirs = [statistics.fmean(col) for col in zip(*recipe_table(runs, seeds))]
+                else:
+                    theirs = [100 * runs[rival][s]["top1"] for s in seeds]
+                t = stats.paired_t([a - b for a, b in zip(mine, theirs)])
+                name = POOLED if rival == "recipe" else labels.get(rival, rival)
+                rows.append(
+                    f"| {pair} | {labels.get(lever, lever)} | {name} | {len(seeds)} "
+                    f"| {t.mean:+.2f} | [{t.low:+.2f}, {t.high:+.2f}] |"
+                )
+    if not rows:
+        return []
+    return [
+        "### Issue 34's levers − the rivals (exploratory: unadjusted, never the headline)",
+        "",
+        "| pair | lever | row | seeds | lever − row | 95 % t-interval |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]

@@ -18,9 +18,15 @@ recommends"), so that the README quotes a computation, not a reading.
 from __future__ import annotations
 
 import statistics
-from typing import Any
 
-from benchmarks.converged_headline import FAMILY, RECIPE, Chosen, holm_family, pair_costs
+from benchmarks.converged_headline import (
+    FAMILY,
+    POOLED,
+    RECIPE,
+    Chosen,
+    holm_family,
+    pair_costs,
+)
 from distpro_lightning.functional import stats
 
 RECIPE_ROW = "distpro_review"  # the frozen recipe's row (its three searches pooled)
@@ -106,13 +112,18 @@ def recommended(
 
 
 def verdict_lines(
-    chosen: Chosen, pairs: list[str], labels: dict[str, str], root: Any = "."
+    chosen: Chosen,
+    pairs: list[str],
+    labels: dict[str, str],
+    costs: dict[str, dict[str, float]] | None = None,
 ) -> list[str]:
-    """The report's section: the target's verdict, the rule's table and its choice."""
-    labels = {**labels, RECIPE_ROW: "frozen recipe (3 searches pooled)"}
+    """The report's section: the target's verdict, the rule's table and its choice;
+    ``costs``: pair -> row -> one-run cost (default: the measured ones, `pair_costs`)."""
+    labels = {**labels, RECIPE_ROW: POOLED}
     status, per_pair = target(chosen, pairs, labels)
     diffs = candidates(chosen)
-    costs = {pair: pair_costs(pair, root) or {} for pair in pairs}
+    if costs is None:
+        costs = {pair: pair_costs(pair) or {} for pair in pairs}
     word = {"met": "**met**", "missed": "**missed**", "open": "not decided yet"}[status]
     lines = [
         "### Issue 34's verdict and recommendation (the registered rules, computed)",

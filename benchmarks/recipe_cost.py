@@ -54,6 +54,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from benchmarks.build import build_module
+from benchmarks.converged_methods import RECIPE_SEARCHES
 from benchmarks.step_cost import N_PRUNED, OFFICIAL, FitMethod, StepTimer, _loaders, _retrain
 from distpro_lightning import DistProModule, ProcessSearchCallback
 from distpro_lightning.baselines.recipes import RecipeSettings, build_method, distpro_kwargs
@@ -160,7 +161,6 @@ def recommended_space(pair: str) -> bool:
 
 # a lever's own search step where it differs from ``search_k<k>``
 LEVER_SEARCH = {"review_val4": "search_k1_val4"}
-RECIPE_SEARCHES = ("review", "review_s2", "review_s3")  # the frozen recipe's three searches
 
 
 def evidence_processes(pair: str) -> Processes:
@@ -183,9 +183,11 @@ def _as_process(source: str | DistillationProcess) -> DistillationProcess:
 
 
 def _describe(source: str | DistillationProcess) -> str:
+    """A process file's path, or what an average was made of (its sources' fingerprints)."""
     if isinstance(source, str):
         return source
-    return f"average of {len(source.provenance['averaged_from'])} searches"
+    prints = ", ".join(s["fingerprint"] for s in source.provenance["averaged_from"])
+    return f"average of {len(source.provenance['averaged_from'])} searches ({prints})"
 
 
 def compiled_methods(loaders: Any, processes: Processes) -> dict[str, FitMethod]:
@@ -242,6 +244,11 @@ def evaluated_recipes(
         replay = "replay_pruned" if name == "review" else f"replay_{name}"
         searches = len(process.provenance.get("averaged_from") or [None])
         search = LEVER_SEARCH.get(name, f"search_k{k}")
+        if search not in step_s:
+            raise SystemExit(
+                f"{name}: its search step {search} is timed only for the pairs "
+                f"{', '.join(EVIDENCE_PAIRS)}; price it with --pairs one of those"
+            )
         cost = searches * fraction * step_s[search] + step_s[replay]
         rows[name] = {
             "process": _describe(path), "k": k, "fraction": fraction, "replay": replay,

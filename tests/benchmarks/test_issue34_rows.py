@@ -279,32 +279,72 @@ def test_lever_costs_pay_their_own_searches(tmp_path):
     assert rows["review_mean"]["searches"] == 3 and rows["review_mean"]["fraction"] == 1.0
     assert rows["review_mean"]["over_reviewkd"] == pytest.approx(3 * 3.0 + 1.2)
     assert rows["review_val4"]["over_reviewkd"] == pytest.approx(4.0 + 1.1)
-    assert rows["review_mean"]["process"] == "average of 3 searches"
+    assert rows["review_mean"]["process"].startswith("average of 3 searches (")
+    with pytest.raises(SystemExit, match="search_k1_val4 is timed only for the pairs"):
+        recipe_cost.evaluated_recipes({"search_k1": 1.0}, {"review_val4": found["review"]})
     base = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
     evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
     evaluated["cheap_review"] = {"over_reviewkd": 1.9}
     entry = {"step_s": {**base, "search_k1": 3.0}, "evaluated": evaluated}
-    assert "distpro_review_mean" not in headline.run_costs(entry)
     path = tmp_path / headline.COST_FILES[PAIR1][0]
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({"pairs": {"recommended": entry}}))
     text = "\n".join(headline.cost_lines(PAIR1, {}, {}, root=tmp_path))
     assert "Not priced yet: distpro_review_mean; distpro_review_val4" in text
-    evaluated |= {n: rows[n] for n in rows}
-    costs = headline.run_costs(entry)
+    lever_file = tmp_path / headline.ISSUE34_COST
+    lever_file.write_text(json.dumps({"pairs": {PAIR1: {"evaluated": rows}}}))
+    costs = headline.lever_costs(PAIR1, tmp_path)
     assert costs["distpro_review_mean"] == pytest.approx(10.2)
     assert costs["distpro_review_val4"] == pytest.approx(5.1)
 
 
-def test_pair_one_is_priced_from_the_issue_34_file_once_it_holds_pair_one(tmp_path):
+def test_pair_one_keeps_its_frozen_costs_and_takes_the_levers_from_the_issue_34_file(tmp_path):
     import json
 
     from benchmarks import converged_headline as headline
 
-    assert headline.cost_source(PAIR1, tmp_path) == headline.COST_FILES[PAIR1]
-    path = tmp_path / headline.ISSUE34_COST
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"pairs": {"wrn_16_2-mobilenet_v2": {}}}))
-    assert headline.cost_source(PAIR1, tmp_path) == headline.COST_FILES[PAIR1]
-    path.write_text(json.dumps({"pairs": {PAIR1: {}}}))
-    assert headline.cost_source(PAIR1, tmp_path) == (headline.ISSUE34_COST, PAIR1)
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    step["search_k1"] = 3.0
+    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
+    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    for path, key, review in (
+        (headline.COST_FILES[PAIR1][0], "recommended", 3.6),
+        (headline.ISSUE34_COST, PAIR1, 9.9),  # a later measurement with the levers
+    ):
+        file = tmp_path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        lever = {"review_mean": {"over_reviewkd": 10.2}} if key == PAIR1 else {}
+        entry = {"step_s": step, "evaluated": {**evaluated, "review": {**evaluated["review"],
+                 "over_reviewkd": review}, **lever}}  # fmt: skip
+        file.write_text(json.dumps({"pairs": {key: entry}}))
+    costs = headline.pair_costs(PAIR1, tmp_path)
+    assert costs["distpro_review"] == 3.6  # the frozen rows' own measurement
+    assert costs["distpro_review_mean"] == 10.2 and "distpro_review_val4" not in costs
+    text = "\n".join(headline.cost_lines(PAIR1, {}, {}, root=tmp_path))
+    assert "| distpro_review_mean | 10.20 |" in text
+    assert "Not priced yet: distpro_review_val4 (" in text
+
+
+def test_levers_are_compared_with_the_rivals_and_the_pooled_recipe_outside_the_headline():
+    from benchmarks import converged_headline as headline
+
+    def runs(points):
+        return {s: {"top1": p / 100} for s, p in enumerate(points)}
+
+    pair = {
+        "distpro_review": runs([85, 84, 86]),
+        "distpro_review_s2": runs([84, 84, 85]),
+        "distpro_review_s3": runs([86, 85, 86]),
+        "fixed_review": runs([84, 84, 85]),
+        "hinton_kd": runs([83, 83, 84]),
+        "distpro_review_mean": runs([86, 85, 87]),
+    }
+    lines = headline.lever_lines({"p": pair}, {})
+    fixed = next(line for line in lines if "| fixed_review |" in line)
+    assert "| distpro_review_mean | fixed_review | 3 | +1.67 |" in fixed  # (2 + 1 + 2) / 3
+    recipe = next(line for line in lines if "frozen recipe (3 searches pooled)" in line)
+    assert "| +1.00 |" in recipe  # recipe per seed 85, 84.33, 85.67
+    assert not any("reviewkd" in line for line in lines)  # no ReviewKD runs: no row
+    assert not any(
+        "distpro_review_mean" in line for line in headline.headline_lines({"p": pair}, {})
+    )

@@ -12,7 +12,9 @@
   (`distpro_lightning.cli.run_config`); a retrain without a validation split skips
   validation (``limit_val_batches=0``).
 * ``distpro process summary|plot|export FILE`` — inspect, plot and interpolate a process
-  file; a bad file prints one line naming it and the problem, and exits with status 1.
+  file; ``distpro process average FILE... -o OUT`` — the mean weights of several (e.g. the
+  searches of one recipe); a bad file prints one line naming it and the problem, and exits
+  with status 1.
 * ``distpro sweep-best ROOT -- FIT ARGS`` — the best process of a sweep (lowest final
   held-out loss among the trials' process files under ``ROOT``), retrained with
   ``distpro fit FIT ARGS --replay.process BEST`` (see `distpro_lightning.cli.sweeps`).

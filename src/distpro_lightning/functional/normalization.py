@@ -65,43 +65,48 @@ def normalize(logits: Tensor, name: str, bias: float = 1.0) -> Tensor:
     return torch.full_like(logits, 1.0 / logits.shape[-1]) + 0.0 * logits
 
 
-def logits_for(weights: Tensor, name: str, bias: float = 1.0) -> Tensor:
-    """Raw logits whose normalisation is ``weights`` (the inverse of `normalize`, e.g. to
-    store an average of weights as a process): ``normalize(logits_for(w, n), n) == w`` for
-    every ``w`` that normalisation can produce.
+def mean_logits(logits: Tensor, name: str, bias: float = 1.0) -> Tensor:
+    """Logits whose normalisation is the mean of the normalised ``logits[k]`` over ``k``
+    (``[K, ..., P]`` -> ``[..., P]``), at the sources' level: one source comes back as
+    itself, so pruning (a threshold on the raw logits) keeps its meaning. Computed in
+    float64 and, where the weights can underflow, in log space.
 
-    * ``biased_softmax``: ``g + log(w) - log(1 - sum(w))`` (the appended bias takes the rest)
-    * ``softmax``: ``log(w)`` (the logits are defined up to a constant; this one)
-    * ``l1_plus_one``: ``w / (1 - ||w||_1)``
-    * ``l1``: ``w`` (the normalisation is scale-free)
-    * ``sigmoid``: ``log(w / (1 - w))``
-    * ``uniform``: zeros (the weights do not depend on the logits)
-
-    Raises ``ValueError`` when ``weights`` lie outside what the normalisation produces
-    (a weight at or below 0, or a sum at or above 1 for ``biased_softmax``).
+    * ``biased_softmax``: ``g + M[:P] - M[P]`` with ``M = logsumexp_k log_softmax([l_k, g])``
+      (the appended bias's share is the rest)
+    * ``softmax``: ``logsumexp_k log_softmax(l_k) - log K`` plus the mean of the sources'
+      ``logsumexp(l_k)`` (softmax ignores a constant; this keeps their level)
+    * ``sigmoid``: ``logsumexp_k logsigmoid(l_k) - logsumexp_k logsigmoid(-l_k)``
+    * ``l1_plus_one``: ``w / (1 - ||w||_1)`` of the mean weights ``w``
+    * ``l1``: the mean weights times the sources' mean ``||l_k||_1``; refused where the
+      sources' signs differ (the mean of such rows has ``||w||_1 < 1``, which no logits give)
+    * ``uniform``: the mean logits (the weights do not depend on them)
     """
     check_normalization(name)
-    w = weights.to(torch.float64)
-    total = w.abs().sum(dim=-1, keepdim=True)
-    if name in ("biased_softmax", "softmax", "sigmoid") and bool((w <= 0).any()):
-        raise ValueError(f"{name} weights must be > 0 to invert; got a minimum of {w.min():.3g}.")
-    if name in ("biased_softmax", "l1_plus_one") and bool((total >= 1).any()):
-        raise ValueError(
-            f"{name} weights must sum to < 1 (the rest is the bias's share); got a sum of "
-            f"{total.max():.6g}."
-        )
-    if name == "sigmoid" and bool((w >= 1).any()):
-        raise ValueError(f"sigmoid weights must be < 1 to invert; got {w.max():.6g}.")
+    x = logits.to(torch.float64)
+    k = torch.tensor(float(x.shape[0]), dtype=torch.float64).log()
     if name == "biased_softmax":
-        out = float(bias) + w.log() - (1.0 - w.sum(dim=-1, keepdim=True)).log()
+        g = x.new_full((*x.shape[:-1], 1), float(bias))
+        m = torch.log_softmax(torch.cat([x, g], dim=-1), dim=-1).logsumexp(dim=0)
+        out = float(bias) + m[..., :-1] - m[..., -1:]
     elif name == "softmax":
-        out = w.log()
-    elif name == "l1_plus_one":
-        out = w / (1.0 - total)
-    elif name == "l1":
-        out = w
+        m = torch.log_softmax(x, dim=-1).logsumexp(dim=0) - k
+        out = m + x.logsumexp(dim=-1, keepdim=True).mean(dim=0)
     elif name == "sigmoid":
-        out = (w / (1.0 - w)).log()
+        nn = torch.nn.functional
+        out = nn.logsigmoid(x).logsumexp(dim=0) - nn.logsigmoid(-x).logsumexp(dim=0)
+    elif name == "l1_plus_one":
+        w = normalize(x, name).mean(dim=0)
+        out = w / (1.0 - w.abs().sum(dim=-1, keepdim=True))
+    elif name == "l1":
+        w = normalize(x, name).mean(dim=0)
+        size = w.abs().sum(dim=-1, keepdim=True)
+        if bool(((size - 1.0).abs() > 1e-9).any()):
+            raise ValueError(
+                "l1 weights of opposite signs in one pathway cannot be averaged: their mean "
+                "is no l1-normalised row. Average processes whose logits agree in sign, or "
+                "use another normalisation."
+            )
+        out = w * x.abs().sum(dim=-1, keepdim=True).mean(dim=0)
     else:
-        out = torch.zeros_like(w)
-    return out.to(weights.dtype)
+        out = x.mean(dim=0)
+    return out.to(logits.dtype)

@@ -25,6 +25,7 @@ as version 2.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -38,7 +39,7 @@ import torch
 from torch import Tensor
 
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
-from distpro_lightning.functional.normalization import logits_for, normalize
+from distpro_lightning.functional.normalization import mean_logits, normalize
 from distpro_lightning.process.format import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -230,34 +231,39 @@ class DistillationProcess:
     def average(cls, processes: Sequence[DistillationProcess]) -> DistillationProcess:
         """The process whose weights at every row are the mean of these processes' weights
         (e.g. several searches of one recipe, replayed as one process that averages out
-        each search's draw), stored as logits of the same normalisation (`logits_for`).
+        each search's draw), stored as logits of the same normalisation at the sources'
+        level (`functional.normalization.mean_logits`: one process comes back as itself).
 
         The processes must share their pathways (in order), normalisation, number of rows
-        and steps per epoch; ``interpolate`` them to one length first if they differ. The
-        result records its sources (``provenance["averaged_from"]``: run id and
-        fingerprint of each) and, like every new process, has no run id of its own."""
+        and steps per epoch (``interpolate`` them, or ``distpro process export --steps N``,
+        to one length first). The result keeps the provenance the sources share, lists
+        each source under ``provenance["averaged_from"]`` (run id, fingerprint and what
+        differs), is ``created`` now and, like every new process, has no run id."""
         require(len(processes) >= 1, "average() needs at least one process")
         first = processes[0]
         for i, p in enumerate(processes[1:], start=1):
-            for what, mine, theirs in (
-                ("pathways", first.pathway_names, p.pathway_names),
-                ("normalization", first.normalization, p.normalization),
-                ("number of rows", len(first), len(p)),
-                ("steps per epoch", first.steps_per_epoch, p.steps_per_epoch),
-            ):
-                require(
-                    mine == theirs,
-                    f"average(): process {i} differs from process 0 in its {what} ({theirs!r} "
-                    f"against {mine!r}); average processes of one search space and length "
-                    "(remap() or interpolate() them first)",
-                )
+            _check_averageable(first, p, i)
         require(len(first) > 0, "average(): the processes have no rows")
         n = first.normalization
-        mean = torch.stack([normalize(p.logits, n["name"], float(n["bias"])) for p in processes])
-        rows = logits_for(mean.mean(dim=0), n["name"], float(n["bias"]))
-        sources = [{"run_id": p.run_id, "fingerprint": p.fingerprint()} for p in processes]
+        stacked = torch.stack([p.logits for p in processes])
+        rows = mean_logits(stacked, n["name"], float(n["bias"]))
+        shared = {
+            key: value
+            for key, value in first.provenance.items()
+            if all(key in p.provenance and p.provenance[key] == value for p in processes)
+        }
+        sources = [
+            {
+                "run_id": p.run_id,
+                "fingerprint": p.fingerprint(),
+                **{k: v for k, v in p.provenance.items() if k not in shared},
+            }
+            for p in processes
+        ]
+        taus = {p.prune_threshold for p in processes}
         out = first.with_rows(rows)
-        out.provenance = {**first.provenance, "averaged_from": sources}
+        out.prune_threshold = first.prune_threshold if len(taus) == 1 else None
+        out.provenance = {**shared, "created": _now(), "averaged_from": sources}
         return out
 
     def with_rows(self, rows: Tensor) -> DistillationProcess:
@@ -392,3 +398,33 @@ class DistillationProcess:
         """A human-readable summary: size, normalisation, skipped steps, first/last weights
         per pathway, provenance."""
         return process_summary(self)
+
+
+def _check_averageable(first: DistillationProcess, other: DistillationProcess, i: int) -> None:
+    """Refuse averaging ``other`` (process ``i``) with ``first``: another space or length."""
+    fix = (
+        "average processes of one search space and length (bring them to one length with "
+        "distpro process export --steps N, or DistillationProcess.interpolate)"
+    )
+    if other.pathway_names != first.pathway_names:
+        mine, theirs = set(first.pathway_names), set(other.pathway_names)
+        what = (
+            f"pathways (missing {sorted(mine - theirs)}, extra {sorted(theirs - mine)})"
+            if mine != theirs
+            else "pathway order"
+        )
+        require(False, f"average(): process {i} differs from process 0 in its {what}; {fix}")
+    for what, mine, theirs in (
+        ("normalization", first.normalization, other.normalization),
+        ("number of rows", len(first), len(other)),
+        ("steps per epoch", first.steps_per_epoch, other.steps_per_epoch),
+    ):
+        require(
+            mine == theirs,
+            f"average(): process {i} differs from process 0 in its {what} ({theirs!r} against "
+            f"{mine!r}); {fix}",
+        )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

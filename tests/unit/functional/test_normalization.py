@@ -1,5 +1,6 @@
-"""`logits_for`, the inverse of `normalize`: a round trip for every normalisation, values
-computed by hand, and the weights no normalisation can produce refused."""
+"""`mean_logits`: logits whose normalisation is the mean of several rows' weights, at the
+sources' level — checked against the mean of `normalize` (an independent forward pass),
+by hand, at logits where float32 weights underflow, and for one source (itself)."""
 
 from __future__ import annotations
 
@@ -8,46 +9,53 @@ import math
 import pytest
 import torch
 
-from distpro_lightning.functional.normalization import NORMALIZATIONS, logits_for, normalize
+from distpro_lightning.functional.normalization import NORMALIZATIONS, mean_logits, normalize
+
+
+def _sources(name: str) -> torch.Tensor:
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, 5, dtype=torch.float64) * 2  # 3 sources x 6 rows x 5 pathways
+    return x.abs() + 0.1 if name == "l1" else x  # l1: rows of one sign average
 
 
 @pytest.mark.parametrize("name", NORMALIZATIONS)
-def test_normalizing_the_inverse_gives_the_weights_back(name: str) -> None:
-    torch.manual_seed(0)
-    logits = torch.randn(6, 5, dtype=torch.float64) * 2
-    weights = normalize(logits, name, bias=0.7)
-    back = normalize(logits_for(weights, name, bias=0.7), name, bias=0.7)
-    torch.testing.assert_close(back, weights, rtol=1e-10, atol=1e-12)
+def test_the_result_normalizes_to_the_mean_of_the_weights(name: str) -> None:
+    x = _sources(name)
+    want = normalize(x, name, bias=0.7).mean(dim=0)
+    got = normalize(mean_logits(x, name, bias=0.7), name, bias=0.7)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_biased_softmax_inverse_by_hand() -> None:
-    # weights 0.2 and 0.3 leave 0.5 to the bias g = 1: logits g + log(w / 0.5)
-    got = logits_for(torch.tensor([0.2, 0.3], dtype=torch.float64), "biased_softmax", 1.0)
-    want = torch.tensor([1 + math.log(0.4), 1 + math.log(0.6)], dtype=torch.float64)
-    torch.testing.assert_close(got, want)
+@pytest.mark.parametrize("name", NORMALIZATIONS)
+def test_one_source_comes_back_as_itself_so_pruning_keeps_its_meaning(name: str) -> None:
+    x = _sources(name)[:1]
+    torch.testing.assert_close(mean_logits(x, name, bias=0.7), x[0], rtol=1e-10, atol=1e-10)
 
 
-def test_l1_plus_one_inverse_by_hand() -> None:
-    # logits (1, -3): weights (1, -3) / 5; back: w / (1 - 4/5) = (1, -3)
-    got = logits_for(torch.tensor([0.2, -0.6], dtype=torch.float64), "l1_plus_one")
-    torch.testing.assert_close(got, torch.tensor([1.0, -3.0], dtype=torch.float64))
+def test_biased_softmax_by_hand() -> None:
+    # bias 0: logits (0, 0) weigh (1/3, 1/3), bias 1/3; logits (ln 2, 0) weigh (1/2, 1/4),
+    # bias 1/4; the mean (5/12, 7/24) leaves 7/24 to the bias: logits ln(10/7), 0
+    x = torch.tensor([[0.0, 0.0], [math.log(2), 0.0]], dtype=torch.float64)
+    got = mean_logits(x, "biased_softmax", bias=0.0)
+    torch.testing.assert_close(got, torch.tensor([math.log(10 / 7), 0.0], dtype=torch.float64))
 
 
-@pytest.mark.parametrize(
-    ("name", "weights", "message"),
-    [
-        ("biased_softmax", [0.6, 0.5], "sum to < 1"),
-        ("biased_softmax", [0.0, 0.5], "must be > 0"),
-        ("softmax", [-0.1, 1.1], "must be > 0"),
-        ("sigmoid", [0.5, 1.0], "must be < 1"),
-        ("l1_plus_one", [0.5, -0.5], "sum to < 1"),
-    ],
-)
-def test_weights_no_normalization_produces_are_refused(name, weights, message) -> None:
-    with pytest.raises(ValueError, match=message):
-        logits_for(torch.tensor(weights), name)
+@pytest.mark.parametrize("level", [17.0, 30.0, 60.0, -120.0])
+def test_float32_logits_whose_weights_underflow_still_average_exactly(level: float) -> None:
+    # at 17 the bias's float32 share rounds to 0; at -120 the weights do
+    x = torch.tensor([[[level, level - 1.0]], [[level, level - 1.0]]])
+    got = mean_logits(x, "biased_softmax", bias=1.0)
+    torch.testing.assert_close(got, x[0])
+    got = mean_logits(x, "sigmoid")
+    torch.testing.assert_close(got, x[0])
+
+
+def test_l1_rows_of_opposite_signs_are_refused_with_the_reason() -> None:
+    x = torch.tensor([[[1.0, -1.0]], [[1.0, 1.0]]])
+    with pytest.raises(ValueError, match="opposite signs"):
+        mean_logits(x, "l1")
 
 
 def test_an_unknown_normalization_is_refused_with_the_known_ones() -> None:
     with pytest.raises(ValueError, match="biased_softmax"):
-        logits_for(torch.tensor([0.5]), "softplus")
+        mean_logits(torch.zeros(1, 2), "softplus")

@@ -643,15 +643,17 @@ def test_average_round_trips_through_its_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("other", "what"),
     [
-        (DistillationProcess(list(reversed(NAMES)), NORM, logits=ROWS), "pathways"),
+        (DistillationProcess(list(reversed(NAMES)), NORM, logits=ROWS), "pathway order"),
+        (DistillationProcess([*NAMES[:2], "x->y:kd"], NORM, logits=ROWS), "pathways \\(missing"),
         (DistillationProcess(NAMES, {**NORM, "scale": 2.0}, logits=ROWS), "normalization"),
         (DistillationProcess(NAMES, NORM, logits=ROWS[:4]), "number of rows"),
         (DistillationProcess(NAMES, NORM, logits=ROWS, steps_per_epoch=7), "steps per epoch"),
     ],
 )
 def test_average_refuses_processes_of_another_space_or_length(other, what) -> None:
-    with pytest.raises(ProcessFileError, match=f"differs from process 0 in its {what}"):
+    with pytest.raises(ProcessFileError, match=f"differs from process 0 in its {what}") as info:
         DistillationProcess.average([five_rows(), other])
+    assert "distpro process export --steps N" in str(info.value)
 
 
 def test_distpro_process_average_writes_the_mean_and_refuses_an_existing_output(
@@ -669,3 +671,21 @@ def test_distpro_process_average_writes_the_mean_and_refuses_an_existing_output(
         process_main(["average", str(a), "-o", str(out)])
     assert process_main(["average", str(a), "-o", str(out), "--overwrite"]) == 0
     torch.testing.assert_close(DistillationProcess.load(out).weights(), five_rows().weights())
+
+
+def test_average_of_one_process_is_that_process_so_its_pruning_is_unchanged() -> None:
+    p = five_rows()
+    torch.testing.assert_close(DistillationProcess.average([p]).logits, p.logits)
+
+
+def test_average_keeps_the_shared_provenance_and_files_what_differs_under_each_source() -> None:
+    a = DistillationProcess(NAMES, NORM, logits=ROWS, provenance={"student": "s", "seed": 1})
+    a.provenance["search_val_loss"] = 0.4
+    b = DistillationProcess(NAMES, NORM, logits=ROWS, provenance={"student": "s", "seed": 2})
+    b.prune_threshold = 0.5
+    mean = DistillationProcess.average([a, b])
+    assert mean.provenance["student"] == "s" and "search_val_loss" not in mean.provenance
+    first, second = mean.provenance["averaged_from"]
+    assert (first["seed"], first["search_val_loss"], second["seed"]) == (1, 0.4, 2)
+    assert mean.prune_threshold is None  # the sources' taus differ: none is claimed
+    assert mean.provenance["created"] != a.provenance.get("created")
