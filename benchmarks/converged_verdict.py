@@ -99,16 +99,26 @@ def candidates(chosen: Chosen) -> dict[str, dict[str, stats.PairedResult]]:
 
 def recommended(
     diffs: dict[str, dict[str, stats.PairedResult]], costs: dict[str, dict[str, float]]
-) -> str | None:
-    """The cheapest row (mean one-run cost over the priced pairs) whose interval to the best
-    row reaches zero or above on every pair of ``diffs``."""
-    ok = [row for row in RULE_ROWS if all(d[row].high >= 0 for d in diffs.values())]
+) -> tuple[str | None, bool]:
+    """(row, by the fallback): the cheapest row (mean one-run cost over the priced pairs)
+    whose interval to the best row reaches zero or above on every pair of ``diffs``; if no
+    row does, the fallback: the row with the smallest worst shortfall to a pair's best
+    (mean points, the largest over the pairs), the cheaper on a tie (within 0.005)."""
     priced = [c for c in costs.values() if c]
+    if not (diffs and priced):
+        return None, False
 
     def cost(row: str) -> float:
-        return statistics.fmean(c[row] for c in priced) if priced else 0.0
+        return statistics.fmean(c[row] for c in priced)
 
-    return min(ok, key=cost) if ok and priced else None
+    ok = [row for row in RULE_ROWS if all(d[row].high >= 0 for d in diffs.values())]
+    if ok:
+        return min(ok, key=cost), False
+
+    def worst(row: str) -> float:
+        return round(max(-d[row].mean for d in diffs.values()), 2)
+
+    return min(RULE_ROWS, key=lambda row: (worst(row), cost(row))), True
 
 
 def verdict_lines(
@@ -148,12 +158,21 @@ def verdict_lines(
         ]
         ok = "yes" if diffs and all(d[row].high >= 0 for d in diffs.values()) else "no"
         lines.append(f"| {labels.get(row, row)} | {one} | " + " | ".join(cells) + f" | {ok} |")
-    choice = recommended(diffs, costs)
+    choice, fallback = recommended(diffs, costs)
     missing = [p for p in pairs if p not in diffs]
     so_far = f" (so far: {', '.join(missing)} without every row yet)" if missing else ""
     name = labels.get(choice, choice) if choice else "none yet"
+    how = (
+        " — by the fallback: no row is within its interval of the best on every pair, so the "
+        "row with the smallest worst shortfall to a pair's best"
+        if fallback
+        else ""
+    )
     if status == "met":
-        lines += ["", f"Recommendation{so_far}: the frozen recipe first; budget option: {name}."]
+        lines += [
+            "",
+            f"Recommendation{so_far}: the frozen recipe first; budget option: {name}{how}.",
+        ]
     else:
-        lines += ["", f"Recommendation by the rule{so_far}: **{name}**."]
+        lines += ["", f"Recommendation by the rule{so_far}: **{name}**{how}."]
     return [*lines, ""]

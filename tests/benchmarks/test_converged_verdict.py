@@ -68,10 +68,10 @@ def test_the_rule_recommends_the_cheapest_row_not_worse_than_the_best_on_every_p
     assert diffs["p1"]["distpro_review"].mean == 0.0 and d.high >= 0
     assert diffs["p1"]["fixed_review"].high < 0
     costs = {p: COSTS for p in PAIRS}
-    assert verdict.recommended(diffs, costs) == "distpro_cheap_review"
+    assert verdict.recommended(diffs, costs) == ("distpro_cheap_review", False)
     # if Hinton KD were as good everywhere, the cheapest row wins: no search at all
     tie = {p: pair(85.0, hinton_kd=85.0) for p in PAIRS}
-    assert verdict.recommended(verdict.candidates(tie), costs) == "hinton_kd"
+    assert verdict.recommended(verdict.candidates(tie), costs) == ("hinton_kd", False)
 
 
 def test_a_row_worse_on_one_pair_does_not_qualify():
@@ -80,7 +80,7 @@ def test_a_row_worse_on_one_pair_does_not_qualify():
     diffs = verdict.candidates(chosen)
     assert diffs["p3"]["hinton_kd"].high < 0
     # every other row is points behind the recipe somewhere: the full search it is
-    assert verdict.recommended(diffs, {p: COSTS for p in PAIRS}) == "distpro_review"
+    assert verdict.recommended(diffs, {p: COSTS for p in PAIRS}) == ("distpro_review", False)
 
 
 def test_the_section_names_the_verdict_and_the_choice():
@@ -94,3 +94,19 @@ def test_the_section_names_the_verdict_and_the_choice():
     text = "\n".join(verdict.verdict_lines(tie, PAIRS, {}, costs))
     assert "**missed**" in text  # Hinton KD ties on p1, not on p2 and p3: the cheap recipe
     assert "Recommendation by the rule: **distpro_cheap_review**." in text
+
+
+def test_when_no_row_is_near_the_best_everywhere_the_smallest_worst_shortfall_wins():
+    # p1: the recipe best, ReviewKD 0.6 behind; p2: ReviewKD best, the recipe 0.9 behind;
+    # every other row is further behind somewhere; the wobble makes both gaps significant
+    chosen = {
+        "p1": pair(85.0, reviewkd=84.4, uniform_review=83.0, fixed_review=83.0),
+        "p2": pair(80.0, reviewkd=80.9, uniform_review=79.0, fixed_review=79.0),
+    }
+    for p in chosen:
+        chosen[p]["distpro_cheap_review"] = runs(78.0, wobble=0.5)
+    diffs = verdict.candidates(chosen)
+    assert diffs["p1"]["reviewkd"].high < 0 and diffs["p2"]["distpro_review"].high < 0
+    assert verdict.recommended(diffs, {p: COSTS for p in chosen}) == ("reviewkd", True)
+    text = "\n".join(verdict.verdict_lines(chosen, ["p1", "p2"], {}, {p: COSTS for p in chosen}))
+    assert "**reviewkd** — by the fallback" in text
