@@ -661,15 +661,22 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
     rows = {}
     for line in report.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 8 and cells[0] == "resnet20-resnet8" and cells[2] == "5":
-            rows[cells[1]] = f"{cells[3]} {cells[4]}"
-    for rival, phrase in (
-        ("Hinton KD", "recipe - tuned Hinton KD {}"),
-        ("ReviewKD", "- tuned ReviewKD {}"),
-        ("fixed combination of the recommended space (tuned weights)",
-         "combination of its own space {}, a tie"),
-    ):  # fmt: skip
-        assert phrase.format(rows[rival]) in readme, (rival, rows[rival])
+        if len(cells) == 8 and cells[2] == "5":
+            rows[(cells[0], cells[1])] = f"{cells[3]} {cells[4]}"
+    fixed = "fixed combination of the recommended space (tuned weights)"
+    for pair, rival, phrase in (
+        ("resnet20-resnet8", "Hinton KD", "recipe - tuned Hinton KD {}"),
+        ("resnet20-resnet8", "ReviewKD", "- tuned ReviewKD {}"),
+        ("resnet20-resnet8", fixed, "combination of its own space {}, a tie"),
+        ("wrn_16_2-mobilenet_v2", "Hinton KD", "mobilenet_v2): recipe - tuned Hinton KD {}"),
+        ("wrn_16_2-mobilenet_v2", fixed, "- the tuned fixed combination {} (here"),
+        ("wrn_16_2-mobilenet_v2", "ReviewKD", "- **tuned ReviewKD {}: ReviewKD wins**"),
+    ):
+        assert phrase.format(rows[(pair, rival)]) in readme, (pair, rival, rows[(pair, rival)])
+    verdict = report.split("### Issue 34's verdict")[1]
+    assert "Target (docs/quality.md): **missed**." in verdict
+    assert "**ReviewKD** — by the fallback" in verdict
+    assert "points to **tuned ReviewKD, no search**" in readme
     costs = {}
     for line in report.split("Cost (resnet20-resnet8;")[1].splitlines()[3:12]:
         cells = [c.strip() for c in line.strip("|").split("|")]
