@@ -353,14 +353,14 @@ def report_text(payload: dict[str, Any], name: str) -> str:
     ]
     gset = grids.grid_set(payload.get("settings", {}))
     if payload.get("settings", {}).get("grids") == "issue34":
-        from benchmarks.converged_headline import cost_lines, headline_lines, lever_lines
+        from benchmarks.converged_headline import cost_lines, headline_lines, versus_lines
         from benchmarks.converged_methods import PAIRS
         from benchmarks.converged_verdict import verdict_lines
 
         chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
         lines += headline_lines(chosen, LABELS)
         lines += verdict_lines(chosen, list(PAIRS), LABELS)
-        lines += lever_lines(chosen, LABELS)
+        lines += versus_lines(chosen, LABELS)
         lines += [
             "The same records through `distpro compare` (its grid rule, the recipe pooled "
             "over its searches per seed, paired intervals with Holm over every row of a "

@@ -339,7 +339,7 @@ def test_levers_are_compared_with_the_rivals_and_the_pooled_recipe_outside_the_h
         "hinton_kd": runs([83, 83, 84]),
         "distpro_review_mean": runs([86, 85, 87]),
     }
-    lines = headline.lever_lines({"p": pair}, {})
+    lines = headline.versus_lines({"p": pair}, {})
     fixed = next(line for line in lines if "| fixed_review |" in line)
     assert "| distpro_review_mean | fixed_review | 3 | +1.67 |" in fixed  # (2 + 1 + 2) / 3
     recipe = next(line for line in lines if "frozen recipe (3 searches pooled)" in line)
@@ -348,3 +348,18 @@ def test_levers_are_compared_with_the_rivals_and_the_pooled_recipe_outside_the_h
     assert not any(
         "distpro_review_mean" in line for line in headline.headline_lines({"p": pair}, {})
     )
+
+
+def test_the_half_epoch_row_is_set_against_the_rivals_at_full_length():
+    from benchmarks import converged_headline as headline
+
+    def runs(points):
+        return {s: {"top1": p / 100} for s, p in enumerate(points)}
+
+    recipe = {m: runs([85, 84, 86]) for m in headline.RECIPE}
+    pair = {**recipe, "reviewkd": runs([84, 84, 85]), "distpro_review_half": runs([84, 83, 86])}
+    lines = headline.versus_lines({"p": pair}, {})
+    row = next(line for line in lines if "| distpro_review_half | reviewkd |" in line)
+    assert "| 3 | +0.00 |" in row  # (0 - 1 + 1) / 3
+    pooled = next(line for line in lines if "| distpro_review_half | frozen recipe" in line)
+    assert "| -0.67 |" in pooled
