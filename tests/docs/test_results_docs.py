@@ -677,6 +677,17 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
     assert "Target (docs/quality.md): **missed**." in verdict
     assert "**ReviewKD** — by the fallback" in verdict
     assert "points to **tuned ReviewKD, no search**" in readme
+    half = "frozen recipe (first search) replayed over half the epochs"
+    quoted = []
+    for pair in ("resnet20-resnet8", "wrn_16_2-mobilenet_v2"):
+        line = next(
+            line
+            for line in report.splitlines()
+            if line.startswith(f"| {pair} | {half} | ReviewKD |")
+        )
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        quoted.append(f"{cells[4]} {cells[5]}")
+    assert "trails tuned ReviewKD at 30 by {} (pair 1) and {} (pair 2)".format(*quoted) in readme
     costs = {}
     for line in report.split("Cost (resnet20-resnet8;")[1].splitlines()[3:12]:
         cells = [c.strip() for c in line.strip("|").split("|")]
