@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -248,7 +250,25 @@ def student_of(module: Any) -> nn.Module:
     return module.model if isinstance(module, ClassifierModule) else module.student
 
 
+class EpochCheckpoint(Callback):
+    """Save the fit's full state (weights, optimizer, scheduler, loops) to ``path`` after
+    every training epoch, atomically (temporary file + rename), so that a killed fit resumes
+    at its last finished epoch: a teacher is hours of CPU (`train_teacher`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.path)
+
+
 def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> dict[str, Any]:
+    """Train ``pair``'s teacher on all training images and save its weights to ``path``. The
+    fit checkpoints every epoch beside it (``<path>.resume.ckpt``, loaded with
+    ``weights_only=True``) and resumes from there when killed (the resumed epochs draw a
+    new batch order); the checkpoint is removed once the weights are saved."""
     from benchmarks.converged_data import TensorDataModule
 
     seed_everything(0)
@@ -257,11 +277,15 @@ def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> 
         ClassifierModule, model=name, num_classes=10, in_channels=1, lr=0.1, scheduler="cosine"
     )
     dm = TensorDataModule(data, torch.arange(len(data.train_y)), 256, order_seed=0)
-    trainer = make_trainer(args, args.teacher_epochs, [], val=False)
-    trainer.fit(module, datamodule=dm)
+    resume = Path(f"{path}.resume.ckpt")
+    trainer = make_trainer(args, args.teacher_epochs, [EpochCheckpoint(resume)], val=False)
+    start = resume if resume.is_file() else None
+    trainer.fit(module, datamodule=dm, ckpt_path=start, weights_only=True)
     save_weights(module.model.state_dict(), path)
+    resume.unlink(missing_ok=True)
     top1 = float(trainer.test(module, datamodule=dm, verbose=False)[0]["test/top1"])
-    return {"method": "teacher", "teacher": name, "epochs": args.teacher_epochs, "top1": top1}
+    record = {"method": "teacher", "teacher": name, "epochs": args.teacher_epochs, "top1": top1}
+    return record | ({"resumed_from": str(start)} if start else {})
 
 
 def save_weights(state: dict[str, Tensor], path: Any) -> None:

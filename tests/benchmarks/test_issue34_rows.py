@@ -363,3 +363,47 @@ def test_the_half_epoch_row_is_set_against_the_rivals_at_full_length():
     assert "| 3 | +0.00 |" in row  # (0 - 1 + 1) / 3
     pooled = next(line for line in lines if "| distpro_review_half | frozen recipe" in line)
     assert "| -0.67 |" in pooled
+
+
+def test_a_killed_teacher_fit_resumes_at_its_last_finished_epoch(tmp_path, monkeypatch):
+    """Pair 3's teacher is hours of CPU: its fit checkpoints every epoch and a new call
+    resumes there (fewer steps), saves the weights and removes the checkpoint."""
+    from lightning.pytorch import Callback
+
+    from benchmarks.converged_data import FashionTensors
+
+    n = 48
+    g = torch.Generator().manual_seed(0)
+    data = FashionTensors(
+        torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g),
+        torch.randn(8, 1, 28, 28, generator=g), torch.randint(0, 10, (8,), generator=g),
+        torch.arange(8), torch.arange(8, n),
+    )  # fmt: skip
+    args = _args("--teacher-epochs", "3")  # batch 256: one step per epoch here
+    steps: list[int] = []
+
+    class Count(Callback):
+        def on_train_batch_end(self, trainer, *a):  # noqa: ANN001, ANN002
+            steps.append(trainer.global_step)
+
+    class Kill(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):  # noqa: ANN001
+            if trainer.current_epoch == 2:
+                raise RuntimeError("killed")
+
+    real = methods.make_trainer
+    extra = [Count(), Kill()]
+    monkeypatch.setattr(
+        methods, "make_trainer", lambda a, e, cbs, val: real(a, e, [*cbs, *extra], val)
+    )
+    path = tmp_path / "teacher_resnet20.pt"
+    with pytest.raises(RuntimeError, match="killed"):
+        methods.train_teacher(args, PAIR1, data, path)
+    resume = tmp_path / "teacher_resnet20.pt.resume.ckpt"
+    assert resume.is_file() and not path.exists() and steps == [1, 2]  # 2 epochs of 1 step
+    extra[:] = [Count()]
+    record = methods.train_teacher(args, PAIR1, data, path)
+    assert record["resumed_from"] == str(resume) and steps == [1, 2, 3]  # one more epoch
+    assert path.is_file() and not resume.exists()
+    state = torch.load(path, weights_only=True)
+    create("resnet20", num_classes=10, in_channels=1).load_state_dict(state)
