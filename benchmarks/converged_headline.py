@@ -181,17 +181,27 @@ def pair_costs(pair: str, root: Any = ".") -> dict[str, float] | None:
 
 
 def cost_lines(
-    pair: str, grid_runs: dict[str, int], labels: dict[str, str], root: Any = "."
+    pair: str,
+    grid_runs: dict[str, int],
+    labels: dict[str, str],
+    root: Any = ".",
+    ran: set[str] | None = None,
 ) -> list[str]:
     """Each row's single-run cost and its total compute with its tuning grid (the grid's
-    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs."""
+    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs;
+    ``ran``: the methods with runs on the pair (others, such as the transfer row on its
+    source pair, are left out)."""
     path = COST_FILES.get(pair, ("", ""))[0]
     costs = pair_costs(pair, root)
     if costs is None:
         return [f"Cost ({pair}): not measured on this pair yet.", ""]
+    costs = {m: c for m, c in costs.items() if ran is None or m in ran}
+    labels = {**labels, "distpro_review": "frozen recipe (one search and its replay)"}
+    levers = f"; the levers: `{ISSUE34_COST}`" if path != ISSUE34_COST else ""
     lines = [
-        f"Cost ({pair}; `{path}`): one run, and the total with its tuning grid, in ReviewKD "
-        "runs of the same length (a grid's total: its points × the grid seeds × one run).",
+        f"Cost ({pair}; `{path}`{levers}): one run, and the total with its tuning grid, in "
+        "ReviewKD runs of the same length (a grid's total: its points × the grid seeds × "
+        "one run).",
         "",
         "| row | one run | tuning runs | total with tuning |",
         "|---|---|---|---|",
@@ -200,7 +210,7 @@ def cost_lines(
         n = grid_runs.get(method, 0)
         total = one * n if n else one
         lines.append(f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} |")
-    missing = [labels.get(m, m) for m in LEVERS if m not in costs]
+    missing = [labels.get(m, m) for m in LEVERS if m not in costs and (ran is None or m in ran)]
     if missing:
         lines += ["", f"Not priced yet: {'; '.join(missing)} (`python -m benchmarks.recipe_cost "
                   f"--pairs {pair} --rounds 5 --out {ISSUE34_COST}` once their processes exist)."]  # fmt: skip

@@ -252,23 +252,53 @@ def student_of(module: Any) -> nn.Module:
 
 class EpochCheckpoint(Callback):
     """Save the fit's full state (weights, optimizer, scheduler, loops) to ``path`` after
-    every training epoch, atomically (temporary file + rename), so that a killed fit resumes
-    at its last finished epoch: a teacher is hours of CPU (`train_teacher`)."""
+    every training epoch, atomically (a temporary file of this process, synced, then
+    renamed; earlier writers' leftovers removed), so that a killed fit resumes at its last
+    finished epoch: a teacher is hours of CPU (`train_teacher`)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: Any) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        import tempfile
+
+        from distpro_lightning.files import remove_stale_temps, temp_prefix
+
+        remove_stale_temps(self.path)
+        fd, tmp = tempfile.mkstemp(
+            dir=self.path.parent, prefix=temp_prefix(self.path), suffix=".tmp"
+        )
+        os.close(fd)
+        trainer.save_checkpoint(tmp, weights_only=False)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, self.path)
+
+
+def resume_point(path: Path, model: str, epochs: int) -> Path | None:
+    """``path`` if it holds a killed teacher fit of ``model`` over ``epochs`` epochs (its
+    cosine schedule's length), ``None`` if there is none; a checkpoint of another fit is
+    refused with the fix, never resumed."""
+    if not path.is_file():
+        return None
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    got = (ckpt["hyper_parameters"].get("model"), ckpt["lr_schedulers"][0].get("T_max"))
+    if got != (model, epochs):
+        raise SystemExit(
+            f"{path} is a checkpoint of a teacher fit of {got[0]} over {got[1]} epochs, not of "
+            f"{model} over {epochs}: delete it to train from the start, or run with "
+            f"--teacher-epochs {got[1]} to resume it."
+        )
+    return path
 
 
 def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> dict[str, Any]:
     """Train ``pair``'s teacher on all training images and save its weights to ``path``. The
     fit checkpoints every epoch beside it (``<path>.resume.ckpt``, loaded with
-    ``weights_only=True``) and resumes from there when killed (the resumed epochs draw a
-    new batch order); the checkpoint is removed once the weights are saved."""
+    ``weights_only=True``, `resume_point`) and resumes from there when killed (the resumed
+    epochs repeat the batch order from the first epoch on: the order's generator starts
+    again); the checkpoint is removed once the weights are saved (a kill between the two
+    leaves it, unused: the weights are done)."""
     from benchmarks.converged_data import TensorDataModule
 
     seed_everything(0)
@@ -279,7 +309,7 @@ def train_teacher(args: argparse.Namespace, pair: str, data: Any, path: Any) -> 
     dm = TensorDataModule(data, torch.arange(len(data.train_y)), 256, order_seed=0)
     resume = Path(f"{path}.resume.ckpt")
     trainer = make_trainer(args, args.teacher_epochs, [EpochCheckpoint(resume)], val=False)
-    start = resume if resume.is_file() else None
+    start = resume_point(resume, name, args.teacher_epochs)
     trainer.fit(module, datamodule=dm, ckpt_path=start, weights_only=True)
     save_weights(module.model.state_dict(), path)
     resume.unlink(missing_ok=True)

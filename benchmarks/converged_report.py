@@ -374,7 +374,8 @@ def report_text(payload: dict[str, Any], name: str) -> str:
                 m: len(grids.final_grid(m, records, pair, list(seeds), gset)[0]) * len(seeds)
                 for m in gset
             }
-            lines += cost_lines(pair, grid_runs, LABELS)
+            ran = {r["method"] for r in records if r.get("pair") == pair}
+            lines += cost_lines(pair, grid_runs, LABELS, ran=ran)
     for pair in pairs:
         lines += pair_table(records, pair, seeds, gset) + grid_lines(records, pair, seeds, gset)
         lines += convergence_lines(records, pair, seeds)

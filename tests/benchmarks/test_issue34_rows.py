@@ -405,5 +405,22 @@ def test_a_killed_teacher_fit_resumes_at_its_last_finished_epoch(tmp_path, monke
     record = methods.train_teacher(args, PAIR1, data, path)
     assert record["resumed_from"] == str(resume) and steps == [1, 2, 3]  # one more epoch
     assert path.is_file() and not resume.exists()
-    state = torch.load(path, weights_only=True)
-    create("resnet20", num_classes=10, in_channels=1).load_state_dict(state)
+    resumed = torch.load(path, weights_only=True)
+    create("resnet20", num_classes=10, in_channels=1).load_state_dict(resumed)
+    # against a fit never killed: the same schedule and momentum carried over, so the same
+    # weights up to the resumed epoch's batch order (one batch here: the same order)
+    whole = tmp_path / "whole.pt"
+    methods.train_teacher(args, PAIR1, data, whole)
+    reference = torch.load(whole, weights_only=True)
+    for key, value in reference.items():
+        torch.testing.assert_close(resumed[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_a_teacher_checkpoint_of_another_fit_is_refused_not_resumed(tmp_path):
+    ckpt = {"hyper_parameters": {"model": "wrn_40_2"}, "lr_schedulers": [{"T_max": 15}]}
+    path = tmp_path / "t.pt.resume.ckpt"
+    torch.save(ckpt, path)
+    assert methods.resume_point(path, "wrn_40_2", 15) == path
+    with pytest.raises(SystemExit, match="over 15 epochs, not of wrn_40_2 over 12.*delete it"):
+        methods.resume_point(path, "wrn_40_2", 12)
+    assert methods.resume_point(tmp_path / "none.ckpt", "wrn_40_2", 12) is None

@@ -677,6 +677,13 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
     assert "Target (docs/quality.md): **missed**." in verdict
     assert "**ReviewKD** — by the fallback" in verdict
     assert "points to **tuned ReviewKD, no search**" in readme
+    assert "the issue's target is **missed**, finally" in readme
+    holm = next(
+        c
+        for c in (line.strip("|").split("|") for line in report.splitlines())
+        if len(c) == 8 and c[0].strip() == "resnet20-resnet8" and c[1].strip() == "ReviewKD"
+    )
+    assert holm[7].strip().startswith("[-")  # "after Holm ... no longer clears zero"
     half = "frozen recipe (first search) replayed over half the epochs"
     quoted = []
     for pair in ("resnet20-resnet8", "wrn_16_2-mobilenet_v2"):
@@ -694,5 +701,5 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
         if len(cells) == 4:
             costs[cells[0]] = cells
     fixed = costs["fixed combination of the recommended space (tuned weights)"][3]
-    search = costs["lever: search space with the ReviewKD and KD pathways"][3]
+    search = costs["frozen recipe (one search and its replay)"][3]
     assert f"grid costs {fixed} ReviewKD runs in all, the search and its replay {search}" in readme
