@@ -48,7 +48,7 @@ def comparison(runs: dict[str, dict[int, dict]], rival: str) -> dict[str, Any] |
     rival_pts = [100 * runs[rival][s]["top1"] for s in seeds]
     per_seed = [statistics.fmean(col) - r for col, r in zip(zip(*table), rival_pts)]
     boot = stats.cluster_bootstrap([[x - r for x, r in zip(row, rival_pts)] for row in table])
-    return {"seeds": seeds, "t": stats.paired_t(per_seed), "boot": boot}
+    return {"seeds": seeds, "per_seed": per_seed, "t": stats.paired_t(per_seed), "boot": boot}
 
 
 Chosen = dict[str, dict[str, dict[int, dict]]]  # pair -> method -> seed -> run
@@ -71,7 +71,7 @@ def holm_family(chosen: Chosen) -> dict[tuple[str, str], tuple[float, stats.Pair
     p_values = [r["t"].p_value for _, _, r in rows]
     out = {}
     for (pair, rival, r), p, level in zip(rows, stats.holm(p_values), stats.holm_levels(p_values)):
-        out[(pair, rival)] = (p, stats.paired_t(_per_seed(chosen[pair], rival, r["seeds"]), level))
+        out[(pair, rival)] = (p, stats.paired_t(r["per_seed"], level))
     return out
 
 
@@ -107,13 +107,6 @@ def headline_lines(chosen: Chosen, labels: dict[str, str]) -> list[str]:
             f"| [{t.low:+.2f}, {t.high:+.2f}] | [{blo:+.2f}, {bhi:+.2f}] | {holm_p} | {holm_iv} |"
         )
     return [*lines, ""]
-
-
-def _per_seed(runs: dict[str, dict[int, dict]], rival: str, seeds: list[int]) -> list[float]:
-    table = recipe_table(runs, seeds)
-    return [
-        statistics.fmean(col) - 100 * runs[rival][s]["top1"] for col, s in zip(zip(*table), seeds)
-    ]
 
 
 # the measured step costs that price each row (benchmarks/recipe_cost.py --pairs recommended,
