@@ -130,6 +130,19 @@ def test_fashion_mnist_configs_run(tmp_path):
     assert not any(isinstance(c, ProcessSearchCallback) for c in cli.trainer.callbacks)
 
 
+def test_fashion_mnist_reviewkd_config_trains_tuned_reviewkd(tmp_path):
+    """The no-search option the evidence run's rule points to so far (README): ReviewKD at
+    the weight and warm-up it was tuned to on resnet20 -> resnet8."""
+    from distpro_lightning.baselines.reviewkd import ReviewKDModule
+
+    data = ["--data.init_args.subset", "128", "--data.init_args.batch_size", "16"]
+    config = EX / "fashion_mnist/reviewkd.yaml"
+    cli = _fit(["--config", str(config), *_quick(tmp_path, validates=False), *data,
+                *_teacher_args("resnet20")])  # fmt: skip
+    assert isinstance(cli.model, ReviewKDModule) and cli.trainer.global_step == 1
+    assert cli.model.review_weight == 8.0 and cli.model.warmup_epochs == 0.42
+
+
 CIFAR100_PAIRS = sorted((EX / "cifar100/pairs").glob("*.yaml"))
 #: the pair whose search and retrain run in the default tier (the smallest models); the
 #: other pairs' runs are in the slow tier, and every pair is built in the default tier
