@@ -314,8 +314,8 @@ def cli_main(args: Sequence[str] | None = None, run: bool = True) -> DistProCLI:
         auto_configure_optimizers=False,
         parser_kwargs={
             "description": "DistPro for Lightning. Also: `distpro process "
-            "summary|plot|export|average` (process files), `distpro sweep-best ROOT -- FIT ARGS` (retrain a sweep's best "
-            "process), `distpro compare --config pair.yaml` (DistPro against the baselines on "
+            "summary|plot|export|average` (process files), `distpro sweep-best ROOT -- FIT "
+            "ARGS` (retrain a sweep's best process), `distpro compare --config pair.yaml` (DistPro against the baselines on "
             "your pair) and `distpro demo` (the Fashion-MNIST demo)."
         },
     )

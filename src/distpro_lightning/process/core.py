@@ -408,11 +408,13 @@ def _check_averageable(first: DistillationProcess, other: DistillationProcess, i
     )
     if other.pathway_names != first.pathway_names:
         mine, theirs = set(first.pathway_names), set(other.pathway_names)
-        what = (
-            f"pathways (missing {sorted(mine - theirs)}, extra {sorted(theirs - mine)})"
-            if mine != theirs
-            else "pathway order"
-        )
+        if mine == theirs:
+            require(
+                False,
+                f"average(): process {i} differs from process 0 in its pathway order; put its "
+                "columns in process 0's order first (DistillationProcess.remap(names))",
+            )
+        what = f"pathways (missing {sorted(mine - theirs)}, extra {sorted(theirs - mine)})"
         require(False, f"average(): process {i} differs from process 0 in its {what}; {fix}")
     for what, mine, theirs in (
         ("normalization", first.normalization, other.normalization),

@@ -640,20 +640,35 @@ def test_average_round_trips_through_its_file(tmp_path: Path) -> None:
     assert back.provenance["averaged_from"] == mean.provenance["averaged_from"]
 
 
+EXPORT_FIX = "distpro process export --steps N"
+
+
 @pytest.mark.parametrize(
-    ("other", "what"),
+    ("other", "what", "fix"),
     [
-        (DistillationProcess(list(reversed(NAMES)), NORM, logits=ROWS), "pathway order"),
-        (DistillationProcess([*NAMES[:2], "x->y:kd"], NORM, logits=ROWS), "pathways \\(missing"),
-        (DistillationProcess(NAMES, {**NORM, "scale": 2.0}, logits=ROWS), "normalization"),
-        (DistillationProcess(NAMES, NORM, logits=ROWS[:4]), "number of rows"),
-        (DistillationProcess(NAMES, NORM, logits=ROWS, steps_per_epoch=7), "steps per epoch"),
+        (DistillationProcess(list(reversed(NAMES)), NORM, logits=ROWS), "pathway order", "remap"),
+        (
+            DistillationProcess([*NAMES[:2], "x->y:kd"], NORM, logits=ROWS),
+            "pathways \\(missing \\['layer2->layer2:conv_bn'\\], extra \\['x->y:kd'\\]\\)",
+            EXPORT_FIX,
+        ),
+        (
+            DistillationProcess(NAMES, {**NORM, "scale": 2.0}, logits=ROWS),
+            "normalization",
+            EXPORT_FIX,
+        ),
+        (DistillationProcess(NAMES, NORM, logits=ROWS[:4]), "number of rows", EXPORT_FIX),
+        (
+            DistillationProcess(NAMES, NORM, logits=ROWS, steps_per_epoch=7),
+            "steps per epoch",
+            EXPORT_FIX,
+        ),
     ],
 )
-def test_average_refuses_processes_of_another_space_or_length(other, what) -> None:
+def test_average_refuses_processes_of_another_space_or_length(other, what, fix) -> None:
     with pytest.raises(ProcessFileError, match=f"differs from process 0 in its {what}") as info:
         DistillationProcess.average([five_rows(), other])
-    assert "distpro process export --steps N" in str(info.value)
+    assert fix in str(info.value)
 
 
 def test_distpro_process_average_writes_the_mean_and_refuses_an_existing_output(
