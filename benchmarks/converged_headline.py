@@ -114,6 +114,13 @@ def headline_lines(chosen: Chosen, labels: dict[str, str]) -> list[str]:
 # (file, its entry); pairs 2 and 3: `python -m benchmarks.recipe_cost --pairs
 # wrn_16_2-mobilenet_v2 wrn_40_2-shufflenet_v1 --rounds 5 --out <that file>`
 ISSUE34_COST = "benchmarks/results/recipe_cost_issue34.json"
+# the compiled replay's prices (`recipe_cost --compiled-replay`): pair -> its entry there
+COMPILED_COST = "benchmarks/results/recipe_cost_compiled.json"
+COMPILED_KEYS = {"resnet20-resnet8": "recommended"}
+# rows whose replay computes what a compiled recipe of that file computes: the unpruned
+# replay ("uniform": the uniform space, and the fixed combination, which prunes nothing)
+COMPILED_ROWS = {"uniform_review": "uniform", "fixed_review": "uniform"}
+COMPILED_ROWS |= {"distpro_cheap_review": "cheap_review"}
 COST_FILES = {
     "resnet20-resnet8": ("benchmarks/results/recipe_cost_recommended.json", "recommended"),
     "wrn_16_2-mobilenet_v2": (
@@ -166,6 +173,15 @@ def lever_costs(pair: str, root: Any = ".") -> dict[str, float]:
     return {m: evaluated[n]["over_reviewkd"] for m, n in LEVERS.items() if n in evaluated}
 
 
+def compiled_costs(pair: str, root: Any = ".") -> dict[str, float]:
+    """One run of each row whose replay prunes nothing, with the replay's heads compiled
+    (`COMPILED_ROWS`), where `COMPILED_COST` prices ``pair``; a pruned replay compiles
+    again for every new pattern, so it has no compiled price."""
+    entry = _entry(COMPILED_COST, COMPILED_KEYS.get(pair, pair), root) or {}
+    compiled = entry.get("compiled", {})
+    return {m: compiled[n]["over_reviewkd"] for m, n in COMPILED_ROWS.items() if n in compiled}
+
+
 def pair_costs(pair: str, root: Any = ".") -> dict[str, float] | None:
     """Every row's one-run cost on ``pair`` (`run_costs` of its `COST_FILES` entry and the
     `lever_costs`), or ``None`` if the pair is unmeasured."""
@@ -189,20 +205,25 @@ def cost_lines(
     if costs is None:
         return [f"Cost ({pair}): not measured on this pair yet.", ""]
     costs = {m: c for m, c in costs.items() if ran is None or m in ran}
+    compiled = compiled_costs(pair, root)
     labels = {**labels, "distpro_review": "frozen recipe (one search and its replay)"}
     levers = f"; the levers: `{ISSUE34_COST}`" if path != ISSUE34_COST else ""
     lines = [
-        f"Cost ({pair}; `{path}`{levers}): one run, and the total with its tuning grid, in "
-        "ReviewKD runs of the same length (a grid's total: its points × the grid seeds × "
-        "one run).",
+        f"Cost ({pair}; `{path}`{levers}; compiled: `{COMPILED_COST}`): one run, and the "
+        "total with its tuning grid, in ReviewKD runs of the same length (a grid's total: "
+        "its points × the grid seeds × one run); the last column prices a replay that "
+        "prunes nothing with its heads compiled (`compile_heads: true`), where measured.",
         "",
-        "| row | one run | tuning runs | total with tuning |",
-        "|---|---|---|---|",
+        "| row | one run | tuning runs | total with tuning | one run, compiled replay |",
+        "|---|---|---|---|---|",
     ]
     for method, one in costs.items():
         n = grid_runs.get(method, 0)
         total = one * n if n else one
-        lines.append(f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} |")
+        fast = f"{compiled[method]:.2f}" if method in compiled else "–"
+        lines.append(
+            f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} | {fast} |"
+        )
     missing = [labels.get(m, m) for m in LEVERS if m not in costs and (ran is None or m in ran)]
     if missing:
         lines += ["", f"Not priced yet: {'; '.join(missing)} (`python -m benchmarks.recipe_cost "

@@ -30,8 +30,8 @@ replay), and its row in ``evaluated`` adds its search at the k and the fraction 
 replay's steps that the process records (its ``search_every_n_steps``; its rows over
 ``--replay-epochs`` epochs of its steps per epoch). ``replay_pruned`` is the full search's.
 
-``--compiled-replay`` (with ``--pairs recommended``) times the unpruned replay with
-``compile_heads=True`` (``replay_compiled``, compiled in the warm-up step) beside ReviewKD,
+``--compiled-replay`` (with ``--pairs recommended`` or an evidence pair) times the unpruned
+replay with ``compile_heads=True`` (``replay_compiled``, compiled in the warm-up step) beside ReviewKD,
 Hinton KD, the eager replay and the k=4 search, and prices with it the evaluated recipes
 whose process prunes nothing (their replay computes what the unpruned replay computes; a
 pruned replay would compile again for every new pruning pattern) and the replay alone
@@ -99,24 +99,28 @@ def _pruned(module: Any) -> torch.Tensor:
     return logits
 
 
+def pair_setup(pair: str) -> tuple[RecipeSettings, dict[str, Any], str, str]:
+    """``pair``'s recipe settings, `DistProModule` arguments, student and teacher."""
+    if pair == "official":
+        settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
+        return settings, {**OFFICIAL, "prune_threshold": TAU}, "wrn_16_2", "wrn_40_2"
+    if pair in EVIDENCE_PAIRS:  # a pair of the converged protocol, recommended space
+        teacher, student = EVIDENCE_PAIRS[pair]
+        settings = RecipeSettings(input_shape=(1, 28, 28), space="recommended")
+    else:
+        space = "recommended" if pair == "recommended" else "paper"
+        settings = RecipeSettings(input_shape=(1, 28, 28), space=space)
+        student, teacher = "resnet8", "resnet20"
+    kwargs = distpro_kwargs(student, teacher, settings, log_pathway_losses=False)
+    return settings, kwargs, student, teacher
+
+
 def pair_methods(pair: str, loaders: Any, processes: Processes | None = None) -> dict:
     """ReviewKD, Hinton KD, the unpruned and pruned replay and the searches of every k;
     in the recommended space ``replay_<name>`` replays each of ``processes`` (name -> file;
     default: the full search's), and the pruned replay is the full search's."""
     processes = processes or {"review": RECOMMENDED_PROCESS}
-    if pair == "official":
-        settings = RecipeSettings(num_classes=100, in_channels=3, input_shape=(3, 32, 32))
-        dp_kwargs = {**OFFICIAL, "prune_threshold": TAU}
-        student, teacher = "wrn_16_2", "wrn_40_2"
-    elif pair in EVIDENCE_PAIRS:  # a pair of the converged protocol, recommended space
-        teacher, student = EVIDENCE_PAIRS[pair]
-        settings = RecipeSettings(input_shape=(1, 28, 28), space="recommended")
-        dp_kwargs = distpro_kwargs(student, teacher, settings, log_pathway_losses=False)
-    else:
-        space = "recommended" if pair == "recommended" else "paper"
-        settings = RecipeSettings(input_shape=(1, 28, 28), space=space)
-        dp_kwargs = distpro_kwargs("resnet8", "resnet20", settings, log_pathway_losses=False)
-        student, teacher = "resnet8", "resnet20"
+    settings, dp_kwargs, student, teacher = pair_setup(pair)
     methods = {
         "hinton_kd": FitMethod(build_method("hinton_kd", student, teacher, None, settings)[0], list),
         "reviewkd": FitMethod(
@@ -190,12 +194,13 @@ def _describe(source: str | DistillationProcess) -> str:
     return f"average of {len(source.provenance['averaged_from'])} searches ({prints})"
 
 
-def compiled_methods(loaders: Any, processes: Processes) -> dict[str, FitMethod]:
-    """`COMPILED_METHODS` of the recommended space and its unpruned replay compiled."""
-    methods = pair_methods("recommended", loaders, processes)
+def compiled_methods(
+    loaders: Any, processes: Processes, pair: str = "recommended"
+) -> dict[str, FitMethod]:
+    """`COMPILED_METHODS` of ``pair``'s recommended space and its unpruned replay compiled."""
+    methods = pair_methods(pair, loaders, processes)
     methods = {name: methods[name] for name in COMPILED_METHODS}
-    settings = RecipeSettings(input_shape=(1, 28, 28), space="recommended")
-    kwargs = distpro_kwargs("resnet8", "resnet20", settings, log_pathway_losses=False)
+    _, kwargs, _, _ = pair_setup(pair)
     module = build_module(DistProModule, **kwargs, compile_heads=True)
     methods["replay_compiled"] = _retrain(module, torch.ones(module.num_pathways))
     return methods
@@ -350,7 +355,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-epochs", type=int, default=REPLAY_EPOCHS)
     p.add_argument(
         "--compiled-replay", action="store_true",
-        help="--pairs recommended: price the unpruned recipes with compile_heads=True",
+        help="--pairs recommended or an evidence pair: price the unpruned recipes with "
+        "compile_heads=True",
     )  # fmt: skip
     p.add_argument("--batch", type=int, default=128, help="project pair's batch")
     p.add_argument("--official-batch", type=int, default=64)
@@ -372,8 +378,9 @@ def price_pair(args: argparse.Namespace, pair: str, processes: Processes) -> dic
     loaders = _loaders(x, y, 1 + args.window)
     t0 = time.perf_counter()
     rounds_s: dict[str, list[float]] = {}
-    if args.compiled_replay and pair == "recommended":
-        step_s = time_pair(args, compiled_methods(loaders, processes), loaders[0], rounds_s)
+    if args.compiled_replay and recommended_space(pair):
+        methods = compiled_methods(loaders, processes, pair)
+        step_s = time_pair(args, methods, loaders[0], rounds_s)
         return {
             "step_s": step_s, "rounds_s": rounds_s,
             "compiled": compiled_recipes(step_s, processes, args.replay_epochs),

@@ -188,7 +188,7 @@ def test_costs_price_each_row_from_the_measured_steps(tmp_path):
     )
     lines = headline.cost_lines(PAIR1, {"fixed_review": 18}, {}, root=tmp_path)
     row = next(line for line in lines if line.startswith("| fixed_review |"))
-    assert row == "| fixed_review | 1.50 | 18 | 27.00 |"  # 9 points x 2 seeds x 1.5
+    assert row == "| fixed_review | 1.50 | 18 | 27.00 | – |"  # 9 points x 2 seeds x 1.5
     assert "not measured" in headline.cost_lines(PAIR3, {}, {}, root=tmp_path)[0]
 
 
@@ -424,3 +424,41 @@ def test_a_teacher_checkpoint_of_another_fit_is_refused_not_resumed(tmp_path):
     with pytest.raises(SystemExit, match="over 15 epochs, not of wrn_40_2 over 12.*delete it"):
         methods.resume_point(path, "wrn_40_2", 12)
     assert methods.resume_point(tmp_path / "none.ckpt", "wrn_40_2", 12) is None
+
+
+def test_rows_whose_replay_prunes_nothing_carry_their_compiled_price(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    step["search_k1"] = 3.0
+    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
+    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    for path, key, entry in (
+        (headline.COST_FILES[PAIR1][0], "recommended", {"step_s": step, "evaluated": evaluated}),
+        (headline.COMPILED_COST, "recommended",
+         {"compiled": {"uniform": {"over_reviewkd": 0.8}, "cheap_review": {"over_reviewkd": 1.3}}}),
+    ):  # fmt: skip
+        file = tmp_path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({"pairs": {key: entry}}))
+    assert headline.compiled_costs(PAIR1, tmp_path) == {
+        "uniform_review": 0.8, "fixed_review": 0.8, "distpro_cheap_review": 1.3,
+    }  # fmt: skip
+    lines = headline.cost_lines(PAIR1, {"fixed_review": 18}, {}, root=tmp_path)
+    assert "| fixed_review | 1.50 | 18 | 27.00 | 0.80 |" in lines
+    assert "| distpro_review | " not in "\n".join(lines)  # its own label
+    assert any(line.endswith("| 3.60 | – | 3.60 | – |") for line in lines)  # pruned: none
+    assert headline.compiled_costs("wrn_16_2-mobilenet_v2", tmp_path) == {}
+
+
+def test_recipe_cost_compiles_the_replay_of_an_evidence_pair():
+    from benchmarks import recipe_cost
+    from benchmarks.step_cost import _loaders
+
+    x, y = recipe_cost.batch_for("wrn_16_2-mobilenet_v2", 8)
+    methods = recipe_cost.compiled_methods(_loaders(x, y, 9), {}, "wrn_16_2-mobilenet_v2")
+    assert set(methods) == {*recipe_cost.COMPILED_METHODS, "replay_compiled"}
+    assert methods["replay_compiled"].module.distill_heads.compiled is True
+    assert methods["replay_compiled"].module.num_pathways == 14  # that pair's space

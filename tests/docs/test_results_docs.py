@@ -687,7 +687,7 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
     costs = {}
     for line in report.split("Cost (resnet20-resnet8;")[1].splitlines()[3:12]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 4:
+        if len(cells) == 5:
             costs[cells[0]] = cells
     fixed = costs["fixed combination of the recommended space (tuned weights)"][3]
     search = costs["frozen recipe (one search and its replay)"][3]
