@@ -298,15 +298,21 @@ def test_lever_costs_pay_their_own_searches(tmp_path):
     assert costs["distpro_review_val4"] == pytest.approx(5.1)
 
 
+def _measured() -> tuple[dict, dict]:
+    """A made-up recipe_cost entry's step seconds and evaluated recipes."""
+    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
+    step["search_k1"] = 3.0
+    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
+    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    return step, evaluated
+
+
 def test_pair_one_keeps_its_frozen_costs_and_takes_the_levers_from_the_issue_34_file(tmp_path):
     import json
 
     from benchmarks import converged_headline as headline
 
-    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
-    step["search_k1"] = 3.0
-    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
-    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    step, evaluated = _measured()
     for path, key, review in (
         (headline.COST_FILES[PAIR1][0], "recommended", 3.6),
         (headline.ISSUE34_COST, PAIR1, 9.9),  # a later measurement with the levers
@@ -431,10 +437,7 @@ def test_rows_whose_replay_prunes_nothing_carry_their_compiled_price(tmp_path):
 
     from benchmarks import converged_headline as headline
 
-    step = {"hinton_kd": 0.5, "reviewkd": 1.0, "replay": 1.5, "replay_pruned": 0.6}
-    step["search_k1"] = 3.0
-    evaluated = {"review": {"over_reviewkd": 3.6, "replay": "replay_pruned"}}
-    evaluated["cheap_review"] = {"over_reviewkd": 1.9}
+    step, evaluated = _measured()
     for path, key, entry in (
         (headline.COST_FILES[PAIR1][0], "recommended", {"step_s": step, "evaluated": evaluated}),
         (headline.COMPILED_COST, "recommended",
