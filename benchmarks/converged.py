@@ -51,6 +51,7 @@ from benchmarks.converged_grids import (  # noqa: E402
     final_grid,
     grid_set,
     params_key,
+    parse_params,
     stale_chosen,
 )
 from benchmarks.converged_methods import (  # noqa: E402
@@ -58,6 +59,7 @@ from benchmarks.converged_methods import (  # noqa: E402
     DEFAULT_METHODS,
     DEFAULT_SEARCHES,
     DERIVED,
+    FROM_FIXED,
     METHODS,
     PAIRS,
     RECIPE_SEARCHES,
@@ -143,13 +145,15 @@ CORE += ("distpro_review_s2", "distpro_review_s3")
 LAST = ("distpro_review_half", "transfer_review")  # rows run after the pairs' comparisons
 # issue 34's levers, registered once its frozen rows ran (docs/quality.md), run after them
 LEVERS = ("distpro_review_mean", "distpro_review_val4", "review_val4")
+LEVERS += ("distpro_review_fromfixed", "review_fromfixed")
 # issue 34's rows (frozen with the recipe, docs/quality.md): the rivals tuned by one rule,
 # the frozen recipe's three searches, the controls and cost rows; `--rows issue34`
 ISSUE34_METHODS = ("student", "hinton_kd", "reviewkd", "equal", "fixed_review")
 ISSUE34_METHODS += ("uniform_review", "alpha_T_review", "distpro_review", "distpro_review_s2")
 ISSUE34_METHODS += ("distpro_review_s3", "distpro_cheap_review", "distpro_review_half")
 ISSUE34_METHODS += ("transfer_review", "distpro_review_mean", "distpro_review_val4")
-ISSUE34_SEARCHES = (*RECIPE_SEARCHES, "cheap_review", "review_val4")
+ISSUE34_METHODS += ("distpro_review_fromfixed",)
+ISSUE34_SEARCHES = (*RECIPE_SEARCHES, "cheap_review", "review_val4", "review_fromfixed")
 
 
 def out_dir(args: argparse.Namespace) -> Path:
@@ -206,6 +210,20 @@ def grid_points(
     return []
 
 
+def start_point_deps(
+    args: argparse.Namespace, records: list[dict[str, Any]], pair: str, variant: str
+) -> tuple[str, ...] | None:
+    """The grid runs whose choice starts the `FROM_FIXED` search ``variant`` on ``pair``,
+    once that grid is final; ``None`` before (the search is planned when it is)."""
+    method = FROM_FIXED[variant]
+    grid, final = final_grid(method, records, pair, list(args.grid_seeds), grids_of(args))
+    if not final:
+        return None
+    return tuple(
+        Task("run", pair, method, g, params_key(p)).key for g in args.grid_seeds for p in grid
+    )
+
+
 def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
     """The tasks not done in ``records`` that can be planned now: finishing them can make
     more (a widened grid, the runs of its final choice), so the runner plans again as
@@ -226,6 +244,11 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
                 if (s_seed, variant) in search_keys:
                     continue
                 deps = t_deps + ((search_keys[(s_seed, "main")],) if variant == "warm" else ())
+                if variant in FROM_FIXED:
+                    start = start_point_deps(args, records, pair, variant)
+                    if start is None:
+                        continue  # its start point is not chosen yet
+                    deps += start
                 task = Task("search", pair, variant, s_seed, deps=deps)
                 search_keys[(s_seed, variant)] = task.key
                 if task.key not in done:
@@ -238,6 +261,11 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
                 if method == "transfer_review" and pair == TRANSFER_SOURCE[0]:
                     continue  # transferred to the other pairs only
                 deps = t_deps if method != "student" else ()
+                if (
+                    DERIVED.get(method) in FROM_FIXED
+                    and (s_seed, DERIVED[method]) not in search_keys
+                ):
+                    continue  # its search is not planned yet
                 if method in DERIVED:
                     deps += tuple(
                         Task("search", src_pair, need, s_seed).key
@@ -269,10 +297,15 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
 
 
 def resolve(args: argparse.Namespace, task: Task, records: list[dict[str, Any]]) -> Task:
-    """A "chosen" run with the grid point chosen on validation over the grid seeds."""
-    if task.kind != "run" or task.params != CHOSEN:
+    """A "chosen" run with the grid point chosen on validation over the grid seeds; a
+    `FROM_FIXED` search with the point of the grid it starts from."""
+    if task.kind == "search" and task.method in FROM_FIXED:
+        method = FROM_FIXED[task.method]
+    elif task.kind == "run" and task.params == CHOSEN:
+        method = task.method
+    else:
         return task
-    point = choose_point(records, task.pair, task.method, list(args.grid_seeds), grids_of(args))
+    point = choose_point(records, task.pair, method, list(args.grid_seeds), grids_of(args))
     return Task(task.kind, task.pair, task.method, task.seed, task.params, task.deps, point)
 
 
@@ -286,6 +319,8 @@ def execute(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         warm = None
         if task.method == "warm":  # the first pass (main) of the same search seed
             warm = process_path(args, task.pair, task.seed, "main")
+        if task.method in FROM_FIXED:  # the chosen point of the grid it starts from
+            warm = parse_params(task.resolved)
         record = search_process(
             args,
             task.pair,

@@ -22,6 +22,9 @@ OTHERS += ("distpro_review_half", "transfer_review")
 # issue 34's levers -> their recipe in recipe_cost's `evaluated` (priced in `ISSUE34_COST`);
 # rows of their own table (`versus_lines`), never of the headline
 LEVERS = {"distpro_review_mean": "review_mean", "distpro_review_val4": "review_val4"}
+LEVERS |= {"distpro_review_fromfixed": "review_fromfixed"}
+# a lever that starts from another row's tuned point -> that row (it pays its tuning grid)
+STARTS_FROM = {"distpro_review_fromfixed": "fixed_review"}
 LEVER_RIVALS = ("fixed_review", "reviewkd", "hinton_kd", "uniform_review")
 POOLED = "frozen recipe (3 searches pooled)"
 VERSUS = ("distpro_review_half", "transfer_review", *LEVERS)  # rows set against the rivals
@@ -197,7 +200,8 @@ def cost_lines(
     ran: set[str] | None = None,
 ) -> list[str]:
     """Each row's single-run cost and its total compute with its tuning grid (the grid's
-    points x the grid seeds, the runs the one selection rule needs), in ReviewKD runs;
+    points x the grid seeds, the runs the one selection rule needs; a `STARTS_FROM` lever
+    pays the grid of the row it starts from, then its own run), in ReviewKD runs;
     ``ran``: the methods with runs on the pair (others, such as the transfer row on its
     source pair, are left out)."""
     path = COST_FILES.get(pair, ("", ""))[0]
@@ -220,6 +224,9 @@ def cost_lines(
     for method, one in costs.items():
         n = grid_runs.get(method, 0)
         total = one * n if n else one
+        if method in STARTS_FROM and STARTS_FROM[method] in costs:  # pays that row's grid
+            n = grid_runs.get(STARTS_FROM[method], 0)
+            total = one + costs[STARTS_FROM[method]] * n
         fast = f"{compiled[method]:.2f}" if method in compiled else "–"
         lines.append(
             f"| {labels.get(method, method)} | {one:.2f} | {n or '–'} | {total:.2f} | {fast} |"

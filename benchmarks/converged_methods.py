@@ -65,6 +65,9 @@ METHODS = (  # the Table 1 methods, then the controls and levers of this protoco
     # per step
     "distpro_review_mean",
     "distpro_review_val4",
+    # and its third lever (registered after pairs 1-2 had run, before any run of its own and
+    # with nothing of pair 3): the first search started at the tuned fixed combination
+    "distpro_review_fromfixed",
 )
 # the default comparison (issue 20): FitNet and the fast/avg/smooth levers stay selectable
 DEFAULT_METHODS = tuple(
@@ -72,7 +75,7 @@ DEFAULT_METHODS = tuple(
 )
 SEARCH_VARIANTS = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 SEARCH_VARIANTS += ("cheap_review", "cheap10_review", "fast", "avg", "review_lr3", "review_lr10")
-SEARCH_VARIANTS += ("review_s2", "review_s3", "review_val4")
+SEARCH_VARIANTS += ("review_s2", "review_s3", "review_val4", "review_fromfixed")
 DEFAULT_SEARCHES = ("main", "seed2", "warm", "kd", "review", "cheap", "proxy_review")
 DEFAULT_SEARCHES += ("cheap_review", "cheap10_review", "review_lr3", "review_lr10")
 # the alpha learning rate of a variant, as a factor of ``--alpha-lr``: a 10x lever in the
@@ -95,6 +98,12 @@ SPACE = {"kd": dict(response_kd=True), "review": REVIEW_SPACE}
 SPACE |= {"proxy_review": REVIEW_SPACE, "cheap_review": REVIEW_SPACE}
 SPACE |= {"cheap10_review": REVIEW_SPACE, "review_lr3": REVIEW_SPACE, "review_lr10": REVIEW_SPACE}
 SPACE |= {"review_s2": REVIEW_SPACE, "review_s3": REVIEW_SPACE, "review_val4": REVIEW_SPACE}
+# issue 34's third lever: the frozen recipe's first search (same seed and subset, base alpha
+# lr) started at the pair's tuned fixed combination (the point the one rule chose among its
+# grid) instead of the uniform start: does a process beat the best fixed weights when it
+# starts from them? variant -> the method whose chosen point starts it (`fixed_start`)
+FROM_FIXED = {"review_fromfixed": "fixed_review"}
+SPACE |= {"review_fromfixed": REVIEW_SPACE}
 # held-out batches per search step (1 unless named): the mean of 4 held-out batches' gradients
 # (`avg`, and `review_val4`, issue 34's lever: the frozen recipe's first search with a less
 # noisy hypergradient, same seed and subset)
@@ -143,6 +152,7 @@ DERIVED = {
     "transfer_review": "review",  # of `TRANSFER_SOURCE`'s pair
     "distpro_review_mean": "review",  # and the others of `AVERAGED`
     "distpro_review_val4": "review_val4",
+    "distpro_review_fromfixed": "review_fromfixed",
 }
 # a method that replays the average of several searches' processes (weights averaged at every
 # step, `DistillationProcess.average`): issue 34's lever over the frozen recipe's searches
@@ -375,7 +385,10 @@ def build_method(
         return module, [ProcessScheduleCallback(mode="uniform", plot=False)]
     mode = "final" if method.startswith("alpha_T") else "process"
     smooth = SMOOTH_ROWS if method == "distpro_smooth" else 1
-    return distpro_module(args, pair, teacher, **space_of(method)), [
+    space = space_of(method)
+    if DERIVED.get(method) in FROM_FIXED and process is not None:
+        space = from_fixed_space(args, pair, teacher, float(process.normalization["scale"]))
+    return distpro_module(args, pair, teacher, **space), [
         ProcessScheduleCallback(process=process, mode=mode, plot=False, smooth_steps=smooth)
     ]
 
@@ -453,6 +466,7 @@ SEARCH_SEED_OFFSET = {"main": 0, "seed2": 1000, "warm": 0, "kd": 0, "review": 0,
 SEARCH_SEED_OFFSET |= {"proxy_review": 0, "cheap_review": 0, "fast": 0, "avg": 0}
 SEARCH_SEED_OFFSET |= {"cheap10_review": 0, "review_lr3": 0, "review_lr10": 0}
 SEARCH_SEED_OFFSET |= {"review_s2": 2000, "review_s3": 3000, "review_val4": 0}
+SEARCH_SEED_OFFSET |= {"review_fromfixed": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
@@ -467,7 +481,9 @@ def search_process(
     warm: Any,
 ) -> dict[str, Any]:
     """Search a process over the same epochs and schedule as the retrain, on the 80/20 split
-    of a subset; returns the search student's own test top-1 (a control).
+    of a subset; returns the search student's own test top-1 (a control). ``warm``: what the
+    search starts from, other than the uniform start: a process file (the second pass) or a
+    fixed combination's grid point ``{"w", "f"}`` (`FROM_FIXED`, `start_at_fixed`).
 
     ``seed < 0``: the shared search of the pair (``--shared-search``), on a subset of
     ``--subset`` images disjoint from every run's subset, replayed on all seeds."""
@@ -483,11 +499,14 @@ def search_process(
     train, held_out = FashionTensors.search_split(index, search_seed)
     teacher = load_teacher_module(pair, teacher_file)
     seed_everything(search_seed)
-    module = distpro_module(args, pair, teacher, **SPACE.get(variant, {}))
+    space, init = SPACE.get(variant, {}), None if warm is None else str(warm)
+    if isinstance(warm, dict):
+        space, init = start_at_fixed(args, pair, teacher, warm, path)
+    module = distpro_module(args, pair, teacher, **space)
     module.student.load_state_dict(student_init(pair, search_seed))
     alpha_lr = args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)
     search = ProcessSearchCallback(
-        alpha={"lr": alpha_lr, "init_process": None if warm is None else str(warm)},
+        alpha={"lr": alpha_lr, "init_process": init},
         schedule={
             "seed": search_seed, "val_batches_per_step": VAL_BATCHES.get(variant, 1),
             "diagnostics_every_n_steps": args.diagnostics_every,
@@ -507,11 +526,56 @@ def search_process(
         "diagnostics": summarize(process),
         "method": f"search_{variant}",
         "params": {"alpha_lr": alpha_lr},
+        **({"start_point": warm} if isinstance(warm, dict) else {}),
         **evaluate(trainer, module, dm, curves),
         "curve": curves.record(),
         "steps": trainer.global_step,
         "rows": len(process),
     }
+
+
+def fixed_start(
+    shares: Tensor, total: float, bias: float, unit_scale: float
+) -> tuple[float, Tensor]:
+    """The ``kd_weight`` and the logits ``[P]`` with which a biased-softmax search starts at
+    a fixed combination's weights ``total * shares`` (``shares`` sum to 1; ``unit_scale``:
+    the module's weight scale per unit of ``kd_weight``). As at the uniform start (every logit
+    at the bias), the normalised weights sum to P / (P + 1): logit_i = bias + log(P share_i)
+    gives weight_i = P share_i / (P + 1), and kd_weight = total (P + 1) / (P unit_scale)."""
+    p = shares.numel()
+    logits = bias + torch.log(p * shares.double())
+    return total * (p + 1) / (p * unit_scale), logits.float()
+
+
+def start_at_fixed(
+    args: argparse.Namespace, pair: str, teacher: nn.Module, point: dict[str, float], path: Any
+) -> tuple[dict[str, Any], str]:
+    """The module settings and the init-process file (one row, ``start_<...>`` beside the
+    process file ``path``, not a ``process_*`` file) of
+    a search in the recommended space that starts at the fixed combination ``point``
+    (``{"w": total, "f": feature share}``, `fixed_shares`). Nothing is pruned, in the search
+    or its replay: the fixed combination prunes nothing, and tau acts on logits, which here
+    start at the point's level, not at the uniform start's."""
+    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+    shares = torch.tensor(fixed_shares(list(probe.pathway_names), point["f"]))
+    unit = probe.weight_scale / probe.kd_weight
+    kd_weight, logits = fixed_start(shares, point["w"], probe.normalization_bias, unit)
+    space = dict(REVIEW_SPACE, kd_weight=kd_weight, prune_threshold=None)
+    start = distpro_module(args, pair, teacher, **space).new_process({"fixed_start": point})
+    start.append(logits)
+    init = Path(path).with_name("start_" + Path(path).name.removeprefix("process_"))
+    start.save(init)
+    return space, str(init)
+
+
+def from_fixed_space(
+    args: argparse.Namespace, pair: str, teacher: nn.Module, scale: float
+) -> dict[str, Any]:
+    """The replay settings of a process searched from a fixed combination (`start_at_fixed`):
+    its ``kd_weight`` (the process's weight ``scale`` per unit), no pruning."""
+    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+    unit = probe.weight_scale / probe.kd_weight
+    return dict(REVIEW_SPACE, kd_weight=scale / unit, prune_threshold=None)
 
 
 def search_epochs(args: argparse.Namespace, variant: str) -> int:

@@ -55,6 +55,9 @@ LABELS = {
     "transfer_review": "pair 1's frozen-recipe process transferred, no search here",
     "distpro_review_mean": "lever: the frozen recipe's three searches averaged into one process",
     "distpro_review_val4": "lever: the frozen recipe's first search with 4 held-out batches a step",
+    "distpro_review_fromfixed": (
+        "lever: the frozen recipe's first search started at the tuned fixed combination"
+    ),
 }
 ORDER = list(LABELS)
 # two-sided 95 % quantiles of Student's t, by degrees of freedom

@@ -328,7 +328,7 @@ def test_pair_one_keeps_its_frozen_costs_and_takes_the_levers_from_the_issue_34_
     assert costs["distpro_review_mean"] == 10.2 and "distpro_review_val4" not in costs
     text = "\n".join(headline.cost_lines(PAIR1, {}, {}, root=tmp_path))
     assert "| distpro_review_mean | 10.20 |" in text
-    assert "Not priced yet: distpro_review_val4 (" in text
+    assert "Not priced yet: distpro_review_val4; distpro_review_fromfixed (" in text
 
 
 def test_levers_are_compared_with_the_rivals_and_the_pooled_recipe_outside_the_headline():
@@ -465,3 +465,157 @@ def test_recipe_cost_compiles_the_replay_of_an_evidence_pair():
     assert set(methods) == {*recipe_cost.COMPILED_METHODS, "replay_compiled"}
     assert methods["replay_compiled"].module.distill_heads.compiled is True
     assert methods["replay_compiled"].module.num_pathways == 14  # that pair's space
+
+
+def _fixed_grid_records(best: dict[str, float], pair: str = PAIR1) -> list[dict]:
+    """Finished runs of the fixed combination's grid on the grid seeds, ``best`` chosen
+    (inside the grid, so the grid does not widen)."""
+    args = _args()
+    return [
+        {"kind": "run", "method": "fixed_review", "pair": pair, "seed": g, "params": p,
+         "val_top1": 0.9 if p == best else 0.8,
+         "key": converged.Task("run", pair, "fixed_review", g, converged.params_key(p)).key}
+        for g in args.grid_seeds for p in converged_grids.GRIDS_ISSUE34["fixed_review"]
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("point", [{"w": 22.0, "f": 0.8}, {"w": 5.5, "f": 0.2}])
+def test_the_fromfixed_search_starts_at_the_fixed_combinations_weights(tmp_path, point):
+    args = _args()
+    teacher = create("resnet20", num_classes=10, in_channels=1)
+    fixed, callbacks = methods.build_method(args, "fixed_review", PAIR1, teacher, point, None)
+    callbacks[0].on_fit_start(None, fixed)  # what Trainer.fit calls
+    path = tmp_path / "process_p_shared_review_fromfixed.json"
+    space, init = methods.start_at_fixed(args, PAIR1, teacher, point, path)
+    assert init.endswith("start_p_shared_review_fromfixed.json")  # not a process_* file
+    module = methods.distpro_module(args, PAIR1, teacher, **space)
+    from distpro_lightning.search.state import warm_start
+
+    warm_start(module, init)  # what the search does with alpha.init_process
+    # the search's first weights are the fixed combination's, pathway by pathway
+    torch.testing.assert_close(module.alpha_weights().detach(), fixed.alpha_weights().detach())
+    assert module.active_pathways() is None and module.prune_threshold is None
+    # at the uniform start's level: the normalised weights sum to P / (P + 1)
+    p = module.num_pathways
+    total = float(module.alpha_weights().sum()) / module.weight_scale
+    assert math.isclose(total, p / (p + 1), rel_tol=1e-5)
+    # its replay reads the kd_weight back from the process's scale
+    process = module.new_process({})
+    process.append(module.alpha_logits.detach())
+    replay, _ = methods.build_method(args, "distpro_review_fromfixed", PAIR1, teacher, {}, process)
+    assert math.isclose(replay.kd_weight, module.kd_weight, rel_tol=1e-6)
+    assert replay.prune_threshold is None
+
+
+def test_the_fromfixed_search_waits_for_the_fixed_grid_and_starts_at_its_choice():
+    args = _args("--seeds", "0", "1", "2")
+    before = converged.plan(args, [])
+    assert not [t for t in before if "fromfixed" in t.key]  # no point chosen yet
+    best = {"w": 11.0, "f": 0.8}  # inside the grid: it does not widen
+    records = _fixed_grid_records(best)
+    tasks = converged.plan(args, records)
+    [search] = [t for t in tasks if t.key == f"search:{PAIR1}:-1:review_fromfixed"]
+    replays = [t for t in tasks if t.method == "distpro_review_fromfixed" and t.pair == PAIR1]
+    assert sorted(t.seed for t in replays) == [0, 1, 2]
+    assert all(search.key in t.deps for t in replays)
+    assert not [t for t in tasks if "fromfixed" in t.key and t.pair != PAIR1]  # grids not done
+    resolved = converged.resolve(args, search, records)
+    assert converged.parse_params(resolved.resolved) == best
+    frozen = [t for t in tasks if t.method not in converged.LEVERS]
+    assert search.priority < min(t.priority for t in frozen)  # after every frozen row
+    # the same seed and subset as the frozen recipe's first search: only the start differs
+    assert methods.SEARCH_SEED_OFFSET["review_fromfixed"] == methods.SEARCH_SEED_OFFSET["review"]
+    assert methods.SEARCH_DRAW.get("review_fromfixed", 0) == methods.SEARCH_DRAW.get("review", 0)
+
+
+def test_the_fromfixed_search_is_handed_its_start_point(monkeypatch):
+    args = _args()
+    search = converged.Task("search", PAIR1, "review_fromfixed", -1, resolved="f=0.8,w=22")
+    seen = {}
+    monkeypatch.setattr(converged.FashionTensors, "load", staticmethod(lambda *a: None))
+    monkeypatch.setattr(
+        converged, "search_process", lambda *a: seen.setdefault("warm", a[-1]) and {}
+    )
+    converged.execute(args, search)
+    assert seen["warm"] == {"f": 0.8, "w": 22.0}
+
+
+@pytest.mark.slow
+def test_the_fromfixed_lever_runs_end_to_end_from_the_chosen_fixed_point(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from distpro_lightning.data.fashion_mnist import DEBIAN_FASHION_MNIST_DIR
+    from distpro_lightning.process import DistillationProcess
+
+    if not (Path(DEBIAN_FASHION_MNIST_DIR).is_dir() or Path("data/FashionMNIST/raw").is_dir()):
+        pytest.skip("Fashion-MNIST files absent")
+    # a grid of two points, as fixed (widening: tests/benchmarks/test_converged_grids.py)
+    grid = [{"w": 5.5, "f": 0.5}, {"w": 22.0, "f": 0.8}]
+    monkeypatch.setitem(converged_grids.GRIDS_ISSUE34, "fixed_review", grid)
+    monkeypatch.setattr(converged_grids, "WIDEN_ROUNDS", 0)
+    tiny = [
+        "--rows", "issue34", "--name", "tiny", "--out", str(tmp_path), "--pairs", PAIR1,
+        "--subset", "200", "--batch-size", "16", "--epochs", "2", "--teacher-epochs", "1",
+        "--max-steps", "2", "--test-batches", "1", "--val-size", "300", "--teacher-dir", "",
+        "--methods", "fixed_review", "distpro_review_fromfixed", "--searches",
+        "review_fromfixed", "--grid-seeds", "0", "--seeds", "0", "1",
+    ]  # fmt: skip
+    converged.main(tiny)
+    records = json.loads((tmp_path / "tiny.json").read_text())["records"]
+    fixed = [r for r in records if r["method"] == "fixed_review"]
+    chosen = max((r for r in fixed if r["seed"] == 0), key=lambda r: r["val_top1"])["params"]
+    [search] = [r for r in records if r["kind"] == "search"]
+    assert search["start_point"] == chosen  # started at the point validation chose
+    replays = [r for r in records if r["method"] == "distpro_review_fromfixed"]
+    assert sorted(r["seed"] for r in replays) == [0, 1]
+    folder = tmp_path / "tiny"
+    process = DistillationProcess.load(folder / f"process_{PAIR1}_shared_review_fromfixed.json")
+    start = DistillationProcess.load(folder / f"start_{PAIR1}_shared_review_fromfixed.json")
+    assert process.provenance["init_process"]["fingerprint"] == start.fingerprint()
+    # the search started at the fixed point's weights: total w, f of it on the features
+    first = start.weights()[0]  # with the weight scale
+    names = start.pathway_names
+    features = sum(float(w) for n, w in zip(names, first) if n.endswith(":conv_bn"))
+    assert math.isclose(float(first.sum()), chosen["w"], rel_tol=1e-5)
+    assert math.isclose(features / float(first.sum()), chosen["f"], rel_tol=1e-5)
+    assert process.normalization == start.normalization and process.prune_threshold is None
+
+
+def test_the_fromfixed_lever_pays_the_fixed_grid_it_starts_from(tmp_path):
+    import json
+
+    from benchmarks import converged_headline as headline
+
+    step, evaluated = _measured()
+    evaluated["review_fromfixed"] = {"over_reviewkd": 4.4}
+    for path, key in (
+        (headline.COST_FILES[PAIR1][0], "recommended"),
+        (headline.ISSUE34_COST, PAIR1),
+    ):
+        file = tmp_path / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({"pairs": {key: {"step_s": step, "evaluated": evaluated}}}))
+    grid = {"fixed_review": 20}
+    text = "\n".join(headline.cost_lines(PAIR1, grid, {}, root=tmp_path))
+    fixed_one = step["replay"] / step["reviewkd"]  # 1.5: the fixed combination's run
+    assert f"| fixed_review | {fixed_one:.2f} | 20 | {20 * fixed_one:.2f} |" in text
+    # its own search and replay, plus the 20 grid runs that chose its start
+    assert f"| distpro_review_fromfixed | 4.40 | 20 | {4.4 + 20 * fixed_one:.2f} |" in text
+
+
+def test_a_replay_module_takes_the_scale_and_threshold_of_its_process():
+    from benchmarks import recipe_cost
+    from distpro_lightning import DistProModule
+    from distpro_lightning.process import DistillationProcess
+
+    _, dp_kwargs, _, _ = recipe_cost.pair_setup(PAIR1)
+    names = list(recipe_cost.build_module(DistProModule, **dp_kwargs).pathway_names)
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 33.0}
+    process = DistillationProcess(names, norm, logits=[[1.0] * len(names)] * 2)
+    kwargs = recipe_cost.replay_kwargs(dp_kwargs, process)
+    module = recipe_cost.build_module(DistProModule, **kwargs)
+    assert math.isclose(module.weight_scale, 33.0) and module.prune_threshold is None
+    assert recipe_cost.pruned_share(process) == 0.0
+    pruned = DistillationProcess(names, norm, [[0.0] * len(names)], prune_threshold=0.5)
+    assert recipe_cost.pruned_share(pruned) == 1.0
