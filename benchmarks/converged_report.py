@@ -395,11 +395,12 @@ def plot(payload: dict[str, Any], path: Path) -> None:
     pairs = sorted({r["pair"] for r in records if r["kind"] != "teacher"})
     if not pairs:
         return
+    gset = grids.grid_set(payload.get("settings", {}))  # the tables' grids, not issue 20's
     fig = Figure(figsize=(11, 3.8 * len(pairs)), constrained_layout=True)
     axes = fig.subplots(len(pairs), 2, squeeze=False)
     for row, pair in zip(axes, pairs):
         for method, runs in sorted(
-            chosen_runs(records, pair, grid_seeds(payload)).items(),
+            chosen_runs(records, pair, grid_seeds(payload), gset).items(),
             key=lambda kv: ORDER.index(kv[0]),
         ):
             curves = [r["curve"] for r in runs.values() if r.get("curve", {}).get("val_top1")]

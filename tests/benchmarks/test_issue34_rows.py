@@ -619,3 +619,21 @@ def test_a_replay_module_takes_the_scale_and_threshold_of_its_process():
     assert recipe_cost.pruned_share(process) == 0.0
     pruned = DistillationProcess(names, norm, [[0.0] * len(names)], prune_threshold=0.5)
     assert recipe_cost.pruned_share(pruned) == 1.0
+
+
+def test_the_plot_chooses_grid_points_by_the_runs_own_grids(tmp_path, monkeypatch):
+    from benchmarks import converged_report as report
+
+    seen = []
+    run = {"curve": {"val_top1": [[0, 0.5], [1, 0.6]], "train_loss": [2.0, 1.0]}}
+
+    def chosen(records, pair, seeds, gset=None):
+        seen.append(gset)
+        return {"student": {0: run}}
+
+    monkeypatch.setattr(report, "chosen_runs", chosen)
+    records = [{"kind": "run", "pair": PAIR1, "method": "student", "seed": 0}]
+    payload = {"records": records, "settings": {"grids": "issue34", "grid_seeds": [0, 1]}}
+    report.plot(payload, tmp_path / "p.png")
+    assert seen == [converged_grids.GRIDS_ISSUE34]  # as the tables choose, not issue 20's
+    assert (tmp_path / "p.png").stat().st_size > 0
