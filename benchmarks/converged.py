@@ -216,6 +216,13 @@ def start_point_deps(
     """The grid runs whose choice starts the `FROM_FIXED` search ``variant`` on ``pair``,
     once that grid is final; ``None`` before (the search is planned when it is)."""
     method = FROM_FIXED[variant]
+    if method not in args.methods and not any(
+        r.get("method") == method and r.get("pair") == pair for r in records
+    ):
+        raise SystemExit(
+            f"search {variant} on {pair} starts at {method}'s chosen point, but {method} is "
+            "not in --methods and has no runs there: add it to --methods."
+        )
     grid, final = final_grid(method, records, pair, list(args.grid_seeds), grids_of(args))
     if not final:
         return None
@@ -261,11 +268,10 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
                 if method == "transfer_review" and pair == TRANSFER_SOURCE[0]:
                     continue  # transferred to the other pairs only
                 deps = t_deps if method != "student" else ()
-                if (
-                    DERIVED.get(method) in FROM_FIXED
-                    and (s_seed, DERIVED[method]) not in search_keys
-                ):
-                    continue  # its search is not planned yet
+                source = DERIVED.get(method)
+                waits = source in FROM_FIXED and source in args.searches
+                if waits and (s_seed, source) not in search_keys:
+                    continue  # its search is planned once its start point is chosen
                 if method in DERIVED:
                     deps += tuple(
                         Task("search", src_pair, need, s_seed).key
@@ -384,6 +390,7 @@ def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     point now chosen runs on those seeds."""
     records = payload["records"]
     stale = stale_chosen(records, list(args.grid_seeds), grids_of(args))
+    stale += stale_starts(args, records)
     if not stale:
         return
     gone = {id(r) for r in stale}
@@ -391,7 +398,32 @@ def supersede(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     payload.setdefault("superseded", []).extend(stale)
     for r in stale:
         print(f"[converged] {r['key']} at {params_key(r['params'])} superseded: its widened "
-              "grid chooses another point", flush=True)  # fmt: skip
+              "grid chooses another point (a start point)", flush=True)  # fmt: skip
+
+
+def stale_starts(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The record of a `FROM_FIXED` search whose start point its final grid no longer
+    chooses (the grid was widened or its records changed after it ran), and of every replay
+    of it; the search's process file is set aside (``<name>.superseded.json``), so that the
+    search runs again from the point now chosen."""
+    stale = []
+    for r in records:
+        variant = r.get("method", "").removeprefix("search_")
+        if r.get("kind") != "search" or variant not in FROM_FIXED:
+            continue
+        method, seeds = FROM_FIXED[variant], list(args.grid_seeds)
+        if not final_grid(method, records, r["pair"], seeds, grids_of(args))[1]:
+            continue
+        now = parse_params(choose_point(records, r["pair"], method, seeds, grids_of(args)))
+        if r.get("start_point") == now:
+            continue
+        stale.append(r)
+        stale += [x for x in records if x.get("kind") == "run" and x["pair"] == r["pair"]
+                  and DERIVED.get(x["method"]) == variant]  # fmt: skip
+        path = process_path(args, r["pair"], r["seed"], variant)
+        if path.is_file():
+            os.replace(path, path.with_name(f"{path.stem}.superseded.json"))
+    return stale
 
 
 def set_aside_interrupted(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Path]:
@@ -403,7 +435,7 @@ def set_aside_interrupted(args: argparse.Namespace, records: list[dict[str, Any]
     for path in sorted(out_dir(args).glob("process_*.json")):
         stem = path.stem.removeprefix("process_")
         pair = next((p for p in PAIRS if stem.startswith(f"{p}_")), None)
-        if pair is None or path.name.endswith(".interrupted.json"):
+        if pair is None or "." in stem:  # set aside already, or another run's diverted file
             continue
         tag, _, variant = stem.removeprefix(f"{pair}_").partition("_")
         if not variant or not (tag == "shared" or tag.removeprefix("s").isdigit()):

@@ -551,17 +551,19 @@ def start_at_fixed(
     args: argparse.Namespace, pair: str, teacher: nn.Module, point: dict[str, float], path: Any
 ) -> tuple[dict[str, Any], str]:
     """The module settings and the init-process file (one row, ``start_<...>`` beside the
-    process file ``path``, not a ``process_*`` file) of
-    a search in the recommended space that starts at the fixed combination ``point``
-    (``{"w": total, "f": feature share}``, `fixed_shares`). Nothing is pruned, in the search
-    or its replay: the fixed combination prunes nothing, and tau acts on logits, which here
-    start at the point's level, not at the uniform start's."""
-    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
-    shares = torch.tensor(fixed_shares(list(probe.pathway_names), point["f"]))
-    unit = probe.weight_scale / probe.kd_weight
-    kd_weight, logits = fixed_start(shares, point["w"], probe.normalization_bias, unit)
-    space = dict(REVIEW_SPACE, kd_weight=kd_weight, prune_threshold=None)
-    start = distpro_module(args, pair, teacher, **space).new_process({"fixed_start": point})
+    process file ``path``, not a ``process_*`` file) of a search in the recommended space
+    that starts at the fixed combination ``point`` (``{"w": total, "f": feature share}``,
+    `fixed_shares`). Nothing is pruned, in the search or its replay: the fixed combination
+    prunes nothing, and tau acts on logits, which here start at the point's level, not at
+    the uniform start's. The modules built here draw from a forked random state, so the
+    search's own module draws the very heads of the frozen recipe's first search."""
+    with torch.random.fork_rng(devices=[]):
+        probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+        shares = torch.tensor(fixed_shares(list(probe.pathway_names), point["f"]))
+        unit = probe.weight_scale / probe.kd_weight
+        kd_weight, logits = fixed_start(shares, point["w"], probe.normalization_bias, unit)
+        space = dict(REVIEW_SPACE, kd_weight=kd_weight, prune_threshold=None)
+        start = distpro_module(args, pair, teacher, **space).new_process({"fixed_start": point})
     start.append(logits)
     init = Path(path).with_name("start_" + Path(path).name.removeprefix("process_"))
     start.save(init)
@@ -572,7 +574,10 @@ def from_fixed_space(
     args: argparse.Namespace, pair: str, teacher: nn.Module, scale: float
 ) -> dict[str, Any]:
     """The replay settings of a process searched from a fixed combination (`start_at_fixed`):
-    its ``kd_weight`` (the process's weight ``scale`` per unit), no pruning."""
+    its ``kd_weight`` (the process's weight ``scale`` per unit), no pruning. Its probe draws
+    from the seed's random state as `fixed_combination`'s does, so the replay's heads are the
+    fixed combination's own on that seed: lever − fixed combination differs in the weights
+    alone."""
     probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
     unit = probe.weight_scale / probe.kd_weight
     return dict(REVIEW_SPACE, kd_weight=scale / unit, prune_threshold=None)

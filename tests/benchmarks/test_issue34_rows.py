@@ -523,9 +523,60 @@ def test_the_fromfixed_search_waits_for_the_fixed_grid_and_starts_at_its_choice(
     assert converged.parse_params(resolved.resolved) == best
     frozen = [t for t in tasks if t.method not in converged.LEVERS]
     assert search.priority < min(t.priority for t in frozen)  # after every frozen row
-    # the same seed and subset as the frozen recipe's first search: only the start differs
+    # a complete grid whose choice sits on the w edge is not final: no start point yet
+    edge = _fixed_grid_records({"w": 22.0, "f": 0.8})
+    assert not [t for t in converged.plan(args, edge) if "fromfixed" in t.key]
+
+
+def test_the_fromfixed_search_draws_the_first_searchs_heads(tmp_path):
+    from lightning.pytorch import seed_everything
+
+    args = _args()
+    teacher = create("resnet20", num_classes=10, in_channels=1)
+    # the same seed and subset as the frozen recipe's first search
     assert methods.SEARCH_SEED_OFFSET["review_fromfixed"] == methods.SEARCH_SEED_OFFSET["review"]
     assert methods.SEARCH_DRAW.get("review_fromfixed", 0) == methods.SEARCH_DRAW.get("review", 0)
+    seed_everything(100)  # as search_process does, then builds the module of its variant
+    first = methods.distpro_module(args, PAIR1, teacher, **methods.REVIEW_SPACE)
+    seed_everything(100)
+    path = tmp_path / "process_p_shared_review_fromfixed.json"
+    space, _ = methods.start_at_fixed(args, PAIR1, teacher, {"w": 22.0, "f": 0.8}, path)
+    lever = methods.distpro_module(args, PAIR1, teacher, **space)
+    heads = dict(first.distill_heads.named_parameters())
+    assert heads  # randomly initialised transform and review heads
+    for name, value in lever.distill_heads.named_parameters():
+        torch.testing.assert_close(value, heads[name], msg=name)
+
+
+def test_the_fromfixed_lever_is_refused_without_what_it_needs():
+    with pytest.raises(SystemExit, match="review_fromfixed"):  # its search variant
+        converged.plan(_args("--methods", "distpro_review_fromfixed", "--searches", "review"), [])
+    lone = _args("--methods", "distpro_review_fromfixed", "--searches", "review_fromfixed")
+    with pytest.raises(SystemExit, match="add it to --methods"):  # its start point's grid
+        converged.plan(lone, [])
+
+
+def test_a_fromfixed_search_from_a_point_no_longer_chosen_is_superseded(tmp_path):
+    args = _args("--seeds", "0", "1", "2", "--out", str(tmp_path), "--name", "run")
+    records = _fixed_grid_records({"w": 11.0, "f": 0.5})
+    search = {"kind": "search", "method": "search_review_fromfixed", "pair": PAIR1, "seed": -1,
+              "params": {}, "start_point": {"w": 11.0, "f": 0.8},
+              "key": converged.Task("search", PAIR1, "review_fromfixed", -1).key}  # fmt: skip
+    replay = {"kind": "run", "method": "distpro_review_fromfixed", "pair": PAIR1, "seed": 0,
+              "params": {}, "key": "run:replay"}  # fmt: skip
+    other = {"kind": "run", "method": "distpro_review", "pair": PAIR1, "seed": 0, "params": {},
+             "key": "run:other"}  # fmt: skip
+    payload = {"records": [*records, search, replay, other]}
+    converged.out_dir(args).mkdir(parents=True)
+    process = converged.process_path(args, PAIR1, converged.SHARED, "review_fromfixed")
+    process.write_text("{}")
+    converged.supersede(args, payload)
+    assert payload["superseded"] == [search, replay]  # the choice is now f=0.5
+    assert other in payload["records"] and search not in payload["records"]
+    assert not process.exists() and process.with_name(f"{process.stem}.superseded.json").is_file()
+    assert converged.set_aside_interrupted(args, payload["records"]) == []  # not moved again
+    search["start_point"] = {"w": 11.0, "f": 0.5}  # started at the point chosen: kept
+    assert converged.stale_starts(args, [*records, search]) == []
 
 
 def test_the_fromfixed_search_is_handed_its_start_point(monkeypatch):
