@@ -99,11 +99,15 @@ def test_the_three_searches_draw_disjoint_subsets():
     assert len(set(seeds.values())) == 3
 
 
-def test_plan_orders_the_decisive_rows_first_and_transfers_from_pair_one():
-    args = _args("--seeds", "0", "--teacher-dir", "benchmarks/results/teachers")
+def test_plan_orders_the_decisive_rows_first_and_transfers_from_pair_one(tmp_path):
+    from pathlib import Path
+
+    for name in ("teacher_resnet20.pt", "teacher_wrn_16_2.pt"):  # as when the run started
+        (tmp_path / name).symlink_to(Path("benchmarks/results/teachers", name).resolve())
+    args = _args("--seeds", "0", "--teacher-dir", str(tmp_path))
     tasks = converged.plan(args, [])
     keys = [t.key for t in sorted(tasks, key=lambda t: -t.priority)]
-    # the first two pairs' teachers are committed; pair 3's teacher comes after their rows
+    # the first two pairs' teachers were committed; pair 3's teacher comes after their rows
     assert "teacher:wrn_16_2" not in keys and "teacher:resnet20" not in keys
     last_pair2 = max(i for i, k in enumerate(keys) if "wrn_16_2-mobilenet_v2" in k
                      and "half" not in k and "transfer" not in k
