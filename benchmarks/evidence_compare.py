@@ -133,7 +133,7 @@ def export_pair(evidence: dict[str, Any], pair: str, source: str) -> dict[str, A
     epochs = evidence["settings"]["epochs"]
     mine = [
         r for r in evidence["records"]
-        if r.get("pair") == pair and (r["method"] in METHOD_MAP or r["method"] in SEARCH_MAP)
+        if r.get("pair") == pair and (r.get("method") in METHOD_MAP or r.get("method") in SEARCH_MAP)
     ]  # fmt: skip
     records = [to_record(r, epochs) for r in mine]
     methods = [m for m in METHODS if any(r.get("method") == m for r in records)]

@@ -119,7 +119,9 @@ def test_compares_rule_picks_the_runs_the_evidence_report_shows(path):
         for seed, run in ours.items():
             assert run["top1"] == theirs[method][seed]["top1"], (method, seed)
         compared += 1
-    assert compared >= 5
+    students = {r["seed"] for r in evidence["records"] if r.get("pair") == pair
+                and r.get("method") == "student"}  # fmt: skip
+    assert compared >= (5 if len(students) >= 5 else 1)  # a running pair: what is chosen
 
 
 @pytest.mark.parametrize(
@@ -144,9 +146,11 @@ def test_compare_report_refuses_a_file_that_is_not_a_comparison(tmp_path, capsys
 
 def test_a_pair_with_only_its_teacher_so_far_gets_no_compare_file(tmp_path):
     evidence = json.loads(EVIDENCE.read_text())
-    teacher = {"kind": "teacher", "key": "teacher:wrn_40_2", "pair": "wrn_40_2-shufflenet_v1",
+    pair3 = "wrn_40_2-shufflenet_v1"
+    evidence["records"] = [r for r in evidence["records"] if r.get("pair") != pair3]
+    teacher = {"kind": "teacher", "key": "teacher:wrn_40_2", "pair": pair3,
                "wall_s": 1.0, "top1": 0.9}  # fmt: skip
     evidence["records"].append(teacher)
     (tmp_path / "reviewer_fmnist.json").write_text(json.dumps(evidence))
     written = evidence_compare.export("reviewer_fmnist", tmp_path)
-    assert [p.stem for p in written] == [p.stem for p in FILES]
+    assert [p.stem for p in written] == [p.stem for p in FILES if pair3 not in p.stem]
