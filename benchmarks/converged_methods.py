@@ -558,9 +558,8 @@ def start_at_fixed(
     the uniform start's. The modules built here draw from a forked random state, so the
     search's own module draws the very heads of the frozen recipe's first search."""
     with torch.random.fork_rng(devices=[]):
-        probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+        probe, unit = review_probe(args, pair, teacher)
         shares = torch.tensor(fixed_shares(list(probe.pathway_names), point["f"]))
-        unit = probe.weight_scale / probe.kd_weight
         kd_weight, logits = fixed_start(shares, point["w"], probe.normalization_bias, unit)
         space = dict(REVIEW_SPACE, kd_weight=kd_weight, prune_threshold=None)
         start = distpro_module(args, pair, teacher, **space).new_process({"fixed_start": point})
@@ -578,9 +577,15 @@ def from_fixed_space(
     from the seed's random state as `fixed_combination`'s does, so the replay's heads are the
     fixed combination's own on that seed: lever − fixed combination differs in the weights
     alone."""
-    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
-    unit = probe.weight_scale / probe.kd_weight
+    _, unit = review_probe(args, pair, teacher)
     return dict(REVIEW_SPACE, kd_weight=scale / unit, prune_threshold=None)
+
+
+def review_probe(args: argparse.Namespace, pair: str, teacher: nn.Module) -> tuple[Any, float]:
+    """A module of the recommended space (built from the current random state) and its
+    weight scale per unit of ``kd_weight``."""
+    probe = distpro_module(args, pair, teacher, **REVIEW_SPACE)
+    return probe, probe.weight_scale / probe.kd_weight
 
 
 def search_epochs(args: argparse.Namespace, variant: str) -> int:
