@@ -598,6 +598,63 @@ def import_records(args: argparse.Namespace, payload: dict[str, Any], source: Pa
     payload["history"].append({"command": f"imported from {source}", "machine": "-"})
 
 
+def run_history(args: argparse.Namespace, argv: list[str] | None) -> dict[str, str]:
+    """This call's entry in the file's ``history``: the command and the machine it ran on."""
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s), {args.device}"
+    if args.device == "cuda":
+        machine += f" ({torch.cuda.get_device_name(0)})"
+    command = " ".join(["python", *sys.argv]) if argv is None else f"converged.main({argv!r})"
+    return {"command": command, "machine": machine}
+
+
+@dataclass
+class Run:
+    """One call's bookkeeping: the payload saved after every finished task, the tasks that
+    failed in this call (their dependants are not run), and how a task is run (in this
+    process with one job, else in a worker subprocess under ``tmp``)."""
+
+    args: argparse.Namespace
+    payload: dict[str, Any]
+    path: Path
+    tmp: Path
+    start: float
+    failed: set[str]
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps(self.payload, indent=1) + "\n")
+
+    def on_done(self, task: Task, record: dict[str, Any]) -> None:
+        if "failed" in record:  # kept apart: a later command runs the task again
+            self.failed.add(task.key)
+            self.payload.setdefault("failures", []).append(record)
+            self.save()
+            print(f"[converged] {task.key} FAILED: {record['failed'][-600:]}", flush=True)
+            return
+        self.payload["records"].append(record)
+        self.save()
+        top1 = record.get("top1")
+        shown = f"{100 * top1:.2f}%" if top1 is not None else "done"
+        print(f"[converged] {task.key}: {shown} ({record['wall_s']:.0f} s)", flush=True)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        args = self.args
+        if args.deadline and time.perf_counter() - self.start > args.deadline:
+            raise TimeoutError(f"--deadline {args.deadline:.0f} s passed before {task.key}")
+        skipped = failed_dependency(task, self.failed)
+        if skipped is not None:
+            return skipped
+        try:
+            task = resolve(args, task, self.payload["records"])
+            if args.jobs == 1:
+                return execute(args, task)
+            spec = {"args": vars(args), "task": task.__dict__}
+            return in_subprocess("benchmarks.converged", spec, task.key, self.tmp, args.threads)
+        except Exception as err:  # noqa: BLE001 - one broken task must not stop the others
+            if args.jobs == 1 and not args.keep_going:
+                raise
+            return {"failed": f"{type(err).__name__}: {err}", "key": task.key}
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.converged_report import write_report
 
@@ -614,60 +671,21 @@ def main(argv: list[str] | None = None) -> int:
     set_aside_interrupted(args, payload["records"])
     if args.import_records and not payload["records"]:
         import_records(args, payload, Path(args.import_records))
-    records: list[dict[str, Any]] = payload["records"]
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} job(s), {args.device}"
-    if args.device == "cuda":
-        machine += f" ({torch.cuda.get_device_name(0)})"
-    command = " ".join(["python", *sys.argv]) if argv is None else f"converged.main({argv!r})"
-    payload["history"] = [*payload["history"], {"command": command, "machine": machine}]
+    payload["history"] = [*payload["history"], run_history(args, argv)]
     payload["settings"] = {k: getattr(args, k) for k in SETTINGS}
-    start = time.perf_counter()
-
-    def save() -> None:
-        atomic_write_text(path, json.dumps(payload, indent=1) + "\n")
-
-    failed: set[str] = set()
-
-    def on_done(task: Task, record: dict[str, Any]) -> None:
-        if "failed" in record:  # kept apart: a later command runs the task again
-            failed.add(task.key)
-            payload.setdefault("failures", []).append(record)
-            save()
-            print(f"[converged] {task.key} FAILED: {record['failed'][-600:]}", flush=True)
-            return
-        records.append(record)
-        save()
-        top1 = record.get("top1")
-        shown = f"{100 * top1:.2f}%" if top1 is not None else "done"
-        print(f"[converged] {task.key}: {shown} ({record['wall_s']:.0f} s)", flush=True)
-
-    def run(task: Task) -> dict[str, Any]:
-        if args.deadline and time.perf_counter() - start > args.deadline:
-            raise TimeoutError(f"--deadline {args.deadline:.0f} s passed before {task.key}")
-        skipped = failed_dependency(task, failed)
-        if skipped is not None:
-            return skipped
-        try:
-            task = resolve(args, task, records)
-            if args.jobs == 1:
-                return execute(args, task)
-            payload = {"args": vars(args), "task": task.__dict__}
-            return in_subprocess("benchmarks.converged", payload, task.key, tmp, args.threads)
-        except Exception as err:  # noqa: BLE001 - one broken task must not stop the others
-            if args.jobs == 1 and not args.keep_going:
-                raise
-            return {"failed": f"{type(err).__name__}: {err}", "key": task.key}
-
     with tempfile.TemporaryDirectory(prefix="converged-") as name:
-        tmp = Path(name)
+        run = Run(args, payload, path, Path(name), time.perf_counter(), set())
         try:
             run_plan(
-                args, payload, path, lambda ts, more: schedule(ts, args.jobs, run, on_done, more)
+                args,
+                payload,
+                path,
+                lambda ts, more: schedule(ts, args.jobs, run.run, run.on_done, more),
             )
         except TimeoutError as err:
             print(f"[converged] stopped: {err}; a later command resumes the file", flush=True)
         finally:
-            save()
+            run.save()
     print(write_report(payload, Path(args.out), args.name))
     return 0
 

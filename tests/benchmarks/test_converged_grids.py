@@ -218,3 +218,52 @@ def test_a_failed_widened_point_ends_the_command_and_a_missing_grid_seed_is_refu
     assert "chosen so far w=4, runs of 1 point(s) pending." in (tmp_path / "f.md").read_text()
     with pytest.raises(SystemExit, match=r"not done on grid seed\(s\) \[0\].*add \[0\]"):
         converged.main([*argv, "--seeds", "1"])
+
+
+def test_a_deadline_stops_the_command_between_tasks_and_a_later_command_resumes(
+    tmp_path, monkeypatch, capsys
+):
+    """``--deadline``: no task starts after it; what finished is saved, and the same command
+    without the deadline runs only what is left."""
+    from benchmarks import converged
+
+    ran: list[str] = []
+
+    def counting(args, task):
+        ran.append(task.key)
+        return _fake_execute(args, task)
+
+    monkeypatch.setattr(converged, "execute", counting)
+    argv = [
+        "--name", "d", "--out", str(tmp_path), "--teacher-dir", "", "--pairs",
+        "resnet20-resnet8", "--methods", "student", "--searches", "main", "--seeds", "0", "1",
+        "--grid-seeds", "0", "--jobs", "1",
+    ]  # fmt: skip
+    clock = iter([0.0, 0.0, 10.0, 10.0, 10.0])  # the start, the first task, then past it
+    monkeypatch.setattr(converged.time, "perf_counter", lambda: next(clock, 10.0))
+    converged.main([*argv, "--deadline", "5"])
+    assert "[converged] stopped: --deadline 5 s passed before" in capsys.readouterr().out
+    first = json.loads((tmp_path / "d.json").read_text())
+    assert [r["key"] for r in first["records"]] == ran and len(ran) == 1
+    converged.main(argv)
+    done = json.loads((tmp_path / "d.json").read_text())
+    assert len(done["records"]) == len(ran) > 1 and len(set(ran)) == len(ran)
+
+
+def test_a_task_whose_dependency_failed_in_this_call_is_recorded_as_not_run(tmp_path):
+    """`Run`: a failure is kept apart (``failures``, never a record) and a task depending on
+    it returns a failure naming that dependency without being resolved or executed."""
+    import argparse
+
+    from benchmarks import converged
+
+    args = argparse.Namespace(deadline=0, jobs=1, keep_going=True)
+    payload = {"records": [], "history": []}
+    run = converged.Run(args, payload, tmp_path / "r.json", tmp_path, 0.0, set())
+    search = converged.Task("search", "resnet20-resnet8", method="main")
+    run.on_done(search, {"failed": "RuntimeError: broke", "key": search.key})
+    replay = converged.Task("run", "resnet20-resnet8", method="distpro", deps=(search.key,))
+    skipped = run.run(replay)
+    assert skipped == {"failed": f"not run: its dependency {search.key} failed", "key": replay.key}
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["records"] == [] and [f["key"] for f in saved["failures"]] == [search.key]
