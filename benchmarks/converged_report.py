@@ -156,12 +156,11 @@ def diff_text(a: dict[int, dict], b: dict[int, dict]) -> str:
 
 
 def pair_table(
-    records: list[dict[str, Any]],
+    runs: dict[str, dict[int, dict]],
     pair: str,
-    seeds: tuple[int, ...] = GRID_SEEDS,
     gset: Mapping[str, list[dict[str, float]]] = grids.GRIDS,
 ) -> list[str]:
-    runs = chosen_runs(records, pair, seeds, gset)
+    """The pair's table of ``runs`` (`chosen_runs` under the grids ``gset``)."""
     ours = runs.get("distpro", {})
     final = runs.get("alpha_T", {})
     frozen = gset is grids.GRID_SETS["issue34"]
@@ -253,12 +252,9 @@ def _at_two_thirds(curve: list[list[float]]) -> float:
     return float((before[-1] if before else curve[0])[1])
 
 
-def convergence_lines(
-    records: list[dict[str, Any]], pair: str, seeds: tuple[int, ...] = GRID_SEEDS
-) -> list[str]:
+def convergence_lines(runs: dict[str, dict[int, dict]], pair: str) -> list[str]:
     """Is training over? Mean training loss in the last epoch and validation top-1 over the
-    last third of training, per method (chosen grid points)."""
-    runs = chosen_runs(records, pair, seeds)
+    last third of training, per method (``runs``: the chosen grid points, `chosen_runs`)."""
     lines = [
         f"Convergence ({pair}): mean training loss of the last epoch; validation top-1 at "
         "2/3 of training and at the end (mean over seeds).",
@@ -355,12 +351,12 @@ def report_text(payload: dict[str, Any], name: str) -> str:
         "",
     ]
     gset = grids.grid_set(payload.get("settings", {}))
+    chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
     if payload.get("settings", {}).get("grids") == "issue34":
         from benchmarks.converged_headline import cost_lines, headline_lines, versus_lines
         from benchmarks.converged_methods import PAIRS
         from benchmarks.converged_verdict import verdict_lines
 
-        chosen = {pair: chosen_runs(records, pair, seeds, gset) for pair in pairs}
         lines += headline_lines(chosen, LABELS)
         lines += verdict_lines(chosen, list(PAIRS), LABELS)
         lines += versus_lines(chosen, LABELS)
@@ -380,8 +376,8 @@ def report_text(payload: dict[str, Any], name: str) -> str:
             ran = {r["method"] for r in records if r.get("pair") == pair}
             lines += cost_lines(pair, grid_runs, LABELS, ran=ran)
     for pair in pairs:
-        lines += pair_table(records, pair, seeds, gset) + grid_lines(records, pair, seeds, gset)
-        lines += convergence_lines(records, pair, seeds)
+        lines += pair_table(chosen[pair], pair, gset) + grid_lines(records, pair, seeds, gset)
+        lines += convergence_lines(chosen[pair], pair)
         lines += diagnostics_lines(records, pair) + time_lines(records, pair)
     wall = sum(r["wall_s"] for r in records)
     lines.append(f"Total task time: {wall / 3600:.2f} h (summed over tasks, not wall clock).")

@@ -692,3 +692,29 @@ def test_the_plot_chooses_grid_points_by_the_runs_own_grids(tmp_path, monkeypatc
     report.plot(payload, tmp_path / "p.png")
     assert seen == [converged_grids.GRIDS_ISSUE34]  # as the tables choose, not issue 20's
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_the_report_chooses_grid_points_once_per_pair_by_the_runs_own_grids(monkeypatch):
+    """Every table of the report (the pair's table, convergence) shows the runs chosen under
+    the file's own grids; an issue-34 file's convergence table once used issue 20's."""
+    from benchmarks import converged_report as report
+
+    seen = []
+    run = {"top1": 0.8, "val_top1": 0.8, "params": {}, "wall_s": 1.0}
+    run["curve"] = {"val_top1": [[0, 0.5], [1, 0.6]], "train_loss": [2.0, 1.0]}
+
+    def chosen(records, pair, seeds, gset=None):
+        seen.append((pair, gset))
+        return {"student": {0: run}}
+
+    monkeypatch.setattr(report, "chosen_runs", chosen)
+    records = [{"kind": "run", "pair": PAIR1, "method": "student", "seed": 0, "wall_s": 1.0}]
+    settings = {"grids": "issue20", "grid_seeds": [0, 1]}
+    text = report.report_text({"records": records, "history": [], "settings": settings}, "n")
+    assert seen == [(PAIR1, converged_grids.GRIDS)]
+    own = dict(converged_grids.GRIDS)  # equal to issue 20's, another object
+    monkeypatch.setitem(converged_grids.GRID_SETS, "issue20", own)
+    seen.clear()
+    report.report_text({"records": records, "history": [], "settings": settings}, "n")
+    assert len(seen) == 1 and seen[0][1] is own  # the file's grids, chosen once for every table
+    assert "| student alone (CE) | 1.000 | 50.00 | 60.00 |" in text
