@@ -577,8 +577,8 @@ def from_fixed_space(
     from the seed's random state as `fixed_combination`'s does, so the replay's heads are the
     fixed combination's own on that seed: lever − fixed combination differs in the weights
     alone."""
-    _, unit = review_probe(args, pair, teacher)
-    return dict(REVIEW_SPACE, kd_weight=scale / unit, prune_threshold=None)
+    probe, _ = review_probe(args, pair, teacher)
+    return dict(REVIEW_SPACE, kd_weight=probe.kd_weight_for_scale(scale), prune_threshold=None)
 
 
 def review_probe(args: argparse.Namespace, pair: str, teacher: nn.Module) -> tuple[Any, float]:

@@ -239,8 +239,7 @@ def replay_kwargs(dp_kwargs: dict[str, Any], source: str | DistillationProcess) 
     from a fixed combination has its own, `benchmarks.converged_methods.start_at_fixed`)."""
     process = _as_process(source)
     probe = build_module(DistProModule, **dp_kwargs)
-    unit = probe.weight_scale / probe.kd_weight
-    kd_weight = float(process.normalization["scale"]) / unit
+    kd_weight = probe.kd_weight_for_scale(float(process.normalization["scale"]))
     return {**dp_kwargs, "kd_weight": kd_weight, "prune_threshold": process.prune_threshold}
 
 

@@ -195,7 +195,7 @@ class ProcessScheduleCallback(Callback):
                     msg + " Configure the module the same way or pass strict=False."
                 )
             rank_zero_warn(msg + " Keeping the module's normalisation (strict=False).")
-        _warn_on_scale(float(norm["scale"]), float(module.weight_scale))
+        _warn_on_scale(float(norm["scale"]), module)
         _check_replay_pruning(process, module.prune_threshold, self.mode)
         _warn_on_kd_temperature(process, getattr(module, "kd_temperature", None))
         if self.mode == "final":
@@ -369,14 +369,18 @@ def other_space(process: DistillationProcess, module: Any) -> str | None:
     )
 
 
-def _warn_on_scale(file_scale: float, module_scale: float) -> None:
+def _warn_on_scale(file_scale: float, module: ReplayableModule) -> None:
+    module_scale = float(module.weight_scale)
     if math.isclose(file_scale, module_scale, rel_tol=1e-6):
         return
+    fix = "Set the module's scale_by_num_pathways as in the search"
+    if hasattr(module, "kd_weight_for_scale"):  # `DistProMixin`: the exact setting
+        fix += f" or kd_weight={module.kd_weight_for_scale(file_scale):g}"
     rank_zero_warn(
         f"The process was searched with weight scale {file_scale:g} but the module scales the "
         f"pathway weights by {module_scale:g}: the replayed weights are {module_scale / file_scale:.3g}"
-        f" times the searched ones. Set the module's scale_by_num_pathways as in the search, "
-        "unless the difference is meant (e.g. a transfer to another number of pathways)."
+        f" times the searched ones. {fix}, unless the difference is meant (e.g. a transfer to "
+        "another number of pathways)."
     )
 
 

@@ -266,6 +266,12 @@ class DistProMixin(StepContextReader, FrozenTeacherOwner):
         """Global multiplier of the normalised weights: ``kd_weight`` (x ``P`` if scaled)."""
         return self.kd_weight * (self.num_pathways if self.scale_by_num_pathways else 1.0)
 
+    def kd_weight_for_scale(self, scale: float) -> float:
+        """The ``kd_weight`` at which `weight_scale` is ``scale`` (a process file's
+        ``normalization["scale"]``): the setting that replays a process searched at another
+        total weight at its own scale."""
+        return scale / (self.num_pathways if self.scale_by_num_pathways else 1.0)
+
     def alpha_weights(self, logits: Tensor | None = None) -> Tensor:
         """The multipliers of the pathway losses, ``w(a~) * scale``; differentiable in logits."""
         if logits is None:

@@ -96,6 +96,17 @@ def test_alpha_weights_formulas(name):
     torch.testing.assert_close(unscaled.alpha_weights(a), _expected_weights(name, a, 1.0))
 
 
+@pytest.mark.parametrize("scaled", [True, False])
+def test_kd_weight_for_scale_gives_a_module_of_that_weight_scale(scaled):
+    """The kd_weight the replay warning suggests: a module built with it has the scale."""
+    kw = dict(connections=[(0, 0), (1, 1), (2, 2)], transforms=["conv_bn"])
+    m = make_module(scale_by_num_pathways=scaled, kd_weight=0.7, **kw)
+    kd_weight = m.kd_weight_for_scale(6.0)
+    again = make_module(scale_by_num_pathways=scaled, kd_weight=kd_weight, **kw)
+    assert again.weight_scale == pytest.approx(6.0)
+    assert kd_weight == pytest.approx(2.0 if scaled else 6.0)
+
+
 def test_training_loss_is_ce_plus_weighted_pathways():
     torch.manual_seed(0)
     m = make_module(response_kd=True)

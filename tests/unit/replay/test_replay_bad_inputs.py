@@ -25,7 +25,9 @@ from distpro_lightning import DistillationProcess, ProcessScheduleCallback  # no
 def scale_warning(tmp: Path) -> None:
     m = module(transforms=["conv_bn"], connections=[(0, 0), (1, 1)])(tmp)
     p = DistillationProcess(m.pathway_names, {"name": "biased_softmax", "scale": 5.0}, [[0, 0]])
-    with pytest.warns(UserWarning, match=r"weight scale 5 but the module .* by 2"):
+    fix = r"weight scale 5 but the module .* by 2: .* as in the search or kd_weight=2.5,"
+    assert m.kd_weight_for_scale(5.0) == 5.0 / m.num_pathways
+    with pytest.warns(UserWarning, match=fix):
         ProcessScheduleCallback(process=p).check(m)
     p2 = DistillationProcess(m.pathway_names, {"name": "biased_softmax", "scale": 2.0}, [[0, 0]])
     with warnings.catch_warnings():
