@@ -231,6 +231,84 @@ def start_point_deps(
     )
 
 
+def pair_searches(
+    args: argparse.Namespace, records: list[dict[str, Any]], pair: str, t_deps: tuple[str, ...]
+) -> tuple[list[Task], dict[tuple[int, str], str]]:
+    """``pair``'s searches (done or not) and their keys by (search seed, variant); a
+    `FROM_FIXED` search only once its start point is chosen."""
+    searches: list[Task] = []
+    search_keys: dict[tuple[int, str], str] = {}
+    for seed in args.seeds:
+        s_seed = search_seed_of(args, seed)
+        for variant in args.searches:
+            if (s_seed, variant) in search_keys:
+                continue
+            deps = t_deps + ((search_keys[(s_seed, "main")],) if variant == "warm" else ())
+            if variant in FROM_FIXED:
+                start = start_point_deps(args, records, pair, variant)
+                if start is None:
+                    continue  # its start point is not chosen yet
+                deps += start
+            task = Task("search", pair, variant, s_seed, deps=deps)
+            search_keys[(s_seed, variant)] = task.key
+            searches.append(task)
+    return searches, search_keys
+
+
+def method_runs(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    pair: str,
+    seed: int,
+    deps: tuple[str, ...],
+    method: str,
+) -> list[Task]:
+    """``method``'s runs on ``pair`` and ``seed`` (done or not): a grid's points, or the
+    point its final grid chose (`CHOSEN`, after every grid run); ``deps``: the teacher's
+    and the searches' it replays."""
+    runs = []
+    for params in grid_points(args, records, pair, method, seed):
+        extra: tuple[str, ...] = ()
+        if params == CHOSEN:
+            extra = tuple(
+                Task("run", pair, method, g, p).key
+                for g in args.grid_seeds
+                for p in grid_points(args, records, pair, method, g)
+            )
+        runs.append(Task("run", pair, method, seed, params, deps + extra))
+    return runs
+
+
+def pair_runs(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    pair: str,
+    t_deps: tuple[str, ...],
+    search_keys: dict[tuple[int, str], str],
+) -> list[Task]:
+    """``pair``'s runs of every method and seed (done or not) that can be planned now."""
+    runs = []
+    for seed in args.seeds:
+        s_seed = search_seed_of(args, seed)
+        for method in args.methods:
+            if method == "reversed" and seed not in args.reversed_seeds:
+                continue
+            if method == "transfer_review" and pair == TRANSFER_SOURCE[0]:
+                continue  # transferred to the other pairs only
+            deps = t_deps if method != "student" else ()
+            source = DERIVED.get(method)
+            waits = source in FROM_FIXED and source in args.searches
+            if waits and (s_seed, source) not in search_keys:
+                continue  # its search is planned once its start point is chosen
+            if method in DERIVED:
+                deps += tuple(
+                    Task("search", src_pair, need, s_seed).key
+                    for src_pair, need in search_deps(args, pair, method)
+                )
+            runs += method_runs(args, records, pair, seed, deps, method)
+    return runs
+
+
 def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
     """The tasks not done in ``records`` that can be planned now: finishing them can make
     more (a widened grid, the runs of its final choice), so the runner plans again as
@@ -244,50 +322,9 @@ def plan(args: argparse.Namespace, records: list[dict[str, Any]]) -> list[Task]:
         if teacher.key not in done and teacher.key not in {t.key for t in tasks}:
             tasks.append(teacher)
         t_deps = () if teacher.key in done else (teacher.key,)
-        search_keys: dict[tuple[int, str], str] = {}
-        for seed in args.seeds:
-            s_seed = search_seed_of(args, seed)
-            for variant in args.searches:
-                if (s_seed, variant) in search_keys:
-                    continue
-                deps = t_deps + ((search_keys[(s_seed, "main")],) if variant == "warm" else ())
-                if variant in FROM_FIXED:
-                    start = start_point_deps(args, records, pair, variant)
-                    if start is None:
-                        continue  # its start point is not chosen yet
-                    deps += start
-                task = Task("search", pair, variant, s_seed, deps=deps)
-                search_keys[(s_seed, variant)] = task.key
-                if task.key not in done:
-                    tasks.append(task)
-        for seed in args.seeds:
-            s_seed = search_seed_of(args, seed)
-            for method in args.methods:
-                if method == "reversed" and seed not in args.reversed_seeds:
-                    continue
-                if method == "transfer_review" and pair == TRANSFER_SOURCE[0]:
-                    continue  # transferred to the other pairs only
-                deps = t_deps if method != "student" else ()
-                source = DERIVED.get(method)
-                waits = source in FROM_FIXED and source in args.searches
-                if waits and (s_seed, source) not in search_keys:
-                    continue  # its search is planned once its start point is chosen
-                if method in DERIVED:
-                    deps += tuple(
-                        Task("search", src_pair, need, s_seed).key
-                        for src_pair, need in search_deps(args, pair, method)
-                    )
-                for params in grid_points(args, records, pair, method, seed):
-                    extra: tuple[str, ...] = ()
-                    if params == CHOSEN:
-                        extra = tuple(
-                            Task("run", pair, method, g, p).key
-                            for g in args.grid_seeds
-                            for p in grid_points(args, records, pair, method, g)
-                        )
-                    task = Task("run", pair, method, seed, params, deps + extra)
-                    if task.key not in done:
-                        tasks.append(task)
+        searches, search_keys = pair_searches(args, records, pair, t_deps)
+        runs = pair_runs(args, records, pair, t_deps, search_keys)
+        tasks += [t for t in searches + runs if t.key not in done]
     known = {t.key for t in tasks} | done
     for t in tasks:
         missing = [d for d in t.deps if d not in known]
