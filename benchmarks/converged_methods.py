@@ -470,6 +470,41 @@ SEARCH_SEED_OFFSET |= {"review_fromfixed": 0}
 SHARED_SEARCH_SEED = 100  # the seed of the shared searches (disjoint from the runs' seeds)
 
 
+def search_split(
+    args: argparse.Namespace, data: Any, seed: int, variant: str
+) -> tuple[Tensor, Tensor, int]:
+    """A search's training and held-out indices (the 80/20 split of its subset) and its
+    seed. ``seed < 0``: the shared search of the pair (``--shared-search``), on a subset of
+    ``--subset`` images disjoint from every run's subset, replayed on all seeds."""
+    from benchmarks.converged_data import FashionTensors
+
+    if seed < 0:
+        exclude = sorted(set(range(10)) | set(args.seeds))
+        index = data.disjoint_subset(args.subset, exclude, SEARCH_DRAW.get(variant, 0))
+        base_seed = SHARED_SEARCH_SEED
+    else:
+        index, base_seed = data.subset(seed, args.subset), seed
+    search_seed = base_seed + SEARCH_SEED_OFFSET[variant]
+    train, held_out = FashionTensors.search_split(index, search_seed)
+    return train, held_out, search_seed
+
+
+def search_callback(
+    args: argparse.Namespace, variant: str, search_seed: int, init: str | None, path: Any
+) -> ProcessSearchCallback:
+    """The search of ``variant``: its alpha lr, held-out batches, sparse or proxy schedule,
+    started from ``init`` (a process file, or the uniform start), saved to ``path``."""
+    return ProcessSearchCallback(
+        alpha={"lr": args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0), "init_process": init},
+        schedule={
+            "seed": search_seed, "val_batches_per_step": VAL_BATCHES.get(variant, 1),
+            "diagnostics_every_n_steps": args.diagnostics_every,
+            "every_n_steps": PROXY.get(variant, 1), "proxy": variant in PROXY,
+        },
+        output={"save_path": str(path), "plot": False, "save_every_n_steps": 0},
+    )  # fmt: skip
+
+
 def search_process(
     args: argparse.Namespace,
     pair: str,
@@ -481,22 +516,14 @@ def search_process(
     warm: Any,
 ) -> dict[str, Any]:
     """Search a process over the same epochs and schedule as the retrain, on the 80/20 split
-    of a subset; returns the search student's own test top-1 (a control). ``warm``: what the
-    search starts from, other than the uniform start: a process file (the second pass) or a
-    fixed combination's grid point ``{"w", "f"}`` (`FROM_FIXED`, `start_at_fixed`).
+    of a subset (`search_split`); returns the search student's own test top-1 (a control).
+    ``warm``: what the search starts from, other than the uniform start: a process file (the
+    second pass) or a fixed combination's grid point ``{"w", "f"}`` (`FROM_FIXED`,
+    `start_at_fixed`)."""
+    from benchmarks.converged_data import TensorDataModule
+    from distpro_lightning.search.diagnostics import summarize
 
-    ``seed < 0``: the shared search of the pair (``--shared-search``), on a subset of
-    ``--subset`` images disjoint from every run's subset, replayed on all seeds."""
-    from benchmarks.converged_data import FashionTensors, TensorDataModule
-
-    if seed < 0:
-        exclude = sorted(set(range(10)) | set(args.seeds))
-        index = data.disjoint_subset(args.subset, exclude, SEARCH_DRAW.get(variant, 0))
-        base_seed = SHARED_SEARCH_SEED
-    else:
-        index, base_seed = data.subset(seed, args.subset), seed
-    search_seed = base_seed + SEARCH_SEED_OFFSET[variant]
-    train, held_out = FashionTensors.search_split(index, search_seed)
+    train, held_out, search_seed = search_split(args, data, seed, variant)
     teacher = load_teacher_module(pair, teacher_file)
     seed_everything(search_seed)
     space, init = SPACE.get(variant, {}), None if warm is None else str(warm)
@@ -504,28 +531,17 @@ def search_process(
         space, init = start_at_fixed(args, pair, teacher, warm, path)
     module = distpro_module(args, pair, teacher, **space)
     module.student.load_state_dict(student_init(pair, search_seed))
-    alpha_lr = args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)
-    search = ProcessSearchCallback(
-        alpha={"lr": alpha_lr, "init_process": init},
-        schedule={
-            "seed": search_seed, "val_batches_per_step": VAL_BATCHES.get(variant, 1),
-            "diagnostics_every_n_steps": args.diagnostics_every,
-            "every_n_steps": PROXY.get(variant, 1), "proxy": variant in PROXY,
-        },
-        output={"save_path": str(path), "plot": False, "save_every_n_steps": 0},
-    )  # fmt: skip
+    search = search_callback(args, variant, search_seed, init, path)
     epochs = search_epochs(args, variant)
     curves = Curves(validation_probe(data, args.device), val_epochs(args, epochs))
     dm = TensorDataModule(data, train, args.batch_size, search_seed, held_out_index=held_out)
     trainer = make_trainer(args, epochs, [search, curves], val=True)
     trainer.fit(module, datamodule=dm)
     process = DistillationProcess.load(path)
-    from distpro_lightning.search.diagnostics import summarize
-
     return {
         "diagnostics": summarize(process),
         "method": f"search_{variant}",
-        "params": {"alpha_lr": alpha_lr},
+        "params": {"alpha_lr": args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)},
         **({"start_point": warm} if isinstance(warm, dict) else {}),
         **evaluate(trainer, module, dm, curves),
         "curve": curves.record(),
