@@ -489,13 +489,18 @@ def search_split(
     return train, held_out, search_seed
 
 
+def alpha_lr_of(args: argparse.Namespace, variant: str) -> float:
+    """The alpha learning rate of the search ``variant``: ``--alpha-lr`` times its factor."""
+    return args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)
+
+
 def search_callback(
-    args: argparse.Namespace, variant: str, search_seed: int, init: str | None, path: Any
+    args: argparse.Namespace, variant: str, search_seed: int, init: str | None, path: str | Path
 ) -> ProcessSearchCallback:
     """The search of ``variant``: its alpha lr, held-out batches, sparse or proxy schedule,
     started from ``init`` (a process file, or the uniform start), saved to ``path``."""
     return ProcessSearchCallback(
-        alpha={"lr": args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0), "init_process": init},
+        alpha={"lr": alpha_lr_of(args, variant), "init_process": init},
         schedule={
             "seed": search_seed, "val_batches_per_step": VAL_BATCHES.get(variant, 1),
             "diagnostics_every_n_steps": args.diagnostics_every,
@@ -541,7 +546,7 @@ def search_process(
     return {
         "diagnostics": summarize(process),
         "method": f"search_{variant}",
-        "params": {"alpha_lr": args.alpha_lr * ALPHA_LR_FACTOR.get(variant, 1.0)},
+        "params": {"alpha_lr": alpha_lr_of(args, variant)},
         **({"start_point": warm} if isinstance(warm, dict) else {}),
         **evaluate(trainer, module, dm, curves),
         "curve": curves.record(),

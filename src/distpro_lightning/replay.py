@@ -375,7 +375,7 @@ def _warn_on_scale(file_scale: float, module: ReplayableModule) -> None:
         return
     fix = "Set the module's scale_by_num_pathways as in the search"
     if hasattr(module, "kd_weight_for_scale"):  # `DistProMixin`: the exact setting
-        fix += f" or kd_weight={module.kd_weight_for_scale(file_scale):g}"
+        fix += f" or kd_weight={module.kd_weight_for_scale(file_scale):.12g}"
     rank_zero_warn(
         f"The process was searched with weight scale {file_scale:g} but the module scales the "
         f"pathway weights by {module_scale:g}: the replayed weights are {module_scale / file_scale:.3g}"

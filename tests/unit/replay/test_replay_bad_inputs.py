@@ -7,6 +7,7 @@ import torch
 
 torch.set_num_threads(1)
 
+import re  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -33,6 +34,18 @@ def scale_warning(tmp: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert torch.equal(ProcessScheduleCallback(process=p2).check(m).logits, p2.logits)
+    # the kd_weight the warning names, as printed, silences it (1/3 is not exact in 6 digits)
+    three = module(transforms=["conv_bn"], connections=[(0, 0), (1, 1), (2, 2)])(tmp)
+    p3 = DistillationProcess(
+        three.pathway_names, {"name": "biased_softmax", "scale": 1.0}, [[0] * 3]
+    )
+    with pytest.warns(UserWarning, match=r"or kd_weight=(\S+),") as caught:
+        ProcessScheduleCallback(process=p3).check(three)
+    printed = float(re.search(r"kd_weight=(\S+),", str(caught[0].message)).group(1))
+    fixed = module(transforms=["conv_bn"], connections=[(0, 0), (1, 1), (2, 2)], kd_weight=printed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ProcessScheduleCallback(process=p3).check(fixed(tmp))
 
 
 def check_without_trainer(tmp: Path) -> object:
