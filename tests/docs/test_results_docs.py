@@ -641,6 +641,9 @@ def test_quality_quotes_the_kd_pathway_ramp_of_the_committed_processes():
     assert f"on the first pair {p1[0]} to {p1[1]} and {p1r[1]})" in text
 
 
+PAIRS12 = ("resnet20-resnet8", "wrn_16_2-mobilenet_v2")
+
+
 def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
     """The README's issue-34 sentence: each rival's difference and interval as the
     frozen headline table of benchmarks/results/reviewer_fmnist.md gives them, and the
@@ -662,6 +665,14 @@ def test_readme_quotes_issue_34s_finished_pair_as_its_report_says():
         ("wrn_16_2-mobilenet_v2", "ReviewKD", "but **tuned ReviewKD {}: ReviewKD wins**"),
     ):
         assert phrase.format(rows[(pair, rival)]) in readme, (pair, rival, rows[(pair, rival)])
+    control = "control: recommended space at the search's uniform start, no search"
+    trails = [rows[(pair, control)].split()[0].lstrip("+") for pair in PAIRS12]
+    assert "trails the search by {} (pair 1) and {} points (pair 2)".format(*trails) in readme
+    margins = [rows[(pair, "ReviewKD")].split()[0] for pair in PAIRS12]
+    assert (
+        "on pair 1 by {} before Holm's adjustment, behind it on pair 2 by {})".format(*margins)
+        in readme
+    )
     verdict = report.split("### Issue 34's verdict")[1]
     assert "Target (docs/quality.md): **missed**." in verdict
     assert "**ReviewKD** — by the fallback" in verdict
