@@ -113,6 +113,9 @@ def test_compares_rule_picks_the_runs_the_evidence_report_shows(path):
         ):  # no point done on both grid seeds yet: neither rule has chosen
             continue
         ours = choice_runs(settings, payload["records"], name, provisional=True)
+        if search is not None and len(theirs[method]) < 2:  # a running pair: compare
+            assert ours == {}, method  # pools a replay on a complete table of 2+ seeds only
+            continue
         if search is not None:  # a replay of one search: pooled over that one
             assert {r["searches"] for r in ours.values()} == {1}
         assert sorted(ours) == sorted(theirs[method]), method
