@@ -157,3 +157,67 @@ def test_a_mistyped_or_flat_model_key_is_named_with_its_fix(tmp_path, extra, say
         cli_fit("--config", str(FASHION / "search.yaml"), *extra)(tmp_path)
     assert says in str(info.value)
     assert library_error(info.value) is info.value  # the console script prints it as one line
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (
+            ["--search.schedul.every_n_steps", "2"],
+            "search.schedul is not a setting (did you mean 'search.schedule'?); search takes "
+            "alpha, enabled, held_out, hypergradient, output, schedule.",
+        ),
+        (
+            ["--config", json.dumps({"search": {"alpha": {"lrr": 0.1}}})],
+            "search.alpha.lrr is not a setting (did you mean 'search.alpha.lr'?)",
+        ),
+        (
+            ["--config", json.dumps({"search": {"alpha_lr": 0.1}})],
+            "search.alpha_lr is a flat key of version 0.1: write it in its group, search.alpha.lr",
+        ),
+        (  # an abbreviation: argparse took it as overwrite, silently
+            ["--search.output.overwrit", "true"],
+            "search.output.overwrit is not a setting (did you mean 'search.output.overwrite'?)",
+        ),
+        (["--trainer.max_step", "3"], "did you mean 'trainer.max_steps'?"),
+        (
+            ["--config", json.dumps({"searhc": {"enabled": True}})],
+            "searhc is not a setting (did you mean 'search'?); the config takes ",
+        ),
+    ],
+)
+def test_a_mistyped_section_key_is_named_with_the_closest_one(tmp_path, extra, says):
+    """Keys of the search, replay and trainer sections: jsonargparse said only "does not
+    accept option" (or took an abbreviation for the full key)."""
+    with pytest.raises(ValueError) as info:
+        cli_fit("--config", str(FASHION / "search.yaml"), *extra)(tmp_path)
+    assert says in str(info.value)
+    assert library_error(info.value) is info.value
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--compare.seed", "[0]"], "compare.seed is not a setting (did you mean 'compare.seeds'?)"),
+        (
+            ["--config", json.dumps({"compare": {"budget": {"wal_s": 5}}})],
+            "compare.budget.wal_s is not a setting (did you mean 'compare.budget.wall_s'?); "
+            "compare.budget takes cut, min_seeds, wall_s, warmup_steps.",
+        ),
+        (
+            ["--model.init_args.distillation.transform=[conv_bn]"],
+            "model.init_args.distillation.transform is not a setting (did you mean 'transforms'?)",
+        ),
+    ],
+)  # fmt: skip
+def test_distpro_compare_names_the_closest_key_to_a_mistyped_one(tmp_path, capsys, extra, says):
+    from distpro_lightning.cli.compare import main as compare_main
+
+    pair = {"model": {"class_path": "distpro_lightning.DistProModule",
+                      "init_args": {"student": "resnet8", "teacher": "resnet14"}},
+            "data": {"class_path": "distpro_lightning.data.DigitsDataModule"},
+            "compare": {"results": str(tmp_path / "r.json")}}  # fmt: skip
+    assert compare_main(["--config", json.dumps(pair), *extra]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("distpro compare: error: ") and says in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "r.json").exists()

@@ -38,6 +38,21 @@ def test_plot_refuses_to_replace_the_process_file_or_any_non_png(tmp_path):
     process_main(["plot", str(named_png), "-o", str(tmp_path / "fig.png")])  # a plot: replaced
 
 
+def test_plot_replaces_its_own_earlier_figure_of_another_format(tmp_path):
+    """``-o fig.pdf`` wrote a PDF, then refused to replace it ("not a PNG figure")."""
+    source = tmp_path / "p.json"
+    _process(source)
+    for name, magic in (("fig.pdf", b"%PDF-"), ("fig.svg", b"<?xml")):
+        for _ in range(2):  # the second plot replaces the first
+            process_main(["plot", str(source), "-o", str(tmp_path / name), "--kind", "lines"])
+        assert (tmp_path / name).read_bytes().startswith(magic)
+    notes = tmp_path / "notes.pdf"
+    notes.write_text("my notes")
+    with pytest.raises(FileExistsError, match="exists and is not a PDF figure"):
+        process_main(["plot", str(source), "-o", str(notes)])
+    assert notes.read_text() == "my notes"
+
+
 def test_export_onto_a_folder_names_the_fix(tmp_path):
     source = tmp_path / "p.json"
     _process(source)

@@ -316,3 +316,22 @@ def test_sweep_best_says_when_it_ranks_two_sweeps_together(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"warning: {tmp_path} holds the trials of 2 sweeps, ranked together" in out
     assert "search.alpha.lr=0.3" in out and "search.alpha.lr=0.1" in out
+
+
+def test_sweep_best_retrains_a_file_that_records_no_transform_kinds(tmp_path):
+    """``transform_kinds: null`` (optional in the format) was a TypeError traceback in
+    ``sweep-best -- FIT ARGS``: the kinds come from the pathway names instead."""
+    from distpro_lightning.cli.sweeps import search_space_args, trial_settings
+
+    norm = {"name": "biased_softmax", "bias": 1.0, "scale": 1.0}
+    names = ["a->b:conv_bn", "a->c:attn2", "a->b:attn2", "logits->logits:kd"]
+    process = DistillationProcess(names, norm, [[1.0] * 4])
+    assert process.transform_kinds is None
+    args = search_space_args(process)
+    assert "--model.init_args.distillation.transforms=[conv_bn, attn2]" in args
+    assert "--model.init_args.distillation.response_kd=true" in args
+    assert "transforms=[conv_bn, attn2] " in trial_settings(process)
+    recorded = DistillationProcess(names, norm, [[1.0] * 4], transform_kinds=["attn2", "conv_bn"])
+    assert "--model.init_args.distillation.transforms=[attn2, conv_bn]" in search_space_args(
+        recorded
+    )

@@ -25,6 +25,7 @@ import yaml
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser
 
+from distpro_lightning.cli.keys import key_problem, parser_keys, unknown_key
 from distpro_lightning.compare import CompareSettings, Pair, compare
 from distpro_lightning.compare.settings import REPLAYS
 from distpro_lightning.errors import DistProError
@@ -117,6 +118,9 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, Any], CompareSettings]:
     """The config as plain values and the compare settings."""
     argv = ["--compare.jobs" if a == "--jobs" else a for a in argv]
     parser = full_parser()
+    problem = key_problem(argv) or unknown_key(argv, parser_keys(parser))
+    if problem is not None:
+        raise ValueError(problem)
     cfg = parser.parse_args(list(argv))
     config = yaml.safe_load(parser.dump(cfg))
     config.pop("config", None)

@@ -1,16 +1,18 @@
-"""The model keys of a ``distpro`` command line checked before jsonargparse parses them: a
-mistyped key (``--model.init_args.distillation.transform``) or a flat key of version 0.1
-(``model.init_args.transforms`` in a YAML file) is named with the closest key and its
-grouped form, instead of jsonargparse's pages about every subtype of the model union.
+"""The keys of a ``distpro`` command line checked before jsonargparse parses them: a
+mistyped key (``--model.init_args.distillation.transform``, ``search.schedul`` in a YAML
+file, ``--compare.budget.wal_s``) or a flat key of version 0.1 (``model.init_args.transforms``,
+``search.alpha_lr``) is named with the closest key and its grouped form, instead of
+jsonargparse's "does not accept option" or its pages about every subtype of the model union.
 
-Only a model of this library (a `StudentModule` such as `DistProModule`) is checked; the
-keys of any other class are left to jsonargparse."""
+`key_problem` checks the model's keys (only a model of this library, a `StudentModule` such
+as `DistProModule`; the keys of any other class are left to jsonargparse); `unknown_key`
+checks every other key against the keys the parser takes."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from distpro_lightning.modules.student import (
     OptimizerConfig,
     StudentModule,
 )
+from distpro_lightning.search.settings import FLAT_KEYS as SEARCH_FLAT_KEYS
 
 PREFIX = "model.init_args."
 GROUPS: dict[str, type] = {"distillation": DistillationConfig, "optimizer": OptimizerConfig}
@@ -122,4 +125,72 @@ def key_problem(argv: Sequence[str]) -> str | None:
                 f"{PREFIX}{top} is not an argument of {cls.__name__}"
                 f"{did_you_mean(top, valid)}; it takes {', '.join(valid)}."
             )
+    return None
+
+
+#: The flat keys of version 0.1 per section, ``name -> (group, field)``.
+SECTION_FLAT_KEYS: dict[str, Mapping[str, tuple[str, str]]] = {"search": SEARCH_FLAT_KEYS}
+#: Option names that are not settings.
+NOT_SETTINGS = ("help", "config", "print_config")
+
+
+def parser_keys(parser: Any) -> set[str]:
+    """The dotted keys a jsonargparse parser takes (its actions' destinations, without the
+    ``--X.help`` options)."""
+    actions = getattr(parser, "_actions", [])
+    return {a.dest for a in actions if a.dest != "help" and not a.dest.endswith(".help")}
+
+
+def _given_keys(argv: Sequence[str], known: set[str]) -> Iterator[str]:
+    """The dotted keys of ``argv``'s config files (descending into mappings down to the
+    parser's own leaves) and of its ``--key`` options."""
+
+    def walk(values: Any, prefix: str) -> Iterator[str]:
+        for key, value in values.items():
+            name = f"{prefix}{key}"
+            yield name
+            if isinstance(value, dict) and name in known and _has_children(name, known):
+                yield from walk(value, name + ".")
+
+    for config in _configs(argv):
+        if isinstance(config, dict):
+            yield from walk(config, "")
+    for arg in argv:
+        if arg.startswith("--"):
+            key = arg[2:].split("=", 1)[0].rstrip("+")
+            if key and key.split(".")[-1] not in NOT_SETTINGS:
+                yield key
+
+
+def _has_children(key: str, known: Iterable[str]) -> bool:
+    return any(k.startswith(key + ".") for k in known)
+
+
+def unknown_key(argv: Sequence[str], known: set[str]) -> str | None:
+    """What is wrong with the first key of ``argv`` that the parser does not take (``known``:
+    `parser_keys`), naming the closest key it takes; keys below one of its leaves (a
+    ``class_path`` section such as ``model``, a mapping such as ``compare.grids``) are left
+    to that leaf's own checks. ``None``: every key is known."""
+    for key in _given_keys(argv, known):
+        parts = key.split(".")
+        ancestors = [".".join(parts[:i]) for i in range(1, len(parts))]
+        if key in known or any(a in known and not _has_children(a, known) for a in ancestors):
+            continue
+        parent = next((a for a in reversed(ancestors) if a in known), "")
+        name = parts[len(parent.split(".")) if parent else 0]
+        prefix = f"{parent}." if parent else ""
+        siblings = sorted(
+            {prefix + k[len(prefix) :].split(".")[0] for k in known if k.startswith(prefix)}
+            - {prefix + n for n in NOT_SETTINGS}
+        )
+        flat = SECTION_FLAT_KEYS.get(parent, {}).get(name)
+        if flat is not None:
+            return (
+                f"{prefix}{name} is a flat key of version 0.1: write it in its group, "
+                f"{prefix}{flat[0]}.{flat[1]} (in YAML: {flat[0]}: {{{flat[1]}: ...}})."
+            )
+        return (
+            f"{prefix}{name} is not a setting{did_you_mean(prefix + name, siblings)}; "
+            f"{parent or 'the config'} takes {', '.join(s[len(prefix) :] for s in siblings)}."
+        )
     return None

@@ -20,7 +20,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from distpro_lightning.cli.keys import key_problem
+from distpro_lightning.cli.keys import key_problem, parser_keys, unknown_key
 from distpro_lightning.cli.run_config import RunConfigCallback
 from distpro_lightning.replay import ProcessScheduleCallback
 from distpro_lightning.search.callback import ProcessSearchCallback
@@ -195,7 +195,7 @@ class DistProCLI(LightningCLI):
         refusal = lightning_optimizer_groups(argv)
         if refusal is not None:
             parser.error(refusal)
-        problem = key_problem(argv)
+        problem = key_problem(argv) or self.unknown_key(parser, argv)
         if problem is not None:  # before jsonargparse's pages about every model subtype
             raise ValueError(problem)
         probe = [a for a in argv if not a.startswith("--print_config")]
@@ -220,6 +220,16 @@ class DistProCLI(LightningCLI):
         self.config = parser.parse_args(argv)
         if subcommand in EVALUATION_SUBCOMMANDS:
             evaluation_logger_names(self.config[subcommand].trainer, subcommand)
+
+    def unknown_key(self, parser: Any, argv: Sequence[str]) -> str | None:
+        """`keys.unknown_key` for the keys given to the subcommand ``argv[0]`` (or to
+        ``parser`` itself, a CLI built with ``run=False``)."""
+        parsers = getattr(self, "_subcommand_parsers", {})
+        if not parsers:
+            return unknown_key(argv, parser_keys(parser))
+        if not argv or argv[0] not in parsers:
+            return None
+        return unknown_key(argv[1:], parser_keys(parsers[argv[0]]))
 
     def instantiate_classes(self) -> None:
         """Build the model, data and callbacks; an error raised by the library's own

@@ -83,22 +83,29 @@ def _process_parser() -> argparse.ArgumentParser:
 
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+#: How a figure file of each format matplotlib writes begins (by the output's suffix).
+FIGURE_MAGICS: dict[str, tuple[bytes, ...]] = {
+    ".png": (PNG_MAGIC,), ".pdf": (b"%PDF-",), ".svg": (b"<?xml", b"<svg"),
+    ".eps": (b"%!PS",), ".ps": (b"%!PS",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+}  # fmt: skip
 
 
 def _plot_target(path: Path, source: Path) -> Path:
     """A figure's path, refused when it is the process file itself or an existing file
-    that is not a PNG (a plot replaces only an earlier plot)."""
+    that is not a figure of its suffix's format (a plot replaces only an earlier plot)."""
     if path.resolve() == source.resolve():
         raise FileExistsError(
             f"distpro process plot: the figure would replace the process file {str(source)!r} "
             "itself; give another output with -o FIGURE.png."
         )
     if path.exists():
+        suffix = path.suffix.lower() if path.suffix.lower() in FIGURE_MAGICS else ".png"
         with path.open("rb") as fh:
-            if fh.read(8) != PNG_MAGIC:
+            if not fh.read(8).startswith(FIGURE_MAGICS[suffix]):
                 raise FileExistsError(
-                    f"distpro process plot: {str(path)!r} exists and is not a PNG figure; "
-                    "choose another output with -o FIGURE.png (nothing was written)."
+                    f"distpro process plot: {str(path)!r} exists and is not a "
+                    f"{suffix[1:].upper()} figure; choose another output with -o FIGURE.png "
+                    "(nothing was written)."
                 )
     return path
 

@@ -38,6 +38,16 @@ class Trial:
     settings: str = ""
 
 
+def transform_kinds(process: DistillationProcess) -> list[str]:
+    """The transform kinds a process was searched with: as its file records them, else (a
+    file with ``transform_kinds: null``) the kinds its feature pathways' names end in."""
+    if process.transform_kinds is not None:
+        return list(process.transform_kinds)
+    special = (KD_PATHWAY_NAME, REVIEW_PATHWAY_NAME)
+    named = [n.rsplit(":", 1)[-1] for n in process.pathway_names if n not in special]
+    return list(dict.fromkeys(named))
+
+
 def trial_settings(process: DistillationProcess) -> str:
     """A trial's settings as its process file records them, one line: what a sweep varies
     (alpha lr, hypergradient, sparse search, search space, normalisation, threshold, seed)."""
@@ -48,7 +58,7 @@ def trial_settings(process: DistillationProcess) -> str:
         "alpha.lr": prov.get("alpha_lr"),
         "hypergradient": prov.get("hypergradient"),
         "every_n_steps": every,
-        "transforms": "[" + ", ".join(process.transform_kinds or []) + "]",
+        "transforms": "[" + ", ".join(transform_kinds(process)) + "]",
         "response_kd": KD_PATHWAY_NAME in names,
         "review_kd": REVIEW_PATHWAY_NAME in names,
         "normalization": process.normalization["name"],
@@ -96,7 +106,7 @@ def search_space_args(process: DistillationProcess) -> list[str]:
     return [
         f"--model.init_args.distillation.response_kd={str(kd).lower()}",
         f"--model.init_args.distillation.review_kd={str(review).lower()}",
-        f"--model.init_args.distillation.transforms=[{', '.join(process.transform_kinds)}]",
+        f"--model.init_args.distillation.transforms=[{', '.join(transform_kinds(process))}]",
         f"--model.init_args.distillation.normalization={process.normalization['name']}",
         f"--model.init_args.distillation.normalization_bias={process.normalization['bias']}",
         f"--model.init_args.distillation.prune_threshold={'null' if tau is None else tau}",

@@ -7,7 +7,6 @@ and the figure). The statistics are `distpro_lightning.functional.stats`."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from distpro_lightning.compare.plan import (
     params_key,
     plan,
 )
-from distpro_lightning.compare.results_file import upgrade
+from distpro_lightning.compare.results_file import read_results
 from distpro_lightning.compare.settings import LABELS, OURS, REPLAYS, WIDEN, CompareSettings
 from distpro_lightning.files import atomic_save_figure, atomic_write_text
 from distpro_lightning.functional.stats import (
@@ -365,11 +364,5 @@ def render(results: str | Path) -> str:
             f"compare --report: no results file at {path}; give the compare.results of a "
             "comparison (a .json file)."
         )
-    payload = json.loads(path.read_text())
-    if "records" not in payload:
-        raise ValueError(
-            f"compare --report: {path} is not a results file of distpro compare (it has no "
-            "records)."
-        )
-    payload = upgrade(payload)  # in memory: the file and its processes stay as they are
+    payload = read_results(path)  # upgraded in memory: the file and its processes stay
     return write_report(payload, settings_of(payload, path), path)

@@ -9,6 +9,8 @@ a replay's run key ends in ``:s<seed>``. Version 1 (0.2): one search per recipe
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,56 @@ from typing import Any
 from distpro_lightning.compare.settings import REPLAYS
 
 VERSION = 2
+
+#: The fields of every record that the plan and the report read, and those of a run's.
+RECORD_FIELDS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "key": (str,), "method": (str,), "seed": (int,), "wall_s": (int, float),
+}  # fmt: skip
+RUN_FIELDS: dict[str, tuple[type, ...]] = {
+    "params": (dict,), "top1": (int, float), "val_top1": (int, float),
+}  # fmt: skip
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    """The results file at ``path``, checked (`check_records`) and upgraded in memory: a
+    damaged or hand-edited file is refused naming the file, the record and the field."""
+    try:
+        payload = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"compare: {path} is not valid JSON (truncated or edited?): {exc}. Restore it, or "
+            "give another compare.results file."
+        ) from None
+    if not isinstance(payload, dict) or "records" not in payload:
+        raise ValueError(
+            f"compare: {path} is not a results file of distpro compare (it has no records)."
+        )
+    check_records(payload["records"], path)
+    return upgrade(payload)
+
+
+def check_records(records: Any, path: Path) -> None:
+    """Refuse records that are not a list of objects with the fields the plan and the
+    report read, of their types (a number that is not a bool, finite)."""
+    if not isinstance(records, list):
+        raise ValueError(f"compare: {path}: 'records' must be a list, got {records!r:.80}.")
+    for i, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ValueError(f"compare: {path}: record {i} is not an object: {record!r:.80}.")
+        kind = record.get("kind")
+        fields = {**RECORD_FIELDS, **(RUN_FIELDS if kind == "run" else {})}
+        for name, types in fields.items():
+            value = record.get(name)
+            ok = isinstance(value, types) and not isinstance(value, bool)
+            if ok and isinstance(value, float):
+                ok = math.isfinite(value)
+            if not ok or (name == "kind" and value not in ("run", "search")):
+                want = "run or search" if name == "kind" else "/".join(t.__name__ for t in types)
+                raise ValueError(
+                    f"compare: {path}: record {i} ({record.get('key', 'no key')}) has "
+                    f"{name}={value!r}, not {want}: the file was damaged or edited. Restore "
+                    "it, or remove that record to run it again."
+                )
 
 
 def upgrade(payload: dict[str, Any]) -> dict[str, Any]:

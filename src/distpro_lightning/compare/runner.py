@@ -25,7 +25,7 @@ from distpro_lightning.compare.budget import duration, estimate, fit_budget, mea
 from distpro_lightning.compare.pair import Pair
 from distpro_lightning.compare.plan import Record, Task, plan, resolve
 from distpro_lightning.compare.report import write_report
-from distpro_lightning.compare.results_file import VERSION, adopt_processes, upgrade
+from distpro_lightning.compare.results_file import VERSION, adopt_processes, read_results
 from distpro_lightning.compare.runs import execute, lightning_info_off
 from distpro_lightning.compare.schedule import schedule
 from distpro_lightning.compare.settings import CompareSettings
@@ -50,7 +50,7 @@ def load_payload(path: Path, settings: CompareSettings, pair: Pair) -> dict[str,
     given = given_settings(settings, pair)
     if not path.is_file():
         return {"version": VERSION, "settings": given, "history": [], "records": []}
-    payload = upgrade(json.loads(path.read_text()))
+    payload = read_results(path)
     if "files" not in payload.get("settings", {}).get("pair", {"files": None}):
         given["pair"].pop("files", None)  # a file from before files were recorded (0.2)
     if payload.get("settings") != given:

@@ -103,3 +103,30 @@ def test_a_comparison_resumes_a_version_1_file_and_renames_its_process_only_then
     assert "v1_process" not in saved["records"][0]
     assert (tmp_path / "r" / "process_full_s7.json").is_file()
     assert len(saved["records"]) == 5 and len(saved["history"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda text: text[: len(text) // 2], "is not valid JSON (truncated or edited?)"),
+        (lambda text: "[1, 2]", "is not a results file of distpro compare"),
+        (lambda text: text.replace('"records": [', '"records": null, "x": ['), "'records' must be a list"),
+        (lambda text: text.replace('"seed": 1,', '"seed": "1",', 1), "has seed='1', not int"),
+        (lambda text: text.replace('"seed": 1,', "", 1), "has seed=None, not int"),
+        (lambda text: text.replace('"top1": 0.5', '"top1": true', 1), "has top1=True, not int/float"),
+        (lambda text: text.replace('"kind": "run"', '"kind": "runs"', 1), "has kind='runs', not run or search"),
+    ],
+)  # fmt: skip
+def test_compare_report_names_a_damaged_results_file_without_a_traceback(
+    tmp_path, capsys, damage, message
+):
+    from distpro_lightning.cli.compare import main
+
+    version_1(tmp_path)
+    path = tmp_path / "r.json"
+    text = json.dumps(json.loads(path.read_text()), separators=(", ", ": "))
+    path.write_text(damage(text))
+    assert main(["--report", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("distpro compare: error: compare: ") and message in err
+    assert str(path) in err
