@@ -111,6 +111,7 @@ def test_export_and_average_name_the_problem_with_an_unwritable_output(tmp_path,
     error = capsys.readouterr().err
     assert info.value.code == 1 and error.count("\n") == 1
     assert f"distpro process {action}: -o {output!r}" in error and FIXES["under a file"] in error
+    assert error.startswith(f"error: distpro process {action}: ")  # the command named once
 
 
 def test_average_of_processes_of_two_spaces_says_which_differs_and_writes_nothing(tmp_path, capsys):

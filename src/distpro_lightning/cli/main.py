@@ -160,7 +160,8 @@ def process_main(argv: Sequence[str]) -> int:
         out = _output_file(ns)
         mean = DistillationProcess.average([DistillationProcess.load(f) for f in ns.files])
         mean.save(out)
-        print(f"wrote {ns.output} (the mean weights of {len(ns.files)} processes)")
+        n = len(ns.files)
+        print(f"wrote {ns.output} (the mean weights of {n} process{'es' if n > 1 else ''})")
         return 0
     proc = DistillationProcess.load(ns.file)
     if ns.action == "summary":
@@ -192,7 +193,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             code = process_main(argv[1:])
         except (ProcessFileError, OSError, ValueError) as exc:
             message = " ".join(str(exc).split())
-            print(f"distpro process: error: {message}", file=sys.stderr)
+            named = message.startswith("distpro process")  # it names its subcommand itself
+            print(f"{'' if named else 'distpro process: '}error: {message}", file=sys.stderr)
             code = 1
         raise SystemExit(code)
     from distpro_lightning.cli.lightning_cli import cli_main, library_error

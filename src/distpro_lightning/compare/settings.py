@@ -7,6 +7,7 @@ grids, five paired seeds with the grids run on seeds 0 and 1, two widening round
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -62,6 +63,14 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "reviewkd": ("w", "warm"),
     "equal": ("w",),
     "fixed": ("w", "f"),
+}
+#: Each parameter's range, ``(low, high, low included, high included, what it is)``: a point
+#: outside it is refused when the settings are made, not when its run starts hours later.
+RANGES: dict[str, tuple[float, float, bool, bool, str]] = {
+    "w": (0.0, math.inf, False, False, "a distillation weight (w 0 is the student alone)"),
+    "T": (0.0, math.inf, False, False, "a temperature"),
+    "warm": (0.0, 1.0, True, False, "a fraction of the epochs"),
+    "f": (0.0, 1.0, False, False, "the feature pathways' share"),
 }
 #: The parameters a grid widens beyond an edge (a share and a warm-up are bounded).
 WIDEN: dict[str, tuple[str, ...]] = {
@@ -305,3 +314,18 @@ def check_grid(method: str, grid: Grid) -> None:
                 f"compare.grids.{method}: the point {point} does not name exactly the "
                 f"method's parameters: {takes}."
             )
+        for name, value in point.items():
+            _check_range(method, point, name, float(value))
+
+
+def _check_range(method: str, point: Mapping[str, float], name: str, value: float) -> None:
+    low, high, low_in, high_in, what = RANGES[name]
+    inside = (value >= low if low_in else value > low) and (
+        value <= high if high_in else value < high
+    )
+    if not inside:
+        bounds = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+        raise ValueError(
+            f"compare.grids.{method}: the point {dict(point)} has {name} = {value:g}; {name} is "
+            f"{what}, in {bounds}. Give values in that range."
+        )

@@ -127,6 +127,12 @@ PROVENANCE_FIELDS: dict[str, dict[str, str]] = {
     "demo_settings": {},
 }
 _TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "bool": (bool,), "list": (list,)}
+#: The smallest value of the provenance's integers the library computes with
+#: (`DistillationProcess.searched_steps`: every ``search_every_n_steps``-th row after the warm-up).
+PROVENANCE_MINIMA: dict[tuple[str, str], int] = {
+    ("run_settings", "warmup_steps"): 0,
+    ("run_settings", "search_every_n_steps"): 1,
+}
 
 
 def check_provenance(prov: Mapping[str, Any]) -> None:
@@ -146,6 +152,11 @@ def check_provenance(prov: Mapping[str, Any]) -> None:
             )
             shown = {"bool": "true or false", "int": "an integer", "list": "a list"}[kind]
             require(ok, f"provenance.{key}.{name} must be {shown}, got {item!r}")
+            least = PROVENANCE_MINIMA.get((key, name))
+            require(
+                item is None or least is None or item >= least,
+                f"provenance.{key}.{name} must be >= {least}, got {item!r}",
+            )
     for key in ("kd_temperature", "search_val_loss"):
         if prov.get(key) is not None:
             check_number(prov[key], f"provenance.{key}")

@@ -111,6 +111,18 @@ def test_searches_come_first_and_their_replays_wait_for_them():
         ({"grids": {"hinton_kd": [{"w": 1.0}]}}, "does not name exactly the method's parameters"),
         ({"grids": {"reviewkd": [{"w": 1.0, "warm": 0.0}]}}, "not in compare.methods"),
         ({"recipes": {"fast": {}}}, "unknown recipe"),
+        # a value out of its range: refused here, not when its run starts hours later
+        ({"grids": {"hinton_kd": [{"w": -1.0, "T": 4.0}]}}, r"w = -1; w is a distillation"),
+        ({"grids": {"hinton_kd": [{"w": 1.0, "T": 0.0}]}}, r"T = 0; T is a temperature"),
+        ({"grids": {"hinton_kd": [{"w": float("nan"), "T": 4.0}]}}, r"w = nan"),
+        (
+            {"methods": ["reviewkd"], "grids": {"reviewkd": [{"w": 1.0, "warm": 1.0}]}},
+            r"warm = 1; warm is a fraction of the epochs, in \[0, 1\)",
+        ),
+        (
+            {"methods": ["fixed"], "grids": {"fixed": [{"w": 1.0, "f": 1.0}]}},
+            r"f = 1; f is the feature pathways' share, in \(0, 1\)",
+        ),
         ({"budget": {"cut": "all"}}, "cut must be seeds, grids or none"),
     ],
 )

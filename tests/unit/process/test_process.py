@@ -685,6 +685,7 @@ def test_distpro_process_average_writes_the_mean_and_refuses_an_existing_output(
     with pytest.raises(FileExistsError, match="--overwrite"):
         process_main(["average", str(a), "-o", str(out)])
     assert process_main(["average", str(a), "-o", str(out), "--overwrite"]) == 0
+    assert "mean weights of 1 process)" in capsys.readouterr().out
     torch.testing.assert_close(DistillationProcess.load(out).weights(), five_rows().weights())
 
 

@@ -116,6 +116,18 @@ CASES = [
         ValueError,
         ("provenance.search_size.planned_steps must be an integer, got '30'",),
     ),
+    Case(  # searched_steps() divided by it (a ZeroDivisionError)
+        "search every 0 steps",
+        load_edited(provenance={"run_settings": {"search_every_n_steps": 0}}),
+        ValueError,
+        ("provenance.run_settings.search_every_n_steps must be >= 1, got 0",),
+    ),
+    Case(
+        "negative warm-up",
+        load_edited(provenance={"run_settings": {"warmup_steps": -2}}),
+        ValueError,
+        ("provenance.run_settings.warmup_steps must be >= 0, got -2",),
+    ),
     Case(
         "run_settings not an object",
         load_edited(provenance={"run_settings": [1, 2]}),
