@@ -380,6 +380,34 @@ heads_missing_search = heads_missing(lambda: ProcessSearchCallback(output={"save
 heads_missing_replay = heads_missing(lambda: ProcessScheduleCallback(mode="uniform"))
 
 
+def two_weight_drivers(*callbacks) -> object:
+    """A fit with ``callbacks`` (factories) that each set the pathway weights: a refusal
+    comes at fit start, before any step; a fit that is not refused (``enabled=False``
+    callbacks are left out of the check) runs its step."""
+
+    def act(tmp: Path) -> None:
+        module = make_module(transforms=["conv_bn"])
+        before = module.alpha_logits.clone()
+        cbs = [c() for c in callbacks]
+        trainer = quiet_trainer(max_steps=1, limit_val_batches=0, callbacks=cbs)
+        try:
+            trainer.fit(module, datamodule=digits())
+        except RuntimeError:
+            assert trainer.global_step == 0 and torch.equal(module.alpha_logits, before)
+            raise
+        assert trainer.global_step == 1
+
+    return act
+
+
+def search_cb() -> ProcessSearchCallback:
+    return ProcessSearchCallback(output={"save_path": None})
+
+
+def uniform_replay() -> ProcessScheduleCallback:
+    return ProcessScheduleCallback(mode="uniform")
+
+
 def same_student_and_teacher(tmp: Path) -> None:
     net = make_module().student
     make_module(student=net, teacher=net)

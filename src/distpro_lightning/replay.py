@@ -12,7 +12,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from distpro_lightning.modules.contract import ReplayableModule, check_optimized, missing_members
+from distpro_lightning.modules.contract import (
+    ReplayableModule,
+    check_optimized,
+    check_sole_weight_driver,
+    missing_members,
+)
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
 from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
@@ -77,6 +82,9 @@ class ProcessScheduleCallback(Callback):
         enabled: ``False`` makes the callback inert (the ``distpro`` CLI sets it from its
             ``replay:`` section: on when any key of the section is given).
     """
+
+    #: It sets the module's pathway weights at every step (one such callback per Trainer).
+    drives_pathway_weights = True
 
     def __init__(
         self,
@@ -205,6 +213,7 @@ class ProcessScheduleCallback(Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled:
             return
+        check_sole_weight_driver(trainer.callbacks, self)
         self.process = self.check(pl_module)
         check_optimized(pl_module, trainer.optimizers, "ProcessScheduleCallback")  # type: ignore[arg-type]
         if self.process is None:

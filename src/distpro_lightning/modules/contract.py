@@ -198,3 +198,28 @@ def check_optimized(
         "SGD([*self.student.parameters(), *self.distill_heads.parameters()], ...); freeze "
         "(requires_grad_(False)) what is meant to stay fixed."
     )
+
+
+def check_sole_weight_driver(callbacks: Iterable[Any], own: Any) -> None:
+    """Refuse a Trainer in which another enabled callback sets the pathway weights as ``own``
+    does (`ProcessSearchCallback` and `ProcessScheduleCallback` mark themselves with
+    ``drives_pathway_weights``): each would overwrite the other's weights at every step, so
+    the weights that train would not be the ones a search records or a process holds."""
+    others = [
+        c
+        for c in callbacks
+        if c is not own
+        and getattr(c, "drives_pathway_weights", False)
+        and getattr(c, "enabled", True)
+    ]
+    if not others:
+        return
+    names = ", ".join(type(c).__name__ for c in [own, *others])
+    raise RuntimeError(
+        f"This Trainer has several callbacks that set the pathway weights at every step "
+        f"({names}): each overwrites the others' weights, so the weights that train are "
+        "neither the ones a search records nor the ones a process holds. A fit either "
+        "searches (one ProcessSearchCallback) or replays (one ProcessScheduleCallback): keep "
+        "one of them, or pass enabled=False to the others. To start a search from a process, "
+        "use ProcessSearchCallback(alpha={'init_process': path})."
+    )

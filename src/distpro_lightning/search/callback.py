@@ -111,6 +111,9 @@ class ProcessSearchCallback(Callback):
     provenance (``settings_changes``).
     """
 
+    #: It sets the module's pathway weights at every step (one such callback per Trainer).
+    drives_pathway_weights = True
+
     def __init__(
         self,
         hypergradient: HypergradientConfig | Method = HypergradientConfig(),  # noqa: B008
@@ -186,7 +189,7 @@ class ProcessSearchCallback(Callback):
         if not self.enabled:
             return
         self.process, self._record, self._collapse_warned = None, None, False
-        check_setup(trainer, pl_module, self.settings)
+        check_setup(trainer, pl_module, self.settings, self)
         module: Any = pl_module
         pending, self._pending_state = self._pending_state, None
         self._resumed = pending is not None

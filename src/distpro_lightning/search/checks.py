@@ -13,7 +13,12 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-from distpro_lightning.modules.contract import SearchableModule, check_optimized, missing_members
+from distpro_lightning.modules.contract import (
+    SearchableModule,
+    check_optimized,
+    check_sole_weight_driver,
+    missing_members,
+)
 from distpro_lightning.modules.step_context import StepContext
 from distpro_lightning.search.step import SearchSettings
 
@@ -135,9 +140,13 @@ def check_strategy(strategy: Any) -> None:
         )
 
 
-def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings) -> None:
-    """Refuse a strategy, module, optimizer or precision the search cannot run with."""
+def check_setup(
+    trainer: pl.Trainer, module: Any, settings: SearchSettings, callback: Any = None
+) -> None:
+    """Refuse a strategy, module, optimizer or precision the search cannot run with, and
+    another callback that sets the pathway weights beside ``callback`` (the search)."""
     check_strategy(trainer.strategy)
+    check_sole_weight_driver(trainer.callbacks, callback)
     if not isinstance(module, SearchableModule):
         raise TypeError(
             "ProcessSearchCallback needs a module with DistProMixin (e.g. DistProModule); "

@@ -62,6 +62,22 @@ CASES = [
         RuntimeError,
         ("ProcessSearchCallback", "heads.", "never train", "distill_heads.parameters()"),
     ),
+    *(
+        Case(
+            f"search and replay in one Trainer: {order}",
+            sc.two_weight_drivers(*factories),
+            RuntimeError,
+            ("ProcessSearchCallback", "ProcessScheduleCallback", "keep one", "enabled=False"),
+        )
+        for order, factories in {
+            "search first": (sc.search_cb, sc.uniform_replay),
+            "replay first": (sc.uniform_replay, sc.search_cb),
+        }.items()
+    ),
+    Case(
+        "search beside a disabled replay: runs",
+        sc.two_weight_drivers(sc.search_cb, lambda: sc.ProcessScheduleCallback(enabled=False)),
+    ),
     Case("alpha_lr extreme: warning", sc.warns("alpha_lr=5 is extreme", alpha_lr=5.0)),
     Case("epsilon tiny: warning", sc.warns("rounding noise", epsilon=1e-9)),
     Case("all weights 0: warning", sc.collapse_warned),
