@@ -29,6 +29,7 @@ from distpro_lightning.search.checks import (
     warn_extreme_settings,
     warn_if_collapsed,
     warn_if_never_searching,
+    warn_on_gradient_clipping,
 )
 from distpro_lightning.search.diagnostics import SearchDiagnostics
 from distpro_lightning.search.guard import UpdateGuard
@@ -211,6 +212,7 @@ class ProcessSearchCallback(Callback):
         self.guard.watch(self.step.buffers_before)  # the step's one snapshot of the buffers
         warn_extreme_settings(module, self.settings)
         warn_if_never_searching(trainer, self.run)
+        warn_on_gradient_clipping(trainer)
         self.process = start_process(trainer, module, (self.step, self.held_out), pending, warm)
         record_run_settings(self.process, self.run.record(self.guard.max_non_finite_steps))
         record_search_size(self.process, trainer)

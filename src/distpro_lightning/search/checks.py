@@ -216,6 +216,23 @@ def warn_if_never_searching(trainer: pl.Trainer, run: SearchRunOptions) -> None:
         )
 
 
+def warn_on_gradient_clipping(trainer: pl.Trainer) -> None:
+    """Warn when the Trainer clips gradients: the real update is clipped, but the virtual
+    step (which follows the optimizer's update exactly) is not, so where the clip bites the
+    hypergradient is that of another step than the one taken."""
+    clip = trainer.gradient_clip_val
+    if clip is None or float(clip) <= 0:
+        return
+    algorithm = getattr(trainer.gradient_clip_algorithm, "value", None) or "norm"  # the default
+    rank_zero_warn(
+        f"Trainer(gradient_clip_val={clip}, gradient_clip_algorithm={algorithm!r}) clips the real update's gradient, but the "
+        "search's virtual step follows the optimizer's update unclipped: at steps where the "
+        "clip bites, the hypergradient is that of a larger step than the one taken. Search "
+        "without gradient clipping for the exact virtual step (the replay may clip), or "
+        "accept the approximation."
+    )
+
+
 def warn_extreme_settings(module: SearchableModule, settings: SearchSettings) -> None:
     """Warn about an ``alpha_lr`` or ``epsilon`` that makes the search meaningless (see
     `ALPHA_LR_WARN` and `EPSILON_RATIO_WARN`)."""

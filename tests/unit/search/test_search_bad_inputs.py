@@ -79,6 +79,16 @@ CASES = [
         sc.two_weight_drivers(sc.search_cb, lambda: sc.ProcessScheduleCallback(enabled=False)),
     ),
     Case("alpha_lr extreme: warning", sc.warns("alpha_lr=5 is extreme", alpha_lr=5.0)),
+    *(
+        Case(
+            f"gradient clipping by {algorithm}: warning, the virtual step is unclipped",
+            sc.warns(
+                rf"gradient_clip_val=0.5, gradient_clip_algorithm='{algorithm}'\) clips the real",
+                trainer={"gradient_clip_val": 0.5, "gradient_clip_algorithm": algorithm},
+            ),
+        )
+        for algorithm in ("norm", "value")
+    ),
     Case("epsilon tiny: warning", sc.warns("rounding noise", epsilon=1e-9)),
     Case("all weights 0: warning", sc.collapse_warned),
     Case("defaults: no such warning", sc.no_warning_at_defaults),
