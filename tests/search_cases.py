@@ -451,6 +451,35 @@ def warns(match: str, **cb_kw):
     return act
 
 
+class DigitsStream(IterableDataset):
+    """Two batches of the digits' training split, from a stream without ``len()``: the fit's
+    length is unknown to Lightning (``estimated_stepping_batches`` is -1)."""
+
+    def __iter__(self):
+        dm = digits()
+        dm.setup("fit")
+        return iter([b for _, b in zip(range(2), dm.train_dataloader(), strict=False)])
+
+
+def unknown_length_search(tmp: Path) -> None:
+    """A search over a stream searches at every step and says nothing about the warm-up
+    covering the fit (it said 'covers the whole fit (-1 optimizer steps)'); the process
+    records its planned steps as unknown."""
+    dm = digits()
+    dm.setup("fit")
+    cb = callback(save_path=None, held_out=dm.search_val_dataloader())
+    trainer = quiet_trainer(max_epochs=2, limit_val_batches=0, callbacks=[cb])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        trainer.fit(
+            make_module(transforms=["conv_bn"]), DataLoader(DigitsStream(), batch_size=None)
+        )
+    assert trainer.estimated_stepping_batches == -1 and len(cb.process) == 4
+    assert not [str(w.message) for w in seen if "optimizer steps" in str(w.message)]
+    assert cb.process.provenance["search_size"]["planned_steps"] is None
+    assert not torch.equal(cb.process.logits[-1], cb.process.logits[0])  # alpha moved
+
+
 def collapse_warned(tmp: Path) -> None:
     m = make_module(transforms=["conv_bn"])
     m.alpha_logits.fill_(-30.0)  # every weight ~e^-31 of its start: distillation off

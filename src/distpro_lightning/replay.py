@@ -18,6 +18,7 @@ from distpro_lightning.modules.contract import (
     check_sole_weight_driver,
     missing_members,
 )
+from distpro_lightning.modules.run_length import planned_steps
 from distpro_lightning.pathways.heads import KD_PATHWAY_NAME
 from distpro_lightning.pathways.review import REVIEW_PATHWAY_NAME
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
@@ -30,7 +31,9 @@ class ProcessScheduleCallback(Callback):
 
     * ``mode="process"`` (the paper): step ``t`` of a run of
       ``T = trainer.estimated_stepping_batches`` steps gets ``process.at(t, T)``, the
-      linear interpolation of the searched rows.
+      linear interpolation of the searched rows. A run of unknown length (``max_time``
+      alone, ``max_epochs=-1``, a loader without ``len()``) replays one row per step and
+      holds the last, with a warning.
     * ``mode="final"``: every step gets the last searched row ("use alpha_T" ablation).
       Prefer ``"process"``: in the paired protocol (docs/quality.md) the searched process
       beat its own final weights held fixed, and final weights applied from the first step
@@ -226,8 +229,10 @@ class ProcessScheduleCallback(Callback):
             return
         fingerprint = self.process.fingerprint()
         self._check_resume(fingerprint)
-        total = trainer.estimated_stepping_batches
-        self._total_steps = int(total) if total != float("inf") else len(self.process)
+        total = planned_steps(trainer)
+        self._total_steps = total if total is not None else len(self.process)
+        if total is None and self.mode == "process" and "total_steps" not in self._resumed:
+            warn_unknown_length(len(self.process))
         resumed_total = self._resumed.get("total_steps")
         if resumed_total is not None and resumed_total != self._total_steps:
             rank_zero_warn(
@@ -461,6 +466,19 @@ def _check_uniform_pruning(threshold: float | None) -> None:
     rank_zero_info(
         f"DistPro replay: prune_threshold={threshold} prunes nothing with mode='uniform' "
         "(every logit is 1.0, above it)."
+    )
+
+
+def warn_unknown_length(rows: int) -> None:
+    """Warn that a run of unknown length (`planned_steps` is ``None``) cannot
+    stretch the process: it is replayed one row per optimizer step, its last row held
+    after."""
+    rank_zero_warn(
+        "DistPro replay: the run's length is unknown (Trainer(max_time=...) without "
+        "max_epochs or max_steps, max_epochs=-1, or a training loader without len()), so the "
+        f"process cannot be stretched over it: its {rows} rows are replayed one per optimizer "
+        "step, and the last row is held after that. Set max_steps (or max_epochs with a "
+        "loader that has a length) to stretch it over the run."
     )
 
 

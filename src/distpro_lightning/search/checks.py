@@ -19,6 +19,7 @@ from distpro_lightning.modules.contract import (
     check_sole_weight_driver,
     missing_members,
 )
+from distpro_lightning.modules.run_length import planned_steps
 from distpro_lightning.modules.step_context import StepContext
 from distpro_lightning.search.step import SearchSettings
 
@@ -197,10 +198,10 @@ def warn_if_never_searching(trainer: pl.Trainer, run: SearchRunOptions) -> None:
     """Warn when the warm-up covers the whole fit (alpha would never move, and the process
     would be its start held under a search's name), or when ``every_n_steps`` leaves one
     alpha update in the whole fit."""
-    total = trainer.estimated_stepping_batches
-    if total == float("inf"):
+    total = planned_steps(trainer)
+    if total is None:  # a run of unknown length
         return
-    total, w, k = int(total), run.warmup_steps, run.search_every_n_steps
+    w, k = run.warmup_steps, run.search_every_n_steps
     if w >= total:
         rank_zero_warn(
             f"search.schedule.warmup_steps={w} covers the whole fit "

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
 from distpro_lightning.modules.contract import SearchableModule
+from distpro_lightning.modules.run_length import planned_steps
 from distpro_lightning.process.core import DistillationProcess, ProcessFileError
 from distpro_lightning.search.heldout import HeldOutStream
 from distpro_lightning.search.output import search_provenance, settings_record
@@ -209,7 +210,6 @@ def record_search_size(process: DistillationProcess, trainer: pl.Trainer) -> Non
     """The search run's size in the provenance (``search_size``: its planned optimizer
     steps, epochs and training samples), so a replay knows how far it stretches it; a
     resumed fit records its own plan (a resume may run longer than the first fit)."""
-    total = trainer.estimated_stepping_batches
     loader = getattr(trainer, "train_dataloader", None)
     dataset = getattr(loader, "dataset", None)
     try:
@@ -217,7 +217,7 @@ def record_search_size(process: DistillationProcess, trainer: pl.Trainer) -> Non
     except TypeError:
         samples = None
     process.provenance["search_size"] = {
-        "planned_steps": int(total) if total != float("inf") else None,
+        "planned_steps": planned_steps(trainer),
         "max_epochs": trainer.max_epochs,
         "train_samples": samples,
     }

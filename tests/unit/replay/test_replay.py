@@ -622,3 +622,54 @@ def test_replay_figures_are_named_by_their_epoch_written_per_epoch_and_weights_l
     expected = module.alpha_weights().tolist()
     got = [float(last[f"alpha_weight/{n}"]) for n in module.pathway_names]
     assert got == pytest.approx(expected, rel=1e-5)
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """``batches`` batches of digits from a stream without ``len()``: the run's length is
+    unknown to Lightning (``estimated_stepping_batches`` is infinite)."""
+
+    def __init__(self, batches: int) -> None:
+        dm = make_dm()
+        dm.setup("fit")
+        self.loader = dm.train_dataloader()
+        self.batches = batches
+
+    def __iter__(self):
+        for i, batch in enumerate(self.loader):
+            if i == self.batches:
+                return
+            yield batch
+
+
+class _StopAt(Callback):
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        trainer.should_stop = trainer.global_step >= self.steps
+
+
+@pytest.mark.parametrize(
+    "run, estimate",
+    [("a loader without len()", -1), ("max_epochs=-1 (as max_time alone)", float("inf"))],
+)
+def test_a_run_of_unknown_length_says_the_process_is_not_stretched(run, estimate) -> None:
+    """Lightning estimates -1 or inf steps; the replay does not stretch (it collapsed to
+    the last row after step 0 with -1) and says so."""
+    module = make_module()
+    process = make_process(module.pathway_names, t_search=3)
+    rec = Recorder()
+    if estimate == -1:
+        kw = dict(max_epochs=1)
+        data = dict(train_dataloaders=torch.utils.data.DataLoader(_Stream(4), batch_size=None))
+    else:
+        kw = dict(max_epochs=-1)
+        data = dict(datamodule=make_dm())
+    callbacks = [ProcessScheduleCallback(process=process), rec, _StopAt(4)]
+    trainer = make_trainer(callbacks, **kw)
+    with pytest.warns(UserWarning, match=r"length is unknown .* its 3 rows are replayed one per"):
+        trainer.fit(module, **data)
+    assert trainer.estimated_stepping_batches == estimate and trainer.global_step == 4
+    assert [step for step, _, _ in rec.inside] == [0, 1, 2, 3]
+    for step, _, logits in rec.inside:  # as said: one row per step, then the last row held
+        assert torch.equal(logits, process.logits[min(step, 2)]), step

@@ -89,6 +89,7 @@ CASES = [
         )
         for algorithm in ("norm", "value")
     ),
+    Case("search over a loader without len(): no warm-up warning", sc.unknown_length_search),
     Case("epsilon tiny: warning", sc.warns("rounding noise", epsilon=1e-9)),
     Case("all weights 0: warning", sc.collapse_warned),
     Case("defaults: no such warning", sc.no_warning_at_defaults),
