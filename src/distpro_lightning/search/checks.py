@@ -142,7 +142,7 @@ def check_strategy(strategy: Any) -> None:
 
 
 def check_setup(
-    trainer: pl.Trainer, module: Any, settings: SearchSettings, callback: Any = None
+    trainer: pl.Trainer, module: Any, settings: SearchSettings, callback: Any
 ) -> None:
     """Refuse a strategy, module, optimizer or precision the search cannot run with, and
     another callback that sets the pathway weights beside ``callback`` (the search)."""
