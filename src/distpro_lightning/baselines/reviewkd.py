@@ -67,6 +67,11 @@ class ReviewKDModule(FrozenTeacherOwner, StudentModule):
         **flat: version 0.1's flat optimizer keywords, with a ``FutureWarning``.
     """
 
+    divergence_remedy = (
+        "Lower review_weight or the learning rate (optimizer.lr), or ramp the review loss in "
+        "(warmup_epochs)."
+    )
+
     def __init__(
         self,
         student: nn.Module | str,
@@ -130,8 +135,10 @@ class ReviewKDModule(FrozenTeacherOwner, StudentModule):
         logits, review = self.review_loss(x)
         warm = self.warmup_epochs
         ramp = 1.0 if warm <= 0 else min(self.current_epoch / warm, 1.0)
-        loss = self.task_loss(logits, y) + ramp * self.review_weight * review
+        task = self.task_loss(logits, y)
+        loss = task + ramp * self.review_weight * review
         self.log_train_loss(loss)
+        self.watch_task_loss(task)
         self.log("train/review_loss", review)
         return loss
 

@@ -127,6 +127,10 @@ class DistProModule(DistProMixin, StudentModule):
     """
 
     applies_reused_gradient = True
+    divergence_remedy = (
+        "Lower the distillation weight (distillation.kd_weight) or the learning rate "
+        "(optimizer.lr), or distil with ReviewKD and its warm-up (ReviewKDModule(warmup_epochs=...))."
+    )
 
     def __init__(
         self,
@@ -225,6 +229,7 @@ class DistProModule(DistProMixin, StudentModule):
         loss, task, losses, _ = self.training_loss(batch)
         self.log_train_loss(loss)
         self.log("train/task_loss", task)
+        self.watch_task_loss(task)
         if self.log_pathway_losses:
             for name, value in zip(self.pathway_names, losses.detach()):
                 self.log(f"pathway_loss/{name}", value)

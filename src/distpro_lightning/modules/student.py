@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.core.mixins import HyperparametersMixin
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities.parsing import collect_init_args
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -29,6 +30,7 @@ from distpro_lightning.grouping import (
     say_unused,
 )
 from distpro_lightning.modules.contract import split_inputs_targets
+from distpro_lightning.modules.divergence import DivergenceWarning, DivergenceWatch
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,9 @@ class StudentModule(pl.LightningModule):
     """
 
     student: nn.Module
+    #: what to do about a diverging run, the end of the `DivergenceWarning` of the
+    #: subclasses that call `watch_task_loss`
+    divergence_remedy = "Lower the learning rate (optimizer.lr)."
 
     def __init__(
         self,
@@ -214,6 +219,7 @@ class StudentModule(pl.LightningModule):
         self._save_init_hyperparameters(inspect.currentframe(), set(flat))
         self.val_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_top1 = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.divergence_watch = DivergenceWatch(num_classes)
 
     def regroup(
         self,
@@ -294,6 +300,30 @@ class StudentModule(pl.LightningModule):
         (a short retrain, without validation) still writes its metrics (``metrics.csv``)."""
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/loss_epoch", loss, on_step=False, on_epoch=True, sync_dist=True)
+
+    def watch_task_loss(self, task_loss: Tensor) -> None:
+        """Watch a distilled run's task loss for a divergence (`DivergenceWatch`): kept on
+        the device every step, read at the Trainer's ``log_every_n_steps`` and at every epoch
+        end, one `DivergenceWarning` per fit."""
+        self.divergence_watch.update(task_loss)
+        trainer = self._trainer
+        if trainer is not None and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+            self.warn_if_diverging()
+
+    def warn_if_diverging(self) -> None:
+        """Issue the `DivergenceWarning` if the watched task loss marks a divergence."""
+        step = self._trainer.global_step if self._trainer is not None else 0
+        message = self.divergence_watch.message(step, self.divergence_remedy)
+        if message is not None:
+            rank_zero_warn(f"{type(self).__name__}: {message}", category=DivergenceWarning)
+
+    def on_train_start(self) -> None:
+        self.divergence_watch.reset()
+        super().on_train_start()
+
+    def on_train_epoch_end(self) -> None:
+        self.warn_if_diverging()
+        super().on_train_epoch_end()
 
     def _eval_step(self, batch: Any, metric: Any, stage: str) -> Tensor:
         x, y = self.split_batch(batch)

@@ -141,9 +141,7 @@ def check_strategy(strategy: Any) -> None:
         )
 
 
-def check_setup(
-    trainer: pl.Trainer, module: Any, settings: SearchSettings, callback: Any
-) -> None:
+def check_setup(trainer: pl.Trainer, module: Any, settings: SearchSettings, callback: Any) -> None:
     """Refuse a strategy, module, optimizer or precision the search cannot run with, and
     another callback that sets the pathway weights beside ``callback`` (the search)."""
     check_strategy(trainer.strategy)
