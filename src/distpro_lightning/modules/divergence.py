@@ -7,7 +7,8 @@ trained alone). The logged ``train/loss`` hides it: the distillation term is lar
 `DivergenceWatch` keeps the peak task loss on the device (no synchronisation per step),
 reads it at the Trainer's logging cadence and at every epoch end, and warns once per fit
 when it exceeds ``factor`` times ``ln(num_classes)``, the cross-entropy of a uniform guess:
-a loss that high means confidently wrong logits, not a slow start.
+a loss that high means confidently wrong logits, not a slow start. Under DDP the warning is
+rank zero's, from rank zero's batches (the ranks train one model, so they diverge together).
 """
 
 from __future__ import annotations
