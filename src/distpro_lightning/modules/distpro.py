@@ -225,6 +225,9 @@ class DistProModule(DistProMixin, StudentModule):
             # ProcessSearchCallback(reuse_training_gradient=True): the virtual step's gradient
             # is the update; the surrogate's gradient with respect to theta is exactly it.
             self.log_train_loss(reused.loss)
+            if reused.task_loss is not None:
+                self.log("train/task_loss", reused.task_loss)
+                self.watch_task_loss(reused.task_loss)
             return reused.surrogate_loss()
         loss, task, losses, _ = self.training_loss(batch)
         self.log_train_loss(loss)

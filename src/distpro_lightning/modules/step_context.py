@@ -17,11 +17,13 @@ from distpro_lightning.modules.contract import Objective, ParameterGroups, Teach
 @dataclass(frozen=True)
 class ReusedGradient:
     """The virtual step's training gradient, handed to the real update
-    (``reuse_training_gradient=True``), and the training loss it came from."""
+    (``reuse_training_gradient=True``), the training loss it came from and that loss's task
+    part (``None`` when the producer did not separate it)."""
 
     parameters: ParameterGroups
     gradients: ParameterGroups
     loss: Tensor
+    task_loss: Tensor | None = None
 
     def surrogate_loss(self) -> Tensor:
         """A scalar whose gradient with respect to theta is exactly `gradients`."""

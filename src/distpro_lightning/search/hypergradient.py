@@ -358,6 +358,7 @@ class HypergradientResult:
     val_loss: Tensor
     train_loss: Tensor
     training_gradient: ParameterGroups | None = None
+    train_task_loss: Tensor | None = None  # the task part of ``train_loss``
     training_forward: Objective | None = None
 
 
@@ -466,5 +467,6 @@ def compute_hypergradient(
         val_loss=val_loss,
         train_loss=training.loss.detach(),
         training_gradient=grads,
+        train_task_loss=training.task.detach(),
         training_forward=training if options.keep_training_forward else None,
     )

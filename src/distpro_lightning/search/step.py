@@ -342,7 +342,9 @@ class SearchStep:
         batches = SearchBatches(x, y, teacher, xv, yv)
         result = compute_hypergradient(module, batches, virtual, self.options)
         if result.training_gradient is not None:
-            context.reused = ReusedGradient(theta, result.training_gradient, result.train_loss)
+            context.reused = ReusedGradient(
+                theta, result.training_gradient, result.train_loss, result.train_task_loss
+            )
         record = self._update_alpha(step, result)
         record.inputs = StepInputs(batches, virtual, old_logits)
         if result.training_forward is not None:

@@ -98,3 +98,21 @@ def test_the_watch_does_not_cost_a_host_synchronisation_per_step():
     watch.update(torch.tensor(0.5))
     # the peak stays a tensor (no .item() per step); only `message` reads it
     assert isinstance(watch.peak, torch.Tensor) and peak is not watch.peak
+
+
+def test_a_search_that_reuses_the_training_gradient_is_watched_too(tmp_path):
+    from distpro_lightning import ProcessSearchCallback
+
+    torch.manual_seed(0)
+    module = make_module(kd_weight=200.0, lr=0.5)
+    search = ProcessSearchCallback(
+        hypergradient={"reuse_training_gradient": True},
+        output={"save_path": str(tmp_path / "p.json"), "plot": False},
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = quiet_trainer(max_epochs=1, limit_val_batches=0, callbacks=[search])
+        fit.fit(module, datamodule=DigitsDataModule(batch_size=32, subset=128, mode="search"))
+    said = [str(w.message) for w in caught if issubclass(w.category, DivergenceWarning)]
+    assert len(said) == 1 and said[0].startswith("DistProModule:")
+    assert "train/task_loss" in fit.callback_metrics

@@ -70,3 +70,16 @@ def test_reuse_updates_batchnorm_statistics_like_the_real_forward():
         assert torch.allclose(sa[k].float(), sb[k].float(), rtol=1e-5, atol=1e-6), k
         moved += int(k in s0 and not torch.equal(sa[k], s0[k]))
     assert moved > 0
+
+
+def test_reused_gradient_carries_the_task_loss_of_its_training_pass():
+    # DistProModule logs it as train/task_loss and watches it for a divergence on this path
+    torch.manual_seed(0)
+    m = make_module(transforms=["conv_bn"]).train()
+    start = copy.deepcopy(m)
+    m, reused, _, (x, y) = _one_step(m, reuse=True)
+    with torch.no_grad():  # an independent forward of the student at theta
+        expected = torch.nn.functional.cross_entropy(start.student(x), y)
+    assert reused.task_loss is not None
+    assert torch.allclose(reused.task_loss, expected, rtol=1e-5, atol=1e-6)
+    assert float(reused.loss) > float(reused.task_loss)  # plus the distillation term
