@@ -49,8 +49,12 @@ class DivergenceWatch:
         self.peak, self.warned = None, False
 
     def update(self, task_loss: Tensor) -> None:
-        """Fold one step's task loss into the peak, on its device (no host synchronisation)."""
+        """Fold one step's task loss into the peak, on its device (no host synchronisation).
+        A non-finite loss is left out: it comes from a bad batch (a NaN input), which the
+        search skips as a non-finite step, not from logits that grew; a divergence passes
+        through large finite losses first."""
         value = task_loss.detach().float()
+        value = torch.where(torch.isfinite(value), value, torch.zeros_like(value))
         self.peak = value if self.peak is None else torch.maximum(self.peak, value)
 
     def message(self, step: int, remedy: str) -> str | None:
@@ -59,7 +63,7 @@ class DivergenceWatch:
         if self.warned or self.peak is None:
             return None
         peak = float(self.peak)
-        if not peak > self.threshold and math.isfinite(peak):
+        if not peak > self.threshold:
             return None
         self.warned = True
         return (

@@ -31,8 +31,13 @@ def test_peak_is_kept_across_steps_and_warned_once_until_reset():
     assert watch.message(step=8, remedy="Lower it.") is None  # once per fit
     watch.reset()
     assert watch.peak is None and watch.message(step=0, remedy="") is None
-    watch.update(torch.tensor(float("nan")))  # a non-finite task loss has diverged too
-    assert watch.message(step=1, remedy="") is not None
+    # a non-finite task loss is a bad batch (a NaN input the search skips), not logits that
+    # grew: it neither warns nor hides a later divergence
+    for value in (float("nan"), float("inf"), 3.0):
+        watch.update(torch.tensor(value))
+    assert float(watch.peak) == 3.0 and watch.message(step=1, remedy="") is None
+    watch.update(torch.tensor(40.0))
+    assert watch.message(step=2, remedy="") is not None
 
 
 def test_below_the_threshold_nothing_is_said():
