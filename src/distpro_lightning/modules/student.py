@@ -303,11 +303,11 @@ class StudentModule(pl.LightningModule):
 
     def watch_task_loss(self, task_loss: Tensor) -> None:
         """Watch a distilled run's task loss for a divergence (`DivergenceWatch`): kept on
-        the device every step, read at the Trainer's ``log_every_n_steps`` and at every epoch
-        end, one `DivergenceWarning` per fit."""
+        the device every step, read at the Trainer's ``log_every_n_steps`` (``0``: no step
+        logging, epoch ends only) and at every epoch end, one `DivergenceWarning` per fit."""
         self.divergence_watch.update(task_loss)
-        trainer = self._trainer
-        if trainer is not None and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+        every = self._trainer.log_every_n_steps if self._trainer is not None else 0
+        if every > 0 and (self.trainer.global_step + 1) % every == 0:
             self.warn_if_diverging()
 
     def warn_if_diverging(self) -> None:

@@ -85,6 +85,12 @@ def test_the_logging_cadence_reads_the_peak_before_the_epoch_ends():
     assert len(said) == 1 and "by step " in said[0]
 
 
+def test_without_step_logging_the_epoch_end_reads_the_peak():
+    torch.manual_seed(0)
+    module = make_module(kd_weight=200.0, lr=0.5)
+    assert len(_fit(module, log_every_n_steps=0)) == 1  # Lightning's "no step logging"
+
+
 def test_reviewkd_is_watched_with_its_own_remedy():
     torch.manual_seed(0)
     module = ReviewKDModule(
