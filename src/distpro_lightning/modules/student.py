@@ -306,8 +306,9 @@ class StudentModule(pl.LightningModule):
         the device every step, read at the Trainer's ``log_every_n_steps`` (``0``: no step
         logging, epoch ends only) and at every epoch end, one `DivergenceWarning` per fit."""
         self.divergence_watch.update(task_loss)
-        every = self._trainer.log_every_n_steps if self._trainer is not None else 0
-        if every > 0 and (self.trainer.global_step + 1) % every == 0:
+        trainer = self._trainer
+        every = trainer.log_every_n_steps if trainer is not None else 0
+        if every > 0 and (trainer.global_step + 1) % every == 0:
             self.warn_if_diverging()
 
     def warn_if_diverging(self) -> None:
